@@ -1,0 +1,1 @@
+//! The reference Missive client (being written).
