@@ -1,0 +1,1098 @@
+//! Regenerates the test vectors in `protocol/vectors/` with the real codec.
+//!
+//! ```text
+//! cargo run -p missive-protocol --example gen_vectors
+//! ```
+//!
+//! Output is deterministic (fixed timestamps and ids), so rerunning it on an unchanged codec
+//! rewrites the same files, except possibly the compressed vector: zlib output may differ
+//! between flate2 versions (tests/vectors.rs does not compare compressed bytes).
+
+use std::path::{Path, PathBuf};
+
+use missive_protocol::frame::{Flags, Frame};
+use missive_protocol::pb::{self, inbox_entry::Body};
+use missive_protocol::{token, ErrorCode, Packet, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// 2025-11-24T16:00:00Z in milliseconds: the base of every timestamp in the vectors.
+const T: i64 = 1_764_000_000_000;
+
+fn msg_id(at_ms: i64, counter: u64) -> u64 {
+    ((at_ms as u64) << 22) | counter
+}
+
+fn direct(id: &str) -> Option<pb::Conversation> {
+    Some(pb::Conversation {
+        kind: pb::ConversationKind::Direct as i32,
+        id: id.into(),
+    })
+}
+
+fn group(id: &str) -> Option<pb::Conversation> {
+    Some(pb::Conversation {
+        kind: pb::ConversationKind::Group as i32,
+        id: id.into(),
+    })
+}
+
+/// A text message from `from` in `conv` (as seen by the reader).
+fn text(from: &str, conv: Option<pb::Conversation>, seq: u64, at: i64, body: &str) -> pb::Message {
+    pb::Message {
+        msg_id: msg_id(at, seq % 4096),
+        from_user: from.into(),
+        conversation: conv,
+        seq,
+        timestamp_ms: at,
+        content_type: 1,
+        content: body.as_bytes().to_vec(),
+        client_msg_id: format!("{from}-{seq:08}"),
+        recalled: false,
+    }
+}
+
+fn entry(version: u64, conv: Option<pb::Conversation>, at: i64, body: Body) -> pb::InboxEntry {
+    pb::InboxEntry {
+        version,
+        conversation: conv,
+        timestamp_ms: at,
+        body: Some(body),
+    }
+}
+
+fn push(e: pb::InboxEntry) -> Packet {
+    Packet::Push(pb::Push {
+        version: e.version,
+        prev_version: e.version - 1,
+        entry: Some(e),
+    })
+}
+
+fn group_info(
+    id: &str,
+    name: &str,
+    members: u32,
+    fanout: pb::FanoutMode,
+    last_seq: u64,
+) -> pb::GroupInfo {
+    pb::GroupInfo {
+        group_id: id.into(),
+        name: name.into(),
+        owner: "alice".into(),
+        member_count: members,
+        history: pb::HistoryVisibility::Full as i32,
+        fanout: fanout as i32,
+        last_seq,
+    }
+}
+
+#[derive(Serialize)]
+struct Valid {
+    name: String,
+    command: &'static str,
+    request_id: u32,
+    flags: u8,
+    note: String,
+    body: Value,
+    hex: String,
+}
+
+#[derive(Serialize)]
+struct Invalid {
+    name: String,
+    expected_error: &'static str,
+    fatal: bool,
+    note: String,
+    hex: String,
+}
+
+struct Gen {
+    valid: Vec<Valid>,
+    invalid: Vec<Invalid>,
+}
+
+impl Gen {
+    fn frame(&mut self, name: &str, packet: Packet, request_id: u32, note: &str) {
+        let frame = Frame::new(&packet, request_id);
+        self.add(name, &packet, frame, note);
+    }
+
+    fn add(&mut self, name: &str, packet: &Packet, frame: Frame, note: &str) {
+        assert_eq!(&frame.packet(DEFAULT_MAX_FRAME_LEN).unwrap(), packet);
+        self.valid.push(Valid {
+            name: name.into(),
+            command: packet.command().name(),
+            request_id: frame.request_id,
+            flags: frame.flags.0,
+            note: note.into(),
+            body: packet.body_to_json(),
+            hex: hex::encode(frame.to_bytes()),
+        });
+    }
+
+    fn bad(&mut self, name: &str, bytes: &[u8], note: &str) {
+        let code = missive_protocol_error(bytes);
+        self.invalid.push(Invalid {
+            name: name.into(),
+            expected_error: code.name(),
+            fatal: code.is_fatal(),
+            note: note.into(),
+            hex: hex::encode(bytes),
+        });
+    }
+}
+
+/// Runs the bytes through the decoder as a receiver does: decode, end of stream, then the body.
+fn missive_protocol_error(bytes: &[u8]) -> missive_protocol::ErrorCode {
+    use tokio_util::codec::Decoder;
+    let mut codec = missive_protocol::FrameCodec::default();
+    let mut buf = bytes::BytesMut::from(bytes);
+    let frame = match codec.decode(&mut buf) {
+        Err(e) => return e.code(),
+        Ok(Some(f)) => f,
+        Ok(None) => match codec.decode_eof(&mut buf) {
+            Err(e) => return e.code(),
+            Ok(_) => panic!("invalid vector decoded fine"),
+        },
+    };
+    match frame.packet(codec.max_frame_len()) {
+        Err(e) => e.code(),
+        Ok(_) => panic!("invalid vector decoded fine"),
+    }
+}
+
+/// A frame with every header field chosen freely and a correct CRC (unless `length` is forced).
+fn raw(
+    length: Option<u32>,
+    magic: [u8; 2],
+    version: u8,
+    flags: u8,
+    command: u16,
+    rid: u32,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    let len = length.unwrap_or((10 + body.len() + 4) as u32);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(&magic);
+    v.push(version);
+    v.push(flags);
+    v.extend_from_slice(&command.to_be_bytes());
+    v.extend_from_slice(&rid.to_be_bytes());
+    v.extend_from_slice(body);
+    let crc = crc32fast::hash(&v);
+    v.extend_from_slice(&crc.to_be_bytes());
+    v
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn valid_vectors(g: &mut Gen) {
+    let tok = token::mint(b"secret", "alice", "phone", 1_900_000_000);
+
+    // Session.
+    g.frame(
+        "login",
+        Packet::Login(pb::Login {
+            token: tok,
+            device_id: "phone".into(),
+            platform: pb::Platform::Ios as i32,
+            last_version: 41,
+            client_version: "MyApp/3.2 iOS/17".into(),
+        }),
+        1,
+        "First frame of a connection; token minted with secret \"secret\" for alice/phone, expires 1900000000",
+    );
+    g.frame(
+        "login_ack",
+        Packet::LoginAck(pb::LoginAck {
+            user_id: "alice".into(),
+            server_time_ms: T,
+            heartbeat_interval_secs: 30,
+            current_version: 42,
+            unread_total: 3,
+            session_id: 7,
+        }),
+        1,
+        "current_version 42 > last_version 41: the client SYNCs from 41",
+    );
+    g.frame(
+        "heartbeat",
+        Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: T + 30_000,
+        }),
+        2,
+        "Annotated byte by byte in PROTOCOL.md",
+    );
+    g.frame(
+        "heartbeat_ack",
+        Packet::HeartbeatAck(pb::HeartbeatAck {
+            server_time_ms: T + 30_012,
+            client_time_ms: T + 30_000,
+        }),
+        2,
+        "Echoes client_time_ms",
+    );
+    g.frame(
+        "heartbeat_zero",
+        Packet::Heartbeat(pb::Heartbeat { client_time_ms: 0 }),
+        3,
+        "All fields at their defaults: the body is empty (length field 14)",
+    );
+
+    // Send.
+    let cmid = "6f1c2a9e-0b3d-4c55-9a7e-1d2f3a4b5c6d";
+    let sent_at = T + 31_000;
+    g.frame(
+        "send_direct",
+        Packet::Send(pb::Send {
+            client_msg_id: cmid.into(),
+            to: direct("bob"),
+            content_type: 1,
+            content: b"hello bob".to_vec(),
+        }),
+        4,
+        "alice -> bob, content_type 1 (application-defined), content is raw bytes",
+    );
+    let ack = pb::SendAck {
+        client_msg_id: cmid.into(),
+        msg_id: msg_id(sent_at, 0),
+        seq: 17,
+        timestamp_ms: sent_at,
+        version: 43,
+        duplicate: false,
+    };
+    g.frame(
+        "send_ack",
+        Packet::SendAck(ack.clone()),
+        4,
+        "Stored: msg_id = (31000 ms after T) << 22 | 0, seq 17 in alice<->bob, version 43 in alice's inbox",
+    );
+    g.frame(
+        "send_ack_duplicate",
+        Packet::SendAck(pb::SendAck {
+            duplicate: true,
+            ..ack
+        }),
+        9,
+        "The same client_msg_id sent again (request 9): the original ack with duplicate = true",
+    );
+    g.frame(
+        "send_group",
+        Packet::Send(pb::Send {
+            client_msg_id: "a7d3c1f0-5e2b-4d8a-9c6f-0b1e2d3c4f5a".into(),
+            to: group("g-7f3a"),
+            content_type: 2,
+            content: vec![0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a],
+        }),
+        10,
+        "To a group; content is arbitrary bytes (here the first bytes of a PNG)",
+    );
+
+    // Push.
+    let bob_at = T + 40_000;
+    let bob_msg = text("bob", direct("bob"), 18, bob_at, "hi alice");
+    let e44 = entry(44, direct("bob"), bob_at, Body::Message(bob_msg.clone()));
+    g.frame(
+        "push_message",
+        push(e44.clone()),
+        0,
+        "Server-initiated: request id 0. conversation.id is the other user (bob) as seen by alice",
+    );
+    let p = push(e44);
+    let f = Frame::new(&p, 0).retransmitted();
+    g.add(
+        "push_message_retransmit",
+        &p,
+        f,
+        "The same PUSH resent after ack_timeout with the RETRANSMIT flag (0x02)",
+    );
+    g.frame(
+        "push_read_sync",
+        push(entry(
+            45,
+            direct("bob"),
+            T + 41_000,
+            Body::ReadSync(pb::ReadSync {
+                up_to_seq: 18,
+                unread: 0,
+            }),
+        )),
+        0,
+        "Another device of alice read alice<->bob up to seq 18; clear the badge",
+    );
+    g.frame(
+        "push_recall",
+        push(entry(
+            46,
+            direct("bob"),
+            T + 42_000,
+            Body::Recall(pb::Recall {
+                msg_id: bob_msg.msg_id,
+                seq: 18,
+                by_user: "bob".into(),
+            }),
+        )),
+        0,
+        "bob recalled seq 18: show it as recalled, drop its content",
+    );
+    g.frame(
+        "push_delete",
+        push(entry(
+            47,
+            direct("bob"),
+            T + 43_000,
+            Body::Delete(pb::Delete {
+                msg_id: msg_id(sent_at, 0),
+            }),
+        )),
+        0,
+        "alice deleted her message from her own view (on another device)",
+    );
+    g.frame(
+        "push_group_event",
+        push(entry(
+            48,
+            group("g-7f3a"),
+            T + 44_000,
+            Body::GroupEvent(pb::GroupEvent {
+                kind: pb::GroupEventKind::Joined as i32,
+                user_id: "carol".into(),
+                by_user: "alice".into(),
+            }),
+        )),
+        0,
+        "carol was added to group g-7f3a by alice",
+    );
+    g.frame(
+        "push_ack",
+        Packet::PushAck(pb::PushAck { version: 44 }),
+        5,
+        "Cumulative: acknowledges every push with version <= 44. No reply",
+    );
+
+    // Sync.
+    g.frame(
+        "sync",
+        Packet::Sync(pb::Sync {
+            since_version: 41,
+            limit: 0,
+        }),
+        6,
+        "Entries after 41; limit 0 = server default (200)",
+    );
+    let e42 = entry(
+        42,
+        direct("bob"),
+        T - 5_000,
+        Body::Message(text("bob", direct("bob"), 16, T - 5_000, "are you there?")),
+    );
+    g.frame(
+        "sync_ack",
+        Packet::SyncAck(pb::SyncAck {
+            entries: vec![e42],
+            new_version: 42,
+            has_more: false,
+            current_version: 42,
+        }),
+        6,
+        "One entry; has_more false: the client is up to date at 42",
+    );
+    g.frame(
+        "sync_ack_empty",
+        Packet::SyncAck(pb::SyncAck {
+            entries: vec![],
+            new_version: 42,
+            has_more: false,
+            current_version: 42,
+        }),
+        11,
+        "Nothing after since_version 42: new_version = since_version",
+    );
+    let mut entries = Vec::new();
+    for i in 0..64u64 {
+        let at = T - 3_600_000 + i as i64 * 1_000;
+        let peer = if i % 3 == 0 { "carol" } else { "bob" };
+        let from = if i % 2 == 0 { peer } else { "alice" };
+        entries.push(entry(
+            100 + i,
+            direct(peer),
+            at,
+            Body::Message(text(
+                from,
+                direct(peer),
+                1 + i,
+                at,
+                &format!("message number {i} in a long page of history"),
+            )),
+        ));
+    }
+    let big = Packet::SyncAck(pb::SyncAck {
+        entries,
+        new_version: 163,
+        has_more: true,
+        current_version: 400,
+    });
+    let f = Frame::compressed_above(&big, 12, 1024);
+    assert!(f.flags.compressed());
+    g.add(
+        "sync_ack_compressed",
+        &big,
+        f,
+        "A 64-entry page: the body is >= 1024 bytes, so the server zlib-compresses it (flag 0x01). \
+         The compressed bytes may differ between zlib implementations; compare the decoded body",
+    );
+
+    // Contacts, unread, read, recall, delete.
+    g.frame(
+        "contacts_first_page",
+        Packet::Contacts(pb::Contacts {
+            cursor: vec![],
+            limit: 2,
+        }),
+        13,
+        "First page (empty cursor), 2 per page",
+    );
+    g.frame(
+        "contacts_ack",
+        Packet::ContactsAck(pb::ContactsAck {
+            contacts: vec![
+                pb::Contact {
+                    conversation: direct("bob"),
+                    last_message: Some(bob_msg.clone()),
+                    unread: 1,
+                    updated_ms: bob_at,
+                },
+                pb::Contact {
+                    conversation: group("g-7f3a"),
+                    last_message: Some(text("carol", group("g-7f3a"), 5, T - 60_000, "lunch?")),
+                    unread: 2,
+                    updated_ms: T - 60_000,
+                },
+            ],
+            next_cursor: vec![0x01, 0x9a, 0xb4, 0x4c, 0x72, 0x60, 0x00, 0x03],
+        }),
+        13,
+        "Newest activity first; next_cursor is opaque bytes, send it back as Contacts.cursor",
+    );
+    g.frame(
+        "contacts_next_page",
+        Packet::Contacts(pb::Contacts {
+            cursor: vec![0x01, 0x9a, 0xb4, 0x4c, 0x72, 0x60, 0x00, 0x03],
+            limit: 2,
+        }),
+        14,
+        "Second page",
+    );
+    g.frame(
+        "contacts_ack_last_page",
+        Packet::ContactsAck(pb::ContactsAck {
+            contacts: vec![],
+            next_cursor: vec![],
+        }),
+        14,
+        "Empty next_cursor: no more pages (empty body)",
+    );
+    g.frame("unread", Packet::Unread(pb::Unread {}), 15, "Empty body");
+    g.frame(
+        "unread_ack",
+        Packet::UnreadAck(pb::UnreadAck {
+            total: 3,
+            conversations: vec![
+                pb::ConversationUnread {
+                    conversation: direct("bob"),
+                    unread: 1,
+                    last_seq: 18,
+                },
+                pb::ConversationUnread {
+                    conversation: group("g-7f3a"),
+                    unread: 2,
+                    last_seq: 5,
+                },
+            ],
+        }),
+        15,
+        "total equals the sum of the conversations' unread counts",
+    );
+    g.frame(
+        "mark_read",
+        Packet::MarkRead(pb::MarkRead {
+            conversation: direct("bob"),
+            up_to_seq: 18,
+        }),
+        16,
+        "Read everything up to and including seq 18",
+    );
+    g.frame(
+        "mark_read_ack",
+        Packet::MarkReadAck(pb::MarkReadAck {
+            unread: 0,
+            total: 2,
+            version: 49,
+        }),
+        16,
+        "A READ_SYNC entry was written at version 49",
+    );
+    g.frame(
+        "mark_read_ack_nothing_changed",
+        Packet::MarkReadAck(pb::MarkReadAck {
+            unread: 0,
+            total: 2,
+            version: 0,
+        }),
+        17,
+        "Already read that far: version 0, nothing written",
+    );
+    g.frame(
+        "recall",
+        Packet::Recall(pb::RecallMessage {
+            conversation: direct("bob"),
+            msg_id: msg_id(sent_at, 0),
+        }),
+        18,
+        "alice recalls her own message (within the recall window)",
+    );
+    g.frame(
+        "recall_ack",
+        Packet::RecallAck(pb::RecallAck { version: 50 }),
+        18,
+        "The RECALL entry's version in alice's inbox",
+    );
+    g.frame(
+        "delete",
+        Packet::Delete(pb::DeleteMessage {
+            conversation: direct("bob"),
+            msg_id: bob_msg.msg_id,
+        }),
+        19,
+        "Delete bob's message from alice's own view",
+    );
+    g.frame(
+        "delete_ack",
+        Packet::DeleteAck(pb::DeleteAck { version: 51 }),
+        19,
+        "The DELETE entry's version in alice's inbox",
+    );
+
+    // Groups.
+    g.frame(
+        "group_create",
+        Packet::GroupCreate(pb::GroupCreate {
+            name: "Hiking".into(),
+            members: vec!["bob".into(), "carol".into()],
+            history: pb::HistoryVisibility::FromJoin as i32,
+        }),
+        20,
+        "alice becomes the owner; bob and carol are added",
+    );
+    let hiking = pb::GroupInfo {
+        history: pb::HistoryVisibility::FromJoin as i32,
+        ..group_info("g-7f3a", "Hiking", 3, pb::FanoutMode::Write, 0)
+    };
+    g.frame(
+        "group_create_ack",
+        Packet::GroupCreateAck(pb::GroupAck {
+            group: Some(hiking.clone()),
+        }),
+        20,
+        "Write fan-out (3 members <= fanout_threshold)",
+    );
+    g.frame(
+        "group_join",
+        Packet::GroupJoin(pb::GroupJoin {
+            group_id: "g-7f3a".into(),
+            user_ids: vec!["dave".into()],
+        }),
+        21,
+        "Owner/admin adds dave; an empty user_ids list means join oneself",
+    );
+    g.frame(
+        "group_join_ack",
+        Packet::GroupJoinAck(pb::GroupAck {
+            group: Some(pb::GroupInfo {
+                member_count: 4,
+                ..hiking.clone()
+            }),
+        }),
+        21,
+        "",
+    );
+    g.frame(
+        "group_leave",
+        Packet::GroupLeave(pb::GroupLeave {
+            group_id: "g-7f3a".into(),
+            user_id: String::new(),
+        }),
+        22,
+        "Empty user_id: leave oneself",
+    );
+    g.frame(
+        "group_leave_ack",
+        Packet::GroupLeaveAck(pb::GroupAck {
+            group: Some(pb::GroupInfo {
+                member_count: 3,
+                ..hiking.clone()
+            }),
+        }),
+        22,
+        "",
+    );
+    g.frame(
+        "group_members",
+        Packet::GroupMembers(pb::GroupMembers {
+            group_id: "g-7f3a".into(),
+        }),
+        23,
+        "",
+    );
+    g.frame(
+        "group_members_ack",
+        Packet::GroupMembersAck(pb::GroupMembersAck {
+            group: Some(hiking.clone()),
+            members: vec![
+                pb::GroupMember {
+                    user_id: "alice".into(),
+                    role: pb::GroupRole::Owner as i32,
+                    joined_ms: T,
+                },
+                pb::GroupMember {
+                    user_id: "bob".into(),
+                    role: pb::GroupRole::Admin as i32,
+                    joined_ms: T,
+                },
+                pb::GroupMember {
+                    user_id: "carol".into(),
+                    role: pb::GroupRole::Member as i32,
+                    joined_ms: T + 44_000,
+                },
+            ],
+        }),
+        23,
+        "role MEMBER is 0, so carol's role field is absent from the encoding",
+    );
+    g.frame(
+        "group_list",
+        Packet::GroupList(pb::GroupList {}),
+        24,
+        "Empty body",
+    );
+    g.frame(
+        "group_list_ack",
+        Packet::GroupListAck(pb::GroupListAck {
+            groups: vec![
+                hiking,
+                group_info("g-big1", "Announcements", 5000, pb::FanoutMode::Read, 1234),
+            ],
+        }),
+        24,
+        "g-big1 is over fanout_threshold: read fan-out (GROUP_NOTIFY + GROUP_HISTORY)",
+    );
+    g.frame(
+        "group_history",
+        Packet::GroupHistory(pb::GroupHistory {
+            group_id: "g-big1".into(),
+            before_seq: 0,
+            after_seq: 1230,
+            limit: 50,
+        }),
+        25,
+        "Catch up: messages with seq > 1230, oldest first",
+    );
+    g.frame(
+        "group_history_ack",
+        Packet::GroupHistoryAck(pb::GroupHistoryAck {
+            messages: (1231..=1234)
+                .map(|s| {
+                    text(
+                        "bob",
+                        group("g-big1"),
+                        s,
+                        T + s as i64,
+                        &format!("announcement {s}"),
+                    )
+                })
+                .collect(),
+            has_more: false,
+        }),
+        25,
+        "",
+    );
+    g.frame(
+        "group_notify",
+        Packet::GroupNotify(pb::GroupNotify {
+            group_id: "g-big1".into(),
+            last_seq: 1234,
+            unread: 4,
+        }),
+        0,
+        "Read fan-out group has new messages up to seq 1234; not acknowledged",
+    );
+
+    // Kick.
+    g.frame(
+        "kick_replaced",
+        Packet::Kick(pb::Kick {
+            reason: pb::KickReason::Replaced as i32,
+            message: "logged in on another connection".into(),
+            redirect_host: String::new(),
+            redirect_port: 0,
+            reconnect_after_ms: 0,
+        }),
+        0,
+        "The same device logged in elsewhere; do NOT reconnect automatically",
+    );
+    g.frame(
+        "kick_shutdown",
+        Packet::Kick(pb::Kick {
+            reason: pb::KickReason::Shutdown as i32,
+            message: "server shutting down".into(),
+            redirect_host: String::new(),
+            redirect_port: 0,
+            reconnect_after_ms: 2_137,
+        }),
+        0,
+        "Reconnect to the same address after at least 2137 ms",
+    );
+    g.frame(
+        "kick_redirect",
+        Packet::Kick(pb::Kick {
+            reason: pb::KickReason::Redirect as i32,
+            message: "draining".into(),
+            redirect_host: "im2.example.com".into(),
+            redirect_port: 443,
+            reconnect_after_ms: 500,
+        }),
+        0,
+        "Reconnect to im2.example.com:443 after 500 ms",
+    );
+    g.frame(
+        "kick_ack_timeout",
+        Packet::Kick(pb::Kick {
+            reason: pb::KickReason::AckTimeout as i32,
+            message: "pushes not acknowledged".into(),
+            redirect_host: String::new(),
+            redirect_port: 0,
+            reconnect_after_ms: 0,
+        }),
+        0,
+        "Reconnect with normal backoff, then SYNC",
+    );
+
+    // Error.
+    g.frame(
+        "error_bad_crc",
+        Packet::Error(pb::Error {
+            code: ErrorCode::BadCrc as u32,
+            message: "bad CRC32".into(),
+            fatal: true,
+            retry_after_ms: 0,
+        }),
+        0,
+        "Fatal framing error: request id 0, the server closes the connection",
+    );
+    g.frame(
+        "error_unknown_command",
+        Packet::Error(pb::Error {
+            code: ErrorCode::UnknownCommand as u32,
+            message: "unknown command 0x0099".into(),
+            fatal: false,
+            retry_after_ms: 0,
+        }),
+        26,
+        "Answers request 26; the connection stays open",
+    );
+    g.frame(
+        "error_rate_limited",
+        Packet::Error(pb::Error {
+            code: ErrorCode::RateLimited as u32,
+            message: "slow down".into(),
+            fatal: false,
+            retry_after_ms: 1_500,
+        }),
+        27,
+        "Retry request 27 after 1500 ms",
+    );
+    g.frame(
+        "error_token_expired",
+        Packet::Error(pb::Error {
+            code: ErrorCode::TokenExpired as u32,
+            message: "token expired".into(),
+            fatal: true,
+            retry_after_ms: 0,
+        }),
+        1,
+        "Answer to LOGIN (request 1); get a new token before reconnecting",
+    );
+}
+
+fn invalid_vectors(g: &mut Gen) {
+    let hb = Frame::new(
+        &Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: T + 30_000,
+        }),
+        2,
+    )
+    .to_bytes()
+    .to_vec();
+
+    g.bad(
+        "truncated_mid_frame",
+        &hb[..hb.len() - 3],
+        "The 'heartbeat' vector without its last 3 bytes, then end of stream",
+    );
+    g.bad(
+        "truncated_in_length_prefix",
+        &hb[..2],
+        "The stream ends after 2 bytes of the length prefix",
+    );
+    g.bad(
+        "truncated_header_only",
+        &hb[..14],
+        "The header arrived, the body and CRC never did",
+    );
+    let mut crc = hb.clone();
+    let last = crc.len() - 1;
+    crc[last] ^= 0x01;
+    g.bad(
+        "bad_crc_trailer",
+        &crc,
+        "The 'heartbeat' vector with the last CRC bit flipped",
+    );
+    let mut body = hb.clone();
+    body[15] ^= 0x40;
+    g.bad(
+        "bad_crc_body_corrupted",
+        &body,
+        "The 'heartbeat' vector with one body bit flipped; the CRC no longer matches",
+    );
+    // Length 21 -> 149: the CRC is checked once 4 + 149 bytes are in, and fails.
+    let mut len = hb.clone();
+    len[3] ^= 0x80;
+    let need = 4 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    len.resize(need, 0);
+    g.bad(
+        "bad_crc_length_corrupted",
+        &len,
+        "Length prefix corrupted (21 -> 149) and 128 more bytes arrive: the CRC covers the prefix",
+    );
+    g.bad(
+        "bad_magic",
+        &raw(None, *b"MX", PROTOCOL_VERSION, 0, 0x0002, 2, &[]),
+        "Bytes 4..6 are \"MX\"; the CRC is correct",
+    );
+    g.bad(
+        "http_request",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "An HTTP request: length prefix 0x47455420 is over the 1 MiB limit, which is checked first",
+    );
+    g.bad(
+        "bad_magic_prefix_only",
+        &[0x00, 0x00, 0x00, 0x0e, b'm', b's'],
+        "Lowercase \"ms\": refused as soon as bytes 4..6 are in",
+    );
+    g.bad(
+        "too_large",
+        &[
+            0x00,
+            0x10,
+            0x00,
+            0x01,
+            MAGIC[0],
+            MAGIC[1],
+            PROTOCOL_VERSION,
+            0x00,
+        ],
+        "Length 1048577 > 1 MiB: refused from the prefix alone, nothing more is read",
+    );
+    g.bad(
+        "too_large_max",
+        &[0xff, 0xff, 0xff, 0xff],
+        "Length 0xffffffff: refused from the prefix alone",
+    );
+    g.bad(
+        "unsupported_version_2",
+        &raw(None, MAGIC, 2, 0, 0x0002, 2, &[]),
+        "Version byte 2; everything else valid",
+    );
+    g.bad(
+        "unsupported_version_0",
+        &raw(None, MAGIC, 0, 0, 0x0002, 2, &[]),
+        "Version byte 0",
+    );
+    g.bad(
+        "length_below_minimum",
+        &raw(Some(13), MAGIC, PROTOCOL_VERSION, 0, 0x0002, 2, &[]),
+        "Length field 13 < 14 (the 18-byte frame is otherwise well formed)",
+    );
+    g.bad(
+        "length_zero",
+        &[
+            0x00,
+            0x00,
+            0x00,
+            0x00,
+            MAGIC[0],
+            MAGIC[1],
+            PROTOCOL_VERSION,
+            0x00,
+        ],
+        "Length field 0",
+    );
+    g.bad(
+        "reserved_flag_bit2",
+        &raw(None, MAGIC, PROTOCOL_VERSION, 0x04, 0x0002, 2, &[]),
+        "Flags 0x04: bit 2 is reserved; the CRC is correct",
+    );
+    g.bad(
+        "reserved_flag_bit7",
+        &raw(None, MAGIC, PROTOCOL_VERSION, 0x81, 0x0002, 2, &[]),
+        "Flags 0x81: COMPRESSED plus reserved bit 7",
+    );
+    g.bad(
+        "unknown_command",
+        &raw(None, MAGIC, PROTOCOL_VERSION, 0, 0x0099, 26, &[]),
+        "Command 0x0099 (request 26): a well-formed frame, not in the table. Not fatal: \
+         the server answers ERROR UNKNOWN_COMMAND with request id 26",
+    );
+    g.bad(
+        "unknown_command_server_range",
+        &raw(None, MAGIC, PROTOCOL_VERSION, 0, 0x4004, 0, &[0x08, 0x01]),
+        "Command 0x4004: not in the table (a newer server's frame); a client ignores it",
+    );
+    g.bad(
+        "bad_body_truncated_field",
+        &raw(
+            None,
+            MAGIC,
+            PROTOCOL_VERSION,
+            0,
+            0x0003,
+            7,
+            &[0x0a, 0x05, b'a'],
+        ),
+        "SEND whose field 1 claims 5 bytes but has 1. Not fatal: ERROR BAD_BODY with request id 7",
+    );
+    g.bad(
+        "bad_body_wrong_wire_type",
+        &raw(
+            None,
+            MAGIC,
+            PROTOCOL_VERSION,
+            0,
+            0x0002,
+            8,
+            &[0x0a, 0x01, 0x00],
+        ),
+        "HEARTBEAT whose field 1 (int64) arrives length-delimited",
+    );
+    g.bad(
+        "bad_body_invalid_utf8",
+        &raw(
+            None,
+            MAGIC,
+            PROTOCOL_VERSION,
+            0,
+            0x0013,
+            9,
+            &[0x0a, 0x02, 0xff, 0xfe],
+        ),
+        "GROUP_MEMBERS whose group_id (string) is not UTF-8",
+    );
+    g.bad(
+        "bad_body_bad_zlib",
+        &raw(
+            None,
+            MAGIC,
+            PROTOCOL_VERSION,
+            Flags::COMPRESSED,
+            0x0002,
+            10,
+            &[0x08, 0x01],
+        ),
+        "HEARTBEAT with the COMPRESSED flag but a body that is not zlib",
+    );
+    let bomb = zlib(&vec![0u8; DEFAULT_MAX_FRAME_LEN + 1024]);
+    g.bad(
+        "bad_body_inflates_past_limit",
+        &raw(None, MAGIC, PROTOCOL_VERSION, Flags::COMPRESSED, 0x0003, 11, &bomb),
+        "SEND whose zlib body inflates to 1 MiB + 1024 bytes, over the 1 MiB limit on inflated bodies",
+    );
+}
+
+fn write(path: &Path, value: &Value) {
+    let mut text = serde_json::to_string_pretty(value).unwrap();
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+    eprintln!("wrote {}", path.display());
+}
+
+fn main() {
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Gen {
+        valid: Vec::new(),
+        invalid: Vec::new(),
+    };
+    valid_vectors(&mut g);
+    invalid_vectors(&mut g);
+
+    write(
+        &dir.join("frames.json"),
+        &json!({
+            "description": "Valid Missive v1 frames. See PROTOCOL.md, section 'Test vectors'. \
+                Generated by `cargo run -p missive-protocol --example gen_vectors`.",
+            "max_frame_len": DEFAULT_MAX_FRAME_LEN,
+            "frames": g.valid,
+        }),
+    );
+    write(
+        &dir.join("invalid.json"),
+        &json!({
+            "description": "Byte streams a receiver must refuse, with the ERROR code name. See \
+                PROTOCOL.md, section 'Test vectors'. Generated by \
+                `cargo run -p missive-protocol --example gen_vectors`.",
+            "max_frame_len": DEFAULT_MAX_FRAME_LEN,
+            "invalid": g.invalid,
+        }),
+    );
+
+    let secret = "secret";
+    let (user, device, expires) = ("alice", "phone", 1_900_000_000u64);
+    let input = format!("missive-token-v1\n{user}\n{device}\n{expires}");
+    let tok = token::mint(secret.as_bytes(), user, device, expires);
+    let sig = tok.rsplit('.').next().unwrap().to_string();
+    use base64::Engine;
+    let sig_hex = hex::encode(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&sig)
+            .unwrap(),
+    );
+    write(
+        &dir.join("tokens.json"),
+        &json!({
+            "description": "Login tokens. See PROTOCOL.md, section 'Tokens'. hmac_input is the exact \
+                HMAC-SHA256 message (UTF-8); signature_hex is the raw 32-byte MAC.",
+            "tokens": [{
+                "name": "alice_phone",
+                "secret": secret,
+                "user_id": user,
+                "device_id": device,
+                "expires": expires,
+                "hmac_input": input,
+                "signature_hex": sig_hex,
+                "token": tok,
+            }],
+            "crc32": [{
+                "name": "check_value",
+                "input_ascii": "123456789",
+                "crc32": "cbf43926",
+            }],
+        }),
+    );
+}
