@@ -1,1 +1,7 @@
-//! The reference Missive client (being written).
+//! The reference Missive client.
+pub mod connection;
+pub mod error;
+pub mod versions;
+
+pub use connection::Connection;
+pub use error::{ClientError, Result};
