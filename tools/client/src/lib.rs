@@ -1,7 +1,86 @@
 //! The reference Missive client.
+//!
+//! This crate is the model that the Swift and Kotlin clients follow: the algorithm below is the
+//! one a mobile client must implement, and the code is written to be read next to it. It has
+//! two layers.
+//!
+//! # [`Connection`]: one raw connection (tests and tools)
+//!
+//! TCP (with `TCP_NODELAY`) plus the frame codec of `missive-protocol`. It sends what it is told
+//! and nothing else: no heartbeats, no acks, no reconnects, so a test can watch the server's
+//! own behaviour (retransmits, timeouts, kicks). Request ids count up from 1.
+//! [`Connection::request`] sends a request and waits for the frame with the same request id;
+//! frames that arrive meanwhile (PUSH, GROUP_NOTIFY, KICK) are kept, in order, for the next
+//! [`Connection::recv_frame`]. [`Connection::write_raw`] and [`Connection::read_raw`] work on
+//! bytes, for malformed-frame tests.
+//!
+//! # [`Client`]: what apps use
+//!
+//! [`Client::connect`] logs in and starts one background task that owns the connection. Request
+//! methods ([`Client::send`], [`Client::contacts`], ...) hand their request to the task and wait
+//! for the reply; [`Client::events`] yields [`ClientEvent`]s. The task does this:
+//!
+//! 1. **Login.** LOGIN with `last_version = held` (the highest inbox version the device holds;
+//!    [`ClientConfig::last_version`] at start). LOGIN_ACK gives the heartbeat interval `H` and
+//!    the user's `current_version`; if that is above `held`, SYNC (step 4). Pushes may arrive
+//!    before the SYNC ends; step 3 handles them.
+//! 2. **Heartbeat.** When nothing was sent, or nothing received, for `H`, send HEARTBEAT. If no
+//!    frame at all arrives within `H` after it, the connection is dead: close it, reconnect.
+//! 3. **Pushes** ([`versions`]): keep `held`, the highest version applied with nothing missing.
+//!    PUSH with `version <= held`: duplicate, drop it. `prev_version == held`: apply it (emit
+//!    [`ClientEvent::Entry`]), `held = version`. `prev_version > held`: a gap, SYNC from `held`.
+//!    After every push send `PUSH_ACK {version: held}` (cumulative, after applying), so a push
+//!    past a gap stays unacked until the SYNC fills the gap.
+//! 4. **SYNC** from `held`: apply the page's entries with the same rule, ack `held`, and repeat
+//!    while `has_more` (or while a higher version is known to exist and the page made progress).
+//!    Only one SYNC is in flight at a time.
+//! 5. **Own entries.** The server does not push the sender's own message to the sending device:
+//!    SEND_ACK.version is its version. If it is `held + 1` the client builds the entry from the
+//!    SEND and the SEND_ACK and applies it; otherwise it SYNCs if the entry has not arrived 1 s
+//!    later. The same 1 s rule covers MARK_READ, RECALL and DELETE acks.
+//! 6. **Reconnect** when the connection closes, fails, misses its heartbeat or is kicked: wait
+//!    (capped exponential backoff with full jitter, see [`Backoff`]; or exactly
+//!    `Kick.reconnect_after_ms` when the server gave one; to `redirect_host:redirect_port` when
+//!    given), try the next address, LOGIN with `held`, SYNC. Not after KICK REPLACED,
+//!    TOO_MANY_DEVICES or ADMIN (another connection took this one's place, or the backend wants
+//!    the device off), nor when the login is refused (AUTH_FAILED, TOKEN_EXPIRED: a new token
+//!    is needed).
+//! 7. **Requests across reconnects.** A request whose reply has not come when the connection
+//!    drops is sent again on the next connection if repeating it is harmless (SEND, which the
+//!    server deduplicates by `client_msg_id`, reads, MARK_READ, RECALL); the others fail with
+//!    [`ClientError::Closed`] because they may or may not have taken effect. Requests made while
+//!    disconnected wait for the next connection. Each request gives up after
+//!    [`ClientConfig::request_timeout`].
+//!
+//! Entries are therefore delivered exactly once, in version order, with no gaps, across
+//! reconnects. An app persists each entry with its version and starts the next session with
+//! that version as `last_version`.
+//!
+//! ```no_run
+//! # async fn demo() -> missive_client::Result<()> {
+//! use missive_client::{direct, Client, ClientConfig, ClientEvent};
+//!
+//! let mut client = Client::connect(ClientConfig::new("127.0.0.1:443", "TOKEN", "phone")).await?;
+//! let mut events = client.events().expect("first call");
+//! let ack = client.send(direct("bob"), 1, "hello", None).await?;
+//! println!("stored as msg {} seq {}", ack.msg_id, ack.seq);
+//! while let Some(event) = events.recv().await {
+//!     if let ClientEvent::Entry(entry) = event {
+//!         println!("entry {}", entry.version);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod client;
 pub mod connection;
+mod driver;
 pub mod error;
 pub mod versions;
 
+pub use client::{
+    direct, group, new_client_msg_id, Backoff, Client, ClientConfig, ClientEvent, DisconnectReason,
+};
 pub use connection::Connection;
 pub use error::{ClientError, Result};
+pub use missive_protocol::pb;

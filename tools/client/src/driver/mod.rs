@@ -1,0 +1,464 @@
+//! The background task behind [`Client`](crate::Client): one connection at a time, its
+//! heartbeat, the version rules, acks, gap SYNC and reconnects. See the crate docs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use missive_protocol::{pb, Frame, Packet, DEFAULT_MAX_FRAME_LEN};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{ClientConfig, ClientEvent, DisconnectReason};
+use crate::connection::{heartbeat_body, Connection};
+use crate::error::{ClientError, Result};
+use crate::versions::VersionTracker;
+
+mod inbox;
+mod policy;
+
+pub(crate) use policy::connect_and_login;
+use policy::{
+    error_reason, login_refused, may_reconnect, redirect_addr, retry_safe, server_reason,
+};
+
+/// Used when LOGIN_ACK says 0.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long to wait for the push of an entry the client's own request created (READ_SYNC,
+/// RECALL, DELETE) before fetching it with SYNC.
+const OWN_ENTRY_GRACE: Duration = Duration::from_secs(1);
+
+/// What the [`Client`](crate::Client) handle asks of the task.
+pub(crate) enum Cmd {
+    Request {
+        packet: Packet,
+        reply: oneshot::Sender<Result<Packet>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+struct UserRequest {
+    packet: Packet,
+    reply: oneshot::Sender<Result<Packet>>,
+}
+
+/// A request sent on the current connection, by request id.
+enum Pending {
+    User(Box<UserRequest>),
+    Sync,
+    Heartbeat,
+}
+
+pub(crate) struct Driver {
+    config: ClientConfig,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    held_shared: Arc<AtomicU64>,
+    versions: VersionTracker,
+    user_id: String,
+    /// Sent on the current connection, waiting for the reply.
+    pending: HashMap<u32, Pending>,
+    /// Not sent yet: submitted while disconnected, or to be resent after a reconnect.
+    waiting: VecDeque<UserRequest>,
+    syncing: bool,
+    heartbeat: Duration,
+    last_received: Instant,
+    heartbeat_sent: Option<Instant>,
+    /// The highest version our own request created, and when to SYNC if no push brings it.
+    expect_own: Option<(u64, Instant)>,
+    addr_index: usize,
+    current_addr: String,
+    redirect: Option<String>,
+    /// Wait at least this long before the next reconnect (KICK reconnect_after_ms).
+    min_delay: Duration,
+    close_done: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: ClientConfig,
+        cmds: mpsc::UnboundedReceiver<Cmd>,
+        events: mpsc::UnboundedSender<ClientEvent>,
+        held_shared: Arc<AtomicU64>,
+    ) -> Driver {
+        Driver {
+            versions: VersionTracker::new(config.last_version),
+            config,
+            cmds,
+            events,
+            held_shared,
+            user_id: String::new(),
+            pending: HashMap::new(),
+            waiting: VecDeque::new(),
+            syncing: false,
+            heartbeat: DEFAULT_HEARTBEAT,
+            last_received: Instant::now(),
+            heartbeat_sent: None,
+            expect_own: None,
+            addr_index: 0,
+            current_addr: String::new(),
+            redirect: None,
+            min_delay: Duration::ZERO,
+            close_done: None,
+        }
+    }
+
+    /// Runs until closed, or until the connection ends and may not (or cannot) be remade.
+    pub(crate) async fn run(mut self, conn: Connection, ack: pb::LoginAck, addr: String) {
+        self.addr_index = self
+            .config
+            .addrs
+            .iter()
+            .position(|a| *a == addr)
+            .unwrap_or(0);
+        self.current_addr = addr;
+        let mut next = Some((conn, ack));
+        while let Some((mut conn, ack)) = next.take() {
+            let reason = self.session(&mut conn, ack).await;
+            drop(conn);
+            let reconnecting = self.config.auto_reconnect && may_reconnect(&reason);
+            tracing::info!(?reason, reconnecting, "disconnected");
+            self.connection_lost(reconnecting);
+            self.emit(ClientEvent::Disconnected {
+                reason,
+                reconnecting,
+            });
+            if reconnecting {
+                next = self.reconnect().await;
+            }
+        }
+        self.finish();
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // Nobody listening is fine: the app chose not to take the events.
+        let _ = self.events.send(event);
+    }
+
+    /// One logged-in connection, until it ends.
+    async fn session(&mut self, conn: &mut Connection, ack: pb::LoginAck) -> DisconnectReason {
+        if let Err(e) = self.on_login(conn, ack).await {
+            return error_reason(e);
+        }
+        loop {
+            let deadline = self.next_deadline(conn);
+            tokio::select! {
+                received = conn.recv_frame() => match received {
+                    Ok(Some(frame)) => {
+                        self.last_received = Instant::now();
+                        self.heartbeat_sent = None;
+                        match self.on_frame(conn, frame).await {
+                            Ok(None) => {}
+                            Ok(Some(reason)) => return reason,
+                            Err(e) => return error_reason(e),
+                        }
+                    }
+                    Ok(None) => return DisconnectReason::ServerClosed,
+                    Err(e) => return error_reason(e),
+                },
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Request { packet, reply }) => {
+                        if let Err(e) = self.send_user(conn, UserRequest { packet, reply }).await {
+                            return error_reason(e);
+                        }
+                    }
+                    Some(Cmd::Close(done)) => {
+                        self.close_done = Some(done);
+                        let _ = conn.shutdown().await;
+                        return DisconnectReason::ClientClosed;
+                    }
+                    None => {
+                        let _ = conn.shutdown().await;
+                        return DisconnectReason::ClientClosed;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    match self.on_timer(conn).await {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => return reason,
+                        Err(e) => return error_reason(e),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_login(&mut self, conn: &mut Connection, ack: pb::LoginAck) -> Result<()> {
+        self.heartbeat = match ack.heartbeat_interval_secs {
+            0 => DEFAULT_HEARTBEAT,
+            secs => Duration::from_secs(secs.into()),
+        };
+        self.user_id = ack.user_id.clone();
+        self.last_received = Instant::now();
+        self.heartbeat_sent = None;
+        self.syncing = false;
+        self.versions.saw(ack.current_version);
+        tracing::info!(user = %ack.user_id, current = ack.current_version,
+            held = self.versions.held(), "logged in");
+        self.emit(ClientEvent::Connected(ack));
+        while let Some(req) = self.waiting.pop_front() {
+            self.send_user(conn, req).await?;
+        }
+        if self.versions.behind() {
+            self.start_sync(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The next time something must happen without a frame arriving.
+    fn next_deadline(&self, conn: &Connection) -> Instant {
+        let mut at = match self.heartbeat_sent {
+            Some(sent) => sent + self.heartbeat,
+            None => conn.last_sent().min(self.last_received) + self.heartbeat,
+        };
+        if let Some((_, due)) = self.expect_own {
+            at = at.min(due);
+        }
+        at
+    }
+
+    async fn on_timer(&mut self, conn: &mut Connection) -> Result<Option<DisconnectReason>> {
+        let now = Instant::now();
+        if let Some(sent) = self.heartbeat_sent {
+            if now >= sent + self.heartbeat {
+                return Ok(Some(DisconnectReason::HeartbeatTimeout));
+            }
+        }
+        if let Some((version, due)) = self.expect_own {
+            if now >= due {
+                self.expect_own = None;
+                if self.versions.held() < version {
+                    self.start_sync(conn).await?;
+                }
+            }
+        }
+        let quiet_since = conn.last_sent().min(self.last_received);
+        if self.heartbeat_sent.is_none() && now >= quiet_since + self.heartbeat {
+            let id = conn.next_request_id();
+            self.pending.insert(id, Pending::Heartbeat);
+            let frame = Frame::new(&Packet::Heartbeat(heartbeat_body()), id);
+            conn.send_frame(&frame).await?;
+            self.heartbeat_sent = Some(now);
+        }
+        Ok(None)
+    }
+
+    async fn send_user(&mut self, conn: &mut Connection, req: UserRequest) -> Result<()> {
+        if req.reply.is_closed() {
+            return Ok(()); // the caller gave up (timeout) before it was sent
+        }
+        let id = conn.next_request_id();
+        let frame = Frame::new(&req.packet, id);
+        self.pending.insert(id, Pending::User(Box::new(req)));
+        conn.send_frame(&frame).await
+    }
+
+    async fn on_frame(
+        &mut self,
+        conn: &mut Connection,
+        frame: Frame,
+    ) -> Result<Option<DisconnectReason>> {
+        let packet = match frame.packet(DEFAULT_MAX_FRAME_LEN) {
+            Ok(packet) => packet,
+            Err(e) => {
+                tracing::warn!(command = frame.command, error = %e, "undecodable frame ignored");
+                if let Some(Pending::User(req)) = self.pending.remove(&frame.request_id) {
+                    let _ = req.reply.send(Err(ClientError::Protocol(e)));
+                }
+                return Ok(None);
+            }
+        };
+        match packet {
+            Packet::Push(push) => {
+                self.on_push(conn, push).await?;
+                Ok(None)
+            }
+            Packet::GroupNotify(notify) => {
+                self.emit(ClientEvent::GroupNotify(notify));
+                Ok(None)
+            }
+            Packet::Kick(kick) => {
+                let reason = kick.reason();
+                self.min_delay = Duration::from_millis(kick.reconnect_after_ms.into());
+                if !kick.redirect_host.is_empty() || kick.redirect_port != 0 {
+                    self.redirect = Some(redirect_addr(&self.current_addr, &kick));
+                }
+                self.emit(ClientEvent::Kicked(kick));
+                Ok(Some(DisconnectReason::Kicked(reason)))
+            }
+            reply => match self.pending.remove(&frame.request_id) {
+                Some(pending) => self.on_reply(conn, pending, reply).await,
+                None => match reply {
+                    Packet::Error(e) if e.fatal => {
+                        self.min_delay = Duration::from_millis(e.retry_after_ms.into());
+                        Ok(Some(server_reason(&e)))
+                    }
+                    other => {
+                        tracing::debug!(
+                            command = other.command().name(),
+                            "unmatched frame ignored"
+                        );
+                        Ok(None)
+                    }
+                },
+            },
+        }
+    }
+
+    async fn on_reply(
+        &mut self,
+        conn: &mut Connection,
+        pending: Pending,
+        reply: Packet,
+    ) -> Result<Option<DisconnectReason>> {
+        match (pending, reply) {
+            (Pending::Heartbeat, _) => Ok(None),
+            (Pending::Sync, Packet::SyncAck(ack)) => {
+                self.on_sync_ack(conn, ack).await?;
+                Ok(None)
+            }
+            // A failed SYNC: start over on a new connection, which SYNCs again.
+            (Pending::Sync, Packet::Error(e)) => Ok(Some(server_reason(&e))),
+            (Pending::Sync, other) => Ok(Some(DisconnectReason::Transport(format!(
+                "unexpected reply to SYNC: {}",
+                other.command().name()
+            )))),
+            (Pending::User(req), reply) => {
+                let mut end = None;
+                match &reply {
+                    Packet::SendAck(ack) => self.on_send_ack(&req.packet, ack),
+                    Packet::MarkReadAck(ack) => self.expect_own(ack.version),
+                    Packet::RecallAck(ack) => self.expect_own(ack.version),
+                    Packet::DeleteAck(ack) => self.expect_own(ack.version),
+                    Packet::Error(e) if e.fatal => end = Some(server_reason(e)),
+                    _ => {}
+                }
+                let result = match reply {
+                    Packet::Error(e) => Err(ClientError::from_server(&e)),
+                    other => Ok(other),
+                };
+                let _ = req.reply.send(result);
+                Ok(end)
+            }
+        }
+    }
+
+    /// After a connection ended: requests safe to repeat wait for the next one.
+    fn connection_lost(&mut self, reconnecting: bool) {
+        self.syncing = false;
+        self.heartbeat_sent = None;
+        self.expect_own = None;
+        let mut ids: Vec<u32> = self.pending.keys().copied().collect();
+        ids.sort_unstable();
+        let mut resend = VecDeque::new();
+        for id in ids {
+            if let Some(Pending::User(req)) = self.pending.remove(&id) {
+                if reconnecting && retry_safe(req.packet.command()) && !req.reply.is_closed() {
+                    resend.push_back(*req);
+                } else {
+                    let _ = req.reply.send(Err(ClientError::Closed));
+                }
+            }
+        }
+        self.pending.clear();
+        resend.extend(self.waiting.drain(..));
+        self.waiting = resend;
+        if !reconnecting {
+            for req in self.waiting.drain(..) {
+                let _ = req.reply.send(Err(ClientError::Closed));
+            }
+        }
+    }
+
+    /// Handles a command while disconnected; false means stop.
+    fn offline_cmd(&mut self, cmd: Option<Cmd>) -> bool {
+        match cmd {
+            Some(Cmd::Request { packet, reply }) => {
+                self.waiting.push_back(UserRequest { packet, reply });
+                true
+            }
+            Some(Cmd::Close(done)) => {
+                self.close_done = Some(done);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Reconnects with backoff; None if closed meanwhile or the login is refused for good.
+    async fn reconnect(&mut self) -> Option<(Connection, pb::LoginAck)> {
+        let mut attempt = 0u32;
+        loop {
+            let delay = if self.min_delay.is_zero() {
+                self.config.backoff.delay(attempt)
+            } else {
+                std::mem::take(&mut self.min_delay)
+            };
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = self.cmds.recv() => if !self.offline_cmd(cmd) { return None },
+                }
+            }
+            let addr = match self.redirect.take() {
+                Some(addr) => addr,
+                None => {
+                    let addrs = &self.config.addrs;
+                    addrs[self.addr_index % addrs.len().max(1)].clone()
+                }
+            };
+            let config = self.config.clone();
+            let held = self.versions.held();
+            let attempt_fut = async { connect_and_login(&addr, &config, held).await };
+            tokio::pin!(attempt_fut);
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt_fut => break r,
+                    cmd = self.cmds.recv() => if !self.offline_cmd(cmd) { return None },
+                }
+            };
+            match result {
+                Ok((conn, ack)) => {
+                    self.current_addr = addr.clone();
+                    return Some((conn, ack));
+                }
+                Err(ClientError::Server { code, .. }) if login_refused(code) => {
+                    tracing::warn!(code, "login refused; not reconnecting");
+                    let reason = error_reason(result.err().unwrap_or(ClientError::Closed));
+                    self.connection_lost(false);
+                    self.emit(ClientEvent::Disconnected {
+                        reason,
+                        reconnecting: false,
+                    });
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, attempt, error = %e, "reconnect failed");
+                    self.addr_index = self.addr_index.wrapping_add(1);
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Fails whatever is left and tells `close()` the task is done.
+    fn finish(mut self) {
+        self.connection_lost(false);
+        self.cmds.close();
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Request { reply, .. } => {
+                    let _ = reply.send(Err(ClientError::Closed));
+                }
+                Cmd::Close(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if let Some(done) = self.close_done.take() {
+            let _ = done.send(());
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The reliable `Client` against a fake server on 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{FakeServer, Peer, WAIT};
+use missive_client::{
+    direct, pb, Backoff, Client, ClientConfig, ClientError, ClientEvent, DisconnectReason,
+};
+use missive_protocol::{Command, Frame, Packet};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn config(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(addr, "tok", "phone");
+    c.backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    c.request_timeout = WAIT;
+    c
+}
+
+/// Connects a client while the fake accepts it with `current_version` and heartbeat `hb`.
+async fn start(
+    server: &FakeServer,
+    cfg: ClientConfig,
+    current: u64,
+    hb: u32,
+) -> (Client, UnboundedReceiver<ClientEvent>, Peer) {
+    let fake = async {
+        let mut peer = server.accept().await;
+        peer.accept_login(current, hb).await;
+        peer
+    };
+    let (client, peer) = tokio::join!(Client::connect(cfg), fake);
+    let mut client = client.unwrap();
+    let mut events = client.events().unwrap();
+    assert!(client.events().is_none());
+    assert!(matches!(next(&mut events).await, ClientEvent::Connected(_)));
+    (client, events, peer)
+}
+
+async fn next(events: &mut UnboundedReceiver<ClientEvent>) -> ClientEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("no event")
+        .expect("event stream ended")
+}
+
+async fn next_entry(events: &mut UnboundedReceiver<ClientEvent>) -> u64 {
+    match next(events).await {
+        ClientEvent::Entry(e) => e.version,
+        other => panic!("expected an entry, got {other:?}"),
+    }
+}
+
+async fn expect_ack(peer: &mut Peer, version: u64) {
+    let (_, packet) = peer.expect(Command::PushAck).await;
+    assert_eq!(packet, Packet::PushAck(pb::PushAck { version }));
+}
+
+async fn expect_sync(peer: &mut Peer, since: u64) -> u32 {
+    let (id, packet) = peer.expect(Command::Sync).await;
+    let Packet::Sync(sync) = packet else {
+        unreachable!()
+    };
+    assert_eq!(sync.since_version, since);
+    id
+}
+
+async fn answer(peer: &mut Peer, id: u32, from: u64, to: u64, has_more: bool, current: u64) {
+    let ack = pb::SyncAck {
+        entries: (from..=to).map(common::entry).collect(),
+        new_version: to,
+        has_more,
+        current_version: current,
+    };
+    peer.send(Packet::SyncAck(ack), id).await;
+}
+
+#[tokio::test]
+async fn login_behind_syncs_every_page_and_acks() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 5, 30).await;
+    let id = expect_sync(&mut peer, 0).await;
+    answer(&mut peer, id, 1, 3, true, 5).await;
+    expect_ack(&mut peer, 3).await;
+    let id = expect_sync(&mut peer, 3).await;
+    answer(&mut peer, id, 4, 5, false, 5).await;
+    expect_ack(&mut peer, 5).await;
+    for v in 1..=5 {
+        assert_eq!(next_entry(&mut events).await, v);
+    }
+    assert_eq!(client.held_version(), 5);
+}
+
+#[tokio::test]
+async fn pushes_follow_the_version_rules() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    peer.push(1).await;
+    expect_ack(&mut peer, 1).await;
+    // A retransmitted duplicate is dropped but still acked.
+    peer.send_frame(Frame::new(&common::push(1), 0).retransmitted())
+        .await;
+    expect_ack(&mut peer, 1).await;
+    // A gap: 3 arrives while 2 is missing.
+    peer.push(3).await;
+    let id = expect_sync(&mut peer, 1).await;
+    expect_ack(&mut peer, 1).await;
+    answer(&mut peer, id, 2, 3, false, 3).await;
+    expect_ack(&mut peer, 3).await;
+    peer.push(4).await;
+    expect_ack(&mut peer, 4).await;
+    for v in 1..=4 {
+        assert_eq!(next_entry(&mut events).await, v);
+    }
+    assert!(events.try_recv().is_err(), "nothing delivered twice");
+    assert_eq!(client.held_version(), 4);
+}
+
+#[tokio::test]
+async fn silent_server_is_declared_dead_and_the_client_resumes_from_held() {
+    let server = FakeServer::bind().await;
+    let mut cfg = config(&server.addr());
+    cfg.last_version = 7;
+    let (_client, mut events, mut peer) = start(&server, cfg, 7, 1).await;
+    let started = Instant::now();
+    let (_, hb) = peer.recv().await.unwrap();
+    assert_eq!(hb.command(), Command::Heartbeat);
+    // Not answered: dead about one interval later.
+    match next(&mut events).await {
+        ClientEvent::Disconnected {
+            reason: DisconnectReason::HeartbeatTimeout,
+            reconnecting: true,
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(800), "{elapsed:?}");
+    let mut peer2 = server.accept().await;
+    let login = peer2.accept_login(7, 30).await;
+    assert_eq!(login.last_version, 7);
+    assert!(matches!(next(&mut events).await, ClientEvent::Connected(_)));
+}
+
+#[tokio::test]
+async fn send_is_retried_with_the_same_client_msg_id_after_a_drop() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let fake = async {
+        let (_, first) = peer.expect(Command::Send).await;
+        drop(peer);
+        let mut peer2 = server.accept().await;
+        peer2.accept_login(0, 30).await;
+        let (id, again) = peer2.expect(Command::Send).await;
+        assert_eq!(
+            first, again,
+            "the resend is identical, client_msg_id included"
+        );
+        let Packet::Send(send) = again else {
+            unreachable!()
+        };
+        let ack = pb::SendAck {
+            client_msg_id: send.client_msg_id.clone(),
+            msg_id: 42,
+            seq: 1,
+            timestamp_ms: 5,
+            version: 1,
+            duplicate: false,
+        };
+        peer2.send(Packet::SendAck(ack), id).await;
+        (send.client_msg_id, peer2)
+    };
+    let (ack, (cmid, _peer2)) = tokio::join!(client.send(direct("bob"), 1, "hi", None), fake);
+    let ack = ack.unwrap();
+    assert_eq!(ack.client_msg_id, cmid);
+    assert_eq!(cmid.len(), 32);
+    assert!(matches!(
+        next(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
+    assert!(matches!(next(&mut events).await, ClientEvent::Connected(_)));
+    // The sender's own entry is built from SEND + SEND_ACK (the server does not push it here).
+    match next(&mut events).await {
+        ClientEvent::Entry(e) => {
+            assert_eq!(e.version, 1);
+            let Some(pb::inbox_entry::Body::Message(m)) = e.body else {
+                panic!("{e:?}")
+            };
+            assert_eq!((m.msg_id, m.seq, m.from_user.as_str()), (42, 1, "alice"));
+            assert_eq!(m.content, b"hi");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.held_version(), 1);
+}
+
+#[tokio::test]
+async fn redirect_kick_waits_and_goes_to_the_new_address() {
+    let a = FakeServer::bind().await;
+    let b = FakeServer::bind().await;
+    let (_client, mut events, mut peer) = start(&a, config(&a.addr()), 0, 30).await;
+    let port: u32 = b.addr().rsplit_once(':').unwrap().1.parse().unwrap();
+    let kick = pb::Kick {
+        reason: pb::KickReason::Redirect as i32,
+        message: "drain".into(),
+        redirect_host: "127.0.0.1".into(),
+        redirect_port: port,
+        reconnect_after_ms: 300,
+    };
+    let kicked_at = Instant::now();
+    peer.send(Packet::Kick(kick.clone()), 0).await;
+    drop(peer);
+    assert_eq!(next(&mut events).await, ClientEvent::Kicked(kick));
+    match next(&mut events).await {
+        ClientEvent::Disconnected {
+            reason: DisconnectReason::Kicked(pb::KickReason::Redirect),
+            reconnecting: true,
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    let mut peer_b = b.accept().await;
+    assert!(kicked_at.elapsed() >= Duration::from_millis(300));
+    peer_b.accept_login(0, 30).await;
+    assert!(matches!(next(&mut events).await, ClientEvent::Connected(_)));
+}
+
+#[tokio::test]
+async fn replaced_kick_stops_the_client() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let kick = pb::Kick {
+        reason: pb::KickReason::Replaced as i32,
+        ..Default::default()
+    };
+    peer.send(Packet::Kick(kick), 0).await;
+    assert!(matches!(next(&mut events).await, ClientEvent::Kicked(_)));
+    match next(&mut events).await {
+        ClientEvent::Disconnected {
+            reconnecting: false,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(client.unread().await, Err(ClientError::Closed)));
+}
+
+#[tokio::test]
+async fn errors_ping_and_close() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let fake = async {
+        let (id, _) = peer.expect(Command::Recall).await;
+        let err = pb::Error {
+            code: 15,
+            message: "too late".into(),
+            fatal: false,
+            retry_after_ms: 0,
+        };
+        peer.send(Packet::Error(err), id).await;
+        // expect() answers the HEARTBEAT of ping() on the way.
+        let (id, _) = peer.expect(Command::Unread).await;
+        let ack = pb::UnreadAck {
+            total: 3,
+            conversations: vec![],
+        };
+        peer.send(Packet::UnreadAck(ack), id).await;
+        peer
+    };
+    let requests = async {
+        let recall = client.recall(direct("bob"), 9).await;
+        let rtt = client.ping().await.unwrap();
+        (recall, rtt, client.unread().await)
+    };
+    let ((recall, rtt, unread), mut peer) = tokio::join!(requests, fake);
+    match recall {
+        Err(ClientError::Server { code, name, .. }) => {
+            assert_eq!((code, name.as_str()), (15, "RECALL_WINDOW_EXPIRED"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rtt < WAIT);
+    assert_eq!(unread.unwrap().total, 3);
+    client.close().await;
+    match next(&mut events).await {
+        ClientEvent::Disconnected {
+            reason: DisconnectReason::ClientClosed,
+            reconnecting: false,
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(peer.recv_skip_heartbeats().await.is_none());
+}
+
+#[tokio::test]
+async fn own_entry_that_is_not_pushed_is_fetched_by_sync() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let fake = async {
+        let (id, _) = peer.expect(Command::MarkRead).await;
+        let ack = pb::MarkReadAck {
+            unread: 0,
+            total: 0,
+            version: 1,
+        };
+        peer.send(Packet::MarkReadAck(ack), id).await;
+        // No push comes: about a second later the client SYNCs.
+        let id = expect_sync(&mut peer, 0).await;
+        answer(&mut peer, id, 1, 1, false, 1).await;
+        peer
+    };
+    let (read, _peer) = tokio::join!(client.mark_read(direct("bob"), 3), fake);
+    assert_eq!(read.unwrap().version, 1);
+    assert_eq!(next_entry(&mut events).await, 1);
+}
+
+#[test]
+fn backoff_is_capped_and_jittered() {
+    let b = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+    assert_eq!(b.cap(0), Duration::from_millis(100));
+    assert_eq!(b.cap(3), Duration::from_millis(800));
+    assert_eq!(b.cap(4), Duration::from_secs(1));
+    assert_eq!(b.cap(200), Duration::from_secs(1));
+    for attempt in 0..10 {
+        assert!(b.delay(attempt) <= b.cap(attempt));
+    }
+}
