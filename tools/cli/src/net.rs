@@ -1,0 +1,274 @@
+//! Commands that talk to a server: log in, one request, print the reply; and `watch`.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use missive_client::{
+    direct, group, pb, Client, ClientConfig, ClientEvent, Connection, DisconnectReason,
+};
+use missive_protocol::{token, Packet};
+
+use crate::output;
+use crate::{Cmd, Global, GroupCmd, Target};
+
+/// The secret: `--secret`, else `<data-dir>/secret` (trimmed, as the server reads it).
+fn secret(g: &Global) -> Result<String> {
+    if let Some(s) = &g.secret {
+        return Ok(s.clone());
+    }
+    let path = g.data_dir.join("secret");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no --secret given and cannot read {} (use --secret, --data-dir or --token)",
+            path.display()
+        )
+    })?;
+    Ok(text.trim().to_string())
+}
+
+fn mint(g: &Global) -> Result<(String, String, u64)> {
+    let user = g
+        .user
+        .as_deref()
+        .ok_or_else(|| anyhow!("give --user (to mint a token) or --token"))?;
+    token::check_id(user).map_err(|e| anyhow!("--user: {e}"))?;
+    token::check_id(&g.device).map_err(|e| anyhow!("--device: {e}"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let expires = now + g.ttl;
+    let tok = token::mint(secret(g)?.as_bytes(), user, &g.device, expires);
+    Ok((tok, user.to_string(), expires))
+}
+
+/// The token to log in with.
+fn login_token(g: &Global) -> Result<String> {
+    match &g.token {
+        Some(t) => Ok(t.clone()),
+        None => Ok(mint(g)?.0),
+    }
+}
+
+/// `missive token`.
+pub fn token(g: &Global) -> Result<ExitCode> {
+    let (tok, user, expires) = mint(g)?;
+    if g.json {
+        let v = serde_json::json!({
+            "token": tok, "user": user, "device": g.device, "expires": expires,
+        });
+        println!("{v}");
+    } else {
+        println!("{tok}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn timeout(g: &Global) -> Duration {
+    Duration::from_secs(g.timeout.max(1))
+}
+
+/// Connects and logs in with a raw connection (pushes are ignored: one-shot commands).
+async fn connect(g: &Global) -> Result<(Connection, pb::LoginAck)> {
+    let tok = login_token(g)?;
+    let mut conn = Connection::connect_timeout(&g.addr, timeout(g))
+        .await
+        .with_context(|| format!("cannot connect to {}", g.addr))?;
+    let ack = tokio::time::timeout(timeout(g), conn.login(&tok, &g.device, 0))
+        .await
+        .map_err(|_| anyhow!("no LOGIN_ACK within {}s", g.timeout))??;
+    Ok((conn, ack))
+}
+
+fn conversation(t: &Target) -> pb::Conversation {
+    match (&t.to, &t.group) {
+        (Some(user), _) => direct(user.as_str()),
+        (None, Some(g)) => group(g.as_str()),
+        (None, None) => direct(""), // clap requires one of them
+    }
+}
+
+/// The request a one-shot command makes.
+fn request_for(cmd: Cmd) -> Result<Packet> {
+    Ok(match cmd {
+        Cmd::Send {
+            target,
+            text,
+            content_type,
+            client_msg_id,
+        } => Packet::Send(pb::Send {
+            client_msg_id: client_msg_id.unwrap_or_else(missive_client::new_client_msg_id),
+            to: Some(conversation(&target)),
+            content_type,
+            content: text.into_bytes(),
+        }),
+        Cmd::Sync { since, limit, .. } => Packet::Sync(pb::Sync {
+            since_version: since,
+            limit,
+        }),
+        Cmd::Contacts { limit, cursor } => Packet::Contacts(pb::Contacts {
+            cursor: hex::decode(cursor.trim()).context("--cursor is not hex")?,
+            limit,
+        }),
+        Cmd::Unread => Packet::Unread(pb::Unread {}),
+        Cmd::Read { target, seq } => Packet::MarkRead(pb::MarkRead {
+            conversation: Some(conversation(&target)),
+            up_to_seq: seq,
+        }),
+        Cmd::Recall { target, msg_id } => Packet::Recall(pb::RecallMessage {
+            conversation: Some(conversation(&target)),
+            msg_id,
+        }),
+        Cmd::Delete { target, msg_id } => Packet::Delete(pb::DeleteMessage {
+            conversation: Some(conversation(&target)),
+            msg_id,
+        }),
+        Cmd::Group(gc) => match gc {
+            GroupCmd::Create {
+                name,
+                members,
+                from_join,
+            } => Packet::GroupCreate(pb::GroupCreate {
+                name,
+                members,
+                history: if from_join {
+                    pb::HistoryVisibility::FromJoin as i32
+                } else {
+                    pb::HistoryVisibility::Full as i32
+                },
+            }),
+            GroupCmd::Join { group, users } => Packet::GroupJoin(pb::GroupJoin {
+                group_id: group,
+                user_ids: users,
+            }),
+            GroupCmd::Leave { group, user } => Packet::GroupLeave(pb::GroupLeave {
+                group_id: group,
+                user_id: user,
+            }),
+            GroupCmd::Members { group } => {
+                Packet::GroupMembers(pb::GroupMembers { group_id: group })
+            }
+            GroupCmd::List => Packet::GroupList(pb::GroupList {}),
+            GroupCmd::History {
+                group,
+                before,
+                after,
+                limit,
+            } => Packet::GroupHistory(pb::GroupHistory {
+                group_id: group,
+                before_seq: before,
+                after_seq: after,
+                limit,
+            }),
+        },
+        other => bail!("not a one-shot command: {other:?}"),
+    })
+}
+
+/// Every command that is one request and its reply (plus `sync --all` and `ping`).
+pub async fn one_shot(g: &Global, cmd: Cmd) -> Result<ExitCode> {
+    let (mut conn, _ack) = connect(g).await?;
+    match cmd {
+        Cmd::Ping { count } => {
+            let mut rtts = Vec::new();
+            for _ in 0..count.max(1) {
+                let start = std::time::Instant::now();
+                tokio::time::timeout(timeout(g), conn.heartbeat())
+                    .await
+                    .map_err(|_| anyhow!("no HEARTBEAT_ACK within {}s", g.timeout))??;
+                rtts.push(start.elapsed());
+            }
+            output::print_ping(&g.addr, &rtts, g.json);
+        }
+        Cmd::Sync { since, limit, all } => {
+            let mut since = since;
+            loop {
+                let sync = Packet::Sync(pb::Sync {
+                    since_version: since,
+                    limit,
+                });
+                let reply = conn.request_timeout(sync, timeout(g)).await?;
+                let Packet::SyncAck(page) = &reply else {
+                    bail!("unexpected reply {}", reply.command().name());
+                };
+                let (more, next) = (page.has_more, page.new_version);
+                output::print_reply(&reply, g.json);
+                if !all || !more || next <= since {
+                    break;
+                }
+                since = next;
+            }
+        }
+        cmd => {
+            let reply = conn.request_timeout(request_for(cmd)?, timeout(g)).await?;
+            output::print_reply(&reply, g.json);
+        }
+    }
+    let _ = conn.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `missive watch`: the reliable client, printing events until told to stop.
+pub async fn watch(
+    g: &Global,
+    since: Option<u64>,
+    count: Option<u64>,
+    for_secs: Option<u64>,
+) -> Result<ExitCode> {
+    let tok = login_token(g)?;
+    let since = match since {
+        Some(v) => v,
+        None => {
+            // Only new entries: start from the version the server has now.
+            let (mut conn, ack) = connect(g).await?;
+            let _ = conn.shutdown().await;
+            ack.current_version
+        }
+    };
+    let mut config = ClientConfig::new(g.addr.clone(), tok, &g.device);
+    config.last_version = since;
+    config.platform = pb::Platform::Desktop;
+    config.connect_timeout = timeout(g);
+    config.request_timeout = timeout(g);
+    let mut client = Client::connect(config)
+        .await
+        .with_context(|| format!("cannot log in at {}", g.addr))?;
+    let mut events = client
+        .events()
+        .ok_or_else(|| anyhow!("event stream already taken"))?;
+    let deadline = for_secs.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut entries = 0u64;
+    if count == Some(0) {
+        client.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let event = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, events.recv()).await {
+                Ok(ev) => ev,
+                Err(_) => break,
+            },
+            None => events.recv().await,
+        };
+        let Some(event) = event else { break };
+        output::print_event(&event, g.json);
+        match event {
+            ClientEvent::Entry(_) => {
+                entries += 1;
+                if count.is_some_and(|n| entries >= n) {
+                    break;
+                }
+            }
+            ClientEvent::Disconnected {
+                reason,
+                reconnecting: false,
+            } => {
+                if reason == DisconnectReason::ClientClosed {
+                    break;
+                }
+                bail!("disconnected for good: {}", output::reason_text(&reason));
+            }
+            _ => {}
+        }
+    }
+    client.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,360 @@
+//! Human-readable output (and the JSON forms beside them).
+
+use std::time::Duration;
+
+use missive_client::{pb, ClientError, ClientEvent, DisconnectReason};
+use missive_protocol::Packet;
+use serde_json::{json, Value};
+
+use crate::wire::{FrameInfo, StreamEnd};
+
+/// Prints an error: `error: ...` on stderr, or `{"error": {...}}` on stdout with --json.
+pub fn print_error(e: &anyhow::Error, json: bool) {
+    let server = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<ClientError>() {
+            Some(ClientError::Server {
+                code,
+                name,
+                message,
+                fatal,
+            }) => Some((*code, name.clone(), message.clone(), *fatal)),
+            _ => None,
+        });
+    if json {
+        let v = match server {
+            Some((code, name, message, fatal)) => json!({"error": {
+                "code": code, "name": name, "message": message, "fatal": fatal,
+            }}),
+            None => json!({"error": {"message": format!("{e:#}")}}),
+        };
+        println!("{v}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::ConversationKind::try_from(kind) {
+        Ok(pb::ConversationKind::Direct) => "direct",
+        Ok(pb::ConversationKind::Group) => "group",
+        _ => "?",
+    }
+}
+
+/// `direct:bob`, `group:g1`.
+pub fn conv_text(c: Option<&pb::Conversation>) -> String {
+    match c {
+        Some(c) => format!("{}:{}", kind_name(c.kind), c.id),
+        None => "-".to_string(),
+    }
+}
+
+/// The content as text when it is UTF-8, else as hex.
+fn content_text(content: &[u8]) -> String {
+    match std::str::from_utf8(content) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("0x{}", hex::encode(content)),
+    }
+}
+
+fn message_text(m: &pb::Message) -> String {
+    let body = if m.recalled {
+        "(recalled)".to_string()
+    } else {
+        format!("type {} {}", m.content_type, content_text(&m.content))
+    };
+    format!(
+        "{} seq {} msg {} from {}: {}",
+        conv_text(m.conversation.as_ref()),
+        m.seq,
+        m.msg_id,
+        m.from_user,
+        body
+    )
+}
+
+/// One line per inbox entry: `v12 direct:bob seq 3 msg ... from bob: type 1 "hi"`.
+pub fn entry_text(e: &pb::InboxEntry) -> String {
+    use pb::inbox_entry::Body;
+    let conv = conv_text(e.conversation.as_ref());
+    let what = match &e.body {
+        Some(Body::Message(m)) => message_text(m),
+        Some(Body::ReadSync(r)) => format!(
+            "{conv} read up to seq {} ({} unread)",
+            r.up_to_seq, r.unread
+        ),
+        Some(Body::Recall(r)) => format!(
+            "{conv} recall msg {} seq {} by {}",
+            r.msg_id, r.seq, r.by_user
+        ),
+        Some(Body::Delete(d)) => format!("{conv} delete msg {}", d.msg_id),
+        Some(Body::GroupEvent(g)) => {
+            let kind = pb::GroupEventKind::try_from(g.kind)
+                .map(|k| k.as_str_name())
+                .unwrap_or("?");
+            format!("{conv} {kind} {} by {}", g.user_id, g.by_user)
+        }
+        None => format!("{conv} (empty entry)"),
+    };
+    format!("v{} {what}", e.version)
+}
+
+fn group_text(g: Option<&pb::GroupInfo>) -> String {
+    match g {
+        Some(g) => {
+            let fanout = if g.fanout == pb::FanoutMode::Read as i32 {
+                "read"
+            } else {
+                "write"
+            };
+            format!(
+                "group {} {:?} owner {} members {} last seq {} ({fanout} fan-out)",
+                g.group_id, g.name, g.owner, g.member_count, g.last_seq
+            )
+        }
+        None => "group -".to_string(),
+    }
+}
+
+/// The text form of a reply.
+pub fn reply_text(reply: &Packet) -> String {
+    let mut out = Vec::new();
+    match reply {
+        Packet::SendAck(a) => out.push(format!(
+            "sent msg {} seq {} version {} client_msg_id {}{}",
+            a.msg_id,
+            a.seq,
+            a.version,
+            a.client_msg_id,
+            if a.duplicate {
+                " (duplicate: stored earlier)"
+            } else {
+                ""
+            }
+        )),
+        Packet::SyncAck(a) => {
+            out.extend(a.entries.iter().map(entry_text));
+            out.push(format!(
+                "-- {} entries, new_version {}, current_version {}{}",
+                a.entries.len(),
+                a.new_version,
+                a.current_version,
+                if a.has_more { ", more follow" } else { "" }
+            ));
+        }
+        Packet::ContactsAck(a) => {
+            for c in &a.contacts {
+                let last = c
+                    .last_message
+                    .as_ref()
+                    .map(message_text)
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{} unread {} | {last}",
+                    conv_text(c.conversation.as_ref()),
+                    c.unread
+                ));
+            }
+            out.push(format!("-- {} conversations", a.contacts.len()));
+            if !a.next_cursor.is_empty() {
+                out.push(format!(
+                    "next page: --cursor {}",
+                    hex::encode(&a.next_cursor)
+                ));
+            }
+        }
+        Packet::UnreadAck(a) => {
+            out.push(format!("total unread {}", a.total));
+            for c in &a.conversations {
+                out.push(format!(
+                    "  {} unread {} last seq {}",
+                    conv_text(c.conversation.as_ref()),
+                    c.unread,
+                    c.last_seq
+                ));
+            }
+        }
+        Packet::MarkReadAck(a) => out.push(format!(
+            "read: {} unread left here, {} in total, version {}{}",
+            a.unread,
+            a.total,
+            a.version,
+            if a.version == 0 {
+                " (nothing changed)"
+            } else {
+                ""
+            }
+        )),
+        Packet::RecallAck(a) => out.push(format!("recalled, version {}", a.version)),
+        Packet::DeleteAck(a) => out.push(format!("deleted, version {}", a.version)),
+        Packet::GroupCreateAck(a) | Packet::GroupJoinAck(a) | Packet::GroupLeaveAck(a) => {
+            out.push(group_text(a.group.as_ref()))
+        }
+        Packet::GroupMembersAck(a) => {
+            out.push(group_text(a.group.as_ref()));
+            for m in &a.members {
+                let role = pb::GroupRole::try_from(m.role)
+                    .map(|r| r.as_str_name())
+                    .unwrap_or("?");
+                out.push(format!("  {} {role} joined {}", m.user_id, m.joined_ms));
+            }
+        }
+        Packet::GroupListAck(a) => {
+            out.extend(a.groups.iter().map(|g| group_text(Some(g))));
+            out.push(format!("-- {} groups", a.groups.len()));
+        }
+        Packet::GroupHistoryAck(a) => {
+            out.extend(a.messages.iter().map(message_text));
+            out.push(format!(
+                "-- {} messages{}",
+                a.messages.len(),
+                if a.has_more { ", more follow" } else { "" }
+            ));
+        }
+        other => out.push(format!(
+            "{} {}",
+            other.command().name(),
+            other.body_to_json()
+        )),
+    }
+    out.join("\n")
+}
+
+/// Prints a reply: text, or its body as JSON.
+pub fn print_reply(reply: &Packet, json: bool) {
+    if json {
+        println!("{}", reply.body_to_json());
+    } else {
+        println!("{}", reply_text(reply));
+    }
+}
+
+pub fn reason_text(r: &DisconnectReason) -> String {
+    match r {
+        DisconnectReason::ServerClosed => "the server closed the connection".into(),
+        DisconnectReason::Kicked(k) => format!("kicked ({})", k.as_str_name()),
+        DisconnectReason::HeartbeatTimeout => "no answer to a heartbeat".into(),
+        DisconnectReason::ServerError {
+            code,
+            name,
+            message,
+        } => format!("server error {name} ({code}): {message}"),
+        DisconnectReason::Transport(e) => e.clone(),
+        DisconnectReason::ClientClosed => "closed".into(),
+    }
+}
+
+/// One line per event; entries on stdout, the rest on stderr (JSON: all on stdout).
+pub fn print_event(event: &ClientEvent, json: bool) {
+    if json {
+        let v = match event {
+            ClientEvent::Connected(a) => json!({"event": "connected", "login": a}),
+            ClientEvent::Entry(e) => json!({"event": "entry", "entry": e}),
+            ClientEvent::GroupNotify(n) => json!({"event": "group_notify", "notify": n}),
+            ClientEvent::Kicked(k) => json!({"event": "kicked", "kick": k}),
+            ClientEvent::Disconnected {
+                reason,
+                reconnecting,
+            } => json!({"event": "disconnected", "reason": reason_text(reason),
+                        "reconnecting": reconnecting}),
+        };
+        println!("{v}");
+        return;
+    }
+    match event {
+        ClientEvent::Entry(e) => println!("{}", entry_text(e)),
+        ClientEvent::Connected(a) => eprintln!(
+            "connected as {} (version {}, {} unread, heartbeat {}s)",
+            a.user_id, a.current_version, a.unread_total, a.heartbeat_interval_secs
+        ),
+        ClientEvent::GroupNotify(n) => println!(
+            "group {} has messages up to seq {} ({} unread)",
+            n.group_id, n.last_seq, n.unread
+        ),
+        ClientEvent::Kicked(k) => eprintln!("kicked: {} {:?}", k.reason().as_str_name(), k.message),
+        ClientEvent::Disconnected {
+            reason,
+            reconnecting,
+        } => eprintln!(
+            "disconnected: {}{}",
+            reason_text(reason),
+            if *reconnecting { "; reconnecting" } else { "" }
+        ),
+    }
+}
+
+pub fn print_ping(addr: &str, rtts: &[Duration], json: bool) {
+    let ms: Vec<f64> = rtts.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    if json {
+        println!("{}", json!({"addr": addr, "rtt_ms": ms}));
+    } else {
+        for m in ms {
+            println!("HEARTBEAT_ACK from {addr}: {m:.2} ms");
+        }
+    }
+}
+
+fn flag_names(flags: u8) -> String {
+    let mut names = Vec::new();
+    if flags & 1 != 0 {
+        names.push("COMPRESSED".to_string());
+    }
+    if flags & 2 != 0 {
+        names.push("RETRANSMIT".to_string());
+    }
+    if flags & !3 != 0 {
+        names.push(format!("RESERVED({:#04x})", flags & !3));
+    }
+    names.join("|")
+}
+
+/// The JSON form of a decoded frame.
+pub fn frame_json(f: &FrameInfo) -> Value {
+    json!({
+        "offset": f.offset, "length": f.length, "magic": f.magic, "version": f.version,
+        "flags": f.flags, "flag_names": flag_names(f.flags), "command": f.command,
+        "command_name": f.command_name, "request_id": f.request_id,
+        "crc": if f.crc_ok { "ok" } else { "bad" }, "crc_frame": format!("{:08x}", f.crc_frame),
+        "crc_computed": format!("{:08x}", f.crc_computed), "body": f.body,
+        "body_error": f.body_error,
+    })
+}
+
+/// The annotated text form of a decoded frame.
+pub fn frame_text(index: usize, f: &FrameInfo) -> String {
+    let crc = if f.crc_ok {
+        format!("{:08x} ok", f.crc_frame)
+    } else {
+        format!("{:08x} BAD (computed {:08x})", f.crc_frame, f.crc_computed)
+    };
+    let body = match (&f.body, &f.body_error) {
+        (_, Some(err)) => format!("error: {err}"),
+        (Some(b), None) => b.to_string(),
+        (None, None) => "-".into(),
+    };
+    format!(
+        "frame {index} at byte {}: {} bytes\n  length      {}\n  magic       {}\n  version     {}\n  flags       {:#04x}{}\n  command     {:#06x} {}\n  request id  {}\n  body        {body}\n  crc32       {crc}",
+        f.offset,
+        f.length + 4,
+        f.length,
+        f.magic,
+        f.version,
+        f.flags,
+        match flag_names(f.flags) {
+            n if n.is_empty() => n,
+            n => format!(" {n}"),
+        },
+        f.command,
+        f.command_name,
+        f.request_id,
+    )
+}
+
+/// How a decoded stream ended, as text.
+pub fn end_text(end: &StreamEnd) -> Option<String> {
+    match end {
+        StreamEnd::Clean => None,
+        StreamEnd::Error { offset, message } => Some(format!("error at byte {offset}: {message}")),
+    }
+}

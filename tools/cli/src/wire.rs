@@ -1,0 +1,335 @@
+//! Frames as bytes: `decode`, `encode` and `raw`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use missive_client::Connection;
+use missive_protocol::frame::{parse_hex, HEADER_LEN, TRAILER_LEN};
+use missive_protocol::DEFAULT_MAX_FRAME_LEN;
+use missive_protocol::{Command, Flags, Frame, FrameCodec, Packet, ProtocolError};
+use serde_json::{json, Value};
+use tokio_util::codec::Decoder;
+
+use crate::output;
+use crate::Global;
+
+/// One frame read from a byte stream, with everything a person debugging it wants to see.
+#[derive(Debug, Clone)]
+pub struct FrameInfo {
+    pub offset: usize,
+    /// The length field (bytes after it).
+    pub length: usize,
+    pub magic: String,
+    pub version: u8,
+    pub flags: u8,
+    pub command: u16,
+    pub command_name: String,
+    pub request_id: u32,
+    pub crc_ok: bool,
+    pub crc_frame: u32,
+    pub crc_computed: u32,
+    pub body: Option<Value>,
+    pub body_error: Option<String>,
+}
+
+/// How a stream of frames ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    Clean,
+    Error { offset: usize, message: String },
+}
+
+/// `BAD_CRC (4): bad CRC32: ...`
+pub fn describe(e: &ProtocolError) -> String {
+    let code = e.code();
+    format!("{} ({}): {e}", code.name(), code as u32)
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Annotates the frame at the start of `raw`, whose header the codec has accepted.
+fn annotate(raw: &[u8], offset: usize) -> FrameInfo {
+    let length = be32(raw) as usize;
+    let total = 4 + length;
+    let frame = Frame {
+        flags: Flags(raw[7]),
+        command: u16::from_be_bytes([raw[8], raw[9]]),
+        request_id: be32(&raw[10..]),
+        body: Bytes::copy_from_slice(&raw[HEADER_LEN..total - TRAILER_LEN]),
+    };
+    let crc_frame = be32(&raw[total - TRAILER_LEN..]);
+    let rebuilt = frame.to_bytes();
+    let crc_computed = be32(&rebuilt[rebuilt.len() - TRAILER_LEN..]);
+    let (body, body_error) = match frame.packet(DEFAULT_MAX_FRAME_LEN) {
+        Ok(p) => (Some(p.body_to_json()), None),
+        Err(e) => (None, Some(describe(&e))),
+    };
+    FrameInfo {
+        offset,
+        length,
+        magic: String::from_utf8_lossy(&raw[4..6]).into_owned(),
+        version: raw[6],
+        flags: frame.flags.0,
+        command: frame.command,
+        command_name: frame
+            .command()
+            .map(|c| c.name().to_string())
+            .unwrap_or_else(|_| "UNKNOWN".into()),
+        request_id: frame.request_id,
+        crc_ok: crc_frame == crc_computed,
+        crc_frame,
+        crc_computed,
+        body,
+        body_error,
+    }
+}
+
+/// Reads every frame of `bytes`. A bad CRC is reported on the frame and reading goes on (the
+/// length is known); any other framing error ends the stream, as it does for the server.
+pub fn decode_stream(bytes: &[u8]) -> (Vec<FrameInfo>, StreamEnd) {
+    let mut frames = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let mut buf = BytesMut::from(rest);
+        match FrameCodec::default().decode_eof(&mut buf) {
+            Ok(Some(_)) | Err(ProtocolError::BadCrc { .. }) => {
+                let info = annotate(rest, offset);
+                offset += 4 + info.length;
+                frames.push(info);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let message = describe(&e);
+                return (frames, StreamEnd::Error { offset, message });
+            }
+        }
+    }
+    (frames, StreamEnd::Clean)
+}
+
+/// Whether anything in the stream is wrong.
+fn has_errors(frames: &[FrameInfo], end: &StreamEnd) -> bool {
+    *end != StreamEnd::Clean || frames.iter().any(|f| !f.crc_ok || f.body_error.is_some())
+}
+
+fn print_stream(frames: &[FrameInfo], end: &StreamEnd, json: bool, extra: Value) {
+    if json {
+        let mut v = json!({
+            "frames": frames.iter().map(output::frame_json).collect::<Vec<_>>(),
+            "error": output::end_text(end),
+        });
+        if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        println!("{v}");
+        return;
+    }
+    for (i, f) in frames.iter().enumerate() {
+        println!("{}", output::frame_text(i + 1, f));
+    }
+    if let Some(e) = output::end_text(end) {
+        println!("{e}");
+    }
+}
+
+fn hex_args(args: &[String]) -> Result<Vec<u8>> {
+    parse_hex(&args.join("")).map_err(|e| anyhow!("bad hex: {e}"))
+}
+
+/// `missive decode`.
+pub fn decode(g: &Global, hex: &[String], file: Option<&Path>) -> Result<ExitCode> {
+    let bytes = match file {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None if hex.is_empty() => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            parse_hex(&text).map_err(|e| anyhow!("bad hex on stdin: {e}"))?
+        }
+        None => hex_args(hex)?,
+    };
+    if bytes.is_empty() {
+        bail!("nothing to decode");
+    }
+    let (frames, end) = decode_stream(&bytes);
+    print_stream(&frames, &end, g.json, json!({}));
+    Ok(if has_errors(&frames, &end) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A command by name (`SEND`) or number (`0x0003`, `3`). Unknown numbers are allowed.
+pub fn parse_command(text: &str) -> Result<u16> {
+    if let Some(c) = Command::from_name(&text.to_ascii_uppercase()) {
+        return Ok(c as u16);
+    }
+    let n = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => text.parse(),
+    };
+    n.map_err(|_| anyhow!("unknown command {text:?} (a name like SEND, or a number like 0x0003)"))
+}
+
+/// Builds the frame `encode` prints.
+pub fn build_frame(command: &str, request_id: u32, body: &str, flags: u8) -> Result<Frame> {
+    let number = parse_command(command)?;
+    let value: Value = serde_json::from_str(body).context("--body is not JSON")?;
+    let mut body = match Command::from_u16(number) {
+        Ok(cmd) => Packet::body_from_json(cmd, value)
+            .map_err(|e| anyhow!("--body does not fit {}: {e}", cmd.name()))?
+            .encode_body(),
+        Err(_) if value == json!({}) => Vec::new(),
+        Err(_) => bail!("command {number:#06x} is not in the table: only an empty body ({{}})"),
+    };
+    if flags & Flags::COMPRESSED != 0 {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&body)?;
+        body = enc.finish()?;
+    }
+    Ok(Frame {
+        flags: Flags(flags),
+        command: number,
+        request_id,
+        body: Bytes::from(body),
+    })
+}
+
+/// `missive encode`.
+pub fn encode(g: &Global, command: &str, id: u32, body: &str, flags: u8) -> Result<ExitCode> {
+    let wire = hex::encode(build_frame(command, id, body, flags)?.to_bytes());
+    if g.json {
+        println!("{}", json!({ "hex": wire }));
+    } else {
+        println!("{wire}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `missive raw`: send bytes, collect the answer until the server closes or `wait` passes.
+pub async fn raw(g: &Global, hex: &[String], wait: f64) -> Result<ExitCode> {
+    let bytes = hex_args(hex)?;
+    let timeout = Duration::from_secs(g.timeout.max(1));
+    let mut conn = Connection::connect_timeout(&g.addr, timeout)
+        .await
+        .with_context(|| format!("cannot connect to {}", g.addr))?;
+    conn.write_raw(&bytes).await?;
+    let wait = Duration::try_from_secs_f64(wait.max(0.0)).unwrap_or(Duration::from_secs(2));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read_raw(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                // A reset after the server's last frame is a close too.
+                eprintln!("read failed: {e}");
+                closed = true;
+                break;
+            }
+        }
+    }
+    let (frames, end) = decode_stream(&received);
+    let status = if closed {
+        "the server closed the connection"
+    } else {
+        "still open when the wait ended"
+    };
+    if !g.json {
+        println!(
+            "sent {} bytes, received {} bytes; {status}",
+            bytes.len(),
+            received.len()
+        );
+    }
+    let extra = json!({
+        "sent": bytes.len(), "received_hex": hex::encode(&received), "closed": closed,
+    });
+    print_stream(&frames, &end, g.json, extra);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat() -> Vec<u8> {
+        build_frame("HEARTBEAT", 1, r#"{"client_time_ms": 5}"#, 0)
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn bad_crc_is_reported_and_the_next_frame_still_read() {
+        let mut bytes = heartbeat();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        bytes.extend(heartbeat());
+        let (frames, end) = decode_stream(&bytes);
+        assert_eq!(end, StreamEnd::Clean);
+        assert_eq!(frames.len(), 2);
+        assert!(!frames[0].crc_ok);
+        assert!(frames[1].crc_ok);
+        assert_eq!(frames[1].offset, 20);
+        assert!(has_errors(&frames, &end));
+    }
+
+    #[test]
+    fn framing_errors_are_named_by_code() {
+        let mut bytes = heartbeat();
+        bytes.extend_from_slice(&heartbeat()[..9]);
+        let (frames, end) = decode_stream(&bytes);
+        assert_eq!(frames.len(), 1);
+        match end {
+            StreamEnd::Error { offset, message } => {
+                assert_eq!(offset, 20);
+                assert!(message.starts_with("BAD_FRAME (1): connection closed inside a frame"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, end) = decode_stream(&hex::decode("0000000e5858").unwrap());
+        assert!(
+            matches!(end, StreamEnd::Error { message, .. } if message.starts_with("BAD_FRAME (1): bad magic"))
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_compressed_bodies() {
+        assert_eq!(parse_command("send").unwrap(), 3);
+        assert_eq!(parse_command("0x4001").unwrap(), 0x4001);
+        assert_eq!(parse_command("65535").unwrap(), 0xffff);
+        let unknown = build_frame("0x0777", 2, "{}", 0).unwrap().to_bytes();
+        let (frames, _) = decode_stream(&unknown);
+        assert_eq!(frames[0].command_name, "UNKNOWN");
+        assert!(frames[0]
+            .body_error
+            .as_deref()
+            .unwrap()
+            .starts_with("UNKNOWN_COMMAND (5)"));
+        let body = r#"{"since_version": 7, "limit": 3}"#;
+        let packed = build_frame("SYNC", 4, body, Flags::COMPRESSED).unwrap();
+        let (frames, end) = decode_stream(&packed.to_bytes());
+        assert_eq!(end, StreamEnd::Clean);
+        assert_eq!(
+            frames[0].body,
+            Some(json!({"since_version": 7, "limit": 3}))
+        );
+        assert!(build_frame("SYNC", 1, r#"{"nope": 1}"#, 0).is_err());
+    }
+}
