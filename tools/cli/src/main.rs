@@ -43,6 +43,7 @@ pub struct Cli {
 
 /// Options every command accepts (before or after the command name).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Server address, host:port.
     #[arg(

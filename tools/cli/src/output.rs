@@ -8,6 +8,21 @@ use serde_json::{json, Value};
 
 use crate::wire::{FrameInfo, StreamEnd};
 
+/// The error and its causes, each once (some errors repeat their source in their message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 /// Prints an error: `error: ...` on stderr, or `{"error": {...}}` on stdout with --json.
 pub fn print_error(e: &anyhow::Error, json: bool) {
     let server = e
@@ -26,11 +41,11 @@ pub fn print_error(e: &anyhow::Error, json: bool) {
             Some((code, name, message, fatal)) => json!({"error": {
                 "code": code, "name": name, "message": message, "fatal": fatal,
             }}),
-            None => json!({"error": {"message": format!("{e:#}")}}),
+            None => json!({"error": {"message": error_text(e)}}),
         };
         println!("{v}");
     } else {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(e));
     }
 }
 
