@@ -1,1 +1,29 @@
+//! missived: the Missive instant-messaging server.
+//!
+//! # Layout
+//! - [`config`]: settings with their defaults; file, environment and flags.
+//! - [`server`]: listeners, the accept loop, the heartbeat sweep, shutdown.
+//! - [`session`]: one task per connection: login, requests, pushes, acks and retransmits.
+//! - [`router`]: user -> online sessions; delivers pushes without ever waiting on a client.
+//! - [`store`]: RocksDB: column families, key codecs, one write batch per change, queries.
+//! - [`metrics`]: process-wide counters.
+//!
+//! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
+pub mod config;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod store;
+
+pub use config::Config;
+pub use server::{Server, ServerHandle};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

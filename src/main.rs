@@ -1,1 +1,35 @@
-fn main() {}
+//! `missived`: reads the configuration, opens the store, serves until SIGINT or SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use missive::config::{Args, Config};
+use missive::Server;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::load(&args)?;
+    if args.print_config {
+        print!(
+            "{}",
+            toml::to_string(&config).context("printing the configuration")?
+        );
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .with_context(|| format!("log: bad filter {:?}", config.log))?,
+        )
+        .init();
+    let server = Server::start(config).await?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = server.stopping() => tracing::error!("stopping after a failure"),
+    }
+    server.shutdown().await;
+    Ok(())
+}

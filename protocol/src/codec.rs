@@ -212,7 +212,10 @@ mod tests {
                 max: 1 << 20
             }
         );
-        assert!(buf.capacity() < 1 << 16, "nothing was buffered for the payload");
+        assert!(
+            buf.capacity() < 1 << 16,
+            "nothing was buffered for the payload"
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Frame {
         let mut frame = Frame::new(packet, request_id);
         if frame.body.len() >= threshold {
             let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            let packed = std::io::Write::write_all(&mut enc, &frame.body).and_then(|_| enc.finish());
+            let packed =
+                std::io::Write::write_all(&mut enc, &frame.body).and_then(|_| enc.finish());
             if let Ok(packed) = packed {
                 if packed.len() < frame.body.len() {
                     frame.body = Bytes::from(packed);
@@ -149,7 +150,7 @@ impl Frame {
 /// Parses hex, ignoring ASCII white space (as in the test vectors and the CLI).
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     let val = |d: u8| match d {

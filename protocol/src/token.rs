@@ -49,6 +49,8 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
         Err("id is empty")
     } else if id.len() > MAX_ID_LEN {
         Err("id is longer than 64 bytes")
+    } else if id.chars().any(char::is_control) {
+        Err("id contains a control character")
     } else {
         Ok(())
     }
@@ -82,9 +84,17 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<Claims, TokenError
     };
     let user = text(user)?;
     let device = text(device)?;
+    // Canonical decimal only, so one set of claims has exactly one token text.
+    let canonical = !expires.is_empty()
+        && expires.bytes().all(|b| b.is_ascii_digit())
+        && (expires == "0" || !expires.starts_with('0'));
     let expires: u64 = expires
         .parse()
-        .map_err(|_| TokenError::Malformed("expiry is not a number"))?;
+        .ok()
+        .filter(|_| canonical)
+        .ok_or(TokenError::Malformed(
+            "expiry is not a canonical decimal number",
+        ))?;
     let sig = B64
         .decode(sig)
         .map_err(|_| TokenError::Malformed("bad base64 signature"))?;
@@ -118,10 +128,29 @@ mod tests {
     fn refuses_wrong_secret_expiry_and_tampering() {
         let t = mint(b"s3cret", "alice", "d", 2_000);
         assert_eq!(verify(b"other", &t, 1_000), Err(TokenError::BadSignature));
-        assert_eq!(verify(b"s3cret", &t, 2_000), Err(TokenError::Expired(2_000)));
+        assert_eq!(
+            verify(b"s3cret", &t, 2_000),
+            Err(TokenError::Expired(2_000))
+        );
         let forged = t.replacen(&B64.encode("alice"), &B64.encode("mallory"), 1);
-        assert_eq!(verify(b"s3cret", &forged, 1_000), Err(TokenError::BadSignature));
-        assert!(matches!(verify(b"s3cret", "a.b", 1), Err(TokenError::Malformed(_))));
+        assert_eq!(
+            verify(b"s3cret", &forged, 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert!(matches!(
+            verify(b"s3cret", "a.b", 1),
+            Err(TokenError::Malformed(_))
+        ));
+        let padded = t.replacen(".2000.", ".02000.", 1);
+        assert!(matches!(
+            verify(b"s3cret", &padded, 1_000),
+            Err(TokenError::Malformed(_))
+        ));
+        let newline = mint(b"s3cret", "a\nb", "c", 2_000);
+        assert!(matches!(
+            verify(b"s3cret", &newline, 1_000),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]

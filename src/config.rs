@@ -1,0 +1,190 @@
+//! Settings. Each has a default; a TOML file overrides defaults, the environment overrides the
+//! file, and flags override the environment.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Durability;
+
+/// The effective configuration of a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to listen on; every one speaks the binary protocol.
+    pub listen: Vec<String>,
+    /// Where RocksDB and the generated secret live; created on first start.
+    pub data_dir: PathBuf,
+    /// Shared secret for login tokens. If unset, `<data_dir>/secret` is used, generated on first
+    /// start with owner-only permissions.
+    pub secret: Option<String>,
+    /// `sync`: fsync the write-ahead log (group commit) before acknowledging; `async`: don't.
+    pub durability: Durability,
+    /// Heartbeat interval told to clients; silent connections close after about twice this.
+    pub heartbeat_secs: u32,
+    /// A connection must log in within this time.
+    pub login_timeout_ms: u64,
+    /// First retransmit of an unacknowledged push after this long; then doubling.
+    pub ack_timeout_ms: u64,
+    /// Retransmits of one push before the connection is closed.
+    pub max_retransmits: u32,
+    /// Devices one user may have online at once; the oldest is kicked beyond this.
+    pub max_devices_per_user: usize,
+    /// Largest frame length field accepted.
+    pub max_frame_len: usize,
+    /// Largest message content accepted.
+    pub max_content_len: usize,
+    /// Frames queued for one connection before it counts as a slow consumer and is closed.
+    pub outbound_queue: usize,
+    /// How long after sending a message its sender can recall it.
+    pub recall_window_secs: u64,
+    /// Reply bodies at least this large are zlib-compressed.
+    pub compress_threshold: usize,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `missive=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec!["0.0.0.0:443".into(), "0.0.0.0:80".into()],
+            data_dir: PathBuf::from("missive-data"),
+            secret: None,
+            durability: Durability::Sync,
+            heartbeat_secs: 30,
+            login_timeout_ms: 10_000,
+            ack_timeout_ms: 5_000,
+            max_retransmits: 3,
+            max_devices_per_user: 5,
+            max_frame_len: missive_protocol::DEFAULT_MAX_FRAME_LEN,
+            max_content_len: 64 * 1024,
+            outbound_queue: 1024,
+            recall_window_secs: 120,
+            compress_threshold: 1024,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Command-line flags of `missived`; each also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "missived",
+    version,
+    about = "The Missive instant-messaging server"
+)]
+pub struct Args {
+    /// TOML configuration file (settings as in README.md).
+    #[arg(long, env = "MISSIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeat, or comma-separate in the environment).
+    #[arg(long, env = "MISSIVE_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Data directory.
+    #[arg(long, env = "MISSIVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Token secret.
+    #[arg(long, env = "MISSIVE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Durability: sync or async.
+    #[arg(long, env = "MISSIVE_DURABILITY")]
+    pub durability: Option<String>,
+    /// Heartbeat interval in seconds.
+    #[arg(long, env = "MISSIVE_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u32>,
+    /// Log filter, e.g. info or missive=debug.
+    #[arg(long, env = "MISSIVE_LOG")]
+    pub log: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// A configuration that cannot be used; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then the file, then environment and flags (already merged by clap).
+    pub fn load(args: &Args) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !args.listen.is_empty() {
+            config.listen = args.listen.clone();
+        }
+        if let Some(d) = &args.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(s) = &args.secret {
+            config.secret = Some(s.clone());
+        }
+        if let Some(d) = &args.durability {
+            config.durability = match d.as_str() {
+                "sync" => Durability::Sync,
+                "async" => Durability::Async,
+                other => {
+                    return Err(ConfigError(format!(
+                        "durability: {other:?} is not \"sync\" or \"async\""
+                    )))
+                }
+            };
+        }
+        if let Some(h) = args.heartbeat_secs {
+            config.heartbeat_secs = h;
+        }
+        if let Some(l) = &args.log {
+            config.log = l.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError(what.to_owned()));
+        if self.listen.is_empty() {
+            return bad("listen: at least one address is needed");
+        }
+        for addr in &self.listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError(format!(
+                    "listen: {addr:?} is not an address like 0.0.0.0:443"
+                )));
+            }
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
+            return bad("heartbeat_secs: must be 1..=3600");
+        }
+        if self.max_frame_len < 1024 || self.max_frame_len > 64 << 20 {
+            return bad("max_frame_len: must be 1024..=67108864");
+        }
+        if self.max_content_len == 0 || self.max_content_len + 1024 > self.max_frame_len {
+            return bad("max_content_len: must be at least 1 and 1024 below max_frame_len");
+        }
+        if self.outbound_queue < 16 {
+            return bad("outbound_queue: must be at least 16");
+        }
+        if self.max_devices_per_user == 0 {
+            return bad("max_devices_per_user: must be at least 1");
+        }
+        if self.login_timeout_ms == 0 || self.ack_timeout_ms == 0 {
+            return bad("login_timeout_ms and ack_timeout_ms: must be above 0");
+        }
+        if let Some(s) = &self.secret {
+            if s.len() < 16 {
+                return bad("secret: must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! Listeners, the accept loop, the heartbeat sweep, shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_protocol::pb::KickReason;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::router::Router;
+use crate::store::{Store, StoreError};
+
+/// What every session shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub router: Router,
+    pub secret: Vec<u8>,
+    pub shutdown: CancellationToken,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}. {hint}")]
+    Bind {
+        addr: String,
+        source: io::Error,
+        hint: String,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Starts servers.
+pub struct Server;
+
+/// A running server.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Opens the store, binds every listener and starts accepting.
+    pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        config.validate()?;
+        let data_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ServerError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_err(&config.data_dir))?;
+        let secret = load_or_create_secret(&config)?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.push(bind(addr).await?);
+        }
+        let db_dir = config.data_dir.join("db");
+        let durability = config.durability;
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
+        let shared = Arc::new(Shared {
+            config,
+            store: Arc::new(store),
+            router: Router::default(),
+            secret,
+            shutdown: CancellationToken::new(),
+        });
+        let tasks = TaskTracker::new();
+        let mut addrs = Vec::new();
+        for listener in listeners {
+            addrs.push(listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: "?".into(),
+                source,
+                hint: String::new(),
+            })?);
+            tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
+        }
+        tasks.spawn(heartbeat_sweep(shared.clone()));
+        tracing::info!(?addrs, "missived listening");
+        Ok(ServerHandle {
+            shared,
+            addrs,
+            tasks,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The bound addresses, in the order of `Config::listen`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The store, for tests that check what was written.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    pub fn online_sessions(&self) -> usize {
+        self.shared.router.online_count()
+    }
+
+    /// Resolves when the server begins shutting down (for example after a store failure).
+    pub async fn stopping(&self) {
+        self.shared.shutdown.cancelled().await
+    }
+
+    /// Stops accepting, kicks every client with a reconnect hint, lets in-flight requests
+    /// finish (up to 10 s), flushes and closes the store.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions did not finish within 10 s; closing the store anyway");
+        }
+        let store = self.shared.store.clone();
+        drop(self.shared);
+        let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::error!("flush at shutdown failed: {e}");
+        }
+        tracing::info!("missived stopped");
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    let sock_addr: SocketAddr = addr.parse().map_err(|_| ServerError::Bind {
+        addr: addr.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
+        hint: "Write it as IP:PORT, for example 0.0.0.0:443.".into(),
+    })?;
+    let socket = if sock_addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    let result = socket.and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(sock_addr)?;
+        s.listen(4096)
+    });
+    result.map_err(|source| {
+        let choose = "choose other ports with --listen 0.0.0.0:8443,0.0.0.0:8080 \
+                      (environment MISSIVE_LISTEN, config setting `listen`)";
+        let hint = match source.kind() {
+            io::ErrorKind::PermissionDenied => format!(
+                "Ports below 1024 need root or the CAP_NET_BIND_SERVICE capability \
+                 (sudo setcap cap_net_bind_service=+ep $(which missived)); or {choose}."
+            ),
+            io::ErrorKind::AddrInUse => format!(
+                "Another process listens there (`ss -ltnp` shows which); stop it, or {choose}."
+            ),
+            _ => format!("Check the address, or {choose}."),
+        };
+        ServerError::Bind {
+            addr: addr.to_owned(),
+            source,
+            hint,
+        }
+    })
+}
+
+fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
+    if let Some(s) = &config.secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("secret");
+    let err = |source| ServerError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) => return Ok(s.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+        Err(_) => {}
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(secret.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    tracing::info!(path = %path.display(), "generated a token secret");
+    Ok(secret.into_bytes())
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tasks.spawn(crate::session::run(shared.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Closes connections silent for more than two heartbeat intervals. One sweep for all
+/// connections, so an idle connection has no timer of its own.
+async fn heartbeat_sweep(shared: Arc<Shared>) {
+    let limit_ms = 2 * shared.config.heartbeat_secs as i64 * 1000;
+    let period = Duration::from_millis((limit_ms as u64 / 8).clamp(100, 1000));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::now_ms();
+        for s in shared.router.sessions() {
+            if now - s.last_seen() > limit_ms {
+                tracing::debug!(session = s.id, user = %s.user, "heartbeat timeout");
+                s.close(None);
+            }
+        }
+    }
+}
+
+/// The kick sent to every client at shutdown: reconnect after 1 to 3 s, spread out.
+pub fn shutdown_kick() -> missive_protocol::pb::Kick {
+    let mut k = crate::router::kick(KickReason::Shutdown, "server shutting down");
+    k.reconnect_after_ms = rand::random_range(1000..3000);
+    k
+}

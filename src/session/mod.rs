@@ -1,0 +1,374 @@
+//! One task per connection: login, then requests in order, pushes from the router, acks and
+//! retransmits. The only `select!` of the server lives here; every branch is cancel-safe.
+
+mod conn;
+mod handlers;
+mod retransmit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_protocol::pb::{self, KickReason};
+use missive_protocol::token::{self, TokenError};
+use missive_protocol::{ErrorCode, Frame, Packet, ProtocolError};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::router::{kick, Outbound, SessionHandle};
+use crate::server::Shared;
+use conn::{Conn, Filled};
+use retransmit::Retransmits;
+
+/// A request refused with a documented code.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The ERROR frame for `code`.
+pub fn error_frame(request_id: u32, code: ErrorCode, message: &str) -> Frame {
+    Frame::new(
+        &Packet::Error(pb::Error {
+            code: code as u32,
+            message: message.to_owned(),
+            fatal: code.is_fatal(),
+            retry_after_ms: 0,
+        }),
+        request_id,
+    )
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Serves one connection until it closes.
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(stream, shared.config.max_frame_len);
+    let Some((handle, rx)) = login(&shared, &mut conn).await else {
+        return;
+    };
+    tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
+    let mut session = Session {
+        retransmits: Retransmits::new(
+            Duration::from_millis(shared.config.ack_timeout_ms),
+            shared.config.max_retransmits,
+        ),
+        shared,
+        conn,
+        handle,
+        rx,
+    };
+    session.serve().await;
+    session.shared.router.unregister(&session.handle);
+    tracing::debug!(%peer, session = session.handle.id, "closed");
+}
+
+async fn fatal(conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
+    let _ = conn
+        .write_frames(&[error_frame(request_id, code, message)])
+        .await;
+}
+
+/// Waits for LOGIN (within the login timeout) and registers the session.
+async fn login(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+) -> Option<(Arc<SessionHandle>, mpsc::Receiver<Outbound>)> {
+    let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
+    let frame = loop {
+        match conn.buffered_frame() {
+            Ok(Some(f)) => break f,
+            Ok(None) => {}
+            Err(e) => {
+                fatal(conn, 0, e.code(), &e.to_string()).await;
+                return None;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                fatal(conn, 0, ErrorCode::LoginTimeout, "no LOGIN within the login timeout").await;
+                return None;
+            }
+            _ = shared.shutdown.cancelled() => {
+                fatal(conn, 0, ErrorCode::ShuttingDown, "server shutting down").await;
+                return None;
+            }
+            r = conn.stream.readable() => {
+                r.ok()?;
+                match conn.try_fill() {
+                    Ok(Filled::Data) => {}
+                    Ok(Filled::Eof) => return None,
+                    Err(e) => {
+                        fatal(conn, 0, e.code(), &e.to_string()).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    };
+    let rid = frame.request_id;
+    let login = match frame.packet(shared.config.max_frame_len) {
+        Ok(Packet::Login(l)) => l,
+        Ok(other) => {
+            let msg = format!("{} before LOGIN", other.command().name());
+            fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+            return None;
+        }
+        Err(ProtocolError::UnknownCommand(c)) => {
+            let msg = format!("unknown command {c:#06x} before LOGIN");
+            fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+            return None;
+        }
+        Err(e) => {
+            fatal(conn, rid, e.code(), &e.to_string()).await;
+            return None;
+        }
+    };
+    let now_s = (crate::now_ms() / 1000) as u64;
+    let claims = match token::verify(&shared.secret, &login.token, now_s) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired(_) => ErrorCode::TokenExpired,
+                _ => ErrorCode::AuthFailed,
+            };
+            fatal(conn, rid, code, &e.to_string()).await;
+            return None;
+        }
+    };
+    if claims.device_id != login.device_id {
+        let msg = "device_id differs from the token's device";
+        fatal(conn, rid, ErrorCode::AuthFailed, msg).await;
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
+    // Register before reading the version, so no entry after it can be missed.
+    let handle = shared.router.register(
+        &claims.user_id,
+        &claims.device_id,
+        tx,
+        shared.config.max_devices_per_user,
+        crate::now_ms(),
+    );
+    let user = claims.user_id.clone();
+    let state = handlers::blocking(shared, move |s| {
+        Ok((
+            s.store.current_version(&user)?,
+            s.store.unread_total(&user)?,
+        ))
+    })
+    .await;
+    let (current_version, unread_total) = match state {
+        Ok(v) => v,
+        Err(r) => {
+            shared.router.unregister(&handle);
+            fatal(conn, rid, r.code, &r.message).await;
+            return None;
+        }
+    };
+    let ack = Packet::LoginAck(pb::LoginAck {
+        user_id: claims.user_id,
+        server_time_ms: crate::now_ms(),
+        heartbeat_interval_secs: shared.config.heartbeat_secs,
+        current_version,
+        unread_total,
+        session_id: handle.id,
+    });
+    if conn.write_frames(&[Frame::new(&ack, rid)]).await.is_err() {
+        shared.router.unregister(&handle);
+        return None;
+    }
+    Some((handle, rx))
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: Conn,
+    handle: Arc<SessionHandle>,
+    rx: mpsc::Receiver<Outbound>,
+    retransmits: Retransmits,
+}
+
+impl Session {
+    async fn serve(&mut self) {
+        loop {
+            loop {
+                match self.conn.buffered_frame() {
+                    Ok(Some(frame)) => {
+                        if let Flow::Close = self.on_frame(frame).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        fatal(&mut self.conn, 0, e.code(), &e.to_string()).await;
+                        return;
+                    }
+                }
+            }
+            self.conn.release_idle();
+            let due = self.retransmits.next_due();
+            tokio::select! {
+                biased;
+                _ = self.handle.closed() => {
+                    if let Some(k) = self.handle.take_kick() {
+                        let _ = self.conn.write_frames(&[Frame::new(&Packet::Kick(k), 0)]).await;
+                    }
+                    return;
+                }
+                _ = self.shared.shutdown.cancelled() => {
+                    let k = crate::server::shutdown_kick();
+                    let _ = self.conn.write_frames(&[Frame::new(&Packet::Kick(k), 0)]).await;
+                    return;
+                }
+                r = self.conn.stream.readable() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    match self.conn.try_fill() {
+                        Ok(Filled::Data) => self.handle.touch(crate::now_ms()),
+                        Ok(Filled::Eof) => return,
+                        Err(e) => {
+                            tracing::debug!(session = self.handle.id, "read: {e}");
+                            return;
+                        }
+                    }
+                }
+                Some(out) = self.rx.recv() => {
+                    if let Flow::Close = self.write_pushes(out).await {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    if let Flow::Close = self.retransmit().await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to 64 frames per write).
+    async fn write_pushes(&mut self, first: Outbound) -> Flow {
+        let mut batch = vec![first];
+        while batch.len() < 64 {
+            match self.rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        let mut frames = Vec::with_capacity(batch.len());
+        for Outbound::Push { version, frame } in batch {
+            self.retransmits.sent(version, frame.clone(), now);
+            frames.push(frame);
+        }
+        if self.retransmits.len() > self.shared.config.outbound_queue {
+            return self
+                .kick(KickReason::SlowConsumer, "too many unacknowledged pushes")
+                .await;
+        }
+        match self.conn.write_frames(&frames).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn retransmit(&mut self) -> Flow {
+        match self.retransmits.due(Instant::now()) {
+            Ok(frames) => {
+                for _ in &frames {
+                    crate::metrics::add_retransmit();
+                }
+                match self.conn.write_frames(&frames).await {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Close,
+                }
+            }
+            Err(retransmit::Exhausted) => {
+                self.kick(
+                    KickReason::AckTimeout,
+                    "pushes not acknowledged; reconnect and sync",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn kick(&mut self, reason: KickReason, message: &str) -> Flow {
+        let frame = Frame::new(&Packet::Kick(kick(reason, message)), 0);
+        let _ = self.conn.write_frames(&[frame]).await;
+        Flow::Close
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let rid = frame.request_id;
+        let packet = match frame.packet(self.shared.config.max_frame_len) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .refuse(rid, Refusal::new(e.code(), e.to_string()))
+                    .await
+            }
+        };
+        let reply = match packet {
+            Packet::PushAck(a) => {
+                self.retransmits.ack(a.version);
+                return Flow::Continue;
+            }
+            Packet::Heartbeat(h) => Ok(Packet::HeartbeatAck(pb::HeartbeatAck {
+                server_time_ms: crate::now_ms(),
+                client_time_ms: h.client_time_ms,
+            })),
+            Packet::Login(_) => Err(Refusal::new(
+                ErrorCode::AlreadyLoggedIn,
+                "this connection is already logged in",
+            )),
+            p if !p.command().is_from_client() => Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{} is sent by the server, not the client",
+                    p.command().name()
+                ),
+            )),
+            p => handlers::handle(&self.shared, &self.handle, p).await,
+        };
+        match reply {
+            Ok(p) => {
+                let frame = Frame::compressed_above(&p, rid, self.shared.config.compress_threshold);
+                match self.conn.write_frames(&[frame]).await {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Close,
+                }
+            }
+            Err(r) => self.refuse(rid, r).await,
+        }
+    }
+
+    async fn refuse(&mut self, rid: u32, r: Refusal) -> Flow {
+        let written = self
+            .conn
+            .write_frames(&[error_frame(rid, r.code, &r.message)])
+            .await;
+        if written.is_err() || r.code.is_fatal() {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+}

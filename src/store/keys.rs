@@ -1,0 +1,234 @@
+//! Key codecs. Integers are fixed-width big-endian so that prefix scans return them in order.
+//!
+//! A user id is written as one length byte and its bytes (ids are at most 64 bytes), so one
+//! user's keys never run into another's.
+
+use missive_protocol::pb::{Conversation, ConversationKind};
+
+/// The canonical key of a conversation: the same for both sides of a direct conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConvKey(pub Vec<u8>);
+
+impl ConvKey {
+    /// `d` + the two user ids, sorted, each length-prefixed.
+    pub fn direct(a: &str, b: &str) -> ConvKey {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut k = Vec::with_capacity(3 + lo.len() + hi.len());
+        k.push(b'd');
+        push_id(&mut k, lo);
+        push_id(&mut k, hi);
+        ConvKey(k)
+    }
+
+    /// `g` + the group id.
+    pub fn group(id: &str) -> ConvKey {
+        let mut k = Vec::with_capacity(2 + id.len());
+        k.push(b'g');
+        push_id(&mut k, id);
+        ConvKey(k)
+    }
+
+    /// The key of `conv` as seen by `viewer`.
+    pub fn for_view(viewer: &str, conv: &Conversation) -> ConvKey {
+        if conv.kind == ConversationKind::Group as i32 {
+            ConvKey::group(&conv.id)
+        } else {
+            ConvKey::direct(viewer, &conv.id)
+        }
+    }
+
+    /// The conversation as `viewer` sees it, decoded from the key.
+    pub fn view(&self, viewer: &str) -> Option<Conversation> {
+        let (&tag, rest) = self.0.split_first()?;
+        let (first, rest) = take_id(rest)?;
+        match tag {
+            b'g' => Some(Conversation {
+                kind: ConversationKind::Group as i32,
+                id: first.to_owned(),
+            }),
+            b'd' => {
+                let (second, _) = take_id(rest)?;
+                let peer = if first == viewer { second } else { first };
+                Some(Conversation {
+                    kind: ConversationKind::Direct as i32,
+                    id: peer.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn push_id(k: &mut Vec<u8>, id: &str) {
+    k.push(id.len() as u8);
+    k.extend_from_slice(id.as_bytes());
+}
+
+fn take_id(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = b.split_first()?;
+    let len = len as usize;
+    if rest.len() < len {
+        return None;
+    }
+    let id = std::str::from_utf8(&rest[..len]).ok()?;
+    Some((id, &rest[len..]))
+}
+
+/// The prefix of every key of one user.
+pub fn user_prefix(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + user.len() + 24);
+    push_id(&mut k, user);
+    k
+}
+
+/// `inbox`: user + version.
+pub fn inbox(user: &str, version: u64) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// The version in an `inbox` key.
+pub fn inbox_version(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `content`: message id.
+pub fn content(msg_id: u64) -> [u8; 8] {
+    msg_id.to_be_bytes()
+}
+
+/// `contacts`: user + conversation.
+pub fn contact(user: &str, conv: &ConvKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(&conv.0);
+    k
+}
+
+/// `contacts_by_time`: user + inverted time (newest first) + conversation.
+pub fn contact_by_time(user: &str, updated_ms: i64, conv: &ConvKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(&(u64::MAX - updated_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(&conv.0);
+    k
+}
+
+/// The conversation in a `contacts_by_time` key.
+pub fn contact_by_time_conv(user: &str, key: &[u8]) -> Option<ConvKey> {
+    let skip = 1 + user.len() + 8;
+    key.get(skip..).map(|c| ConvKey(c.to_vec()))
+}
+
+const UNREAD_TOTAL: u8 = 0;
+const UNREAD_CONV: u8 = 1;
+const READ_POS: u8 = 2;
+const HIDDEN: u8 = 3;
+
+/// `unread`: user + 0: the user's total unread count.
+pub fn unread_total(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(UNREAD_TOTAL);
+    k
+}
+
+/// `unread`: user + 1 + conversation: the conversation's unread count.
+pub fn unread_conv(user: &str, conv: &ConvKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(UNREAD_CONV);
+    k.extend_from_slice(&conv.0);
+    k
+}
+
+/// The prefix of all of a user's per-conversation unread counts.
+pub fn unread_conv_prefix(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(UNREAD_CONV);
+    k
+}
+
+/// `unread`: user + 2 + conversation: the seq the user has read up to.
+pub fn read_pos(user: &str, conv: &ConvKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(READ_POS);
+    k.extend_from_slice(&conv.0);
+    k
+}
+
+/// `unread`: user + 3 + message id: the user deleted this message from their view.
+pub fn hidden(user: &str, msg_id: u64) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(HIDDEN);
+    k.extend_from_slice(&msg_id.to_be_bytes());
+    k
+}
+
+/// `dedup`: sender + client message id.
+pub fn dedup(user: &str, client_msg_id: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(client_msg_id.as_bytes());
+    k
+}
+
+/// `conv_log`: conversation + seq.
+pub fn conv_log(conv: &ConvKey, seq: u64) -> Vec<u8> {
+    let mut k = conv.0.clone();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Big-endian u64 value.
+pub fn u64_value(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_key_is_symmetric_and_views_the_peer() {
+        let k = ConvKey::direct("bob", "alice");
+        assert_eq!(k, ConvKey::direct("alice", "bob"));
+        assert_eq!(k.view("alice").unwrap().id, "bob");
+        assert_eq!(k.view("bob").unwrap().id, "alice");
+        let g = ConvKey::group("g1");
+        let v = g.view("anyone").unwrap();
+        assert_eq!(
+            (v.kind, v.id.as_str()),
+            (ConversationKind::Group as i32, "g1")
+        );
+        let conv = Conversation {
+            kind: ConversationKind::Direct as i32,
+            id: "bob".into(),
+        };
+        assert_eq!(ConvKey::for_view("alice", &conv), k);
+    }
+
+    #[test]
+    fn inbox_keys_sort_by_version_and_round_trip() {
+        let a = inbox("u", 2);
+        let b = inbox("u", 256);
+        assert!(a < b);
+        assert_eq!(inbox_version(&b), Some(256));
+        // One user's keys never interleave with a user whose id extends it.
+        assert!(inbox("u", u64::MAX) < inbox("uu", 0));
+    }
+
+    #[test]
+    fn contacts_by_time_puts_newest_first_and_round_trips() {
+        let c = ConvKey::direct("a", "b");
+        let newer = contact_by_time("a", 2_000, &c);
+        let older = contact_by_time("a", 1_000, &c);
+        assert!(newer < older);
+        assert_eq!(contact_by_time_conv("a", &newer), Some(c));
+    }
+
+    #[test]
+    fn conv_log_and_values_round_trip() {
+        let c = ConvKey::group("g");
+        assert!(conv_log(&c, 9) < conv_log(&c, 10));
+        assert_eq!(u64_value(&42u64.to_be_bytes()), Some(42));
+        assert_eq!(u64_value(&[1, 2]), None);
+    }
+}

@@ -1,0 +1,425 @@
+//! Changes: send, mark read, recall, delete. Each is one [`Txn`].
+
+use missive_protocol::pb::{
+    self, inbox_entry::Body, Contact, Conversation, ConversationKind, InboxEntry, MarkReadAck,
+    SendAck,
+};
+use missive_protocol::ErrorCode;
+use prost::Message as _;
+
+use super::{cf, keys, ConvKey, Result, Store, StoreError, Txn};
+
+/// An inbox entry to push to every online device of `user`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub user: String,
+    pub entry: InboxEntry,
+}
+
+/// A validated send.
+#[derive(Debug, Clone)]
+pub struct SendRequest<'a> {
+    pub from: &'a str,
+    pub client_msg_id: &'a str,
+    pub to: &'a Conversation,
+    pub content_type: u32,
+    pub content: &'a [u8],
+    pub now_ms: i64,
+}
+
+/// The result of a send.
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    pub ack: SendAck,
+    /// Storage writes the send cost (0 for a duplicate).
+    pub writes: usize,
+}
+
+fn direct(peer: &str) -> Conversation {
+    Conversation {
+        kind: ConversationKind::Direct as i32,
+        id: peer.to_owned(),
+    }
+}
+
+/// The canonical key of a stored message's conversation.
+fn msg_conv(msg: &pb::Message) -> ConvKey {
+    let to = msg.conversation.clone().unwrap_or_default();
+    ConvKey::for_view(&msg.from_user, &to)
+}
+
+impl Store {
+    /// Stores a one-to-one message: content, both inboxes, both contacts, the recipient's unread
+    /// counts and the dedup record, in one batch. `deliver` is called after the write, while the
+    /// users are still locked, so pushes leave in version order.
+    pub fn send_direct(
+        &self,
+        req: &SendRequest<'_>,
+        deliver: &dyn Fn(Vec<Delivery>),
+    ) -> Result<SendOutcome> {
+        let (from, to) = (req.from, req.to.id.as_str());
+        let mut txn = self.begin(&[from, to]);
+        if let Some(mut ack) =
+            self.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(from, req.client_msg_id))?
+        {
+            ack.duplicate = true;
+            return Ok(SendOutcome { ack, writes: 0 });
+        }
+        let conv = ConvKey::direct(from, to);
+        let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
+        let msg_id = self.next_msg_id(req.now_ms);
+        let msg = pb::Message {
+            msg_id,
+            from_user: from.to_owned(),
+            conversation: Some(direct(to)),
+            seq,
+            timestamp_ms: req.now_ms,
+            content_type: req.content_type,
+            content: req.content.to_vec(),
+            client_msg_id: req.client_msg_id.to_owned(),
+            recalled: false,
+        };
+        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
+        txn.put(
+            cf::CONV_LOG,
+            keys::conv_log(&conv, seq),
+            msg_id.to_be_bytes(),
+        );
+        let mut deliveries = Vec::with_capacity(2);
+        let mut sender_version = 0;
+        for (user, view) in [(to, direct(from)), (from, direct(to))] {
+            let entry = InboxEntry {
+                version: 0,
+                conversation: Some(view.clone()),
+                timestamp_ms: req.now_ms,
+                body: Some(Body::Message(pb::Message {
+                    conversation: Some(view.clone()),
+                    ..msg.clone()
+                })),
+            };
+            let entry = txn.append(user, entry)?;
+            touch_contact(&mut txn, user, &conv, view, msg_id, req.now_ms)?;
+            if user == from {
+                sender_version = entry.version;
+            }
+            deliveries.push(Delivery {
+                user: user.to_owned(),
+                entry,
+            });
+        }
+        txn.add_counter(cf::UNREAD, keys::unread_conv(to, &conv), 1)?;
+        txn.add_counter(cf::UNREAD, keys::unread_total(to), 1)?;
+        let ack = SendAck {
+            client_msg_id: req.client_msg_id.to_owned(),
+            msg_id,
+            seq,
+            timestamp_ms: req.now_ms,
+            version: sender_version,
+            duplicate: false,
+        };
+        txn.put(
+            cf::DEDUP,
+            keys::dedup(from, req.client_msg_id),
+            ack.encode_to_vec(),
+        );
+        let writes = txn.writes();
+        txn.commit()?;
+        deliver(deliveries);
+        Ok(SendOutcome { ack, writes })
+    }
+
+    /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
+    /// the previous read position changes nothing and returns version 0.
+    pub fn mark_read(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        up_to_seq: u64,
+        now_ms: i64,
+        deliver: &dyn Fn(Vec<Delivery>),
+    ) -> Result<MarkReadAck> {
+        let ck = ConvKey::for_view(user, conv);
+        let mut txn = self.begin(&[user]);
+        let last_seq = txn.counter(cf::CONVS, &ck.0)?;
+        if last_seq == 0 {
+            return Err(StoreError::refused(
+                ErrorCode::NotFound,
+                "no such conversation",
+            ));
+        }
+        let up = up_to_seq.min(last_seq);
+        let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
+        let cur = txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?;
+        if up <= pos {
+            let total = txn.counter(cf::UNREAD, &keys::unread_total(user))?;
+            return Ok(MarkReadAck {
+                unread: cur,
+                total,
+                version: 0,
+            });
+        }
+        let unread = self.count_unread_after(user, &ck, up)?.min(cur);
+        txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
+        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
+        let total = txn.add_counter(
+            cf::UNREAD,
+            keys::unread_total(user),
+            unread as i64 - cur as i64,
+        )?;
+        let entry = txn.append(
+            user,
+            InboxEntry {
+                version: 0,
+                conversation: Some(conv.clone()),
+                timestamp_ms: now_ms,
+                body: Some(Body::ReadSync(pb::ReadSync {
+                    up_to_seq: up,
+                    unread,
+                })),
+            },
+        )?;
+        let version = entry.version;
+        txn.commit()?;
+        deliver(vec![Delivery {
+            user: user.to_owned(),
+            entry,
+        }]);
+        Ok(MarkReadAck {
+            unread,
+            total,
+            version,
+        })
+    }
+
+    /// Messages from others in `conv` after `after_seq` that `user` still sees (not recalled,
+    /// not deleted by `user`).
+    pub(crate) fn count_unread_after(
+        &self,
+        user: &str,
+        conv: &ConvKey,
+        after_seq: u64,
+    ) -> Result<u64> {
+        let mut n = 0;
+        for msg_id in self.conv_log_after(conv, after_seq)? {
+            if self.counts_as_unread(user, msg_id)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn counts_as_unread(&self, user: &str, msg_id: u64) -> Result<bool> {
+        let Some(msg) = self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
+            return Ok(false);
+        };
+        let hidden = self
+            .db()
+            .get_pinned_cf(self.cf(cf::UNREAD), keys::hidden(user, msg_id))?
+            .is_some();
+        Ok(msg.from_user != user && !msg.recalled && !hidden)
+    }
+
+    /// Message ids in `conv` with seq > `after_seq`, in seq order.
+    pub(crate) fn conv_log_after(&self, conv: &ConvKey, after_seq: u64) -> Result<Vec<u64>> {
+        let start = keys::conv_log(conv, after_seq.saturating_add(1));
+        let mut out = Vec::new();
+        let iter = self.db().iterator_cf(
+            self.cf(cf::CONV_LOG),
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&conv.0) || k.len() != conv.0.len() + 8 {
+                break;
+            }
+            out.push(keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("conv_log".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
+    fn message_in(&self, user: &str, conv: &Conversation, msg_id: u64) -> Result<pb::Message> {
+        let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
+        let msg = self
+            .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
+            .ok_or_else(not_found)?;
+        if msg_conv(&msg) != ConvKey::for_view(user, conv) {
+            return Err(not_found());
+        }
+        Ok(msg)
+    }
+
+    /// Recalls `msg_id` (sent by `user` within `window_ms`): a RECALL entry in both inboxes, the
+    /// content emptied, the recipient's unread count corrected. Returns the version of `user`'s
+    /// own RECALL entry (0 if it was already recalled).
+    pub fn recall(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        msg_id: u64,
+        now_ms: i64,
+        window_ms: i64,
+        deliver: &dyn Fn(Vec<Delivery>),
+    ) -> Result<u64> {
+        let msg = self.message_in(user, conv, msg_id)?;
+        if msg.from_user != user {
+            return Err(StoreError::refused(
+                ErrorCode::Forbidden,
+                "only the sender can recall a message",
+            ));
+        }
+        if msg.recalled {
+            return Ok(0);
+        }
+        if now_ms - msg.timestamp_ms > window_ms {
+            return Err(StoreError::refused(
+                ErrorCode::RecallWindowExpired,
+                format!("messages can be recalled for {} s", window_ms / 1000),
+            ));
+        }
+        let peer = conv.id.as_str();
+        let mut txn = self.begin(&[user, peer]);
+        // Re-read under the lock: a concurrent recall may have won.
+        let mut msg = self.message_in(user, conv, msg_id)?;
+        if msg.recalled {
+            return Ok(0);
+        }
+        msg.recalled = true;
+        msg.content.clear();
+        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
+        let ck = msg_conv(&msg);
+        let mut deliveries = Vec::with_capacity(2);
+        let mut own_version = 0;
+        for (member, view) in [(peer, direct(user)), (user, direct(peer))] {
+            if member != user {
+                uncount_if_unread(&mut txn, member, &ck, &msg)?;
+            }
+            let entry = txn.append(
+                member,
+                InboxEntry {
+                    version: 0,
+                    conversation: Some(view),
+                    timestamp_ms: now_ms,
+                    body: Some(Body::Recall(pb::Recall {
+                        msg_id,
+                        seq: msg.seq,
+                        by_user: user.to_owned(),
+                    })),
+                },
+            )?;
+            if member == user {
+                own_version = entry.version;
+            }
+            deliveries.push(Delivery {
+                user: member.to_owned(),
+                entry,
+            });
+        }
+        txn.commit()?;
+        deliver(deliveries);
+        Ok(own_version)
+    }
+
+    /// Deletes `msg_id` from `user`'s own view: a DELETE entry in `user`'s inbox, and the unread
+    /// count lowered if it was unread. Returns the entry's version (0 if already deleted).
+    pub fn delete(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        msg_id: u64,
+        now_ms: i64,
+        deliver: &dyn Fn(Vec<Delivery>),
+    ) -> Result<u64> {
+        let msg = self.message_in(user, conv, msg_id)?;
+        let mut txn = self.begin(&[user]);
+        let hidden_key = keys::hidden(user, msg_id);
+        if self
+            .db()
+            .get_pinned_cf(self.cf(cf::UNREAD), &hidden_key)?
+            .is_some()
+        {
+            return Ok(0);
+        }
+        let ck = msg_conv(&msg);
+        uncount_if_unread(&mut txn, user, &ck, &msg)?;
+        txn.put(cf::UNREAD, hidden_key, []);
+        let entry = txn.append(
+            user,
+            InboxEntry {
+                version: 0,
+                conversation: Some(conv.clone()),
+                timestamp_ms: now_ms,
+                body: Some(Body::Delete(pb::Delete { msg_id })),
+            },
+        )?;
+        let version = entry.version;
+        txn.commit()?;
+        deliver(vec![Delivery {
+            user: user.to_owned(),
+            entry,
+        }]);
+        Ok(version)
+    }
+}
+
+/// Lowers `user`'s unread counts by one if `msg` currently counts as unread for them.
+/// Must run before the change that stops it counting (recall flag, hidden mark) is written.
+fn uncount_if_unread(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &ConvKey,
+    msg: &pb::Message,
+) -> Result<()> {
+    if msg.from_user == user || msg.recalled {
+        return Ok(());
+    }
+    let store = txn.store();
+    if store
+        .db()
+        .get_pinned_cf(store.cf(cf::UNREAD), keys::hidden(user, msg.msg_id))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, conv))?;
+    let count = txn.counter(cf::UNREAD, &keys::unread_conv(user, conv))?;
+    if msg.seq > pos && count > 0 {
+        txn.set_counter(cf::UNREAD, keys::unread_conv(user, conv), count - 1);
+        txn.add_counter(cf::UNREAD, keys::unread_total(user), -1)?;
+    }
+    Ok(())
+}
+
+/// Updates `user`'s recent-contact entry for `conv` to `msg_id` at `now_ms`.
+pub(crate) fn touch_contact(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &ConvKey,
+    view: Conversation,
+    msg_id: u64,
+    now_ms: i64,
+) -> Result<()> {
+    let key = keys::contact(user, conv);
+    if let Some(old) = txn.store().get_msg::<Contact>(cf::CONTACTS, &key)? {
+        txn.delete(
+            cf::CONTACTS_BY_TIME,
+            keys::contact_by_time(user, old.updated_ms, conv),
+        );
+    }
+    let contact = Contact {
+        conversation: Some(view),
+        last_message: Some(pb::Message {
+            msg_id,
+            ..Default::default()
+        }),
+        unread: 0,
+        updated_ms: now_ms,
+    };
+    txn.put(cf::CONTACTS, key, contact.encode_to_vec());
+    txn.put(
+        cf::CONTACTS_BY_TIME,
+        keys::contact_by_time(user, now_ms, conv),
+        [],
+    );
+    Ok(())
+}

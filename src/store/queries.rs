@@ -1,0 +1,195 @@
+//! Reads: inbox pages, recent contacts, unread counts, and an invariant check for tests.
+
+use missive_protocol::pb::{
+    self, inbox_entry::Body, Contact, ConversationUnread, InboxEntry, UnreadAck,
+};
+
+use super::{cf, keys, ConvKey, Result, Store, StoreError};
+
+/// One page of a user's inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxPage {
+    pub entries: Vec<InboxEntry>,
+    pub has_more: bool,
+    pub current_version: u64,
+}
+
+impl Store {
+    fn scan_prefix<'a>(
+        &'a self,
+        family: &str,
+        prefix: &'a [u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+        self.db()
+            .iterator_cf(
+                self.cf(family),
+                rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+            )
+            .map(|r| r.map_err(StoreError::from))
+            .take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(prefix),
+                Err(_) => true,
+            })
+    }
+
+    /// Entries of `user`'s inbox with a version above `since`, in order, at most `limit`, with
+    /// message content filled in.
+    pub fn inbox_after(&self, user: &str, since: u64, limit: usize) -> Result<InboxPage> {
+        let current = self.current_version(user)?;
+        let prefix = keys::user_prefix(user);
+        let start = keys::inbox(user, since.saturating_add(1));
+        let mut entries = Vec::with_capacity(limit.min(1024));
+        let mut has_more = false;
+        for item in self.scan_prefix(cf::INBOX, &prefix, &start) {
+            let (_, v) = item?;
+            if entries.len() == limit {
+                has_more = true;
+                break;
+            }
+            let mut entry: InboxEntry = prost::Message::decode(&v[..])?;
+            self.fill_message(&mut entry)?;
+            entries.push(entry);
+        }
+        let last = entries.last().map(|e| e.version).unwrap_or(0);
+        Ok(InboxPage {
+            entries,
+            has_more,
+            current_version: current.max(last),
+        })
+    }
+
+    /// Replaces an id-only message stub with the stored message, seen from the entry's side.
+    fn fill_message(&self, entry: &mut InboxEntry) -> Result<()> {
+        if let Some(Body::Message(stub)) = &entry.body {
+            let mut msg = self.load_message(stub.msg_id)?;
+            msg.conversation = entry.conversation.clone();
+            entry.body = Some(Body::Message(msg));
+        }
+        Ok(())
+    }
+
+    fn load_message(&self, msg_id: u64) -> Result<pb::Message> {
+        self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
+            .ok_or_else(|| StoreError::Corrupt(format!("message {msg_id} missing")))
+    }
+
+    /// Recent conversations of `user`, newest first, after `cursor` (empty: from the newest).
+    /// Returns the page and the cursor of the next page (empty when there is none).
+    pub fn contacts(
+        &self,
+        user: &str,
+        cursor: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Contact>, Vec<u8>)> {
+        let prefix = keys::user_prefix(user);
+        let mut start = prefix.clone();
+        start.extend_from_slice(cursor);
+        let mut out: Vec<(ConvKey, Vec<u8>)> = Vec::new();
+        let mut next = Vec::new();
+        for item in self.scan_prefix(cf::CONTACTS_BY_TIME, &prefix, &start) {
+            let (k, _) = item?;
+            if !cursor.is_empty() && k[prefix.len()..] == *cursor {
+                continue;
+            }
+            if out.len() == limit {
+                if let Some((_, last)) = out.last() {
+                    next = last[prefix.len()..].to_vec();
+                }
+                break;
+            }
+            let conv = keys::contact_by_time_conv(user, &k)
+                .ok_or_else(|| StoreError::Corrupt("contacts_by_time key".into()))?;
+            out.push((conv, k.to_vec()));
+        }
+        let contacts = out
+            .into_iter()
+            .map(|(conv, _)| self.contact(user, &conv))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((contacts, next))
+    }
+
+    fn contact(&self, user: &str, conv: &ConvKey) -> Result<Contact> {
+        let mut c: Contact = self
+            .get_msg(cf::CONTACTS, &keys::contact(user, conv))?
+            .ok_or_else(|| StoreError::Corrupt("contact without entry".into()))?;
+        if let Some(stub) = &c.last_message {
+            let mut msg = self.load_message(stub.msg_id)?;
+            msg.conversation = c.conversation.clone();
+            c.last_message = Some(msg);
+        }
+        c.unread = self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?;
+        Ok(c)
+    }
+
+    /// The user's total unread count.
+    pub fn unread_total(&self, user: &str) -> Result<u64> {
+        self.get_u64(cf::UNREAD, &keys::unread_total(user))
+    }
+
+    /// The user's unread counts: total and every conversation with unread messages.
+    pub fn unread(&self, user: &str) -> Result<UnreadAck> {
+        let prefix = keys::unread_conv_prefix(user);
+        let mut conversations = Vec::new();
+        for item in self.scan_prefix(cf::UNREAD, &prefix, &prefix) {
+            let (k, v) = item?;
+            let unread = keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("unread".into()))?;
+            if unread == 0 {
+                continue;
+            }
+            let conv = ConvKey(k[prefix.len()..].to_vec());
+            conversations.push(ConversationUnread {
+                conversation: conv.view(user),
+                unread,
+                last_seq: self.get_u64(cf::CONVS, &conv.0)?,
+            });
+        }
+        Ok(UnreadAck {
+            total: self.unread_total(user)?,
+            conversations,
+        })
+    }
+
+    /// Checks `user`'s stored invariants: inbox versions are 1..=n without gaps or repeats, and
+    /// the unread total equals the sum of the per-conversation counts, each of which equals a
+    /// recount from the conversation log. Returns the number of inbox entries.
+    pub fn check_user(&self, user: &str) -> Result<u64, String> {
+        let err = |e: StoreError| e.to_string();
+        let prefix = keys::user_prefix(user);
+        let mut expect = 1;
+        for item in self.scan_prefix(cf::INBOX, &prefix, &prefix) {
+            let (k, _) = item.map_err(err)?;
+            let v = keys::inbox_version(&k).ok_or("bad inbox key")?;
+            if v != expect {
+                return Err(format!("{user}: inbox version {v} where {expect} was due"));
+            }
+            expect += 1;
+        }
+        let summary = self.unread(user).map_err(err)?;
+        let sum: u64 = summary.conversations.iter().map(|c| c.unread).sum();
+        if sum != summary.total {
+            return Err(format!(
+                "{user}: unread total {} but sum {sum}",
+                summary.total
+            ));
+        }
+        for c in &summary.conversations {
+            let conv = c
+                .conversation
+                .as_ref()
+                .ok_or("unread without conversation")?;
+            let ck = ConvKey::for_view(user, conv);
+            let pos = self
+                .get_u64(cf::UNREAD, &keys::read_pos(user, &ck))
+                .map_err(err)?;
+            let recount = self.count_unread_after(user, &ck, pos).map_err(err)?;
+            if recount != c.unread {
+                return Err(format!(
+                    "{user}: conversation {:?} unread {} but recount {recount}",
+                    conv.id, c.unread
+                ));
+            }
+        }
+        Ok(expect - 1)
+    }
+}
