@@ -336,6 +336,7 @@ async fn malformed_input_closes_only_the_offending_connection() {
     honest.chat("after unknown command").await;
 
     // Undecodable body: refused with its request id, the connection stays.
+    let mut conn = server.login("mallory", "tablet").await.0;
     conn.write_raw(
         &frame_of(
             missive_protocol::Command::Send as u16,
@@ -358,6 +359,7 @@ async fn malformed_input_closes_only_the_offending_connection() {
     honest.chat("after bad body").await;
 
     // A truncated SEND, then the client closes: the server just closes; nothing is stored.
+    let mut conn = server.login("mallory", "watch").await.0;
     let sent = Frame::new(&Packet::Send(send_body("trunc", "bob", b"half")), 79).to_bytes();
     conn.write_raw(&sent[..sent.len() / 2]).await.unwrap();
     conn.shutdown().await.unwrap();
