@@ -365,11 +365,12 @@ async fn unacked_push_is_retransmitted_then_the_connection_is_kicked() {
 #[tokio::test]
 async fn acking_stops_retransmits() {
     let server = TestServer::start_with(|c| {
-        c.ack_timeout_ms = 200;
+        // Long enough that an ack sent on receipt lands before the first retransmit is due.
+        c.ack_timeout_ms = 400;
         c.max_retransmits = 2;
     })
     .await;
-    let quiet = Duration::from_millis(3 * 200);
+    let quiet = Duration::from_millis(3 * 400);
     let (alice, _a_ev) = server.client("alice", "phone").await;
     let (mut bob, _) = server.login("bob", "phone").await;
 
