@@ -168,8 +168,9 @@ impl Config {
         if self.max_frame_len < 1024 || self.max_frame_len > 64 << 20 {
             return bad("max_frame_len: must be 1024..=67108864");
         }
-        if self.max_content_len == 0 || self.max_content_len + 1024 > self.max_frame_len {
-            return bad("max_content_len: must be at least 1 and 1024 below max_frame_len");
+        // A reply page holds up to half a frame plus one whole message.
+        if self.max_content_len == 0 || self.max_content_len > self.max_frame_len / 2 - 1024 {
+            return bad("max_content_len: must be 1..=(max_frame_len / 2 - 1024)");
         }
         if self.outbound_queue < 16 {
             return bad("outbound_queue: must be at least 16");

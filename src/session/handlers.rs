@@ -119,8 +119,11 @@ pub async fn handle(
                 0 => SYNC_DEFAULT,
                 n => n.min(SYNC_MAX),
             } as usize;
+            // Half the frame limit leaves room for one maximal message past the budget.
+            let max_bytes = shared.config.max_frame_len / 2;
             let page = blocking(shared, move |s| {
-                s.store.inbox_after(&user, req.since_version, limit)
+                s.store
+                    .inbox_after(&user, req.since_version, limit, max_bytes)
             })
             .await?;
             let new_version = page
@@ -140,8 +143,11 @@ pub async fn handle(
                 0 => CONTACTS_DEFAULT,
                 n => n.min(CONTACTS_MAX),
             } as usize;
-            let (contacts, next_cursor) =
-                blocking(shared, move |s| s.store.contacts(&user, &req.cursor, limit)).await?;
+            let max_bytes = shared.config.max_frame_len / 2;
+            let (contacts, next_cursor) = blocking(shared, move |s| {
+                s.store.contacts(&user, &req.cursor, limit, max_bytes)
+            })
+            .await?;
             Ok(Packet::ContactsAck(pb::ContactsAck {
                 contacts,
                 next_cursor,

@@ -112,7 +112,7 @@ async fn login(
                 r.ok()?;
                 match conn.try_fill() {
                     Ok(Filled::Data) => {}
-                    Ok(Filled::Eof) => return None,
+                    Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
                     Err(e) => {
                         fatal(conn, 0, e.code(), &e.to_string()).await;
                         return None;

@@ -106,10 +106,11 @@ pub fn contact(user: &str, conv: &ConvKey) -> Vec<u8> {
     k
 }
 
-/// `contacts_by_time`: user + inverted time (newest first) + conversation.
-pub fn contact_by_time(user: &str, updated_ms: i64, conv: &ConvKey) -> Vec<u8> {
+/// `contacts_by_time`: user + inverted last message id (newest first; message ids increase
+/// with time and never repeat) + conversation.
+pub fn contact_by_time(user: &str, last_msg_id: u64, conv: &ConvKey) -> Vec<u8> {
     let mut k = user_prefix(user);
-    k.extend_from_slice(&(u64::MAX - updated_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(&(u64::MAX - last_msg_id).to_be_bytes());
     k.extend_from_slice(&conv.0);
     k
 }

@@ -280,20 +280,22 @@ impl Store {
         let peer = conv.id.as_str();
         let mut txn = self.begin(&[user, peer]);
         // Re-read under the lock: a concurrent recall may have won.
-        let mut msg = self.message_in(user, conv, msg_id)?;
-        if msg.recalled {
+        let before = self.message_in(user, conv, msg_id)?;
+        if before.recalled {
             return Ok(0);
         }
-        msg.recalled = true;
-        msg.content.clear();
+        let ck = msg_conv(&before);
+        // Uncount while the message still counts as unread, then mark it recalled.
+        uncount_if_unread(&mut txn, peer, &ck, &before)?;
+        let msg = pb::Message {
+            recalled: true,
+            content: Vec::new(),
+            ..before
+        };
         txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        let ck = msg_conv(&msg);
         let mut deliveries = Vec::with_capacity(2);
         let mut own_version = 0;
         for (member, view) in [(peer, direct(user)), (user, direct(peer))] {
-            if member != user {
-                uncount_if_unread(&mut txn, member, &ck, &msg)?;
-            }
             let entry = txn.append(
                 member,
                 InboxEntry {
@@ -401,9 +403,10 @@ pub(crate) fn touch_contact(
 ) -> Result<()> {
     let key = keys::contact(user, conv);
     if let Some(old) = txn.store().get_msg::<Contact>(cf::CONTACTS, &key)? {
+        let old_id = old.last_message.map(|m| m.msg_id).unwrap_or(0);
         txn.delete(
             cf::CONTACTS_BY_TIME,
-            keys::contact_by_time(user, old.updated_ms, conv),
+            keys::contact_by_time(user, old_id, conv),
         );
     }
     let contact = Contact {
@@ -418,7 +421,7 @@ pub(crate) fn touch_contact(
     txn.put(cf::CONTACTS, key, contact.encode_to_vec());
     txn.put(
         cf::CONTACTS_BY_TIME,
-        keys::contact_by_time(user, now_ms, conv),
+        keys::contact_by_time(user, msg_id, conv),
         [],
     );
     Ok(())

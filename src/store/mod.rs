@@ -37,7 +37,7 @@ pub mod cf {
     pub const INBOX: &str = "inbox";
     /// user + conversation -> `Contact` (last message as an id-only stub).
     pub const CONTACTS: &str = "contacts";
-    /// user + inverted time + conversation -> (): recent contacts, newest first.
+    /// user + inverted last message id + conversation -> (): recent contacts, newest first.
     pub const CONTACTS_BY_TIME: &str = "contacts_by_time";
     /// user + 0 -> total; user + 1 + conversation -> count; user + 2 + conversation -> read seq;
     /// user + 3 + message id -> () (hidden by delete).

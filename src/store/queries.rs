@@ -6,6 +6,9 @@ use missive_protocol::pb::{
 
 use super::{cf, keys, ConvKey, Result, Store, StoreError};
 
+/// A key and its value, as RocksDB's iterator returns them.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// One page of a user's inbox.
 #[derive(Debug, Clone, Default)]
 pub struct InboxPage {
@@ -20,7 +23,7 @@ impl Store {
         family: &str,
         prefix: &'a [u8],
         start: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+    ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
         self.db()
             .iterator_cf(
                 self.cf(family),
@@ -33,22 +36,30 @@ impl Store {
             })
     }
 
-    /// Entries of `user`'s inbox with a version above `since`, in order, at most `limit`, with
-    /// message content filled in.
-    pub fn inbox_after(&self, user: &str, since: u64, limit: usize) -> Result<InboxPage> {
+    /// Entries of `user`'s inbox with a version above `since`, in order, at most `limit` and
+    /// (after the first) at most about `max_bytes` encoded, with message content filled in.
+    pub fn inbox_after(
+        &self,
+        user: &str,
+        since: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage> {
         let current = self.current_version(user)?;
         let prefix = keys::user_prefix(user);
         let start = keys::inbox(user, since.saturating_add(1));
         let mut entries = Vec::with_capacity(limit.min(1024));
         let mut has_more = false;
+        let mut bytes = 0;
         for item in self.scan_prefix(cf::INBOX, &prefix, &start) {
             let (_, v) = item?;
-            if entries.len() == limit {
+            if entries.len() == limit || (bytes >= max_bytes && !entries.is_empty()) {
                 has_more = true;
                 break;
             }
             let mut entry: InboxEntry = prost::Message::decode(&v[..])?;
             self.fill_message(&mut entry)?;
+            bytes += prost::Message::encoded_len(&entry) + 4;
             entries.push(entry);
         }
         let last = entries.last().map(|e| e.version).unwrap_or(0);
@@ -74,38 +85,40 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("message {msg_id} missing")))
     }
 
-    /// Recent conversations of `user`, newest first, after `cursor` (empty: from the newest).
-    /// Returns the page and the cursor of the next page (empty when there is none).
+    /// Recent conversations of `user`, newest first, after `cursor` (empty: from the newest),
+    /// at most `limit` and (after the first) about `max_bytes` encoded. Returns the page and the
+    /// cursor of the next page (empty when there is none).
     pub fn contacts(
         &self,
         user: &str,
         cursor: &[u8],
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<Contact>, Vec<u8>)> {
+        let limit = limit.max(1);
         let prefix = keys::user_prefix(user);
         let mut start = prefix.clone();
         start.extend_from_slice(cursor);
-        let mut out: Vec<(ConvKey, Vec<u8>)> = Vec::new();
+        let mut contacts = Vec::new();
+        let mut last_key: Vec<u8> = Vec::new();
         let mut next = Vec::new();
+        let mut bytes = 0;
         for item in self.scan_prefix(cf::CONTACTS_BY_TIME, &prefix, &start) {
             let (k, _) = item?;
             if !cursor.is_empty() && k[prefix.len()..] == *cursor {
                 continue;
             }
-            if out.len() == limit {
-                if let Some((_, last)) = out.last() {
-                    next = last[prefix.len()..].to_vec();
-                }
+            if contacts.len() == limit || (bytes >= max_bytes && !contacts.is_empty()) {
+                next = last_key[prefix.len()..].to_vec();
                 break;
             }
             let conv = keys::contact_by_time_conv(user, &k)
                 .ok_or_else(|| StoreError::Corrupt("contacts_by_time key".into()))?;
-            out.push((conv, k.to_vec()));
+            let contact = self.contact(user, &conv)?;
+            bytes += prost::Message::encoded_len(&contact) + 4;
+            contacts.push(contact);
+            last_key = k.to_vec();
         }
-        let contacts = out
-            .into_iter()
-            .map(|(conv, _)| self.contact(user, &conv))
-            .collect::<Result<Vec<_>>>()?;
         Ok((contacts, next))
     }
 

@@ -1,0 +1,152 @@
+//! Shared helpers for the end-to-end tests: a real missived on 127.0.0.1 over a real RocksDB in a
+//! temp dir, and clients from `missive-client`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use missive::config::Config;
+use missive::store::Durability;
+use missive::{Server, ServerHandle};
+use missive_client::{pb, Client, ClientConfig, ClientEvent, Connection};
+use tempfile::TempDir;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A server under test. The temp dir outlives the store: the server is stopped first.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    pub config: Config,
+    pub addr: String,
+    pub dir: TempDir,
+}
+
+/// A config for tests: loopback, an OS-chosen port, a temp data dir, a fixed secret.
+pub fn test_config(dir: &TempDir) -> Config {
+    Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir: dir.path().to_path_buf(),
+        secret: Some(SECRET.into()),
+        durability: Durability::Async,
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts with the test config changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        let handle = Server::start(config.clone()).await.expect("server starts");
+        let addr = handle.local_addrs()[0].to_string();
+        TestServer {
+            handle: Some(handle),
+            config,
+            addr,
+            dir,
+        }
+    }
+
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("server running")
+    }
+
+    /// Stops the server (clean shutdown) and starts it again on the same data dir and port.
+    pub async fn restart(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+        let mut config = self.config.clone();
+        config.listen = vec![self.addr.clone()];
+        let handle = Server::start(config).await.expect("server restarts");
+        self.handle = Some(handle);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+
+    pub fn token(&self, user: &str, device: &str) -> String {
+        let expires = (missive::now_ms() / 1000) as u64 + 3600;
+        missive_protocol::token::mint(SECRET.as_bytes(), user, device, expires)
+    }
+
+    /// A raw connection, not logged in.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.addr).await.expect("connects")
+    }
+
+    /// A raw connection logged in as `user` on `device`.
+    pub async fn login(&self, user: &str, device: &str) -> (Connection, pb::LoginAck) {
+        let mut conn = self.connect().await;
+        let ack = conn
+            .login(&self.token(user, device), device, 0)
+            .await
+            .expect("login succeeds");
+        (conn, ack)
+    }
+
+    /// A reliable client (no automatic reconnect) and its event stream.
+    pub async fn client(
+        &self,
+        user: &str,
+        device: &str,
+    ) -> (Client, UnboundedReceiver<ClientEvent>) {
+        let mut cfg = ClientConfig::new(&self.addr, self.token(user, device), device);
+        cfg.auto_reconnect = false;
+        let mut client = Client::connect(cfg).await.expect("client connects");
+        let events = client.events().expect("events");
+        (client, events)
+    }
+}
+
+/// Waits for the next inbox entry from a client's events (skipping other events).
+pub async fn next_entry(events: &mut UnboundedReceiver<ClientEvent>) -> pb::InboxEntry {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ClientEvent::Entry(e))) => return e,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("client event stream ended"),
+            Err(_) => panic!("no entry within 10 s"),
+        }
+    }
+}
+
+/// The message in an entry, or a panic naming what it was instead.
+pub fn message(entry: &pb::InboxEntry) -> &pb::Message {
+    match &entry.body {
+        Some(pb::inbox_entry::Body::Message(m)) => m,
+        other => panic!("expected a message entry, got {other:?}"),
+    }
+}
+
+/// Every entry of `user`'s inbox after `since`, through raw SYNC pages.
+pub async fn sync_all(conn: &mut Connection, since: u64) -> Vec<pb::InboxEntry> {
+    let mut out = Vec::new();
+    let mut since = since;
+    loop {
+        let reply = conn
+            .request(missive_protocol::Packet::Sync(pb::Sync {
+                since_version: since,
+                limit: 0,
+            }))
+            .await
+            .expect("sync");
+        let missive_protocol::Packet::SyncAck(page) = reply else {
+            panic!("expected SYNC_ACK, got {reply:?}");
+        };
+        since = page.new_version;
+        out.extend(page.entries);
+        if !page.has_more {
+            return out;
+        }
+    }
+}
