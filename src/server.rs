@@ -27,14 +27,15 @@ pub struct Shared {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}. {hint}")]
+    // The io::Error is part of the message, not a `source`, so it is printed once.
+    #[error("cannot listen on {addr}: {error}. {hint}")]
     Bind {
         addr: String,
-        source: io::Error,
+        error: io::Error,
         hint: String,
     },
-    #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: io::Error },
+    #[error("data directory {path}: {error}")]
+    DataDir { path: PathBuf, error: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -57,7 +58,7 @@ impl Server {
         config.validate()?;
         let data_err = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ServerError::DataDir { path, source }
+            move |error| ServerError::DataDir { path, error }
         };
         std::fs::create_dir_all(&config.data_dir).map_err(data_err(&config.data_dir))?;
         let secret = load_or_create_secret(&config)?;
@@ -80,9 +81,9 @@ impl Server {
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();
         for listener in listeners {
-            addrs.push(listener.local_addr().map_err(|source| ServerError::Bind {
+            addrs.push(listener.local_addr().map_err(|error| ServerError::Bind {
                 addr: "?".into(),
-                source,
+                error,
                 hint: String::new(),
             })?);
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
@@ -141,7 +142,7 @@ impl ServerHandle {
 async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
     let sock_addr: SocketAddr = addr.parse().map_err(|_| ServerError::Bind {
         addr: addr.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
+        error: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
         hint: "Write it as IP:PORT, for example 0.0.0.0:443.".into(),
     })?;
     let socket = if sock_addr.is_ipv4() {
@@ -154,10 +155,10 @@ async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
         s.bind(sock_addr)?;
         s.listen(4096)
     });
-    result.map_err(|source| {
+    result.map_err(|error| {
         let choose = "choose other ports with --listen 0.0.0.0:8443,0.0.0.0:8080 \
                       (environment MISSIVE_LISTEN, config setting `listen`)";
-        let hint = match source.kind() {
+        let hint = match error.kind() {
             io::ErrorKind::PermissionDenied => format!(
                 "Ports below 1024 need root or the CAP_NET_BIND_SERVICE capability \
                  (sudo setcap cap_net_bind_service=+ep $(which missived)); or {choose}."
@@ -169,7 +170,7 @@ async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
         };
         ServerError::Bind {
             addr: addr.to_owned(),
-            source,
+            error,
             hint,
         }
     })
@@ -180,9 +181,9 @@ fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
         return Ok(s.as_bytes().to_vec());
     }
     let path = config.data_dir.join("secret");
-    let err = |source| ServerError::DataDir {
+    let err = |error| ServerError::DataDir {
         path: path.clone(),
-        source,
+        error,
     };
     match std::fs::read_to_string(&path) {
         Ok(s) => return Ok(s.trim().as_bytes().to_vec()),
