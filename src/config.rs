@@ -189,3 +189,57 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("missived").chain(list.iter().copied()))
+            .expect("flags parse")
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(
+            &file,
+            "listen = [\"127.0.0.1:7000\"]\nheartbeat_secs = 12\nrecall_window_secs = 5\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = Config::load(&args(&["--config", path])).unwrap();
+        assert_eq!(from_file.listen, vec!["127.0.0.1:7000"]);
+        assert_eq!(from_file.heartbeat_secs, 12);
+        assert_eq!(from_file.recall_window_secs, 5);
+        assert_eq!(from_file.max_devices_per_user, 5, "default kept");
+        let flagged = Config::load(&args(&[
+            "--config",
+            path,
+            "--heartbeat-secs",
+            "7",
+            "--listen",
+            "127.0.0.1:7001",
+        ]))
+        .unwrap();
+        assert_eq!(flagged.heartbeat_secs, 7);
+        assert_eq!(flagged.listen, vec!["127.0.0.1:7001"]);
+        assert_eq!(flagged.recall_window_secs, 5);
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "heartbeat_sec = 3\n").unwrap();
+        let err = Config::load(&args(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_sec"), "{err}");
+        let err = Config::load(&args(&["--durability", "maybe"])).unwrap_err();
+        assert!(err.to_string().contains("durability"), "{err}");
+        let err = Config::load(&args(&["--heartbeat-secs", "0"])).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_secs"), "{err}");
+        let err = Config::load(&args(&["--listen", "nowhere"])).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+}

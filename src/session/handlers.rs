@@ -12,7 +12,7 @@ use crate::server::Shared;
 use crate::store::{self, Delivery, SendRequest, StoreError};
 
 const SYNC_DEFAULT: u32 = 200;
-const SYNC_MAX: u32 = 1000;
+const SYNC_MAX: u32 = 5000;
 const CONTACTS_DEFAULT: u32 = 50;
 const CONTACTS_MAX: u32 = 200;
 
