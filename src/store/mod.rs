@@ -119,6 +119,8 @@ pub(crate) struct Stripe {
 /// The message store.
 pub struct Store {
     db: DB,
+    /// Kept for its statistics (WAL syncs and writes), shared with the open DB.
+    options: Options,
     stripes: Box<[Mutex<Stripe>]>,
     last_msg_id: AtomicU64,
     durability: Durability,
@@ -133,6 +135,7 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        opts.enable_statistics();
         let cfs = cf::ALL.iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -141,6 +144,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let store = Store {
             db,
+            options: opts,
             stripes: (0..STRIPES)
                 .map(|_| Mutex::new(Stripe::default()))
                 .collect(),
@@ -189,6 +193,19 @@ impl Store {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// Write-ahead-log fsyncs since the store was opened.
+    pub fn wal_syncs(&self) -> u64 {
+        self.options
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+
+    /// Write batches RocksDB committed, on their own or grouped with another writer's.
+    pub fn write_batches(&self) -> u64 {
+        use rocksdb::statistics::Ticker;
+        self.options.get_ticker_count(Ticker::WriteDoneBySelf)
+            + self.options.get_ticker_count(Ticker::WriteDoneByOther)
     }
 
     fn last_key_u64(&self, family: &str) -> Result<u64> {
