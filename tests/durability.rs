@@ -19,7 +19,7 @@ async fn sync_mode_groups_concurrent_sends_into_shared_fsyncs() {
         tasks.push(tokio::spawn(async move {
             for i in 0..per_sender {
                 client
-                    .send(direct(&format!("r{s}")), 1, format!("{i}"), None)
+                    .send(direct(format!("r{s}")), 1, format!("{i}"), None)
                     .await
                     .unwrap();
             }
