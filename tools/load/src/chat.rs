@@ -1,0 +1,363 @@
+//! `chat`: U online users (reliable `Client`s) send one-to-one messages at an open-loop
+//! aggregate rate. Message k is due at `start + k / rate` whatever happened before (so a slow
+//! server cannot slow the offered load down); its latency runs from that scheduled time to the
+//! moment its recipient's client delivers it. Every message must be acked (SEND_ACK) and
+//! delivered exactly once, to the right user: the content carries its number and recipient.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use futures_util::{stream, StreamExt};
+use missive_client::{direct, pb, Client, ClientEvent};
+
+use crate::common::{Common, Env};
+use crate::stats::{progress, Latency, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Online users (one connection each); every message goes from one to another at random.
+    #[arg(short = 'u', long, default_value_t = 200)]
+    pub users: usize,
+    /// Aggregate messages per second (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Seconds to wait after the last scheduled send for acks and deliveries in flight.
+    #[arg(long, default_value_t = 15)]
+    pub grace: u64,
+    /// Content bytes per message (at least 20: number, scheduled time, recipient).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// Per-message flags.
+const ACKED: u8 = 1;
+const FAILED: u8 = 2;
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    ack_duplicate: AtomicU64,
+    send_errors: AtomicU64,
+    delivered: AtomicU64,
+    duplicated: AtomicU64,
+    misrouted: AtomicU64,
+    foreign: AtomicU64,
+    disconnects: AtomicU64,
+    last_delivery_us: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn error(&self, what: String) {
+        let mut errors = self.errors.lock().expect("errors lock");
+        if errors.len() < 5 {
+            errors.push(what);
+        }
+    }
+}
+
+struct Shared {
+    start: Instant,
+    rate: f64,
+    /// Per message: ACKED / FAILED.
+    state: Vec<AtomicU8>,
+    /// Per message: how many times its recipient received it.
+    seen: Vec<AtomicU8>,
+    c: Counters,
+    delivery: Latency,
+    ack: Latency,
+}
+
+impl Shared {
+    fn due(&self, k: u64) -> Duration {
+        Duration::from_secs_f64(k as f64 / self.rate)
+    }
+}
+
+/// A well-mixed 64-bit hash (splitmix64), to pick senders and recipients.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Sender and recipient of message `k` (distinct users).
+fn pair(k: u64, users: usize) -> (usize, usize) {
+    let u = users as u64;
+    let s = mix(k) % u;
+    let r = (s + 1 + mix(k ^ 0x5555) % (u - 1)) % u;
+    (s as usize, r as usize)
+}
+
+pub async fn run(env: &Env, args: &Args) -> Result<Report> {
+    if args.users < 2 {
+        bail!("--users must be at least 2");
+    }
+    let size = args.size.max(20);
+    let total = (args.rate * args.duration as f64).round() as u64;
+    let names: Vec<String> = (0..args.users).map(|i| env.user("u", i)).collect();
+    eprintln!("missive-load: logging in {} users", args.users);
+    let setup = Instant::now();
+    let clients: Vec<Result<Client>> = stream::iter(names.iter().enumerate())
+        .map(|(i, name)| env.client(name, i))
+        .buffered(64)
+        .collect()
+        .await;
+    let mut online = Vec::with_capacity(clients.len());
+    let mut receivers = Vec::with_capacity(clients.len());
+    for c in clients {
+        let mut c = c?;
+        receivers.push(c.events().expect("events are taken once"));
+        online.push(Arc::new(c));
+    }
+    let login_secs = setup.elapsed().as_secs_f64();
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        rate: args.rate,
+        state: (0..total).map(|_| AtomicU8::new(0)).collect(),
+        seen: (0..total).map(|_| AtomicU8::new(0)).collect(),
+        c: Counters::default(),
+        delivery: Latency::default(),
+        ack: Latency::default(),
+    });
+    for (i, mut events) in receivers.into_iter().enumerate() {
+        let shared = shared.clone();
+        let me = names[i].clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                on_event(&shared, i, &me, event);
+            }
+        });
+    }
+    let s = shared.clone();
+    let ticker = progress("chat", move || {
+        let c = &s.c;
+        let (sent, acked, errs) = (
+            c.sent.load(Relaxed),
+            c.acked.load(Relaxed),
+            c.send_errors.load(Relaxed),
+        );
+        format!(
+            "sent {sent} acked {acked} delivered {} in flight {} errors {errs} dup {} reconnects {}",
+            c.delivered.load(Relaxed),
+            sent - acked - errs,
+            c.duplicated.load(Relaxed),
+            c.disconnects.load(Relaxed),
+        )
+    });
+
+    // Open loop: message k is due at start + k / rate, sent on time whatever came before.
+    let start = shared.start;
+    let mut k = 0u64;
+    while k < total {
+        let now = start.elapsed();
+        while k < total && shared.due(k) <= now {
+            let (from, to) = pair(k, args.users);
+            let client = online[from].clone();
+            let body = content(k, shared.due(k), to, size);
+            let to_user = names[to].clone();
+            let cmid = format!("{}-{k}", env.prefix);
+            let shared = shared.clone();
+            shared.c.sent.fetch_add(1, Relaxed);
+            tokio::spawn(async move {
+                let result = client.send(direct(to_user), 1, body, Some(cmid)).await;
+                let late = shared.start.elapsed().saturating_sub(shared.due(k));
+                let c = &shared.c;
+                match result {
+                    Ok(ack) => {
+                        shared.ack.record(late);
+                        shared.state[k as usize].store(ACKED, Relaxed);
+                        c.acked.fetch_add(1, Relaxed);
+                        if ack.duplicate {
+                            c.ack_duplicate.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        shared.state[k as usize].store(FAILED, Relaxed);
+                        c.send_errors.fetch_add(1, Relaxed);
+                        c.error(format!("send #{k}: {e}"));
+                    }
+                }
+            });
+            k += 1;
+        }
+        if k < total {
+            tokio::time::sleep_until((start + shared.due(k)).into()).await;
+        }
+    }
+    let send_window = start.elapsed();
+    // Grace: wait for the acks and deliveries still in flight.
+    let deadline = Instant::now() + Duration::from_secs(args.grace);
+    let c = &shared.c;
+    while Instant::now() < deadline {
+        let settled = c.acked.load(Relaxed) + c.send_errors.load(Relaxed) == total;
+        if settled && c.delivered.load(Relaxed) >= c.acked.load(Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A last moment for a duplicate that would arrive right behind the original.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ticker.abort();
+    let report = report(&shared, args, total, send_window, login_secs);
+    for client in &online {
+        client.close().await;
+    }
+    Ok(report)
+}
+
+/// Message content: number, scheduled time (µs after start), recipient index, padding.
+fn content(k: u64, due: Duration, to: usize, size: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&k.to_le_bytes());
+    body.extend_from_slice(&(due.as_micros() as u64).to_le_bytes());
+    body.extend_from_slice(&(to as u32).to_le_bytes());
+    body.resize(size, b'.');
+    body
+}
+
+fn on_event(shared: &Shared, me_index: usize, me: &str, event: ClientEvent) {
+    let c = &shared.c;
+    let entry = match event {
+        ClientEvent::Entry(entry) => entry,
+        ClientEvent::Disconnected { reason, .. } => {
+            c.disconnects.fetch_add(1, Relaxed);
+            c.error(format!("{me} disconnected: {reason:?}"));
+            return;
+        }
+        _ => return,
+    };
+    let Some(pb::inbox_entry::Body::Message(m)) = entry.body else {
+        return;
+    };
+    if m.from_user == me {
+        return; // our own message, echoed by the client from its SEND_ACK or a SYNC
+    }
+    let field = |at: usize| {
+        m.content
+            .get(at..at + 8)
+            .map(|b| b.try_into().expect("8 bytes"))
+    };
+    let (Some(k), Some(due)) = (field(0), field(8)) else {
+        c.foreign.fetch_add(1, Relaxed);
+        return;
+    };
+    let (k, due) = (u64::from_le_bytes(k), u64::from_le_bytes(due));
+    let to = m
+        .content
+        .get(16..20)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    if k as usize >= shared.seen.len() {
+        c.foreign.fetch_add(1, Relaxed);
+        return;
+    }
+    if to != Some(me_index as u32) {
+        c.misrouted.fetch_add(1, Relaxed);
+        c.error(format!("message #{k} for user {to:?} arrived at {me}"));
+        return;
+    }
+    let now = shared.start.elapsed();
+    if shared.seen[k as usize].fetch_add(1, Relaxed) == 0 {
+        shared
+            .delivery
+            .record(now.saturating_sub(Duration::from_micros(due)));
+        c.delivered.fetch_add(1, Relaxed);
+        c.last_delivery_us
+            .fetch_max(now.as_micros() as u64, Relaxed);
+    } else {
+        c.duplicated.fetch_add(1, Relaxed);
+        c.error(format!(
+            "message #{k} delivered again to {me} (msg_id {})",
+            m.msg_id
+        ));
+    }
+}
+
+fn report(s: &Shared, args: &Args, total: u64, window: Duration, login_secs: f64) -> Report {
+    let c = &s.c;
+    let (mut lost, mut unacked_delivered, mut pending) = (0u64, 0u64, 0u64);
+    let mut lost_samples = Vec::new();
+    for k in 0..total as usize {
+        let state = s.state[k].load(Relaxed);
+        let seen = s.seen[k].load(Relaxed);
+        if state == ACKED && seen == 0 {
+            lost += 1;
+            if lost_samples.len() < 5 {
+                let (from, to) = pair(k as u64, args.users);
+                lost_samples.push(format!("#{k} (u-{from} -> u-{to})"));
+            }
+        }
+        if state != ACKED && seen > 0 {
+            unacked_delivered += 1;
+        }
+        if state == 0 {
+            pending += 1;
+        }
+    }
+    let mut r = Report::new("chat");
+    r.add("users", args.users as u64, "");
+    r.add_f("login of all users", login_secs, 2, "s");
+    r.add_f("offered rate", args.rate, 1, "msg/s");
+    r.add("duration", args.duration, "s");
+    r.add("content size", args.size.max(20) as u64, "bytes");
+    r.add("sent", c.sent.load(Relaxed), "");
+    r.add("acked", c.acked.load(Relaxed), "");
+    r.add("send errors", c.send_errors.load(Relaxed), "");
+    r.add("unanswered at end", pending, "");
+    r.add(
+        "acked as duplicate (resent)",
+        c.ack_duplicate.load(Relaxed),
+        "",
+    );
+    r.add("delivered", c.delivered.load(Relaxed), "");
+    r.add("lost (acked, never delivered)", lost, "");
+    r.add("duplicated deliveries", c.duplicated.load(Relaxed), "");
+    r.add("delivered but not acked", unacked_delivered, "");
+    r.add("misrouted", c.misrouted.load(Relaxed), "");
+    r.add("unrecognised messages", c.foreign.load(Relaxed), "");
+    r.add("client reconnects", c.disconnects.load(Relaxed), "");
+    let secs = window.as_secs_f64().max(1e-9);
+    r.add_f(
+        "ack throughput",
+        c.acked.load(Relaxed) as f64 / secs,
+        1,
+        "msg/s",
+    );
+    let last = c.last_delivery_us.load(Relaxed) as f64 / 1e6;
+    r.add_f("last delivery after start", last, 2, "s");
+    r.add_f(
+        "delivery throughput",
+        c.delivered.load(Relaxed) as f64 / last.max(secs),
+        1,
+        "msg/s",
+    );
+    r.latency("ack latency", &s.ack.snapshot());
+    r.latency("delivery latency", &s.delivery.snapshot());
+    for e in c.errors.lock().expect("errors lock").iter() {
+        r.add("sample error", e.clone(), "");
+    }
+    let f = |n: u64, what: &str, r: &mut Report| {
+        if n > 0 {
+            r.fail(format!("{n} {what}"));
+        }
+    };
+    f(lost, "messages acked but never delivered", &mut r);
+    if !lost_samples.is_empty() {
+        r.add("lost samples", lost_samples.join(", "), "");
+    }
+    f(c.duplicated.load(Relaxed), "duplicate deliveries", &mut r);
+    f(c.misrouted.load(Relaxed), "misrouted messages", &mut r);
+    f(c.send_errors.load(Relaxed), "send errors", &mut r);
+    f(pending, "sends unanswered at the end", &mut r);
+    f(unacked_delivered, "deliveries of unacked sends", &mut r);
+    r
+}

@@ -1,0 +1,245 @@
+//! `connect`: ramp up N logged-in raw connections (one user each) at a rate, hold them with
+//! heartbeats at the server's interval, and report the connect rate, failures and the server's
+//! resident memory per connection.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use missive_client::{pb, Connection};
+use missive_protocol::Packet;
+use tokio::sync::watch;
+
+use crate::common::{vm_rss_kib, Common, Env, DEVICE};
+use crate::stats::{progress, Latency, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open (one user each). Each holds one file descriptor in this process.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub connections: usize,
+    /// New connections per second during the ramp.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Seconds to hold the connections once all are up.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// The server's pid, to read its resident memory (/proc/PID/status VmRSS).
+    #[arg(long)]
+    pub server_pid: Option<String>,
+    /// Seconds allowed for one connect + LOGIN.
+    #[arg(long, default_value_t = 20)]
+    pub login_timeout: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicU64,
+    connect_failed: AtomicU64,
+    login_failed: AtomicU64,
+    closed: AtomicU64,
+    kicked: AtomicU64,
+    heartbeats: AtomicU64,
+    heartbeat_acks: AtomicU64,
+    other_frames: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn error(&self, what: String) {
+        let mut errors = self.errors.lock().expect("errors lock");
+        if errors.len() < 5 {
+            errors.push(what);
+        }
+    }
+    fn done(&self) -> u64 {
+        self.connected.load(Relaxed)
+            + self.connect_failed.load(Relaxed)
+            + self.login_failed.load(Relaxed)
+    }
+}
+
+pub async fn run(env: &Env, args: &Args) -> Result<Report> {
+    let n = args.connections;
+    let pid = args.server_pid.as_deref();
+    let rss_before = pid.and_then(vm_rss_kib);
+    let counters = Arc::new(Counters::default());
+    let login_latency = Arc::new(Latency::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let c = counters.clone();
+    let ticker = progress("connect", move || {
+        format!(
+            "connected {} open {} failed {} heartbeats {}/{}",
+            c.connected.load(Relaxed),
+            c.connected.load(Relaxed) - c.closed.load(Relaxed),
+            c.connect_failed.load(Relaxed) + c.login_failed.load(Relaxed),
+            c.heartbeat_acks.load(Relaxed),
+            c.heartbeats.load(Relaxed),
+        )
+    });
+
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / args.rate);
+        tokio::time::sleep_until(due.into()).await;
+        let addr = env.addr(i).to_string();
+        let user = env.user("c", i);
+        let token = env.token(&user)?;
+        let counters = counters.clone();
+        let latency = login_latency.clone();
+        let stop = stop_rx.clone();
+        let timeout = Duration::from_secs(args.login_timeout);
+        tasks.push(tokio::spawn(async move {
+            hold_one(addr, token, timeout, counters, latency, stop).await
+        }));
+    }
+    // The ramp ends when every connection is logged in or has failed.
+    let ramp_deadline = Instant::now() + Duration::from_secs(args.login_timeout + 5);
+    while (counters.done() as usize) < n && Instant::now() < ramp_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ramp = start.elapsed();
+    let connected = counters.connected.load(Relaxed);
+    // Let the server settle (allocations of the last logins) before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_up = pid.and_then(vm_rss_kib);
+    eprintln!(
+        "missive-load: {connected} of {n} connections up in {:.2} s; holding for {} s",
+        ramp.as_secs_f64(),
+        args.duration
+    );
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let rss_end = pid.and_then(vm_rss_kib);
+    let own_rss = vm_rss_kib("self");
+    let open_at_end = connected - counters.closed.load(Relaxed);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    ticker.abort();
+
+    let c = &counters;
+    let mut r = Report::new("connect");
+    r.add("connections requested", n as u64, "");
+    r.add("connections logged in", connected, "");
+    r.add("connect failures", c.connect_failed.load(Relaxed), "");
+    r.add("login failures", c.login_failed.load(Relaxed), "");
+    r.add_f("ramp rate requested", args.rate, 1, "conn/s");
+    r.add_f("ramp time", ramp.as_secs_f64(), 2, "s");
+    r.add_f(
+        "connect rate achieved",
+        connected as f64 / ramp.as_secs_f64().max(1e-9),
+        1,
+        "conn/s",
+    );
+    r.latency("connect+login", &login_latency.snapshot());
+    r.add("hold", args.duration, "s");
+    r.add("open at end of hold", open_at_end, "");
+    r.add("closed by server during run", c.closed.load(Relaxed), "");
+    r.add("kicked", c.kicked.load(Relaxed), "");
+    r.add("heartbeats sent", c.heartbeats.load(Relaxed), "");
+    r.add("heartbeat acks", c.heartbeat_acks.load(Relaxed), "");
+    r.add("other frames received", c.other_frames.load(Relaxed), "");
+    if let (Some(before), Some(up), Some(end)) = (rss_before, rss_up, rss_end) {
+        r.add("server RSS before", before, "KiB");
+        r.add("server RSS all connected", up, "KiB");
+        r.add("server RSS end of hold", end, "KiB");
+        let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / connected.max(1) as f64;
+        r.add_f("server memory per connection", per(end), 0, "bytes");
+    } else if let Some(pid) = pid {
+        r.fail(format!("cannot read /proc/{pid}/status"));
+    }
+    if let Some(own) = own_rss {
+        r.add("harness RSS", own, "KiB");
+    }
+    for e in c.errors.lock().expect("errors lock").iter() {
+        r.add("sample error", e.clone(), "");
+    }
+    let failed = c.connect_failed.load(Relaxed) + c.login_failed.load(Relaxed);
+    if failed > 0 {
+        r.fail(format!(
+            "{failed} of {n} connections failed to connect or log in"
+        ));
+    }
+    if c.closed.load(Relaxed) > 0 {
+        r.fail(format!(
+            "{} connections were closed by the server while held",
+            c.closed.load(Relaxed)
+        ));
+    }
+    Ok(r)
+}
+
+/// One connection: connect, LOGIN, then heartbeats at the server's interval until `stop`.
+async fn hold_one(
+    addr: String,
+    token: String,
+    timeout: Duration,
+    c: Arc<Counters>,
+    latency: Arc<Latency>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let began = Instant::now();
+    let mut conn = match Connection::connect_timeout(&addr, timeout).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            c.connect_failed.fetch_add(1, Relaxed);
+            c.error(format!("connect {addr}: {e}"));
+            return;
+        }
+    };
+    let ack = match tokio::time::timeout(timeout, conn.login(&token, DEVICE, 0)).await {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(e)) => {
+            c.login_failed.fetch_add(1, Relaxed);
+            c.error(format!("login: {e}"));
+            return;
+        }
+        Err(_) => {
+            c.login_failed.fetch_add(1, Relaxed);
+            c.error("login: timed out".into());
+            return;
+        }
+    };
+    latency.record(began.elapsed());
+    c.connected.fetch_add(1, Relaxed);
+    let interval = Duration::from_secs(u64::from(ack.heartbeat_interval_secs.max(1)));
+    loop {
+        let due = conn.last_sent() + interval;
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep_until(due.into()) => {
+                let body = pb::Heartbeat { client_time_ms: 0 };
+                if conn.send_packet(Packet::Heartbeat(body)).await.is_err() {
+                    c.closed.fetch_add(1, Relaxed);
+                    return;
+                }
+                c.heartbeats.fetch_add(1, Relaxed);
+            }
+            frame = conn.recv_packet() => match frame {
+                Ok(Some((_, Packet::HeartbeatAck(_)))) => {
+                    c.heartbeat_acks.fetch_add(1, Relaxed);
+                }
+                Ok(Some((_, Packet::Kick(k)))) => {
+                    c.kicked.fetch_add(1, Relaxed);
+                    c.error(format!("kicked: {:?} {}", k.reason(), k.message));
+                }
+                Ok(Some((_, Packet::Push(p)))) => {
+                    c.other_frames.fetch_add(1, Relaxed);
+                    let _ = conn.push_ack(p.version).await;
+                }
+                Ok(Some(_)) => {
+                    c.other_frames.fetch_add(1, Relaxed);
+                }
+                Ok(None) | Err(_) => {
+                    c.closed.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
