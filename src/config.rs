@@ -41,6 +41,11 @@ pub struct Config {
     pub recall_window_secs: u64,
     /// Reply bodies at least this large are zlib-compressed.
     pub compress_threshold: usize,
+    /// Groups with at most this many members use write fan-out (an inbox entry per member);
+    /// larger groups use read fan-out (one write per message; members pull the group log).
+    pub fanout_threshold: usize,
+    /// Largest number of members in one group.
+    pub max_group_size: usize,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `missive=debug`.
     pub log: String,
 }
@@ -62,6 +67,8 @@ impl Default for Config {
             outbound_queue: 1024,
             recall_window_secs: 120,
             compress_threshold: 1024,
+            fanout_threshold: 100,
+            max_group_size: 10_000,
             log: "info".into(),
         }
     }
@@ -174,6 +181,9 @@ impl Config {
         }
         if self.outbound_queue < 16 {
             return bad("outbound_queue: must be at least 16");
+        }
+        if self.max_group_size < 2 || self.fanout_threshold == 0 {
+            return bad("max_group_size: at least 2; fanout_threshold: at least 1");
         }
         if self.max_devices_per_user == 0 {
             return bad("max_devices_per_user: must be at least 1");

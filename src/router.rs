@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use missive_protocol::pb::{Kick, KickReason, Push};
+use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, Notify};
@@ -18,6 +18,8 @@ use crate::store::Delivery;
 pub enum Outbound {
     /// A PUSH frame of inbox version `version` (to be acked and possibly retransmitted).
     Push { version: u64, frame: Frame },
+    /// A frame that is not acknowledged (GROUP_NOTIFY).
+    Frame(Frame),
 }
 
 /// The router's view of one logged-in connection.
@@ -155,6 +157,41 @@ impl Router {
                     frame: frame.clone(),
                 };
                 if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(out) {
+                    s.close(Some(kick(
+                        KickReason::SlowConsumer,
+                        "outbound queue full; reconnect and sync",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Sends GROUP_NOTIFY {group, last_seq} to every online session of `members` except
+    /// session `exclude`.
+    pub fn notify_group(
+        &self,
+        group_id: &str,
+        last_seq: u64,
+        members: &[String],
+        exclude: Option<u64>,
+    ) {
+        let frame = Frame::new(
+            &Packet::GroupNotify(GroupNotify {
+                group_id: group_id.to_owned(),
+                last_seq,
+                unread: 0,
+            }),
+            0,
+        );
+        let users = self.users.read();
+        for m in members {
+            let Some(sessions) = users.get(m) else {
+                continue;
+            };
+            for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    s.tx.try_send(Outbound::Frame(frame.clone()))
+                {
                     s.close(Some(kick(
                         KickReason::SlowConsumer,
                         "outbound queue full; reconnect and sync",

@@ -9,7 +9,7 @@ use missive_protocol::{ErrorCode, Packet};
 use super::Refusal;
 use crate::router::SessionHandle;
 use crate::server::Shared;
-use crate::store::{self, Delivery, SendRequest, StoreError};
+use crate::store::{self, Delivery, GroupLimits, GroupSend, SendRequest, StoreError};
 
 const SYNC_DEFAULT: u32 = 200;
 const SYNC_MAX: u32 = 5000;
@@ -18,7 +18,7 @@ const CONTACTS_MAX: u32 = 200;
 
 /// Runs store work on the blocking pool and maps its errors to wire codes. A storage failure
 /// (not a refusal) starts a clean shutdown: the server cannot go on safely.
-pub async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
+pub(crate) async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
 where
     T: Send + 'static,
     F: FnOnce(&Shared) -> store::Result<T> + Send + 'static,
@@ -39,7 +39,7 @@ where
     }
 }
 
-fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -49,7 +49,7 @@ fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Checks a conversation named by the client; only direct conversations exist so far.
+/// Checks a conversation named by the client (groups are checked by the store).
 fn check_conv(user: &str, conv: Option<&Conversation>) -> Result<Conversation, Refusal> {
     let conv =
         conv.ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "conversation missing"))?;
@@ -60,10 +60,7 @@ fn check_conv(user: &str, conv: Option<&Conversation>) -> Result<Conversation, R
             "a direct conversation needs another user",
         )),
         Ok(ConversationKind::Direct) => Ok(conv.clone()),
-        Ok(ConversationKind::Group) => Err(Refusal::new(
-            ErrorCode::NotFound,
-            "no such group (groups arrive in a later release)",
-        )),
+        Ok(ConversationKind::Group) => Ok(conv.clone()),
         _ => Err(Refusal::new(
             ErrorCode::InvalidArgument,
             "conversation kind must be DIRECT or GROUP",
@@ -99,6 +96,7 @@ pub async fn handle(
                     ),
                 ));
             }
+            let limits = group_limits(shared);
             let out = blocking(shared, move |s| {
                 let r = SendRequest {
                     from: &user,
@@ -108,8 +106,14 @@ pub async fn handle(
                     content: &req.content,
                     now_ms: now,
                 };
-                s.store
-                    .send_direct(&r, &|d: Vec<Delivery>| s.router.deliver(d, Some(sid)))
+                if to.kind == ConversationKind::Group as i32 {
+                    let (out, send) = s.store.send_group(&r, limits)?;
+                    fan_out(s, &to.id, send, Some(sid));
+                    Ok(out)
+                } else {
+                    s.store
+                        .send_direct(&r, &|d: Vec<Delivery>| s.router.deliver(d, Some(sid)))
+                }
             })
             .await?;
             Ok(Packet::SendAck(out.ack))
@@ -170,10 +174,19 @@ pub async fn handle(
         Packet::Recall(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
             let window = shared.config.recall_window_secs as i64 * 1000;
+            let limits = group_limits(shared);
             let version = blocking(shared, move |s| {
-                s.store.recall(&user, &conv, req.msg_id, now, window, &|d| {
-                    s.router.deliver(d, None)
-                })
+                if conv.kind == ConversationKind::Group as i32 {
+                    let (v, send) = s
+                        .store
+                        .recall_group(&user, &conv.id, req.msg_id, now, window, limits)?;
+                    fan_out(s, &conv.id, send, None);
+                    Ok(v)
+                } else {
+                    s.store.recall(&user, &conv, req.msg_id, now, window, &|d| {
+                        s.router.deliver(d, None)
+                    })
+                }
             })
             .await?;
             Ok(Packet::RecallAck(pb::RecallAck { version }))
@@ -188,12 +201,22 @@ pub async fn handle(
             .await?;
             Ok(Packet::DeleteAck(pb::DeleteAck { version }))
         }
-        other => Err(Refusal::new(
-            ErrorCode::UnknownCommand,
-            format!(
-                "{} is not implemented by this server release",
-                other.command().name()
-            ),
-        )),
+        other => super::groups::handle(shared, &user, now, other).await,
+    }
+}
+
+/// The store's view of the group settings.
+pub fn group_limits(shared: &Shared) -> GroupLimits {
+    GroupLimits {
+        fanout_threshold: shared.config.fanout_threshold,
+        max_group_size: shared.config.max_group_size,
+    }
+}
+
+/// Pushes a group change's inbox entries and sends read-fan-out notifications.
+pub fn fan_out(s: &Shared, group_id: &str, send: GroupSend, exclude: Option<u64>) {
+    s.router.deliver(send.entries, exclude);
+    if let Some((members, last_seq)) = send.notify {
+        s.router.notify_group(group_id, last_seq, &members, exclude);
     }
 }

@@ -2,6 +2,7 @@
 //! retransmits. The only `select!` of the server lives here; every branch is cancel-safe.
 
 mod conn;
+mod groups;
 mod handlers;
 mod retransmit;
 
@@ -274,9 +275,14 @@ impl Session {
         }
         let now = Instant::now();
         let mut frames = Vec::with_capacity(batch.len());
-        for Outbound::Push { version, frame } in batch {
-            self.retransmits.sent(version, frame.clone(), now);
-            frames.push(frame);
+        for out in batch {
+            match out {
+                Outbound::Push { version, frame } => {
+                    self.retransmits.sent(version, frame.clone(), now);
+                    frames.push(frame);
+                }
+                Outbound::Frame(frame) => frames.push(frame),
+            }
         }
         if self.retransmits.len() > self.shared.config.outbound_queue {
             return self

@@ -178,6 +178,50 @@ pub fn conv_log(conv: &ConvKey, seq: u64) -> Vec<u8> {
     k
 }
 
+/// `groups`: group id.
+pub fn group(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    push_id(&mut k, id);
+    k
+}
+
+const MEMBER_ACTIVE: u8 = 0;
+const MEMBER_FORMER: u8 = 1;
+
+/// `members`: group + 0 + user: a current member.
+pub fn member(group_id: &str, user: &str) -> Vec<u8> {
+    let mut k = member_prefix(group_id);
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+/// The prefix of a group's current members.
+pub fn member_prefix(group_id: &str) -> Vec<u8> {
+    let mut k = group(group_id);
+    k.push(MEMBER_ACTIVE);
+    k
+}
+
+/// `members`: group + 1 + user: a former member (keeps the first join position).
+pub fn former_member(group_id: &str, user: &str) -> Vec<u8> {
+    let mut k = group(group_id);
+    k.push(MEMBER_FORMER);
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+/// `user_groups`: user + group id.
+pub fn user_group(user: &str, group_id: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(group_id.as_bytes());
+    k
+}
+
+/// `recalled`: conversation + seq.
+pub fn recalled(conv: &ConvKey, seq: u64) -> Vec<u8> {
+    conv_log(conv, seq)
+}
+
 /// Big-endian u64 value.
 pub fn u64_value(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))

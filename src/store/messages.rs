@@ -138,10 +138,14 @@ impl Store {
         now_ms: i64,
         deliver: &dyn Fn(Vec<Delivery>),
     ) -> Result<MarkReadAck> {
+        let group = conv.kind == ConversationKind::Group as i32;
+        if group {
+            self.require_member(&conv.id, user)?;
+        }
         let ck = ConvKey::for_view(user, conv);
         let mut txn = self.begin(&[user]);
         let last_seq = txn.counter(cf::CONVS, &ck.0)?;
-        if last_seq == 0 {
+        if last_seq == 0 && !group {
             return Err(StoreError::refused(
                 ErrorCode::NotFound,
                 "no such conversation",
@@ -149,23 +153,33 @@ impl Store {
         }
         let up = up_to_seq.min(last_seq);
         let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
-        let cur = txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?;
+        let cur = if group {
+            self.group_unread_after(&ck, pos, last_seq)?
+        } else {
+            txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
+        };
         if up <= pos {
-            let total = txn.counter(cf::UNREAD, &keys::unread_total(user))?;
+            drop(txn);
             return Ok(MarkReadAck {
                 unread: cur,
-                total,
+                total: self.unread_total(user)?,
                 version: 0,
             });
         }
-        let unread = self.count_unread_after(user, &ck, up)?.min(cur);
         txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
-        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
-        let total = txn.add_counter(
-            cf::UNREAD,
-            keys::unread_total(user),
-            unread as i64 - cur as i64,
-        )?;
+        let unread = if group {
+            // Computed from the read position; no counters to write.
+            self.group_unread_after(&ck, up, last_seq)?
+        } else {
+            let unread = self.count_unread_after(user, &ck, up)?.min(cur);
+            txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
+            txn.add_counter(
+                cf::UNREAD,
+                keys::unread_total(user),
+                unread as i64 - cur as i64,
+            )?;
+            unread
+        };
         let entry = txn.append(
             user,
             InboxEntry {
@@ -184,9 +198,10 @@ impl Store {
             user: user.to_owned(),
             entry,
         }]);
+        drop(txn);
         Ok(MarkReadAck {
             unread,
-            total,
+            total: self.unread_total(user)?,
             version,
         })
     }
@@ -200,22 +215,25 @@ impl Store {
         after_seq: u64,
     ) -> Result<u64> {
         let mut n = 0;
+        // Group counts are computed from read positions and ignore deletes (see groups.rs).
+        let respect_hidden = conv.0.first() != Some(&b'g');
         for msg_id in self.conv_log_after(conv, after_seq)? {
-            if self.counts_as_unread(user, msg_id)? {
+            if self.counts_as_unread(user, msg_id, respect_hidden)? {
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    fn counts_as_unread(&self, user: &str, msg_id: u64) -> Result<bool> {
+    fn counts_as_unread(&self, user: &str, msg_id: u64, respect_hidden: bool) -> Result<bool> {
         let Some(msg) = self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
             return Ok(false);
         };
-        let hidden = self
-            .db()
-            .get_pinned_cf(self.cf(cf::UNREAD), keys::hidden(user, msg_id))?
-            .is_some();
+        let hidden = respect_hidden
+            && self
+                .db()
+                .get_pinned_cf(self.cf(cf::UNREAD), keys::hidden(user, msg_id))?
+                .is_some();
         Ok(msg.from_user != user && !msg.recalled && !hidden)
     }
 
@@ -238,7 +256,12 @@ impl Store {
     }
 
     /// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
-    fn message_in(&self, user: &str, conv: &Conversation, msg_id: u64) -> Result<pb::Message> {
+    pub(crate) fn message_in(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        msg_id: u64,
+    ) -> Result<pb::Message> {
         let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
         let msg = self
             .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
@@ -332,6 +355,9 @@ impl Store {
         now_ms: i64,
         deliver: &dyn Fn(Vec<Delivery>),
     ) -> Result<u64> {
+        if conv.kind == ConversationKind::Group as i32 {
+            self.require_member(&conv.id, user)?;
+        }
         let msg = self.message_in(user, conv, msg_id)?;
         let mut txn = self.begin(&[user]);
         let hidden_key = keys::hidden(user, msg_id);

@@ -9,11 +9,13 @@
 //! groups concurrent writers into one fsync (group commit), and transactions of different users
 //! run concurrently on the blocking pool.
 
+mod groups;
 mod keys;
 mod messages;
 mod queries;
 mod txn;
 
+pub use groups::{GroupLimits, GroupSend};
 pub use keys::ConvKey;
 pub use messages::{Delivery, SendOutcome, SendRequest};
 pub use txn::Txn;
@@ -48,6 +50,14 @@ pub mod cf {
     pub const CONVS: &str = "convs";
     /// conversation + seq -> u64 message id.
     pub const CONV_LOG: &str = "conv_log";
+    /// group id -> `GroupInfo` (name, owner, member count, history visibility).
+    pub const GROUPS: &str = "groups";
+    /// group + 0 + user -> `GroupMember` (current); group + 1 + user -> `GroupMember` (former).
+    pub const MEMBERS: &str = "members";
+    /// user + group id -> (): the groups a user belongs to.
+    pub const USER_GROUPS: &str = "user_groups";
+    /// conversation + seq -> (): recalled messages of groups (for computed unread counts).
+    pub const RECALLED: &str = "recalled";
 
     pub const ALL: &[&str] = &[
         META,
@@ -59,6 +69,10 @@ pub mod cf {
         DEDUP,
         CONVS,
         CONV_LOG,
+        GROUPS,
+        MEMBERS,
+        USER_GROUPS,
+        RECALLED,
     ];
 }
 
@@ -124,6 +138,7 @@ pub struct Store {
     stripes: Box<[Mutex<Stripe>]>,
     last_msg_id: AtomicU64,
     durability: Durability,
+    writes: AtomicU64,
 }
 
 impl Store {
@@ -150,6 +165,7 @@ impl Store {
                 .collect(),
             last_msg_id: AtomicU64::new(0),
             durability,
+            writes: AtomicU64::new(0),
         };
         store.check_schema()?;
         let last = store.last_key_u64(cf::CONTENT)?;
@@ -193,6 +209,15 @@ impl Store {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// Keys written or deleted by this store's committed transactions.
+    pub fn keys_written(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_writes(&self, n: usize) {
+        self.writes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Write-ahead-log fsyncs since the store was opened.

@@ -131,13 +131,22 @@ impl Store {
             msg.conversation = c.conversation.clone();
             c.last_message = Some(msg);
         }
-        c.unread = self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?;
+        c.unread = match conv.view(user) {
+            Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
+                self.group_unread(user, &v.id)?
+            }
+            _ => self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?,
+        };
         Ok(c)
     }
 
-    /// The user's total unread count.
+    /// The user's total unread count: the stored direct total plus each group's computed count.
     pub fn unread_total(&self, user: &str) -> Result<u64> {
-        self.get_u64(cf::UNREAD, &keys::unread_total(user))
+        let mut total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        for g in self.groups_of(user)? {
+            total += self.group_unread(user, &g)?;
+        }
+        Ok(total)
     }
 
     /// The user's unread counts: total and every conversation with unread messages.
@@ -156,6 +165,16 @@ impl Store {
                 unread,
                 last_seq: self.get_u64(cf::CONVS, &conv.0)?,
             });
+        }
+        for g in self.groups_of(user)? {
+            let unread = self.group_unread(user, &g)?;
+            if unread > 0 {
+                conversations.push(ConversationUnread {
+                    conversation: Some(super::groups::group_conv(&g)),
+                    unread,
+                    last_seq: self.get_u64(cf::CONVS, &ConvKey::group(&g).0)?,
+                });
+            }
         }
         Ok(UnreadAck {
             total: self.unread_total(user)?,

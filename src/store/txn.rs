@@ -136,6 +136,7 @@ impl<'a> Txn<'a> {
         wo.set_sync(self.store.durability == super::Durability::Sync);
         self.store.db().write_opt(batch, &wo)?;
         crate::metrics::add_store_writes(self.writes as u64);
+        self.store.count_writes(self.writes);
         let versions = std::mem::take(&mut self.versions);
         for (user, v) in versions {
             self.stripe(&user).versions.insert(user, v);
