@@ -343,11 +343,20 @@ pub fn frame_text(index: usize, f: &FrameInfo) -> String {
     } else {
         format!("{:08x} BAD (computed {:08x})", f.crc_frame, f.crc_computed)
     };
-    let body = match (&f.body, &f.body_error) {
+    let mut body = match (&f.body, &f.body_error) {
         (_, Some(err)) => format!("error: {err}"),
         (Some(b), None) => b.to_string(),
         (None, None) => "-".into(),
     };
+    // Name the error code of an ERROR frame, as in PROTOCOL.md's table.
+    if f.command == 0xFFFF {
+        if let Some(code) = f.body.as_ref().and_then(|b| b["code"].as_u64()) {
+            let name = missive_protocol::ErrorCode::from_u32(code as u32)
+                .map(|c| c.name())
+                .unwrap_or("unknown code");
+            body = format!("{body}\n  error       {name} ({code})");
+        }
+    }
     format!(
         "frame {index} at byte {}: {} bytes\n  length      {}\n  magic       {}\n  version     {}\n  flags       {:#04x}{}\n  command     {:#06x} {}\n  request id  {}\n  body        {body}\n  crc32       {crc}",
         f.offset,

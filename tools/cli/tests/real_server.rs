@@ -1,0 +1,231 @@
+//! The `missive` binary against a real missived (in-process, real TCP on 127.0.0.1, real
+//! RocksDB in a temp dir): the README's walk-through, as a user would run it.
+
+use std::process::Output;
+use std::time::Duration;
+
+use missive::config::Config;
+use missive::store::Durability;
+use missive::{Server, ServerHandle};
+use tokio::process::Command;
+
+struct Setup {
+    server: ServerHandle,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+/// A server with no configured secret, so it generates `<data_dir>/secret` as on first start.
+async fn start() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir: dir.path().to_path_buf(),
+        durability: Durability::Async,
+        ..Config::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    Setup { server, addr, dir }
+}
+
+impl Setup {
+    fn cli(&self, user: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_missive"));
+        cmd.args(["--addr", &self.addr, "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--user", user])
+            .args(args)
+            .env_remove("MISSIVE_ADDR")
+            .env_remove("MISSIVE_TOKEN")
+            .env_remove("MISSIVE_SECRET")
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .expect("the CLI finishes within 20 s")
+        .expect("the CLI runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON output")
+}
+
+#[tokio::test]
+async fn two_terminals_have_a_conversation() {
+    let s = start().await;
+    // Terminal 1: Bob watches for two entries.
+    let watch = s
+        .cli(
+            "bob",
+            &["--device", "phone", "watch", "--count", "2", "--for", "15"],
+        )
+        .output();
+    let watcher =
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), watch).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Terminal 2: Alice sends twice.
+    let sent = run(s.cli("alice", &["send", "--to", "bob", "--text", "hello bob"])).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(stdout(&sent).contains("seq 1"), "{}", stdout(&sent));
+    let ack = json(
+        &run(s.cli(
+            "alice",
+            &["--json", "send", "--to", "bob", "--text", "second"],
+        ))
+        .await,
+    );
+    assert_eq!(ack["seq"], 2);
+    let watched = watcher.await.unwrap().expect("watch ends").unwrap();
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let out = stdout(&watched);
+    let first = out.find("hello bob").expect("first message printed");
+    let second = out.find("second").expect("second message printed");
+    assert!(first < second, "in order: {out}");
+
+    // Bob's badge, then reading clears it.
+    let unread = json(&run(s.cli("bob", &["--json", "unread"])).await);
+    assert_eq!(unread["total"], 2);
+    let read = run(s.cli("bob", &["read", "--conv", "alice", "--seq", "2"])).await;
+    assert!(read.status.success());
+    let unread = json(&run(s.cli("bob", &["--json", "unread"])).await);
+    assert_eq!(unread["total"], 0);
+
+    // History and contacts.
+    let synced = run(s.cli("bob", &["sync", "--all"])).await;
+    assert!(stdout(&synced).contains("hello bob") && stdout(&synced).contains("second"));
+    let contacts = run(s.cli("alice", &["contacts"])).await;
+    assert!(stdout(&contacts).contains("bob"), "{}", stdout(&contacts));
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn recall_delete_ping_and_server_errors() {
+    let s = start().await;
+    let ack = json(
+        &run(s.cli(
+            "alice",
+            &["--json", "send", "--to", "bob", "--text", "oops"],
+        ))
+        .await,
+    );
+    let msg_id = ack["msg_id"].to_string();
+    let recalled = run(s.cli("alice", &["recall", "--to", "bob", "--msg-id", &msg_id])).await;
+    assert!(
+        recalled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&recalled.stderr)
+    );
+    let unread = json(&run(s.cli("bob", &["--json", "unread"])).await);
+    assert_eq!(unread["total"], 0, "the recall took back Bob's badge");
+    let deleted = run(s.cli("bob", &["delete", "--to", "alice", "--msg-id", &msg_id])).await;
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let ping = run(s.cli("alice", &["ping"])).await;
+    assert!(ping.status.success());
+    // Bob may not recall Alice's message: the server's code is printed, the exit is non-zero.
+    let refused = run(s.cli("bob", &["recall", "--to", "alice", "--msg-id", &msg_id])).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("FORBIDDEN") && err.contains("14"), "{err}");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn group_commands_work_end_to_end() {
+    let s = start().await;
+    let created = json(
+        &run(s.cli(
+            "alice",
+            &[
+                "--json",
+                "group",
+                "create",
+                "--name",
+                "team",
+                "--members",
+                "bob,carol",
+            ],
+        ))
+        .await,
+    );
+    let group_id = created["group"]["group_id"]
+        .as_str()
+        .expect("group id")
+        .to_owned();
+    let sent = run(s.cli("bob", &["send", "--group", &group_id, "--text", "hi team"])).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let history = run(s.cli("carol", &["group", "history", "--group", &group_id])).await;
+    assert!(stdout(&history).contains("hi team"), "{}", stdout(&history));
+    let members = run(s.cli("carol", &["group", "members", "--group", &group_id])).await;
+    assert!(stdout(&members).contains("alice"), "{}", stdout(&members));
+    let outsider = run(s.cli("mallory", &["group", "history", "--group", &group_id])).await;
+    assert!(!outsider.status.success());
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn decode_annotates_a_captured_frame() {
+    let s = start().await;
+    // Capture what the server answers to a HEARTBEAT before login: an ERROR frame.
+    let raw = run(s.cli(
+        "alice",
+        &[
+            "raw",
+            "--wait",
+            "1",
+            "000000104d5301000002000000010805d6008e13",
+        ],
+    ))
+    .await;
+    assert!(stdout(&raw).contains("NOT_LOGGED_IN"), "{}", stdout(&raw));
+    // A capture file of a real frame decodes with every field named.
+    let frame = missive_protocol::Frame::new(
+        &missive_protocol::Packet::Heartbeat(missive_protocol::pb::Heartbeat { client_time_ms: 5 }),
+        1,
+    );
+    let capture = s.dir.path().join("capture.bin");
+    std::fs::write(&capture, frame.to_bytes()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_missive"));
+    cmd.args(["decode", "--file"]).arg(&capture);
+    let decoded = run(cmd).await;
+    let out = stdout(&decoded);
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    assert!(
+        out.contains("HEARTBEAT") && out.contains("client_time_ms"),
+        "{out}"
+    );
+    s.server.shutdown().await;
+}
