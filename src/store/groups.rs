@@ -77,10 +77,14 @@ impl Store {
         self.get_msg(cf::MEMBERS, &keys::member(group_id, user))
     }
 
-    /// The member record of `user`, or FORBIDDEN.
+    /// The member record of `user`; NOT_FOUND if the group does not exist, FORBIDDEN if `user`
+    /// is not a member.
     pub(crate) fn require_member(&self, group_id: &str, user: &str) -> Result<GroupMember> {
-        self.member_of(group_id, user)?
-            .ok_or_else(|| refused(ErrorCode::Forbidden, "not a member of this group"))
+        if let Some(m) = self.member_of(group_id, user)? {
+            return Ok(m);
+        }
+        self.group_info(group_id)?;
+        Err(refused(ErrorCode::Forbidden, "not a member of this group"))
     }
 
     fn member_list(&self, group_id: &str) -> Result<Vec<GroupMember>> {
@@ -139,23 +143,8 @@ impl Store {
         event: GroupEvent,
         now_ms: i64,
     ) -> Result<Vec<Delivery>> {
-        let mut out = Vec::with_capacity(to.len());
-        for user in to {
-            let entry = txn.append(
-                user,
-                InboxEntry {
-                    version: 0,
-                    conversation: Some(group_conv(group_id)),
-                    timestamp_ms: now_ms,
-                    body: Some(Body::GroupEvent(event.clone())),
-                },
-            )?;
-            out.push(Delivery {
-                user: user.clone(),
-                entry,
-            });
-        }
-        Ok(out)
+        let views = to.iter().map(|u| (u.as_str(), group_conv(group_id)));
+        txn.append_each(views, now_ms, &Body::GroupEvent(event))
     }
 
     /// Adds `user` as a member in `txn` (first join position kept across rejoins).
@@ -646,30 +635,14 @@ impl Store {
         } else {
             vec![user.to_owned()]
         };
-        let mut deliveries = Vec::with_capacity(to.len());
-        let mut version = 0;
-        for member in &to {
-            let entry = txn.append(
-                member,
-                InboxEntry {
-                    version: 0,
-                    conversation: Some(group_conv(&group_id)),
-                    timestamp_ms: now_ms,
-                    body: Some(Body::Recall(pb::Recall {
-                        msg_id: recalled.msg_id,
-                        seq: recalled.seq,
-                        by_user: user.to_owned(),
-                    })),
-                },
-            )?;
-            if member == user {
-                version = entry.version;
-            }
-            deliveries.push(Delivery {
-                user: member.clone(),
-                entry,
-            });
-        }
+        let body = Body::Recall(pb::Recall {
+            msg_id: recalled.msg_id,
+            seq: recalled.seq,
+            by_user: user.to_owned(),
+        });
+        let views = to.iter().map(|m| (m.as_str(), group_conv(&group_id)));
+        let deliveries = txn.append_each(views, now_ms, &body)?;
+        let version = super::txn::version_of(&deliveries, user);
         txn.commit()?;
         let last_seq = self.get_u64(cf::CONVS, &ck.0)?;
         let send = GroupSend {

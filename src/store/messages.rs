@@ -316,30 +316,14 @@ impl Store {
             ..before
         };
         txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        let mut deliveries = Vec::with_capacity(2);
-        let mut own_version = 0;
-        for (member, view) in [(peer, direct(user)), (user, direct(peer))] {
-            let entry = txn.append(
-                member,
-                InboxEntry {
-                    version: 0,
-                    conversation: Some(view),
-                    timestamp_ms: now_ms,
-                    body: Some(Body::Recall(pb::Recall {
-                        msg_id,
-                        seq: msg.seq,
-                        by_user: user.to_owned(),
-                    })),
-                },
-            )?;
-            if member == user {
-                own_version = entry.version;
-            }
-            deliveries.push(Delivery {
-                user: member.to_owned(),
-                entry,
-            });
-        }
+        let recall = Body::Recall(pb::Recall {
+            msg_id,
+            seq: msg.seq,
+            by_user: user.to_owned(),
+        });
+        let to = [(peer, direct(user)), (user, direct(peer))];
+        let deliveries = txn.append_each(to, now_ms, &recall)?;
+        let own_version = super::txn::version_of(&deliveries, user);
         txn.commit()?;
         deliver(deliveries);
         Ok(own_version)

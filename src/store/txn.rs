@@ -2,12 +2,21 @@
 
 use std::collections::HashMap;
 
-use missive_protocol::pb::{self, inbox_entry::Body, InboxEntry};
+use missive_protocol::pb::{self, inbox_entry::Body, Conversation, InboxEntry};
 use parking_lot::MutexGuard;
 use prost::Message as _;
 use rocksdb::WriteBatch;
 
-use super::{cf, keys, Result, Store, Stripe};
+use super::{cf, keys, Delivery, Result, Store, Stripe};
+
+/// The version of `user`'s entry among `deliveries` (0 if none).
+pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
+    deliveries
+        .iter()
+        .find(|d| d.user == user)
+        .map(|d| d.entry.version)
+        .unwrap_or(0)
+}
 
 /// A transaction: holds the stripe locks of its users until it is committed or dropped.
 ///
@@ -84,6 +93,33 @@ impl<'a> Txn<'a> {
         );
         self.versions.insert(user.to_owned(), version);
         Ok(entry)
+    }
+
+    /// Appends an entry with `body` at `timestamp_ms` to each user's inbox, each with that
+    /// user's view of the conversation; returns the deliveries in the same order.
+    pub fn append_each<'u>(
+        &mut self,
+        to: impl IntoIterator<Item = (&'u str, Conversation)>,
+        timestamp_ms: i64,
+        body: &Body,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for (user, conversation) in to {
+            let entry = self.append(
+                user,
+                InboxEntry {
+                    version: 0,
+                    conversation: Some(conversation),
+                    timestamp_ms,
+                    body: Some(body.clone()),
+                },
+            )?;
+            out.push(Delivery {
+                user: user.to_owned(),
+                entry,
+            });
+        }
+        Ok(out)
     }
 
     /// A put into the batch.
