@@ -46,6 +46,12 @@ pub struct Config {
     pub fanout_threshold: usize,
     /// Largest number of members in one group.
     pub max_group_size: usize,
+    /// TLS certificate chain (PEM). With `tls_key`, every listener also accepts TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Whether the plain (unencrypted) binary protocol is accepted; `false` needs TLS.
+    pub allow_plain: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `missive=debug`.
     pub log: String,
 }
@@ -69,6 +75,9 @@ impl Default for Config {
             compress_threshold: 1024,
             fanout_threshold: 100,
             max_group_size: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            allow_plain: true,
             log: "info".into(),
         }
     }
@@ -103,6 +112,12 @@ pub struct Args {
     /// Log filter, e.g. info or missive=debug.
     #[arg(long, env = "MISSIVE_LOG")]
     pub log: Option<String>,
+    /// TLS certificate chain (PEM file).
+    #[arg(long, env = "MISSIVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM file).
+    #[arg(long, env = "MISSIVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -145,6 +160,12 @@ impl Config {
         }
         if let Some(l) = &args.log {
             config.log = l.clone();
+        }
+        if let Some(c) = &args.tls_cert {
+            config.tls_cert = Some(c.clone());
+        }
+        if let Some(k) = &args.tls_key {
+            config.tls_key = Some(k.clone());
         }
         config.validate()?;
         Ok(config)
@@ -190,6 +211,15 @@ impl Config {
         }
         if self.login_timeout_ms == 0 || self.ack_timeout_ms == 0 {
             return bad("login_timeout_ms and ack_timeout_ms: must be above 0");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return bad("tls_cert and tls_key: set both or neither")
+            }
+            (None, None) if !self.allow_plain => {
+                return bad("allow_plain: false needs tls_cert and tls_key")
+            }
+            _ => {}
         }
         if let Some(s) = &self.secret {
             if s.len() < 16 {

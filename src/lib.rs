@@ -7,6 +7,7 @@
 //! - [`router`]: user -> online sessions; delivers pushes without ever waiting on a client.
 //! - [`store`]: RocksDB: column families, key codecs, one write batch per change, queries.
 //! - [`metrics`]: process-wide counters.
+//! - [`tls`]: the rustls acceptor; TLS and plain connections share a port.
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
@@ -16,6 +17,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle};

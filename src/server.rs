@@ -22,6 +22,8 @@ pub struct Shared {
     pub router: Router,
     pub secret: Vec<u8>,
     pub shutdown: CancellationToken,
+    /// Present when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Why the server could not start.
@@ -62,6 +64,10 @@ impl Server {
         };
         std::fs::create_dir_all(&config.data_dir).map_err(data_err(&config.data_dir))?;
         let secret = load_or_create_secret(&config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let mut listeners = Vec::new();
         for addr in &config.listen {
             listeners.push(bind(addr).await?);
@@ -77,6 +83,7 @@ impl Server {
             router: Router::default(),
             secret,
             shutdown: CancellationToken::new(),
+            tls,
         });
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();

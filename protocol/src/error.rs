@@ -142,4 +142,6 @@ error_codes! {
     Internal = 20, "INTERNAL", fatal = false;
     /// No LOGIN arrived within the login timeout.
     LoginTimeout = 21, "LOGIN_TIMEOUT", fatal = true;
+    /// This server accepts only TLS connections; connect with TLS.
+    TlsRequired = 22, "TLS_REQUIRED", fatal = true;
 }

@@ -1,21 +1,29 @@
-//! The byte side of a connection. An idle connection holds no read buffer (it waits for
-//! readiness first and only then reads) and no write buffer (one is built per write).
+//! The byte side of a connection. An idle plain connection holds no read buffer (it waits for
+//! readiness first and only then reads) and no write buffer (one is built per write). A TLS
+//! connection waits in `read_buf`, so it keeps a small read buffer (rustls keeps its own too).
 
 use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use missive_protocol::{Frame, FrameCodec, ProtocolError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder;
 
 /// A write that makes no progress for this long closes the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 4096;
 
+/// The transport under the frames.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 pub struct Conn {
-    pub stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     codec: FrameCodec,
 }
@@ -27,7 +35,7 @@ pub enum Filled {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, max_frame_len: usize) -> Conn {
+    pub fn new(stream: Stream, max_frame_len: usize) -> Conn {
         Conn {
             stream,
             rbuf: BytesMut::new(),
@@ -40,19 +48,30 @@ impl Conn {
         self.codec.decode(&mut self.rbuf)
     }
 
-    /// Reads what the socket has, after `stream.readable()` resolved. Never waits.
-    /// At end of stream inside a frame, returns the truncation error.
-    pub fn try_fill(&mut self) -> Result<Filled, ProtocolError> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        match self.stream.try_read_buf(&mut self.rbuf) {
+    /// Waits for bytes and reads them. Cancel-safe: if dropped before it resolves, nothing was
+    /// read. At end of stream inside a frame, returns the truncation error.
+    pub async fn fill(&mut self) -> Result<Filled, ProtocolError> {
+        let read = match &mut self.stream {
+            Stream::Plain(s) => {
+                // Wait for readiness before taking a buffer, so idle connections hold none.
+                s.readable().await?;
+                reserve(&mut self.rbuf);
+                match s.try_read_buf(&mut self.rbuf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::Data),
+                    r => r,
+                }
+            }
+            Stream::Tls(s) => {
+                reserve(&mut self.rbuf);
+                s.read_buf(&mut self.rbuf).await
+            }
+        };
+        match read {
             Ok(0) => match self.codec.decode_eof(&mut self.rbuf) {
                 Err(e) => Err(e),
                 Ok(_) => Ok(Filled::Eof),
             },
             Ok(_) => Ok(Filled::Data),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Filled::Data),
             Err(e) => Err(e.into()),
         }
     }
@@ -70,9 +89,25 @@ impl Conn {
         for f in frames {
             f.write_to(&mut out);
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(&out)).await {
+        let write = async {
+            match &mut self.stream {
+                Stream::Plain(s) => s.write_all(&out).await,
+                Stream::Tls(s) => {
+                    s.write_all(&out).await?;
+                    s.flush().await
+                }
+            }
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled")),
         }
+    }
+}
+
+/// Makes room for a read chunk when the buffer is (nearly) full.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
     }
 }

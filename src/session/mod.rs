@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::router::{kick, Outbound, SessionHandle};
 use crate::server::Shared;
-use conn::{Conn, Filled};
+use conn::{Conn, Filled, Stream};
 use retransmit::Retransmits;
 
 /// A request refused with a documented code.
@@ -59,6 +59,9 @@ enum Flow {
 /// Serves one connection until it closes.
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let Some(stream) = open(&shared, stream).await else {
+        return;
+    };
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
     let Some((handle, rx)) = login(&shared, &mut conn).await else {
         return;
@@ -77,6 +80,36 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     session.serve().await;
     session.shared.router.unregister(&session.handle);
     tracing::debug!(%peer, session = session.handle.id, "closed");
+}
+
+/// Tells TLS from the plain protocol by the first byte and completes the TLS handshake, both
+/// within the login timeout. Plain connections are refused (TLS_REQUIRED) unless allowed.
+async fn open(shared: &Shared, stream: TcpStream) -> Option<Stream> {
+    let limit = Duration::from_millis(shared.config.login_timeout_ms);
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(limit, stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return None;
+    }
+    if first[0] == crate::tls::TLS_HANDSHAKE {
+        let acceptor = shared.tls.as_ref()?;
+        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => return Some(Stream::Tls(Box::new(tls))),
+            _ => return None,
+        }
+    }
+    if !shared.config.allow_plain {
+        let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
+        fatal(
+            &mut conn,
+            0,
+            ErrorCode::TlsRequired,
+            "this server accepts TLS only",
+        )
+        .await;
+        return None;
+    }
+    Some(Stream::Plain(stream))
 }
 
 async fn fatal(conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
@@ -109,9 +142,8 @@ async fn login(
                 fatal(conn, 0, ErrorCode::ShuttingDown, "server shutting down").await;
                 return None;
             }
-            r = conn.stream.readable() => {
-                r.ok()?;
-                match conn.try_fill() {
+            r = conn.fill() => {
+                match r {
                     Ok(Filled::Data) => {}
                     Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
                     Err(e) => {
@@ -237,11 +269,8 @@ impl Session {
                     let _ = self.conn.write_frames(&[Frame::new(&Packet::Kick(k), 0)]).await;
                     return;
                 }
-                r = self.conn.stream.readable() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    match self.conn.try_fill() {
+                r = self.conn.fill() => {
+                    match r {
                         Ok(Filled::Data) => self.handle.touch(crate::now_ms()),
                         Ok(Filled::Eof) => return,
                         Err(e) => {
