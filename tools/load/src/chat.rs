@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use futures_util::{stream, StreamExt};
 use missive_client::{direct, pb, Client, ClientEvent};
 
-use crate::common::{Common, Env};
+use crate::common::{cpu_secs, Common, Env};
 use crate::stats::{progress, Latency, Report};
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +34,9 @@ pub struct Args {
     /// Content bytes per message (at least 20: number, scheduled time, recipient).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// The server's pid, to report its CPU use during the sending window.
+    #[arg(long)]
+    pub server_pid: Option<String>,
 }
 
 /// Per-message flags.
@@ -156,6 +159,8 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     });
 
     // Open loop: message k is due at start + k / rate, sent on time whatever came before.
+    let pid = args.server_pid.as_deref();
+    let cpu_before = (cpu_secs("self"), pid.and_then(cpu_secs));
     let start = shared.start;
     let mut k = 0u64;
     while k < total {
@@ -195,6 +200,10 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         }
     }
     let send_window = start.elapsed();
+    let cpu = (
+        cpu_use(cpu_before.0, cpu_secs("self"), send_window),
+        cpu_use(cpu_before.1, pid.and_then(cpu_secs), send_window),
+    );
     // Grace: wait for the acks and deliveries still in flight.
     let deadline = Instant::now() + Duration::from_secs(args.grace);
     let c = &shared.c;
@@ -208,11 +217,22 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     // A last moment for a duplicate that would arrive right behind the original.
     tokio::time::sleep(Duration::from_millis(500)).await;
     ticker.abort();
-    let report = report(&shared, args, total, send_window, login_secs);
+    let mut report = report(&shared, args, total, send_window, login_secs);
+    if let Some(harness) = cpu.0 {
+        report.add_f("harness CPU while sending", harness, 0, "% of one core");
+    }
+    if let Some(server) = cpu.1 {
+        report.add_f("server CPU while sending", server, 0, "% of one core");
+    }
     for client in &online {
         client.close().await;
     }
     Ok(report)
+}
+
+/// CPU use between two readings over `window`, in percent of one core.
+fn cpu_use(before: Option<f64>, after: Option<f64>, window: Duration) -> Option<f64> {
+    Some((after? - before?) * 100.0 / window.as_secs_f64().max(1e-9))
 }
 
 /// Message content: number, scheduled time (µs after start), recipient index, padding.
