@@ -59,11 +59,13 @@ enum Flow {
 /// Serves one connection until it closes.
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let Some(stream) = open(&shared, stream).await else {
+    // One deadline for the TLS handshake (if any) and LOGIN together.
+    let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
+    let Some(stream) = open(&shared, stream, deadline).await else {
         return;
     };
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
-    let Some((handle, rx)) = login(&shared, &mut conn).await else {
+    let Some((handle, rx)) = login(&shared, &mut conn, deadline).await else {
         return;
     };
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
@@ -84,16 +86,22 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 
 /// Tells TLS from the plain protocol by the first byte and completes the TLS handshake, both
 /// within the login timeout. Plain connections are refused (TLS_REQUIRED) unless allowed.
-async fn open(shared: &Shared, stream: TcpStream) -> Option<Stream> {
-    let limit = Duration::from_millis(shared.config.login_timeout_ms);
+async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<Stream> {
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(limit, stream.peek(&mut first)).await;
-    if !matches!(peeked, Ok(Ok(1))) {
-        return None;
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Err(_) => {
+            // Silent since connecting: the plain protocol's LOGIN_TIMEOUT.
+            let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
+            let msg = "no LOGIN within the login timeout";
+            fatal(&mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+            return None;
+        }
+        _ => return None,
     }
     if first[0] == crate::tls::TLS_HANDSHAKE {
         let acceptor = shared.tls.as_ref()?;
-        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => return Some(Stream::Tls(Box::new(tls))),
             _ => return None,
         }
@@ -122,8 +130,8 @@ async fn fatal(conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str)
 async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
+    deadline: Instant,
 ) -> Option<(Arc<SessionHandle>, mpsc::Receiver<Outbound>)> {
-    let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
     let frame = loop {
         match conn.buffered_frame() {
             Ok(Some(f)) => break f,
