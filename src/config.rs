@@ -46,6 +46,18 @@ pub struct Config {
     pub fanout_threshold: usize,
     /// Largest number of members in one group.
     pub max_group_size: usize,
+    /// Open connections in total; beyond it new connections get SERVER_BUSY.
+    pub max_connections: usize,
+    /// Open connections from one source address (phones behind one carrier NAT share one).
+    pub max_connections_per_ip: usize,
+    /// Logins per second, server-wide (token bucket with a burst of one second's worth);
+    /// beyond it a login gets SERVER_BUSY with a retry delay.
+    pub logins_per_sec: u32,
+    /// Sends per second per connection (token bucket, burst twice the rate); beyond it a
+    /// SEND gets RATE_LIMITED with a retry delay.
+    pub sends_per_sec: u32,
+    /// A frame whose first bytes arrived must be complete within this time (slow senders).
+    pub frame_timeout_ms: u64,
     /// TLS certificate chain (PEM). With `tls_key`, every listener also accepts TLS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -75,6 +87,11 @@ impl Default for Config {
             compress_threshold: 1024,
             fanout_threshold: 100,
             max_group_size: 10_000,
+            max_connections: 100_000,
+            max_connections_per_ip: 5_000,
+            logins_per_sec: 2_000,
+            sends_per_sec: 2_000,
+            frame_timeout_ms: 30_000,
             tls_cert: None,
             tls_key: None,
             allow_plain: true,
@@ -202,6 +219,12 @@ impl Config {
         }
         if self.outbound_queue < 16 {
             return bad("outbound_queue: must be at least 16");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return bad("max_connections and max_connections_per_ip: must be at least 1");
+        }
+        if self.logins_per_sec == 0 || self.sends_per_sec == 0 || self.frame_timeout_ms == 0 {
+            return bad("logins_per_sec, sends_per_sec and frame_timeout_ms: must be above 0");
         }
         if self.max_group_size < 2 || self.fanout_threshold == 0 {
             return bad("max_group_size: at least 2; fanout_threshold: at least 1");

@@ -6,12 +6,14 @@
 //! - [`session`]: one task per connection: login, requests, pushes, acks and retransmits.
 //! - [`router`]: user -> online sessions; delivers pushes without ever waiting on a client.
 //! - [`store`]: RocksDB: column families, key codecs, one write batch per change, queries.
+//! - [`limits`]: connection permits and token buckets.
 //! - [`metrics`]: process-wide counters.
 //! - [`tls`]: the rustls acceptor; TLS and plain connections share a port.
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod router;
 pub mod server;

@@ -24,6 +24,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Present when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub connections: Arc<crate::limits::Connections>,
+    pub logins: parking_lot::Mutex<crate::limits::Bucket>,
 }
 
 /// Why the server could not start.
@@ -78,11 +80,19 @@ impl Server {
             .await
             .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
         let shared = Arc::new(Shared {
-            config,
             store: Arc::new(store),
             router: Router::default(),
             secret,
             shutdown: CancellationToken::new(),
+            connections: crate::limits::Connections::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
+            logins: parking_lot::Mutex::new(crate::limits::Bucket::new(
+                config.logins_per_sec,
+                config.logins_per_sec,
+            )),
+            config,
             tls,
         });
         let tasks = TaskTracker::new();
@@ -220,9 +230,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tasks.spawn(crate::session::run(shared.clone(), stream, peer));
-            }
+            Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
+                Some(permit) => {
+                    tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
+                }
+                None => {
+                    tasks.spawn(crate::session::refuse_busy(stream));
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");

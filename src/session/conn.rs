@@ -26,6 +26,8 @@ pub struct Conn {
     stream: Stream,
     rbuf: BytesMut,
     codec: FrameCodec,
+    /// When the bytes of the incomplete frame now buffered began to arrive.
+    partial_since: Option<tokio::time::Instant>,
 }
 
 /// What a read brought.
@@ -40,6 +42,7 @@ impl Conn {
             stream,
             rbuf: BytesMut::new(),
             codec: FrameCodec::new(max_frame_len),
+            partial_since: None,
         }
     }
 
@@ -76,11 +79,22 @@ impl Conn {
         }
     }
 
-    /// Frees the read buffer when it holds nothing, so idle connections cost no buffer.
+    /// Frees the read buffer when it holds nothing, so idle connections cost no buffer, and
+    /// notes when an incomplete frame started. Call after taking every complete frame.
     pub fn release_idle(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            self.rbuf = BytesMut::new();
+        if self.rbuf.is_empty() {
+            self.partial_since = None;
+            if self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
+            }
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(tokio::time::Instant::now());
         }
+    }
+
+    /// When the incomplete frame now buffered started to arrive, if there is one.
+    pub fn partial_since(&self) -> Option<tokio::time::Instant> {
+        self.partial_since
     }
 
     /// Writes frames in one go.

@@ -26,7 +26,7 @@ where
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || f(&s)).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(StoreError::Refused { code, message })) => Err(Refusal { code, message }),
+        Ok(Err(StoreError::Refused { code, message })) => Err(Refusal::new(code, message)),
         Ok(Err(e)) => {
             tracing::error!("store failure, shutting down: {e}");
             shared.shutdown.cancel();

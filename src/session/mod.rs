@@ -27,6 +27,8 @@ use retransmit::Retransmits;
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// For RATE_LIMITED and SERVER_BUSY: when to retry.
+    pub retry_after_ms: u32,
 }
 
 impl Refusal {
@@ -34,21 +36,38 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            retry_after_ms: 0,
         }
+    }
+
+    /// The ERROR frame answering request `request_id`.
+    pub fn frame(&self, request_id: u32) -> Frame {
+        Frame::new(
+            &Packet::Error(pb::Error {
+                code: self.code as u32,
+                message: self.message.clone(),
+                fatal: self.code.is_fatal(),
+                retry_after_ms: self.retry_after_ms,
+            }),
+            request_id,
+        )
     }
 }
 
 /// The ERROR frame for `code`.
 pub fn error_frame(request_id: u32, code: ErrorCode, message: &str) -> Frame {
-    Frame::new(
-        &Packet::Error(pb::Error {
-            code: code as u32,
-            message: message.to_owned(),
-            fatal: code.is_fatal(),
-            retry_after_ms: 0,
-        }),
-        request_id,
-    )
+    Refusal::new(code, message).frame(request_id)
+}
+
+/// Answers a connection over the connection limits with SERVER_BUSY and closes it.
+pub async fn refuse_busy(stream: TcpStream) {
+    let mut conn = Conn::new(
+        Stream::Plain(stream),
+        missive_protocol::DEFAULT_MAX_FRAME_LEN,
+    );
+    let mut r = Refusal::new(ErrorCode::ServerBusy, "too many connections; retry later");
+    r.retry_after_ms = 1000 + rand::random_range(0..2000);
+    let _ = conn.write_frames(&[r.frame(0)]).await;
 }
 
 enum Flow {
@@ -57,7 +76,12 @@ enum Flow {
 }
 
 /// Serves one connection until it closes.
-pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: crate::limits::Permit,
+) {
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
@@ -69,7 +93,9 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         return;
     };
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
+    let rate = shared.config.sends_per_sec;
     let mut session = Session {
+        sends: crate::limits::Bucket::new(rate, rate.saturating_mul(2)),
         retransmits: Retransmits::new(
             Duration::from_millis(shared.config.ack_timeout_ms),
             shared.config.max_retransmits,
@@ -180,6 +206,13 @@ async fn login(
             return None;
         }
     };
+    let allowed = shared.logins.lock().take(Instant::now());
+    if let Err(wait) = allowed {
+        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
+        r.retry_after_ms = wait.max(100);
+        let _ = conn.write_frames(&[r.frame(rid)]).await;
+        return None;
+    }
     let now_s = (crate::now_ms() / 1000) as u64;
     let claims = match token::verify(&shared.secret, &login.token, now_s) {
         Ok(c) => c,
@@ -243,6 +276,7 @@ struct Session {
     handle: Arc<SessionHandle>,
     rx: mpsc::Receiver<Outbound>,
     retransmits: Retransmits,
+    sends: crate::limits::Bucket,
 }
 
 impl Session {
@@ -264,6 +298,8 @@ impl Session {
             }
             self.conn.release_idle();
             let due = self.retransmits.next_due();
+            // A frame that started must finish in time (slowloris).
+            let frame_deadline = self.conn.partial_since().map(|t| t + self.frame_timeout());
             tokio::select! {
                 biased;
                 _ = self.handle.closed() => {
@@ -291,6 +327,11 @@ impl Session {
                     if let Flow::Close = self.write_pushes(out).await {
                         return;
                     }
+                }
+                _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)), if frame_deadline.is_some() => {
+                    let msg = "frame not completed within frame_timeout_ms";
+                    fatal(&mut self.conn, 0, ErrorCode::BadFrame, msg).await;
+                    return;
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     if let Flow::Close = self.retransmit().await {
@@ -359,6 +400,10 @@ impl Session {
         Flow::Close
     }
 
+    fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.config.frame_timeout_ms)
+    }
+
     async fn on_frame(&mut self, frame: Frame) -> Flow {
         let rid = frame.request_id;
         let packet = match frame.packet(self.shared.config.max_frame_len) {
@@ -382,6 +427,12 @@ impl Session {
                 ErrorCode::AlreadyLoggedIn,
                 "this connection is already logged in",
             )),
+            Packet::Send(_) if self.sends.take(Instant::now()).is_err() => {
+                let wait = self.sends.take(Instant::now()).err().unwrap_or(1);
+                let mut r = Refusal::new(ErrorCode::RateLimited, "too many sends; slow down");
+                r.retry_after_ms = wait;
+                Err(r)
+            }
             p if !p.command().is_from_client() => Err(Refusal::new(
                 ErrorCode::InvalidArgument,
                 format!(
@@ -404,10 +455,7 @@ impl Session {
     }
 
     async fn refuse(&mut self, rid: u32, r: Refusal) -> Flow {
-        let written = self
-            .conn
-            .write_frames(&[error_frame(rid, r.code, &r.message)])
-            .await;
+        let written = self.conn.write_frames(&[r.frame(rid)]).await;
         if written.is_err() || r.code.is_fatal() {
             Flow::Close
         } else {
