@@ -6,7 +6,8 @@
 #
 # Binaries: $BIN/missived and $BIN/missive-load (default $CARGO_TARGET_DIR/release, else
 # target/release). RUNS (default 3) runs per configuration. Loopback only; every run stops by
-# itself.
+# itself. CHAT_MODES (default "sync async") and CHAT_RATES (default "500 2000 5000 8000")
+# choose the chat configurations.
 set -u
 OUT=${1:-/tmp/missive-bench-results}
 shift || true
@@ -60,7 +61,7 @@ for scenario in $SCENARIOS; do
         done
         ;;
     chat)
-        for durability in sync async; do
+        for durability in ${CHAT_MODES:-sync async}; do
             for rate in ${CHAT_RATES:-500 2000 5000 8000}; do
                 for run in $(seq "$RUNS"); do
                     start_server "$durability"
@@ -81,9 +82,15 @@ for scenario in $SCENARIOS; do
         done
         ;;
     fanout)
-        start_server sync
-        load "fanout-sync-r1" fanout --members 50 --rate 20 --duration 20
-        stop_server
+        # 50 members: write fan-out; 150 (above fanout_threshold 100): read fan-out.
+        for members in 50 150; do
+            for run in $(seq "$RUNS"); do
+                start_server sync
+                load "fanout-sync-$members-r$run" fanout --members "$members" --rate 20 \
+                    --duration 20
+                stop_server
+            done
+        done
         ;;
     esac
 done
@@ -124,6 +131,14 @@ col() { # glob jq-expression
                 "login->synced $(col "$files" '."login to last message synced"') ms," \
                 "round trips $(col "$files" '."sync round trips"')," \
                 "missing $(col "$files" '.missing') dup $(col "$files" '.duplicated')"
+            ;;
+        fanout*)
+            echo "$cfg | $n | mode $(jq -r '."fanout mode"' $OUT/$cfg-r1.json)," \
+                "deliveries/s $(col "$files" '."deliveries/s"')," \
+                "p50 $(col "$files" '."delivery latency".p50_ms')" \
+                "p99 $(col "$files" '."delivery latency".p99_ms')" \
+                "max $(col "$files" '."delivery latency".max_ms') ms," \
+                "lost $(col "$files" '."lost deliveries"') dup $(col "$files" '."duplicated deliveries"')"
             ;;
         *)
             echo "$cfg | $n | see $OUT/$cfg-r1.json"

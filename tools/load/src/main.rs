@@ -14,6 +14,7 @@ mod connect;
 mod fanout;
 mod offline;
 mod stats;
+mod verify;
 
 use std::process::ExitCode;
 

@@ -15,6 +15,9 @@ use missive_client::{direct, pb, Client, ClientEvent};
 use crate::common::{cpu_secs, Common, Env};
 use crate::stats::{progress, Latency, Report};
 
+mod report;
+use report::report;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -55,6 +58,7 @@ struct Counters {
     foreign: AtomicU64,
     disconnects: AtomicU64,
     last_delivery_us: AtomicU64,
+    last_ack_us: AtomicU64,
     errors: Mutex<Vec<String>>,
 }
 
@@ -182,6 +186,8 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
                         shared.ack.record(late);
                         shared.state[k as usize].store(ACKED, Relaxed);
                         c.acked.fetch_add(1, Relaxed);
+                        let now = shared.start.elapsed().as_micros() as u64;
+                        c.last_ack_us.fetch_max(now, Relaxed);
                         if ack.duplicate {
                             c.ack_duplicate.fetch_add(1, Relaxed);
                         }
@@ -217,7 +223,31 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     // A last moment for a duplicate that would arrive right behind the original.
     tokio::time::sleep(Duration::from_millis(500)).await;
     ticker.abort();
-    let mut report = report(&shared, args, total, send_window, login_secs);
+    eprintln!("missive-load: reading every inbox to check what was stored");
+    let parse = |i: usize, m: &pb::Message| {
+        let k = u64::from_le_bytes(m.content.get(..8)?.try_into().ok()?);
+        let to = u32::from_le_bytes(m.content.get(16..20)?.try_into().ok()?);
+        (to as usize == i).then_some(k as usize)
+    };
+    let stored = crate::verify::stored_counts(&online, &names, total as usize, parse).await;
+    let stored = match stored {
+        Ok((counts, took)) => {
+            eprintln!("missive-load: inboxes read in {:.2} s", took.as_secs_f64());
+            Some(counts)
+        }
+        Err(e) => {
+            eprintln!("missive-load: cannot read the inboxes: {e:#}");
+            None
+        }
+    };
+    let mut report = report(
+        &shared,
+        args,
+        total,
+        send_window,
+        login_secs,
+        stored.as_deref(),
+    );
     if let Some(harness) = cpu.0 {
         report.add_f("harness CPU while sending", harness, 0, "% of one core");
     }
@@ -300,84 +330,4 @@ fn on_event(shared: &Shared, me_index: usize, me: &str, event: ClientEvent) {
             m.msg_id
         ));
     }
-}
-
-fn report(s: &Shared, args: &Args, total: u64, window: Duration, login_secs: f64) -> Report {
-    let c = &s.c;
-    let (mut lost, mut unacked_delivered, mut pending) = (0u64, 0u64, 0u64);
-    let mut lost_samples = Vec::new();
-    for k in 0..total as usize {
-        let state = s.state[k].load(Relaxed);
-        let seen = s.seen[k].load(Relaxed);
-        if state == ACKED && seen == 0 {
-            lost += 1;
-            if lost_samples.len() < 5 {
-                let (from, to) = pair(k as u64, args.users);
-                lost_samples.push(format!("#{k} (u-{from} -> u-{to})"));
-            }
-        }
-        if state != ACKED && seen > 0 {
-            unacked_delivered += 1;
-        }
-        if state == 0 {
-            pending += 1;
-        }
-    }
-    let mut r = Report::new("chat");
-    r.add("users", args.users as u64, "");
-    r.add_f("login of all users", login_secs, 2, "s");
-    r.add_f("offered rate", args.rate, 1, "msg/s");
-    r.add("duration", args.duration, "s");
-    r.add("content size", args.size.max(20) as u64, "bytes");
-    r.add("sent", c.sent.load(Relaxed), "");
-    r.add("acked", c.acked.load(Relaxed), "");
-    r.add("send errors", c.send_errors.load(Relaxed), "");
-    r.add("unanswered at end", pending, "");
-    r.add(
-        "acked as duplicate (resent)",
-        c.ack_duplicate.load(Relaxed),
-        "",
-    );
-    r.add("delivered", c.delivered.load(Relaxed), "");
-    r.add("lost (acked, never delivered)", lost, "");
-    r.add("duplicated deliveries", c.duplicated.load(Relaxed), "");
-    r.add("delivered but not acked", unacked_delivered, "");
-    r.add("misrouted", c.misrouted.load(Relaxed), "");
-    r.add("unrecognised messages", c.foreign.load(Relaxed), "");
-    r.add("client reconnects", c.disconnects.load(Relaxed), "");
-    let secs = window.as_secs_f64().max(1e-9);
-    r.add_f(
-        "ack throughput",
-        c.acked.load(Relaxed) as f64 / secs,
-        1,
-        "msg/s",
-    );
-    let last = c.last_delivery_us.load(Relaxed) as f64 / 1e6;
-    r.add_f("last delivery after start", last, 2, "s");
-    r.add_f(
-        "delivery throughput",
-        c.delivered.load(Relaxed) as f64 / last.max(secs),
-        1,
-        "msg/s",
-    );
-    r.latency("ack latency", &s.ack.snapshot());
-    r.latency("delivery latency", &s.delivery.snapshot());
-    for e in c.errors.lock().expect("errors lock").iter() {
-        r.add("sample error", e.clone(), "");
-    }
-    let f = |n: u64, what: &str, r: &mut Report| {
-        if n > 0 {
-            r.fail(format!("{n} {what}"));
-        }
-    };
-    f(lost, "messages acked but never delivered", &mut r);
-    if !lost_samples.is_empty() {
-        r.add("lost samples", lost_samples.join(", "), "");
-    }
-    f(c.duplicated.load(Relaxed), "duplicate deliveries", &mut r);
-    f(c.misrouted.load(Relaxed), "misrouted messages", &mut r);
-    f(c.send_errors.load(Relaxed), "send errors", &mut r);
-    f(pending, "sends unanswered at the end", &mut r);
-    f(unacked_delivered, "deliveries of unacked sends", &mut r);
-    r
 }
