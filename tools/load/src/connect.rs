@@ -30,6 +30,10 @@ pub struct Args {
     /// The server's pid, to read its resident memory (/proc/PID/status VmRSS).
     #[arg(long)]
     pub server_pid: Option<String>,
+    /// Local source addresses to connect from, round-robin (e.g. 127.0.0.2,127.0.0.3): past a
+    /// server's per-address connection limit, or one source address's port range.
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<std::net::IpAddr>,
     /// Seconds allowed for one connect + LOGIN.
     #[arg(long, default_value_t = 20)]
     pub login_timeout: u64,
@@ -93,8 +97,9 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         let latency = login_latency.clone();
         let stop = stop_rx.clone();
         let timeout = Duration::from_secs(args.login_timeout);
+        let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         tasks.push(tokio::spawn(async move {
-            hold_one(addr, token, timeout, counters, latency, stop).await
+            hold_one(addr, source, token, timeout, counters, latency, stop).await
         }));
     }
     // The ramp ends when every connection is logged in or has failed.
@@ -177,6 +182,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
 /// One connection: connect, LOGIN, then heartbeats at the server's interval until `stop`.
 async fn hold_one(
     addr: String,
+    source: Option<std::net::IpAddr>,
     token: String,
     timeout: Duration,
     c: Arc<Counters>,
@@ -184,7 +190,7 @@ async fn hold_one(
     mut stop: watch::Receiver<bool>,
 ) {
     let began = Instant::now();
-    let mut conn = match Connection::connect_timeout(&addr, timeout).await {
+    let mut conn = match connect_from(&addr, source, timeout).await {
         Ok(conn) => conn,
         Err(e) => {
             c.connect_failed.fetch_add(1, Relaxed);
@@ -242,4 +248,23 @@ async fn hold_one(
             }
         }
     }
+}
+
+/// Connects to `addr`, from `source` if given (any port).
+async fn connect_from(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> anyhow::Result<Connection> {
+    let Some(source) = source else {
+        return Ok(Connection::connect_timeout(addr, timeout).await?);
+    };
+    let target: std::net::SocketAddr = addr.parse()?;
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind((source, 0).into())?;
+    let stream = tokio::time::timeout(timeout, socket.connect(target)).await??;
+    Ok(Connection::from_stream(stream)?)
 }
