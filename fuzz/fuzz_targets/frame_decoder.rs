@@ -217,8 +217,10 @@ impl Run<'_> {
         }
     }
 
-    /// The server's loop (src/session/conn.rs, session/mod.rs `serve`): drain frames, free an
-    /// empty buffer, reserve READ_CHUNK when under a quarter of it is free, read what fits.
+    /// The server's loop, a copy of `Conn::fill`, `reserve` and `release_idle` in
+    /// src/session/conn.rs and of `serve` in src/session/mod.rs (keep them in step): drain
+    /// frames, free an empty buffer, reserve READ_CHUNK when under a quarter of it is free, read
+    /// what fits; at end of stream, `decode_eof` once.
     fn server(&mut self, rng: &mut Rng, max_read: usize) {
         let mut buf = BytesMut::new();
         loop {
