@@ -517,21 +517,8 @@ impl Store {
         }
         let ck = ConvKey::group(group_id);
         let conv = group_conv(group_id);
-        let seq = txn.add_counter(cf::CONVS, ck.0.clone(), 1)?;
-        let msg_id = self.next_msg_id(req.now_ms);
-        let msg = pb::Message {
-            msg_id,
-            from_user: req.from.to_owned(),
-            conversation: Some(conv.clone()),
-            seq,
-            timestamp_ms: req.now_ms,
-            content_type: req.content_type,
-            content: req.content.to_vec(),
-            client_msg_id: req.client_msg_id.to_owned(),
-            recalled: false,
-        };
-        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        txn.put(cf::CONV_LOG, keys::conv_log(&ck, seq), msg_id.to_be_bytes());
+        let msg = self.put_message(&mut txn, req, &ck, conv.clone())?;
+        let (msg_id, seq) = (msg.msg_id, msg.seq);
         let recipients: Vec<String> = if write_mode {
             members.clone()
         } else {

@@ -66,25 +66,8 @@ impl Store {
             return Ok(SendOutcome { ack, writes: 0 });
         }
         let conv = ConvKey::direct(from, to);
-        let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
-        let msg_id = self.next_msg_id(req.now_ms);
-        let msg = pb::Message {
-            msg_id,
-            from_user: from.to_owned(),
-            conversation: Some(direct(to)),
-            seq,
-            timestamp_ms: req.now_ms,
-            content_type: req.content_type,
-            content: req.content.to_vec(),
-            client_msg_id: req.client_msg_id.to_owned(),
-            recalled: false,
-        };
-        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        txn.put(
-            cf::CONV_LOG,
-            keys::conv_log(&conv, seq),
-            msg_id.to_be_bytes(),
-        );
+        let msg = self.put_message(&mut txn, req, &conv, direct(to))?;
+        let (msg_id, seq) = (msg.msg_id, msg.seq);
         let mut deliveries = Vec::with_capacity(2);
         let mut sender_version = 0;
         for (user, view) in [(to, direct(from)), (from, direct(to))] {
@@ -126,6 +109,37 @@ impl Store {
         txn.commit()?;
         deliver(deliveries);
         Ok(SendOutcome { ack, writes })
+    }
+
+    /// Allocates the conversation's next seq and a message id, and puts the message (content)
+    /// and its entry in the conversation log. `to` is the conversation as the sender addressed it.
+    pub(crate) fn put_message(
+        &self,
+        txn: &mut Txn<'_>,
+        req: &SendRequest<'_>,
+        conv: &ConvKey,
+        to: Conversation,
+    ) -> Result<pb::Message> {
+        let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
+        let msg_id = self.next_msg_id(req.now_ms);
+        let msg = pb::Message {
+            msg_id,
+            from_user: req.from.to_owned(),
+            conversation: Some(to),
+            seq,
+            timestamp_ms: req.now_ms,
+            content_type: req.content_type,
+            content: req.content.to_vec(),
+            client_msg_id: req.client_msg_id.to_owned(),
+            recalled: false,
+        };
+        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
+        txn.put(
+            cf::CONV_LOG,
+            keys::conv_log(conv, seq),
+            msg_id.to_be_bytes(),
+        );
+        Ok(msg)
     }
 
     /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
