@@ -41,8 +41,8 @@ const MAX_READS: [usize; 8] = [1, 3, 16, 100, 1024, 4096, 16 * 1024, usize::MAX]
 const MAX_BODY: usize = 64 * 1024;
 /// tokio-util's `FramedRead` starts with (and keeps at least) this much buffer.
 const FRAMED_READ_INITIAL: usize = 8 * 1024;
-/// The server's read loop reserves this much when less than a quarter of it is free
-/// (`READ_CHUNK` in src/session/conn.rs).
+/// The server's read loop grows a full buffer by this much (`READ_CHUNK` in
+/// src/session/conn.rs).
 const SERVER_READ_CHUNK: usize = 4096;
 /// What a reader may add on top of one whole frame.
 const SLACK: usize = 8 * 1024;
@@ -219,7 +219,7 @@ impl Run<'_> {
 
     /// The server's loop, a copy of `Conn::fill`, `reserve` and `release_idle` in
     /// src/session/conn.rs and of `serve` in src/session/mod.rs (keep them in step): drain
-    /// frames, free an empty buffer, reserve READ_CHUNK when under a quarter of it is free, read
+    /// frames, free an empty buffer, move a full buffer into a fresh one READ_CHUNK larger, read
     /// what fits; at end of stream, `decode_eof` once.
     fn server(&mut self, rng: &mut Rng, max_read: usize) {
         let mut buf = BytesMut::new();
@@ -234,10 +234,12 @@ impl Run<'_> {
             if buf.is_empty() && buf.capacity() > 0 {
                 buf = BytesMut::new();
             }
-            if buf.capacity() - buf.len() < SERVER_READ_CHUNK / 4 {
+            if buf.capacity() == buf.len() {
                 let before = (buf.len(), buf.capacity());
                 bounded("server reserve", bound(self.limit), before, || {
-                    buf.reserve(SERVER_READ_CHUNK)
+                    let mut fresh = BytesMut::with_capacity(buf.len() + SERVER_READ_CHUNK);
+                    fresh.extend_from_slice(&buf);
+                    buf = fresh;
                 });
                 self.check_capacity(&buf, "server reserve");
             }

@@ -73,8 +73,7 @@ impl Decoder for FrameCodec {
         };
         let total = 4 + len;
         if src.len() < total {
-            // Bounded by the limit checked above.
-            src.reserve(total - src.len());
+            make_room(src, total);
             return Ok(None);
         }
         let crc_at = total - TRAILER_LEN;
@@ -118,6 +117,17 @@ impl Decoder for FrameCodec {
                 })
             }
         }
+    }
+}
+
+/// Gives `src` room for a whole frame of `total` bytes (at most the limit plus the prefix,
+/// checked by the caller). `BytesMut::reserve` may double an allocation that already holds most
+/// of a frame, so a short buffer is moved into one of exactly `total` bytes instead.
+fn make_room(src: &mut BytesMut, total: usize) {
+    if src.capacity() < total {
+        let mut fresh = BytesMut::with_capacity(total);
+        fresh.extend_from_slice(src);
+        *src = fresh;
     }
 }
 
@@ -216,6 +226,41 @@ mod tests {
             buf.capacity() < 1 << 16,
             "nothing was buffered for the payload"
         );
+    }
+
+    /// Fuzz finding 1 (fuzz/README.md): with an earlier frame's allocation in the buffer,
+    /// `reserve` grew it to twice the old size instead of to one frame.
+    #[test]
+    fn room_for_a_frame_never_exceeds_one_frame() {
+        let limit = 64 * 1024;
+        let mut codec = FrameCodec::new(limit);
+        let first = Frame::new(
+            &Packet::Send(pb::Send {
+                client_msg_id: "c".into(),
+                to: None,
+                content_type: 1,
+                content: vec![7; 40_000],
+            }),
+            1,
+        )
+        .to_bytes();
+        // The header arrives first, then the rest: the codec makes room for the frame.
+        let mut buf = BytesMut::from(&first[..8]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&first[8..]);
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        drop(frame);
+        // The next frame announces the full limit.
+        buf.extend_from_slice(&(limit as u32).to_be_bytes());
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(
+            buf.capacity() <= 4 + limit,
+            "capacity {} for one frame of {}",
+            buf.capacity(),
+            4 + limit
+        );
+        assert!(buf.capacity() >= 4 + limit);
+        assert_eq!(&buf[..], &(limit as u32).to_be_bytes());
     }
 
     #[test]

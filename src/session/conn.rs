@@ -119,9 +119,61 @@ impl Conn {
     }
 }
 
-/// Makes room for a read chunk when the buffer is (nearly) full.
+/// Makes room for a read when the buffer is full (or unallocated). A buffer with any room left
+/// is read into as it is: the codec has already sized it for the frame being read, and growing
+/// it with `BytesMut::reserve` could double an allocation that holds most of a frame. So the
+/// buffer never exceeds one frame (limit + 4) or `len + READ_CHUNK`, whichever is larger.
 fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() == buf.len() {
+        let mut fresh = BytesMut::with_capacity(buf.len() + READ_CHUNK);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missive_protocol::pb;
+    use missive_protocol::Packet;
+
+    /// Fuzz finding 2 (fuzz/README.md): once fewer than 1 KiB of a frame were missing, the read
+    /// loop reserved 4 KiB more and `BytesMut` doubled the frame's buffer.
+    #[test]
+    fn reading_a_frame_at_the_limit_holds_one_frame() {
+        let limit = 64 * 1024;
+        let mut codec = FrameCodec::new(limit);
+        let packet = Packet::Send(pb::Send {
+            client_msg_id: "c".into(),
+            to: None,
+            content_type: 1,
+            content: vec![1; limit - 64],
+        });
+        let wire = Frame::new(&packet, 1).to_bytes();
+        assert!(wire.len() > limit - 64 && wire.len() <= limit + 4);
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut peak = 0;
+        let mut frames = 0;
+        while fed < wire.len() {
+            while let Some(_f) = codec.decode(&mut buf).unwrap() {
+                frames += 1;
+            }
+            reserve(&mut buf);
+            // A socket read: what fits, at most READ_CHUNK.
+            let n = (buf.capacity() - buf.len())
+                .min(READ_CHUNK)
+                .min(wire.len() - fed);
+            buf.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            peak = peak.max(buf.capacity());
+        }
+        frames += usize::from(codec.decode(&mut buf).unwrap().is_some());
+        assert_eq!(frames, 1);
+        assert!(
+            peak <= wire.len().max(READ_CHUNK),
+            "buffer grew to {peak} for a frame of {}",
+            wire.len()
+        );
     }
 }
