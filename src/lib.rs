@@ -3,9 +3,11 @@
 //! # Layout
 //! - [`config`]: settings with their defaults; file, environment and flags.
 //! - [`server`]: listeners, the accept loop, the heartbeat sweep, shutdown.
-//! - [`session`]: one task per connection: login, requests, pushes, acks and retransmits.
+//! - [`session`]: one task per connection: login, requests (SENDs pipelined), pushes, acks and
+//!   retransmits.
 //! - [`router`]: user -> online sessions; delivers pushes without ever waiting on a client.
-//! - [`store`]: RocksDB: column families, key codecs, one write batch per change, queries.
+//! - [`store`]: RocksDB: column families, key codecs, the single writer thread that applies
+//!   every change in order and commits them in groups (one batch, one fsync), queries.
 //! - [`limits`]: connection permits and token buckets.
 //! - [`metrics`]: process-wide counters.
 //! - [`tls`]: the rustls acceptor; TLS and plain connections share a port.

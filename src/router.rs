@@ -1,17 +1,17 @@
-//! User -> online sessions. Delivers pushes with `try_send` only: a full queue closes that one
-//! connection (its client re-syncs by version), it never stalls the sender or other clients and
-//! never drops a message silently.
+//! User -> online sessions. Queues pushes on each session without ever waiting: a full queue
+//! closes that one connection (its client re-syncs by version), it never stalls the sender or
+//! other clients and never drops a message silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-use crate::store::Delivery;
+use crate::store::{Delivery, Outbox};
 
 /// What the router hands a session to write.
 #[derive(Debug)]
@@ -22,17 +22,35 @@ pub enum Outbound {
     Frame(Frame),
 }
 
+/// Frames queued for a session, and whether it must close. Holds no allocation while empty.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Outbound>,
+    closing: bool,
+    kick: Option<Box<Kick>>,
+}
+
+/// What a session takes from its queue.
+pub struct Taken {
+    pub frames: VecDeque<Outbound>,
+    /// Close the connection (after writing `kick`, if any).
+    pub close: bool,
+    pub kick: Option<Box<Kick>>,
+}
+
 /// The router's view of one logged-in connection.
 #[derive(Debug)]
 pub struct SessionHandle {
     pub id: u64,
     pub user: String,
     pub device: String,
-    tx: mpsc::Sender<Outbound>,
     /// Last time anything arrived from the client, ms since the epoch (coarse; set per read).
     last_seen: AtomicI64,
-    close: Notify,
-    kick: Mutex<Option<Kick>>,
+    queue: Mutex<Queue>,
+    /// Most frames queued at once before the session counts as a slow consumer.
+    limit: usize,
+    /// Woken when the queue goes from empty to not, and on close.
+    wake: Notify,
 }
 
 impl SessionHandle {
@@ -44,23 +62,56 @@ impl SessionHandle {
         self.last_seen.load(Ordering::Relaxed)
     }
 
+    /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
+    /// consumer (its client reconnects and syncs, so nothing is lost).
+    pub fn push(&self, out: Outbound) {
+        let mut q = self.queue.lock();
+        if q.closing {
+            return;
+        }
+        if q.frames.len() >= self.limit {
+            q.closing = true;
+            q.kick = Some(Box::new(kick(
+                KickReason::SlowConsumer,
+                "outbound queue full; reconnect and sync",
+            )));
+            drop(q);
+            self.wake.notify_one();
+            return;
+        }
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(out);
+        drop(q);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
     /// Asks the session to close, sending `kick` first if given. The first reason wins.
     pub fn close(&self, kick: Option<Kick>) {
-        let mut slot = self.kick.lock();
-        if slot.is_none() {
-            *slot = kick;
+        let mut q = self.queue.lock();
+        if !q.closing {
+            q.closing = true;
+            q.kick = kick.map(Box::new);
         }
-        self.close.notify_one();
+        drop(q);
+        self.wake.notify_one();
     }
 
-    /// Resolves when [`SessionHandle::close`] was called. Cancel-safe.
-    pub async fn closed(&self) {
-        self.close.notified().await
+    /// Resolves when frames were queued or the session was asked to close (possibly already
+    /// before this was called). Cancel-safe.
+    pub async fn ready(&self) {
+        self.wake.notified().await
     }
 
-    /// The kick to send on close, if any.
-    pub fn take_kick(&self) -> Option<Kick> {
-        self.kick.lock().take()
+    /// Takes every queued frame and the close request.
+    pub fn take(&self) -> Taken {
+        let mut q = self.queue.lock();
+        Taken {
+            frames: std::mem::take(&mut q.frames),
+            close: q.closing,
+            kick: q.kick.take(),
+        }
     }
 }
 
@@ -78,16 +129,19 @@ pub fn kick(reason: KickReason, message: &str) -> Kick {
 pub struct Router {
     users: RwLock<HashMap<String, Vec<Arc<SessionHandle>>>>,
     next_id: AtomicU64,
+    /// Set at shutdown: every session, also one registering later, is closed with a kick.
+    closing: Mutex<Option<fn() -> Kick>>,
 }
 
 impl Router {
     /// Registers a logged-in session. The same device's older session is kicked (REPLACED); if
     /// the user then has more than `max_devices` sessions, the oldest are kicked.
+    /// `queue_limit` frames may wait for the session before it counts as a slow consumer.
     pub fn register(
         &self,
         user: &str,
         device: &str,
-        tx: mpsc::Sender<Outbound>,
+        queue_limit: usize,
         max_devices: usize,
         now_ms: i64,
     ) -> Arc<SessionHandle> {
@@ -95,10 +149,10 @@ impl Router {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             user: user.to_owned(),
             device: device.to_owned(),
-            tx,
             last_seen: AtomicI64::new(now_ms),
-            close: Notify::new(),
-            kick: Mutex::new(None),
+            queue: Mutex::new(Queue::default()),
+            limit: queue_limit.max(1),
+            wake: Notify::new(),
         });
         let mut users = self.users.write();
         let list = users.entry(user.to_owned()).or_default();
@@ -114,6 +168,9 @@ impl Router {
             }
         });
         list.push(handle.clone());
+        if let Some(kick) = *self.closing.lock() {
+            handle.close(Some(kick()));
+        }
         while list.len() > max_devices.max(1) {
             let oldest = list.remove(0);
             oldest.close(Some(kick(
@@ -152,16 +209,10 @@ impl Router {
                 0,
             );
             for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
-                let out = Outbound::Push {
+                s.push(Outbound::Push {
                     version,
                     frame: frame.clone(),
-                };
-                if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(out) {
-                    s.close(Some(kick(
-                        KickReason::SlowConsumer,
-                        "outbound queue full; reconnect and sync",
-                    )));
-                }
+                });
             }
         }
     }
@@ -189,15 +240,16 @@ impl Router {
                 continue;
             };
             for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    s.tx.try_send(Outbound::Frame(frame.clone()))
-                {
-                    s.close(Some(kick(
-                        KickReason::SlowConsumer,
-                        "outbound queue full; reconnect and sync",
-                    )));
-                }
+                s.push(Outbound::Frame(frame.clone()));
             }
+        }
+    }
+
+    /// Closes every session, now and from now on, each with its own `kick()`.
+    pub fn close_all(&self, kick: fn() -> Kick) {
+        *self.closing.lock() = Some(kick);
+        for s in self.sessions() {
+            s.close(Some(kick()));
         }
     }
 
@@ -213,5 +265,21 @@ impl Router {
 
     pub fn online_count(&self) -> usize {
         self.users.read().values().map(Vec::len).sum()
+    }
+}
+
+impl Outbox for Router {
+    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
+        Router::deliver(self, deliveries, exclude)
+    }
+
+    fn notify_group(
+        &self,
+        group_id: &str,
+        last_seq: u64,
+        members: &[String],
+        exclude: Option<u64>,
+    ) {
+        Router::notify_group(self, group_id, last_seq, members, exclude)
     }
 }

@@ -19,7 +19,7 @@ use crate::store::{Store, StoreError};
 pub struct Shared {
     pub config: Config,
     pub store: Arc<Store>,
-    pub router: Router,
+    pub router: Arc<Router>,
     pub secret: Vec<u8>,
     pub shutdown: CancellationToken,
     /// Present when a certificate is configured.
@@ -79,9 +79,11 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
             .await
             .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
+        let router = Arc::new(Router::default());
+        store.set_outbox(router.clone());
         let shared = Arc::new(Shared {
             store: Arc::new(store),
-            router: Router::default(),
+            router,
             secret,
             shutdown: CancellationToken::new(),
             connections: crate::limits::Connections::new(
@@ -106,6 +108,12 @@ impl Server {
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
+        // At shutdown (asked for, or after a store failure) every session is told to go.
+        let s = shared.clone();
+        tasks.spawn(async move {
+            s.shutdown.cancelled().await;
+            s.router.close_all(shutdown_kick);
+        });
         tracing::info!(?addrs, "missived listening");
         Ok(ServerHandle {
             shared,

@@ -47,10 +47,9 @@ async fn sync_mode_fsyncs_and_keeps_every_acknowledged_send() {
     server.stop().await;
 }
 
-/// Group commit proper: with many writers (different users) waiting on the write-ahead log at
-/// once, one fsync covers several of them. Driven at the store level so that the writers really
-/// are concurrent (over the network, how many overlap depends on scheduling). Writes of one user
-/// are serialized by that user's lock, so only different users share an fsync.
+/// Group commit proper: with many writers waiting on the write-ahead log at once, one fsync
+/// covers several of them. Driven at the store level so that the writers really are concurrent
+/// (over the network, how many overlap depends on scheduling).
 #[test]
 fn concurrent_writers_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,14 +68,14 @@ fn concurrent_writers_share_fsyncs() {
                 for i in 0..per_writer {
                     let id = format!("{w}-{i}");
                     let req = missive::store::SendRequest {
-                        from: &from,
-                        client_msg_id: &id,
-                        to: &to,
+                        from: from.clone(),
+                        client_msg_id: id,
+                        to: to.clone(),
                         content_type: 1,
-                        content: b"x",
+                        content: b"x".to_vec(),
                         now_ms: missive::now_ms(),
                     };
-                    store.send_direct(&req, &|_| {}).unwrap();
+                    store.send_direct(req, None).wait().unwrap();
                 }
             })
         })
@@ -108,5 +107,44 @@ async fn async_mode_does_not_fsync_per_send() {
     }
     assert_eq!(store.wal_syncs() - before, 0);
     drop(store);
+    server.stop().await;
+}
+
+/// One connection's SENDs are pipelined: the server hands each to the writer as it arrives, so
+/// sends in flight together share an fsync instead of waiting one fsync each (before the single
+/// writer, one user's sends were serialized by that user's lock at one fsync per send).
+#[tokio::test]
+async fn one_connections_pipelined_sends_share_fsyncs() {
+    let mut server = TestServer::start_with(|c| c.durability = Durability::Sync).await;
+    let store = server.handle().store().clone();
+    let (alice, _e) = server.client("alice", "d").await;
+    let before = store.wal_syncs();
+    let sends = 64u64;
+    let alice = std::sync::Arc::new(alice);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..sends {
+        let alice = alice.clone();
+        tasks.spawn(async move { alice.send(direct("bob"), 1, format!("{i}"), None).await });
+    }
+    let mut seqs = Vec::new();
+    while let Some(ack) = tasks.join_next().await {
+        seqs.push(ack.unwrap().unwrap().seq);
+    }
+    let syncs = store.wal_syncs() - before;
+    println!("{sends} pipelined sends on one connection, {syncs} WAL fsyncs");
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=sends).collect::<Vec<_>>(), "each stored once");
+    assert!(syncs >= 1);
+    assert!(
+        syncs * 4 <= sends,
+        "group commit within one connection: {syncs} fsyncs for {sends} sends"
+    );
+    alice.close().await;
+    drop(store);
+    server.restart().await;
+    assert_eq!(
+        server.handle().store().current_version("bob").unwrap(),
+        sends
+    );
     server.stop().await;
 }

@@ -57,24 +57,25 @@ async fn without_a_secret_one_is_generated_owner_only_and_kept() {
 async fn ten_thousand_missed_messages_arrive_in_a_few_round_trips() {
     let server = TestServer::start().await;
     let store = server.handle().store().clone();
-    tokio::task::spawn_blocking(move || {
-        let to = direct("bob");
-        for i in 0..10_000u32 {
-            let id = format!("m{i}");
-            let text = format!("message number {i}");
-            let req = SendRequest {
-                from: "alice",
-                client_msg_id: &id,
-                to: &to,
-                content_type: 1,
-                content: text.as_bytes(),
-                now_ms: missive::now_ms(),
-            };
-            store.send_direct(&req, &|_| {}).unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    // Queued at once; the writer commits them in a few large groups.
+    let pending: Vec<_> = (0..10_000u32)
+        .map(|i| {
+            store.send_direct(
+                SendRequest {
+                    from: "alice".into(),
+                    client_msg_id: format!("m{i}"),
+                    to: direct("bob"),
+                    content_type: 1,
+                    content: format!("message number {i}").into_bytes(),
+                    now_ms: missive::now_ms(),
+                },
+                None,
+            )
+        })
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
     let (mut bob, ack) = server.login("bob", "phone").await;
     assert_eq!(ack.current_version, 10_000);
     assert_eq!(ack.unread_total, 10_000);

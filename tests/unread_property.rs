@@ -4,10 +4,9 @@
 //! spec's unread rule: a conversation's unread count is the number of messages from the other
 //! side with seq above the user's read position, neither recalled nor deleted by the user.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use missive::store::{Delivery, Durability, SendRequest, Store, StoreError};
+use missive::store::{Delivery, Durability, Outbox, SendRequest, Store, StoreError};
 use missive_protocol::pb;
 use missive_protocol::ErrorCode;
 use proptest::prelude::*;
@@ -174,17 +173,28 @@ fn check(store: &Store, model: &Model, step: &str) -> Result<(), TestCaseError> 
     Ok(())
 }
 
+/// Keeps what the store hands out for pushing.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Delivery>>);
+
+impl Outbox for Recorder {
+    fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<u64>) {
+        self.0.lock().unwrap().extend(deliveries);
+    }
+    fn notify_group(&self, _: &str, _: u64, _: &[String], _: Option<u64>) {}
+}
+
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Async).unwrap();
+    let delivered = std::sync::Arc::new(Recorder::default());
+    store.set_outbox(delivered.clone());
     let mut m = Model::new();
-    let delivered: RefCell<Vec<Delivery>> = RefCell::new(Vec::new());
-    let deliver = |d: Vec<Delivery>| delivered.borrow_mut().extend(d);
     let mut fresh = 0;
     for (i, op) in ops.iter().enumerate() {
         let now = BASE_MS + i as i64;
         let step = format!("op {i} {op:?}");
-        delivered.borrow_mut().clear();
+        delivered.0.lock().unwrap().clear();
         match *op {
             Op::Send { from, to, reuse } => {
                 let to = (from + to) % USERS.len();
@@ -199,14 +209,14 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 };
                 let to_conv = direct(to);
                 let req = SendRequest {
-                    from: USERS[from],
-                    client_msg_id: &cmid,
-                    to: &to_conv,
+                    from: USERS[from].to_owned(),
+                    client_msg_id: cmid.clone(),
+                    to: to_conv,
                     content_type: 1,
-                    content: b"x",
+                    content: b"x".to_vec(),
                     now_ms: now,
                 };
-                let out = store.send_direct(&req, &deliver).unwrap();
+                let out = store.send_direct(req, None).wait().unwrap();
                 match m.dedup.get(&(from, cmid.clone())) {
                     Some(&idx) => {
                         prop_assert!(out.ack.duplicate, "{}: resend is a duplicate", step);
@@ -236,7 +246,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::MarkRead { user, peer, up_to } => {
                 let peer = (user + peer) % USERS.len();
                 let c = conv(user, peer);
-                let r = store.mark_read(USERS[user], &direct(peer), up_to, now, &deliver);
+                let r = store
+                    .mark_read(USERS[user], &direct(peer), up_to, now)
+                    .wait();
                 let last = m.conv_last.get(&c).copied().unwrap_or(0);
                 if last == 0 {
                     prop_assert_eq!(refusal(r), Some(ErrorCode::NotFound), "{}", step);
@@ -265,7 +277,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     let x = &m.msgs[idx];
                     (x.id, x.from, x.to, x.recalled)
                 };
-                let r = store.recall(USERS[user], &direct(peer), id, now, WINDOW_MS, &deliver);
+                let r = store
+                    .recall(USERS[user], &direct(peer), id, now, WINDOW_MS)
+                    .wait();
                 if user != from && user != to {
                     prop_assert_eq!(refusal(r), Some(ErrorCode::NotFound), "{}", step);
                 } else if user != from {
@@ -286,7 +300,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let idx = msg % m.msgs.len();
                 let peer = m.conv_for(user, &m.msgs[idx]);
                 let (id, from, to) = (m.msgs[idx].id, m.msgs[idx].from, m.msgs[idx].to);
-                let r = store.delete(USERS[user], &direct(peer), id, now, &deliver);
+                let r = store.delete(USERS[user], &direct(peer), id, now).wait();
                 if user != from && user != to {
                     prop_assert_eq!(refusal(r), Some(ErrorCode::NotFound), "{}", step);
                 } else if !m.hidden.insert((user, id)) {
@@ -298,7 +312,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         // Every entry written was delivered, with the user's newest version.
-        for d in delivered.borrow().iter() {
+        for d in delivered.0.lock().unwrap().iter() {
             let u = USERS.iter().position(|n| *n == d.user).unwrap();
             prop_assert_eq!(
                 d.entry.version,

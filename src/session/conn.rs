@@ -1,6 +1,7 @@
 //! The byte side of a connection. An idle plain connection holds no read buffer (it waits for
-//! readiness first and only then reads) and no write buffer (one is built per write). A TLS
-//! connection waits in `read_buf`, so it keeps a small read buffer (rustls keeps its own too).
+//! readiness first and only then reads) and no write buffer (frames are gathered into one while
+//! there is something to write, and it is freed after the write). A TLS connection waits in
+//! `read_buf`, so it keeps a small read buffer (rustls keeps its own too).
 
 use std::io;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub enum Stream {
 pub struct Conn {
     stream: Stream,
     rbuf: BytesMut,
+    /// Frames gathered for the next write.
+    wbuf: BytesMut,
     codec: FrameCodec,
     /// When the bytes of the incomplete frame now buffered began to arrive.
     partial_since: Option<tokio::time::Instant>,
@@ -41,6 +44,7 @@ impl Conn {
         Conn {
             stream,
             rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             codec: FrameCodec::new(max_frame_len),
             partial_since: None,
         }
@@ -97,12 +101,18 @@ impl Conn {
         self.partial_since
     }
 
-    /// Writes frames in one go.
-    pub async fn write_frames(&mut self, frames: &[Frame]) -> io::Result<()> {
-        let mut out = BytesMut::with_capacity(frames.iter().map(Frame::encoded_len).sum());
-        for f in frames {
-            f.write_to(&mut out);
+    /// Adds a frame to the next write (see [`Conn::flush`]).
+    pub fn queue(&mut self, frame: &Frame) {
+        frame.write_to(&mut self.wbuf);
+    }
+
+    /// Writes every queued frame in one go (many frames, one system call), then frees the
+    /// buffer. A write that makes no progress for `WRITE_TIMEOUT` fails.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
         }
+        let out = std::mem::take(&mut self.wbuf);
         let write = async {
             match &mut self.stream {
                 Stream::Plain(s) => s.write_all(&out).await,
@@ -116,6 +126,14 @@ impl Conn {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled")),
         }
+    }
+
+    /// Writes frames (after anything already queued) in one go.
+    pub async fn write_frames(&mut self, frames: &[Frame]) -> io::Result<()> {
+        for f in frames {
+            self.queue(f);
+        }
+        self.flush().await
     }
 }
 

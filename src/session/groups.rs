@@ -5,21 +5,14 @@ use std::sync::Arc;
 use missive_protocol::pb::{self, HistoryVisibility};
 use missive_protocol::{ErrorCode, Packet};
 
-use super::handlers::{blocking, check_id, fan_out, group_limits};
+use super::handlers::{blocking, check_id, group_limits, refusal};
 use super::Refusal;
 use crate::server::Shared;
-use crate::store::GroupSend;
+use crate::store::GroupChange;
 
 const HISTORY_DEFAULT: u32 = 50;
 const HISTORY_MAX: u32 = 500;
 const MAX_NAME_LEN: usize = 128;
-
-fn entries(d: Vec<crate::store::Delivery>) -> GroupSend {
-    GroupSend {
-        entries: d,
-        notify: None,
-    }
-}
 
 /// Handles a group request from `user`.
 pub async fn handle(
@@ -44,13 +37,15 @@ pub async fn handle(
             let history = HistoryVisibility::try_from(req.history).map_err(|_| {
                 Refusal::new(ErrorCode::InvalidArgument, "unknown history visibility")
             })?;
-            let group = blocking(shared, move |s| {
-                s.store
-                    .group_create(&user, &req.name, &req.members, history, now, limits, &|d| {
-                        fan_out(s, "", entries(d), None)
-                    })
-            })
-            .await?;
+            let change = GroupChange::Create {
+                name: req.name,
+                members: req.members,
+                history,
+            };
+            let group = refusal(
+                shared,
+                shared.store.group_change(&user, change, now, limits).await,
+            )?;
             Ok(Packet::GroupCreateAck(pb::GroupAck { group: Some(group) }))
         }
         Packet::GroupJoin(req) => {
@@ -58,25 +53,26 @@ pub async fn handle(
             for m in &req.user_ids {
                 check_id("user id", m)?;
             }
-            let group = blocking(shared, move |s| {
-                s.store
-                    .group_join(&user, &req.group_id, &req.user_ids, now, limits, &|d| {
-                        fan_out(s, "", entries(d), None)
-                    })
-            })
-            .await?;
+            let change = GroupChange::Join {
+                group_id: req.group_id,
+                users: req.user_ids,
+            };
+            let group = refusal(
+                shared,
+                shared.store.group_change(&user, change, now, limits).await,
+            )?;
             Ok(Packet::GroupJoinAck(pb::GroupAck { group: Some(group) }))
         }
         Packet::GroupLeave(req) => {
             check_id("group_id", &req.group_id)?;
-            let target = (!req.user_id.is_empty()).then_some(req.user_id.clone());
-            let group = blocking(shared, move |s| {
-                s.store
-                    .group_leave(&user, &req.group_id, target.as_deref(), now, limits, &|d| {
-                        fan_out(s, "", entries(d), None)
-                    })
-            })
-            .await?;
+            let change = GroupChange::Leave {
+                group_id: req.group_id,
+                user: (!req.user_id.is_empty()).then_some(req.user_id),
+            };
+            let group = refusal(
+                shared,
+                shared.store.group_change(&user, change, now, limits).await,
+            )?;
             Ok(Packet::GroupLeaveAck(pb::GroupAck { group: Some(group) }))
         }
         Packet::GroupMembers(req) => {

@@ -9,15 +9,14 @@ use missive_protocol::{ErrorCode, Packet};
 use super::Refusal;
 use crate::router::SessionHandle;
 use crate::server::Shared;
-use crate::store::{self, Delivery, GroupLimits, GroupSend, SendRequest, StoreError};
+use crate::store::{self, GroupLimits, SendRequest, StoreError};
 
 const SYNC_DEFAULT: u32 = 200;
 const SYNC_MAX: u32 = 5000;
 const CONTACTS_DEFAULT: u32 = 50;
 const CONTACTS_MAX: u32 = 200;
 
-/// Runs store work on the blocking pool and maps its errors to wire codes. A storage failure
-/// (not a refusal) starts a clean shutdown: the server cannot go on safely.
+/// Runs store reads on the blocking pool and maps their errors to wire codes.
 pub(crate) async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
 where
     T: Send + 'static,
@@ -25,16 +24,30 @@ where
 {
     let s = shared.clone();
     match tokio::task::spawn_blocking(move || f(&s)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(StoreError::Refused { code, message })) => Err(Refusal::new(code, message)),
-        Ok(Err(e)) => {
-            tracing::error!("store failure, shutting down: {e}");
-            shared.shutdown.cancel();
-            Err(Refusal::new(ErrorCode::Internal, "storage failure"))
-        }
+        Ok(r) => refusal(shared, r),
         Err(e) => {
             tracing::error!("store task failed: {e}");
             Err(Refusal::new(ErrorCode::Internal, "internal error"))
+        }
+    }
+}
+
+/// Maps a store result to the reply: a refusal keeps its code; a storage failure starts a clean
+/// shutdown, since the server cannot go on safely.
+pub(crate) fn refusal<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refusal> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(StoreError::Refused { code, message }) => {
+            let mut r = Refusal::new(code, message);
+            if code == ErrorCode::ServerBusy {
+                r.retry_after_ms = 1000 + rand::random_range(0..2000);
+            }
+            Err(r)
+        }
+        Err(e) => {
+            tracing::error!("store failure, shutting down: {e}");
+            shared.shutdown.cancel();
+            Err(Refusal::new(ErrorCode::Internal, "storage failure"))
         }
     }
 }
@@ -68,6 +81,60 @@ fn check_conv(user: &str, conv: Option<&Conversation>) -> Result<Conversation, R
     }
 }
 
+/// Starts a SEND: validates it and hands it to the store's writer at once (so SENDs are stored
+/// in the order they arrived); the returned future resolves to the reply once it is committed.
+pub fn send(
+    shared: &Arc<Shared>,
+    session: &SessionHandle,
+    req: pb::Send,
+) -> impl std::future::Future<Output = Result<Packet, Refusal>> + Send + 'static {
+    let started = start_send(shared, session, req);
+    let shared = shared.clone();
+    async move {
+        let out = refusal(&shared, started?.await)?;
+        Ok(Packet::SendAck(out.ack))
+    }
+}
+
+fn start_send(
+    shared: &Shared,
+    session: &SessionHandle,
+    req: pb::Send,
+) -> Result<store::Pending<store::SendOutcome>, Refusal> {
+    check_id("client_msg_id", &req.client_msg_id)?;
+    let to = check_conv(&session.user, req.to.as_ref())?;
+    if req.content_type == 0 {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "content_type 0 is invalid",
+        ));
+    }
+    if req.content.len() > shared.config.max_content_len {
+        return Err(Refusal::new(
+            ErrorCode::ContentTooLarge,
+            format!(
+                "content is limited to {} bytes",
+                shared.config.max_content_len
+            ),
+        ));
+    }
+    let r = SendRequest {
+        from: session.user.clone(),
+        client_msg_id: req.client_msg_id,
+        to,
+        content_type: req.content_type,
+        content: req.content,
+        now_ms: crate::now_ms(),
+    };
+    Ok(if r.to.kind == ConversationKind::Group as i32 {
+        shared
+            .store
+            .send_group(r, group_limits(shared), Some(session.id))
+    } else {
+        shared.store.send_direct(r, Some(session.id))
+    })
+}
+
 /// Handles one request from a logged-in session.
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -75,49 +142,9 @@ pub async fn handle(
     packet: Packet,
 ) -> Result<Packet, Refusal> {
     let user = session.user.clone();
-    let sid = session.id;
     let now = crate::now_ms();
     match packet {
-        Packet::Send(req) => {
-            check_id("client_msg_id", &req.client_msg_id)?;
-            let to = check_conv(&user, req.to.as_ref())?;
-            if req.content_type == 0 {
-                return Err(Refusal::new(
-                    ErrorCode::InvalidArgument,
-                    "content_type 0 is invalid",
-                ));
-            }
-            if req.content.len() > shared.config.max_content_len {
-                return Err(Refusal::new(
-                    ErrorCode::ContentTooLarge,
-                    format!(
-                        "content is limited to {} bytes",
-                        shared.config.max_content_len
-                    ),
-                ));
-            }
-            let limits = group_limits(shared);
-            let out = blocking(shared, move |s| {
-                let r = SendRequest {
-                    from: &user,
-                    client_msg_id: &req.client_msg_id,
-                    to: &to,
-                    content_type: req.content_type,
-                    content: &req.content,
-                    now_ms: now,
-                };
-                if to.kind == ConversationKind::Group as i32 {
-                    let (out, send) = s.store.send_group(&r, limits)?;
-                    fan_out(s, &to.id, send, Some(sid));
-                    Ok(out)
-                } else {
-                    s.store
-                        .send_direct(&r, &|d: Vec<Delivery>| s.router.deliver(d, Some(sid)))
-                }
-            })
-            .await?;
-            Ok(Packet::SendAck(out.ack))
-        }
+        Packet::Send(req) => send(shared, session, req).await,
         Packet::Sync(req) => {
             let limit = match req.limit {
                 0 => SYNC_DEFAULT,
@@ -163,42 +190,28 @@ pub async fn handle(
         }
         Packet::MarkRead(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
-            let ack = blocking(shared, move |s| {
-                s.store.mark_read(&user, &conv, req.up_to_seq, now, &|d| {
-                    s.router.deliver(d, None)
-                })
-            })
-            .await?;
+            let pending = shared.store.mark_read(&user, &conv, req.up_to_seq, now);
+            let ack = refusal(shared, pending.await)?;
             Ok(Packet::MarkReadAck(ack))
         }
         Packet::Recall(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
             let window = shared.config.recall_window_secs as i64 * 1000;
-            let limits = group_limits(shared);
-            let version = blocking(shared, move |s| {
-                if conv.kind == ConversationKind::Group as i32 {
-                    let (v, send) = s
-                        .store
-                        .recall_group(&user, &conv.id, req.msg_id, now, window, limits)?;
-                    fan_out(s, &conv.id, send, None);
-                    Ok(v)
-                } else {
-                    s.store.recall(&user, &conv, req.msg_id, now, window, &|d| {
-                        s.router.deliver(d, None)
-                    })
-                }
-            })
-            .await?;
+            let pending = if conv.kind == ConversationKind::Group as i32 {
+                let limits = group_limits(shared);
+                shared
+                    .store
+                    .recall_group(&user, &conv.id, req.msg_id, now, window, limits)
+            } else {
+                shared.store.recall(&user, &conv, req.msg_id, now, window)
+            };
+            let version = refusal(shared, pending.await)?;
             Ok(Packet::RecallAck(pb::RecallAck { version }))
         }
         Packet::Delete(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
-            let version = blocking(shared, move |s| {
-                s.store.delete(&user, &conv, req.msg_id, now, &|d| {
-                    s.router.deliver(d, None)
-                })
-            })
-            .await?;
+            let pending = shared.store.delete(&user, &conv, req.msg_id, now);
+            let version = refusal(shared, pending.await)?;
             Ok(Packet::DeleteAck(pb::DeleteAck { version }))
         }
         other => super::groups::handle(shared, &user, now, other).await,
@@ -210,13 +223,5 @@ pub fn group_limits(shared: &Shared) -> GroupLimits {
     GroupLimits {
         fanout_threshold: shared.config.fanout_threshold,
         max_group_size: shared.config.max_group_size,
-    }
-}
-
-/// Pushes a group change's inbox entries and sends read-fan-out notifications.
-pub fn fan_out(s: &Shared, group_id: &str, send: GroupSend, exclude: Option<u64>) {
-    s.router.deliver(send.entries, exclude);
-    if let Some((members, last_seq)) = send.notify {
-        s.router.notify_group(group_id, last_seq, &members, exclude);
     }
 }

@@ -5,22 +5,23 @@ mod conn;
 mod groups;
 mod handlers;
 mod retransmit;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use missive_protocol::pb::{self, KickReason};
+use missive_protocol::pb;
 use missive_protocol::token::{self, TokenError};
 use missive_protocol::{ErrorCode, Frame, Packet, ProtocolError};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::router::{kick, Outbound, SessionHandle};
+use crate::router::SessionHandle;
 use crate::server::Shared;
 use conn::{Conn, Filled, Stream};
 use retransmit::Retransmits;
+use serve::Session;
 
 /// A request refused with a documented code.
 #[derive(Debug)]
@@ -70,11 +71,6 @@ pub async fn refuse_busy(stream: TcpStream) {
     let _ = conn.write_frames(&[r.frame(0)]).await;
 }
 
-enum Flow {
-    Continue,
-    Close,
-}
-
 /// Serves one connection until it closes.
 pub async fn run(
     shared: Arc<Shared>,
@@ -85,11 +81,12 @@ pub async fn run(
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
-    let Some(stream) = open(&shared, stream, deadline).await else {
+    // Boxed: the handshake's state is not kept in the connection's task once it is done.
+    let Some(stream) = Box::pin(open(&shared, stream, deadline)).await else {
         return;
     };
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
-    let Some((handle, rx)) = login(&shared, &mut conn, deadline).await else {
+    let Some(handle) = Box::pin(login(&shared, &mut conn, deadline)).await else {
         return;
     };
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
@@ -103,7 +100,8 @@ pub async fn run(
         shared,
         conn,
         handle,
-        rx,
+        in_flight: Default::default(),
+        timer: None,
     };
     session.serve().await;
     session.shared.router.unregister(&session.handle);
@@ -157,7 +155,7 @@ async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     deadline: Instant,
-) -> Option<(Arc<SessionHandle>, mpsc::Receiver<Outbound>)> {
+) -> Option<Arc<SessionHandle>> {
     let frame = loop {
         match conn.buffered_frame() {
             Ok(Some(f)) => break f,
@@ -230,12 +228,11 @@ async fn login(
         fatal(conn, rid, ErrorCode::AuthFailed, msg).await;
         return None;
     }
-    let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
     // Register before reading the version, so no entry after it can be missed.
     let handle = shared.router.register(
         &claims.user_id,
         &claims.device_id,
-        tx,
+        shared.config.outbound_queue,
         shared.config.max_devices_per_user,
         crate::now_ms(),
     );
@@ -267,199 +264,5 @@ async fn login(
         shared.router.unregister(&handle);
         return None;
     }
-    Some((handle, rx))
-}
-
-struct Session {
-    shared: Arc<Shared>,
-    conn: Conn,
-    handle: Arc<SessionHandle>,
-    rx: mpsc::Receiver<Outbound>,
-    retransmits: Retransmits,
-    sends: crate::limits::Bucket,
-}
-
-impl Session {
-    async fn serve(&mut self) {
-        loop {
-            loop {
-                match self.conn.buffered_frame() {
-                    Ok(Some(frame)) => {
-                        if let Flow::Close = self.on_frame(frame).await {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        fatal(&mut self.conn, 0, e.code(), &e.to_string()).await;
-                        return;
-                    }
-                }
-            }
-            self.conn.release_idle();
-            let due = self.retransmits.next_due();
-            // A frame that started must finish in time (slowloris).
-            let frame_deadline = self.conn.partial_since().map(|t| t + self.frame_timeout());
-            tokio::select! {
-                biased;
-                _ = self.handle.closed() => {
-                    if let Some(k) = self.handle.take_kick() {
-                        let _ = self.conn.write_frames(&[Frame::new(&Packet::Kick(k), 0)]).await;
-                    }
-                    return;
-                }
-                _ = self.shared.shutdown.cancelled() => {
-                    let k = crate::server::shutdown_kick();
-                    let _ = self.conn.write_frames(&[Frame::new(&Packet::Kick(k), 0)]).await;
-                    return;
-                }
-                r = self.conn.fill() => {
-                    match r {
-                        Ok(Filled::Data) => self.handle.touch(crate::now_ms()),
-                        Ok(Filled::Eof) => return,
-                        Err(e) => {
-                            tracing::debug!(session = self.handle.id, "read: {e}");
-                            return;
-                        }
-                    }
-                }
-                Some(out) = self.rx.recv() => {
-                    if let Flow::Close = self.write_pushes(out).await {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)), if frame_deadline.is_some() => {
-                    let msg = "frame not completed within frame_timeout_ms";
-                    fatal(&mut self.conn, 0, ErrorCode::BadFrame, msg).await;
-                    return;
-                }
-                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    if let Flow::Close = self.retransmit().await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes `first` and whatever else is queued (up to 64 frames per write).
-    async fn write_pushes(&mut self, first: Outbound) -> Flow {
-        let mut batch = vec![first];
-        while batch.len() < 64 {
-            match self.rx.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        let mut frames = Vec::with_capacity(batch.len());
-        for out in batch {
-            match out {
-                Outbound::Push { version, frame } => {
-                    self.retransmits.sent(version, frame.clone(), now);
-                    frames.push(frame);
-                }
-                Outbound::Frame(frame) => frames.push(frame),
-            }
-        }
-        if self.retransmits.len() > self.shared.config.outbound_queue {
-            return self
-                .kick(KickReason::SlowConsumer, "too many unacknowledged pushes")
-                .await;
-        }
-        match self.conn.write_frames(&frames).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close,
-        }
-    }
-
-    async fn retransmit(&mut self) -> Flow {
-        match self.retransmits.due(Instant::now()) {
-            Ok(frames) => {
-                for _ in &frames {
-                    crate::metrics::add_retransmit();
-                }
-                match self.conn.write_frames(&frames).await {
-                    Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Close,
-                }
-            }
-            Err(retransmit::Exhausted) => {
-                self.kick(
-                    KickReason::AckTimeout,
-                    "pushes not acknowledged; reconnect and sync",
-                )
-                .await
-            }
-        }
-    }
-
-    async fn kick(&mut self, reason: KickReason, message: &str) -> Flow {
-        let frame = Frame::new(&Packet::Kick(kick(reason, message)), 0);
-        let _ = self.conn.write_frames(&[frame]).await;
-        Flow::Close
-    }
-
-    fn frame_timeout(&self) -> Duration {
-        Duration::from_millis(self.shared.config.frame_timeout_ms)
-    }
-
-    async fn on_frame(&mut self, frame: Frame) -> Flow {
-        let rid = frame.request_id;
-        let packet = match frame.packet(self.shared.config.max_frame_len) {
-            Ok(p) => p,
-            Err(e) => {
-                return self
-                    .refuse(rid, Refusal::new(e.code(), e.to_string()))
-                    .await
-            }
-        };
-        let reply = match packet {
-            Packet::PushAck(a) => {
-                self.retransmits.ack(a.version);
-                return Flow::Continue;
-            }
-            Packet::Heartbeat(h) => Ok(Packet::HeartbeatAck(pb::HeartbeatAck {
-                server_time_ms: crate::now_ms(),
-                client_time_ms: h.client_time_ms,
-            })),
-            Packet::Login(_) => Err(Refusal::new(
-                ErrorCode::AlreadyLoggedIn,
-                "this connection is already logged in",
-            )),
-            Packet::Send(_) if self.sends.take(Instant::now()).is_err() => {
-                let wait = self.sends.take(Instant::now()).err().unwrap_or(1);
-                let mut r = Refusal::new(ErrorCode::RateLimited, "too many sends; slow down");
-                r.retry_after_ms = wait;
-                Err(r)
-            }
-            p if !p.command().is_from_client() => Err(Refusal::new(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "{} is sent by the server, not the client",
-                    p.command().name()
-                ),
-            )),
-            p => handlers::handle(&self.shared, &self.handle, p).await,
-        };
-        match reply {
-            Ok(p) => {
-                let frame = Frame::compressed_above(&p, rid, self.shared.config.compress_threshold);
-                match self.conn.write_frames(&[frame]).await {
-                    Ok(()) => Flow::Continue,
-                    Err(_) => Flow::Close,
-                }
-            }
-            Err(r) => self.refuse(rid, r).await,
-        }
-    }
-
-    async fn refuse(&mut self, rid: u32, r: Refusal) -> Flow {
-        let written = self.conn.write_frames(&[r.frame(rid)]).await;
-        if written.is_err() || r.code.is_fatal() {
-            Flow::Close
-        } else {
-            Flow::Continue
-        }
-    }
+    Some(handle)
 }

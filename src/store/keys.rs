@@ -106,21 +106,6 @@ pub fn contact(user: &str, conv: &ConvKey) -> Vec<u8> {
     k
 }
 
-/// `contacts_by_time`: user + inverted last message id (newest first; message ids increase
-/// with time and never repeat) + conversation.
-pub fn contact_by_time(user: &str, last_msg_id: u64, conv: &ConvKey) -> Vec<u8> {
-    let mut k = user_prefix(user);
-    k.extend_from_slice(&(u64::MAX - last_msg_id).to_be_bytes());
-    k.extend_from_slice(&conv.0);
-    k
-}
-
-/// The conversation in a `contacts_by_time` key.
-pub fn contact_by_time_conv(user: &str, key: &[u8]) -> Option<ConvKey> {
-    let skip = 1 + user.len() + 8;
-    key.get(skip..).map(|c| ConvKey(c.to_vec()))
-}
-
 const UNREAD_TOTAL: u8 = 0;
 const UNREAD_CONV: u8 = 1;
 const READ_POS: u8 = 2;
@@ -258,15 +243,6 @@ mod tests {
         assert_eq!(inbox_version(&b), Some(256));
         // One user's keys never interleave with a user whose id extends it.
         assert!(inbox("u", u64::MAX) < inbox("uu", 0));
-    }
-
-    #[test]
-    fn contacts_by_time_puts_newest_first_and_round_trips() {
-        let c = ConvKey::direct("a", "b");
-        let newer = contact_by_time("a", 2_000, &c);
-        let older = contact_by_time("a", 1_000, &c);
-        assert!(newer < older);
-        assert_eq!(contact_by_time_conv("a", &newer), Some(c));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use missive_protocol::pb::{
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
-use super::{cf, keys, ConvKey, Result, Store, StoreError, Txn};
+use super::groups::require_member;
+use super::{cf, keys, ConvKey, Core, Pending, Reader, Result, Store, StoreError, Txn};
 
 /// An inbox entry to push to every online device of `user`.
 #[derive(Debug, Clone)]
@@ -18,12 +19,12 @@ pub struct Delivery {
 
 /// A validated send.
 #[derive(Debug, Clone)]
-pub struct SendRequest<'a> {
-    pub from: &'a str,
-    pub client_msg_id: &'a str,
-    pub to: &'a Conversation,
+pub struct SendRequest {
+    pub from: String,
+    pub client_msg_id: String,
+    pub to: Conversation,
     pub content_type: u32,
-    pub content: &'a [u8],
+    pub content: Vec<u8>,
     pub now_ms: i64,
 }
 
@@ -50,96 +51,11 @@ fn msg_conv(msg: &pb::Message) -> ConvKey {
 
 impl Store {
     /// Stores a one-to-one message: content, both inboxes, both contacts, the recipient's unread
-    /// counts and the dedup record, in one batch. `deliver` is called after the write, while the
-    /// users are still locked, so pushes leave in version order.
-    pub fn send_direct(
-        &self,
-        req: &SendRequest<'_>,
-        deliver: &dyn Fn(Vec<Delivery>),
-    ) -> Result<SendOutcome> {
-        let (from, to) = (req.from, req.to.id.as_str());
-        let mut txn = self.begin(&[from, to]);
-        if let Some(mut ack) =
-            self.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(from, req.client_msg_id))?
-        {
-            ack.duplicate = true;
-            return Ok(SendOutcome { ack, writes: 0 });
-        }
-        let conv = ConvKey::direct(from, to);
-        let msg = self.put_message(&mut txn, req, &conv, direct(to))?;
-        let (msg_id, seq) = (msg.msg_id, msg.seq);
-        let mut deliveries = Vec::with_capacity(2);
-        let mut sender_version = 0;
-        for (user, view) in [(to, direct(from)), (from, direct(to))] {
-            let entry = InboxEntry {
-                version: 0,
-                conversation: Some(view.clone()),
-                timestamp_ms: req.now_ms,
-                body: Some(Body::Message(pb::Message {
-                    conversation: Some(view.clone()),
-                    ..msg.clone()
-                })),
-            };
-            let entry = txn.append(user, entry)?;
-            touch_contact(&mut txn, user, &conv, view, msg_id, req.now_ms)?;
-            if user == from {
-                sender_version = entry.version;
-            }
-            deliveries.push(Delivery {
-                user: user.to_owned(),
-                entry,
-            });
-        }
-        txn.add_counter(cf::UNREAD, keys::unread_conv(to, &conv), 1)?;
-        txn.add_counter(cf::UNREAD, keys::unread_total(to), 1)?;
-        let ack = SendAck {
-            client_msg_id: req.client_msg_id.to_owned(),
-            msg_id,
-            seq,
-            timestamp_ms: req.now_ms,
-            version: sender_version,
-            duplicate: false,
-        };
-        txn.put(
-            cf::DEDUP,
-            keys::dedup(from, req.client_msg_id),
-            ack.encode_to_vec(),
-        );
-        let writes = txn.writes();
-        txn.commit()?;
-        deliver(deliveries);
-        Ok(SendOutcome { ack, writes })
-    }
-
-    /// Allocates the conversation's next seq and a message id, and puts the message (content)
-    /// and its entry in the conversation log. `to` is the conversation as the sender addressed it.
-    pub(crate) fn put_message(
-        &self,
-        txn: &mut Txn<'_>,
-        req: &SendRequest<'_>,
-        conv: &ConvKey,
-        to: Conversation,
-    ) -> Result<pb::Message> {
-        let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
-        let msg_id = self.next_msg_id(req.now_ms);
-        let msg = pb::Message {
-            msg_id,
-            from_user: req.from.to_owned(),
-            conversation: Some(to),
-            seq,
-            timestamp_ms: req.now_ms,
-            content_type: req.content_type,
-            content: req.content.to_vec(),
-            client_msg_id: req.client_msg_id.to_owned(),
-            recalled: false,
-        };
-        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        txn.put(
-            cf::CONV_LOG,
-            keys::conv_log(conv, seq),
-            msg_id.to_be_bytes(),
-        );
-        Ok(msg)
+    /// counts and the dedup record, in one change; pushes both inbox entries once committed
+    /// (not to session `exclude`, the sender's). A repeated client message id gets the first
+    /// send's ack, flagged duplicate, and stores nothing.
+    pub fn send_direct(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
+        self.change(false, move |txn| send_direct(txn, &req, exclude))
     }
 
     /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
@@ -150,76 +66,211 @@ impl Store {
         conv: &Conversation,
         up_to_seq: u64,
         now_ms: i64,
-        deliver: &dyn Fn(Vec<Delivery>),
-    ) -> Result<MarkReadAck> {
-        let group = conv.kind == ConversationKind::Group as i32;
-        if group {
-            self.require_member(&conv.id, user)?;
-        }
-        let ck = ConvKey::for_view(user, conv);
-        let mut txn = self.begin(&[user]);
-        let last_seq = txn.counter(cf::CONVS, &ck.0)?;
-        if last_seq == 0 && !group {
-            return Err(StoreError::refused(
-                ErrorCode::NotFound,
-                "no such conversation",
-            ));
-        }
-        let up = up_to_seq.min(last_seq);
-        let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
-        let cur = if group {
-            self.group_unread_after(&ck, pos, last_seq)?
-        } else {
-            txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
-        };
-        if up <= pos {
-            drop(txn);
-            return Ok(MarkReadAck {
-                unread: cur,
-                total: self.unread_total(user)?,
-                version: 0,
-            });
-        }
-        txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
-        let unread = if group {
-            // Computed from the read position; no counters to write.
-            self.group_unread_after(&ck, up, last_seq)?
-        } else {
-            let unread = self.count_unread_after(user, &ck, up)?.min(cur);
-            txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
-            txn.add_counter(
-                cf::UNREAD,
-                keys::unread_total(user),
-                unread as i64 - cur as i64,
-            )?;
-            unread
-        };
-        let entry = txn.append(
-            user,
-            InboxEntry {
-                version: 0,
-                conversation: Some(conv.clone()),
-                timestamp_ms: now_ms,
-                body: Some(Body::ReadSync(pb::ReadSync {
-                    up_to_seq: up,
-                    unread,
-                })),
-            },
-        )?;
-        let version = entry.version;
-        txn.commit()?;
-        deliver(vec![Delivery {
-            user: user.to_owned(),
-            entry,
-        }]);
-        drop(txn);
-        Ok(MarkReadAck {
-            unread,
-            total: self.unread_total(user)?,
-            version,
+    ) -> Pending<MarkReadAck> {
+        let (user, conv) = (user.to_owned(), conv.clone());
+        // It recounts from the conversation log: a scan, so it runs on committed data.
+        self.change(true, move |txn| {
+            mark_read(txn, &user, &conv, up_to_seq, now_ms)
         })
     }
 
+    /// Recalls `msg_id` (sent by `user` within `window_ms`): a RECALL entry in both inboxes, the
+    /// content emptied, the recipient's unread count corrected. Returns the version of `user`'s
+    /// own RECALL entry (0 if it was already recalled).
+    pub fn recall(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        msg_id: u64,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Pending<u64> {
+        let (user, conv) = (user.to_owned(), conv.clone());
+        self.change(false, move |txn| {
+            recall(txn, &user, &conv, msg_id, now_ms, window_ms)
+        })
+    }
+
+    /// Deletes `msg_id` from `user`'s own view: a DELETE entry in `user`'s inbox, and the unread
+    /// count lowered if it was unread. Returns the entry's version (0 if already deleted).
+    pub fn delete(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        msg_id: u64,
+        now_ms: i64,
+    ) -> Pending<u64> {
+        let (user, conv) = (user.to_owned(), conv.clone());
+        self.change(false, move |txn| delete(txn, &user, &conv, msg_id, now_ms))
+    }
+}
+
+fn send_direct(txn: &mut Txn<'_>, req: &SendRequest, exclude: Option<u64>) -> Result<SendOutcome> {
+    let (from, to) = (req.from.as_str(), req.to.id.as_str());
+    if let Some(mut ack) =
+        txn.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(from, &req.client_msg_id))?
+    {
+        ack.duplicate = true;
+        return Ok(SendOutcome { ack, writes: 0 });
+    }
+    let conv = ConvKey::direct(from, to);
+    let msg = put_message(txn, req, &conv, direct(to))?;
+    let (msg_id, seq) = (msg.msg_id, msg.seq);
+    let mut deliveries = Vec::with_capacity(2);
+    let mut sender_version = 0;
+    for (user, view) in [(to, direct(from)), (from, direct(to))] {
+        let entry = InboxEntry {
+            version: 0,
+            conversation: Some(view.clone()),
+            timestamp_ms: req.now_ms,
+            body: Some(Body::Message(pb::Message {
+                conversation: Some(view.clone()),
+                ..msg.clone()
+            })),
+        };
+        let entry = txn.append(user, entry)?;
+        touch_contact(txn, user, &conv, view, msg_id, req.now_ms)?;
+        if user == from {
+            sender_version = entry.version;
+        }
+        deliveries.push(Delivery {
+            user: user.to_owned(),
+            entry,
+        });
+    }
+    txn.add_counter(cf::UNREAD, keys::unread_conv(to, &conv), 1)?;
+    txn.add_counter(cf::UNREAD, keys::unread_total(to), 1)?;
+    let ack = SendAck {
+        client_msg_id: req.client_msg_id.clone(),
+        msg_id,
+        seq,
+        timestamp_ms: req.now_ms,
+        version: sender_version,
+        duplicate: false,
+    };
+    txn.put(
+        cf::DEDUP,
+        keys::dedup(from, &req.client_msg_id),
+        ack.encode_to_vec(),
+    );
+    let writes = txn.writes();
+    txn.deliver(deliveries, exclude);
+    Ok(SendOutcome { ack, writes })
+}
+
+/// Allocates the conversation's next seq and a message id, and puts the message (content) and
+/// its entry in the conversation log. `to` is the conversation as the sender addressed it.
+pub(crate) fn put_message(
+    txn: &mut Txn<'_>,
+    req: &SendRequest,
+    conv: &ConvKey,
+    to: Conversation,
+) -> Result<pb::Message> {
+    let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
+    let msg_id = txn.core().next_msg_id(req.now_ms);
+    let msg = pb::Message {
+        msg_id,
+        from_user: req.from.clone(),
+        conversation: Some(to),
+        seq,
+        timestamp_ms: req.now_ms,
+        content_type: req.content_type,
+        content: req.content.clone(),
+        client_msg_id: req.client_msg_id.clone(),
+        recalled: false,
+    };
+    txn.put(
+        cf::CONTENT,
+        keys::content(msg_id).to_vec(),
+        msg.encode_to_vec(),
+    );
+    txn.put(
+        cf::CONV_LOG,
+        keys::conv_log(conv, seq),
+        msg_id.to_be_bytes().to_vec(),
+    );
+    Ok(msg)
+}
+
+fn mark_read(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &Conversation,
+    up_to_seq: u64,
+    now_ms: i64,
+) -> Result<MarkReadAck> {
+    let group = conv.kind == ConversationKind::Group as i32;
+    if group {
+        require_member(txn, &conv.id, user)?;
+    }
+    let core = txn.core();
+    let ck = ConvKey::for_view(user, conv);
+    let last_seq = txn.counter(cf::CONVS, &ck.0)?;
+    if last_seq == 0 && !group {
+        return Err(StoreError::refused(
+            ErrorCode::NotFound,
+            "no such conversation",
+        ));
+    }
+    let up = up_to_seq.min(last_seq);
+    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
+    let cur = if group {
+        core.group_unread_after(&ck, pos, last_seq)?
+    } else {
+        txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
+    };
+    if up <= pos {
+        return Ok(MarkReadAck {
+            unread: cur,
+            total: core.unread_total_as_of(txn, user)?,
+            version: 0,
+        });
+    }
+    // Counted before anything is written: the scans see committed data only.
+    let unread = if group {
+        core.group_unread_after(&ck, up, last_seq)?
+    } else {
+        core.count_unread_after(user, &ck, up)?.min(cur)
+    };
+    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
+    if !group {
+        // Group counts are computed from the read position; no counters to write.
+        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
+        txn.add_counter(
+            cf::UNREAD,
+            keys::unread_total(user),
+            unread as i64 - cur as i64,
+        )?;
+    }
+    let entry = txn.append(
+        user,
+        InboxEntry {
+            version: 0,
+            conversation: Some(conv.clone()),
+            timestamp_ms: now_ms,
+            body: Some(Body::ReadSync(pb::ReadSync {
+                up_to_seq: up,
+                unread,
+            })),
+        },
+    )?;
+    let version = entry.version;
+    let total = core.unread_total_as_of(txn, user)?;
+    txn.deliver(
+        vec![Delivery {
+            user: user.to_owned(),
+            entry,
+        }],
+        None,
+    );
+    Ok(MarkReadAck {
+        unread,
+        total,
+        version,
+    })
+}
+
+impl Core {
     /// Messages from others in `conv` after `after_seq` that `user` still sees (not recalled,
     /// not deleted by `user`).
     pub(crate) fn count_unread_after(
@@ -243,11 +294,7 @@ impl Store {
         let Some(msg) = self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
             return Ok(false);
         };
-        let hidden = respect_hidden
-            && self
-                .db()
-                .get_pinned_cf(self.cf(cf::UNREAD), keys::hidden(user, msg_id))?
-                .is_some();
+        let hidden = respect_hidden && self.exists(cf::UNREAD, &keys::hidden(user, msg_id))?;
         Ok(msg.from_user != user && !msg.recalled && !hidden)
     }
 
@@ -268,124 +315,111 @@ impl Store {
         }
         Ok(out)
     }
+}
 
-    /// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
-    pub(crate) fn message_in(
-        &self,
-        user: &str,
-        conv: &Conversation,
-        msg_id: u64,
-    ) -> Result<pb::Message> {
-        let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
-        let msg = self
-            .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
-            .ok_or_else(not_found)?;
-        if msg_conv(&msg) != ConvKey::for_view(user, conv) {
-            return Err(not_found());
-        }
-        Ok(msg)
+/// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
+pub(crate) fn message_in(
+    r: &impl Reader,
+    user: &str,
+    conv: &Conversation,
+    msg_id: u64,
+) -> Result<pb::Message> {
+    let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
+    let msg = r
+        .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
+        .ok_or_else(not_found)?;
+    if msg_conv(&msg) != ConvKey::for_view(user, conv) {
+        return Err(not_found());
     }
+    Ok(msg)
+}
 
-    /// Recalls `msg_id` (sent by `user` within `window_ms`): a RECALL entry in both inboxes, the
-    /// content emptied, the recipient's unread count corrected. Returns the version of `user`'s
-    /// own RECALL entry (0 if it was already recalled).
-    pub fn recall(
-        &self,
-        user: &str,
-        conv: &Conversation,
-        msg_id: u64,
-        now_ms: i64,
-        window_ms: i64,
-        deliver: &dyn Fn(Vec<Delivery>),
-    ) -> Result<u64> {
-        let msg = self.message_in(user, conv, msg_id)?;
-        if msg.from_user != user {
-            return Err(StoreError::refused(
-                ErrorCode::Forbidden,
-                "only the sender can recall a message",
-            ));
-        }
-        if msg.recalled {
-            return Ok(0);
-        }
-        if now_ms - msg.timestamp_ms > window_ms {
-            return Err(StoreError::refused(
-                ErrorCode::RecallWindowExpired,
-                format!("messages can be recalled for {} s", window_ms / 1000),
-            ));
-        }
-        let peer = conv.id.as_str();
-        let mut txn = self.begin(&[user, peer]);
-        // Re-read under the lock: a concurrent recall may have won.
-        let before = self.message_in(user, conv, msg_id)?;
-        if before.recalled {
-            return Ok(0);
-        }
-        let ck = msg_conv(&before);
-        // Uncount while the message still counts as unread, then mark it recalled.
-        uncount_if_unread(&mut txn, peer, &ck, &before)?;
-        let msg = pb::Message {
-            recalled: true,
-            content: Vec::new(),
-            ..before
-        };
-        txn.put(cf::CONTENT, keys::content(msg_id), msg.encode_to_vec());
-        let recall = Body::Recall(pb::Recall {
-            msg_id,
-            seq: msg.seq,
-            by_user: user.to_owned(),
-        });
-        let to = [(peer, direct(user)), (user, direct(peer))];
-        let deliveries = txn.append_each(to, now_ms, &recall)?;
-        let own_version = super::txn::version_of(&deliveries, user);
-        txn.commit()?;
-        deliver(deliveries);
-        Ok(own_version)
+fn recall(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &Conversation,
+    msg_id: u64,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<u64> {
+    let before = message_in(txn, user, conv, msg_id)?;
+    if before.from_user != user {
+        return Err(StoreError::refused(
+            ErrorCode::Forbidden,
+            "only the sender can recall a message",
+        ));
     }
+    if before.recalled {
+        return Ok(0);
+    }
+    if now_ms - before.timestamp_ms > window_ms {
+        return Err(StoreError::refused(
+            ErrorCode::RecallWindowExpired,
+            format!("messages can be recalled for {} s", window_ms / 1000),
+        ));
+    }
+    let peer = conv.id.as_str();
+    let ck = msg_conv(&before);
+    // Uncount while the message still counts as unread, then mark it recalled.
+    uncount_if_unread(txn, peer, &ck, &before)?;
+    let msg = pb::Message {
+        recalled: true,
+        content: Vec::new(),
+        ..before
+    };
+    txn.put(
+        cf::CONTENT,
+        keys::content(msg_id).to_vec(),
+        msg.encode_to_vec(),
+    );
+    let recall = Body::Recall(pb::Recall {
+        msg_id,
+        seq: msg.seq,
+        by_user: user.to_owned(),
+    });
+    let to = [(peer, direct(user)), (user, direct(peer))];
+    let deliveries = txn.append_each(to, now_ms, &recall)?;
+    let own_version = super::txn::version_of(&deliveries, user);
+    txn.deliver(deliveries, None);
+    Ok(own_version)
+}
 
-    /// Deletes `msg_id` from `user`'s own view: a DELETE entry in `user`'s inbox, and the unread
-    /// count lowered if it was unread. Returns the entry's version (0 if already deleted).
-    pub fn delete(
-        &self,
-        user: &str,
-        conv: &Conversation,
-        msg_id: u64,
-        now_ms: i64,
-        deliver: &dyn Fn(Vec<Delivery>),
-    ) -> Result<u64> {
-        if conv.kind == ConversationKind::Group as i32 {
-            self.require_member(&conv.id, user)?;
-        }
-        let msg = self.message_in(user, conv, msg_id)?;
-        let mut txn = self.begin(&[user]);
-        let hidden_key = keys::hidden(user, msg_id);
-        if self
-            .db()
-            .get_pinned_cf(self.cf(cf::UNREAD), &hidden_key)?
-            .is_some()
-        {
-            return Ok(0);
-        }
-        let ck = msg_conv(&msg);
-        uncount_if_unread(&mut txn, user, &ck, &msg)?;
-        txn.put(cf::UNREAD, hidden_key, []);
-        let entry = txn.append(
-            user,
-            InboxEntry {
-                version: 0,
-                conversation: Some(conv.clone()),
-                timestamp_ms: now_ms,
-                body: Some(Body::Delete(pb::Delete { msg_id })),
-            },
-        )?;
-        let version = entry.version;
-        txn.commit()?;
-        deliver(vec![Delivery {
+fn delete(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &Conversation,
+    msg_id: u64,
+    now_ms: i64,
+) -> Result<u64> {
+    if conv.kind == ConversationKind::Group as i32 {
+        require_member(txn, &conv.id, user)?;
+    }
+    let msg = message_in(txn, user, conv, msg_id)?;
+    let hidden_key = keys::hidden(user, msg_id);
+    if txn.exists(cf::UNREAD, &hidden_key)? {
+        return Ok(0);
+    }
+    let ck = msg_conv(&msg);
+    uncount_if_unread(txn, user, &ck, &msg)?;
+    txn.put(cf::UNREAD, hidden_key, Vec::new());
+    let entry = txn.append(
+        user,
+        InboxEntry {
+            version: 0,
+            conversation: Some(conv.clone()),
+            timestamp_ms: now_ms,
+            body: Some(Body::Delete(pb::Delete { msg_id })),
+        },
+    )?;
+    let version = entry.version;
+    txn.deliver(
+        vec![Delivery {
             user: user.to_owned(),
             entry,
-        }]);
-        Ok(version)
-    }
+        }],
+        None,
+    );
+    Ok(version)
 }
 
 /// Lowers `user`'s unread counts by one if `msg` currently counts as unread for them.
@@ -399,12 +433,7 @@ fn uncount_if_unread(
     if msg.from_user == user || msg.recalled {
         return Ok(());
     }
-    let store = txn.store();
-    if store
-        .db()
-        .get_pinned_cf(store.cf(cf::UNREAD), keys::hidden(user, msg.msg_id))?
-        .is_some()
-    {
+    if txn.exists(cf::UNREAD, &keys::hidden(user, msg.msg_id))? {
         return Ok(());
     }
     let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, conv))?;
@@ -425,14 +454,6 @@ pub(crate) fn touch_contact(
     msg_id: u64,
     now_ms: i64,
 ) -> Result<()> {
-    let key = keys::contact(user, conv);
-    if let Some(old) = txn.store().get_msg::<Contact>(cf::CONTACTS, &key)? {
-        let old_id = old.last_message.map(|m| m.msg_id).unwrap_or(0);
-        txn.delete(
-            cf::CONTACTS_BY_TIME,
-            keys::contact_by_time(user, old_id, conv),
-        );
-    }
     let contact = Contact {
         conversation: Some(view),
         last_message: Some(pb::Message {
@@ -442,11 +463,10 @@ pub(crate) fn touch_contact(
         unread: 0,
         updated_ms: now_ms,
     };
-    txn.put(cf::CONTACTS, key, contact.encode_to_vec());
     txn.put(
-        cf::CONTACTS_BY_TIME,
-        keys::contact_by_time(user, msg_id, conv),
-        [],
+        cf::CONTACTS,
+        keys::contact(user, conv),
+        contact.encode_to_vec(),
     );
     Ok(())
 }

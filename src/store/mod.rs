@@ -2,30 +2,35 @@
 //!
 //! Nothing outside this module names a RocksDB type; nothing in it knows of sockets.
 //!
-//! Every logical change (a send, a read, a recall, ...) is one [`Txn`]: it locks the users it
-//! touches (so inbox versions are allocated in order and counters are read-modify-written
-//! safely), collects every put into one `WriteBatch`, writes it atomically, and only then
-//! publishes the new versions. In `sync` durability the batch's WAL write is fsynced; RocksDB
-//! groups concurrent writers into one fsync (group commit), and transactions of different users
-//! run concurrently on the blocking pool.
+//! Every logical change (a send, a read, a recall, ...) is one [`Txn`], run by the single writer
+//! thread ([`writer`]) one after another: inbox versions are allocated in order and counters are
+//! read-modify-written without locks. The writer commits the changes that queued up while it was
+//! busy as one atomic `WriteBatch` (fsynced in `sync` durability: group commit), and only then
+//! answers them and hands their pushes to the [`Outbox`]. Reads that only look run on the
+//! caller's thread against the committed data ([`Core`], which [`Store`] derefs to).
 
 mod groups;
 mod keys;
 mod messages;
+mod pending;
 mod queries;
+mod read;
 mod txn;
+mod writer;
 
-pub use groups::{GroupLimits, GroupSend};
+pub use groups::{GroupChange, GroupLimits};
 pub use keys::ConvKey;
 pub use messages::{Delivery, SendOutcome, SendRequest};
+pub use pending::Pending;
+pub use read::Reader;
 pub use txn::Txn;
+pub use writer::Outbox;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use missive_protocol::ErrorCode;
-use parking_lot::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use thiserror::Error;
 
@@ -37,10 +42,9 @@ pub mod cf {
     pub const CONTENT: &str = "content";
     /// user + version -> `InboxEntry` (messages as id-only stubs).
     pub const INBOX: &str = "inbox";
-    /// user + conversation -> `Contact` (last message as an id-only stub).
+    /// user + conversation -> `Contact` (last message as an id-only stub). Listed newest first
+    /// by sorting a user's entries at query time (see `Core::contacts`).
     pub const CONTACTS: &str = "contacts";
-    /// user + inverted last message id + conversation -> (): recent contacts, newest first.
-    pub const CONTACTS_BY_TIME: &str = "contacts_by_time";
     /// user + 0 -> total; user + 1 + conversation -> count; user + 2 + conversation -> read seq;
     /// user + 3 + message id -> () (hidden by delete).
     pub const UNREAD: &str = "unread";
@@ -59,12 +63,14 @@ pub mod cf {
     /// conversation + seq -> (): recalled messages of groups (for computed unread counts).
     pub const RECALLED: &str = "recalled";
 
+    /// Schema 1 had a time index of contacts; opening such a data directory drops it.
+    pub const DROPPED_IN_2: &str = "contacts_by_time";
+
     pub const ALL: &[&str] = &[
         META,
         CONTENT,
         INBOX,
         CONTACTS,
-        CONTACTS_BY_TIME,
         UNREAD,
         DEDUP,
         CONVS,
@@ -76,9 +82,9 @@ pub mod cf {
     ];
 }
 
-/// The schema this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
-const STRIPES: usize = 1024;
+/// The schema this code reads and writes. Version 1 data directories are upgraded on open
+/// (their `contacts_by_time` family is dropped; nothing else changed).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Whether an acknowledged write survives a power loss (`Sync`) or only a process crash (`Async`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -105,6 +111,9 @@ pub enum StoreError {
     /// The request is refused; nothing was written.
     #[error("{message}")]
     Refused { code: ErrorCode, message: String },
+    /// An earlier write failed, or the store is closing: no more changes are taken.
+    #[error("storage unavailable: {0}")]
+    Failed(String),
 }
 
 impl StoreError {
@@ -124,26 +133,122 @@ impl From<prost::DecodeError> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One user's cached inbox head, guarded by the user's stripe lock.
-#[derive(Default)]
-pub(crate) struct Stripe {
-    versions: HashMap<String, u64>,
+/// The store: committed data to read ([`Core`], through `Deref`) and the writer that changes it.
+pub struct Store {
+    core: Arc<Core>,
+    writer: writer::Handle,
 }
 
-/// The message store.
-pub struct Store {
+/// The committed data: RocksDB and what every reader shares.
+pub struct Core {
     db: DB,
     /// Kept for its statistics (WAL syncs and writes), shared with the open DB.
     options: Options,
-    stripes: Box<[Mutex<Stripe>]>,
     last_msg_id: AtomicU64,
     durability: Durability,
     writes: AtomicU64,
+    failed: AtomicBool,
+    outbox: OnceLock<Arc<dyn Outbox>>,
+    /// Changes submitted and not yet run by the writer.
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+/// Most changes waiting for the writer; beyond it a change is refused with SERVER_BUSY.
+const MAX_QUEUED: usize = 65_536;
+
+impl std::ops::Deref for Store {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir` and starts its writer.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store> {
+        let core = Arc::new(Core::open(dir, durability)?);
+        let writer = writer::Handle::start(core.clone())
+            .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store { core, writer })
+    }
+
+    /// Where committed changes send their pushes. Set once, before the first change.
+    pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
+        let _ = self.core.outbox.set(outbox);
+    }
+
+    /// Queues a change for the writer; the result arrives once its group is committed.
+    /// `fresh`: the change scans the store, so what is pending is committed before it runs.
+    pub(crate) fn change<T, F>(&self, fresh: bool, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T> + Send + 'static,
+    {
+        let (tx, pending) = Pending::channel();
+        if let Err(e) = self.core.check_failed() {
+            tx.send(Err(e));
+            return pending;
+        }
+        // Bounded: past this many queued changes, new ones are refused rather than queued.
+        if self.core.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.core.queued.fetch_sub(1, Ordering::Relaxed);
+            tx.send(Err(StoreError::refused(
+                ErrorCode::ServerBusy,
+                "the store is overloaded; retry later",
+            )));
+            return pending;
+        }
+        let op: writer::Op = Box::new(move |txn: &mut Txn<'_>| {
+            txn.core().queued.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = txn.core().check_failed() {
+                tx.send(Err(e));
+                return false;
+            }
+            match f(txn) {
+                Ok(value) => {
+                    txn.on_commit(Box::new(move |r: Result<()>| tx.send(r.map(|()| value))));
+                    true
+                }
+                Err(e) => {
+                    tx.send(Err(e));
+                    false
+                }
+            }
+        });
+        if self.writer.submit(fresh, op).is_err() {
+            // The writer has stopped; the op (and its sender) is dropped: the result is Failed.
+            tracing::error!("store writer stopped");
+        }
+        pending
+    }
+}
+
+/// Memtables of all families together.
+const DB_WRITE_BUFFER: usize = 128 << 20;
+/// One memtable of one family: small enough that inserts and lookups stay fast.
+const WRITE_BUFFER: usize = 16 << 20;
+/// The block cache, shared by every family.
+const BLOCK_CACHE: usize = 64 << 20;
+
+/// Per-family tuning: LZ4, a bloom filter on every table and on the memtable (most point reads in
+/// a send, such as the dedup check, are for keys that are not there), the shared block cache.
+fn family_options(cache: &rocksdb::Cache) -> Options {
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut o = Options::default();
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o.set_block_based_table_factory(&table);
+    o.set_write_buffer_size(WRITE_BUFFER);
+    o.set_memtable_prefix_bloom_ratio(0.05);
+    o.set_memtable_whole_key_filtering(true);
+    o
+}
+
+impl Core {
+    fn open(dir: &Path, durability: Durability) -> Result<Core> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -151,50 +256,88 @@ impl Store {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         opts.enable_statistics();
-        let cfs = cf::ALL.iter().map(|name| {
-            let mut o = Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*name, o)
-        });
+        // One writer thread: no concurrent memtable inserts, no write-thread spinning.
+        opts.set_allow_concurrent_memtable_write(false);
+        opts.set_enable_write_thread_adaptive_yield(false);
+        // Every family's memtables together (a flush is forced past this).
+        opts.set_db_write_buffer_size(DB_WRITE_BUFFER);
+        // Families already there (none for a new directory) are opened too: an older schema's.
+        let existing = DB::list_cf(&opts, dir).unwrap_or_default();
+        let mut names: Vec<&str> = cf::ALL.to_vec();
+        for name in &existing {
+            if !names.contains(&name.as_str()) && name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME {
+                names.push(name);
+            }
+        }
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+        let cfs = names
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        let store = Store {
+        let mut core = Core {
             db,
             options: opts,
-            stripes: (0..STRIPES)
-                .map(|_| Mutex::new(Stripe::default()))
-                .collect(),
             last_msg_id: AtomicU64::new(0),
             durability,
             writes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            outbox: OnceLock::new(),
+            queued: Default::default(),
         };
-        store.check_schema()?;
-        let last = store.last_key_u64(cf::CONTENT)?;
-        store.last_msg_id.store(last, Ordering::SeqCst);
-        Ok(store)
+        core.check_schema()?;
+        let last = core.last_key_u64(cf::CONTENT)?;
+        core.last_msg_id.store(last, Ordering::SeqCst);
+        Ok(core)
     }
 
-    fn check_schema(&self) -> Result<()> {
+    /// Refuses changes after a failed write.
+    pub(crate) fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            Err(StoreError::Failed("an earlier write failed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes one group's batch (fsynced in `sync` durability).
+    fn write_batch(&self, batch: rocksdb::WriteBatch, writes: usize) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(self.durability == Durability::Sync);
+        self.db.write_opt(batch, &wo)?;
+        crate::metrics::add_store_writes(writes as u64);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks the schema version, upgrading a version 1 directory; a new one gets the current.
+    fn check_schema(&mut self) -> Result<()> {
         let meta = self.cf(cf::META);
-        match self.db.get_cf(meta, b"schema")? {
-            None => {
+        let found = match self.db.get_cf(meta, b"schema")? {
+            None => None,
+            Some(v) => Some(u32::from_be_bytes(
+                v[..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("schema version".into()))?,
+            )),
+        };
+        match found {
+            Some(SCHEMA_VERSION) => Ok(()),
+            None | Some(1) => {
+                if self.db.cf_handle(cf::DROPPED_IN_2).is_some() {
+                    self.db.drop_cf(cf::DROPPED_IN_2)?;
+                }
                 let mut wo = rocksdb::WriteOptions::default();
                 wo.set_sync(true);
+                let meta = self.cf(cf::META);
                 self.db
                     .put_cf_opt(meta, b"schema", SCHEMA_VERSION.to_be_bytes(), &wo)?;
                 Ok(())
             }
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v[..]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("schema version".into()))?,
-                );
-                if found == SCHEMA_VERSION {
-                    Ok(())
-                } else {
-                    Err(StoreError::Schema { found })
-                }
-            }
+            Some(found) => Err(StoreError::Schema { found }),
         }
     }
 
@@ -211,13 +354,9 @@ impl Store {
         self.durability
     }
 
-    /// Keys written or deleted by this store's committed transactions.
+    /// Keys written or deleted by this store's committed changes.
     pub fn keys_written(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_writes(&self, n: usize) {
-        self.writes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Write-ahead-log fsyncs since the store was opened.
@@ -259,32 +398,9 @@ impl Store {
         }
     }
 
-    fn stripe_of(user: &str) -> usize {
-        // FNV-1a: cheap, stable, good enough to spread users over stripes.
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in user.as_bytes() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        (h % STRIPES as u64) as usize
-    }
-
-    /// Starts a transaction over `users` (locked in a fixed order, so no deadlock).
-    pub fn begin<'a>(&'a self, users: &[&str]) -> Txn<'a> {
-        let mut idx: Vec<usize> = users.iter().map(|u| Self::stripe_of(u)).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        let guards = idx
-            .into_iter()
-            .map(|i| (i, self.stripes[i].lock()))
-            .collect();
-        Txn::new(self, guards)
-    }
-
-    /// The user's newest inbox version (0 if the inbox is empty).
+    /// The user's newest committed inbox version (0 if the inbox is empty).
     pub fn current_version(&self, user: &str) -> Result<u64> {
-        let txn = self.begin(&[user]);
-        txn.current_version(user)
+        self.stored_version(user)
     }
 
     pub(crate) fn stored_version(&self, user: &str) -> Result<u64> {
@@ -299,25 +415,6 @@ impl Store {
         }
     }
 
-    pub(crate) fn get_u64(&self, family: &str, key: &[u8]) -> Result<u64> {
-        match self.db.get_pinned_cf(self.cf(family), key)? {
-            None => Ok(0),
-            Some(v) => keys::u64_value(&v)
-                .ok_or_else(|| StoreError::Corrupt(format!("u64 value in {family}"))),
-        }
-    }
-
-    pub(crate) fn get_msg<M: prost::Message + Default>(
-        &self,
-        family: &str,
-        key: &[u8],
-    ) -> Result<Option<M>> {
-        match self.db.get_pinned_cf(self.cf(family), key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(M::decode(&v[..])?)),
-        }
-    }
-
     /// Flushes memtables and the WAL; called at shutdown.
     pub fn flush(&self) -> Result<()> {
         self.db.flush_wal(true)?;
@@ -325,5 +422,43 @@ impl Store {
             self.db.flush_cf(self.cf(name))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema 1 data directory (with its `contacts_by_time` family) opens as schema 2: the
+    /// family is dropped, everything else is kept.
+    #[test]
+    fn schema_1_directory_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let mut names: Vec<&str> = cf::ALL.to_vec();
+            names.push(cf::DROPPED_IN_2);
+            let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
+            let meta = db.cf_handle(cf::META).unwrap();
+            db.put_cf(meta, b"schema", 1u32.to_be_bytes()).unwrap();
+            let by_time = db.cf_handle(cf::DROPPED_IN_2).unwrap();
+            db.put_cf(by_time, b"old index", b"").unwrap();
+            let unread = db.cf_handle(cf::UNREAD).unwrap();
+            db.put_cf(unread, keys::unread_total("bob"), 7u64.to_be_bytes())
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Async).unwrap();
+        assert_eq!(store.unread_total("bob").unwrap(), 7, "data kept");
+        assert!(store.db().cf_handle(cf::DROPPED_IN_2).is_none());
+        let schema = store.db().get_cf(store.cf(cf::META), b"schema").unwrap();
+        assert_eq!(schema.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+        drop(store);
+        // And it opens again as it is now.
+        let store = Store::open(dir.path(), Durability::Async).unwrap();
+        assert_eq!(store.unread_total("bob").unwrap(), 7);
+        let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!listed.iter().any(|n| n == cf::DROPPED_IN_2), "{listed:?}");
     }
 }

@@ -4,7 +4,7 @@ use missive_protocol::pb::{
     self, inbox_entry::Body, Contact, ConversationUnread, InboxEntry, UnreadAck,
 };
 
-use super::{cf, keys, ConvKey, Result, Store, StoreError};
+use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError};
 
 /// A key and its value, as RocksDB's iterator returns them.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -17,7 +17,7 @@ pub struct InboxPage {
     pub current_version: u64,
 }
 
-impl Store {
+impl Core {
     fn scan_prefix<'a>(
         &'a self,
         family: &str,
@@ -88,6 +88,10 @@ impl Store {
     /// Recent conversations of `user`, newest first, after `cursor` (empty: from the newest),
     /// at most `limit` and (after the first) about `max_bytes` encoded. Returns the page and the
     /// cursor of the next page (empty when there is none).
+    ///
+    /// The order is computed here from the user's contact entries (one per conversation), so a
+    /// send writes one contact entry per side and no separate time index. The cursor is the
+    /// sort key of the last contact returned: inverted last message id + conversation key.
     pub fn contacts(
         &self,
         user: &str,
@@ -97,27 +101,30 @@ impl Store {
     ) -> Result<(Vec<Contact>, Vec<u8>)> {
         let limit = limit.max(1);
         let prefix = keys::user_prefix(user);
-        let mut start = prefix.clone();
-        start.extend_from_slice(cursor);
+        let mut order: Vec<(Vec<u8>, ConvKey)> = Vec::new();
+        for item in self.scan_prefix(cf::CONTACTS, &prefix, &prefix) {
+            let (k, v) = item?;
+            let contact: Contact = prost::Message::decode(&v[..])?;
+            let last = contact.last_message.map(|m| m.msg_id).unwrap_or(0);
+            let conv = ConvKey(k[prefix.len()..].to_vec());
+            let mut sort = (u64::MAX - last).to_be_bytes().to_vec();
+            sort.extend_from_slice(&conv.0);
+            if cursor.is_empty() || sort.as_slice() > cursor {
+                order.push((sort, conv));
+            }
+        }
+        order.sort_unstable();
         let mut contacts = Vec::new();
-        let mut last_key: Vec<u8> = Vec::new();
         let mut next = Vec::new();
         let mut bytes = 0;
-        for item in self.scan_prefix(cf::CONTACTS_BY_TIME, &prefix, &start) {
-            let (k, _) = item?;
-            if !cursor.is_empty() && k[prefix.len()..] == *cursor {
-                continue;
-            }
+        for (i, (_, conv)) in order.iter().enumerate() {
             if contacts.len() == limit || (bytes >= max_bytes && !contacts.is_empty()) {
-                next = last_key[prefix.len()..].to_vec();
+                next = order[i - 1].0.clone();
                 break;
             }
-            let conv = keys::contact_by_time_conv(user, &k)
-                .ok_or_else(|| StoreError::Corrupt("contacts_by_time key".into()))?;
-            let contact = self.contact(user, &conv)?;
+            let contact = self.contact(user, conv)?;
             bytes += prost::Message::encoded_len(&contact) + 4;
             contacts.push(contact);
-            last_key = k.to_vec();
         }
         Ok((contacts, next))
     }
@@ -133,7 +140,7 @@ impl Store {
         }
         c.unread = match conv.view(user) {
             Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
-                self.group_unread(user, &v.id)?
+                self.group_unread_as_of(self, user, &v.id)?
             }
             _ => self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?,
         };
@@ -142,9 +149,14 @@ impl Store {
 
     /// The user's total unread count: the stored direct total plus each group's computed count.
     pub fn unread_total(&self, user: &str) -> Result<u64> {
-        let mut total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        self.unread_total_as_of(self, user)
+    }
+
+    /// The same, with counters and read positions as `r` sees them (a change in progress).
+    pub(crate) fn unread_total_as_of(&self, r: &impl Reader, user: &str) -> Result<u64> {
+        let mut total = r.get_u64(cf::UNREAD, &keys::unread_total(user))?;
         for g in self.groups_of(user)? {
-            total += self.group_unread(user, &g)?;
+            total += self.group_unread_as_of(r, user, &g)?;
         }
         Ok(total)
     }
@@ -167,7 +179,7 @@ impl Store {
             });
         }
         for g in self.groups_of(user)? {
-            let unread = self.group_unread(user, &g)?;
+            let unread = self.group_unread_as_of(self, user, &g)?;
             if unread > 0 {
                 conversations.push(ConversationUnread {
                     conversation: Some(super::groups::group_conv(&g)),

@@ -1,13 +1,16 @@
-//! [`Txn`]: one logical change, written as one atomic batch under the touched users' locks.
+//! [`Txn`]: one change, run by the writer against the pending group.
+//!
+//! Reads see what is committed plus every change before this one in the group (the overlay),
+//! plus this change's own writes. Nothing is visible to readers outside the writer until the
+//! group is committed. If the change fails, the writer takes back all it wrote.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use missive_protocol::pb::{self, inbox_entry::Body, Conversation, InboxEntry};
-use parking_lot::MutexGuard;
 use prost::Message as _;
-use rocksdb::WriteBatch;
 
-use super::{cf, keys, Delivery, Result, Store, Stripe};
+use super::writer::{is_counter_family, Completion, Group, OverlayKey, Post, Undo};
+use super::{cf, keys, Core, Delivery, Reader, Result, StoreError};
 
 /// The version of `user`'s entry among `deliveries` (0 if none).
 pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
@@ -18,71 +21,156 @@ pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A transaction: holds the stripe locks of its users until it is committed or dropped.
-///
-/// Reads see committed data plus this transaction's own counter writes. Nothing is visible to
-/// anyone else until [`Txn::commit`] has written the batch.
+/// The index of a column family in `cf::ALL`.
+fn family(name: &str) -> u8 {
+    cf::ALL
+        .iter()
+        .position(|f| *f == name)
+        .expect("family listed in cf::ALL") as u8
+}
+
+/// One change, on the writer thread.
 pub struct Txn<'a> {
-    store: &'a Store,
-    guards: Vec<(usize, MutexGuard<'a, Stripe>)>,
-    batch: WriteBatch,
-    versions: HashMap<String, u64>,
-    counters: HashMap<(&'static str, Vec<u8>), u64>,
+    core: &'a Core,
+    group: &'a mut Group,
+    posts_mark: usize,
     writes: usize,
 }
 
 impl<'a> Txn<'a> {
-    pub(super) fn new(store: &'a Store, guards: Vec<(usize, MutexGuard<'a, Stripe>)>) -> Self {
+    pub(super) fn new(core: &'a Core, group: &'a mut Group) -> Self {
+        let posts_mark = group.posts.len();
         Txn {
-            store,
-            guards,
-            batch: WriteBatch::default(),
-            versions: HashMap::new(),
-            counters: HashMap::new(),
+            core,
+            group,
+            posts_mark,
             writes: 0,
         }
     }
 
-    pub fn store(&self) -> &'a Store {
-        self.store
+    /// The committed store, for scans (which see only committed data: call [`Txn::fresh`]
+    /// first).
+    pub fn core(&self) -> &'a Core {
+        self.core
     }
 
-    fn stripe(&mut self, user: &str) -> &mut Stripe {
-        let i = Store::stripe_of(user);
-        let pos = self
-            .guards
-            .iter()
-            .position(|(idx, _)| *idx == i)
-            .expect("transaction touches a user it did not lock");
-        &mut self.guards[pos].1
+    /// Commits the changes before this one, so that scans of the store see them. Only before
+    /// this change has written anything.
+    pub fn fresh(&mut self) -> Result<()> {
+        if !self.group.undo.is_empty() {
+            return Err(StoreError::Corrupt(
+                "internal: fresh() after the change wrote".into(),
+            ));
+        }
+        if !self.group.is_empty() {
+            self.group.commit(self.core);
+            self.posts_mark = 0;
+        }
+        self.core.check_failed()
     }
 
-    /// The user's newest version, including entries appended in this transaction.
-    pub fn current_version(&self, user: &str) -> Result<u64> {
-        if let Some(v) = self.versions.get(user) {
+    /// Calls `f` with the current value of a key (`None` if absent or deleted).
+    pub fn read<T>(
+        &self,
+        family_name: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Result<T> {
+        if let Some(v) = self.group.overlay[family(family_name) as usize].get(key) {
+            return Ok(f(v.as_deref()));
+        }
+        let v = self
+            .core
+            .db()
+            .get_pinned_cf(self.core.cf(family_name), key)?;
+        Ok(f(v.as_deref()))
+    }
+
+    fn write(&mut self, family_name: &str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let f = family(family_name);
+        let prev = self.group.overlay[f as usize].insert(key.clone(), value);
+        if prev.is_none() {
+            self.group.keys += 1;
+        }
+        let k: OverlayKey = (f, key);
+        self.group.undo.push(Undo::Key(k, prev));
+        self.group.writes += 1;
+        self.writes += 1;
+    }
+
+    /// A put.
+    pub fn put(&mut self, family_name: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.write(family_name, key.into(), Some(value.into()));
+    }
+
+    /// A delete.
+    pub fn delete(&mut self, family_name: &str, key: impl Into<Vec<u8>>) {
+        self.write(family_name, key.into(), None);
+    }
+
+    /// A counter (0 if absent), as of this change. Committed values come from the writer's
+    /// cache when they are there.
+    pub fn counter(&mut self, family_name: &str, key: &[u8]) -> Result<u64> {
+        let f = family(family_name);
+        if let Some(v) = self.group.overlay[f as usize].get(key) {
+            return match v.as_deref().map(keys::u64_value) {
+                None => Ok(0),
+                Some(Some(n)) => Ok(n),
+                Some(None) => Err(StoreError::Corrupt(format!("u64 value in {family_name}"))),
+            };
+        }
+        if let Some(n) = self.group.counters.get(f, key) {
+            return Ok(n);
+        }
+        let n = self.core.get_u64(family_name, key)?;
+        if is_counter_family(f) {
+            self.group.counters.insert(f, key.to_vec(), n);
+        }
+        Ok(n)
+    }
+
+    pub fn set_counter(&mut self, family_name: &str, key: Vec<u8>, value: u64) {
+        self.put(family_name, key, value.to_be_bytes().to_vec());
+    }
+
+    /// Adds `delta` to a counter, clamped at zero; returns the new value.
+    pub fn add_counter(&mut self, family_name: &str, key: Vec<u8>, delta: i64) -> Result<u64> {
+        let old = self.counter(family_name, &key)?;
+        let new = (old as i64).saturating_add(delta).max(0) as u64;
+        self.set_counter(family_name, key, new);
+        Ok(new)
+    }
+
+    /// Puts and deletes this change made (for tests that check write amplification).
+    pub fn writes(&self) -> usize {
+        self.writes
+    }
+
+    /// The user's newest inbox version, including entries pending in the group.
+    pub fn current_version(&mut self, user: &str) -> Result<u64> {
+        if let Some(v) = self.group.versions.get(user) {
             return Ok(*v);
         }
-        let i = Store::stripe_of(user);
-        if let Some((_, g)) = self.guards.iter().find(|(idx, _)| *idx == i) {
-            if let Some(v) = g.versions.get(user) {
-                return Ok(*v);
-            }
-        }
-        self.store.stored_version(user)
+        let v = self.core.stored_version(user)?;
+        self.group.versions.insert(user.to_owned(), v);
+        Ok(v)
     }
 
     /// Appends `entry` to `user`'s inbox with the next version; returns it with the version set.
     /// A message body is stored as an id-only stub (the content lives once in `content`).
     pub fn append(&mut self, user: &str, mut entry: InboxEntry) -> Result<InboxEntry> {
-        let version = self.current_version(user)? + 1;
+        let prev = self.current_version(user)?;
+        let version = prev + 1;
         entry.version = version;
         let stored = match &entry.body {
             Some(Body::Message(m)) => InboxEntry {
+                version,
+                conversation: entry.conversation.clone(),
+                timestamp_ms: entry.timestamp_ms,
                 body: Some(Body::Message(pb::Message {
                     msg_id: m.msg_id,
                     ..Default::default()
                 })),
-                ..entry.clone()
             },
             _ => entry.clone(),
         };
@@ -91,7 +179,10 @@ impl<'a> Txn<'a> {
             keys::inbox(user, version),
             stored.encode_to_vec(),
         );
-        self.versions.insert(user.to_owned(), version);
+        self.group
+            .undo
+            .push(Undo::Version(user.to_owned(), Some(prev)));
+        self.group.versions.insert(user.to_owned(), version);
         Ok(entry)
     }
 
@@ -122,61 +213,62 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
-    /// A put into the batch.
-    pub fn put(&mut self, family: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.batch.put_cf(self.store.cf(family), key, value);
-        self.writes += 1;
+    /// The current members of a group (empty if none), cached by the writer.
+    pub fn members(&mut self, group_id: &str) -> Result<Arc<Vec<String>>> {
+        if let Some(m) = self.group.members.get(group_id) {
+            return Ok(m.clone());
+        }
+        // A scan sees only committed data.
+        self.fresh()?;
+        let list = Arc::new(self.core.member_ids(group_id)?);
+        self.group.members.insert(group_id.to_owned(), list.clone());
+        Ok(list)
     }
 
-    /// A delete in the batch.
-    pub fn delete(&mut self, family: &str, key: impl AsRef<[u8]>) {
-        self.batch.delete_cf(self.store.cf(family), key);
-        self.writes += 1;
+    /// Drops the cached member list of a group whose membership this change alters.
+    pub fn forget_members(&mut self, group_id: &str) {
+        let prev = self.group.members.remove(group_id);
+        self.group
+            .undo
+            .push(Undo::Members(group_id.to_owned(), prev));
     }
 
-    /// A counter: this transaction's value if it wrote one, else the stored value (0 if none).
-    pub fn counter(&self, family: &'static str, key: &[u8]) -> Result<u64> {
-        match self.counters.get(&(family, key.to_vec())) {
-            Some(v) => Ok(*v),
-            None => self.store.get_u64(family, key),
+    /// Pushes `deliveries` once the group is committed (to every online session of each user
+    /// except session `exclude`).
+    pub fn deliver(&mut self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
+        if !deliveries.is_empty() {
+            self.group.posts.push(Post::Deliver(deliveries, exclude));
         }
     }
 
-    /// Sets a counter.
-    pub fn set_counter(&mut self, family: &'static str, key: Vec<u8>, value: u64) {
-        self.put(family, &key, value.to_be_bytes());
-        self.counters.insert((family, key), value);
+    /// Notifies the online `members` of a read fan-out group once the group is committed.
+    pub fn notify_group(
+        &mut self,
+        group_id: &str,
+        last_seq: u64,
+        members: Arc<Vec<String>>,
+        exclude: Option<u64>,
+    ) {
+        self.group.posts.push(Post::Notify {
+            group_id: group_id.to_owned(),
+            last_seq,
+            members,
+            exclude,
+        });
     }
 
-    /// Adds `delta` to a counter, clamped at zero; returns the new value.
-    pub fn add_counter(&mut self, family: &'static str, key: Vec<u8>, delta: i64) -> Result<u64> {
-        let old = self.counter(family, &key)?;
-        let new = (old as i64).saturating_add(delta).max(0) as u64;
-        self.set_counter(family, key, new);
-        Ok(new)
+    /// Runs `done` once the group is committed, with the commit's outcome.
+    pub(super) fn on_commit(&mut self, done: Completion) {
+        self.group.done.push(done);
     }
 
-    /// Number of puts and deletes in the batch (for tests that check write amplification).
-    pub fn writes(&self) -> usize {
-        self.writes
+    /// The change succeeded: its writes stay in the group.
+    pub(super) fn finish(self) {
+        self.group.undo.clear();
     }
 
-    /// Writes the batch atomically (fsynced in `sync` durability), then publishes the new
-    /// versions. On error nothing was written and no version was used up.
-    pub fn commit(&mut self) -> Result<()> {
-        if self.writes == 0 {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(self.store.durability == super::Durability::Sync);
-        self.store.db().write_opt(batch, &wo)?;
-        crate::metrics::add_store_writes(self.writes as u64);
-        self.store.count_writes(self.writes);
-        let versions = std::mem::take(&mut self.versions);
-        for (user, v) in versions {
-            self.stripe(&user).versions.insert(user, v);
-        }
-        Ok(())
+    /// The change failed: take back everything it wrote.
+    pub(super) fn abandon(self) {
+        self.group.rollback(self.posts_mark);
     }
 }

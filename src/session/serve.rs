@@ -1,0 +1,330 @@
+//! A logged-in connection: requests in order, pushes from the router, acks and retransmits.
+//!
+//! SENDs are pipelined: each is handed to the store's writer at once and its reply is written
+//! when its group is committed, so a client with many SENDs in flight shares one commit (one
+//! fsync in `sync` durability) among them instead of waiting for each in turn. Replies still
+//! leave in request order: any other request first waits for the SENDs before it. Everything
+//! due to be written (replies, pushes, retransmits) is gathered and written in one go per turn
+//! of the loop.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use missive_protocol::pb::{self, KickReason};
+use missive_protocol::{ErrorCode, Frame, Packet};
+use tokio::time::Instant;
+
+use super::conn::{Conn, Filled};
+use super::retransmit::{self, Retransmits};
+use super::{handlers, Refusal};
+use crate::router::{kick, Outbound, SessionHandle};
+use crate::server::Shared;
+
+/// SENDs of one connection in flight at once; past this the session reads no more until the
+/// oldest is answered (the client's pipelining is bounded by the server, not by memory).
+const MAX_IN_FLIGHT: usize = 64;
+
+type Reply = Pin<Box<dyn Future<Output = Result<Packet, Refusal>> + Send>>;
+
+pub(super) enum Flow {
+    Continue,
+    Close,
+}
+
+pub(super) struct Session {
+    pub shared: Arc<Shared>,
+    pub conn: Conn,
+    pub handle: Arc<SessionHandle>,
+    pub retransmits: Retransmits,
+    pub sends: crate::limits::Bucket,
+    /// Requests answered in order: (request id, reply to come).
+    pub in_flight: VecDeque<(u32, Reply)>,
+    /// Armed only while a frame is half read or a push awaits its ack.
+    pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Session {
+    pub async fn serve(&mut self) {
+        loop {
+            if let Flow::Close = self.turn().await {
+                let _ = self.conn.flush().await;
+                return;
+            }
+            if self.conn.flush().await.is_err() {
+                return;
+            }
+            self.conn.release_idle();
+            self.set_timer();
+            let reading = self.in_flight.len() < MAX_IN_FLIGHT;
+            // Few and small futures: they are kept in every connection's task, idle or not.
+            // Shutdown arrives as a close through the handle (the router closes every session).
+            tokio::select! {
+                biased;
+                _ = self.handle.ready() => {}
+                r = oldest(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                    if let Some((rid, _)) = self.in_flight.pop_front() {
+                        if let Flow::Close = self.reply(rid, r) {
+                            let _ = self.conn.flush().await;
+                            return;
+                        }
+                    }
+                }
+                r = self.conn.fill(), if reading => {
+                    match r {
+                        Ok(Filled::Data) => self.handle.touch(crate::now_ms()),
+                        Ok(Filled::Eof) => return,
+                        Err(e) => {
+                            tracing::debug!(session = self.handle.id, "read: {e}");
+                            return;
+                        }
+                    }
+                }
+                _ = expired(&mut self.timer), if self.timer.is_some() => {
+                    if let Flow::Close = self.on_timer() {
+                        let _ = self.conn.flush().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arms the one timer for the earliest of: the incomplete frame's deadline (slowloris) and
+    /// the next retransmit. An idle connection has no timer at all.
+    fn set_timer(&mut self) {
+        let frame_deadline = self.conn.partial_since().map(|t| t + self.frame_timeout());
+        let next = match (frame_deadline, self.retransmits.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (next, &mut self.timer) {
+            (None, _) => self.timer = None,
+            (Some(at), Some(t)) => t.as_mut().reset(at),
+            (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    fn on_timer(&mut self) -> Flow {
+        let now = Instant::now();
+        if let Some(since) = self.conn.partial_since() {
+            if since + self.frame_timeout() <= now {
+                let msg = "frame not completed within frame_timeout_ms";
+                self.conn
+                    .queue(&super::error_frame(0, ErrorCode::BadFrame, msg));
+                return Flow::Close;
+            }
+        }
+        if self.retransmits.next_due().is_some_and(|due| due <= now) {
+            return self.retransmit();
+        }
+        Flow::Continue
+    }
+
+    /// One turn: handle the frames read, collect finished replies, take queued pushes. Queues
+    /// what must be written; the caller flushes.
+    async fn turn(&mut self) -> Flow {
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            match self.conn.buffered_frame() {
+                Ok(Some(frame)) => {
+                    // Boxed, so the request's state is not part of every idle connection's task.
+                    if let Flow::Close = Box::pin(self.on_frame(frame)).await {
+                        return Flow::Close;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.conn
+                        .queue(&super::error_frame(0, e.code(), &e.to_string()));
+                    return Flow::Close;
+                }
+            }
+        }
+        // Replies already there, in order.
+        while let Some((_, reply)) = self.in_flight.front_mut() {
+            let Poll::Ready(r) = reply.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            else {
+                break;
+            };
+            let Some((rid, _)) = self.in_flight.pop_front() else {
+                break;
+            };
+            if let Flow::Close = self.reply(rid, r) {
+                return Flow::Close;
+            }
+        }
+        self.take_pushes()
+    }
+
+    /// Queues the pushes and frames the router left for this session; closes if asked to.
+    fn take_pushes(&mut self) -> Flow {
+        let taken = self.handle.take();
+        let now = Instant::now();
+        for out in taken.frames {
+            match out {
+                Outbound::Push { version, frame } => {
+                    self.conn.queue(&frame);
+                    self.retransmits.sent(version, frame, now);
+                }
+                Outbound::Frame(frame) => self.conn.queue(&frame),
+            }
+        }
+        if taken.close {
+            if let Some(k) = taken.kick {
+                self.conn.queue(&Frame::new(&Packet::Kick(*k), 0));
+            }
+            return Flow::Close;
+        }
+        if self.retransmits.len() > self.shared.config.outbound_queue {
+            return self.kick(KickReason::SlowConsumer, "too many unacknowledged pushes");
+        }
+        Flow::Continue
+    }
+
+    fn retransmit(&mut self) -> Flow {
+        match self.retransmits.due(Instant::now()) {
+            Ok(frames) => {
+                for f in &frames {
+                    crate::metrics::add_retransmit();
+                    self.conn.queue(f);
+                }
+                Flow::Continue
+            }
+            Err(retransmit::Exhausted) => self.kick(
+                KickReason::AckTimeout,
+                "pushes not acknowledged; reconnect and sync",
+            ),
+        }
+    }
+
+    fn kick(&mut self, reason: KickReason, message: &str) -> Flow {
+        self.conn
+            .queue(&Frame::new(&Packet::Kick(kick(reason, message)), 0));
+        Flow::Close
+    }
+
+    fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.config.frame_timeout_ms)
+    }
+
+    /// Queues the reply to request `rid`; a fatal refusal closes the connection.
+    fn reply(&mut self, rid: u32, reply: Result<Packet, Refusal>) -> Flow {
+        match reply {
+            Ok(p) => {
+                let threshold = self.shared.config.compress_threshold;
+                self.conn
+                    .queue(&Frame::compressed_above(&p, rid, threshold));
+                Flow::Continue
+            }
+            Err(r) => {
+                self.conn.queue(&r.frame(rid));
+                if r.code.is_fatal() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+        }
+    }
+
+    /// Waits for every request in flight and queues their replies, in order.
+    async fn settle(&mut self) -> Flow {
+        while let Some((rid, reply)) = self.in_flight.pop_front() {
+            let r = reply.await;
+            if let Flow::Close = self.reply(rid, r) {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
+        let rid = frame.request_id;
+        let packet = match frame.packet(self.shared.config.max_frame_len) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .answer(rid, Err(Refusal::new(e.code(), e.to_string())))
+                    .await
+            }
+        };
+        match packet {
+            Packet::PushAck(a) => {
+                self.retransmits.ack(a.version);
+                Flow::Continue
+            }
+            Packet::Heartbeat(h) => {
+                let ack = Packet::HeartbeatAck(pb::HeartbeatAck {
+                    server_time_ms: crate::now_ms(),
+                    client_time_ms: h.client_time_ms,
+                });
+                self.answer(rid, Ok(ack)).await
+            }
+            Packet::Login(_) => {
+                let r = Refusal::new(
+                    ErrorCode::AlreadyLoggedIn,
+                    "this connection is already logged in",
+                );
+                self.answer(rid, Err(r)).await
+            }
+            Packet::Send(req) => {
+                if let Err(wait) = self.sends.take(Instant::now()) {
+                    let mut r = Refusal::new(ErrorCode::RateLimited, "too many sends; slow down");
+                    r.retry_after_ms = wait;
+                    return self.answer(rid, Err(r)).await;
+                }
+                let reply = handlers::send(&self.shared, &self.handle, req);
+                self.in_flight.push_back((rid, Box::pin(reply)));
+                Flow::Continue
+            }
+            p if !p.command().is_from_client() => {
+                let r = Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{} is sent by the server, not the client",
+                        p.command().name()
+                    ),
+                );
+                self.answer(rid, Err(r)).await
+            }
+            p => {
+                // In order: after the SENDs before it.
+                if let Flow::Close = self.settle().await {
+                    return Flow::Close;
+                }
+                let r = handlers::handle(&self.shared, &self.handle, p).await;
+                self.reply(rid, r)
+            }
+        }
+    }
+
+    /// Answers at once if nothing is in flight, else after what is.
+    async fn answer(&mut self, rid: u32, reply: Result<Packet, Refusal>) -> Flow {
+        if self.in_flight.is_empty() {
+            self.reply(rid, reply)
+        } else {
+            self.in_flight
+                .push_back((rid, Box::pin(std::future::ready(reply))));
+            Flow::Continue
+        }
+    }
+}
+
+/// Resolves when the timer fires. Cancel-safe.
+async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The oldest reply in flight. Cancel-safe: the reply stays queued if this is dropped.
+async fn oldest(in_flight: &mut VecDeque<(u32, Reply)>) -> Result<Packet, Refusal> {
+    match in_flight.front_mut() {
+        Some((_, reply)) => reply.await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,44 @@
+//! [`Reader`]: point reads shared by the committed store ([`Core`]) and a running change
+//! ([`Txn`], which also sees the pending group). Scans are on [`Core`] only.
+
+use super::{keys, Core, Result, StoreError, Txn};
+
+/// Point reads of stored values.
+pub trait Reader {
+    /// Calls `f` with the value of a key (`None` if absent).
+    fn value<T>(&self, family: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> Result<T>;
+
+    /// A u64 value (0 if absent).
+    fn get_u64(&self, family: &str, key: &[u8]) -> Result<u64> {
+        match self.value(family, key, |v| v.map(keys::u64_value))? {
+            None => Ok(0),
+            Some(Some(n)) => Ok(n),
+            Some(None) => Err(StoreError::Corrupt(format!("u64 value in {family}"))),
+        }
+    }
+
+    /// A protobuf value.
+    fn get_msg<M: prost::Message + Default>(&self, family: &str, key: &[u8]) -> Result<Option<M>> {
+        match self.value(family, key, |v| v.map(M::decode))? {
+            None => Ok(None),
+            Some(r) => Ok(Some(r?)),
+        }
+    }
+
+    fn exists(&self, family: &str, key: &[u8]) -> Result<bool> {
+        self.value(family, key, |v| v.is_some())
+    }
+}
+
+impl Reader for Core {
+    fn value<T>(&self, family: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> Result<T> {
+        let v = self.db().get_pinned_cf(self.cf(family), key)?;
+        Ok(f(v.as_deref()))
+    }
+}
+
+impl Reader for Txn<'_> {
+    fn value<T>(&self, family: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> Result<T> {
+        self.read(family, key, f)
+    }
+}

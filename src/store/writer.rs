@@ -1,0 +1,349 @@
+//! The writer: one thread applies every change to the store, one after another, and commits
+//! them in groups.
+//!
+//! Changes arrive as operations on a channel. The writer runs each against the pending group (an
+//! in-memory overlay of the keys written since the last commit, so a change sees the ones before
+//! it), then writes the whole group as one atomic `WriteBatch`: in `sync` durability that is one
+//! fsync for every change that arrived while the previous group was being written (group commit
+//! across users and connections). Only then are the changes' results released and their pushes
+//! handed to the [`Outbox`], in the order the changes ran, so a user's pushes leave in version
+//! order and nothing is acknowledged or pushed before it is stored.
+//!
+//! One writer means no locks: inbox versions and counters are allocated and read-modify-written
+//! by a single thread. Reads that only look (SYNC, contacts, unread) run elsewhere against what
+//! is committed.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use super::{cf, Core, Delivery, Result, StoreError};
+
+/// Where committed changes send what must reach online devices. Implemented by the router; called
+/// on the writer thread, so it must never block.
+pub trait Outbox: Send + Sync {
+    /// Pushes each delivery to every online session of its user, except session `exclude`.
+    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>);
+    /// Tells the online members of a read fan-out group that its log reached `last_seq`.
+    fn notify_group(&self, group_id: &str, last_seq: u64, members: &[String], exclude: Option<u64>);
+}
+
+/// A change: runs on the writer thread against the pending group; returns whether it succeeded
+/// (on failure the writer takes back everything it wrote).
+pub(super) type Op = Box<dyn FnOnce(&mut super::Txn<'_>) -> bool + Send>;
+
+/// A change's result, sent once its group is committed (or failed to commit).
+pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// What a committed change hands to the outbox.
+pub(super) enum Post {
+    Deliver(Vec<Delivery>, Option<u64>),
+    Notify {
+        group_id: String,
+        last_seq: u64,
+        members: Arc<Vec<String>>,
+        exclude: Option<u64>,
+    },
+}
+
+/// A key as the overlay holds it: column family (index in `cf::ALL`) and key bytes.
+pub(super) type OverlayKey = (u8, Vec<u8>);
+
+/// One undoable step of the running change.
+pub(super) enum Undo {
+    /// The overlay's entry for a key before the change wrote it (`None`: there was none).
+    Key(OverlayKey, Option<Option<Vec<u8>>>),
+    /// A user's cached inbox head before the change appended to it.
+    Version(String, Option<u64>),
+    /// A group's cached member list before the change dropped it.
+    Members(String, Option<Arc<Vec<String>>>),
+}
+
+/// The changes run since the last commit, and the writer's caches.
+pub(super) struct Group {
+    /// Every key written since the last commit, by column family (index in `cf::ALL`):
+    /// `Some(value)` put, `None` deleted.
+    pub overlay: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Keys in the overlay.
+    pub keys: usize,
+    /// The running change's steps, to take back if it fails.
+    pub undo: Vec<Undo>,
+    pub posts: Vec<Post>,
+    pub done: Vec<Completion>,
+    /// Puts and deletes since the last commit.
+    pub writes: usize,
+    /// Each user's newest inbox version, committed or pending.
+    pub versions: HashMap<String, u64>,
+    /// Group members (current), as of the pending state.
+    pub members: HashMap<String, Arc<Vec<String>>>,
+    /// Committed counters (sequences, unread counts, read positions) recently used.
+    pub counters: CounterCache,
+}
+
+/// Committed u64 values of the counter families, so a send reads none of its counters from
+/// RocksDB. Written through at commit (the writer is the only one changing them). Two
+/// generations: when the newer fills up, the older is dropped and the newer takes its place.
+pub(super) struct CounterCache {
+    /// By family index; `new` holds `len` entries.
+    new: Vec<HashMap<Vec<u8>, u64>>,
+    old: Vec<HashMap<Vec<u8>, u64>>,
+    len: usize,
+}
+
+/// Counters per generation.
+const COUNTER_CACHE: usize = 100_000;
+/// The families whose values are counters.
+const COUNTER_FAMILIES: [&str; 2] = [cf::CONVS, cf::UNREAD];
+
+impl Default for CounterCache {
+    fn default() -> Self {
+        let maps = || cf::ALL.iter().map(|_| HashMap::new()).collect();
+        CounterCache {
+            new: maps(),
+            old: maps(),
+            len: 0,
+        }
+    }
+}
+
+impl CounterCache {
+    pub fn get(&mut self, family: u8, key: &[u8]) -> Option<u64> {
+        let f = family as usize;
+        if let Some(v) = self.new[f].get(key) {
+            return Some(*v);
+        }
+        let v = self.old[f].remove(key)?;
+        self.insert(family, key.to_vec(), v);
+        Some(v)
+    }
+
+    pub fn insert(&mut self, family: u8, key: Vec<u8>, value: u64) {
+        if self.len >= COUNTER_CACHE {
+            self.old = std::mem::replace(
+                &mut self.new,
+                cf::ALL.iter().map(|_| HashMap::new()).collect(),
+            );
+            self.len = 0;
+        }
+        if self.new[family as usize].insert(key, value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// What a commit wrote in `family`: u64 values are kept, anything else is forgotten.
+    fn committed(&mut self, family: u8, map: &HashMap<Vec<u8>, Option<Vec<u8>>>) {
+        let f = family as usize;
+        for (key, value) in map {
+            self.old[f].remove(key);
+            match value.as_deref().and_then(super::keys::u64_value) {
+                Some(v) => match self.new[f].get_mut(key) {
+                    Some(slot) => *slot = v,
+                    None => self.insert(family, key.clone(), v),
+                },
+                None => {
+                    if self.new[f].remove(key).is_some() {
+                        self.len -= 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `family` (an index in `cf::ALL`) holds counters.
+pub(super) fn is_counter_family(family: u8) -> bool {
+    COUNTER_FAMILIES.contains(&cf::ALL[family as usize])
+}
+
+/// At most this many changes (or this many written bytes) per group, so one commit stays short.
+const MAX_GROUP_OPS: usize = 4096;
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+impl Group {
+    pub fn new() -> Group {
+        Group {
+            overlay: cf::ALL.iter().map(|_| HashMap::new()).collect(),
+            keys: 0,
+            undo: Vec::new(),
+            posts: Vec::new(),
+            done: Vec::new(),
+            writes: 0,
+            versions: HashMap::new(),
+            members: HashMap::new(),
+            counters: CounterCache::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0 && self.done.is_empty() && self.posts.is_empty()
+    }
+
+    fn bytes(&self) -> usize {
+        // Cheap estimate: the overlay's entry count times a typical entry; exact enough to cap.
+        self.keys * 128
+    }
+
+    /// Takes back the running change's steps.
+    pub fn rollback(&mut self, posts_mark: usize) {
+        while let Some(step) = self.undo.pop() {
+            match step {
+                Undo::Key((family, key), None) => {
+                    self.overlay[family as usize].remove(&key);
+                    self.keys -= 1;
+                    self.writes -= 1;
+                }
+                Undo::Key((family, key), Some(prev)) => {
+                    self.overlay[family as usize].insert(key, prev);
+                    self.writes -= 1;
+                }
+                Undo::Version(user, None) => {
+                    self.versions.remove(&user);
+                }
+                Undo::Version(user, Some(v)) => {
+                    self.versions.insert(user, v);
+                }
+                Undo::Members(group, prev) => {
+                    if let Some(list) = prev {
+                        self.members.insert(group, list);
+                    }
+                }
+            }
+        }
+        self.posts.truncate(posts_mark);
+    }
+
+    /// Writes the group as one batch, then releases results and pushes in order. A failed write
+    /// fails every change in the group; the store then refuses all further changes.
+    pub fn commit(&mut self, core: &Core) {
+        self.undo.clear();
+        let result = if self.writes == 0 {
+            Ok(())
+        } else {
+            for (family, map) in self.overlay.iter().enumerate() {
+                if is_counter_family(family as u8) {
+                    self.counters.committed(family as u8, map);
+                }
+            }
+            let mut batch = rocksdb::WriteBatch::default();
+            for (family, map) in self.overlay.iter_mut().enumerate() {
+                if map.is_empty() {
+                    continue;
+                }
+                let handle = core.cf(cf::ALL[family]);
+                for (key, value) in map.drain() {
+                    match value {
+                        Some(v) => batch.put_cf(handle, key, v),
+                        None => batch.delete_cf(handle, key),
+                    }
+                }
+            }
+            core.write_batch(batch, self.writes)
+        };
+        for map in &mut self.overlay {
+            map.clear();
+        }
+        self.keys = 0;
+        self.writes = 0;
+        let posts = std::mem::take(&mut self.posts);
+        let done = std::mem::take(&mut self.done);
+        match result {
+            Ok(()) => {
+                if let Some(outbox) = core.outbox.get() {
+                    for post in posts {
+                        match post {
+                            Post::Deliver(d, exclude) => outbox.deliver(d, exclude),
+                            Post::Notify {
+                                group_id,
+                                last_seq,
+                                members,
+                                exclude,
+                            } => outbox.notify_group(&group_id, last_seq, &members, exclude),
+                        }
+                    }
+                }
+                for d in done {
+                    d(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!("store write failed: {e}");
+                core.fail();
+                // What was pending is not stored: forget the cached heads built on it.
+                self.versions.clear();
+                self.members.clear();
+                self.counters = CounterCache::default();
+                for d in done {
+                    d(Err(StoreError::Failed(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// The sending side of the writer.
+pub(super) struct Handle {
+    tx: Option<mpsc::Sender<(bool, Op)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub fn start(core: Arc<Core>) -> std::io::Result<Handle> {
+        let (tx, rx) = mpsc::channel::<(bool, Op)>();
+        let thread = std::thread::Builder::new()
+            .name("missive-writer".into())
+            .spawn(move || run(&core, rx))?;
+        Ok(Handle {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a change. `fresh`: commit what is pending first (for changes that scan the store).
+    /// Returns the change back if the writer has stopped.
+    pub fn submit(&self, fresh: bool, op: Op) -> std::result::Result<(), Op> {
+        match &self.tx {
+            Some(tx) => tx.send((fresh, op)).map_err(|e| e.0 .1),
+            None => Err(op),
+        }
+    }
+}
+
+impl Drop for Handle {
+    /// Lets the writer finish what is queued, then waits for it.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(core: &Core, rx: mpsc::Receiver<(bool, Op)>) {
+    let mut group = Group::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut ops = 0;
+        while let Some((fresh, op)) = next.take() {
+            if fresh && !group.is_empty() {
+                group.commit(core);
+            }
+            apply(core, &mut group, op);
+            ops += 1;
+            if ops >= MAX_GROUP_OPS || group.bytes() >= MAX_GROUP_BYTES {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        group.commit(core);
+    }
+}
+
+/// Runs one change; takes back its writes if it fails.
+fn apply(core: &Core, group: &mut Group, op: Op) {
+    let mut txn = super::Txn::new(core, group);
+    if op(&mut txn) {
+        txn.finish();
+    } else {
+        txn.abandon();
+    }
+}
