@@ -293,7 +293,7 @@ impl Store {
         limits: GroupLimits,
         exclude: Option<u64>,
     ) -> Pending<SendOutcome> {
-        self.change(false, move |txn| send_group(txn, &req, limits, exclude))
+        self.change(false, move |txn| send_group(txn, req, limits, exclude))
     }
 
     /// Recalls a group message (its sender, or the owner or an admin, within the window).
@@ -535,10 +535,11 @@ fn group_leave(
 
 fn send_group(
     txn: &mut Txn<'_>,
-    req: &SendRequest,
+    mut req: SendRequest,
     limits: GroupLimits,
     exclude: Option<u64>,
 ) -> Result<SendOutcome> {
+    let content = std::mem::take(&mut req.content);
     let group_id = req.to.id.as_str();
     let info = group_info(txn, group_id)?;
     let write_mode = limits.mode(info.member_count) == FanoutMode::Write;
@@ -554,7 +555,7 @@ fn send_group(
     }
     let ck = ConvKey::group(group_id);
     let conv = group_conv(group_id);
-    let msg = put_message(txn, req, &ck, conv.clone())?;
+    let msg = put_message(txn, &req, content, &ck, conv.clone())?;
     let (msg_id, seq) = (msg.msg_id, msg.seq);
     let own = [req.from.clone()];
     let recipients: &[String] = if write_mode { &members } else { &own };

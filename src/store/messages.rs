@@ -55,7 +55,7 @@ impl Store {
     /// (not to session `exclude`, the sender's). A repeated client message id gets the first
     /// send's ack, flagged duplicate, and stores nothing.
     pub fn send_direct(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
-        self.change(false, move |txn| send_direct(txn, &req, exclude))
+        self.change(false, move |txn| send_direct(txn, req, exclude))
     }
 
     /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
@@ -105,7 +105,12 @@ impl Store {
     }
 }
 
-fn send_direct(txn: &mut Txn<'_>, req: &SendRequest, exclude: Option<u64>) -> Result<SendOutcome> {
+fn send_direct(
+    txn: &mut Txn<'_>,
+    mut req: SendRequest,
+    exclude: Option<u64>,
+) -> Result<SendOutcome> {
+    let content = std::mem::take(&mut req.content);
     let (from, to) = (req.from.as_str(), req.to.id.as_str());
     if let Some(mut ack) =
         txn.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(from, &req.client_msg_id))?
@@ -114,7 +119,7 @@ fn send_direct(txn: &mut Txn<'_>, req: &SendRequest, exclude: Option<u64>) -> Re
         return Ok(SendOutcome { ack, writes: 0 });
     }
     let conv = ConvKey::direct(from, to);
-    let msg = put_message(txn, req, &conv, direct(to))?;
+    let msg = put_message(txn, &req, content, &conv, direct(to))?;
     let (msg_id, seq) = (msg.msg_id, msg.seq);
     let mut deliveries = Vec::with_capacity(2);
     let mut sender_version = 0;
@@ -163,6 +168,7 @@ fn send_direct(txn: &mut Txn<'_>, req: &SendRequest, exclude: Option<u64>) -> Re
 pub(crate) fn put_message(
     txn: &mut Txn<'_>,
     req: &SendRequest,
+    content: Vec<u8>,
     conv: &ConvKey,
     to: Conversation,
 ) -> Result<pb::Message> {
@@ -175,7 +181,7 @@ pub(crate) fn put_message(
         seq,
         timestamp_ms: req.now_ms,
         content_type: req.content_type,
-        content: req.content.clone(),
+        content,
         client_msg_id: req.client_msg_id.clone(),
         recalled: false,
     };

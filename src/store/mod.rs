@@ -299,7 +299,7 @@ impl Core {
         }
     }
 
-    fn fail(&self) {
+    pub(super) fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
     }
 

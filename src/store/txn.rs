@@ -2,14 +2,15 @@
 //!
 //! Reads see what is committed plus every change before this one in the group (the overlay),
 //! plus this change's own writes. Nothing is visible to readers outside the writer until the
-//! group is committed. If the change fails, the writer takes back all it wrote.
+//! group is committed. A change makes every check that can refuse it before its first write; a
+//! change that fails after writing (a storage error) fails the store.
 
 use std::sync::Arc;
 
 use missive_protocol::pb::{self, inbox_entry::Body, Conversation, InboxEntry};
 use prost::Message as _;
 
-use super::writer::{is_counter_family, Completion, Group, OverlayKey, Post, Undo};
+use super::writer::{is_counter_family, Completion, Group, Post};
 use super::{cf, keys, Core, Delivery, Reader, Result, StoreError};
 
 /// The version of `user`'s entry among `deliveries` (0 if none).
@@ -57,7 +58,7 @@ impl<'a> Txn<'a> {
     /// Commits the changes before this one, so that scans of the store see them. Only before
     /// this change has written anything.
     pub fn fresh(&mut self) -> Result<()> {
-        if !self.group.undo.is_empty() {
+        if self.writes > 0 {
             return Err(StoreError::Corrupt(
                 "internal: fresh() after the change wrote".into(),
             ));
@@ -88,12 +89,8 @@ impl<'a> Txn<'a> {
 
     fn write(&mut self, family_name: &str, key: Vec<u8>, value: Option<Vec<u8>>) {
         let f = family(family_name);
-        let prev = self.group.overlay[f as usize].insert(key.clone(), value);
-        if prev.is_none() {
-            self.group.keys += 1;
-        }
-        let k: OverlayKey = (f, key);
-        self.group.undo.push(Undo::Key(k, prev));
+        self.group.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.group.overlay[f as usize].insert(key, value);
         self.group.writes += 1;
         self.writes += 1;
     }
@@ -179,10 +176,12 @@ impl<'a> Txn<'a> {
             keys::inbox(user, version),
             stored.encode_to_vec(),
         );
-        self.group
-            .undo
-            .push(Undo::Version(user.to_owned(), Some(prev)));
-        self.group.versions.insert(user.to_owned(), version);
+        match self.group.versions.get_mut(user) {
+            Some(v) => *v = version,
+            None => {
+                self.group.versions.insert(user.to_owned(), version);
+            }
+        }
         Ok(entry)
     }
 
@@ -227,10 +226,7 @@ impl<'a> Txn<'a> {
 
     /// Drops the cached member list of a group whose membership this change alters.
     pub fn forget_members(&mut self, group_id: &str) {
-        let prev = self.group.members.remove(group_id);
-        self.group
-            .undo
-            .push(Undo::Members(group_id.to_owned(), prev));
+        self.group.members.remove(group_id);
     }
 
     /// Pushes `deliveries` once the group is committed (to every online session of each user
@@ -262,13 +258,13 @@ impl<'a> Txn<'a> {
         self.group.done.push(done);
     }
 
-    /// The change succeeded: its writes stay in the group.
-    pub(super) fn finish(self) {
-        self.group.undo.clear();
-    }
-
-    /// The change failed: take back everything it wrote.
-    pub(super) fn abandon(self) {
-        self.group.rollback(self.posts_mark);
+    /// The change failed. Nothing to take back if it wrote nothing (every refusal comes before
+    /// the first write); otherwise its group is poisoned and the store fails.
+    pub(super) fn abandon(self, core: &Core) {
+        if self.writes > 0 {
+            tracing::error!("a change failed after writing; the store stops taking changes");
+            core.fail();
+        }
+        self.group.posts.truncate(self.posts_mark);
     }
 }

@@ -13,7 +13,7 @@
 //! by a single thread. Reads that only look (SYNC, contacts, unread) run elsewhere against what
 //! is committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -28,8 +28,9 @@ pub trait Outbox: Send + Sync {
     fn notify_group(&self, group_id: &str, last_seq: u64, members: &[String], exclude: Option<u64>);
 }
 
-/// A change: runs on the writer thread against the pending group; returns whether it succeeded
-/// (on failure the writer takes back everything it wrote).
+/// A change: runs on the writer thread against the pending group; returns whether it succeeded.
+/// Changes check everything that can refuse them before they write; one that fails after it
+/// wrote (a storage error) fails its whole group and the store.
 pub(super) type Op = Box<dyn FnOnce(&mut super::Txn<'_>) -> bool + Send>;
 
 /// A change's result, sent once its group is committed (or failed to commit).
@@ -46,36 +47,22 @@ pub(super) enum Post {
     },
 }
 
-/// A key as the overlay holds it: column family (index in `cf::ALL`) and key bytes.
-pub(super) type OverlayKey = (u8, Vec<u8>);
-
-/// One undoable step of the running change.
-pub(super) enum Undo {
-    /// The overlay's entry for a key before the change wrote it (`None`: there was none).
-    Key(OverlayKey, Option<Option<Vec<u8>>>),
-    /// A user's cached inbox head before the change appended to it.
-    Version(String, Option<u64>),
-    /// A group's cached member list before the change dropped it.
-    Members(String, Option<Arc<Vec<String>>>),
-}
-
 /// The changes run since the last commit, and the writer's caches.
 pub(super) struct Group {
     /// Every key written since the last commit, by column family (index in `cf::ALL`):
-    /// `Some(value)` put, `None` deleted.
-    pub overlay: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
-    /// Keys in the overlay.
-    pub keys: usize,
-    /// The running change's steps, to take back if it fails.
-    pub undo: Vec<Undo>,
+    /// `Some(value)` put, `None` deleted. Sorted, so the batch reaches the memtables in key
+    /// order (RocksDB's skiplist then reuses its search path from one insert to the next).
+    pub overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Bytes of keys and values in the overlay (an estimate of the batch's size).
+    pub bytes: usize,
     pub posts: Vec<Post>,
     pub done: Vec<Completion>,
     /// Puts and deletes since the last commit.
     pub writes: usize,
     /// Each user's newest inbox version, committed or pending.
-    pub versions: HashMap<String, u64>,
+    pub versions: FastMap<String, u64>,
     /// Group members (current), as of the pending state.
-    pub members: HashMap<String, Arc<Vec<String>>>,
+    pub members: FastMap<String, Arc<Vec<String>>>,
     /// Committed counters (sequences, unread counts, read positions) recently used.
     pub counters: CounterCache,
 }
@@ -85,8 +72,8 @@ pub(super) struct Group {
 /// generations: when the newer fills up, the older is dropped and the newer takes its place.
 pub(super) struct CounterCache {
     /// By family index; `new` holds `len` entries.
-    new: Vec<HashMap<Vec<u8>, u64>>,
-    old: Vec<HashMap<Vec<u8>, u64>>,
+    new: Vec<FastMap<Vec<u8>, u64>>,
+    old: Vec<FastMap<Vec<u8>, u64>>,
     len: usize,
 }
 
@@ -97,7 +84,7 @@ const COUNTER_FAMILIES: [&str; 2] = [cf::CONVS, cf::UNREAD];
 
 impl Default for CounterCache {
     fn default() -> Self {
-        let maps = || cf::ALL.iter().map(|_| HashMap::new()).collect();
+        let maps = || cf::ALL.iter().map(|_| FastMap::default()).collect();
         CounterCache {
             new: maps(),
             old: maps(),
@@ -121,7 +108,7 @@ impl CounterCache {
         if self.len >= COUNTER_CACHE {
             self.old = std::mem::replace(
                 &mut self.new,
-                cf::ALL.iter().map(|_| HashMap::new()).collect(),
+                cf::ALL.iter().map(|_| FastMap::default()).collect(),
             );
             self.len = 0;
         }
@@ -131,7 +118,7 @@ impl CounterCache {
     }
 
     /// What a commit wrote in `family`: u64 values are kept, anything else is forgotten.
-    fn committed(&mut self, family: u8, map: &HashMap<Vec<u8>, Option<Vec<u8>>>) {
+    fn committed(&mut self, family: u8, map: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
         let f = family as usize;
         for (key, value) in map {
             self.old[f].remove(key);
@@ -155,6 +142,32 @@ pub(super) fn is_counter_family(family: u8) -> bool {
     COUNTER_FAMILIES.contains(&cf::ALL[family as usize])
 }
 
+/// FNV-1a: the writer's maps are keyed by short ids and keys it made itself, so a fast hash
+/// without flooding resistance is enough.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map with the [`Fnv`] hash.
+pub(super) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// At most this many changes (or this many written bytes) per group, so one commit stays short.
 const MAX_GROUP_OPS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
@@ -162,14 +175,13 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 impl Group {
     pub fn new() -> Group {
         Group {
-            overlay: cf::ALL.iter().map(|_| HashMap::new()).collect(),
-            keys: 0,
-            undo: Vec::new(),
+            overlay: cf::ALL.iter().map(|_| BTreeMap::new()).collect(),
+            bytes: 0,
             posts: Vec::new(),
             done: Vec::new(),
             writes: 0,
-            versions: HashMap::new(),
-            members: HashMap::new(),
+            versions: FastMap::default(),
+            members: FastMap::default(),
             counters: CounterCache::default(),
         }
     }
@@ -178,45 +190,14 @@ impl Group {
         self.writes == 0 && self.done.is_empty() && self.posts.is_empty()
     }
 
-    fn bytes(&self) -> usize {
-        // Cheap estimate: the overlay's entry count times a typical entry; exact enough to cap.
-        self.keys * 128
-    }
-
-    /// Takes back the running change's steps.
-    pub fn rollback(&mut self, posts_mark: usize) {
-        while let Some(step) = self.undo.pop() {
-            match step {
-                Undo::Key((family, key), None) => {
-                    self.overlay[family as usize].remove(&key);
-                    self.keys -= 1;
-                    self.writes -= 1;
-                }
-                Undo::Key((family, key), Some(prev)) => {
-                    self.overlay[family as usize].insert(key, prev);
-                    self.writes -= 1;
-                }
-                Undo::Version(user, None) => {
-                    self.versions.remove(&user);
-                }
-                Undo::Version(user, Some(v)) => {
-                    self.versions.insert(user, v);
-                }
-                Undo::Members(group, prev) => {
-                    if let Some(list) = prev {
-                        self.members.insert(group, list);
-                    }
-                }
-            }
-        }
-        self.posts.truncate(posts_mark);
-    }
-
     /// Writes the group as one batch, then releases results and pushes in order. A failed write
     /// fails every change in the group; the store then refuses all further changes.
     pub fn commit(&mut self, core: &Core) {
-        self.undo.clear();
-        let result = if self.writes == 0 {
+        let result = if core.check_failed().is_err() {
+            Err(StoreError::Failed(
+                "a change failed after it had written".into(),
+            ))
+        } else if self.writes == 0 {
             Ok(())
         } else {
             for (family, map) in self.overlay.iter().enumerate() {
@@ -224,13 +205,15 @@ impl Group {
                     self.counters.committed(family as u8, map);
                 }
             }
-            let mut batch = rocksdb::WriteBatch::default();
-            for (family, map) in self.overlay.iter_mut().enumerate() {
+            // Each record: tag, family id, two length varints, key, value.
+            let size = self.bytes + self.writes * 16 + 64;
+            let mut batch = rocksdb::WriteBatch::with_capacity_bytes(size);
+            for (family, map) in self.overlay.iter().enumerate() {
                 if map.is_empty() {
                     continue;
                 }
                 let handle = core.cf(cf::ALL[family]);
-                for (key, value) in map.drain() {
+                for (key, value) in map {
                     match value {
                         Some(v) => batch.put_cf(handle, key, v),
                         None => batch.delete_cf(handle, key),
@@ -242,7 +225,7 @@ impl Group {
         for map in &mut self.overlay {
             map.clear();
         }
-        self.keys = 0;
+        self.bytes = 0;
         self.writes = 0;
         let posts = std::mem::take(&mut self.posts);
         let done = std::mem::take(&mut self.done);
@@ -266,7 +249,7 @@ impl Group {
                 }
             }
             Err(e) => {
-                tracing::error!("store write failed: {e}");
+                tracing::error!("store write failed, refusing all further changes: {e}");
                 core.fail();
                 // What was pending is not stored: forget the cached heads built on it.
                 self.versions.clear();
@@ -329,7 +312,7 @@ fn run(core: &Core, rx: mpsc::Receiver<(bool, Op)>) {
             }
             apply(core, &mut group, op);
             ops += 1;
-            if ops >= MAX_GROUP_OPS || group.bytes() >= MAX_GROUP_BYTES {
+            if ops >= MAX_GROUP_OPS || group.bytes >= MAX_GROUP_BYTES {
                 break;
             }
             next = rx.try_recv().ok();
@@ -338,12 +321,10 @@ fn run(core: &Core, rx: mpsc::Receiver<(bool, Op)>) {
     }
 }
 
-/// Runs one change; takes back its writes if it fails.
+/// Runs one change. If it failed after writing, its group cannot be committed: the store fails.
 fn apply(core: &Core, group: &mut Group, op: Op) {
     let mut txn = super::Txn::new(core, group);
-    if op(&mut txn) {
-        txn.finish();
-    } else {
-        txn.abandon();
+    if !op(&mut txn) {
+        txn.abandon(core);
     }
 }
