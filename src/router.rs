@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
+use missive_protocol::pb::{self, GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -42,8 +42,9 @@ pub struct Taken {
 #[derive(Debug)]
 pub struct SessionHandle {
     pub id: u64,
-    pub user: String,
-    pub device: String,
+    /// Shared with the router's table key.
+    pub user: Arc<str>,
+    pub device: Box<str>,
     /// Last time anything arrived from the client, ms since the epoch (coarse; set per read).
     last_seen: AtomicI64,
     queue: Mutex<Queue>,
@@ -127,7 +128,7 @@ pub fn kick(reason: KickReason, message: &str) -> Kick {
 /// The table of online sessions.
 #[derive(Debug, Default)]
 pub struct Router {
-    users: RwLock<HashMap<String, Vec<Arc<SessionHandle>>>>,
+    users: RwLock<HashMap<Arc<str>, Vec<Arc<SessionHandle>>>>,
     next_id: AtomicU64,
     /// Set at shutdown: every session, also one registering later, is closed with a kick.
     closing: Mutex<Option<fn() -> Kick>>,
@@ -145,19 +146,23 @@ impl Router {
         max_devices: usize,
         now_ms: i64,
     ) -> Arc<SessionHandle> {
+        let mut users = self.users.write();
+        let key: Arc<str> = match users.get_key_value(user) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(user),
+        };
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
-            user: user.to_owned(),
-            device: device.to_owned(),
+            user: key.clone(),
+            device: device.into(),
             last_seen: AtomicI64::new(now_ms),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
             wake: Notify::new(),
         });
-        let mut users = self.users.write();
-        let list = users.entry(user.to_owned()).or_default();
+        let list = users.entry(key).or_default();
         list.retain(|s| {
-            if s.device == device {
+            if &*s.device == device {
                 s.close(Some(kick(
                     KickReason::Replaced,
                     "this device logged in on another connection",
@@ -196,9 +201,12 @@ impl Router {
     pub fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
         let users = self.users.read();
         for d in deliveries {
-            let Some(sessions) = users.get(&d.user) else {
+            let Some(sessions) = users.get(d.user.as_str()) else {
                 continue;
             };
+            if !sessions.iter().any(|s| Some(s.id) != exclude) {
+                continue;
+            }
             let version = d.entry.version;
             let frame = Frame::new(
                 &Packet::Push(Push {
@@ -217,12 +225,13 @@ impl Router {
         }
     }
 
-    /// Sends GROUP_NOTIFY {group, last_seq} to every online session of `members` except
-    /// session `exclude`.
+    /// Sends GROUP_NOTIFY {group, last_seq, message} to every online session of `members`
+    /// except session `exclude`. The frame is encoded once and shared.
     pub fn notify_group(
         &self,
         group_id: &str,
         last_seq: u64,
+        message: Option<pb::Message>,
         members: &[String],
         exclude: Option<u64>,
     ) {
@@ -231,12 +240,13 @@ impl Router {
                 group_id: group_id.to_owned(),
                 last_seq,
                 unread: 0,
+                message,
             }),
             0,
         );
         let users = self.users.read();
         for m in members {
-            let Some(sessions) = users.get(m) else {
+            let Some(sessions) = users.get(m.as_str()) else {
                 continue;
             };
             for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
@@ -277,9 +287,10 @@ impl Outbox for Router {
         &self,
         group_id: &str,
         last_seq: u64,
+        message: Option<pb::Message>,
         members: &[String],
         exclude: Option<u64>,
     ) {
-        Router::notify_group(self, group_id, last_seq, members, exclude)
+        Router::notify_group(self, group_id, last_seq, message, members, exclude)
     }
 }

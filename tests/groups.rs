@@ -650,6 +650,15 @@ async fn read_fanout_notifies_and_members_pull_history() {
                 "{}: GROUP_NOTIFY for seq {n}",
                 m.who()
             );
+            // A small message travels in the notification itself.
+            let carried = notify.message.as_ref().expect("message in GROUP_NOTIFY");
+            assert_eq!(
+                (carried.seq, carried.msg_id, carried.content.as_slice()),
+                (n, ack.msg_id, text.as_bytes()),
+                "{}",
+                m.who()
+            );
+            assert_eq!(carried.from_user, "alice");
         }
         acks.push(ack);
     }
@@ -787,6 +796,14 @@ async fn read_fanout_notifies_and_members_pull_history() {
     let n = george.next_notify().await;
     assert_eq!((n.group_id.as_str(), n.last_seq), (gid.as_str(), 5));
     assert_eq!(george.unread_of(&grp(&gid)).await, 1);
+    // A message above 4096 bytes of content is only announced: members pull it.
+    let big = "x".repeat(4097);
+    assert_eq!(bob.send(&gid, &big).await.seq, 6);
+    let n = george.next_notify().await;
+    assert_eq!((n.last_seq, n.message.is_none()), (6, true));
+    let pulled = george.history(&gid, 0, 5, 0).await;
+    assert_eq!(seqs(&pulled.messages), [6]);
+    assert_eq!(pulled.messages[0].content, big.as_bytes());
     check_users(
         &server,
         &["alice", "bob", "carol", "dave", "erin", "george"],

@@ -181,7 +181,7 @@ impl Outbox for Recorder {
     fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<u64>) {
         self.0.lock().unwrap().extend(deliveries);
     }
-    fn notify_group(&self, _: &str, _: u64, _: &[String], _: Option<u64>) {}
+    fn notify_group(&self, _: &str, _: u64, _: Option<pb::Message>, _: &[String], _: Option<u64>) {}
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {

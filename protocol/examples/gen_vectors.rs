@@ -732,9 +732,35 @@ fn valid_vectors(g: &mut Gen) {
             group_id: "g-big1".into(),
             last_seq: 1234,
             unread: 4,
+            message: None,
         }),
         0,
         "Read fan-out group has new messages up to seq 1234; not acknowledged",
+    );
+    g.frame(
+        "group_notify_with_message",
+        Packet::GroupNotify(pb::GroupNotify {
+            group_id: "g-big1".into(),
+            last_seq: 1235,
+            unread: 0,
+            message: Some(pb::Message {
+                msg_id: 7_208_000_000_000_123,
+                from_user: "alice".into(),
+                conversation: Some(pb::Conversation {
+                    kind: pb::ConversationKind::Group as i32,
+                    id: "g-big1".into(),
+                }),
+                seq: 1235,
+                timestamp_ms: T + 60_000,
+                content_type: 1,
+                content: b"hi all".to_vec(),
+                client_msg_id: "c-77".into(),
+                recalled: false,
+            }),
+        }),
+        0,
+        "Read fan-out message 1235 carried in the notification: a member holding seq 1234 applies \
+         it without a GROUP_HISTORY pull",
     );
 
     // Kick.

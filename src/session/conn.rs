@@ -6,7 +6,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use missive_protocol::{Frame, FrameCodec, ProtocolError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -112,6 +112,23 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(());
         }
+        if let Stream::Plain(s) = &self.stream {
+            // Usually the socket takes it all at once: no waiting, no timer.
+            match s.try_write(&self.wbuf) {
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.wbuf.is_empty() {
+                self.wbuf = BytesMut::new();
+                return Ok(());
+            }
+        }
+        // Boxed: the waiting write and its timer are not part of every connection's task.
+        Box::pin(self.write_out()).await
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
         let out = std::mem::take(&mut self.wbuf);
         let write = async {
             match &mut self.stream {

@@ -119,7 +119,7 @@ fn start_send(
         ));
     }
     let r = SendRequest {
-        from: session.user.clone(),
+        from: session.user.to_string(),
         client_msg_id: req.client_msg_id,
         to,
         content_type: req.content_type,
@@ -141,7 +141,7 @@ pub async fn handle(
     session: &Arc<SessionHandle>,
     packet: Packet,
 ) -> Result<Packet, Refusal> {
-    let user = session.user.clone();
+    let user = session.user.to_string();
     let now = crate::now_ms();
     match packet {
         Packet::Send(req) => send(shared, session, req).await,

@@ -78,20 +78,28 @@ pub async fn run(
     peer: SocketAddr,
     _permit: crate::limits::Permit,
 ) {
+    // The handshake and login run in their own (boxed) future, so their state is not kept in
+    // the connection's task once they are done; the task then holds the permit, the boxed
+    // session and the (small) serving loop.
+    let Some(mut session) = Box::pin(start(shared, stream, peer)).await else {
+        return;
+    };
+    session.serve().await;
+    session.shared.router.unregister(&session.handle);
+    tracing::debug!(%peer, session = session.handle.id, "closed");
+}
+
+/// Opens the connection (TLS or plain), waits for LOGIN and registers the session.
+async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Option<Box<Session>> {
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
-    // Boxed: the handshake's state is not kept in the connection's task once it is done.
-    let Some(stream) = Box::pin(open(&shared, stream, deadline)).await else {
-        return;
-    };
+    let stream = open(&shared, stream, deadline).await?;
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
-    let Some(handle) = Box::pin(login(&shared, &mut conn, deadline)).await else {
-        return;
-    };
+    let handle = login(&shared, &mut conn, deadline).await?;
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
-    let mut session = Session {
+    Some(Box::new(Session {
         sends: crate::limits::Bucket::new(rate, rate.saturating_mul(2)),
         retransmits: Retransmits::new(
             Duration::from_millis(shared.config.ack_timeout_ms),
@@ -102,10 +110,7 @@ pub async fn run(
         handle,
         in_flight: Default::default(),
         timer: None,
-    };
-    session.serve().await;
-    session.shared.router.unregister(&session.handle);
-    tracing::debug!(%peer, session = session.handle.id, "closed");
+    }))
 }
 
 /// Tells TLS from the plain protocol by the first byte and completes the TLS handshake, both

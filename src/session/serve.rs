@@ -50,11 +50,9 @@ pub(super) struct Session {
 impl Session {
     pub async fn serve(&mut self) {
         loop {
-            if let Flow::Close = self.turn().await {
-                let _ = self.conn.flush().await;
-                return;
-            }
-            if self.conn.flush().await.is_err() {
+            // Boxed: the state of handling requests and writing is not part of every idle
+            // connection's task, only that of waiting.
+            if let Flow::Close = Box::pin(self.work()).await {
                 return;
             }
             self.conn.release_idle();
@@ -68,7 +66,7 @@ impl Session {
                 r = oldest(&mut self.in_flight), if !self.in_flight.is_empty() => {
                     if let Some((rid, _)) = self.in_flight.pop_front() {
                         if let Flow::Close = self.reply(rid, r) {
-                            let _ = self.conn.flush().await;
+                            let _ = Box::pin(self.conn.flush()).await;
                             return;
                         }
                     }
@@ -85,11 +83,24 @@ impl Session {
                 }
                 _ = expired(&mut self.timer), if self.timer.is_some() => {
                     if let Flow::Close = self.on_timer() {
-                        let _ = self.conn.flush().await;
+                        let _ = Box::pin(self.conn.flush()).await;
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// Handles what was read and writes what is due. `Close`: the connection is done (what could
+    /// be written was).
+    async fn work(&mut self) -> Flow {
+        if let Flow::Close = self.turn().await {
+            let _ = self.conn.flush().await;
+            return Flow::Close;
+        }
+        match self.conn.flush().await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
         }
     }
 

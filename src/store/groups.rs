@@ -34,6 +34,9 @@ pub fn group_conv(id: &str) -> Conversation {
     }
 }
 
+/// GROUP_NOTIFY carries a read fan-out message whose content is at most this long.
+pub const NOTIFY_INLINE_MAX: usize = 4096;
+
 fn refused(code: ErrorCode, msg: &str) -> StoreError {
     StoreError::refused(code, msg)
 }
@@ -598,7 +601,9 @@ fn send_group(
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     if !write_mode {
-        txn.notify_group(group_id, seq, members, exclude);
+        // Online members get the message itself when it is small (they pull only after a gap).
+        let inline = (msg.content.len() <= NOTIFY_INLINE_MAX).then_some(msg);
+        txn.notify_group(group_id, seq, inline, members, exclude);
     }
     Ok(SendOutcome { ack, writes })
 }
@@ -658,7 +663,7 @@ fn recall_group(
     txn.deliver(deliveries, None);
     if !write_mode {
         let last_seq = txn.counter(cf::CONVS, &ck.0)?;
-        txn.notify_group(group_id, last_seq, members, None);
+        txn.notify_group(group_id, last_seq, None, members, None);
     }
     Ok(version)
 }

@@ -237,17 +237,20 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// Notifies the online `members` of a read fan-out group once the group is committed.
+    /// Notifies the online `members` of a read fan-out group once the group is committed,
+    /// with the message at `last_seq` if given.
     pub fn notify_group(
         &mut self,
         group_id: &str,
         last_seq: u64,
+        message: Option<pb::Message>,
         members: Arc<Vec<String>>,
         exclude: Option<u64>,
     ) {
         self.group.posts.push(Post::Notify {
             group_id: group_id.to_owned(),
             last_seq,
+            message,
             members,
             exclude,
         });

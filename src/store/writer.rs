@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use missive_protocol::pb;
+
 use super::{cf, Core, Delivery, Result, StoreError};
 
 /// Where committed changes send what must reach online devices. Implemented by the router; called
@@ -24,8 +26,16 @@ use super::{cf, Core, Delivery, Result, StoreError};
 pub trait Outbox: Send + Sync {
     /// Pushes each delivery to every online session of its user, except session `exclude`.
     fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>);
-    /// Tells the online members of a read fan-out group that its log reached `last_seq`.
-    fn notify_group(&self, group_id: &str, last_seq: u64, members: &[String], exclude: Option<u64>);
+    /// Tells the online members of a read fan-out group that its log reached `last_seq` (with
+    /// the message at `last_seq`, if given).
+    fn notify_group(
+        &self,
+        group_id: &str,
+        last_seq: u64,
+        message: Option<pb::Message>,
+        members: &[String],
+        exclude: Option<u64>,
+    );
 }
 
 /// A change: runs on the writer thread against the pending group; returns whether it succeeded.
@@ -42,6 +52,7 @@ pub(super) enum Post {
     Notify {
         group_id: String,
         last_seq: u64,
+        message: Option<pb::Message>,
         members: Arc<Vec<String>>,
         exclude: Option<u64>,
     },
@@ -238,9 +249,12 @@ impl Group {
                             Post::Notify {
                                 group_id,
                                 last_seq,
+                                message,
                                 members,
                                 exclude,
-                            } => outbox.notify_group(&group_id, last_seq, &members, exclude),
+                            } => {
+                                outbox.notify_group(&group_id, last_seq, message, &members, exclude)
+                            }
                         }
                     }
                 }

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use missive_protocol::{pb, Command, Frame, FrameCodec, Packet, DEFAULT_MAX_FRAME_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 
 use crate::error::{ClientError, Result};
 
@@ -80,6 +80,32 @@ impl Connection {
         self.framed.send(frame).await?;
         self.last_sent = Instant::now();
         Ok(())
+    }
+
+    /// Adds a frame to the write buffer; [`Connection::flush`] writes everything added, in one
+    /// go (the buffer is written early if it grows past 8 KiB).
+    pub async fn feed_frame(&mut self, frame: &Frame) -> Result<()> {
+        self.framed.feed(frame).await?;
+        Ok(())
+    }
+
+    /// Writes every frame added by [`Connection::feed_frame`].
+    pub async fn flush(&mut self) -> Result<()> {
+        SinkExt::<&Frame>::flush(&mut self.framed).await?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// A frame already received and buffered, if there is one; never waits. Lets a reader
+    /// handle a burst of frames before it answers (one PUSH_ACK for all of them, say).
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+        if let Some(frame) = self.queued.pop_front() {
+            return Ok(Some(frame));
+        }
+        let mut codec = *self.framed.codec();
+        codec
+            .decode(self.framed.read_buffer_mut())
+            .map_err(ClientError::Protocol)
     }
 
     /// Sends `packet` with a fresh request id and returns that id.

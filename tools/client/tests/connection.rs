@@ -50,6 +50,7 @@ async fn frames_arriving_during_a_request_are_kept_and_nothing_is_acked() {
             group_id: "g".into(),
             last_seq: 4,
             unread: 1,
+            message: None,
         };
         peer.send(Packet::GroupNotify(notify), 0).await;
         let ack = pb::UnreadAck {

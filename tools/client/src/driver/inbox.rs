@@ -33,9 +33,8 @@ impl Driver {
         }
         // Cumulative: everything up to held is applied. A push past a gap stays unacked until
         // the SYNC has filled the gap (its retransmit is then dropped as a duplicate).
-        if self.versions.held() > 0 {
-            conn.push_ack(self.versions.held()).await?;
-        }
+        // Sent once the burst of frames this push came in is handled (`on_frames`).
+        self.ack_due = true;
         Ok(())
     }
 
@@ -81,10 +80,12 @@ impl Driver {
         }
         let progressed = self.versions.held() > before;
         if progressed {
-            conn.push_ack(self.versions.held()).await?;
+            self.ack_due = true;
         }
         if ack.has_more || self.versions.behind() {
             if progressed {
+                // Acknowledge this page before asking for the next.
+                self.send_ack(conn).await?;
                 self.start_sync(conn).await?;
             } else {
                 // No progress: do not spin. The next push, retransmit or reconnect retries.

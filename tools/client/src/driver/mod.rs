@@ -72,6 +72,8 @@ pub(crate) struct Driver {
     /// Wait at least this long before the next reconnect (KICK reconnect_after_ms).
     min_delay: Duration,
     close_done: Option<oneshot::Sender<()>>,
+    /// Entries were applied since the last PUSH_ACK (sent once per burst of frames).
+    ack_due: bool,
 }
 
 impl Driver {
@@ -100,6 +102,7 @@ impl Driver {
             redirect: None,
             min_delay: Duration::ZERO,
             close_done: None,
+            ack_due: false,
         }
     }
 
@@ -147,7 +150,7 @@ impl Driver {
                     Ok(Some(frame)) => {
                         self.last_received = Instant::now();
                         self.heartbeat_sent = None;
-                        match self.on_frame(conn, frame).await {
+                        match self.on_frames(conn, frame).await {
                             Ok(None) => {}
                             Ok(Some(reason)) => return reason,
                             Err(e) => return error_reason(e),
@@ -158,8 +161,10 @@ impl Driver {
                 },
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Request { packet, reply }) => {
-                        if let Err(e) = self.send_user(conn, UserRequest { packet, reply }).await {
-                            return error_reason(e);
+                        match self.send_requests(conn, UserRequest { packet, reply }).await {
+                            Ok(false) => {}
+                            Ok(true) => return DisconnectReason::ClientClosed,
+                            Err(e) => return error_reason(e),
                         }
                     }
                     Some(Cmd::Close(done)) => {
@@ -244,13 +249,67 @@ impl Driver {
     }
 
     async fn send_user(&mut self, conn: &mut Connection, req: UserRequest) -> Result<()> {
+        self.feed_user(conn, req).await?;
+        conn.flush().await
+    }
+
+    /// Sends `first` and every other request already submitted (up to 64), in one write.
+    /// Returns true if a close came in behind them (they are sent, then the connection closes).
+    async fn send_requests(&mut self, conn: &mut Connection, first: UserRequest) -> Result<bool> {
+        self.feed_user(conn, first).await?;
+        for _ in 0..63 {
+            match self.cmds.try_recv() {
+                Ok(Cmd::Request { packet, reply }) => {
+                    self.feed_user(conn, UserRequest { packet, reply }).await?
+                }
+                Ok(Cmd::Close(done)) => {
+                    conn.flush().await?;
+                    self.close_done = Some(done);
+                    let _ = conn.shutdown().await;
+                    return Ok(true);
+                }
+                Err(_) => break,
+            }
+        }
+        conn.flush().await?;
+        Ok(false)
+    }
+
+    async fn feed_user(&mut self, conn: &mut Connection, req: UserRequest) -> Result<()> {
         if req.reply.is_closed() {
             return Ok(()); // the caller gave up (timeout) before it was sent
         }
         let id = conn.next_request_id();
         let frame = Frame::new(&req.packet, id);
         self.pending.insert(id, Pending::User(Box::new(req)));
-        conn.send_frame(&frame).await
+        conn.feed_frame(&frame).await
+    }
+
+    /// Handles `first` and every frame already received behind it, then acknowledges what they
+    /// brought with one PUSH_ACK.
+    async fn on_frames(
+        &mut self,
+        conn: &mut Connection,
+        first: Frame,
+    ) -> Result<Option<DisconnectReason>> {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if let Some(reason) = self.on_frame(conn, frame).await? {
+                return Ok(Some(reason));
+            }
+            next = conn.buffered_frame()?;
+        }
+        self.send_ack(conn).await?;
+        Ok(None)
+    }
+
+    /// Sends PUSH_ACK{held} if entries were applied since the last one.
+    async fn send_ack(&mut self, conn: &mut Connection) -> Result<()> {
+        if self.ack_due && self.versions.held() > 0 {
+            self.ack_due = false;
+            conn.push_ack(self.versions.held()).await?;
+        }
+        Ok(())
     }
 
     async fn on_frame(
