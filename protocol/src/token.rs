@@ -153,6 +153,98 @@ mod tests {
         ));
     }
 
+    /// Every way a token can be damaged is refused, and none of them panics. The signature is
+    /// checked before the expiry, so an expired token with a forged signature tells the sender
+    /// nothing about the expiry (and a forged expiry cannot turn into "expired").
+    #[test]
+    fn refuses_truncated_garbage_and_every_tampered_part() {
+        let secret = b"s3cret";
+        let t = mint(secret, "alice", "phone", 2_000);
+        // Every proper prefix: either malformed or a signature mismatch, never accepted.
+        for n in 0..t.len() {
+            let cut = &t[..n];
+            assert!(
+                matches!(
+                    verify(secret, cut, 1_000),
+                    Err(TokenError::Malformed(_) | TokenError::BadSignature)
+                ),
+                "prefix of {n} bytes: {:?}",
+                verify(secret, cut, 1_000)
+            );
+        }
+        // Garbage of all kinds.
+        for g in [
+            "",
+            ".",
+            "...",
+            "....",
+            "a.b.c.d",
+            "not-a-token",
+            "\u{0}\u{1}\u{2}",
+            "YWxpY2U.cGhvbmU.2000",
+            "YWxpY2U.cGhvbmU.-1.AAAA",
+            "YWxpY2U.cGhvbmU.2000.!!!!",
+            "//8.cGhvbmU.2000.AAAA", // user id bytes ff ff: not UTF-8
+            "YWxpY2U.cGhvbmU.18446744073709551616.AAAA", // expiry past u64
+        ] {
+            assert!(verify(secret, g, 1_000).is_err(), "{g:?} accepted");
+        }
+        let parts: Vec<&str> = t.split('.').collect();
+        let join = |p: &[&str]| p.join(".");
+        // A fifth part, or a missing one.
+        assert!(matches!(
+            verify(secret, &format!("{t}.x"), 1_000),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(secret, &join(&parts[..3]), 1_000),
+            Err(TokenError::Malformed(_))
+        ));
+        // Another user, another device, a later expiry: all keep the old signature.
+        for (i, replacement) in [
+            (0, B64.encode("bob")),
+            (1, B64.encode("tablet")),
+            (2, "99999999999".to_string()),
+        ] {
+            let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+            p[i] = replacement;
+            assert_eq!(
+                verify(secret, &p.join("."), 1_000),
+                Err(TokenError::BadSignature),
+                "part {i} replaced"
+            );
+        }
+        // Each bit of the signature matters; a shortened or lengthened one is refused.
+        let sig = B64.decode(parts[3]).unwrap();
+        for bit in 0..sig.len() * 8 {
+            let mut s = sig.clone();
+            s[bit / 8] ^= 1 << (bit % 8);
+            let forged = join(&[parts[0], parts[1], parts[2], &B64.encode(&s)]);
+            assert_eq!(
+                verify(secret, &forged, 1_000),
+                Err(TokenError::BadSignature),
+                "bit {bit} flipped"
+            );
+        }
+        for len in [0, 1, 16, 31, 33, 64] {
+            let mut s = sig.clone();
+            s.resize(len, 0);
+            let forged = join(&[parts[0], parts[1], parts[2], &B64.encode(&s)]);
+            assert_eq!(
+                verify(secret, &forged, 1_000),
+                Err(TokenError::BadSignature),
+                "signature of {len} bytes"
+            );
+        }
+        // Padding is not base64url-without-padding.
+        let padded = join(&[parts[0], parts[1], parts[2], &format!("{}=", parts[3])]);
+        assert!(verify(secret, &padded, 1_000).is_err());
+        // Expired and badly signed: the signature error wins.
+        assert_eq!(verify(b"other", &t, 5_000), Err(TokenError::BadSignature));
+        // The untouched token still verifies.
+        assert_eq!(verify(secret, &t, 1_000).unwrap().user_id, "alice");
+    }
+
     #[test]
     fn known_token_pins_the_format() {
         // Mobile and backend teams can check their minting code against this value.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use missive_protocol::pb;
 use missive_protocol::token::{self, TokenError};
-use missive_protocol::{ErrorCode, Frame, Packet, ProtocolError};
+use missive_protocol::{Command, ErrorCode, Frame, Packet, ProtocolError};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -128,8 +128,9 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
         }
         _ => return None,
     }
-    if first[0] == crate::tls::TLS_HANDSHAKE {
-        let acceptor = shared.tls.as_ref()?;
+    // Without a certificate the byte is just the top byte of a (far too large) frame length:
+    // the codec refuses it with FRAME_TOO_LARGE like any other oversized frame.
+    if let (crate::tls::TLS_HANDSHAKE, Some(acceptor)) = (first[0], shared.tls.as_ref()) {
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => return Some(Stream::Tls(Box::new(tls))),
             _ => return None,
@@ -155,24 +156,32 @@ async fn fatal(conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str)
         .await;
 }
 
-/// Waits for LOGIN (within the login timeout) and registers the session.
-async fn login(
-    shared: &Arc<Shared>,
-    conn: &mut Conn,
-    deadline: Instant,
-) -> Option<Arc<SessionHandle>> {
-    let frame = loop {
+/// The next frame before login, within the login deadline; a frame begun but not completed
+/// within `frame_timeout_ms` is refused as after login (BAD_FRAME). `None`: the connection is
+/// done (the fatal ERROR, if any, was written).
+async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Option<Frame> {
+    let frame_timeout = Duration::from_millis(shared.config.frame_timeout_ms);
+    loop {
         match conn.buffered_frame() {
-            Ok(Some(f)) => break f,
+            Ok(Some(f)) => return Some(f),
             Ok(None) => {}
             Err(e) => {
                 fatal(conn, 0, e.code(), &e.to_string()).await;
                 return None;
             }
         }
+        conn.release_idle();
+        let frame_deadline = conn.partial_since().map(|t| t + frame_timeout);
+        let wake = frame_deadline.map_or(deadline, |f| f.min(deadline));
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                fatal(conn, 0, ErrorCode::LoginTimeout, "no LOGIN within the login timeout").await;
+            _ = tokio::time::sleep_until(wake) => {
+                if frame_deadline.is_some_and(|f| f < deadline) {
+                    let msg = "frame not completed within frame_timeout_ms";
+                    fatal(conn, 0, ErrorCode::BadFrame, msg).await;
+                } else {
+                    let msg = "no LOGIN within the login timeout";
+                    fatal(conn, 0, ErrorCode::LoginTimeout, msg).await;
+                }
                 return None;
             }
             _ = shared.shutdown.cancelled() => {
@@ -190,23 +199,44 @@ async fn login(
                 }
             }
         }
-    };
-    let rid = frame.request_id;
-    let login = match frame.packet(shared.config.max_frame_len) {
-        Ok(Packet::Login(l)) => l,
-        Ok(other) => {
-            let msg = format!("{} before LOGIN", other.command().name());
+    }
+}
+
+/// Waits for LOGIN (within the login timeout) and registers the session.
+///
+/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN whose
+/// body does not decode gets BAD_BODY, which is not fatal: the connection still waits for a
+/// LOGIN, within the same deadline.
+async fn login(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    deadline: Instant,
+) -> Option<Arc<SessionHandle>> {
+    let (rid, login) = loop {
+        let frame = next_frame(shared, conn, deadline).await?;
+        let rid = frame.request_id;
+        if frame.command != Command::Login as u16 {
+            let name = Command::from_u16(frame.command)
+                .map(|c| c.name().to_owned())
+                .unwrap_or_else(|_| format!("unknown command {:#06x}", frame.command));
+            let msg = format!("{name} before LOGIN");
             fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
             return None;
         }
-        Err(ProtocolError::UnknownCommand(c)) => {
-            let msg = format!("unknown command {c:#06x} before LOGIN");
-            fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
-            return None;
-        }
-        Err(e) => {
-            fatal(conn, rid, e.code(), &e.to_string()).await;
-            return None;
+        match frame.packet(shared.config.max_frame_len) {
+            Ok(Packet::Login(l)) => break (rid, l),
+            Ok(other) => {
+                // Not reached: a LOGIN frame decodes to a Login body.
+                let msg = format!("{} before LOGIN", other.command().name());
+                fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+                return None;
+            }
+            Err(e) => {
+                let refusal = error_frame(rid, e.code(), &e.to_string());
+                if conn.write_frames(&[refusal]).await.is_err() || e.code().is_fatal() {
+                    return None;
+                }
+            }
         }
     };
     let allowed = shared.logins.lock().take(Instant::now());

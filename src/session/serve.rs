@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use missive_protocol::pb::{self, KickReason};
-use missive_protocol::{ErrorCode, Frame, Packet};
+use missive_protocol::{Command, ErrorCode, Frame, Packet};
 use tokio::time::Instant;
 
 use super::conn::{Conn, Filled};
@@ -254,6 +254,15 @@ impl Session {
 
     async fn on_frame(&mut self, frame: Frame) -> Flow {
         let rid = frame.request_id;
+        // A command only the server sends (a reply, PUSH, KICK, ERROR) is not in the table of
+        // requests the server accepts: UNKNOWN_COMMAND, before its body is looked at.
+        if let Ok(c) = Command::from_u16(frame.command) {
+            if !c.is_from_client() {
+                let msg = format!("{} is sent by the server, not the client", c.name());
+                let r = Refusal::new(ErrorCode::UnknownCommand, msg);
+                return self.answer(rid, Err(r)).await;
+            }
+        }
         let packet = match frame.packet(self.shared.config.max_frame_len) {
             Ok(p) => p,
             Err(e) => {
@@ -290,16 +299,6 @@ impl Session {
                 let reply = handlers::send(&self.shared, &self.handle, req);
                 self.in_flight.push_back((rid, Box::pin(reply)));
                 Flow::Continue
-            }
-            p if !p.command().is_from_client() => {
-                let r = Refusal::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "{} is sent by the server, not the client",
-                        p.command().name()
-                    ),
-                );
-                self.answer(rid, Err(r)).await
             }
             p => {
                 // In order: after the SENDs before it.

@@ -619,14 +619,10 @@ fn recall_group(
     limits: GroupLimits,
 ) -> Result<u64> {
     let info = group_info(txn, group_id)?;
-    let msg = message_in(txn, user, &group_conv(group_id), msg_id)?;
-    if !msg.recalled && now_ms - msg.timestamp_ms > window_ms {
-        return Err(refused(
-            ErrorCode::RecallWindowExpired,
-            "the recall window of this message has passed",
-        ));
-    }
+    // Membership first: a non-member learns nothing about the group's messages (whether an id
+    // exists, how old it is).
     let me = require_member(txn, group_id, user)?;
+    let msg = message_in(txn, user, &group_conv(group_id), msg_id)?;
     if msg.from_user != user && me.role == GroupRole::Member as i32 {
         return Err(refused(
             ErrorCode::Forbidden,
@@ -635,6 +631,12 @@ fn recall_group(
     }
     if msg.recalled {
         return Ok(0);
+    }
+    if now_ms - msg.timestamp_ms > window_ms {
+        return Err(refused(
+            ErrorCode::RecallWindowExpired,
+            "the recall window of this message has passed",
+        ));
     }
     let write_mode = limits.mode(info.member_count) == FanoutMode::Write;
     let members = txn.members(group_id)?;

@@ -2,6 +2,8 @@
 //! temp dir, and clients from `missive-client`.
 #![allow(dead_code)]
 
+pub mod observe;
+
 use std::time::Duration;
 
 use missive::config::Config;
