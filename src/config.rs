@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Durability;
 
+mod api;
+mod env;
+
+pub use api::parse_host_port;
+
 /// The effective configuration of a server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +71,23 @@ pub struct Config {
     pub allow_plain: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `missive=debug`.
     pub log: String,
+
+    // ---- Server API, metrics and drain (src/http/, src/drain.rs) ----
+    /// Address of the HTTP API for the app's backend (`/v1/...`, `/healthz`, `/readyz`,
+    /// `/metrics`); empty: no HTTP API.
+    pub http_listen: String,
+    /// Bearer key of the HTTP API. Unset: every `/v1` call is refused (health, readiness and
+    /// metrics still answer).
+    pub api_key: Option<String>,
+    /// The user id that API sends without a `from` are sent as.
+    pub system_user: String,
+    /// Connections moved away per second while draining (SIGUSR1 or `POST /v1/drain`).
+    pub drain_rate_per_sec: u32,
+    /// `host:port` told to drained clients (KICK REDIRECT); empty: reconnect to the same address.
+    pub drain_redirect: String,
+    /// `reconnect_after_ms` of the drain's KICK REDIRECT.
+    pub drain_reconnect_after_ms: u32,
+    // ---- end of server API settings ----
 }
 
 impl Default for Config {
@@ -96,6 +118,13 @@ impl Default for Config {
             tls_key: None,
             allow_plain: true,
             log: "info".into(),
+            // Server API, metrics and drain.
+            http_listen: "127.0.0.1:8080".into(),
+            api_key: None,
+            system_user: "system".into(),
+            drain_rate_per_sec: 500,
+            drain_redirect: String::new(),
+            drain_reconnect_after_ms: 1000,
         }
     }
 }
@@ -135,7 +164,16 @@ pub struct Args {
     /// TLS private key (PEM file).
     #[arg(long, env = "MISSIVE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Print the effective configuration as TOML and exit.
+    /// HTTP API address (empty: no HTTP API).
+    #[arg(long, env = "MISSIVE_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// HTTP API key (Authorization: Bearer KEY).
+    #[arg(long, env = "MISSIVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Connections moved away per second while draining.
+    #[arg(long, env = "MISSIVE_DRAIN_RATE_PER_SEC")]
+    pub drain_rate_per_sec: Option<u32>,
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
 }
@@ -146,12 +184,21 @@ pub struct Args {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Defaults, then the file, then environment and flags (already merged by clap).
+    /// Defaults, then the file, then `MISSIVE_<SETTING>` environment variables, then flags.
     pub fn load(args: &Args) -> Result<Config, ConfigError> {
-        let mut config = match &args.config {
+        Config::load_with_env(args, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given (`(name, value)` pairs).
+    pub fn load_with_env(
+        args: &Args,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config = match &args.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        let mut config = config.with_env(env)?;
         if !args.listen.is_empty() {
             config.listen = args.listen.clone();
         }
@@ -183,6 +230,15 @@ impl Config {
         }
         if let Some(k) = &args.tls_key {
             config.tls_key = Some(k.clone());
+        }
+        if let Some(h) = &args.http_listen {
+            config.http_listen = h.clone();
+        }
+        if let Some(k) = &args.api_key {
+            config.api_key = Some(k.clone()).filter(|k| !k.is_empty());
+        }
+        if let Some(r) = args.drain_rate_per_sec {
+            config.drain_rate_per_sec = r;
         }
         config.validate()?;
         Ok(config)
@@ -249,7 +305,7 @@ impl Config {
                 return bad("secret: must be at least 16 characters");
             }
         }
-        Ok(())
+        self.validate_api()
     }
 }
 
@@ -289,6 +345,18 @@ mod tests {
         assert_eq!(flagged.heartbeat_secs, 7);
         assert_eq!(flagged.listen, vec!["127.0.0.1:7001"]);
         assert_eq!(flagged.recall_window_secs, 5);
+    }
+
+    #[test]
+    fn redirect_targets_are_host_and_port() {
+        assert_eq!(
+            parse_host_port("missive-2.example:443"),
+            Some(("missive-2.example".into(), 443))
+        );
+        assert_eq!(parse_host_port("[::1]:7000"), Some(("::1".into(), 7000)));
+        for bad in ["", "host", "host:", ":443", "host:0", "host:70000", "a b:1"] {
+            assert_eq!(parse_host_port(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,10 +11,15 @@
 //! - [`limits`]: connection permits and token buckets.
 //! - [`metrics`]: process-wide counters.
 //! - [`tls`]: the rustls acceptor; TLS and plain connections share a port.
+//! - [`http`]: the HTTP API for the app's backend (send, groups, devices, kick, tokens, drain),
+//!   health, readiness and `/metrics`, on its own address (axum).
+//! - [`drain`]: moving clients off a server gradually (SIGUSR1 or the API).
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
 pub mod config;
+pub mod drain;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod router;

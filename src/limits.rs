@@ -65,6 +65,11 @@ impl Connections {
         })
     }
 
+    /// Connections open now.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().0
+    }
+
     /// A place for a connection from `ip`, or `None` when a limit is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
         let mut open = self.open.lock();

@@ -1,4 +1,5 @@
-//! `missived`: reads the configuration, opens the store, serves until SIGINT or SIGTERM.
+//! `missived`: reads the configuration, opens the store, serves until SIGINT or SIGTERM;
+//! SIGUSR1 starts a drain (see `missive::drain`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -28,10 +29,7 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(&args)?;
     if args.print_config {
-        print!(
-            "{}",
-            toml::to_string(&config).context("printing the configuration")?
-        );
+        print!("{}", config.to_toml_redacted()?);
         return Ok(());
     }
     tracing_subscriber::fmt()
@@ -42,10 +40,19 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let server = Server::start(config).await?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = server.stopping() => tracing::error!("stopping after a failure"),
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = server.stopping() => tracing::error!("stopping after a failure"),
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: draining");
+                server.drain();
+                continue;
+            }
+        }
+        break;
     }
     server.shutdown().await;
     Ok(())

@@ -105,6 +105,16 @@ impl SessionHandle {
         self.wake.notified().await
     }
 
+    /// Whether the session was asked to close (it is unregistered once its task ends).
+    pub fn is_closing(&self) -> bool {
+        self.queue.lock().closing
+    }
+
+    /// Frames queued for the session and not yet taken by it.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().frames.len()
+    }
+
     /// Takes every queued frame and the close request.
     pub fn take(&self) -> Taken {
         let mut q = self.queue.lock();

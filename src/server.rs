@@ -26,6 +26,10 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub connections: Arc<crate::limits::Connections>,
     pub logins: parking_lot::Mutex<crate::limits::Bucket>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Whether the server is draining (logins refused, sessions moved away).
+    pub drain: crate::drain::Drain,
 }
 
 /// Why the server could not start.
@@ -53,6 +57,7 @@ pub struct Server;
 pub struct ServerHandle {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
 }
 
@@ -74,6 +79,10 @@ impl Server {
         for addr in &config.listen {
             listeners.push(bind(addr).await?);
         }
+        let http = match config.http_listen.as_str() {
+            "" => None,
+            addr => Some(crate::http::bind(addr).await?),
+        };
         let db_dir = config.data_dir.join("db");
         let durability = config.durability;
         let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
@@ -96,6 +105,8 @@ impl Server {
             )),
             config,
             tls,
+            metrics: Default::default(),
+            drain: Default::default(),
         });
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();
@@ -107,6 +118,10 @@ impl Server {
             })?);
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
         }
+        let http_addr = match http {
+            Some(listener) => Some(crate::http::serve(shared.clone(), listener, &tasks)?),
+            None => None,
+        };
         tasks.spawn(heartbeat_sweep(shared.clone()));
         // At shutdown (asked for, or after a store failure) every session is told to go.
         let s = shared.clone();
@@ -114,10 +129,11 @@ impl Server {
             s.shutdown.cancelled().await;
             s.router.close_all(shutdown_kick);
         });
-        tracing::info!(?addrs, "missived listening");
+        tracing::info!(?addrs, ?http_addr, "missived listening");
         Ok(ServerHandle {
             shared,
             addrs,
+            http_addr,
             tasks,
         })
     }
@@ -127,6 +143,22 @@ impl ServerHandle {
     /// The bound addresses, in the order of `Config::listen`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound address of the HTTP API (`http_listen`), if it is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Starts draining with the configured rate and redirect (what SIGUSR1 does).
+    pub fn drain(&self) {
+        let plan = crate::drain::Plan::from_config(&self.shared.config);
+        crate::drain::start(&self.shared, plan);
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// The store, for tests that check what was written.
@@ -164,7 +196,7 @@ impl ServerHandle {
     }
 }
 
-async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
     let sock_addr: SocketAddr = addr.parse().map_err(|_| ServerError::Bind {
         addr: addr.to_owned(),
         error: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
@@ -181,7 +213,7 @@ async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
         s.listen(4096)
     });
     result.map_err(|error| {
-        let choose = "choose other ports with --listen 0.0.0.0:8443,0.0.0.0:8080 \
+        let choose = "choose other ports with --listen 0.0.0.0:8443,0.0.0.0:8000 \
                       (environment MISSIVE_LISTEN, config setting `listen`)";
         let hint = match error.kind() {
             io::ErrorKind::PermissionDenied => format!(
@@ -240,9 +272,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
         match accepted {
             Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
                 Some(permit) => {
+                    shared.metrics.connections_accepted.inc();
                     tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
                 }
                 None => {
+                    shared.metrics.connections_refused.inc();
+                    shared
+                        .metrics
+                        .error(missive_protocol::ErrorCode::ServerBusy);
                     tasks.spawn(crate::session::refuse_busy(stream));
                 }
             },

@@ -145,6 +145,7 @@ impl Missived {
             .arg(durability_flag(self.durability))
             .arg("--log")
             .arg("warn")
+            .arg("--http-listen=")
             .env_remove("MISSIVE_CONFIG")
             .env_remove("MISSIVE_HEARTBEAT_SECS")
             .stdin(Stdio::null())

@@ -81,28 +81,56 @@ fn check_conv(user: &str, conv: Option<&Conversation>) -> Result<Conversation, R
     }
 }
 
-/// Starts a SEND: validates it and hands it to the store's writer at once (so SENDs are stored
-/// in the order they arrived); the returned future resolves to the reply once it is committed.
+/// Where a send came from (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Socket,
+    Http,
+}
+
+/// A SEND from a logged-in session; resolves to the reply once it is committed.
 pub fn send(
     shared: &Arc<Shared>,
     session: &SessionHandle,
     req: pb::Send,
 ) -> impl std::future::Future<Output = Result<Packet, Refusal>> + Send + 'static {
-    let started = start_send(shared, session, req);
+    let ack = submit_send(shared, &session.user, Some(session.id), Via::Socket, req);
+    async move { Ok(Packet::SendAck(ack.await?)) }
+}
+
+/// Starts a send by `from`, the one path for SENDs from sockets and the HTTP API: validates it
+/// and hands it to the store's writer at once (so sends are stored in the order they arrived);
+/// the returned future resolves to the ack once it is committed. `session` (the sender's own
+/// connection) gets no push of the message; every other online device of both sides does.
+pub fn submit_send(
+    shared: &Arc<Shared>,
+    from: &str,
+    session: Option<u64>,
+    via: Via,
+    req: pb::Send,
+) -> impl std::future::Future<Output = Result<pb::SendAck, Refusal>> + Send + 'static {
+    let started = start_send(shared, from, session, req);
     let shared = shared.clone();
     async move {
         let out = refusal(&shared, started?.await)?;
-        Ok(Packet::SendAck(out.ack))
+        let counter = match (out.ack.duplicate, via) {
+            (true, _) => &shared.metrics.sends_duplicate,
+            (false, Via::Socket) => &shared.metrics.messages_in_socket,
+            (false, Via::Http) => &shared.metrics.messages_in_http,
+        };
+        counter.inc();
+        Ok(out.ack)
     }
 }
 
 fn start_send(
     shared: &Shared,
-    session: &SessionHandle,
+    from: &str,
+    session: Option<u64>,
     req: pb::Send,
 ) -> Result<store::Pending<store::SendOutcome>, Refusal> {
     check_id("client_msg_id", &req.client_msg_id)?;
-    let to = check_conv(&session.user, req.to.as_ref())?;
+    let to = check_conv(from, req.to.as_ref())?;
     if req.content_type == 0 {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -119,7 +147,7 @@ fn start_send(
         ));
     }
     let r = SendRequest {
-        from: session.user.to_string(),
+        from: from.to_owned(),
         client_msg_id: req.client_msg_id,
         to,
         content_type: req.content_type,
@@ -127,11 +155,9 @@ fn start_send(
         now_ms: crate::now_ms(),
     };
     Ok(if r.to.kind == ConversationKind::Group as i32 {
-        shared
-            .store
-            .send_group(r, group_limits(shared), Some(session.id))
+        shared.store.send_group(r, group_limits(shared), session)
     } else {
-        shared.store.send_direct(r, Some(session.id))
+        shared.store.send_direct(r, session)
     })
 }
 
@@ -157,6 +183,7 @@ pub async fn handle(
                     .inbox_after(&user, req.since_version, limit, max_bytes)
             })
             .await?;
+            shared.metrics.sync_pages.inc();
             let new_version = page
                 .entries
                 .last()

@@ -23,6 +23,9 @@ use conn::{Conn, Filled, Stream};
 use retransmit::Retransmits;
 use serve::Session;
 
+pub(crate) use groups::handle as group_request;
+pub(crate) use handlers::{blocking, check_id, group_limits, submit_send, Via};
+
 /// A request refused with a documented code.
 #[derive(Debug)]
 pub struct Refusal {
@@ -123,7 +126,7 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
             // Silent since connecting: the plain protocol's LOGIN_TIMEOUT.
             let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
             let msg = "no LOGIN within the login timeout";
-            fatal(&mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+            fatal(shared, &mut conn, 0, ErrorCode::LoginTimeout, msg).await;
             return None;
         }
         _ => return None,
@@ -139,6 +142,7 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
     if !shared.config.allow_plain {
         let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
         fatal(
+            shared,
             &mut conn,
             0,
             ErrorCode::TlsRequired,
@@ -150,7 +154,8 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
     Some(Stream::Plain(stream))
 }
 
-async fn fatal(conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
+async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
+    shared.metrics.error(code);
     let _ = conn
         .write_frames(&[error_frame(request_id, code, message)])
         .await;
@@ -166,7 +171,7 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
             Ok(Some(f)) => return Some(f),
             Ok(None) => {}
             Err(e) => {
-                fatal(conn, 0, e.code(), &e.to_string()).await;
+                fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                 return None;
             }
         }
@@ -177,15 +182,15 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
             _ = tokio::time::sleep_until(wake) => {
                 if frame_deadline.is_some_and(|f| f < deadline) {
                     let msg = "frame not completed within frame_timeout_ms";
-                    fatal(conn, 0, ErrorCode::BadFrame, msg).await;
+                    fatal(shared, conn, 0, ErrorCode::BadFrame, msg).await;
                 } else {
                     let msg = "no LOGIN within the login timeout";
-                    fatal(conn, 0, ErrorCode::LoginTimeout, msg).await;
+                    fatal(shared, conn, 0, ErrorCode::LoginTimeout, msg).await;
                 }
                 return None;
             }
             _ = shared.shutdown.cancelled() => {
-                fatal(conn, 0, ErrorCode::ShuttingDown, "server shutting down").await;
+                fatal(shared, conn, 0, ErrorCode::ShuttingDown, "server shutting down").await;
                 return None;
             }
             r = conn.fill() => {
@@ -193,7 +198,7 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
                     Ok(Filled::Data) => {}
                     Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
                     Err(e) => {
-                        fatal(conn, 0, e.code(), &e.to_string()).await;
+                        fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                         return None;
                     }
                 }
@@ -220,7 +225,7 @@ async fn login(
                 .map(|c| c.name().to_owned())
                 .unwrap_or_else(|_| format!("unknown command {:#06x}", frame.command));
             let msg = format!("{name} before LOGIN");
-            fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+            fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
             return None;
         }
         match frame.packet(shared.config.max_frame_len) {
@@ -228,10 +233,11 @@ async fn login(
             Ok(other) => {
                 // Not reached: a LOGIN frame decodes to a Login body.
                 let msg = format!("{} before LOGIN", other.command().name());
-                fatal(conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+                fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
                 return None;
             }
             Err(e) => {
+                shared.metrics.error(e.code());
                 let refusal = error_frame(rid, e.code(), &e.to_string());
                 if conn.write_frames(&[refusal]).await.is_err() || e.code().is_fatal() {
                     return None;
@@ -239,12 +245,33 @@ async fn login(
             }
         }
     };
+    let admitted = admit(shared, conn, rid, login).await;
+    shared
+        .metrics
+        .login(admitted.as_ref().map(|_| ()).map_err(|code| *code));
+    admitted.ok().flatten()
+}
+
+/// Checks a LOGIN (drain, login rate, token) and registers its session. A refusal has been
+/// written when its code is returned; `Ok(None)`: accepted, but the connection failed.
+async fn admit(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    rid: u32,
+    login: pb::Login,
+) -> Result<Option<Arc<SessionHandle>>, ErrorCode> {
+    if shared.drain.is_active() {
+        let msg = "server draining: reconnect (to another server)";
+        fatal(shared, conn, rid, ErrorCode::ShuttingDown, msg).await;
+        return Err(ErrorCode::ShuttingDown);
+    }
     let allowed = shared.logins.lock().take(Instant::now());
     if let Err(wait) = allowed {
         let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
         r.retry_after_ms = wait.max(100);
+        shared.metrics.error(r.code);
         let _ = conn.write_frames(&[r.frame(rid)]).await;
-        return None;
+        return Err(r.code);
     }
     let now_s = (crate::now_ms() / 1000) as u64;
     let claims = match token::verify(&shared.secret, &login.token, now_s) {
@@ -254,14 +281,14 @@ async fn login(
                 TokenError::Expired(_) => ErrorCode::TokenExpired,
                 _ => ErrorCode::AuthFailed,
             };
-            fatal(conn, rid, code, &e.to_string()).await;
-            return None;
+            fatal(shared, conn, rid, code, &e.to_string()).await;
+            return Err(code);
         }
     };
     if claims.device_id != login.device_id {
         let msg = "device_id differs from the token's device";
-        fatal(conn, rid, ErrorCode::AuthFailed, msg).await;
-        return None;
+        fatal(shared, conn, rid, ErrorCode::AuthFailed, msg).await;
+        return Err(ErrorCode::AuthFailed);
     }
     // Register before reading the version, so no entry after it can be missed.
     let handle = shared.router.register(
@@ -283,8 +310,8 @@ async fn login(
         Ok(v) => v,
         Err(r) => {
             shared.router.unregister(&handle);
-            fatal(conn, rid, r.code, &r.message).await;
-            return None;
+            fatal(shared, conn, rid, r.code, &r.message).await;
+            return Err(r.code);
         }
     };
     let ack = Packet::LoginAck(pb::LoginAck {
@@ -297,7 +324,7 @@ async fn login(
     });
     if conn.write_frames(&[Frame::new(&ack, rid)]).await.is_err() {
         shared.router.unregister(&handle);
-        return None;
+        return Ok(None);
     }
-    Some(handle)
+    Ok(Some(handle))
 }

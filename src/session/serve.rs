@@ -124,6 +124,7 @@ impl Session {
         if let Some(since) = self.conn.partial_since() {
             if since + self.frame_timeout() <= now {
                 let msg = "frame not completed within frame_timeout_ms";
+                self.shared.metrics.error(ErrorCode::BadFrame);
                 self.conn
                     .queue(&super::error_frame(0, ErrorCode::BadFrame, msg));
                 return Flow::Close;
@@ -148,6 +149,7 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    self.shared.metrics.error(e.code());
                     self.conn
                         .queue(&super::error_frame(0, e.code(), &e.to_string()));
                     return Flow::Close;
@@ -174,15 +176,23 @@ impl Session {
     fn take_pushes(&mut self) -> Flow {
         let taken = self.handle.take();
         let now = Instant::now();
+        let (mut pushes, mut frames) = (0, 0);
         for out in taken.frames {
             match out {
                 Outbound::Push { version, frame } => {
                     self.conn.queue(&frame);
                     self.retransmits.sent(version, frame, now);
+                    pushes += 1;
                 }
-                Outbound::Frame(frame) => self.conn.queue(&frame),
+                Outbound::Frame(frame) => {
+                    self.conn.queue(&frame);
+                    frames += 1;
+                }
             }
         }
+        let metrics = &self.shared.metrics;
+        metrics.pushes_out.add(pushes);
+        metrics.group_notifies_out.add(frames);
         if taken.close {
             if let Some(k) = taken.kick {
                 self.conn.queue(&Frame::new(&Packet::Kick(*k), 0));
@@ -199,9 +209,10 @@ impl Session {
         match self.retransmits.due(Instant::now()) {
             Ok(frames) => {
                 for f in &frames {
-                    crate::metrics::add_retransmit();
                     self.conn.queue(f);
                 }
+                let resent = frames.len() as u64;
+                self.shared.metrics.pushes_retransmitted.add(resent);
                 Flow::Continue
             }
             Err(retransmit::Exhausted) => self.kick(
@@ -231,6 +242,7 @@ impl Session {
                 Flow::Continue
             }
             Err(r) => {
+                self.shared.metrics.error(r.code);
                 self.conn.queue(&r.frame(rid));
                 if r.code.is_fatal() {
                     Flow::Close

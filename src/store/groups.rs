@@ -105,6 +105,11 @@ impl Core {
             .collect())
     }
 
+    /// The group as members see it; NOT_FOUND if there is none.
+    pub fn group(&self, group_id: &str, limits: GroupLimits) -> Result<GroupInfo> {
+        group_view(self, group_info(self, group_id)?, limits)
+    }
+
     /// The member record of `user` in `group_id` (NOT_FOUND / FORBIDDEN as for requests).
     pub fn require_member(&self, group_id: &str, user: &str) -> Result<GroupMember> {
         require_member(self, group_id, user)

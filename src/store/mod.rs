@@ -151,6 +151,8 @@ pub struct Core {
     outbox: OnceLock<Arc<dyn Outbox>>,
     /// Changes submitted and not yet run by the writer.
     queued: std::sync::atomic::AtomicUsize,
+    /// How long writing a group's batch took (including the fsync in `sync` durability).
+    commit_latency: crate::metrics::Histogram,
 }
 
 /// Most changes waiting for the writer; beyond it a change is refused with SERVER_BUSY.
@@ -283,6 +285,7 @@ impl Core {
             failed: AtomicBool::new(false),
             outbox: OnceLock::new(),
             queued: Default::default(),
+            commit_latency: Default::default(),
         };
         core.check_schema()?;
         let last = core.last_key_u64(cf::CONTENT)?;
@@ -307,8 +310,9 @@ impl Core {
     fn write_batch(&self, batch: rocksdb::WriteBatch, writes: usize) -> Result<()> {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(self.durability == Durability::Sync);
+        let started = std::time::Instant::now();
         self.db.write_opt(batch, &wo)?;
-        crate::metrics::add_store_writes(writes as u64);
+        self.commit_latency.observe(started.elapsed());
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -357,6 +361,16 @@ impl Core {
     /// Keys written or deleted by this store's committed changes.
     pub fn keys_written(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Changes submitted and not yet run by the writer (the writer's queue depth).
+    pub fn queued_changes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The time each committed group's batch took to write (and fsync).
+    pub fn commit_latency(&self) -> &crate::metrics::Histogram {
+        &self.commit_latency
     }
 
     /// Write-ahead-log fsyncs since the store was opened.

@@ -2,6 +2,7 @@
 //! temp dir, and clients from `missive-client`.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod observe;
 
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub fn test_config(dir: &TempDir) -> Config {
         data_dir: dir.path().to_path_buf(),
         secret: Some(SECRET.into()),
         durability: Durability::Async,
+        // No HTTP API unless a test asks for one (`TestServer::start_http`).
+        http_listen: String::new(),
         ..Config::default()
     }
 }
@@ -52,6 +55,23 @@ impl TestServer {
             addr,
             dir,
         }
+    }
+
+    /// Starts with the HTTP API on an OS-chosen loopback port and `http::API_KEY`, the test
+    /// config changed by `tweak`.
+    pub async fn start_api(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_with(|c| {
+            c.http_listen = "127.0.0.1:0".into();
+            c.api_key = Some(http::API_KEY.into());
+            tweak(c);
+        })
+        .await
+    }
+
+    /// A client of the HTTP API with the test key.
+    pub fn api(&self) -> http::Api {
+        let addr = self.handle().http_addr().expect("the HTTP API is on");
+        http::Api::new(addr, Some(http::API_KEY))
     }
 
     pub fn handle(&self) -> &ServerHandle {

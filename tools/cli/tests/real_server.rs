@@ -22,6 +22,7 @@ async fn start() -> Setup {
         listen: vec!["127.0.0.1:0".into()],
         data_dir: dir.path().to_path_buf(),
         durability: Durability::Async,
+        http_listen: String::new(),
         ..Config::default()
     };
     let server = Server::start(config).await.unwrap();

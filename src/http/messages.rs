@@ -1,0 +1,144 @@
+//! `POST /v1/messages`: the app's backend sends a message as a user or as the system account.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use missive_protocol::pb::{self, Conversation, ConversationKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Body};
+use super::AppState;
+use crate::session::{submit_send, Via};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// The sender; absent: the system account (`system_user`).
+    from: Option<String>,
+    /// `{"user": "bob"}` or `{"group": "g..."}`.
+    #[serde(default)]
+    to: Target,
+    /// The idempotency key: a repeat stores nothing and gets the first send's answer.
+    #[serde(default)]
+    client_msg_id: String,
+    #[serde(default = "text")]
+    content_type: u32,
+    /// Content as UTF-8 text ...
+    content: Option<String>,
+    /// ... or as base64 (standard or URL-safe alphabet, padding optional).
+    content_base64: Option<String>,
+}
+
+fn text() -> u32 {
+    1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    user: Option<String>,
+    group: Option<String>,
+}
+
+/// Stores the message exactly as a SEND from `from` would be (the same validation, dedup and
+/// pushes: every online device of the recipients, and of the sender, gets it). 201 when stored,
+/// 200 when `client_msg_id` had been stored before (`"duplicate": true`, the first answer).
+pub async fn send(
+    State(shared): State<AppState>,
+    Body(body): Body<SendBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let from = body
+        .from
+        .unwrap_or_else(|| shared.config.system_user.clone());
+    missive_protocol::token::check_id(&from)
+        .map_err(|e| ApiError::invalid(format!("from: {e}")))?;
+    let to = match (body.to.user, body.to.group) {
+        (Some(id), None) => Some(conversation(ConversationKind::Direct, id)),
+        (None, Some(id)) => Some(conversation(ConversationKind::Group, id)),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(ApiError::invalid("to: a user or a group, not both")),
+    };
+    let content = match (body.content, body.content_base64) {
+        (Some(t), None) => t.into_bytes(),
+        (None, Some(b)) => base64_decode(&b)
+            .ok_or_else(|| ApiError::invalid("content_base64: not valid base64"))?,
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => return Err(ApiError::invalid("content or content_base64, not both")),
+    };
+    let req = pb::Send {
+        client_msg_id: body.client_msg_id,
+        to,
+        content_type: body.content_type,
+        content,
+    };
+    let ack = submit_send(&shared, &from, None, Via::Http, req).await?;
+    let status = if ack.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({
+            "from": from,
+            "client_msg_id": ack.client_msg_id,
+            // A decimal string: message ids pass 2^53, where JSON numbers stop being exact.
+            "msg_id": ack.msg_id.to_string(),
+            "seq": ack.seq,
+            "timestamp_ms": ack.timestamp_ms,
+            "version": ack.version,
+            "duplicate": ack.duplicate,
+        })),
+    ))
+}
+
+fn conversation(kind: ConversationKind, id: String) -> Conversation {
+    Conversation {
+        kind: kind as i32,
+        id,
+    }
+}
+
+/// Decodes base64 in the standard or the URL-safe alphabet, with or without `=` padding.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let digits = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in digits {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A lone trailing digit carries fewer than 8 bits: not a whole encoding.
+    (bits < 6 && acc == 0).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_decode;
+
+    #[test]
+    fn base64_in_both_alphabets_with_or_without_padding() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("+/8=").unwrap(), [0xfb, 0xff]);
+        assert_eq!(base64_decode("-_8").unwrap(), [0xfb, 0xff]);
+        assert!(base64_decode("a").is_none());
+        assert!(base64_decode("aGVsbG8*").is_none());
+    }
+}

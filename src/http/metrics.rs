@@ -1,0 +1,63 @@
+//! `GET /metrics`: the server's counters and gauges in the Prometheus text format.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::metrics::Text;
+
+pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
+    let mut out = Text::default();
+    out.gauge(
+        "missive_connections",
+        "Open connections (logged in or not yet).",
+        shared.connections.open_count() as u64,
+    );
+    let sessions = shared.router.sessions();
+    out.gauge(
+        "missive_sessions",
+        "Logged-in sessions registered with the router.",
+        sessions.len() as u64,
+    );
+    out.gauge(
+        "missive_outbound_queued_frames",
+        "Frames queued for sessions and not yet taken by them, all sessions together.",
+        sessions.iter().map(|s| s.queued() as u64).sum(),
+    );
+    drop(sessions);
+    out.gauge(
+        "missive_store_queue_depth",
+        "Changes waiting for the store's writer.",
+        shared.store.queued_changes() as u64,
+    );
+    out.gauge(
+        "missive_draining",
+        "1 while the server drains (logins refused, sessions moved away).",
+        u64::from(shared.drain.is_active()),
+    );
+    shared.metrics.render(&mut out);
+    let store = &shared.store;
+    store.commit_latency().render(
+        &mut out,
+        "missive_store_commit_seconds",
+        "Time to write one group commit's batch to RocksDB, including the fsync in sync durability.",
+    );
+    out.counter(
+        "missive_store_keys_written_total",
+        "Keys written or deleted by committed store changes.",
+        store.keys_written(),
+    );
+    out.counter(
+        "missive_store_wal_syncs_total",
+        "Write-ahead-log fsyncs.",
+        store.wal_syncs(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out.0,
+    )
+}
