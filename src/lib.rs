@@ -14,9 +14,12 @@
 //! - [`http`]: the HTTP API for the app's backend (send, groups, devices, kick, tokens, drain),
 //!   health, readiness and `/metrics`, on its own address (axum).
 //! - [`drain`]: moving clients off a server gradually (SIGUSR1 or the API).
+//! - `check` (hidden): invariant checks for the crash test and the fuzz targets.
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
+#[doc(hidden)]
+pub mod check;
 pub mod config;
 pub mod drain;
 pub mod http;

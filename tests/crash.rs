@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::SECRET;
+use missive::check::{self, Acked, InboxRules, Ledger};
 use missive::store::{Durability, Store};
 use missive_client::{
     direct, pb, Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection,
@@ -255,20 +256,6 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // The clients
 
-/// A SEND_ACK received: a promise that the message is stored.
-#[derive(Debug, Clone)]
-struct Acked {
-    from: String,
-    to: String,
-    client_msg_id: String,
-    msg_id: u64,
-    seq: u64,
-    version: u64,
-    /// A send that was in flight when its connection died, resent and answered as a duplicate:
-    /// it had been stored before the kill.
-    duplicate: bool,
-}
-
 /// What the sides share during a run.
 struct Shared {
     addr: String,
@@ -291,15 +278,11 @@ impl Shared {
             "SEND_ACK for another send"
         );
         assert!(ack.msg_id > 0 && ack.seq > 0 && ack.version > 0, "{ack:?}");
-        self.acked.lock().unwrap().push(Acked {
-            from: from.into(),
-            to: to.into(),
-            client_msg_id: client_msg_id.into(),
-            msg_id: ack.msg_id,
-            seq: ack.seq,
-            version: ack.version,
-            duplicate: ack.duplicate,
-        });
+        let content = content(from, client_msg_id);
+        self.acked
+            .lock()
+            .unwrap()
+            .push(Acked::direct(from, to, &content, ack));
     }
 }
 
@@ -607,7 +590,7 @@ async fn crash_run(plan: Plan) -> Report {
         "too little load to mean anything: {} acked",
         acked.len()
     );
-    let ledger = Ledger::new(&acked);
+    let ledger = ledger(&acked);
 
     // Bob's phone must catch up with everything in his inbox (as the server has it now; the
     // check below compares that with the acks).
@@ -664,168 +647,38 @@ async fn crash_run(plan: Plan) -> Report {
 // ---------------------------------------------------------------------------------------------
 // The checks
 
-/// The acked sends, indexed.
-struct Ledger<'a> {
-    acked: &'a [Acked],
-    by_msg_id: HashMap<u64, &'a Acked>,
+/// The crash test's ledger: every stored message was acked (senders never give up), so per
+/// conversation the acked seqs are 1..=n.
+fn ledger(acked: &[Acked]) -> Ledger {
+    let ledger = Ledger::new(acked).unwrap_or_else(|e| panic!("{e}"));
+    ledger
+        .check_direct_seqs_complete()
+        .unwrap_or_else(|e| panic!("{e}"));
+    ledger
 }
 
-impl<'a> Ledger<'a> {
-    fn new(acked: &'a [Acked]) -> Ledger<'a> {
-        let mut by_msg_id = HashMap::new();
-        let mut by_cmid = HashSet::new();
-        for a in acked {
-            assert!(
-                by_cmid.insert((&a.from, &a.client_msg_id)),
-                "{}/{} acked twice in the ledger",
-                a.from,
-                a.client_msg_id
-            );
-            if let Some(other) = by_msg_id.insert(a.msg_id, a) {
-                panic!(
-                    "two sends acked with msg_id {}: {other:?} and {a:?}",
-                    a.msg_id
-                );
-            }
-        }
-        // Per conversation, the acked seqs are 1..=n: every stored message was acked (senders
-        // never give up), and a seq is allocated in the same write as the message.
-        let mut seqs: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-        for a in acked {
-            let pair = if a.from < a.to {
-                (a.from.clone(), a.to.clone())
-            } else {
-                (a.to.clone(), a.from.clone())
-            };
-            seqs.entry(pair).or_default().push(a.seq);
-        }
-        for (pair, mut s) in seqs {
-            s.sort_unstable();
-            let want: Vec<u64> = (1..=s.len() as u64).collect();
-            assert_eq!(s, want, "conversation {pair:?}: acked seqs are not 1..=n");
-        }
-        // Per sender, the acked versions are distinct.
-        let mut versions = HashSet::new();
-        for a in acked {
-            assert!(
-                versions.insert((&a.from, a.version)),
-                "{} got version {} acked twice",
-                a.from,
-                a.version
-            );
-        }
-        Ledger { acked, by_msg_id }
-    }
+/// Only sends happened, and every stored message was acked.
+const RULES: InboxRules = InboxRules {
+    only_messages: true,
+    all_acked: true,
+};
 
-    fn involving(&self, user: &str) -> HashSet<u64> {
-        self.acked
-            .iter()
-            .filter(|a| a.from == user || a.to == user)
-            .map(|a| a.msg_id)
-            .collect()
-    }
+fn check_inbox(ledger: &Ledger, user: &str, entries: &[pb::InboxEntry], source: &str) {
+    check::check_inbox(ledger, user, entries, source, RULES).unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn message_of(entry: &pb::InboxEntry) -> &pb::Message {
-    match &entry.body {
-        Some(pb::inbox_entry::Body::Message(m)) => m,
-        other => panic!(
-            "version {}: only messages were sent, found {other:?}",
-            entry.version
-        ),
-    }
-}
-
-/// Checks a user's inbox (from SYNC, the watcher or the store) against the ledger: versions
-/// 1..=n, each acked message involving the user exactly once, nothing else, and each message as
-/// acked. Panics on the first message lost or duplicated.
-fn check_inbox(ledger: &Ledger<'_>, user: &str, entries: &[pb::InboxEntry], source: &str) {
-    let versions: Vec<u64> = entries.iter().map(|e| e.version).collect();
-    let want: Vec<u64> = (1..=entries.len() as u64).collect();
-    if versions != want {
-        let first_bad = versions
-            .iter()
-            .zip(&want)
-            .find(|(v, w)| v != w)
-            .map(|(v, w)| format!("version {v} where {w} was due"));
-        panic!(
-            "{source}: {user}'s versions are not 1..={} ({first_bad:?})",
-            entries.len()
-        );
-    }
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    for e in entries {
-        let m = message_of(e);
-        if let Some(v) = seen.insert(m.msg_id, e.version) {
-            panic!(
-                "{source}: DUPLICATED: {user}'s inbox has msg {} at versions {v} and {}",
-                m.msg_id, e.version
-            );
-        }
-        let Some(a) = ledger.by_msg_id.get(&m.msg_id) else {
-            panic!(
-                "{source}: {user}'s inbox has msg {} ({} / {:?}) that no SEND_ACK announced",
-                m.msg_id, m.from_user, m.client_msg_id
-            );
-        };
-        assert!(
-            a.from == user || a.to == user,
-            "{source}: {user}'s inbox has msg {} between {} and {}",
-            m.msg_id,
-            a.from,
-            a.to
-        );
-        assert_eq!(
-            (m.from_user.as_str(), m.client_msg_id.as_str(), m.seq),
-            (a.from.as_str(), a.client_msg_id.as_str(), a.seq),
-            "{source}: {user}'s msg {} differs from its SEND_ACK",
-            m.msg_id
-        );
-        assert_eq!(
-            m.content,
-            content(&a.from, &a.client_msg_id),
-            "{source}: content"
-        );
-        let peer = if a.from == user { &a.to } else { &a.from };
-        let conv = e.conversation.as_ref().expect("entry conversation");
-        assert_eq!(
-            &conv.id, peer,
-            "{source}: {user}'s entry names the wrong peer"
-        );
-        if a.from == user {
-            assert_eq!(
-                e.version, a.version,
-                "{source}: {user}'s own msg {} is not at its acked version",
-                m.msg_id
-            );
-        }
-    }
-    let lost: Vec<u64> = ledger
-        .involving(user)
-        .into_iter()
-        .filter(|id| !seen.contains_key(id))
-        .collect();
-    if !lost.is_empty() {
-        let examples: Vec<&Acked> = lost.iter().take(5).map(|id| ledger.by_msg_id[id]).collect();
-        panic!(
-            "{source}: LOST: {} acked messages missing from {user}'s inbox, e.g. {examples:?}",
-            lost.len()
-        );
-    }
-}
-
-fn check_watcher(ledger: &Ledger<'_>, watched: &[pb::InboxEntry]) {
+fn check_watcher(ledger: &Ledger, watched: &[pb::InboxEntry]) {
     check_inbox(ledger, WATCHER, watched, "bob's online client");
 }
 
-fn check_sync(ledger: &Ledger<'_>, user: &str, entries: &[pb::InboxEntry]) {
+fn check_sync(ledger: &Ledger, user: &str, entries: &[pb::InboxEntry]) {
     check_inbox(ledger, user, entries, "SYNC from 0");
 }
 
 /// Resends a sample of the user's acked sends: each must come back as the original ack with
 /// duplicate = true, and store nothing.
-async fn check_dedup(ledger: &Ledger<'_>, user: &str, conn: &mut Connection) {
-    let mine: Vec<&Acked> = ledger.acked.iter().filter(|a| a.from == user).collect();
+async fn check_dedup(ledger: &Ledger, user: &str, conn: &mut Connection) {
+    let mine: Vec<&Acked> = ledger.sends().iter().filter(|a| a.from == user).collect();
     let step = (mine.len() / 50).max(1);
     for a in mine.iter().step_by(step) {
         let reply = conn
@@ -858,40 +711,14 @@ async fn check_dedup(ledger: &Ledger<'_>, user: &str, conn: &mut Connection) {
 }
 
 /// Everything read from the store itself after the final SIGKILL. Returns the entries checked.
-fn check_store(ledger: &Ledger<'_>, store: &Store) -> u64 {
+fn check_store(ledger: &Ledger, store: &Store) -> u64 {
     let mut total = 0;
     for user in USERS {
-        let n = store
-            .check_user(user)
-            .unwrap_or_else(|e| panic!("store invariant broken: {e}"));
-        let mut entries = Vec::new();
-        let mut since = 0;
-        loop {
-            let page = store
-                .inbox_after(user, since, 1000, 1 << 20)
-                .expect("inbox page");
-            since = page.entries.last().map(|e| e.version).unwrap_or(since);
-            entries.extend(page.entries);
-            if !page.has_more {
-                break;
-            }
-        }
-        assert_eq!(
-            entries.len() as u64,
-            n,
-            "{user}: check_user and the scan disagree"
-        );
-        assert_eq!(
-            store.current_version(user).unwrap(),
-            n,
-            "{user}: current_version"
-        );
+        let entries = check::check_store_user(store, user).unwrap_or_else(|e| panic!("{e}"));
+        let n = entries.len() as u64;
         check_inbox(ledger, user, &entries, "store after the last SIGKILL");
         // Nobody reads, so every received message is unread.
-        let mut want: BTreeMap<String, u64> = BTreeMap::new();
-        for a in ledger.acked.iter().filter(|a| a.to == user) {
-            *want.entry(a.from.clone()).or_default() += 1;
-        }
+        let want = ledger.received_by(user);
         let unread = store.unread(user).expect("unread");
         let got: BTreeMap<String, u64> = unread
             .conversations

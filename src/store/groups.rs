@@ -79,7 +79,7 @@ pub(crate) fn require_member(r: &impl Reader, group_id: &str, user: &str) -> Res
 }
 
 impl Core {
-    fn member_list(&self, group_id: &str) -> Result<Vec<GroupMember>> {
+    pub(crate) fn member_list(&self, group_id: &str) -> Result<Vec<GroupMember>> {
         let prefix = keys::member_prefix(group_id);
         let iter = self.db().iterator_cf(
             self.cf(cf::MEMBERS),

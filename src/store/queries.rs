@@ -1,7 +1,8 @@
 //! Reads: inbox pages, recent contacts, unread counts, and an invariant check for tests.
 
 use missive_protocol::pb::{
-    self, inbox_entry::Body, Contact, ConversationUnread, InboxEntry, UnreadAck,
+    self, inbox_entry::Body, Contact, ConversationUnread, GroupInfo, GroupMember, InboxEntry,
+    UnreadAck,
 };
 
 use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError};
@@ -192,6 +193,47 @@ impl Core {
             total: self.unread_total(user)?,
             conversations,
         })
+    }
+
+    /// A conversation's log as stored: (seq, message id) in seq order. For the invariant checks
+    /// ([`crate::check`]).
+    pub fn conv_log(&self, conv: &ConvKey) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for item in self.scan_prefix(cf::CONV_LOG, &conv.0, &conv.0) {
+            let (k, v) = item?;
+            if k.len() != conv.0.len() + 8 {
+                continue;
+            }
+            let seq = keys::u64_value(&k[conv.0.len()..]).unwrap_or(0);
+            let msg_id =
+                keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("conv_log".into()))?;
+            out.push((seq, msg_id));
+        }
+        Ok(out)
+    }
+
+    /// A conversation's last seq (0 if it has no message).
+    pub fn last_seq(&self, conv: &ConvKey) -> Result<u64> {
+        self.get_u64(cf::CONVS, &conv.0)
+    }
+
+    /// The stored message `msg_id` (its conversation as the sender addressed it), if any.
+    pub fn message(&self, msg_id: u64) -> Result<Option<pb::Message>> {
+        self.get_msg(cf::CONTENT, &keys::content(msg_id))
+    }
+
+    /// A group's record and its current members as stored (no membership check), if the group
+    /// exists. For the invariant checks.
+    pub fn group_record(&self, group_id: &str) -> Result<Option<(GroupInfo, Vec<GroupMember>)>> {
+        let Some(info) = self.get_msg::<GroupInfo>(cf::GROUPS, &keys::group(group_id))? else {
+            return Ok(None);
+        };
+        Ok(Some((info, self.member_list(group_id)?)))
+    }
+
+    /// Ids of the groups `user` belongs to, as the user's own index has them.
+    pub fn group_ids_of(&self, user: &str) -> Result<Vec<String>> {
+        self.groups_of(user)
     }
 
     /// Checks `user`'s stored invariants: inbox versions are 1..=n without gaps or repeats, and
