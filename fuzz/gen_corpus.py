@@ -10,6 +10,7 @@ Seeds follow each target's input layout (see fuzz/README.md):
 - frame_decoder: [control, prng seed] + byte stream.
 - body_roundtrip: [index into Command::ALL] + uncompressed body.
 - token_verify: [0] + token text (raw mode).
+- session: actions, one opcode byte and one byte per field each (`session_seeds` below).
 """
 
 import hashlib
@@ -70,6 +71,108 @@ def send_body(total_frame_len):
     raise ValueError(total_frame_len)
 
 
+# session actions (fuzz_targets/session.rs, fn decode): opcode, then one byte per field.
+# `who` picks user who % 4 on device (who // 4) % 3; a group byte picks group g % (groups + 1)
+# in creation order (the last: a group that does not exist); a conversation selector is
+# (kind, index) with kind 0 = the message's own conversation, 1 = direct with user index % 5
+# (4 is the ghost, who never logs in), 2 = group index.
+OP = {name: i for i, name in enumerate(
+    "login relogin bad_login send burst send_group burst_group sync drain push_ack mark_read "
+    "recall delete group_create group_join group_leave group_members group_list group_history "
+    "unread contacts heartbeat disconnect raw_bytes raw_frame".split())}
+OF_MSG, DIRECT, GROUP = 0, 1, 2
+
+
+def act(name, *fields):
+    return bytes([OP[name], *fields])
+
+
+def who(user, device=0):
+    return user + 4 * device
+
+
+def raw_bytes(data, login=False):
+    data += b"\0" * (-len(data) % 4)  # the length byte counts 4-byte units
+    return act("raw_bytes", 1 if login else 0, len(data) // 4) + data
+
+
+def raw_frame(command, body=b"", flags=0, request_id=9):
+    return act("raw_frame", flags, command >> 8, command & 0xFF, request_id, len(body)) + body
+
+
+def session_seeds():
+    """Hand-written sessions, each reaching one area; the fuzzer combines them."""
+    a, b, c, d = (who(i) for i in range(4))
+    ghost = 4
+    seeds = []
+    # Direct messages: send, pushes, sync, read, unread, contacts.
+    seeds.append(act("login", a) + act("login", b) + act("send", a, 1, 0, 0) + act("drain", b)
+                 + act("send", b, 0, 1, 0) + act("sync", b, 0, 0) + act("unread", a)
+                 + act("mark_read", a, DIRECT, 1, 0xFF) + act("unread", a) + act("contacts", b, 0)
+                 + act("heartbeat", a))
+    # Pipelined sends with a SYNC and a HEARTBEAT behind them, resends (duplicates), to oneself,
+    # too large, to the ghost.
+    seeds.append(act("burst", a, 1, 0, 5, 1) + act("burst", a, 1, 2, 3, 2) + act("send", a, 1, 3, 0)
+                 + act("send", a, 0, 0, 0) + act("send", a, 1, 9, 0xFF) + act("send", b, ghost, 1, 0)
+                 + act("sync", a, 1, 2) + act("sync", b, 3, 0) + act("unread", b))
+    # Recall and delete: by the sender, by the peer, twice, in the wrong conversation.
+    seeds.append(act("send", a, 1, 0, 0) + act("send", b, 0, 1, 0) + act("recall", a, 0, OF_MSG, 0)
+                 + act("recall", a, 0, OF_MSG, 0) + act("recall", a, 1, OF_MSG, 0)
+                 + act("delete", b, 1, OF_MSG, 0) + act("delete", b, 1, OF_MSG, 0)
+                 + act("delete", c, 0, OF_MSG, 0) + act("recall", b, 1, DIRECT, 2)
+                 + act("mark_read", b, DIRECT, 0, 1) + act("unread", b) + act("sync", b, 0, 0))
+    # A write fan-out group (2 members): send, read, history, leave and rejoin.
+    seeds.append(act("group_create", a, 0b0010, 0) + act("send_group", a, 0, 0)
+                 + act("send_group", b, 0, 1) + act("drain", b) + act("mark_read", b, GROUP, 0, 1)
+                 + act("group_history", b, 0, 0, 0, 0) + act("group_leave", b, 0, 0)
+                 + act("send_group", b, 0, 2) + act("group_join", b, 0, 0) + act("unread", b)
+                 + act("group_members", a, 0) + act("group_list", b))
+    # A read fan-out group (4 members, FROM_JOIN history): owner adds and removes, recalls.
+    seeds.append(act("group_create", a, 0b0110, 1) + act("burst_group", b, 0, 0, 3)
+                 + act("group_join", a, 0, 0b1000) + act("send_group", d, 0, 4)
+                 + act("group_history", d, 0, 0, 0, 3) + act("group_history", d, 0, 0, 1, 2)
+                 + act("recall", a, 0, OF_MSG, 0) + act("recall", c, 0, OF_MSG, 0)
+                 + act("group_leave", a, 0, 3) + act("group_leave", c, 0, 1)
+                 + act("group_members", b, 0) + act("unread", b) + act("delete", b, 1, GROUP, 0))
+    # Group refusals: not a member, not the owner, full, bad history, no such group.
+    seeds.append(act("group_create", a, 0b11111, 0) + act("group_create", a, 0, 2)
+                 + act("group_create", a, 0b0001, 0) + act("send_group", b, 0, 0)
+                 + act("group_join", b, 0, 0b0100) + act("group_leave", b, 0, 1)
+                 + act("group_members", c, 0) + act("group_history", c, 0, 0, 0, 0)
+                 + act("send_group", a, 1, 0) + act("group_join", a, 1, 0)
+                 + act("group_join", a, 0, 0b11110))
+    # Devices: a third device kicks the oldest, the same device twice kicks the first.
+    seeds.append(act("login", who(0, 0)) + act("login", who(0, 1)) + act("login", who(0, 2))
+                 + act("relogin", who(0, 2)) + act("send", b, 0, 0, 0) + act("drain", who(0, 1))
+                 + act("push_ack", who(0, 2), 0, 1) + act("disconnect", who(0, 1))
+                 + act("heartbeat", who(0, 0)) + act("sync", who(0, 0), 0, 0))
+    # Bad logins.
+    seeds.append(act("bad_login", a, 0) + act("bad_login", b, 1) + act("bad_login", c, 2)
+                 + act("bad_login", d, 3) + act("bad_login", a, 4, 5) + b"x.y.z" + act("heartbeat", a))
+    # Garbage bytes before and after login.
+    hb = frame(0x0002, b"")
+    seeds.append(raw_bytes(b"GET / HTTP/1.1\r\n\r\n") + raw_bytes(hb) + raw_bytes(hb, login=True)
+                 + raw_bytes(b"\0\0\0\x0eMS\x01\0\0\x02\0\0\0\x01") + raw_bytes(b"\xff\xff\xff\xffMS")
+                 + raw_bytes(frame(0x0003, b"\x0a\x01x", request_id=3), login=True)
+                 + raw_bytes(frame(0x0002, b"", flags=0x80), login=True) + act("heartbeat", a))
+    # Arbitrary frames after login: unknown command, bad body, garbage zlib, reserved flags,
+    # LOGIN again, a server-only command, a SEND to nobody, a PUSH_ACK, a SYNC.
+    seeds.append(raw_frame(0x0777) + raw_frame(0x0003, b"\xff\xff") + raw_frame(0x0005, b"xx", flags=1)
+                 + raw_frame(0x0001, b"\x0a\x01t") + raw_frame(0x4001) + raw_frame(0x8003)
+                 + raw_frame(0x0003, b"\x0a\x01m\x12\x05\x08\x01\x12\x01z\x18\x01")
+                 + raw_frame(0x0004, b"\x08\xff\x01") + raw_frame(0x0005, b"\x08\x00")
+                 + raw_frame(0x0010, b"\x0a\x01n") + raw_frame(0x0002, b"", flags=4)
+                 + act("heartbeat", a))
+    # Everything once, interleaved.
+    seeds.append(act("login", a) + act("group_create", b, 0b1101, 0) + act("burst", c, 0, 3, 4, 1)
+                 + act("send_group", d, 0, 0) + act("raw_bytes", 0, 1) + b"\0\0\0\x01"
+                 + act("recall", d, 0, OF_MSG, 0) + act("mark_read", a, GROUP, 0, 0xFF)
+                 + act("delete", a, 1, OF_MSG, 0) + act("group_leave", d, 0, 0)
+                 + act("sync", a, 0, 1) + act("drain", a) + act("unread", a) + act("group_list", a)
+                 + raw_frame(0x0003) + act("disconnect", a) + act("unread", c))
+    return seeds
+
+
 def main():
     frames = json.loads((PROTOCOL / "vectors" / "frames.json").read_text())["frames"]
     invalid = json.loads((PROTOCOL / "vectors" / "invalid.json").read_text())["invalid"]
@@ -79,7 +182,8 @@ def main():
     index_by_name = {name: i for i, (name, _) in enumerate(table)}
     index_by_number = {number: i for i, (_, number) in enumerate(table)}
 
-    seeds = {"frame_decoder": [], "body_roundtrip": [], "token_verify": []}
+    seeds = {"frame_decoder": [], "body_roundtrip": [], "token_verify": [],
+             "session": session_seeds()}
     fd = seeds["frame_decoder"]
 
     # Every vector once, cycling through readers, read sizes and frame holding.
@@ -149,7 +253,7 @@ def main():
         total_bytes += size
         print(f"{target}: {len(files)} files, {size} bytes")
     print(f"total: {total_files} files, {total_bytes} bytes")
-    assert total_files < 200 and total_bytes < 1 << 20, "keep the corpus small"
+    assert total_files < 250 and total_bytes < 1 << 20, "keep the corpus small"
 
 
 if __name__ == "__main__":
