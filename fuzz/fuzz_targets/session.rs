@@ -92,6 +92,8 @@ fn config(data_dir: PathBuf) -> Config {
         data_dir,
         secret: Some(SECRET.into()),
         durability: Durability::Async,
+        // No HTTP API (its default address would be shared by every fuzzing process).
+        http_listen: String::new(),
         max_devices_per_user: MAX_DEVICES,
         max_frame_len: MAX_FRAME,
         max_content_len: MAX_CONTENT,
