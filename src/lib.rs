@@ -14,6 +14,9 @@
 //! - [`http`]: the HTTP API for the app's backend (send, groups, devices, kick, tokens, drain),
 //!   health, readiness and `/metrics`, on its own address (axum).
 //! - [`drain`]: moving clients off a server gradually (SIGUSR1 or the API).
+//! - [`web`]: HTTP on the same ports: the WebSocket transport and the `GET /v1/entry` entry
+//!   point, told from the binary protocol by the first byte.
+//! - [`push`]: offline push: notifications queued with the message, sent to a webhook.
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
@@ -22,11 +25,13 @@ pub mod drain;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod push;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle};
