@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::*;
 use missive_client::{direct, pb, Client, ClientConfig, ClientError, ClientEvent, Connection};
-use missive_protocol::{Flags, Frame, FrameCodec, Packet};
+use missive_protocol::{ErrorCode, Flags, Frame, FrameCodec, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -199,8 +199,12 @@ async fn a_message_may_hold_several_frames_or_part_of_one() {
     server.stop().await;
 }
 
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Sends a raw HTTP request head and returns the server's whole answer (it closes after it).
-async fn http_raw(addr: &str, request: &str) -> String {
+async fn http_raw(addr: &str, request: &str) -> Vec<u8> {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -216,38 +220,49 @@ async fn http_raw(addr: &str, request: &str) -> String {
             ),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 
 #[tokio::test]
-async fn bad_upgrades_get_http_errors_and_the_binary_protocol_is_untouched() {
+async fn bad_upgrades_get_http_errors_other_requests_are_read_as_frames() {
     let server = TestServer::start().await;
     let a = server.addr.as_str();
-    let no_upgrade = http_raw(a, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let no_upgrade = text(http_raw(a, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await);
     assert!(no_upgrade.starts_with("HTTP/1.1 426 "), "{no_upgrade}");
     let elsewhere = http_raw(
         a,
         &format!("GET /chat HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"),
     )
     .await;
-    assert!(elsewhere.starts_with("HTTP/1.1 404 "), "{elsewhere}");
-    let old = http_raw(
-        a,
-        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
-    )
-    .await;
+    // Other requests are not HTTP here: read as frames, the first bytes are a huge length.
+    let mut answer = BytesMut::from(elsewhere.as_slice());
+    let frame = FrameCodec::default()
+        .decode(&mut answer)
+        .unwrap()
+        .expect("an ERROR frame");
+    match frame.packet(1 << 20).unwrap() {
+        Packet::Error(e) => assert_eq!(e.code, ErrorCode::FrameTooLarge as u32, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    let old = text(
+        http_raw(
+            a,
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        .await,
+    );
     assert!(
         old.starts_with("HTTP/1.1 426 ") && old.contains("Sec-WebSocket-Version: 13"),
         "{old}"
     );
-    let garbage = http_raw(a, "GET /ws\r\n\r\n").await;
+    let garbage = text(http_raw(a, "GET /ws HTTP/1.1\r\nno colon\r\n\r\n").await);
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
     let huge = format!("GET /ws HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
-    assert!(http_raw(a, &huge).await.starts_with("HTTP/1.1 431 "));
+    assert!(text(http_raw(a, &huge).await).starts_with("HTTP/1.1 431 "));
     // The subprotocol is confirmed when offered, with the RFC's accept key.
     let mut tcp = TcpStream::connect(a).await.unwrap();
     let req = format!(
@@ -356,11 +371,13 @@ mod tls {
             other => panic!("{other:?}"),
         }
         // Plain WebSocket is plain text: refused like the plain binary protocol.
-        let plain = http_raw(
-            &server.addr,
-            &format!("GET /ws HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"),
-        )
-        .await;
+        let plain = text(
+            http_raw(
+                &server.addr,
+                &format!("GET /ws HTTP/1.1\r\nHost: x\r\n{UPGRADE}\r\n"),
+            )
+            .await,
+        );
         assert!(plain.starts_with("HTTP/1.1 403 "), "{plain}");
         server.stop().await;
     }

@@ -160,15 +160,21 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
                 return None;
             }
         }
-        if buf[0] == crate::web::HTTP_FIRST {
+        if buf[0] == crate::web::HTTP_FIRST
+            && crate::web::sniff(&mut tls, &mut buf, deadline).await?
+        {
             let ws = crate::web::accept(shared, Box::new(tls), buf, true, local, deadline).await?;
             return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
         }
         return Some((Stream::Tls(Box::new(tls)), buf));
     }
-    if first[0] == crate::web::HTTP_FIRST {
+    let mut stream = stream;
+    let mut read = BytesMut::new();
+    if first[0] == crate::web::HTTP_FIRST
+        && crate::web::sniff(&mut stream, &mut read, deadline).await?
+    {
         let io = Box::new(stream);
-        let ws = crate::web::accept(shared, io, BytesMut::new(), false, local, deadline).await?;
+        let ws = crate::web::accept(shared, io, read, false, local, deadline).await?;
         return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
     }
     if !shared.config.allow_plain {
@@ -183,7 +189,7 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
         .await;
         return None;
     }
-    Some((Stream::Plain(stream), BytesMut::new()))
+    Some((Stream::Plain(stream), read))
 }
 
 async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {

@@ -1,10 +1,11 @@
 //! HTTP on the public ports: the WebSocket transport (`GET /ws`) and the entry point
 //! (`GET /v1/entry`), for clients on networks that only let HTTP through.
 //!
-//! A connection whose first byte is `G` (plain, or the first byte inside TLS) is an HTTP
-//! request: a binary frame starts with the top byte of its length, and `0x47` would make it
-//! far larger than any accepted frame. Only the request head is read (at most [`MAX_HEAD`]
-//! bytes, within the login timeout). `GET /ws` with a WebSocket upgrade becomes a [`WsIo`] that
+//! A connection (plain, or inside TLS) whose first bytes are `GET /ws` or `GET /v1/entry`,
+//! then a space or `?`, is an HTTP request: a binary frame starts with the top byte of its
+//! length, and `G` (`0x47`) would make it far larger than any accepted frame. Any other bytes,
+//! other HTTP requests included, are read as frames (and refused as FRAME_TOO_LARGE). Only the
+//! request head is read (at most [`MAX_HEAD`] bytes, within the login timeout). `GET /ws` with a WebSocket upgrade becomes a [`WsIo`] that
 //! the session serves exactly like a TCP connection; `GET /v1/entry` is answered with JSON and
 //! the connection closed; anything else gets an HTTP error and is closed.
 
@@ -14,7 +15,7 @@ pub mod ws;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -34,6 +35,46 @@ pub const SUBPROTOCOL: &str = "missive.v1";
 /// Largest request head read.
 pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
+
+/// The request-line starts that are HTTP here; each must be followed by a space or `?`.
+const ENDPOINTS: [&[u8]; 2] = [b"GET /ws", b"GET /v1/entry"];
+
+/// Whether `buf`, the first bytes of a connection, start a request for one of the endpoints
+/// (`None`: not yet known). Anything else, other HTTP requests included, is read as frames.
+pub fn is_endpoint_request(buf: &[u8]) -> Option<bool> {
+    for e in ENDPOINTS {
+        let n = buf.len().min(e.len());
+        if buf[..n] != e[..n] {
+            continue;
+        }
+        return match buf.get(e.len()) {
+            None => None,
+            Some(b' ' | b'?') => Some(true),
+            Some(_) => continue,
+        };
+    }
+    Some(false)
+}
+
+/// Reads the first bytes of a connection into `buf` until [`is_endpoint_request`] can tell (a
+/// connection silent past `deadline` is left to the frame path). `None`: the client went away.
+pub async fn sniff<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Option<bool> {
+    loop {
+        if let Some(known) = is_endpoint_request(buf) {
+            return Some(known);
+        }
+        buf.reserve(64);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return None,
+            Err(_) => return Some(false),
+        }
+    }
+}
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -317,6 +358,20 @@ mod tests {
         assert!(head.has_token("connection", "upgrade"));
         assert!(head.has_token("upgrade", "websocket"));
         assert!(!head.has_token("connection", "close"));
+    }
+
+    #[test]
+    fn only_requests_for_the_endpoints_are_http() {
+        assert_eq!(is_endpoint_request(b"G"), None);
+        assert_eq!(is_endpoint_request(b"GET /"), None);
+        assert_eq!(is_endpoint_request(b"GET /ws"), None);
+        assert_eq!(is_endpoint_request(b"GET /ws HTTP/1.1"), Some(true));
+        assert_eq!(is_endpoint_request(b"GET /ws?v=1 "), Some(true));
+        assert_eq!(is_endpoint_request(b"GET /v1/entry HTTP/1.1"), Some(true));
+        assert_eq!(is_endpoint_request(b"GET / HTTP/1.1"), Some(false));
+        assert_eq!(is_endpoint_request(b"GET /wsx "), Some(false));
+        assert_eq!(is_endpoint_request(b"GET /ws\r\n"), Some(false));
+        assert_eq!(is_endpoint_request(b"\x00\x00\x00\x10MS"), Some(false));
     }
 
     #[test]
