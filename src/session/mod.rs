@@ -156,7 +156,7 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
             Err(_) => {
                 let mut conn = Conn::new(Stream::Tls(Box::new(tls)), shared.config.max_frame_len);
                 let msg = "no LOGIN within the login timeout";
-                fatal(&mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+                fatal(shared, &mut conn, 0, ErrorCode::LoginTimeout, msg).await;
                 return None;
             }
         }
