@@ -88,6 +88,33 @@ pub struct Config {
     /// `reconnect_after_ms` of the drain's KICK REDIRECT.
     pub drain_reconnect_after_ms: u32,
     // ---- end of server API settings ----
+    // ---- Offline push, WebSocket fallback, entry point (README "Offline push", "Entry point") --
+    /// Webhook notified (HTTP POST) of messages for users with no online device; empty: no
+    /// offline push, nothing is queued.
+    pub push_webhook_url: String,
+    /// HMAC-SHA256 key of the webhook's `X-Missive-Signature` header (at least 16 characters;
+    /// needed when `push_webhook_url` is set).
+    pub push_webhook_secret: String,
+    /// What a notification says of the message: `none`, `type` (content type) or `text` (also
+    /// the content, cut to `push::PREVIEW_CHARS` characters).
+    pub push_preview: crate::push::Preview,
+    /// Tries of one notification before it is dropped (and counted).
+    pub push_max_attempts: u32,
+    /// A notification not delivered this long after its message was stored is dropped.
+    pub push_max_age_secs: u64,
+    /// Wait before the first retry; then doubling, up to `push_retry_max_ms`.
+    pub push_retry_initial_ms: u64,
+    pub push_retry_max_ms: u64,
+    /// One webhook request (connect, send, answer) may take this long.
+    pub push_timeout_ms: u64,
+    /// What `GET /v1/entry` tells clients to try, in order: `tls://`, `tcp://`, `wss://` or
+    /// `ws://` URLs (`wss://host:443/ws`). Empty: derived from `listen` and the TLS settings,
+    /// with the host the client asked for.
+    pub entry_addresses: Vec<String>,
+    /// Reconnect backoff told to clients by `GET /v1/entry` (PROTOCOL.md section 21).
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    // ---- end of offline push, WebSocket fallback, entry point --------------------------------
 }
 
 impl Default for Config {
@@ -125,6 +152,18 @@ impl Default for Config {
             drain_rate_per_sec: 500,
             drain_redirect: String::new(),
             drain_reconnect_after_ms: 1000,
+            // Offline push, WebSocket fallback, entry point.
+            push_webhook_url: String::new(),
+            push_webhook_secret: String::new(),
+            push_preview: crate::push::Preview::Type,
+            push_max_attempts: 10,
+            push_max_age_secs: 86_400,
+            push_retry_initial_ms: 1_000,
+            push_retry_max_ms: 300_000,
+            push_timeout_ms: 10_000,
+            entry_addresses: Vec::new(),
+            reconnect_initial_ms: 1_000,
+            reconnect_max_ms: 60_000,
         }
     }
 }
@@ -305,6 +344,8 @@ impl Config {
                 return bad("secret: must be at least 16 characters");
             }
         }
+        crate::push::validate(self)?;
+        crate::web::validate(self)?;
         self.validate_api()
     }
 }

@@ -15,6 +15,9 @@
 //!   health, readiness and `/metrics`, on its own address (axum).
 //! - [`drain`]: moving clients off a server gradually (SIGUSR1 or the API).
 //! - `check` (hidden): invariant checks for the crash test and the fuzz targets.
+//! - [`web`]: HTTP on the same ports: the WebSocket transport and the `GET /v1/entry` entry
+//!   point, told from the binary protocol by the first byte.
+//! - [`push`]: offline push: notifications queued with the message, sent to a webhook.
 //!
 //! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
 
@@ -25,11 +28,13 @@ pub mod drain;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod push;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle};

@@ -293,6 +293,18 @@ impl Outbox for Router {
         Router::deliver(self, deliveries, exclude)
     }
 
+    /// Users with no registered session. A session is registered from its LOGIN until its
+    /// connection closes (a dead connection counts as online until the heartbeat sweep or a
+    /// failed write closes it).
+    fn offline<'a>(&self, users: &[&'a str]) -> Vec<&'a str> {
+        let online = self.users.read();
+        users
+            .iter()
+            .copied()
+            .filter(|u| !online.contains_key(*u))
+            .collect()
+    }
+
     fn notify_group(
         &self,
         group_id: &str,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Whether the server is draining (logins refused, sessions moved away).
     pub drain: crate::drain::Drain,
+    /// The bound listener addresses (for the entry point).
+    pub bound: Vec<SocketAddr>,
 }
 
 /// Why the server could not start.
@@ -59,6 +61,7 @@ pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
     http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
+    push: Arc<crate::push::Counters>,
 }
 
 impl Server {
@@ -90,6 +93,20 @@ impl Server {
             .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
         let router = Arc::new(Router::default());
         store.set_outbox(router.clone());
+        // Offline push is on before the first change, so no send misses it.
+        let push_wake = (!config.push_webhook_url.is_empty()).then(|| {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            store.enable_push(wake.clone());
+            wake
+        });
+        let mut bound = Vec::new();
+        for listener in &listeners {
+            bound.push(listener.local_addr().map_err(|error| ServerError::Bind {
+                addr: "?".into(),
+                error,
+                hint: String::new(),
+            })?);
+        }
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             router,
@@ -107,21 +124,30 @@ impl Server {
             tls,
             metrics: Default::default(),
             drain: Default::default(),
+            bound: bound.clone(),
         });
         let tasks = TaskTracker::new();
-        let mut addrs = Vec::new();
+        let addrs = bound;
         for listener in listeners {
-            addrs.push(listener.local_addr().map_err(|error| ServerError::Bind {
-                addr: "?".into(),
-                error,
-                hint: String::new(),
-            })?);
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
         }
         let http_addr = match http {
             Some(listener) => Some(crate::http::serve(shared.clone(), listener, &tasks)?),
             None => None,
         };
+        let push = Arc::new(crate::push::Counters::default());
+        if let Some(wake) = push_wake {
+            let worker = crate::push::worker::Worker::new(
+                &shared.config,
+                shared.store.clone(),
+                wake,
+                shared.shutdown.clone(),
+                push.clone(),
+            );
+            if let Some(worker) = worker {
+                tasks.spawn(worker.run());
+            }
+        }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         // At shutdown (asked for, or after a store failure) every session is told to go.
         let s = shared.clone();
@@ -135,6 +161,7 @@ impl Server {
             addrs,
             http_addr,
             tasks,
+            push,
         })
     }
 }
@@ -164,6 +191,11 @@ impl ServerHandle {
     /// The store, for tests that check what was written.
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
+    }
+
+    /// What the offline-push worker did (all zero when offline push is off).
+    pub fn push_stats(&self) -> crate::push::Stats {
+        self.push.snapshot()
     }
 
     pub fn online_sessions(&self) -> usize {

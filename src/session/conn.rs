@@ -1,7 +1,9 @@
 //! The byte side of a connection. An idle plain connection holds no read buffer (it waits for
 //! readiness first and only then reads) and no write buffer (frames are gathered into one while
 //! there is something to write, and it is freed after the write). A TLS connection waits in
-//! `read_buf`, so it keeps a small read buffer (rustls keeps its own too).
+//! `read_buf`, so it keeps a small read buffer (rustls keeps its own too), and so does a
+//! WebSocket connection (`crate::web::WsIo`, over TCP or TLS), which carries the same bytes in
+//! binary messages.
 
 use std::io;
 use std::time::Duration;
@@ -21,6 +23,7 @@ const READ_CHUNK: usize = 4096;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<crate::web::WsIo>),
 }
 
 pub struct Conn {
@@ -50,6 +53,11 @@ impl Conn {
         }
     }
 
+    /// Bytes of the stream already read (while telling the transport apart), to decode first.
+    pub fn unread(&mut self, bytes: BytesMut) {
+        self.rbuf = bytes;
+    }
+
     /// The next complete frame already read, if any.
     pub fn buffered_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
         self.codec.decode(&mut self.rbuf)
@@ -69,6 +77,10 @@ impl Conn {
                 }
             }
             Stream::Tls(s) => {
+                reserve(&mut self.rbuf);
+                s.read_buf(&mut self.rbuf).await
+            }
+            Stream::Ws(s) => {
                 reserve(&mut self.rbuf);
                 s.read_buf(&mut self.rbuf).await
             }
@@ -134,6 +146,10 @@ impl Conn {
             match &mut self.stream {
                 Stream::Plain(s) => s.write_all(&out).await,
                 Stream::Tls(s) => {
+                    s.write_all(&out).await?;
+                    s.flush().await
+                }
+                Stream::Ws(s) => {
                     s.write_all(&out).await?;
                     s.flush().await
                 }

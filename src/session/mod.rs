@@ -11,9 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use missive_protocol::pb;
 use missive_protocol::token::{self, TokenError};
 use missive_protocol::{Command, ErrorCode, Frame, Packet, ProtocolError};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -97,8 +99,9 @@ async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Opti
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
-    let stream = open(&shared, stream, deadline).await?;
+    let (stream, read) = open(&shared, stream, deadline).await?;
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
+    conn.unread(read);
     let handle = login(&shared, &mut conn, deadline).await?;
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
@@ -116,9 +119,11 @@ async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Opti
     }))
 }
 
-/// Tells TLS from the plain protocol by the first byte and completes the TLS handshake, both
-/// within the login timeout. Plain connections are refused (TLS_REQUIRED) unless allowed.
-async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<Stream> {
+/// Tells TLS, HTTP (WebSocket, entry point) and the plain protocol apart by the first byte
+/// (inside TLS too) and completes the TLS or WebSocket handshake, all within the login timeout.
+/// Plain connections are refused (TLS_REQUIRED) unless allowed. Returns the stream and what was
+/// already read of it.
+async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(Stream, BytesMut)> {
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
@@ -131,13 +136,46 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
         }
         _ => return None,
     }
+    let local = stream.local_addr().ok()?;
     // Without a certificate the byte is just the top byte of a (far too large) frame length:
     // the codec refuses it with FRAME_TOO_LARGE like any other oversized frame.
     if let (crate::tls::TLS_HANDSHAKE, Some(acceptor)) = (first[0], shared.tls.as_ref()) {
-        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => return Some(Stream::Tls(Box::new(tls))),
+        let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
             _ => return None,
+        };
+        // The first bytes inside TLS tell the binary protocol from HTTP.
+        let mut buf = BytesMut::with_capacity(4096);
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)) => r,
+            _ = shared.shutdown.cancelled() => return None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return None,
+            Err(_) => {
+                let mut conn = Conn::new(Stream::Tls(Box::new(tls)), shared.config.max_frame_len);
+                let msg = "no LOGIN within the login timeout";
+                fatal(shared, &mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+                return None;
+            }
         }
+        if buf[0] == crate::web::HTTP_FIRST
+            && crate::web::sniff(&mut tls, &mut buf, deadline).await?
+        {
+            let ws = crate::web::accept(shared, Box::new(tls), buf, true, local, deadline).await?;
+            return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
+        }
+        return Some((Stream::Tls(Box::new(tls)), buf));
+    }
+    let mut stream = stream;
+    let mut read = BytesMut::new();
+    if first[0] == crate::web::HTTP_FIRST
+        && crate::web::sniff(&mut stream, &mut read, deadline).await?
+    {
+        let io = Box::new(stream);
+        let ws = crate::web::accept(shared, io, read, false, local, deadline).await?;
+        return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
     }
     if !shared.config.allow_plain {
         let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
@@ -151,7 +189,7 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<S
         .await;
         return None;
     }
-    Some(Stream::Plain(stream))
+    Some((Stream::Plain(stream), read))
 }
 
 async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {

@@ -603,6 +603,15 @@ fn send_group(
         keys::dedup(&req.from, &req.client_msg_id),
         ack.encode_to_vec(),
     );
+    if write_mode {
+        // Read fan-out groups get no offline push: it would cost a write per member.
+        let others: Vec<&str> = members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| *m != req.from)
+            .collect();
+        txn.queue_offline_pushes(msg_id, &others);
+    }
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     if !write_mode {

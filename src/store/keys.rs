@@ -207,6 +207,21 @@ pub fn recalled(conv: &ConvKey, seq: u64) -> Vec<u8> {
     conv_log(conv, seq)
 }
 
+/// `push_queue`: message id + user (the user id unprefixed: it runs to the end of the key).
+pub fn push(msg_id: u64, user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + user.len());
+    k.extend_from_slice(&msg_id.to_be_bytes());
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+/// The message id and user of a `push_queue` key.
+pub fn push_parts(key: &[u8]) -> Option<(u64, &str)> {
+    let id = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let user = std::str::from_utf8(key.get(8..)?).ok()?;
+    (!user.is_empty()).then_some((id, user))
+}
+
 /// Big-endian u64 value.
 pub fn u64_value(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
@@ -243,6 +258,16 @@ mod tests {
         assert_eq!(inbox_version(&b), Some(256));
         // One user's keys never interleave with a user whose id extends it.
         assert!(inbox("u", u64::MAX) < inbox("uu", 0));
+    }
+
+    #[test]
+    fn push_keys_sort_by_message_and_round_trip() {
+        let a = push(5, "zed");
+        let b = push(6, "al");
+        assert!(a < b, "message order first");
+        assert_eq!(push_parts(&b), Some((6, "al")));
+        assert_eq!(push_parts(&push(7, "")), None);
+        assert_eq!(push_parts(&[1, 2]), None);
     }
 
     #[test]

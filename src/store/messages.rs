@@ -158,6 +158,7 @@ fn send_direct(
         keys::dedup(from, &req.client_msg_id),
         ack.encode_to_vec(),
     );
+    txn.queue_offline_pushes(msg_id, &[to]);
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     Ok(SendOutcome { ack, writes })

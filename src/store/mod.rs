@@ -13,6 +13,7 @@ mod groups;
 mod keys;
 mod messages;
 mod pending;
+mod push;
 mod queries;
 mod read;
 mod txn;
@@ -22,6 +23,7 @@ pub use groups::{GroupChange, GroupLimits};
 pub use keys::ConvKey;
 pub use messages::{Delivery, SendOutcome, SendRequest};
 pub use pending::Pending;
+pub use push::{PushItem, PushKey};
 pub use read::Reader;
 pub use txn::Txn;
 pub use writer::Outbox;
@@ -62,6 +64,10 @@ pub mod cf {
     pub const USER_GROUPS: &str = "user_groups";
     /// conversation + seq -> (): recalled messages of groups (for computed unread counts).
     pub const RECALLED: &str = "recalled";
+    /// message id + user -> (): offline-push notifications to send (`src/push`). Added to
+    /// schema 2 without a version change: it is created empty when a directory without it is
+    /// opened, and an older missived opens it as an unknown family and ignores it.
+    pub const PUSH_QUEUE: &str = "push_queue";
 
     /// Schema 1 had a time index of contacts; opening such a data directory drops it.
     pub const DROPPED_IN_2: &str = "contacts_by_time";
@@ -79,6 +85,7 @@ pub mod cf {
         MEMBERS,
         USER_GROUPS,
         RECALLED,
+        PUSH_QUEUE,
     ];
 }
 
@@ -149,6 +156,8 @@ pub struct Core {
     writes: AtomicU64,
     failed: AtomicBool,
     outbox: OnceLock<Arc<dyn Outbox>>,
+    /// Set when offline push is on: woken after a commit that queued notifications.
+    push_wake: OnceLock<Arc<tokio::sync::Notify>>,
     /// Changes submitted and not yet run by the writer.
     queued: std::sync::atomic::AtomicUsize,
     /// How long writing a group's batch took (including the fsync in `sync` durability).
@@ -284,6 +293,7 @@ impl Core {
             writes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             outbox: OnceLock::new(),
+            push_wake: OnceLock::new(),
             queued: Default::default(),
             commit_latency: Default::default(),
         };
@@ -442,6 +452,62 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A schema 2 data directory from before offline push (no `push_queue` family) opens as it
+    /// is: the family is created empty, data and schema version are kept, and a send queues a
+    /// notification in it once push is on.
+    #[test]
+    fn schema_2_directory_without_push_queue_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let names: Vec<&str> = cf::ALL
+                .iter()
+                .copied()
+                .filter(|n| *n != cf::PUSH_QUEUE)
+                .collect();
+            let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
+            let meta = db.cf_handle(cf::META).unwrap();
+            db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
+            let unread = db.cf_handle(cf::UNREAD).unwrap();
+            db.put_cf(unread, keys::unread_total("bob"), 3u64.to_be_bytes())
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Async).unwrap();
+        assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
+        assert_eq!(store.push_queue_len().unwrap(), 0);
+        store.enable_push(Arc::new(tokio::sync::Notify::new()));
+        let req = SendRequest {
+            from: "alice".into(),
+            client_msg_id: "c1".into(),
+            to: missive_protocol::pb::Conversation {
+                kind: missive_protocol::pb::ConversationKind::Direct as i32,
+                id: "bob".into(),
+            },
+            content_type: 1,
+            content: b"hi".to_vec(),
+            now_ms: 1_764_000_000_000,
+        };
+        let ack = store.send_direct(req, None).wait().unwrap().ack;
+        let queued = store.push_queue_after(None, 10).unwrap();
+        assert_eq!(
+            queued,
+            vec![PushKey::new(ack.msg_id, "bob")],
+            "no outbox: offline"
+        );
+        let item = store.push_item(&queued[0]).unwrap().expect("due");
+        assert_eq!(
+            (item.sender.as_str(), item.seq, item.unread_total),
+            ("alice", 1, 4)
+        );
+        let schema = store.db().get_cf(store.cf(cf::META), b"schema").unwrap();
+        assert_eq!(schema.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+        drop(store);
+        let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(listed.iter().any(|n| n == cf::PUSH_QUEUE), "{listed:?}");
+    }
 
     /// A schema 1 data directory (with its `contacts_by_time` family) opens as schema 2: the
     /// family is dropped, everything else is kept.

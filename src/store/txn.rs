@@ -256,6 +256,22 @@ impl<'a> Txn<'a> {
         });
     }
 
+    /// Queues an offline-push notification of message `msg_id` for each of `users` that has no
+    /// online session (none when offline push is off), in this change's batch.
+    pub fn queue_offline_pushes(&mut self, msg_id: u64, users: &[&str]) {
+        if !self.core.push_enabled() || users.is_empty() {
+            return;
+        }
+        let offline = match self.core.outbox.get() {
+            Some(outbox) => outbox.offline(users),
+            None => users.to_vec(),
+        };
+        for user in offline {
+            self.put(cf::PUSH_QUEUE, keys::push(msg_id, user), Vec::new());
+            self.group.push_queued = true;
+        }
+    }
+
     /// Runs `done` once the group is committed, with the commit's outcome.
     pub(super) fn on_commit(&mut self, done: Completion) {
         self.group.done.push(done);

@@ -26,6 +26,13 @@ use super::{cf, Core, Delivery, Result, StoreError};
 pub trait Outbox: Send + Sync {
     /// Pushes each delivery to every online session of its user, except session `exclude`.
     fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>);
+    /// Of `users`, those with no online session: they get an offline push (`src/push`) when it
+    /// is on. Asked on the writer thread while a send runs, before its commit, so that the
+    /// notification is written in the same batch as the message. Never blocks. The default
+    /// (an outbox that knows no presence) counts everyone as online.
+    fn offline<'a>(&self, _users: &[&'a str]) -> Vec<&'a str> {
+        Vec::new()
+    }
     /// Tells the online members of a read fan-out group that its log reached `last_seq` (with
     /// the message at `last_seq`, if given).
     fn notify_group(
@@ -70,6 +77,8 @@ pub(super) struct Group {
     pub done: Vec<Completion>,
     /// Puts and deletes since the last commit.
     pub writes: usize,
+    /// Whether a change since the last commit queued an offline push.
+    pub push_queued: bool,
     /// Each user's newest inbox version, committed or pending.
     pub versions: FastMap<String, u64>,
     /// Group members (current), as of the pending state.
@@ -191,6 +200,7 @@ impl Group {
             posts: Vec::new(),
             done: Vec::new(),
             writes: 0,
+            push_queued: false,
             versions: FastMap::default(),
             members: FastMap::default(),
             counters: CounterCache::default(),
@@ -238,6 +248,7 @@ impl Group {
         }
         self.bytes = 0;
         self.writes = 0;
+        let push_queued = std::mem::take(&mut self.push_queued);
         let posts = std::mem::take(&mut self.posts);
         let done = std::mem::take(&mut self.done);
         match result {
@@ -260,6 +271,11 @@ impl Group {
                 }
                 for d in done {
                     d(Ok(()));
+                }
+                if push_queued {
+                    if let Some(wake) = core.push_wake.get() {
+                        wake.notify_one();
+                    }
                 }
             }
             Err(e) => {

@@ -27,6 +27,7 @@ Examples:
   missive token --user alice --data-dir /var/lib/missive
   missive --user alice send --to bob --text 'hello'
   missive --user bob watch --count 1
+  missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
   missive --user alice sync --since 0 --all --json
   missive encode --command HEARTBEAT --request-id 1 --body '{\"client_time_ms\": 5}'
   missive decode 000000104d5301000002000000010805d6008e13
@@ -53,6 +54,10 @@ pub struct Global {
         default_value = "127.0.0.1:443"
     )]
     pub addr: String,
+    /// Connect over a WebSocket (ws://ADDR/ws) instead of plain TCP, as a client on a network
+    /// that only lets HTTP through would. `--addr ws://host:port/path` does the same.
+    #[arg(long, global = true, env = "MISSIVE_WS")]
+    pub ws: bool,
     /// Log in as this user (a token is minted with the secret).
     #[arg(long, global = true, env = "MISSIVE_USER")]
     pub user: Option<String>,
@@ -82,6 +87,18 @@ pub struct Global {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl Global {
+    /// The address to connect to: `--addr`, as a `ws://` URL with `--ws`.
+    pub fn endpoint(&self) -> String {
+        if self.ws && !self.addr.starts_with("ws://") {
+            let addr = self.addr.strip_prefix("tcp://").unwrap_or(&self.addr);
+            format!("ws://{addr}/ws")
+        } else {
+            self.addr.clone()
+        }
+    }
 }
 
 /// A DIRECT peer or a group.

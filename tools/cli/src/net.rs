@@ -69,9 +69,9 @@ fn timeout(g: &Global) -> Duration {
 /// Connects and logs in with a raw connection (pushes are ignored: one-shot commands).
 async fn connect(g: &Global) -> Result<(Connection, pb::LoginAck)> {
     let tok = login_token(g)?;
-    let mut conn = Connection::connect_timeout(&g.addr, timeout(g))
+    let mut conn = Connection::connect_timeout(&g.endpoint(), timeout(g))
         .await
-        .with_context(|| format!("cannot connect to {}", g.addr))?;
+        .with_context(|| format!("cannot connect to {}", g.endpoint()))?;
     let ack = tokio::time::timeout(timeout(g), conn.login(&tok, &g.device, 0))
         .await
         .map_err(|_| anyhow!("no LOGIN_ACK within {}s", g.timeout))??;
@@ -176,7 +176,7 @@ pub async fn one_shot(g: &Global, cmd: Cmd) -> Result<ExitCode> {
                     .map_err(|_| anyhow!("no HEARTBEAT_ACK within {}s", g.timeout))??;
                 rtts.push(start.elapsed());
             }
-            output::print_ping(&g.addr, &rtts, g.json);
+            output::print_ping(&g.endpoint(), &rtts, g.json);
         }
         Cmd::Sync { since, limit, all } => {
             let mut since = since;
@@ -223,14 +223,14 @@ pub async fn watch(
             ack.current_version
         }
     };
-    let mut config = ClientConfig::new(g.addr.clone(), tok, &g.device);
+    let mut config = ClientConfig::new(g.endpoint(), tok, &g.device);
     config.last_version = since;
     config.platform = pb::Platform::Desktop;
     config.connect_timeout = timeout(g);
     config.request_timeout = timeout(g);
     let mut client = Client::connect(config)
         .await
-        .with_context(|| format!("cannot log in at {}", g.addr))?;
+        .with_context(|| format!("cannot log in at {}", g.endpoint()))?;
     let mut events = client
         .events()
         .ok_or_else(|| anyhow!("event stream already taken"))?;

@@ -219,9 +219,9 @@ pub fn encode(g: &Global, command: &str, id: u32, body: &str, flags: u8) -> Resu
 pub async fn raw(g: &Global, hex: &[String], wait: f64) -> Result<ExitCode> {
     let bytes = hex_args(hex)?;
     let timeout = Duration::from_secs(g.timeout.max(1));
-    let mut conn = Connection::connect_timeout(&g.addr, timeout)
+    let mut conn = Connection::connect_timeout(&g.endpoint(), timeout)
         .await
-        .with_context(|| format!("cannot connect to {}", g.addr))?;
+        .with_context(|| format!("cannot connect to {}", g.endpoint()))?;
     conn.write_raw(&bytes).await?;
     let wait = Duration::try_from_secs_f64(wait.max(0.0)).unwrap_or(Duration::from_secs(2));
     let deadline = tokio::time::Instant::now() + wait;

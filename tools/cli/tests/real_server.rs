@@ -230,3 +230,56 @@ async fn decode_annotates_a_captured_frame() {
     );
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ws_flag_talks_over_a_websocket_on_the_same_port() {
+    let s = start().await;
+    let watch = s
+        .cli(
+            "bob",
+            &[
+                "--ws", "--device", "phone", "watch", "--count", "1", "--for", "15",
+            ],
+        )
+        .output();
+    let watcher =
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), watch).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ack = json(
+        &run(s.cli(
+            "alice",
+            &[
+                "--ws",
+                "--json",
+                "send",
+                "--to",
+                "bob",
+                "--text",
+                "over websocket",
+            ],
+        ))
+        .await,
+    );
+    assert_eq!(ack["seq"], 1);
+    let watched = watcher.await.unwrap().expect("watch ends").unwrap();
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert!(
+        stdout(&watched).contains("over websocket"),
+        "{}",
+        stdout(&watched)
+    );
+    // Ping names the WebSocket address it used.
+    let ping = run(s.cli("alice", &["--ws", "ping"])).await;
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let want = format!("ws://{}/ws", s.addr);
+    assert!(stdout(&ping).contains(&want), "{}", stdout(&ping));
+    s.server.shutdown().await;
+}

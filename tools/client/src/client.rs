@@ -60,7 +60,8 @@ impl Backoff {
 /// How to reach the server and who to be.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` addresses, tried in turn on each (re)connect.
+    /// Addresses tried in turn on each (re)connect: `host:port` (TCP) or `ws://host:port/path`
+    /// (the same frames over a WebSocket, for networks that only let HTTP through).
     pub addrs: Vec<String>,
     /// Token minted by the app's backend for (user, `device_id`).
     pub token: String,

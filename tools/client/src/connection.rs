@@ -4,6 +4,9 @@
 //! never reconnects, so a test can watch the server's own behaviour (retransmits, timeouts,
 //! kicks). Frames that arrive while [`Connection::request`] waits for its reply are kept and
 //! returned, in order, by the next [`Connection::recv_frame`] calls.
+//!
+//! It runs over TCP or, for an address `ws://host:port/path`, over a WebSocket carrying the same
+//! frames ([`crate::transport`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,14 +19,15 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Framed};
 
 use crate::error::{ClientError, Result};
+use crate::transport::{Endpoint, Transport};
 
 /// The `client_version` this crate puts in LOGIN.
 pub const CLIENT_VERSION: &str = concat!("missive-client/", env!("CARGO_PKG_VERSION"));
 
-/// One TCP connection speaking Missive frames. Used by one task at a time.
+/// One connection (TCP or WebSocket) speaking Missive frames. Used by one task at a time.
 #[derive(Debug)]
 pub struct Connection {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Transport, FrameCodec>,
     queued: VecDeque<Frame>,
     next_request_id: u32,
     last_sent: Instant,
@@ -31,10 +35,16 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects over TCP (with TCP_NODELAY) to `addr` (`host:port`).
+    /// Connects to `addr`: over TCP (with TCP_NODELAY) for `host:port` or `tcp://host:port`,
+    /// over a WebSocket for `ws://host:port/path` (path `/ws` if none is given).
     pub async fn connect(addr: &str) -> Result<Connection> {
-        let stream = TcpStream::connect(addr).await?;
-        Connection::from_stream(stream)
+        let (transport, peer) = Transport::connect(&Endpoint::parse(addr)?).await?;
+        Ok(Connection::over(transport, peer))
+    }
+
+    /// Whether this connection runs over a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.framed.get_ref(), Transport::Ws(_))
     }
 
     /// [`Connection::connect`], giving up after `timeout`.
@@ -48,13 +58,17 @@ impl Connection {
     pub fn from_stream(stream: TcpStream) -> Result<Connection> {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
-        Ok(Connection {
-            framed: Framed::new(stream, FrameCodec::default()),
+        Ok(Connection::over(Transport::Tcp(stream), peer))
+    }
+
+    fn over(transport: Transport, peer: SocketAddr) -> Connection {
+        Connection {
+            framed: Framed::new(transport, FrameCodec::default()),
             queued: VecDeque::new(),
             next_request_id: 1,
             last_sent: Instant::now(),
             peer,
-        })
+        }
     }
 
     /// The server's address.

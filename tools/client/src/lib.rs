@@ -6,7 +6,8 @@
 //!
 //! # [`Connection`]: one raw connection (tests and tools)
 //!
-//! TCP (with `TCP_NODELAY`) plus the frame codec of `missive-protocol`. It sends what it is told
+//! TCP (with `TCP_NODELAY`), or a WebSocket for `ws://host:port/path` addresses
+//! ([`transport`]), plus the frame codec of `missive-protocol`. It sends what it is told
 //! and nothing else: no heartbeats, no acks, no reconnects, so a test can watch the server's
 //! own behaviour (retransmits, timeouts, kicks). Request ids count up from 1.
 //! [`Connection::request`] sends a request and waits for the frame with the same request id;
@@ -77,6 +78,7 @@ pub mod client;
 pub mod connection;
 mod driver;
 pub mod error;
+pub mod transport;
 pub mod versions;
 
 pub use client::{

@@ -92,8 +92,13 @@ pub(crate) async fn connect_and_login(
         .map_err(|_| ClientError::Timeout)?
 }
 
-/// `host:port` from a KICK's redirect fields, defaulting to the current address's parts.
+/// `host:port` from a KICK's redirect fields, defaulting to the current address's parts. A
+/// WebSocket address stays one (`ws://host:port/path`, same path).
 pub(super) fn redirect_addr(current: &str, kick: &pb::Kick) -> String {
+    if let Some(rest) = current.strip_prefix("ws://") {
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        return format!("ws://{}{path}", redirect_addr(authority, kick));
+    }
     let (cur_host, cur_port) = current.rsplit_once(':').unwrap_or((current, "443"));
     let host = if kick.redirect_host.is_empty() {
         cur_host.to_string()
@@ -127,6 +132,10 @@ mod tests {
             "b.example:443"
         );
         assert_eq!(redirect_addr("h:1", &kick("::1", 9)), "[::1]:9");
+        assert_eq!(
+            redirect_addr("ws://h:80/ws", &kick("b.example", 0)),
+            "ws://b.example:80/ws"
+        );
     }
 
     #[test]

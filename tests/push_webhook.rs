@@ -1,0 +1,500 @@
+//! End to end: offline push to a real webhook (an axum server on 127.0.0.1 that records every
+//! request). One notification per message for a recipient with no online device, none for an
+//! online one; signed bodies with the documented fields; retries through refused connections
+//! and 500s until each notification is answered once; delivery after a restart; drops after
+//! the last attempt; nothing announced for a recalled message.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use hmac::{Hmac, Mac};
+use missive::config::Config;
+use missive::push::Preview;
+use missive_client::{direct, group, pb};
+use serde_json::Value;
+use sha2::Sha256;
+
+const HOOK_SECRET: &str = "hook-secret-0123456789";
+
+/// One request the webhook received, and what it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    body: Value,
+    raw: Vec<u8>,
+    signature: String,
+    delivery: String,
+    answered: u16,
+}
+
+#[derive(Default)]
+struct HookState {
+    seen: Mutex<Vec<Received>>,
+    /// Requests still to be answered 500 before the webhook answers 200.
+    fail_next: AtomicU32,
+}
+
+/// A recording webhook on a fixed loopback port; it can be stopped and started again.
+struct Hook {
+    addr: SocketAddr,
+    state: Arc<HookState>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn record(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let failing = state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    state.seen.lock().unwrap().push(Received {
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        raw: body.to_vec(),
+        signature: header("x-missive-signature"),
+        delivery: header("x-missive-delivery"),
+        answered: status.as_u16(),
+    });
+    status
+}
+
+impl Hook {
+    /// A port with nothing listening on it yet (connections are refused until `start`).
+    async fn reserve() -> Hook {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        Hook {
+            addr,
+            state: Arc::default(),
+            server: None,
+        }
+    }
+
+    async fn running() -> Hook {
+        let mut hook = Hook::reserve().await;
+        hook.start().await;
+        hook
+    }
+
+    async fn start(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(record))
+            .with_state(self.state.clone());
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Received> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The requests answered 200.
+    fn delivered(&self) -> Vec<Received> {
+        self.seen()
+            .into_iter()
+            .filter(|r| r.answered == 200)
+            .collect()
+    }
+
+    /// Waits until `n` requests were answered 200 (10 s at most).
+    async fn wait_delivered(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.delivered();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} notifications delivered within 10 s: {:?}",
+                got.len(),
+                self.seen()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn push_config(c: &mut Config, hook: &Hook) {
+    c.push_webhook_url = hook.url();
+    c.push_webhook_secret = HOOK_SECRET.into();
+    c.push_preview = Preview::Text;
+    c.push_retry_initial_ms = 20;
+    c.push_retry_max_ms = 200;
+    c.push_max_attempts = 1000;
+    c.push_timeout_ms = 2000;
+}
+
+fn signature_of(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// Waits until the server's push queue is empty (every notification sent or dropped).
+async fn wait_queue_empty(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.handle().store().push_queue_len().unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "push queue not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each notification delivered (answered 200) exactly once, by id.
+fn assert_once_each(delivered: &[Received], expected_ids: &[String]) {
+    let mut ids: Vec<&str> = delivered.iter().map(|r| r.delivery.as_str()).collect();
+    ids.sort();
+    let mut want: Vec<&str> = expected_ids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(ids, want, "each notification answered 200 exactly once");
+}
+
+#[tokio::test]
+async fn offline_recipient_gets_one_signed_webhook_per_message_online_one_none() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| push_config(c, &hook)).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (_bob, _b) = server.client("bob", "phone").await; // online; carol is not
+
+    let first = alice
+        .send(direct("carol"), 7, "hello carol", None)
+        .await
+        .unwrap();
+    let got = hook.wait_delivered(1).await;
+    let r = &got[0];
+    let b = &r.body;
+    assert_eq!(
+        r.signature,
+        signature_of(&r.raw),
+        "HMAC-SHA256 of the exact body"
+    );
+    assert_eq!(b["id"], format!("{}:carol", first.msg_id));
+    assert_eq!(r.delivery, format!("{}:carol", first.msg_id));
+    assert_eq!(
+        (b["user"].as_str(), b["sender"].as_str()),
+        (Some("carol"), Some("alice"))
+    );
+    assert_eq!(b["conversation"]["kind"], "direct");
+    assert_eq!(b["conversation"]["id"], "alice");
+    assert_eq!(b["msg_id"], first.msg_id.to_string());
+    assert_eq!(b["seq"].as_u64(), Some(first.seq));
+    assert_eq!(b["timestamp_ms"].as_i64(), Some(first.timestamp_ms));
+    assert_eq!(b["content_type"].as_u64(), Some(7));
+    assert_eq!(b["text"], "hello carol");
+    assert_eq!(b["truncated"], false);
+    assert_eq!(b["unread_total"].as_u64(), Some(1));
+    assert_eq!(b["attempt"].as_u64(), Some(1));
+
+    // The online recipient gets its push on the connection, no webhook.
+    alice
+        .send(direct("bob"), 1, "hello bob", None)
+        .await
+        .unwrap();
+    let long = "x".repeat(300);
+    let second = alice
+        .send(direct("carol"), 1, long.as_str(), None)
+        .await
+        .unwrap();
+    let got = hook.wait_delivered(2).await;
+    let b = &got[1].body;
+    assert_eq!(b["msg_id"], second.msg_id.to_string());
+    assert_eq!(b["unread_total"].as_u64(), Some(2), "the badge counts both");
+    assert_eq!(
+        b["text"].as_str().unwrap().chars().count(),
+        missive::push::PREVIEW_CHARS
+    );
+    assert_eq!(b["truncated"], true);
+
+    // A (write fan-out) group: the offline member only.
+    let g = alice
+        .group_create(
+            "trio",
+            vec!["bob".into(), "carol".into()],
+            pb::HistoryVisibility::Full,
+        )
+        .await
+        .unwrap()
+        .group
+        .unwrap();
+    let in_group = alice
+        .send(group(&g.group_id), 1, "hi all", None)
+        .await
+        .unwrap();
+    let got = hook.wait_delivered(3).await;
+    let b = &got[2].body;
+    assert_eq!(b["user"], "carol");
+    assert_eq!(b["conversation"]["kind"], "group");
+    assert_eq!(b["conversation"]["id"], g.group_id.as_str());
+    assert_eq!(b["msg_id"], in_group.msg_id.to_string());
+    assert_eq!(b["unread_total"].as_u64(), Some(3));
+
+    wait_queue_empty(&server).await;
+    let all = hook.seen();
+    assert!(all.iter().all(|r| r.body["user"] == "carol"), "{all:?}");
+    assert_once_each(
+        &all,
+        &[first.msg_id, second.msg_id, in_group.msg_id].map(|m| format!("{m}:carol")),
+    );
+    let stats = server.handle().push_stats();
+    assert_eq!((stats.sent, stats.failed, stats.dropped), (3, 0, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_down_then_up_every_notification_arrives_once() {
+    // Refused connections first, then 500s, then 200s.
+    let mut hook = Hook::reserve().await;
+    let server = TestServer::start_with(|c| push_config(c, &hook)).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let ack = alice
+            .send(direct("carol"), 1, format!("m{i}"), None)
+            .await
+            .unwrap();
+        ids.push(format!("{}:carol", ack.msg_id));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.handle().push_stats().failed < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no failed attempts");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        server.handle().store().push_queue_len().unwrap(),
+        5,
+        "kept while failing"
+    );
+    hook.state.fail_next.store(7, Ordering::SeqCst);
+    hook.start().await;
+    let got = hook.wait_delivered(5).await;
+    wait_queue_empty(&server).await;
+    assert_once_each(&got, &ids);
+    assert!(hook.seen().len() >= 5 + 7, "the 500s were retried");
+    assert!(
+        got.iter().any(|r| r.body["attempt"].as_u64() > Some(2)),
+        "tries while the webhook was down are counted: {got:?}"
+    );
+    let stats = server.handle().push_stats();
+    assert_eq!((stats.sent, stats.dropped), (5, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queued_notifications_are_delivered_after_a_restart() {
+    let mut hook = Hook::reserve().await;
+    let mut server = TestServer::start_with(|c| push_config(c, &hook)).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let ack = alice
+            .send(direct("carol"), 1, format!("m{i}"), None)
+            .await
+            .unwrap();
+        ids.push(format!("{}:carol", ack.msg_id));
+    }
+    // Stored with the messages: the queue holds them once the sends are acknowledged.
+    assert_eq!(server.handle().store().push_queue_len().unwrap(), 3);
+    alice.close().await;
+    hook.start().await;
+    server.restart().await;
+    let got = hook.wait_delivered(3).await;
+    wait_queue_empty(&server).await;
+    assert_once_each(&got, &ids);
+    let mut texts: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap())
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["m0", "m1", "m2"],
+        "content read from the store after the restart"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_notification_is_dropped_after_its_last_attempt() {
+    let hook = Hook::running().await;
+    hook.state.fail_next.store(u32::MAX, Ordering::SeqCst);
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.push_max_attempts = 3;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    alice.send(direct("carol"), 1, "never", None).await.unwrap();
+    wait_queue_empty(&server).await;
+    let stats = server.handle().push_stats();
+    assert_eq!((stats.sent, stats.failed, stats.dropped), (0, 3, 1));
+    assert_eq!(hook.seen().len(), 3, "exactly push_max_attempts tries");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_recalled_before_its_notification_is_not_announced() {
+    let mut hook = Hook::reserve().await;
+    let server = TestServer::start_with(|c| push_config(c, &hook)).await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let gone = alice.send(direct("carol"), 1, "oops", None).await.unwrap();
+    alice.recall(direct("carol"), gone.msg_id).await.unwrap();
+    hook.start().await;
+    let kept = alice
+        .send(direct("carol"), 1, "this one", None)
+        .await
+        .unwrap();
+    let got = hook.wait_delivered(1).await;
+    wait_queue_empty(&server).await;
+    assert_once_each(&hook.delivered(), &[format!("{}:carol", kept.msg_id)]);
+    assert_eq!(got[0].body["text"], "this one");
+    assert_eq!(server.handle().push_stats().obsolete, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_webhook_nothing_is_queued() {
+    let server = TestServer::start().await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    alice.send(direct("carol"), 1, "hi", None).await.unwrap();
+    assert_eq!(server.handle().store().push_queue_len().unwrap(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_push_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(&dir);
+    c.push_webhook_url = "https://hooks.example/missive".into();
+    c.push_webhook_secret = HOOK_SECRET.into();
+    let err = missive::Server::start(c.clone()).await.err().unwrap();
+    assert!(err.to_string().contains("push_webhook_url"), "{err}");
+    c.push_webhook_url = "http://127.0.0.1:9/hook".into();
+    c.push_webhook_secret = "short".into();
+    let err = missive::Server::start(c).await.err().unwrap();
+    assert!(err.to_string().contains("push_webhook_secret"), "{err}");
+}
+
+/// A `missived` child process, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_missived(config: &std::path::Path, addr: &str) -> Daemon {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_missived"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("MISSIVE_LISTEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("missived starts");
+    let daemon = Daemon(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missived listens within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon
+}
+
+#[tokio::test]
+async fn notifications_of_acknowledged_sends_survive_sigkill() {
+    let mut hook = Hook::reserve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let config = dir.path().join("missive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"{addr}\"]\ndata_dir = \"{}\"\nsecret = \"{SECRET}\"\n\
+             durability = \"async\"\nlog = \"warn\"\npush_webhook_url = \"{}\"\n\
+             push_webhook_secret = \"{HOOK_SECRET}\"\npush_retry_initial_ms = 20\n\
+             push_retry_max_ms = 200\npush_max_attempts = 1000\n",
+            dir.path().join("data").display(),
+            hook.url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = spawn_missived(&config, &addr).await;
+    let token = missive_protocol::token::mint(
+        SECRET.as_bytes(),
+        "alice",
+        "phone",
+        (missive::now_ms() / 1000) as u64 + 3600,
+    );
+    let mut conn = missive_client::Connection::connect(&addr).await.unwrap();
+    conn.login(&token, "phone", 0).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let send = pb::Send {
+            client_msg_id: format!("c{i}"),
+            to: Some(direct("carol")),
+            content_type: 1,
+            content: format!("m{i}").into_bytes(),
+        };
+        match conn
+            .request(missive_protocol::Packet::Send(send))
+            .await
+            .unwrap()
+        {
+            missive_protocol::Packet::SendAck(ack) => ids.push(format!("{}:carol", ack.msg_id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Killed at once after the acks, while every notification is still queued (the webhook
+    // refuses connections).
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    drop(conn);
+    hook.start().await;
+    let _daemon = spawn_missived(&config, &addr).await;
+    let got = hook.wait_delivered(5).await;
+    assert_once_each(&got, &ids);
+}
