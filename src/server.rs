@@ -32,6 +32,8 @@ pub struct Shared {
     pub drain: crate::drain::Drain,
     /// The bound listener addresses (for the entry point).
     pub bound: Vec<SocketAddr>,
+    /// What the offline-push worker did (for `/metrics` and tests).
+    pub push: Arc<crate::push::Counters>,
 }
 
 /// Why the server could not start.
@@ -125,6 +127,7 @@ impl Server {
             metrics: Default::default(),
             drain: Default::default(),
             bound: bound.clone(),
+            push: Arc::default(),
         });
         let tasks = TaskTracker::new();
         let addrs = bound;
@@ -135,7 +138,7 @@ impl Server {
             Some(listener) => Some(crate::http::serve(shared.clone(), listener, &tasks)?),
             None => None,
         };
-        let push = Arc::new(crate::push::Counters::default());
+        let push = shared.push.clone();
         if let Some(wake) = push_wake {
             let worker = crate::push::worker::Worker::new(
                 &shared.config,

@@ -280,7 +280,7 @@ async fn offline_recipient_gets_one_signed_webhook_per_message_online_one_none()
 async fn webhook_down_then_up_every_notification_arrives_once() {
     // Refused connections first, then 500s, then 200s.
     let mut hook = Hook::reserve().await;
-    let server = TestServer::start_with(|c| push_config(c, &hook)).await;
+    let server = TestServer::start_api(|c| push_config(c, &hook)).await;
     let (alice, _a) = server.client("alice", "phone").await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -312,6 +312,12 @@ async fn webhook_down_then_up_every_notification_arrives_once() {
     );
     let stats = server.handle().push_stats();
     assert_eq!((stats.sent, stats.dropped), (5, 0));
+    // The same figures on /metrics, for an operator.
+    let m = server.api().metrics().await;
+    assert_eq!(m.get("missive_push_sent_total"), 5.0);
+    assert_eq!(m.get("missive_push_dropped_total"), 0.0);
+    assert_eq!(m.get("missive_push_failed_total"), stats.failed as f64);
+    assert!(stats.failed >= 5 + 7, "refused and 500 attempts: {stats:?}");
     server.stop().await;
 }
 

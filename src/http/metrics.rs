@@ -53,6 +53,27 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         "Write-ahead-log fsyncs.",
         store.wal_syncs(),
     );
+    let push = shared.push.snapshot();
+    out.counter(
+        "missive_push_sent_total",
+        "Offline-push notifications the webhook answered with a 2xx.",
+        push.sent,
+    );
+    out.counter(
+        "missive_push_failed_total",
+        "Webhook requests that failed (retried with backoff, or dropped).",
+        push.failed,
+    );
+    out.counter(
+        "missive_push_dropped_total",
+        "Notifications dropped after push_max_attempts tries or push_max_age_secs.",
+        push.dropped,
+    );
+    out.counter(
+        "missive_push_obsolete_total",
+        "Notifications not sent: the message was recalled, deleted or read first.",
+        push.obsolete,
+    );
     (
         [(
             header::CONTENT_TYPE,
