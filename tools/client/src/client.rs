@@ -34,11 +34,12 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// PROTOCOL.md section 21's numbers: 1 s, doubling, capped at 60 s.
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
         }
     }
 }
