@@ -11,7 +11,7 @@ use missive_client::{pb, Connection};
 use missive_protocol::Packet;
 use tokio::sync::watch;
 
-use crate::common::{vm_rss_kib, Common, Env, DEVICE};
+use crate::common::{cpu_secs, vm_rss_kib, Common, Env, DEVICE};
 use crate::stats::{progress, Latency, Report};
 
 #[derive(clap::Args, Debug)]
@@ -117,7 +117,11 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         ramp.as_secs_f64(),
         args.duration
     );
+    let cpu_before = pid.and_then(cpu_secs);
+    let hold_start = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let cpu_after = pid.and_then(cpu_secs);
+    let hold = hold_start.elapsed().as_secs_f64();
     let rss_end = pid.and_then(vm_rss_kib);
     let own_rss = vm_rss_kib("self");
     let open_at_end = connected - counters.closed.load(Relaxed);
@@ -155,6 +159,15 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         r.add("server RSS end of hold", end, "KiB");
         let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / connected.max(1) as f64;
         r.add_f("server memory per connection", per(end), 0, "bytes");
+        // Idle connections cost only heartbeats during the hold: this is their CPU price.
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            r.add_f(
+                "server CPU during hold",
+                (b - a) / hold * 100.0,
+                2,
+                "% of one core",
+            );
+        }
     } else if let Some(pid) = pid {
         r.fail(format!("cannot read /proc/{pid}/status"));
     }

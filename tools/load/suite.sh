@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The performance suite of BENCHMARKS.md: every scenario of the performance targets, each run on
+# a fresh release server and data directory, RUNS times (default 3); the raw results stay as
+# JSON in OUT (default /tmp/missive-suite), and one table of medians against the targets is
+# printed at the end (and kept in OUT/summary.txt).
+#
+#   tools/load/suite.sh [OUT] [SCENARIO...]
+#   SCENARIO: chat-max chat-10k chat-sync fanout offline connect   (default: all, ~15 min)
+#
+# Binaries: $BIN/missived and $BIN/missive-load (default $CARGO_TARGET_DIR/release, else
+# target/release): `cargo build --release --locked -p missive -p missive-load --bins`.
+# Loopback only; every run is bounded in time and stops by itself. Exit status 0 when every
+# run reported no loss, duplication or failure (whether targets were met is in the table).
+set -u
+OUT=${1:-/tmp/missive-suite}
+shift || true
+SCENARIOS=${*:-chat-max chat-10k chat-sync fanout offline connect}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
+RUNS=${RUNS:-3}
+DATA=${DATA:-/tmp/missive-suite-data}
+SECRET=suite-secret-0123456789
+LISTEN=127.0.0.1:9443
+mkdir -p "$OUT"
+status=0
+
+# The connect scenario opens 19,000 connections from one address at 10,000/s: the per-address
+# and login-rate limits (5,000 and 2,000/s by default, an abuse guard) are raised for it.
+cat >"$OUT/connect.toml" <<'EOF'
+max_connections = 20000
+max_connections_per_ip = 20000
+logins_per_sec = 20000
+EOF
+# The offline scenario queues 10,000 sends from one connection as fast as they are acked: the
+# per-connection send rate limit (2,000/s by default) is raised for it.
+cat >"$OUT/offline.toml" <<'EOF'
+sends_per_sec = 100000
+EOF
+
+start_server() { # durability [extra missived flags...]
+    rm -rf "$DATA"
+    local durability=$1
+    shift
+    "$BIN/missived" --listen "$LISTEN" --data-dir "$DATA" --secret "$SECRET" \
+        --durability "$durability" --log warn "$@" >"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        ss -ltn | grep -q " ${LISTEN} " && return 0
+        sleep 0.1
+    done
+    echo "server did not start" >&2
+    cat "$OUT/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    sleep 2 # let the sockets of the last run leave TIME_WAIT's port pressure behind
+}
+
+load() { # name missive-load-args...
+    local name=$1
+    shift
+    echo "== $name: missive-load $* --addr $LISTEN --json" >&2
+    "$BIN/missive-load" "$@" --addr "$LISTEN" --secret "$SECRET" --json \
+        >"$OUT/$name.json" 2>"$OUT/$name.log"
+    local rc=$?
+    [ "$rc" -eq 0 ] || status=1
+    echo "   exit $rc $(jq -c '{ok, failures}' "$OUT/$name.json" 2>/dev/null)" >&2
+}
+
+for scenario in $SCENARIOS; do
+    for run in $(seq "$RUNS"); do
+        case $scenario in
+        chat-max) # offered far above the target: the acked and delivered rates are the capacity
+            start_server async
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 30000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
+        chat-10k)
+            start_server async
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 10000 --duration 20 \
+                --grace 15 --server-pid "$SERVER_PID" ;;
+        chat-sync)
+            start_server sync
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 15000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
+        fanout) # 500 members > fanout_threshold: read fan-out (GROUP_NOTIFY with the message)
+            start_server async
+            load "$scenario-r$run" fanout --members 500 --rate 200 --duration 10 --grace 15 ;;
+        offline)
+            start_server sync --config "$OUT/offline.toml"
+            load "$scenario-r$run" offline --messages 10000 ;;
+        connect) # default heartbeat interval (30 s); the hold covers two of them
+            start_server sync --config "$OUT/connect.toml"
+            load "$scenario-r$run" connect -n 19000 --rate 10000 --duration 60 \
+                --server-pid "$SERVER_PID" ;;
+        *)
+            echo "unknown scenario $scenario" >&2
+            exit 2 ;;
+        esac
+        stop_server
+    done
+done
+
+# Medians over the runs of each scenario.
+median() { sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+col() { # scenario jq-expression
+    for f in "$OUT/$1"-r*.json; do jq -r "$2 // empty" "$f"; done | median
+}
+met() { # value op threshold
+    awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
+        if (v == "-" || v == "") { print "-"; exit }
+        ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 < t + 0)
+        print ok ? "yes" : "NO" }'
+}
+row() { # scenario target figure value op threshold
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$(met "$4" "$5" "$6")"
+}
+{
+    echo "| scenario | target | figure (median of $RUNS) | measured | met |"
+    echo "|---|---|---|---|---|"
+    for scenario in $SCENARIOS; do
+        ls "$OUT/$scenario"-r*.json >/dev/null 2>&1 || continue
+        case $scenario in
+        chat-max | chat-sync)
+            target=30000
+            [ "$scenario" = chat-sync ] && target=15000
+            row "$scenario" ">= $target msg/s" "acked msg/s" \
+                "$(col "$scenario" '."ack throughput"')" ">=" "$target"
+            row "$scenario" ">= $target msg/s" "delivered msg/s" \
+                "$(col "$scenario" '."delivery throughput"')" ">=" "$target"
+            row "$scenario" "0 lost, 0 duplicated" "lost + duplicated" \
+                "$(col "$scenario" '."lost (acked, never delivered)" + ."duplicated deliveries"')" "<" 1
+            ;;
+        chat-10k)
+            row "$scenario" "10,000 msg/s delivered" "delivered msg/s" \
+                "$(col "$scenario" '."delivery throughput"')" ">=" 9900
+            row "$scenario" "p50 < 1 ms" "p50 ms" "$(col "$scenario" '."delivery latency".p50_ms')" "<" 1
+            row "$scenario" "p99 < 10 ms" "p99 ms" "$(col "$scenario" '."delivery latency".p99_ms')" "<" 10
+            ;;
+        fanout)
+            row "$scenario" ">= 100,000 deliveries/s" "deliveries/s" \
+                "$(col "$scenario" '."deliveries/s"')" ">=" 100000
+            row "$scenario" "0 lost, 0 duplicated" "lost + duplicated" \
+                "$(col "$scenario" '."lost deliveries" + ."duplicated deliveries"')" "<" 1
+            ;;
+        offline)
+            row "$scenario" "< 60 ms" "login → last message synced, ms" \
+                "$(col "$scenario" '."login to last message synced"')" "<" 60
+            ;;
+        connect)
+            row "$scenario" ">= 10,000 conn/s" "connect rate, conn/s" \
+                "$(col "$scenario" '."connect rate achieved"')" ">=" 10000
+            row "$scenario" "19,000 held" "logged in and open at end" \
+                "$(col "$scenario" '."open at end of hold"')" ">=" 19000
+            row "$scenario" "< 1 KB per idle connection" "server bytes per connection" \
+                "$(col "$scenario" '."server memory per connection"')" "<" 1024
+            row "$scenario" "heartbeats < 2% of a core" "server CPU during hold, %" \
+                "$(col "$scenario" '."server CPU during hold"')" "<" 2
+            ;;
+        esac
+    done
+} | tee "$OUT/summary.txt"
+exit $status
