@@ -337,7 +337,7 @@ async fn admit(
         crate::now_ms(),
     );
     let user = claims.user_id.clone();
-    let state = handlers::blocking(shared, move |s| {
+    let state = handlers::small_read(shared, move |s| {
         Ok((
             s.store.current_version(&user)?,
             s.store.unread_total(&user)?,

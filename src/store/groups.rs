@@ -81,10 +81,7 @@ pub(crate) fn require_member(r: &impl Reader, group_id: &str, user: &str) -> Res
 impl Core {
     pub(crate) fn member_list(&self, group_id: &str) -> Result<Vec<GroupMember>> {
         let prefix = keys::member_prefix(group_id);
-        let iter = self.db().iterator_cf(
-            self.cf(cf::MEMBERS),
-            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter_from(cf::MEMBERS, &prefix);
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
@@ -130,10 +127,7 @@ impl Core {
     /// Ids of the groups `user` belongs to.
     pub(crate) fn groups_of(&self, user: &str) -> Result<Vec<String>> {
         let prefix = keys::user_prefix(user);
-        let iter = self.db().iterator_cf(
-            self.cf(cf::USER_GROUPS),
-            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter_from(cf::USER_GROUPS, &prefix);
         let mut out = Vec::new();
         for item in iter {
             let (k, _) = item?;
@@ -230,10 +224,7 @@ impl Core {
             return Ok(0);
         }
         let start = keys::recalled(ck, pos + 1);
-        let iter = self.db().iterator_cf(
-            self.cf(cf::RECALLED),
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter_from(cf::RECALLED, &start);
         let mut recalled = 0;
         for item in iter {
             let (k, _) = item?;

@@ -309,10 +309,7 @@ impl Core {
     pub(crate) fn conv_log_after(&self, conv: &ConvKey, after_seq: u64) -> Result<Vec<u64>> {
         let start = keys::conv_log(conv, after_seq.saturating_add(1));
         let mut out = Vec::new();
-        let iter = self.db().iterator_cf(
-            self.cf(cf::CONV_LOG),
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
+        let iter = self.iter_from(cf::CONV_LOG, &start);
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(&conv.0) || k.len() != conv.0.len() + 8 {

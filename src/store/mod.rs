@@ -164,6 +164,21 @@ pub struct Core {
     commit_latency: crate::metrics::Histogram,
 }
 
+thread_local! {
+    /// Set while [`Core::in_memory`] runs a read on this thread: reads then use only memtables
+    /// and the block cache.
+    static IN_MEMORY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Clears `IN_MEMORY` again, also if the read panics.
+struct InMemoryGuard(bool);
+
+impl Drop for InMemoryGuard {
+    fn drop(&mut self) {
+        IN_MEMORY.set(self.0);
+    }
+}
+
 /// Most changes waiting for the writer; beyond it a change is refused with SERVER_BUSY.
 const MAX_QUEUED: usize = 65_536;
 
@@ -303,6 +318,40 @@ impl Core {
         Ok(core)
     }
 
+    /// Options for a read on this thread (memory only inside [`Core::in_memory`]).
+    pub(crate) fn read_opts(&self) -> rocksdb::ReadOptions {
+        let mut o = rocksdb::ReadOptions::default();
+        if IN_MEMORY.get() {
+            o.set_read_tier(rocksdb::ReadTier::BlockCache);
+        }
+        o
+    }
+
+    /// An iterator over `family` from `start` forwards.
+    pub(crate) fn iter_from(&self, family: &str, start: &[u8]) -> rocksdb::DBIterator<'_> {
+        self.db.iterator_cf_opt(
+            self.cf(family),
+            self.read_opts(),
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        )
+    }
+
+    pub(crate) fn raw_iter(&self, family: &str) -> rocksdb::DBRawIterator<'_> {
+        self.db.raw_iterator_cf_opt(self.cf(family), self.read_opts())
+    }
+
+    /// Runs the read `f` on what is in memory only (memtables and the block cache), so that an
+    /// async task can run it at once instead of handing it to a thread that may wait for the
+    /// disk. `None`: it needed the disk; run it again where blocking is fine. Reads only: `f`
+    /// may stop part way.
+    pub fn in_memory<T>(&self, f: impl FnOnce() -> Result<T>) -> Option<Result<T>> {
+        let _guard = InMemoryGuard(IN_MEMORY.replace(true));
+        match f() {
+            Err(StoreError::Db(e)) if e.kind() == rocksdb::ErrorKind::Incomplete => None,
+            r => Some(r),
+        }
+    }
+
     /// Refuses changes after a failed write.
     pub(crate) fn check_failed(&self) -> Result<()> {
         if self.failed.load(Ordering::SeqCst) {
@@ -397,7 +446,7 @@ impl Core {
     }
 
     fn last_key_u64(&self, family: &str) -> Result<u64> {
-        let mut it = self.db.raw_iterator_cf(self.cf(family));
+        let mut it = self.raw_iter(family);
         it.seek_to_last();
         it.status()?;
         Ok(it.key().and_then(keys::u64_value).unwrap_or(0))
@@ -428,7 +477,7 @@ impl Core {
     }
 
     pub(crate) fn stored_version(&self, user: &str) -> Result<u64> {
-        let mut it = self.db.raw_iterator_cf(self.cf(cf::INBOX));
+        let mut it = self.raw_iter(cf::INBOX);
         it.seek_for_prev(keys::inbox(user, u64::MAX));
         it.status()?;
         match it.key() {
@@ -507,6 +556,32 @@ mod tests {
         drop(store);
         let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
         assert!(listed.iter().any(|n| n == cf::PUSH_QUEUE), "{listed:?}");
+    }
+
+    /// `in_memory` answers from memtables and the block cache and gives up (None) on a read
+    /// that needs the disk, without a storage error; the same read then works normally and, its
+    /// blocks now cached, in memory too. Reads elsewhere on the thread are normal again.
+    #[test]
+    fn in_memory_reads_give_up_on_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), Durability::Async).unwrap();
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(store.cf(cf::UNREAD), keys::unread_total("bob"), 5u64.to_be_bytes());
+            store.write_batch(batch, 1).unwrap();
+            let fresh = store.in_memory(|| store.unread_total("bob"));
+            assert_eq!(fresh.unwrap().unwrap(), 5, "in the memtable");
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Async).unwrap();
+        assert!(
+            store.in_memory(|| store.unread_total("bob")).is_none(),
+            "on disk only after reopening"
+        );
+        assert_eq!(store.unread_total("bob").unwrap(), 5, "a normal read");
+        let cached = store.in_memory(|| store.unread_total("bob"));
+        assert_eq!(cached.unwrap().unwrap(), 5, "in the block cache now");
+        assert_eq!(store.in_memory(|| store.current_version("carol")).unwrap().unwrap(), 0);
     }
 
     /// A schema 1 data directory (with its `contacts_by_time` family) opens as schema 2: the

@@ -25,11 +25,7 @@ impl Core {
         prefix: &'a [u8],
         start: &[u8],
     ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        self.db()
-            .iterator_cf(
-                self.cf(family),
-                rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
-            )
+        self.iter_from(family, start)
             .map(|r| r.map_err(StoreError::from))
             .take_while(move |r| match r {
                 Ok((k, _)) => k.starts_with(prefix),

@@ -32,7 +32,9 @@ pub trait Reader {
 
 impl Reader for Core {
     fn value<T>(&self, family: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> Result<T> {
-        let v = self.db().get_pinned_cf(self.cf(family), key)?;
+        let v = self
+            .db()
+            .get_pinned_cf_opt(self.cf(family), key, &self.read_opts())?;
         Ok(f(v.as_deref()))
     }
 }
