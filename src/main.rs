@@ -7,6 +7,12 @@ use missive::config::{Args, Config};
 use missive::Server;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// mimalloc instead of glibc's malloc: the writer thread allocates what the committer and the
+/// connection tasks free, which glibc serves slowly (arena locks, consolidation); see
+/// BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -5,11 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use missive_protocol::pb::{self, GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
 
 use crate::store::{Delivery, Outbox};
 
@@ -28,6 +28,11 @@ struct Queue {
     frames: VecDeque<Outbound>,
     closing: bool,
     kick: Option<Box<Kick>>,
+    /// The session task's waker while it waits for its queue ([`SessionHandle::ready`]).
+    waker: Option<Waker>,
+    /// Set by every wake, cleared when the session takes the queue: while set, the session's
+    /// wait ends at once.
+    woken: bool,
 }
 
 /// What a session takes from its queue.
@@ -50,8 +55,6 @@ pub struct SessionHandle {
     queue: Mutex<Queue>,
     /// Most frames queued at once before the session counts as a slow consumer.
     limit: usize,
-    /// Woken when the queue goes from empty to not, and on close.
-    wake: Notify,
 }
 
 impl SessionHandle {
@@ -76,15 +79,13 @@ impl SessionHandle {
                 KickReason::SlowConsumer,
                 "outbound queue full; reconnect and sync",
             )));
-            drop(q);
-            self.wake.notify_one();
+            wake(q);
             return;
         }
         let was_empty = q.frames.is_empty();
         q.frames.push_back(out);
-        drop(q);
         if was_empty {
-            self.wake.notify_one();
+            wake(q);
         }
     }
 
@@ -95,14 +96,27 @@ impl SessionHandle {
             q.closing = true;
             q.kick = kick.map(Box::new);
         }
-        drop(q);
-        self.wake.notify_one();
+        wake(q);
     }
 
     /// Resolves when frames were queued or the session was asked to close (possibly already
     /// before this was called). Cancel-safe.
-    pub async fn ready(&self) {
-        self.wake.notified().await
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
+        // A waker in the queue instead of a `Notify`: the waiting future is one reference,
+        // which every idle connection's task holds.
+        std::future::poll_fn(move |cx| self.poll_ready(cx))
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.queue.lock();
+        if std::mem::take(&mut q.woken) {
+            return Poll::Ready(());
+        }
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Whether the session was asked to close (it is unregistered once its task ends).
@@ -118,11 +132,22 @@ impl SessionHandle {
     /// Takes every queued frame and the close request.
     pub fn take(&self) -> Taken {
         let mut q = self.queue.lock();
+        q.woken = false;
         Taken {
             frames: std::mem::take(&mut q.frames),
             close: q.closing,
             kick: q.kick.take(),
         }
+    }
+}
+
+/// Leaves word that the session has something to take (its next wait ends at once, also if it
+/// is not waiting now) and wakes its task (outside the lock).
+fn wake(mut q: parking_lot::MutexGuard<'_, Queue>) {
+    q.woken = true;
+    if let Some(w) = q.waker.take() {
+        drop(q);
+        w.wake();
     }
 }
 
@@ -168,7 +193,6 @@ impl Router {
             last_seen: AtomicI64::new(now_ms),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
-            wake: Notify::new(),
         });
         let list = users.entry(key).or_default();
         list.retain(|s| {

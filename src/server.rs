@@ -308,7 +308,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
                 Some(permit) => {
                     shared.metrics.connections_accepted.inc();
-                    tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
+                    let session = crate::session::run(
+                        shared.clone(),
+                        stream,
+                        peer,
+                        permit,
+                        tasks.clone(),
+                    );
+                    tasks.spawn(session);
                 }
                 None => {
                     shared.metrics.connections_refused.inc();

@@ -68,8 +68,10 @@ impl Conn {
     pub async fn fill(&mut self) -> Result<Filled, ProtocolError> {
         let read = match &mut self.stream {
             Stream::Plain(s) => {
-                // Wait for readiness before taking a buffer, so idle connections hold none.
-                s.readable().await?;
+                // Wait for readiness before taking a buffer, so idle connections hold none. (The
+                // readiness is polled rather than awaited with `readable()`, whose future holds a
+                // waiter of its own in every idle connection's task.)
+                std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?;
                 reserve(&mut self.rbuf);
                 match s.try_read_buf(&mut self.rbuf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::Data),

@@ -76,19 +76,25 @@ pub async fn refuse_busy(stream: TcpStream) {
     let _ = conn.write_frames(&[r.frame(0)]).await;
 }
 
-/// Serves one connection until it closes.
+/// Serves one connection until it closes: this task opens it and waits for LOGIN, then hands
+/// the session to a task of its own.
 pub async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: crate::limits::Permit,
+    permit: crate::limits::Permit,
+    tasks: tokio_util::task::TaskTracker,
 ) {
-    // The handshake and login run in their own (boxed) future, so their state is not kept in
-    // the connection's task once they are done; the task then holds the permit, the boxed
-    // session and the (small) serving loop.
-    let Some(mut session) = Box::pin(start(shared, stream, peer)).await else {
+    let Some(session) = start(shared, stream, peer).await else {
         return;
     };
+    // A new task, so that what opening and login needed is not kept for the life of the
+    // connection: the serving task holds the permit, the boxed session and the (small) waiting
+    // state of the serving loop, which is what an idle connection costs.
+    tasks.spawn(serve(session, permit, peer));
+}
+
+async fn serve(mut session: Box<Session>, _permit: crate::limits::Permit, peer: SocketAddr) {
     session.serve().await;
     session.shared.router.unregister(&session.handle);
     tracing::debug!(%peer, session = session.handle.id, "closed");

@@ -65,7 +65,7 @@ impl Session {
                 _ = self.handle.ready() => {}
                 r = oldest(&mut self.in_flight), if !self.in_flight.is_empty() => {
                     if let Some((rid, _)) = self.in_flight.pop_front() {
-                        if let Flow::Close = self.reply(rid, r) {
+                        if let Flow::Close = self.reply(rid, *r) {
                             let _ = Box::pin(self.conn.flush()).await;
                             return;
                         }
@@ -343,10 +343,11 @@ async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
-/// The oldest reply in flight. Cancel-safe: the reply stays queued if this is dropped.
-async fn oldest(in_flight: &mut VecDeque<(u32, Reply)>) -> Result<Packet, Refusal> {
+/// The oldest reply in flight. Cancel-safe: the reply stays queued if this is dropped. Boxed, so
+/// that the room for a reply (a `Packet`) is not part of every connection's waiting state.
+async fn oldest(in_flight: &mut VecDeque<(u32, Reply)>) -> Box<Result<Packet, Refusal>> {
     match in_flight.front_mut() {
-        Some((_, reply)) => reply.await,
+        Some((_, reply)) => Box::new(reply.await),
         None => std::future::pending().await,
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! Every logical change (a send, a read, a recall, ...) is one [`Txn`], run by the single writer
 //! thread ([`writer`]) one after another: inbox versions are allocated in order and counters are
-//! read-modify-written without locks. The writer commits the changes that queued up while it was
-//! busy as one atomic `WriteBatch` (fsynced in `sync` durability: group commit), and only then
-//! answers them and hands their pushes to the [`Outbox`]. Reads that only look run on the
+//! read-modify-written without locks. The changes that queued up while the group before was being
+//! written are committed as one atomic `WriteBatch` (fsynced in `sync` durability: group commit)
+//! by a second thread, the committer, which only then answers them and hands their pushes to the
+//! [`Outbox`]. Reads that only look run on the
 //! caller's thread against the committed data ([`Core`], which [`Store`] derefs to).
 
 mod groups;
@@ -282,7 +283,8 @@ impl Core {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         opts.enable_statistics();
-        // One writer thread: no concurrent memtable inserts, no write-thread spinning.
+        // One thread writes batches (the committer): no concurrent memtable inserts, no
+        // write-thread spinning.
         opts.set_allow_concurrent_memtable_write(false);
         opts.set_enable_write_thread_adaptive_yield(false);
         // Every family's memtables together (a flush is forced past this).

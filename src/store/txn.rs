@@ -10,7 +10,7 @@ use std::sync::Arc;
 use missive_protocol::pb::{self, inbox_entry::Body, Conversation, InboxEntry};
 use prost::Message as _;
 
-use super::writer::{is_counter_family, Completion, Group, Post};
+use super::writer::{is_counter_family, Completion, Group, Notify, Post};
 use super::{cf, keys, Core, Delivery, Reader, Result, StoreError};
 
 /// The version of `user`'s entry among `deliveries` (0 if none).
@@ -66,6 +66,9 @@ impl<'a> Txn<'a> {
         if !self.group.is_empty() {
             self.group.commit(self.core);
             self.posts_mark = 0;
+        } else {
+            // The group being written, if any, must be in RocksDB too.
+            self.group.settle();
         }
         self.core.check_failed()
     }
@@ -77,8 +80,8 @@ impl<'a> Txn<'a> {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> T,
     ) -> Result<T> {
-        if let Some(v) = self.group.overlay[family(family_name) as usize].get(key) {
-            return Ok(f(v.as_deref()));
+        if let Some(v) = self.group.pending(family(family_name), key) {
+            return Ok(f(v));
         }
         let v = self
             .core
@@ -109,8 +112,8 @@ impl<'a> Txn<'a> {
     /// cache when they are there.
     pub fn counter(&mut self, family_name: &str, key: &[u8]) -> Result<u64> {
         let f = family(family_name);
-        if let Some(v) = self.group.overlay[f as usize].get(key) {
-            return match v.as_deref().map(keys::u64_value) {
+        if let Some(v) = self.group.pending(f, key) {
+            return match v.map(keys::u64_value) {
                 None => Ok(0),
                 Some(Some(n)) => Ok(n),
                 Some(None) => Err(StoreError::Corrupt(format!("u64 value in {family_name}"))),
@@ -247,13 +250,13 @@ impl<'a> Txn<'a> {
         members: Arc<Vec<String>>,
         exclude: Option<u64>,
     ) {
-        self.group.posts.push(Post::Notify {
+        self.group.posts.push(Post::Notify(Box::new(Notify {
             group_id: group_id.to_owned(),
             last_seq,
             message,
             members,
             exclude,
-        });
+        })));
     }
 
     /// Queues an offline-push notification of message `msg_id` for each of `users` that has no

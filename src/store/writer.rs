@@ -3,11 +3,17 @@
 //!
 //! Changes arrive as operations on a channel. The writer runs each against the pending group (an
 //! in-memory overlay of the keys written since the last commit, so a change sees the ones before
-//! it), then writes the whole group as one atomic `WriteBatch`: in `sync` durability that is one
-//! fsync for every change that arrived while the previous group was being written (group commit
-//! across users and connections). Only then are the changes' results released and their pushes
-//! handed to the [`Outbox`], in the order the changes ran, so a user's pushes leave in version
-//! order and nothing is acknowledged or pushed before it is stored.
+//! it), then hands the whole group to the committer thread, which writes it as one atomic
+//! `WriteBatch`: in `sync` durability that is one fsync for every change that arrived while the
+//! previous group was being written (group commit across users and connections). Only then are
+//! the changes' results released and their pushes handed to the [`Outbox`], in the order the
+//! changes ran, so a user's pushes leave in version order and nothing is acknowledged or pushed
+//! before it is stored.
+//!
+//! The two threads overlap: while the committer writes (and fsyncs) one group, the writer runs
+//! the changes of the next one, reading the keys of the group being written from its overlay
+//! (they are not in RocksDB yet). One group at most is being written: the writer hands over the
+//! next only when the committer is done with the one before.
 //!
 //! One writer means no locks: inbox versions and counters are allocated and read-modify-written
 //! by a single thread. Reads that only look (SYNC, contacts, unread) run elsewhere against what
@@ -22,7 +28,8 @@ use missive_protocol::pb;
 use super::{cf, Core, Delivery, Result, StoreError};
 
 /// Where committed changes send what must reach online devices. Implemented by the router; called
-/// on the writer thread, so it must never block.
+/// on the committer thread (`deliver`, `notify_group`) or the writer thread (`offline`), so it
+/// must never block.
 pub trait Outbox: Send + Sync {
     /// Pushes each delivery to every online session of its user, except session `exclude`.
     fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>);
@@ -53,16 +60,19 @@ pub(super) type Op = Box<dyn FnOnce(&mut super::Txn<'_>) -> bool + Send>;
 /// A change's result, sent once its group is committed (or failed to commit).
 pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 
-/// What a committed change hands to the outbox.
+/// What a committed change hands to the outbox. Small (the rare `Notify` is boxed): a group
+/// holds one per change.
 pub(super) enum Post {
     Deliver(Vec<Delivery>, Option<u64>),
-    Notify {
-        group_id: String,
-        last_seq: u64,
-        message: Option<pb::Message>,
-        members: Arc<Vec<String>>,
-        exclude: Option<u64>,
-    },
+    Notify(Box<Notify>),
+}
+
+pub(super) struct Notify {
+    pub group_id: String,
+    pub last_seq: u64,
+    pub message: Option<pb::Message>,
+    pub members: Arc<Vec<String>>,
+    pub exclude: Option<u64>,
 }
 
 /// The changes run since the last commit, and the writer's caches.
@@ -85,6 +95,41 @@ pub(super) struct Group {
     pub members: FastMap<String, Arc<Vec<String>>>,
     /// Committed counters (sequences, unread counts, read positions) recently used.
     pub counters: CounterCache,
+    /// The overlay of the group handed to the committer last: until it is written, reads find
+    /// its keys here (and after, the same values as in RocksDB).
+    inflight: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    committer: Committer,
+}
+
+/// A group handed to the committer: its batch (none if it wrote nothing) and what to release
+/// once it is written.
+struct Sealed {
+    batch: Option<rocksdb::WriteBatch>,
+    writes: usize,
+    /// The store had failed when the group was sealed: nothing is written, every change fails.
+    failed: bool,
+    posts: Vec<Post>,
+    done: Vec<Completion>,
+    push_queued: bool,
+}
+
+/// The committer thread, and whether it is writing a group now.
+struct Committer {
+    tx: Option<mpsc::Sender<Sealed>>,
+    /// Per group: whether it was stored.
+    rx: mpsc::Receiver<bool>,
+    busy: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    /// Lets the committer finish the group it has, then waits for it.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Committed u64 values of the counter families, so a send reads none of its counters from
@@ -193,9 +238,16 @@ const MAX_GROUP_OPS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
 impl Group {
-    pub fn new() -> Group {
-        Group {
-            overlay: cf::ALL.iter().map(|_| BTreeMap::new()).collect(),
+    /// A group with its committer thread.
+    pub fn new(core: Arc<Core>) -> std::io::Result<Group> {
+        let (tx, commit_rx) = mpsc::channel::<Sealed>();
+        let (done_tx, rx) = mpsc::channel::<bool>();
+        let thread = std::thread::Builder::new()
+            .name("missive-commit".into())
+            .spawn(move || commit_loop(&core, commit_rx, done_tx))?;
+        let maps = || cf::ALL.iter().map(|_| BTreeMap::new()).collect();
+        Ok(Group {
+            overlay: maps(),
             bytes: 0,
             posts: Vec::new(),
             done: Vec::new(),
@@ -204,23 +256,44 @@ impl Group {
             versions: FastMap::default(),
             members: FastMap::default(),
             counters: CounterCache::default(),
-        }
+            inflight: maps(),
+            committer: Committer {
+                tx: Some(tx),
+                rx,
+                busy: false,
+                thread: Some(thread),
+            },
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.writes == 0 && self.done.is_empty() && self.posts.is_empty()
     }
 
-    /// Writes the group as one batch, then releases results and pushes in order. A failed write
-    /// fails every change in the group; the store then refuses all further changes.
+    /// The value of a key as the changes so far left it, if one of the pending group or of the
+    /// group being written wrote it: `Some(None)` deleted.
+    pub fn pending(&self, family: u8, key: &[u8]) -> Option<Option<&[u8]>> {
+        let f = family as usize;
+        self.overlay[f]
+            .get(key)
+            .or_else(|| self.inflight[f].get(key))
+            .map(|v| v.as_deref())
+    }
+
+    /// Writes the group and waits until it is written (and its results released).
     pub fn commit(&mut self, core: &Core) {
-        let result = if core.check_failed().is_err() {
-            Err(StoreError::Failed(
-                "a change failed after it had written".into(),
-            ))
-        } else if self.writes == 0 {
-            Ok(())
-        } else {
+        self.seal(core);
+        self.settle();
+    }
+
+    /// Hands the group to the committer, once it is done with the one before, and starts the
+    /// next. The committer writes it as one batch, then releases results and pushes in order. A
+    /// failed write fails every change in the group; the store then refuses all further changes.
+    pub fn seal(&mut self, core: &Core) {
+        self.settle();
+        let failed = core.check_failed().is_err();
+        let mut batch = None;
+        if !failed && self.writes > 0 {
             for (family, map) in self.overlay.iter().enumerate() {
                 if is_counter_family(family as u8) {
                     self.counters.committed(family as u8, map);
@@ -228,7 +301,7 @@ impl Group {
             }
             // Each record: tag, family id, two length varints, key, value.
             let size = self.bytes + self.writes * 16 + 64;
-            let mut batch = rocksdb::WriteBatch::with_capacity_bytes(size);
+            let mut b = rocksdb::WriteBatch::with_capacity_bytes(size);
             for (family, map) in self.overlay.iter().enumerate() {
                 if map.is_empty() {
                     continue;
@@ -236,59 +309,118 @@ impl Group {
                 let handle = core.cf(cf::ALL[family]);
                 for (key, value) in map {
                     match value {
-                        Some(v) => batch.put_cf(handle, key, v),
-                        None => batch.delete_cf(handle, key),
+                        Some(v) => b.put_cf(handle, key, v),
+                        None => b.delete_cf(handle, key),
                     }
                 }
             }
-            core.write_batch(batch, self.writes)
-        };
+            batch = Some(b);
+        }
+        // The sealed overlay is read until the committer is done; the one before is stored.
+        std::mem::swap(&mut self.overlay, &mut self.inflight);
         for map in &mut self.overlay {
             map.clear();
         }
+        let (posts, done) = (self.posts.len(), self.done.len());
+        let sealed = Sealed {
+            batch,
+            writes: std::mem::take(&mut self.writes),
+            failed,
+            // The next group gets room for as many (growing a long vector costs copies).
+            posts: std::mem::replace(&mut self.posts, Vec::with_capacity(posts)),
+            done: std::mem::replace(&mut self.done, Vec::with_capacity(done)),
+            push_queued: std::mem::take(&mut self.push_queued),
+        };
         self.bytes = 0;
-        self.writes = 0;
-        let push_queued = std::mem::take(&mut self.push_queued);
-        let posts = std::mem::take(&mut self.posts);
-        let done = std::mem::take(&mut self.done);
+        match &self.committer.tx {
+            Some(tx) => match tx.send(sealed) {
+                Ok(()) => self.committer.busy = true,
+                Err(mpsc::SendError(sealed)) => {
+                    core.fail();
+                    fail_all(sealed.done, "the committer thread stopped");
+                    self.forget();
+                }
+            },
+            None => fail_all(sealed.done, "the committer thread stopped"),
+        }
+    }
+
+    /// Waits until the committer is done with the group handed to it (if any). If it could not
+    /// write it, what the writer built on it is forgotten.
+    pub fn settle(&mut self) {
+        if !std::mem::take(&mut self.committer.busy) {
+            return;
+        }
+        if !self.committer.rx.recv().unwrap_or(false) {
+            self.forget();
+        }
+    }
+
+    /// What was pending is not stored: forget the overlays and the cached heads built on them.
+    fn forget(&mut self) {
+        for map in self.overlay.iter_mut().chain(self.inflight.iter_mut()) {
+            map.clear();
+        }
+        self.versions.clear();
+        self.members.clear();
+        self.counters = CounterCache::default();
+    }
+}
+
+fn fail_all(done: Vec<Completion>, why: &str) {
+    for d in done {
+        d(Err(StoreError::Failed(why.into())));
+    }
+}
+
+/// The committer thread: writes each sealed group, tells the writer, then releases the group's
+/// results and pushes.
+fn commit_loop(core: &Core, rx: mpsc::Receiver<Sealed>, done: mpsc::Sender<bool>) {
+    while let Ok(sealed) = rx.recv() {
+        let result = if sealed.failed {
+            Err(StoreError::Failed(
+                "a change failed after it had written".into(),
+            ))
+        } else {
+            match sealed.batch {
+                Some(batch) => core.write_batch(batch, sealed.writes),
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = &result {
+            if !sealed.failed {
+                tracing::error!("store write failed, refusing all further changes: {e}");
+            }
+            core.fail();
+        }
+        // The writer may hand over the next group while this one's results go out.
+        let _ = done.send(result.is_ok());
         match result {
             Ok(()) => {
                 if let Some(outbox) = core.outbox.get() {
-                    for post in posts {
+                    for post in sealed.posts {
                         match post {
                             Post::Deliver(d, exclude) => outbox.deliver(d, exclude),
-                            Post::Notify {
-                                group_id,
-                                last_seq,
-                                message,
-                                members,
-                                exclude,
-                            } => {
-                                outbox.notify_group(&group_id, last_seq, message, &members, exclude)
-                            }
+                            Post::Notify(n) => outbox.notify_group(
+                                &n.group_id,
+                                n.last_seq,
+                                n.message,
+                                &n.members,
+                                n.exclude,
+                            ),
                         }
                     }
                 }
-                for d in done {
+                for d in sealed.done {
                     d(Ok(()));
                 }
-                if push_queued {
+                if sealed.push_queued {
                     if let Some(wake) = core.push_wake.get() {
                         wake.notify_one();
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!("store write failed, refusing all further changes: {e}");
-                core.fail();
-                // What was pending is not stored: forget the cached heads built on it.
-                self.versions.clear();
-                self.members.clear();
-                self.counters = CounterCache::default();
-                for d in done {
-                    d(Err(StoreError::Failed(e.to_string())));
-                }
-            }
+            Err(e) => fail_all(sealed.done, &e.to_string()),
         }
     }
 }
@@ -331,14 +463,24 @@ impl Drop for Handle {
     }
 }
 
-fn run(core: &Core, rx: mpsc::Receiver<(bool, Op)>) {
-    let mut group = Group::new();
+fn run(core: &Arc<Core>, rx: mpsc::Receiver<(bool, Op)>) {
+    let mut group = match Group::new(core.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("cannot start the committer thread: {e}");
+            core.fail();
+            // Every change queued or to come fails: its result sender is dropped unanswered.
+            return;
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         let mut ops = 0;
         while let Some((fresh, op)) = next.take() {
             if fresh && !group.is_empty() {
                 group.commit(core);
+            } else if fresh {
+                group.settle();
             }
             apply(core, &mut group, op);
             ops += 1;
@@ -347,8 +489,9 @@ fn run(core: &Core, rx: mpsc::Receiver<(bool, Op)>) {
             }
             next = rx.try_recv().ok();
         }
-        group.commit(core);
+        group.seal(core);
     }
+    group.settle();
 }
 
 /// Runs one change. If it failed after writing, its group cannot be committed: the store fails.
