@@ -194,7 +194,8 @@ impl Router {
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
         });
-        let list = users.entry(key).or_default();
+        // Most users have one device online: room for one, not the four of a first push.
+        let list = users.entry(key).or_insert_with(|| Vec::with_capacity(1));
         list.retain(|s| {
             if &*s.device == device {
                 s.close(Some(kick(

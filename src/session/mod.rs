@@ -85,19 +85,20 @@ pub async fn run(
     permit: crate::limits::Permit,
     tasks: tokio_util::task::TaskTracker,
 ) {
-    let Some(session) = start(shared, stream, peer).await else {
+    let Some(mut session) = start(shared, stream, peer).await else {
         return;
     };
+    session.permit = Some(permit);
     // A new task, so that what opening and login needed is not kept for the life of the
-    // connection: the serving task holds the permit, the boxed session and the (small) waiting
-    // state of the serving loop, which is what an idle connection costs.
-    tasks.spawn(serve(session, permit, peer));
+    // connection: the serving task holds the boxed session (with the permit) and the (small)
+    // waiting state of the serving loop, which is what an idle connection costs.
+    tasks.spawn(serve(session));
 }
 
-async fn serve(mut session: Box<Session>, _permit: crate::limits::Permit, peer: SocketAddr) {
+async fn serve(mut session: Box<Session>) {
     session.serve().await;
     session.shared.router.unregister(&session.handle);
-    tracing::debug!(%peer, session = session.handle.id, "closed");
+    tracing::debug!(session = session.handle.id, "closed");
 }
 
 /// Opens the connection (TLS or plain), waits for LOGIN and registers the session.
@@ -122,6 +123,7 @@ async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Opti
         handle,
         in_flight: Default::default(),
         timer: None,
+        permit: None,
     }))
 }
 

@@ -45,6 +45,8 @@ pub(super) struct Session {
     pub in_flight: VecDeque<(u32, Reply)>,
     /// Armed only while a frame is half read or a push awaits its ack.
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's place within the connection limits, given back when the session ends.
+    pub permit: Option<crate::limits::Permit>,
 }
 
 impl Session {
