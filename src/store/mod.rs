@@ -252,8 +252,10 @@ impl Store {
 
 /// Memtables of all families together.
 const DB_WRITE_BUFFER: usize = 128 << 20;
-/// One memtable of one family: small enough that inserts and lookups stay fast.
-const WRITE_BUFFER: usize = 16 << 20;
+/// One memtable of one family: small enough that inserts and lookups stay fast (a skiplist
+/// insert walks cache-missing nodes; at 16 MiB the inserts took a quarter of the server's CPU in
+/// `chat`, at 4 MiB about a tenth; 1 MiB flushes too often: BENCHMARKS.md).
+const WRITE_BUFFER: usize = 4 << 20;
 /// The block cache, shared by every family.
 const BLOCK_CACHE: usize = 64 << 20;
 
