@@ -162,49 +162,39 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         )
     });
 
-    // Open loop: message k is due at start + k / rate, sent on time whatever came before.
+    // Open loop: message k is due at start + k / rate, sent on time whatever came before. The
+    // pacing runs on a thread of its own with the system's sleep (tens of microseconds late at
+    // most) rather than on a runtime timer, whose millisecond ticks would make every message up
+    // to 1-2 ms late before it is even sent, and that lateness would count as latency.
     let pid = args.server_pid.as_deref();
     let cpu_before = (cpu_secs("self"), pid.and_then(cpu_secs));
     let start = shared.start;
-    let mut k = 0u64;
-    while k < total {
-        let now = start.elapsed();
-        while k < total && shared.due(k) <= now {
-            let (from, to) = pair(k, args.users);
-            let client = online[from].clone();
-            let body = content(k, shared.due(k), to, size);
-            let to_user = names[to].clone();
-            let cmid = format!("{}-{k}", env.prefix);
-            let shared = shared.clone();
-            shared.c.sent.fetch_add(1, Relaxed);
-            tokio::spawn(async move {
-                let result = client.send(direct(to_user), 1, body, Some(cmid)).await;
-                let late = shared.start.elapsed().saturating_sub(shared.due(k));
-                let c = &shared.c;
-                match result {
-                    Ok(ack) => {
-                        shared.ack.record(late);
-                        shared.state[k as usize].store(ACKED, Relaxed);
-                        c.acked.fetch_add(1, Relaxed);
-                        let now = shared.start.elapsed().as_micros() as u64;
-                        c.last_ack_us.fetch_max(now, Relaxed);
-                        if ack.duplicate {
-                            c.ack_duplicate.fetch_add(1, Relaxed);
-                        }
-                    }
-                    Err(e) => {
-                        shared.state[k as usize].store(FAILED, Relaxed);
-                        c.send_errors.fetch_add(1, Relaxed);
-                        c.error(format!("send #{k}: {e}"));
-                    }
-                }
-            });
-            k += 1;
+    let runtime = tokio::runtime::Handle::current();
+    let (users, prefix) = (args.users, env.prefix.clone());
+    let (pace_shared, pace_names) = (shared.clone(), names.clone());
+    let pacer = tokio::task::spawn_blocking(move || {
+        let shared = pace_shared;
+        let mut k = 0u64;
+        while k < total {
+            let now = start.elapsed();
+            while k < total && shared.due(k) <= now {
+                let (from, to) = pair(k, users);
+                let client = online[from].clone();
+                let body = content(k, shared.due(k), to, size);
+                let to_user = pace_names[to].clone();
+                let cmid = format!("{prefix}-{k}");
+                let shared = shared.clone();
+                shared.c.sent.fetch_add(1, Relaxed);
+                runtime.spawn(send_one(shared, client, k, to_user, body, cmid));
+                k += 1;
+            }
+            if k < total {
+                std::thread::sleep(shared.due(k).saturating_sub(start.elapsed()));
+            }
         }
-        if k < total {
-            tokio::time::sleep_until((start + shared.due(k)).into()).await;
-        }
-    }
+        online
+    });
+    let online = pacer.await?;
     let send_window = start.elapsed();
     let cpu = (
         cpu_use(cpu_before.0, cpu_secs("self"), send_window),
@@ -258,6 +248,37 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         client.close().await;
     }
     Ok(report)
+}
+
+/// Sends message `k` and records its ack (latency from its scheduled time).
+async fn send_one(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    k: u64,
+    to_user: String,
+    body: Vec<u8>,
+    cmid: String,
+) {
+    let result = client.send(direct(to_user), 1, body, Some(cmid)).await;
+    let late = shared.start.elapsed().saturating_sub(shared.due(k));
+    let c = &shared.c;
+    match result {
+        Ok(ack) => {
+            shared.ack.record(late);
+            shared.state[k as usize].store(ACKED, Relaxed);
+            c.acked.fetch_add(1, Relaxed);
+            let now = shared.start.elapsed().as_micros() as u64;
+            c.last_ack_us.fetch_max(now, Relaxed);
+            if ack.duplicate {
+                c.ack_duplicate.fetch_add(1, Relaxed);
+            }
+        }
+        Err(e) => {
+            shared.state[k as usize].store(FAILED, Relaxed);
+            c.send_errors.fetch_add(1, Relaxed);
+            c.error(format!("send #{k}: {e}"));
+        }
+    }
 }
 
 /// CPU use between two readings over `window`, in percent of one core.
