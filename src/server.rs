@@ -308,13 +308,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
                 Some(permit) => {
                     shared.metrics.connections_accepted.inc();
-                    let session = crate::session::run(
-                        shared.clone(),
-                        stream,
-                        peer,
-                        permit,
-                        tasks.clone(),
-                    );
+                    let session =
+                        crate::session::run(shared.clone(), stream, peer, permit, tasks.clone());
                     tasks.spawn(session);
                 }
                 None => {

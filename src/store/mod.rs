@@ -341,7 +341,8 @@ impl Core {
     }
 
     pub(crate) fn raw_iter(&self, family: &str) -> rocksdb::DBRawIterator<'_> {
-        self.db.raw_iterator_cf_opt(self.cf(family), self.read_opts())
+        self.db
+            .raw_iterator_cf_opt(self.cf(family), self.read_opts())
     }
 
     /// Runs the read `f` on what is in memory only (memtables and the block cache), so that an
@@ -571,7 +572,11 @@ mod tests {
         {
             let store = Store::open(dir.path(), Durability::Async).unwrap();
             let mut batch = rocksdb::WriteBatch::default();
-            batch.put_cf(store.cf(cf::UNREAD), keys::unread_total("bob"), 5u64.to_be_bytes());
+            batch.put_cf(
+                store.cf(cf::UNREAD),
+                keys::unread_total("bob"),
+                5u64.to_be_bytes(),
+            );
             store.write_batch(batch, 1).unwrap();
             let fresh = store.in_memory(|| store.unread_total("bob"));
             assert_eq!(fresh.unwrap().unwrap(), 5, "in the memtable");
@@ -585,7 +590,13 @@ mod tests {
         assert_eq!(store.unread_total("bob").unwrap(), 5, "a normal read");
         let cached = store.in_memory(|| store.unread_total("bob"));
         assert_eq!(cached.unwrap().unwrap(), 5, "in the block cache now");
-        assert_eq!(store.in_memory(|| store.current_version("carol")).unwrap().unwrap(), 0);
+        assert_eq!(
+            store
+                .in_memory(|| store.current_version("carol"))
+                .unwrap()
+                .unwrap(),
+            0
+        );
     }
 
     /// A schema 1 data directory (with its `contacts_by_time` family) opens as schema 2: the
