@@ -107,7 +107,8 @@ impl SessionHandle {
         std::future::poll_fn(move |cx| self.poll_ready(cx))
     }
 
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// [`SessionHandle::ready`] as a poll.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut q = self.queue.lock();
         if std::mem::take(&mut q.woken) {
             return Poll::Ready(());

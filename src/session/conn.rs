@@ -6,11 +6,13 @@
 //! binary messages.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use missive_protocol::{Frame, FrameCodec, ProtocolError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder;
@@ -66,35 +68,43 @@ impl Conn {
     /// Waits for bytes and reads them. Cancel-safe: if dropped before it resolves, nothing was
     /// read. At end of stream inside a frame, returns the truncation error.
     pub async fn fill(&mut self) -> Result<Filled, ProtocolError> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// [`Conn::fill`] as a poll (the serving loop polls it by hand, so that its waiting state
+    /// stays small).
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<Filled, ProtocolError>> {
         let read = match &mut self.stream {
             Stream::Plain(s) => {
-                // Wait for readiness before taking a buffer, so idle connections hold none. (The
-                // readiness is polled rather than awaited with `readable()`, whose future holds a
-                // waiter of its own in every idle connection's task.)
-                std::future::poll_fn(|cx| s.poll_read_ready(cx)).await?;
+                // Wait for readiness before taking a buffer, so idle connections hold none.
+                if let Err(e) = ready!(s.poll_read_ready(cx)) {
+                    return Poll::Ready(Err(e.into()));
+                }
                 reserve(&mut self.rbuf);
                 match s.try_read_buf(&mut self.rbuf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::Data),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Poll::Ready(Ok(Filled::Data))
+                    }
                     r => r,
                 }
             }
             Stream::Tls(s) => {
                 reserve(&mut self.rbuf);
-                s.read_buf(&mut self.rbuf).await
+                ready!(poll_read_buf(Pin::new(&mut **s), cx, &mut self.rbuf))
             }
             Stream::Ws(s) => {
                 reserve(&mut self.rbuf);
-                s.read_buf(&mut self.rbuf).await
+                ready!(poll_read_buf(Pin::new(&mut **s), cx, &mut self.rbuf))
             }
         };
-        match read {
+        Poll::Ready(match read {
             Ok(0) => match self.codec.decode_eof(&mut self.rbuf) {
                 Err(e) => Err(e),
                 Ok(_) => Ok(Filled::Eof),
             },
             Ok(_) => Ok(Filled::Data),
             Err(e) => Err(e.into()),
-        }
+        })
     }
 
     /// Frees the read buffer when it holds nothing, so idle connections cost no buffer, and
@@ -170,6 +180,20 @@ impl Conn {
         }
         self.flush().await
     }
+}
+
+/// Reads from `s` into the room left in `buf` (at most `READ_CHUNK`), without growing it.
+fn poll_read_buf(
+    s: Pin<&mut impl AsyncRead>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let room = (buf.capacity() - buf.len()).clamp(1, READ_CHUNK);
+    let mut read = ReadBuf::new(&mut chunk[..room]);
+    ready!(s.poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 /// Makes room for a read when the buffer is full (or unallocated). A buffer with any room left

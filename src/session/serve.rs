@@ -60,12 +60,13 @@ impl Session {
             self.conn.release_idle();
             self.set_timer();
             let reading = self.in_flight.len() < MAX_IN_FLIGHT;
-            // Few and small futures: they are kept in every connection's task, idle or not.
-            // Shutdown arrives as a close through the handle (the router closes every session).
-            tokio::select! {
-                biased;
-                _ = self.handle.ready() => {}
-                r = oldest(&mut self.in_flight), if !self.in_flight.is_empty() => {
+            // One small future, polled by hand: it is kept in every connection's task, idle or
+            // not. Shutdown arrives as a close through the handle (the router closes every
+            // session).
+            let woke = std::future::poll_fn(|cx| self.poll_wait(cx, reading)).await;
+            match woke {
+                Woke::Queue => {}
+                Woke::Reply(r) => {
                     if let Some((rid, _)) = self.in_flight.pop_front() {
                         if let Flow::Close = self.reply(rid, *r) {
                             let _ = Box::pin(self.conn.flush()).await;
@@ -73,17 +74,13 @@ impl Session {
                         }
                     }
                 }
-                r = self.conn.fill(), if reading => {
-                    match r {
-                        Ok(Filled::Data) => self.handle.touch(crate::now_ms()),
-                        Ok(Filled::Eof) => return,
-                        Err(e) => {
-                            tracing::debug!(session = self.handle.id, "read: {e}");
-                            return;
-                        }
-                    }
+                Woke::Read(Ok(Filled::Data)) => self.handle.touch(crate::now_ms()),
+                Woke::Read(Ok(Filled::Eof)) => return,
+                Woke::Read(Err(e)) => {
+                    tracing::debug!(session = self.handle.id, "read: {e}");
+                    return;
                 }
-                _ = expired(&mut self.timer), if self.timer.is_some() => {
+                Woke::Timer => {
                     if let Flow::Close = self.on_timer() {
                         let _ = Box::pin(self.conn.flush()).await;
                         return;
@@ -91,6 +88,32 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Waits for the first of, in this order: frames or a close from the router, the oldest
+    /// reply in flight, bytes from the client (when `reading`), the timer. Nothing is lost if
+    /// it is not polled again: the queue and the replies stay where they are, and what was read
+    /// is in the read buffer.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<Woke> {
+        if self.handle.poll_ready(cx).is_ready() {
+            return Poll::Ready(Woke::Queue);
+        }
+        if let Some((_, reply)) = self.in_flight.front_mut() {
+            if let Poll::Ready(r) = reply.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Reply(Box::new(r)));
+            }
+        }
+        if reading {
+            if let Poll::Ready(r) = self.conn.poll_fill(cx) {
+                return Poll::Ready(Woke::Read(r));
+            }
+        }
+        if let Some(t) = &mut self.timer {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Timer);
+            }
+        }
+        Poll::Pending
     }
 
     /// Handles what was read and writes what is due. `Close`: the connection is done (what could
@@ -337,19 +360,11 @@ impl Session {
     }
 }
 
-/// Resolves when the timer fires. Cancel-safe.
-async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The oldest reply in flight. Cancel-safe: the reply stays queued if this is dropped. Boxed, so
-/// that the room for a reply (a `Packet`) is not part of every connection's waiting state.
-async fn oldest(in_flight: &mut VecDeque<(u32, Reply)>) -> Box<Result<Packet, Refusal>> {
-    match in_flight.front_mut() {
-        Some((_, reply)) => Box::new(reply.await),
-        None => std::future::pending().await,
-    }
+/// What ended a wait of the serving loop. The reply is boxed, so that the room for a `Packet`
+/// is not part of every connection's waiting state.
+enum Woke {
+    Queue,
+    Reply(Box<Result<Packet, Refusal>>),
+    Read(Result<Filled, missive_protocol::ProtocolError>),
+    Timer,
 }
