@@ -99,15 +99,9 @@ impl SessionHandle {
         wake(q);
     }
 
-    /// Resolves when frames were queued or the session was asked to close (possibly already
-    /// before this was called). Cancel-safe.
-    pub fn ready(&self) -> impl std::future::Future<Output = ()> + '_ {
-        // A waker in the queue instead of a `Notify`: the waiting future is one reference,
-        // which every idle connection's task holds.
-        std::future::poll_fn(move |cx| self.poll_ready(cx))
-    }
-
-    /// [`SessionHandle::ready`] as a poll.
+    /// Ready when frames were queued or the session was asked to close (possibly already before
+    /// this was polled). A waker in the queue instead of a `Notify`, so the waiting session
+    /// holds no waiter of its own: every idle connection waits here.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut q = self.queue.lock();
         if std::mem::take(&mut q.woken) {

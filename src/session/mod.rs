@@ -1,5 +1,5 @@
-//! One task per connection: login, then requests in order, pushes from the router, acks and
-//! retransmits. The only `select!` of the server lives here; every branch is cancel-safe.
+//! A connection: one task opens it and waits for LOGIN, then a task of its own serves the session
+//! (requests in order, pushes from the router, acks and retransmits). Every wait is cancel-safe.
 
 mod conn;
 mod groups;
@@ -85,10 +85,9 @@ pub async fn run(
     permit: crate::limits::Permit,
     tasks: tokio_util::task::TaskTracker,
 ) {
-    let Some(mut session) = start(shared, stream, peer).await else {
+    let Some(session) = start(shared, stream, peer, permit).await else {
         return;
     };
-    session.permit = Some(permit);
     // A new task, so that what opening and login needed is not kept for the life of the
     // connection: the serving task holds the boxed session (with the permit) and the (small)
     // waiting state of the serving loop, which is what an idle connection costs.
@@ -102,7 +101,12 @@ async fn serve(mut session: Box<Session>) {
 }
 
 /// Opens the connection (TLS or plain), waits for LOGIN and registers the session.
-async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Option<Box<Session>> {
+async fn start(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: crate::limits::Permit,
+) -> Option<Box<Session>> {
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
@@ -123,7 +127,7 @@ async fn start(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Opti
         handle,
         in_flight: Default::default(),
         timer: None,
-        permit: None,
+        _permit: permit,
     }))
 }
 

@@ -46,7 +46,7 @@ pub(super) struct Session {
     /// Armed only while a frame is half read or a push awaits its ack.
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place within the connection limits, given back when the session ends.
-    pub permit: Option<crate::limits::Permit>,
+    pub _permit: crate::limits::Permit,
 }
 
 impl Session {

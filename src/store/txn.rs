@@ -63,12 +63,8 @@ impl<'a> Txn<'a> {
                 "internal: fresh() after the change wrote".into(),
             ));
         }
-        if !self.group.is_empty() {
-            self.group.commit(self.core);
+        if self.group.flush(self.core) {
             self.posts_mark = 0;
-        } else {
-            // The group being written, if any, must be in RocksDB too.
-            self.group.settle();
         }
         self.core.check_failed()
     }

@@ -286,6 +286,18 @@ impl Group {
         self.settle();
     }
 
+    /// Makes everything run so far visible in RocksDB (for changes that scan it): commits the
+    /// pending group, if any, and waits for the one being written. Returns whether it committed.
+    pub fn flush(&mut self, core: &Core) -> bool {
+        if self.is_empty() {
+            self.settle();
+            false
+        } else {
+            self.commit(core);
+            true
+        }
+    }
+
     /// Hands the group to the committer, once it is done with the one before, and starts the
     /// next. The committer writes it as one batch, then releases results and pushes in order. A
     /// failed write fails every change in the group; the store then refuses all further changes.
@@ -477,10 +489,8 @@ fn run(core: &Arc<Core>, rx: mpsc::Receiver<(bool, Op)>) {
         let mut next = Some(first);
         let mut ops = 0;
         while let Some((fresh, op)) = next.take() {
-            if fresh && !group.is_empty() {
-                group.commit(core);
-            } else if fresh {
-                group.settle();
+            if fresh {
+                group.flush(core);
             }
             apply(core, &mut group, op);
             ops += 1;
