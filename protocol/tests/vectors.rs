@@ -3,7 +3,7 @@
 //! Regenerate the vectors with `cargo run -p missive-protocol --example gen_vectors`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::BytesMut;
 use missive_protocol::frame::{parse_hex, Flags, Frame};
@@ -82,8 +82,14 @@ struct Loaded {
     crc32: Vec<CrcVector>,
 }
 
+/// `vectors/` of the checkout being tested: cargo sets `CARGO_MANIFEST_DIR` when it runs the
+/// test too, which stays right when one target directory serves several checkouts (the path
+/// compiled in is that of whichever checkout built the binary).
 fn vector_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("vectors")
 }
 
 /// Every `*.json` file in `vectors/`, merged.
