@@ -63,6 +63,10 @@ pub struct Config {
     pub sends_per_sec: u32,
     /// A frame whose first bytes arrived must be complete within this time (slow senders).
     pub frame_timeout_ms: u64,
+    /// A logged-in connection with nothing in flight for this long is parked: it keeps its
+    /// socket and its place with the router but gives up its task, timer and buffers until a
+    /// frame arrives or something is queued for it. 0: never parked.
+    pub park_idle_ms: u64,
     /// TLS certificate chain (PEM). With `tls_key`, every listener also accepts TLS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -141,6 +145,7 @@ impl Default for Config {
             logins_per_sec: 2_000,
             sends_per_sec: 2_000,
             frame_timeout_ms: 30_000,
+            park_idle_ms: 2_000,
             tls_cert: None,
             tls_key: None,
             allow_plain: true,
@@ -320,6 +325,9 @@ impl Config {
         }
         if self.logins_per_sec == 0 || self.sends_per_sec == 0 || self.frame_timeout_ms == 0 {
             return bad("logins_per_sec, sends_per_sec and frame_timeout_ms: must be above 0");
+        }
+        if self.park_idle_ms > 3_600_000 {
+            return bad("park_idle_ms: must be 0..=3600000 (0: never park)");
         }
         if self.max_group_size < 2 || self.fanout_threshold == 0 {
             return bad("max_group_size: at least 2; fanout_threshold: at least 1");

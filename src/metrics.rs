@@ -40,6 +40,9 @@ pub struct Metrics {
     pub admin_kicks: Counter,
     /// HTTP API requests answered.
     pub http_requests: Counter,
+    /// Idle sessions parked (task, timer and buffers given up), and parked sessions revived.
+    pub sessions_parked: Counter,
+    pub sessions_revived: Counter,
 }
 
 impl Metrics {
@@ -152,6 +155,17 @@ impl Metrics {
             "missive_http_requests_total",
             "HTTP API requests answered.",
             self.http_requests.get(),
+        );
+        let (parked, revived) = (self.sessions_parked.get(), self.sessions_revived.get());
+        out.gauge(
+            "missive_sessions_parked",
+            "Idle sessions parked now: no task, timer or buffer until the client or the router wakes them.",
+            parked.saturating_sub(revived),
+        );
+        out.counter(
+            "missive_session_parks_total",
+            "Times an idle session was parked (park_idle_ms without anything to do).",
+            parked,
         );
     }
 }

@@ -34,6 +34,10 @@ pub struct Shared {
     pub bound: Vec<SocketAddr>,
     /// What the offline-push worker did (for `/metrics` and tests).
     pub push: Arc<crate::push::Counters>,
+    /// The runtime and the server's task tracker, for sessions woken without a task of their
+    /// own (a parked session is revived from whichever thread wakes it; see `session::park`).
+    pub runtime: tokio::runtime::Handle,
+    pub tasks: TaskTracker,
 }
 
 /// Why the server could not start.
@@ -109,6 +113,7 @@ impl Server {
                 hint: String::new(),
             })?);
         }
+        let tasks = TaskTracker::new();
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             router,
@@ -128,8 +133,9 @@ impl Server {
             drain: Default::default(),
             bound: bound.clone(),
             push: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
+            tasks: tasks.clone(),
         });
-        let tasks = TaskTracker::new();
         let addrs = bound;
         for listener in listeners {
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
@@ -308,9 +314,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
                 Some(permit) => {
                     shared.metrics.connections_accepted.inc();
-                    let session =
-                        crate::session::run(shared.clone(), stream, peer, permit, tasks.clone());
-                    tasks.spawn(session);
+                    tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
                 }
                 None => {
                     shared.metrics.connections_refused.inc();

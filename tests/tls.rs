@@ -174,3 +174,74 @@ async fn a_bad_certificate_setting_is_named_at_start() {
     };
     assert!(err.contains("tls_cert"), "{err}");
 }
+
+/// An idle TLS session is parked (`park_idle_ms`) like a plain one, and woken by a push and by
+/// its client's bytes: rustls's state waits with the socket.
+#[tokio::test]
+async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
+    let cert_dir = tempfile::tempdir().unwrap();
+    let (cert, key, root) = generate_cert(cert_dir.path());
+    let server = TestServer::start_with(|c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+        c.park_idle_ms = 50;
+    })
+    .await;
+    let parked = |server: &TestServer| {
+        let m = server.handle().metrics();
+        m.sessions_parked.get() - m.sessions_revived.get()
+    };
+    let wait_parked = |n: u64| {
+        let server = &server;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while parked(server) != n {
+                assert!(std::time::Instant::now() < deadline, "not parked");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let mut tls = tls_connect(&server.addr, root).await;
+    let mut buf = bytes::BytesMut::new();
+    let login = pb::Login {
+        token: server.token("alice", "phone"),
+        device_id: "phone".into(),
+        ..Default::default()
+    };
+    write_packet(&mut tls, Packet::Login(login), 1).await;
+    let (_, ack) = read_frame(&mut tls, &mut buf).await.unwrap();
+    assert!(matches!(ack, Packet::LoginAck(_)), "{ack:?}");
+    wait_parked(1).await;
+
+    let (bob, _bob_events) = server.client("bob", "phone").await;
+    bob.send(direct("alice"), 1, "wake up", None).await.unwrap();
+    let (frame, push) =
+        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tls, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(frame.request_id, 0);
+    let Packet::Push(push) = push else {
+        panic!("expected PUSH, got {push:?}")
+    };
+    assert_eq!(message(push.entry.as_ref().unwrap()).content, b"wake up");
+    let push_ack = pb::PushAck {
+        version: push.version,
+    };
+    write_packet(&mut tls, Packet::PushAck(push_ack), 0).await;
+    wait_parked(2).await;
+
+    let hb = pb::Heartbeat { client_time_ms: 99 };
+    write_packet(&mut tls, Packet::Heartbeat(hb), 5).await;
+    let (f, reply) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tls, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.request_id, 5);
+    let Packet::HeartbeatAck(hb) = reply else {
+        panic!("expected HEARTBEAT_ACK, got {reply:?}")
+    };
+    assert_eq!(hb.client_time_ms, 99);
+    wait_parked(2).await;
+    server.stop().await;
+}

@@ -55,6 +55,11 @@ impl Conn {
         }
     }
 
+    /// The transport, without the buffers (for parking an idle session: both are empty then).
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+
     /// Bytes of the stream already read (while telling the transport apart), to decode first.
     pub fn unread(&mut self, bytes: BytesMut) {
         self.rbuf = bytes;

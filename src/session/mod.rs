@@ -4,6 +4,7 @@
 mod conn;
 mod groups;
 mod handlers;
+mod park;
 mod retransmit;
 mod serve;
 
@@ -22,8 +23,8 @@ use tokio::time::Instant;
 use crate::router::SessionHandle;
 use crate::server::Shared;
 use conn::{Conn, Filled, Stream};
-use retransmit::Retransmits;
-use serve::Session;
+use park::Parking;
+use serve::{Exit, Session};
 
 pub(crate) use groups::handle as group_request;
 pub(crate) use handlers::{blocking, check_id, group_limits, submit_send, Via};
@@ -83,19 +84,33 @@ pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     permit: crate::limits::Permit,
-    tasks: tokio_util::task::TaskTracker,
 ) {
     let Some(session) = start(shared, stream, peer, permit).await else {
         return;
     };
     // A new task, so that what opening and login needed is not kept for the life of the
     // connection: the serving task holds the boxed session (with the permit) and the (small)
-    // waiting state of the serving loop, which is what an idle connection costs.
+    // waiting state of the serving loop.
+    let tasks = session.shared.tasks.clone();
     tasks.spawn(serve(session));
 }
 
+/// Serves a session until it closes or is parked (its task ends then, and a wake-up serves it
+/// again on a new one: `park`).
 async fn serve(mut session: Box<Session>) {
-    session.serve().await;
+    loop {
+        match session.serve().await {
+            Exit::Closed => break,
+            Exit::Idle => match park::park(session) {
+                Parking::Parked => return,
+                Parking::Resume(s) => session = s,
+                Parking::Closed(s) => {
+                    session = s;
+                    break;
+                }
+            },
+        }
+    }
     session.shared.router.unregister(&session.handle);
     tracing::debug!(session = session.handle.id, "closed");
 }
@@ -116,19 +131,8 @@ async fn start(
     let handle = login(&shared, &mut conn, deadline).await?;
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
-    Some(Box::new(Session {
-        sends: crate::limits::Bucket::new(rate, rate.saturating_mul(2)),
-        retransmits: Retransmits::new(
-            Duration::from_millis(shared.config.ack_timeout_ms),
-            shared.config.max_retransmits,
-        ),
-        shared,
-        conn,
-        handle,
-        in_flight: Default::default(),
-        timer: None,
-        _permit: permit,
-    }))
+    let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
+    Some(Session::new(shared, conn, handle, sends, permit))
 }
 
 /// Tells TLS, HTTP (WebSocket, entry point) and the plain protocol apart by the first byte

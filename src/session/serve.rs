@@ -46,16 +46,59 @@ pub(super) struct Session {
     /// Armed only while a frame is half read or a push awaits its ack.
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place within the connection limits, given back when the session ends.
-    pub _permit: crate::limits::Permit,
+    pub permit: crate::limits::Permit,
+    /// Since when nothing has happened on the connection (reads, queued frames, replies): after
+    /// `park_idle_ms` of it with nothing in flight the session is parked (`super::park`).
+    pub idle_since: Instant,
+}
+
+/// Why [`Session::serve`] returned.
+pub(super) enum Exit {
+    /// The connection is done.
+    Closed,
+    /// Nothing in flight for `park_idle_ms`: the session may be parked.
+    Idle,
+}
+
+/// What a timer wake-up calls for.
+enum Timed {
+    Continue,
+    Close,
+    Park,
 }
 
 impl Session {
-    pub async fn serve(&mut self) {
+    /// A session with nothing in flight yet.
+    pub fn new(
+        shared: Arc<Shared>,
+        conn: Conn,
+        handle: Arc<SessionHandle>,
+        sends: crate::limits::Bucket,
+        permit: crate::limits::Permit,
+    ) -> Box<Session> {
+        let config = &shared.config;
+        Box::new(Session {
+            retransmits: Retransmits::new(
+                Duration::from_millis(config.ack_timeout_ms),
+                config.max_retransmits,
+            ),
+            shared,
+            conn,
+            handle,
+            sends,
+            in_flight: VecDeque::new(),
+            timer: None,
+            permit,
+            idle_since: Instant::now(),
+        })
+    }
+
+    pub async fn serve(&mut self) -> Exit {
         loop {
             // Boxed: the state of handling requests and writing is not part of every idle
             // connection's task, only that of waiting.
             if let Flow::Close = Box::pin(self.work()).await {
-                return;
+                return Exit::Closed;
             }
             self.conn.release_idle();
             self.set_timer();
@@ -64,28 +107,33 @@ impl Session {
             // not. Shutdown arrives as a close through the handle (the router closes every
             // session).
             let woke = std::future::poll_fn(|cx| self.poll_wait(cx, reading)).await;
+            if !matches!(woke, Woke::Timer) {
+                self.idle_since = Instant::now();
+            }
             match woke {
                 Woke::Queue => {}
                 Woke::Reply(r) => {
                     if let Some((rid, _)) = self.in_flight.pop_front() {
                         if let Flow::Close = self.reply(rid, *r) {
                             let _ = Box::pin(self.conn.flush()).await;
-                            return;
+                            return Exit::Closed;
                         }
                     }
                 }
                 Woke::Read(Ok(Filled::Data)) => self.handle.touch(crate::now_ms()),
-                Woke::Read(Ok(Filled::Eof)) => return,
+                Woke::Read(Ok(Filled::Eof)) => return Exit::Closed,
                 Woke::Read(Err(e)) => {
                     tracing::debug!(session = self.handle.id, "read: {e}");
-                    return;
+                    return Exit::Closed;
                 }
-                Woke::Timer => {
-                    if let Flow::Close = self.on_timer() {
+                Woke::Timer => match self.on_timer() {
+                    Timed::Continue => {}
+                    Timed::Park => return Exit::Idle,
+                    Timed::Close => {
                         let _ = Box::pin(self.conn.flush()).await;
-                        return;
+                        return Exit::Closed;
                     }
-                }
+                },
             }
         }
     }
@@ -129,22 +177,39 @@ impl Session {
         }
     }
 
-    /// Arms the one timer for the earliest of: the incomplete frame's deadline (slowloris) and
-    /// the next retransmit. An idle connection has no timer at all.
+    /// Arms the one timer for the earliest of: the incomplete frame's deadline (slowloris), the
+    /// next retransmit and, with nothing in flight, the time to park. A timer already set
+    /// earlier is left as it is (it wakes the session early, which only looks again): moving it
+    /// on every turn would cost a timer-wheel update per message.
     fn set_timer(&mut self) {
         let frame_deadline = self.conn.partial_since().map(|t| t + self.frame_timeout());
-        let next = match (frame_deadline, self.retransmits.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let park = self.park_at();
+        let next = [frame_deadline, self.retransmits.next_due(), park]
+            .into_iter()
+            .flatten()
+            .min();
         match (next, &mut self.timer) {
             (None, _) => self.timer = None,
-            (Some(at), Some(t)) => t.as_mut().reset(at),
+            (Some(at), Some(t)) => {
+                if t.is_elapsed() || t.deadline() > at {
+                    t.as_mut().reset(at)
+                }
+            }
             (Some(at), None) => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
-    fn on_timer(&mut self) -> Flow {
+    /// When the session is to be parked, if it is idle: nothing in flight, no push awaiting its
+    /// ack, no frame half read.
+    fn park_at(&self) -> Option<Instant> {
+        let after = self.shared.config.park_idle_ms;
+        let idle = self.in_flight.is_empty()
+            && self.retransmits.len() == 0
+            && self.conn.partial_since().is_none();
+        (after > 0 && idle).then(|| self.idle_since + Duration::from_millis(after))
+    }
+
+    fn on_timer(&mut self) -> Timed {
         let now = Instant::now();
         if let Some(since) = self.conn.partial_since() {
             if since + self.frame_timeout() <= now {
@@ -152,13 +217,19 @@ impl Session {
                 self.shared.metrics.error(ErrorCode::BadFrame);
                 self.conn
                     .queue(&super::error_frame(0, ErrorCode::BadFrame, msg));
-                return Flow::Close;
+                return Timed::Close;
             }
         }
         if self.retransmits.next_due().is_some_and(|due| due <= now) {
-            return self.retransmit();
+            return match self.retransmit() {
+                Flow::Continue => Timed::Continue,
+                Flow::Close => Timed::Close,
+            };
         }
-        Flow::Continue
+        if self.park_at().is_some_and(|at| at <= now) {
+            return Timed::Park;
+        }
+        Timed::Continue
     }
 
     /// One turn: handle the frames read, collect finished replies, take queued pushes. Queues

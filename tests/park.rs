@@ -1,0 +1,187 @@
+//! End to end: idle sessions are parked (no task, timer or buffers; `park_idle_ms`) and served
+//! again, as if they had never been, by whatever wakes them: a push or a kick through the
+//! router, bytes or a close from the client, the heartbeat sweep, shutdown. Over plain TCP and
+//! WebSocket here; TLS in tests/tls.rs.
+
+mod common;
+mod e2e;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use e2e::*;
+use missive_client::{pb, Connection};
+use missive_protocol::Packet;
+
+const PARK_MS: u64 = 50;
+
+fn parked_now(server: &TestServer) -> u64 {
+    let m = server.handle().metrics();
+    m.sessions_parked.get() - m.sessions_revived.get()
+}
+
+/// Waits until exactly `n` sessions are parked.
+async fn wait_parked(server: &TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while parked_now(server) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions parked after 5 s, expected {n}",
+            parked_now(server)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn parking_server() -> TestServer {
+    TestServer::start_with(|c| c.park_idle_ms = PARK_MS).await
+}
+
+/// Bob is parked; a message to him wakes him through the router; a parked sender's SEND and
+/// heartbeat wake it through its socket. Every reply and push arrives once, in order.
+async fn chat_with_parked_sessions(server: &TestServer, mut bob: Connection) {
+    let (mut alice, _) = server.login("alice", "phone").await;
+    wait_parked(server, 2).await;
+
+    // The router wakes Bob: the push arrives, and nothing else.
+    let sent = raw_send(&mut alice, "bob", "are you there").await;
+    let (frame, push) = recv_push(&mut bob).await;
+    assert!(!frame.flags.retransmit());
+    assert_eq!(push.version, 1);
+    assert_eq!(message(pushed(&push)).msg_id, sent.msg_id);
+    assert_eq!(message(pushed(&push)).content, b"are you there");
+    bob.push_ack(push.version).await.unwrap();
+    wait_parked(server, 2).await;
+
+    // Bob's bytes wake his session: a heartbeat, then a send to Alice (parked again meanwhile).
+    heartbeat_ok(&mut bob, 7).await;
+    wait_parked(server, 2).await;
+    let back = raw_send(&mut bob, "alice", "here").await;
+    let (_, push) = recv_push(&mut alice).await;
+    assert_eq!(message(pushed(&push)).msg_id, back.msg_id);
+    alice.push_ack(push.version).await.unwrap();
+    wait_parked(server, 2).await;
+
+    // Both inboxes hold exactly what was pushed.
+    let entries = sync_all(&mut bob, 0).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let metrics = server.handle().metrics();
+    assert!(metrics.sessions_parked.get() >= 6);
+    expect_silence(&mut bob, Duration::from_millis(3 * PARK_MS)).await;
+}
+
+#[tokio::test]
+async fn parked_sessions_are_woken_by_pushes_and_by_their_clients() {
+    let server = parking_server().await;
+    let (bob, _) = server.login("bob", "phone").await;
+    chat_with_parked_sessions(&server, bob).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn parked_websocket_sessions_are_woken_the_same_way() {
+    let server = parking_server().await;
+    let mut bob = Connection::connect(&format!("ws://{}/ws", server.addr))
+        .await
+        .expect("WebSocket connects");
+    bob.login(&server.token("bob", "phone"), "phone", 0)
+        .await
+        .expect("login");
+    assert!(bob.is_websocket());
+    chat_with_parked_sessions(&server, bob).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_is_not_parked_while_a_push_awaits_its_ack() {
+    let server = TestServer::start_with(|c| {
+        c.park_idle_ms = PARK_MS;
+        c.ack_timeout_ms = 300;
+        c.max_retransmits = 2;
+    })
+    .await;
+    let (mut alice, _) = server.login("alice", "phone").await;
+    let (mut bob, _) = server.login("bob", "phone").await;
+    wait_parked(&server, 2).await;
+    raw_send(&mut alice, "bob", "ack me").await;
+    let (first, p1) = recv_push(&mut bob).await;
+    assert!(!first.flags.retransmit());
+    // Unacknowledged, the push is retransmitted on time although the session was idle before.
+    let (again, p2) = recv_push(&mut bob).await;
+    assert!(again.flags.retransmit());
+    assert_eq!(p1, p2);
+    assert_eq!(parked_now(&server), 1, "only Alice is parked");
+    bob.push_ack(p1.version).await.unwrap();
+    wait_parked(&server, 2).await;
+    expect_silence(&mut bob, Duration::from_millis(900)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_closed_by_its_client_leaves_the_router() {
+    let server = parking_server().await;
+    let (bob, _) = server.login("bob", "phone").await;
+    let (_alice, _) = server.login("alice", "phone").await;
+    wait_parked(&server, 2).await;
+    assert_eq!(server.handle().online_sessions(), 2);
+    drop(bob);
+    wait_parked(&server, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.handle().online_sessions() != 1 {
+        assert!(Instant::now() < deadline, "bob is still online");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn parked_sessions_are_kicked_by_a_new_device_and_at_shutdown() {
+    let server = TestServer::start_with(|c| {
+        c.park_idle_ms = PARK_MS;
+        c.max_devices_per_user = 1;
+    })
+    .await;
+    // A second device over the limit kicks the parked first one.
+    let (mut phone, _) = server.login("bob", "phone").await;
+    wait_parked(&server, 1).await;
+    let (mut tablet, _) = server.login("bob", "tablet").await;
+    let kick = expect_kick(&mut phone).await;
+    assert_eq!(
+        kick.reason,
+        pb::KickReason::TooManyDevices as i32,
+        "{kick:?}"
+    );
+
+    // Shutdown kicks the parked tablet, and does not wait for anything to time out.
+    wait_parked(&server, 1).await;
+    let start = Instant::now();
+    let stop = tokio::spawn(server.stop());
+    let (_, packet) = recv(&mut tablet).await;
+    let Packet::Kick(k) = packet else {
+        panic!("expected KICK, got {packet:?}")
+    };
+    assert_eq!(k.reason, pb::KickReason::Shutdown as i32);
+    stop.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_silent_parked_connection_is_closed_by_the_heartbeat_sweep() {
+    let server = TestServer::start_with(|c| {
+        c.park_idle_ms = PARK_MS;
+        c.heartbeat_secs = 1;
+    })
+    .await;
+    let (mut silent, _) = server.login("carol", "phone").await;
+    let start = Instant::now();
+    wait_parked(&server, 1).await;
+    expect_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    wait_parked(&server, 0).await;
+    assert_eq!(server.handle().online_sessions(), 0);
+    server.stop().await;
+}
