@@ -145,7 +145,7 @@ impl Default for Config {
             logins_per_sec: 2_000,
             sends_per_sec: 2_000,
             frame_timeout_ms: 30_000,
-            park_idle_ms: 2_000,
+            park_idle_ms: 100,
             tls_cert: None,
             tls_key: None,
             allow_plain: true,

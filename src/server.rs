@@ -38,6 +38,8 @@ pub struct Shared {
     /// own (a parked session is revived from whichever thread wakes it; see `session::park`).
     pub runtime: tokio::runtime::Handle,
     pub tasks: TaskTracker,
+    /// Where parked plain connections wait for their sockets.
+    pub parker: Arc<crate::session::Parker>,
 }
 
 /// Why the server could not start.
@@ -56,6 +58,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot start the poller of idle connections: {error}")]
+    Parker { error: io::Error },
 }
 
 /// Starts servers.
@@ -68,6 +72,16 @@ pub struct ServerHandle {
     http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
     push: Arc<crate::push::Counters>,
+    /// Ends the parker's thread when the handle goes (shut down or dropped).
+    _parker: StopParker,
+}
+
+struct StopParker(Arc<crate::session::Parker>);
+
+impl Drop for StopParker {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl Server {
@@ -135,6 +149,8 @@ impl Server {
             push: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             tasks: tasks.clone(),
+            parker: crate::session::Parker::start()
+                .map_err(|error| ServerError::Parker { error })?,
         });
         let addrs = bound;
         for listener in listeners {
@@ -166,6 +182,7 @@ impl Server {
         });
         tracing::info!(?addrs, ?http_addr, "missived listening");
         Ok(ServerHandle {
+            _parker: StopParker(shared.parker.clone()),
             shared,
             addrs,
             http_addr,

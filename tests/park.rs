@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use e2e::*;
 use missive_client::{pb, Connection};
-use missive_protocol::Packet;
+use missive_protocol::{Frame, Packet};
 
 const PARK_MS: u64 = 50;
 
@@ -183,5 +183,69 @@ async fn a_silent_parked_connection_is_closed_by_the_heartbeat_sweep() {
     assert!(start.elapsed() >= Duration::from_millis(1500));
     wait_parked(&server, 0).await;
     assert_eq!(server.handle().online_sessions(), 0);
+    server.stop().await;
+}
+
+/// A parked plain connection's heartbeats are answered without waking the session (no task),
+/// also several in one write; half a frame, or a heartbeat with another request, wakes it and
+/// is answered in order as by any session.
+#[tokio::test]
+async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
+    let server = parking_server().await;
+    let (mut bob, _) = server.login("bob", "phone").await;
+    wait_parked(&server, 1).await;
+    let metrics = server.handle().metrics();
+    let revived = metrics.sessions_revived.get();
+    for stamp in 1..=3 {
+        heartbeat_ok(&mut bob, stamp).await;
+    }
+    let heartbeat = |rid: u32, stamp: i64| {
+        Frame::new(
+            &Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: stamp,
+            }),
+            rid,
+        )
+        .to_bytes()
+    };
+    let mut two = heartbeat(100, 10).to_vec();
+    two.extend_from_slice(&heartbeat(101, 11));
+    bob.write_raw(&two).await.unwrap();
+    for (rid, stamp) in [(100, 10), (101, 11)] {
+        let (frame, packet) = recv(&mut bob).await;
+        assert_eq!(frame.request_id, rid);
+        let Packet::HeartbeatAck(ack) = packet else {
+            panic!("expected HEARTBEAT_ACK, got {packet:?}")
+        };
+        assert_eq!(ack.client_time_ms, stamp);
+    }
+    assert_eq!(
+        metrics.sessions_revived.get(),
+        revived,
+        "heartbeats woke the session"
+    );
+    assert_eq!(parked_now(&server), 1);
+
+    // Half a heartbeat: the session is woken and waits for the rest like any session.
+    let split = heartbeat(200, 20);
+    bob.write_raw(&split[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3 * PARK_MS)).await;
+    bob.write_raw(&split[5..]).await.unwrap();
+    let (frame, packet) = recv(&mut bob).await;
+    assert_eq!(frame.request_id, 200);
+    assert!(matches!(packet, Packet::HeartbeatAck(_)), "{packet:?}");
+    assert!(metrics.sessions_revived.get() > revived);
+
+    // A heartbeat and an UNREAD in one write: both answered, in order.
+    wait_parked(&server, 1).await;
+    let mut mixed = heartbeat(300, 30).to_vec();
+    mixed.extend_from_slice(&Frame::new(&Packet::Unread(pb::Unread {}), 301).to_bytes());
+    bob.write_raw(&mixed).await.unwrap();
+    let (frame, packet) = recv(&mut bob).await;
+    assert_eq!(frame.request_id, 300);
+    assert!(matches!(packet, Packet::HeartbeatAck(_)), "{packet:?}");
+    let (frame, packet) = recv(&mut bob).await;
+    assert_eq!(frame.request_id, 301);
+    assert!(matches!(packet, Packet::UnreadAck(_)), "{packet:?}");
     server.stop().await;
 }

@@ -130,6 +130,11 @@ impl Conn {
         self.partial_since
     }
 
+    /// Adds bytes already framed to the next write.
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
     /// Adds a frame to the next write (see [`Conn::flush`]).
     pub fn queue(&mut self, frame: &Frame) {
         frame.write_to(&mut self.wbuf);

@@ -28,6 +28,7 @@ use serve::{Exit, Session};
 
 pub(crate) use groups::handle as group_request;
 pub(crate) use handlers::{blocking, check_id, group_limits, submit_send, Via};
+pub use park::Parker;
 
 /// A request refused with a documented code.
 #[derive(Debug)]
@@ -104,15 +105,17 @@ async fn serve(mut session: Box<Session>) {
             Exit::Idle => match park::park(session) {
                 Parking::Parked => return,
                 Parking::Resume(s) => session = s,
-                Parking::Closed(s) => {
-                    session = s;
-                    break;
-                }
+                Parking::Closed(shared, handle) => return closed(&shared, &handle),
             },
         }
     }
-    session.shared.router.unregister(&session.handle);
-    tracing::debug!(session = session.handle.id, "closed");
+    closed(&session.shared, &session.handle);
+}
+
+/// A session is over: it leaves the router.
+fn closed(shared: &Shared, handle: &Arc<SessionHandle>) {
+    shared.router.unregister(handle);
+    tracing::debug!(session = handle.id, "closed");
 }
 
 /// Opens the connection (TLS or plain), waits for LOGIN and registers the session.

@@ -3,40 +3,69 @@
 //! Most connections of an IM server are phones doing nothing but a heartbeat every half minute.
 //! A session with nothing in flight for `park_idle_ms` gives up its task, its timer and its
 //! session state: what is left is its socket, its place with the router and the few fields
-//! needed to serve it again ([`Parked`]), held by a [`Nest`]. The nest is the waker of both
-//! things that can end the idleness: the socket's read readiness (tokio's reactor holds it) and
-//! the router's queue (the session's handle holds it). The first wake takes the parked session
-//! out of the nest and spawns a task that serves it again, exactly as before it was parked;
-//! later wakes of the same nest find it empty and do nothing.
+//! needed to serve it again ([`Parked`]), held by a [`Nest`]. The nest is the waker of the
+//! router's queue for the session (the session's handle holds it), and it waits for the socket:
 //!
-//! No wake is lost: the nest is registered with the socket and the queue before the session is
-//! put in it, and a wake that comes in between marks the nest `woken` (under the same lock the
-//! session is put in with), so the session is not parked but served on.
+//! - A plain TCP socket leaves tokio's reactor (and its per-socket state) for the [`Parker`]'s
+//!   epoll set, watched by one thread. When bytes arrive, that thread reads them; if they are
+//!   only HEARTBEATs it answers them itself and the session stays parked, so an idle phone's
+//!   heartbeat costs a read and a write, not a task.
+//! - A TLS or WebSocket stream keeps its tokio registration, with the nest as its waker.
 //!
-//! While parked, the nest and the session refer to each other (socket -> nest -> session ->
-//! socket): the session lives exactly as long as something can still wake it. Everything that
-//! ends a session wakes it first: the client (data, end of stream or reset), the router (a kick,
-//! a close, the heartbeat sweep, the drain, shutdown).
+//! Anything else (a request, a push or a kick through the router, the end of the stream) takes
+//! the parked session out of the nest and spawns a task that serves it again, exactly as before
+//! it was parked, with whatever the parker read or could not write. Later wakes of the same
+//! nest find it empty and do nothing.
+//!
+//! No wake is lost: the nest is registered with the queue and the socket before the session is
+//! put in it, a wake that comes in between marks the nest `woken` (under the same lock the
+//! session is put in with) and the session is then served on instead. Registering a socket
+//! that is already readable reports it at once.
+//!
+//! While parked, the nest and the session refer to each other (the waker in the queue, or the
+//! parker's slot, holds the nest, which holds the session): the session lives exactly as long
+//! as something can still wake it. Everything that ends a session wakes it first: the client
+//! (data, end of stream or reset), the router (a kick, a close, the heartbeat sweep, the drain,
+//! shutdown).
 
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use bytes::BytesMut;
+use missive_protocol::{Frame, FrameCodec, Packet};
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use tokio_util::codec::Decoder;
 
 use super::conn::{Conn, Filled, Stream};
-use super::serve::Session;
+use super::serve::{heartbeat_ack, Session};
 use crate::router::SessionHandle;
 use crate::server::Shared;
+
+/// Bytes the parker reads from one socket before handing it to a task (a heartbeat is ~20).
+const READ_LIMIT: usize = 4096;
 
 /// What a parked session keeps: everything else is empty when it is idle, or rebuilt from the
 /// configuration when it is revived.
 struct Parked {
     shared: Arc<Shared>,
-    stream: Stream,
+    waiting: Waiting,
     handle: Arc<SessionHandle>,
     sends: crate::limits::Bucket,
     permit: crate::limits::Permit,
+}
+
+/// Where a parked session's socket waits.
+enum Waiting {
+    /// In the parker's epoll set, under `token`.
+    Plain {
+        socket: mio::net::TcpStream,
+        token: mio::Token,
+    },
+    /// Registered with tokio, the nest as its waker.
+    Stream(Stream),
 }
 
 /// The waker of a parked session, and where it waits.
@@ -64,8 +93,111 @@ impl Wake for Nest {
             state.parked.take()
         };
         if let Some(p) = parked {
-            revive(p);
+            revive(p, Carry::default());
         }
+    }
+}
+
+impl Nest {
+    /// The parker saw the plain socket readable: answers HEARTBEATs in place, or revives.
+    fn readable(&self) {
+        let taken = {
+            let mut state = self.state.lock();
+            if state.woken {
+                None
+            } else {
+                state.parked.take()
+            }
+        };
+        let Some(mut p) = taken else {
+            return;
+        };
+        if let Err(carry) = p.answer_heartbeats() {
+            return revive(p, carry);
+        }
+        let mut state = self.state.lock();
+        if state.woken {
+            // The router woke the nest while the parker had the session: serve it now.
+            drop(state);
+            return revive(p, Carry::default());
+        }
+        state.parked = Some(p);
+    }
+}
+
+/// What the parker read and did not handle, or could not write: the revived session starts
+/// with it.
+#[derive(Default)]
+struct Carry {
+    unread: BytesMut,
+    unwritten: BytesMut,
+}
+
+impl Parked {
+    /// Reads what arrived on a parked plain socket. Only complete HEARTBEATs: answered, the
+    /// session stays parked. Anything else (another request, part of a frame, the end of the
+    /// stream, an error): `Err` with what was read, for a task to handle as any read.
+    fn answer_heartbeats(&mut self) -> Result<(), Carry> {
+        let Waiting::Plain { socket, .. } = &mut self.waiting else {
+            return Err(Carry::default());
+        };
+        let mut read = BytesMut::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            match socket.read(&mut chunk) {
+                Ok(0) => return Err(unread(read)),
+                Ok(n) => {
+                    read.extend_from_slice(&chunk[..n]);
+                    if read.len() >= READ_LIMIT {
+                        return Err(unread(read));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The task's own read finds the error (or the end of the stream) again.
+                Err(_) => return Err(unread(read)),
+            }
+        }
+        if read.is_empty() {
+            return Ok(());
+        }
+        let max = self.shared.config.max_frame_len;
+        let mut codec = FrameCodec::new(max);
+        let mut rest = read.clone();
+        let mut acks = BytesMut::new();
+        loop {
+            match codec.decode(&mut rest) {
+                Ok(Some(frame)) => match frame.packet(max) {
+                    Ok(Packet::Heartbeat(h)) => {
+                        Frame::new(&heartbeat_ack(&h), frame.request_id).write_to(&mut acks)
+                    }
+                    _ => return Err(unread(read)),
+                },
+                Ok(None) if rest.is_empty() => break,
+                _ => return Err(unread(read)),
+            }
+        }
+        self.handle.touch(crate::now_ms());
+        match socket.write(&acks) {
+            Ok(n) if n == acks.len() => Ok(()),
+            Ok(n) => Err(unwritten(acks.split_off(n))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(unwritten(acks)),
+            Err(_) => Err(unwritten(acks)),
+        }
+    }
+}
+
+fn unread(bytes: BytesMut) -> Carry {
+    Carry {
+        unread: bytes,
+        ..Carry::default()
+    }
+}
+
+fn unwritten(bytes: BytesMut) -> Carry {
+    Carry {
+        unwritten: bytes,
+        ..Carry::default()
     }
 }
 
@@ -75,37 +207,18 @@ pub(super) enum Parking {
     Parked,
     /// Something arrived meanwhile: serve on.
     Resume(Box<Session>),
-    /// The client closed the connection (or it failed).
-    Closed(Box<Session>),
+    /// The connection is done (the client closed it, or it failed).
+    Closed(Arc<Shared>, Arc<SessionHandle>),
 }
 
 /// Parks an idle session (one whose `serve` returned `Exit::Idle`), unless something is
 /// already waiting for it.
-pub(super) fn park(mut session: Box<Session>) -> Parking {
+pub(super) fn park(session: Box<Session>) -> Parking {
     let nest = Arc::new(Nest::default());
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
-    // Both register the nest as the waker: from here on, frames queued and bytes arriving wake
-    // the nest rather than this task.
+    // From here on, frames queued for the session wake the nest rather than this task.
     if session.handle.poll_ready(&mut cx).is_ready() {
-        return Parking::Resume(session);
-    }
-    match session.conn.poll_fill(&mut cx) {
-        Poll::Pending => {}
-        Poll::Ready(Ok(Filled::Data)) => {
-            session.handle.touch(crate::now_ms());
-            session.idle_since = Instant::now();
-            return Parking::Resume(session);
-        }
-        Poll::Ready(Ok(Filled::Eof)) => return Parking::Closed(session),
-        Poll::Ready(Err(e)) => {
-            tracing::debug!(session = session.handle.id, "read: {e}");
-            return Parking::Closed(session);
-        }
-    }
-    let mut state = nest.state.lock();
-    if state.woken {
-        drop(state);
         return Parking::Resume(session);
     }
     let Session {
@@ -116,26 +229,205 @@ pub(super) fn park(mut session: Box<Session>) -> Parking {
         permit,
         ..
     } = *session;
-    shared.metrics.sessions_parked.inc();
-    state.parked = Some(Parked {
-        stream: conn.into_stream(),
+    let waiting = match conn.into_stream() {
+        Stream::Plain(tcp) => {
+            // Out of tokio's reactor, into the parker's epoll set.
+            let socket = tcp.into_std().map(mio::net::TcpStream::from_std);
+            let added = socket.and_then(|mut s| {
+                let token = shared.parker.add(&mut s, &nest)?;
+                Ok((s, token))
+            });
+            match added {
+                Ok((socket, token)) => Waiting::Plain { socket, token },
+                Err(e) => {
+                    tracing::warn!(session = handle.id, "cannot park: {e}");
+                    return Parking::Closed(shared, handle);
+                }
+            }
+        }
+        mut stream => {
+            // The nest becomes the waker of the socket's read readiness.
+            let mut conn = Conn::new(stream, shared.config.max_frame_len);
+            match conn.poll_fill(&mut cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(Filled::Data)) => {
+                    handle.touch(crate::now_ms());
+                    let mut s = Session::new(shared, conn, handle, sends, permit);
+                    s.idle_since = Instant::now();
+                    return Parking::Resume(s);
+                }
+                Poll::Ready(Ok(Filled::Eof)) => return Parking::Closed(shared, handle),
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(session = handle.id, "read: {e}");
+                    return Parking::Closed(shared, handle);
+                }
+            }
+            stream = conn.into_stream();
+            Waiting::Stream(stream)
+        }
+    };
+    let mut state = nest.state.lock();
+    let parked = Parked {
         shared,
+        waiting,
         handle,
         sends,
         permit,
-    });
+    };
+    if state.woken {
+        drop(state);
+        return match unpark(parked, Carry::default()) {
+            Ok(s) => Parking::Resume(s),
+            Err((shared, handle)) => Parking::Closed(shared, handle),
+        };
+    }
+    parked.shared.metrics.sessions_parked.inc();
+    state.parked = Some(parked);
     Parking::Parked
 }
 
+/// The session again, its socket back with tokio (in the runtime's context).
+fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<SessionHandle>)> {
+    let stream = match p.waiting {
+        Waiting::Stream(s) => s,
+        Waiting::Plain { mut socket, token } => {
+            p.shared.parker.remove(&mut socket, token);
+            let std: std::net::TcpStream = socket.into();
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => Stream::Plain(s),
+                Err(e) => {
+                    tracing::warn!(session = p.handle.id, "cannot serve a parked session: {e}");
+                    return Err((p.shared, p.handle));
+                }
+            }
+        }
+    };
+    let mut conn = Conn::new(stream, p.shared.config.max_frame_len);
+    conn.unread(carry.unread);
+    conn.queue_bytes(&carry.unwritten);
+    Ok(Session::new(p.shared, conn, p.handle, p.sends, p.permit))
+}
+
 /// Serves a parked session again, on a task of its own (from the thread that woke it).
-fn revive(p: Parked) {
-    let shared = p.shared;
+fn revive(p: Parked, carry: Carry) {
+    let shared = p.shared.clone();
     shared.metrics.sessions_revived.inc();
-    let conn = Conn::new(p.stream, shared.config.max_frame_len);
-    let session = Session::new(shared.clone(), conn, p.handle, p.sends, p.permit);
-    shared
-        .tasks
-        .spawn_on(super::serve(session), &shared.runtime);
+    shared.tasks.spawn_on(
+        async move {
+            match unpark(p, carry) {
+                Ok(session) => super::serve(session).await,
+                Err((shared, handle)) => super::closed(&shared, &handle),
+            }
+        },
+        &shared.runtime,
+    );
+}
+
+/// The epoll set of parked plain connections and the thread that watches it.
+pub struct Parker {
+    registry: mio::Registry,
+    slots: Mutex<Slots>,
+    stop: AtomicBool,
+    waker: mio::Waker,
+}
+
+/// The nest of each parked socket, by the low 32 bits of its token; the high 32 bits are the
+/// slot's generation, so that an event for a socket already gone finds nothing.
+#[derive(Default)]
+struct Slots {
+    slots: Vec<(u32, Option<Arc<Nest>>)>,
+    free: Vec<u32>,
+}
+
+const STOP: mio::Token = mio::Token(usize::MAX);
+
+impl Parker {
+    /// Starts the parker's thread.
+    pub fn start() -> io::Result<Arc<Parker>> {
+        let poll = mio::Poll::new()?;
+        let parker = Arc::new(Parker {
+            registry: poll.registry().try_clone()?,
+            slots: Mutex::default(),
+            stop: AtomicBool::new(false),
+            waker: mio::Waker::new(poll.registry(), STOP)?,
+        });
+        let p = parker.clone();
+        std::thread::Builder::new()
+            .name("missive-park".into())
+            .spawn(move || p.run(poll))?;
+        Ok(parker)
+    }
+
+    /// Ends the parker's thread (at shutdown, once every session is done).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+
+    fn run(self: Arc<Self>, mut poll: mio::Poll) {
+        let mut events = mio::Events::with_capacity(256);
+        while !self.stop.load(Ordering::Acquire) {
+            if let Err(e) = poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Nothing parked can be woken by its socket any more: say so loudly. (The
+                // router still wakes them, and the heartbeat sweep closes them.)
+                tracing::error!("the parker's poll failed: {e}");
+                return;
+            }
+            for event in events.iter() {
+                if let Some(nest) = self.nest(event.token()) {
+                    nest.readable();
+                }
+            }
+        }
+    }
+
+    fn add(&self, socket: &mut mio::net::TcpStream, nest: &Arc<Nest>) -> io::Result<mio::Token> {
+        let mut s = self.slots.lock();
+        let index = match s.free.pop() {
+            Some(i) => i,
+            None => {
+                s.slots.push((0, None));
+                (s.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut s.slots[index as usize];
+        slot.1 = Some(nest.clone());
+        let token = mio::Token(index as usize | (slot.0 as usize) << 32);
+        if let Err(e) = self
+            .registry
+            .register(socket, token, mio::Interest::READABLE)
+        {
+            slot.1 = None;
+            s.free.push(index);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    fn remove(&self, socket: &mut mio::net::TcpStream, token: mio::Token) {
+        let _ = self.registry.deregister(socket);
+        let index = token.0 as u32;
+        let mut s = self.slots.lock();
+        let slot = &mut s.slots[index as usize];
+        slot.0 = slot.0.wrapping_add(1);
+        slot.1 = None;
+        s.free.push(index);
+    }
+
+    fn nest(&self, token: mio::Token) -> Option<Arc<Nest>> {
+        if token == STOP {
+            return None;
+        }
+        let s = self.slots.lock();
+        let (generation, nest) = s.slots.get(token.0 as u32 as usize)?;
+        if *generation as usize != token.0 >> 32 {
+            return None;
+        }
+        nest.clone()
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +435,7 @@ mod tests {
     use super::*;
 
     /// What a parked session holds besides its socket and router entry (BENCHMARKS.md counts it
-    /// per idle connection): one allocation of the nest, under 160 bytes with its `Arc` counts.
+    /// per idle connection): one allocation of the nest, at most 160 bytes with its `Arc` counts.
     #[test]
     fn a_parked_session_is_one_small_allocation() {
         let nest = std::mem::size_of::<Nest>() + 2 * std::mem::size_of::<usize>();

@@ -50,7 +50,14 @@ pub(super) struct Session {
     /// Since when nothing has happened on the connection (reads, queued frames, replies): after
     /// `park_idle_ms` of it with nothing in flight the session is parked (`super::park`).
     pub idle_since: Instant,
+    /// Times the timer found the session busy again before it could park: each doubles the
+    /// wait for the next try, up to `MAX_PARK_BACKOFF` doublings, so a chatting session is not
+    /// woken every `park_idle_ms` only to find it has work (nor parked in every short pause).
+    pub park_backoff: u8,
 }
+
+/// At most `park_idle_ms` × 2^this of nothing in flight before a busy session is parked.
+const MAX_PARK_BACKOFF: u8 = 4;
 
 /// Why [`Session::serve`] returned.
 pub(super) enum Exit {
@@ -90,6 +97,7 @@ impl Session {
             timer: None,
             permit,
             idle_since: Instant::now(),
+            park_backoff: 0,
         })
     }
 
@@ -202,7 +210,7 @@ impl Session {
     /// When the session is to be parked, if it is idle: nothing in flight, no push awaiting its
     /// ack, no frame half read.
     fn park_at(&self) -> Option<Instant> {
-        let after = self.shared.config.park_idle_ms;
+        let after = self.shared.config.park_idle_ms << self.park_backoff;
         let idle = self.in_flight.is_empty()
             && self.retransmits.len() == 0
             && self.conn.partial_since().is_none();
@@ -229,6 +237,8 @@ impl Session {
         if self.park_at().is_some_and(|at| at <= now) {
             return Timed::Park;
         }
+        // Woken to park, but there was something to do since (or still is).
+        self.park_backoff = (self.park_backoff + 1).min(MAX_PARK_BACKOFF);
         Timed::Continue
     }
 
@@ -384,13 +394,7 @@ impl Session {
                 self.retransmits.ack(a.version);
                 Flow::Continue
             }
-            Packet::Heartbeat(h) => {
-                let ack = Packet::HeartbeatAck(pb::HeartbeatAck {
-                    server_time_ms: crate::now_ms(),
-                    client_time_ms: h.client_time_ms,
-                });
-                self.answer(rid, Ok(ack)).await
-            }
+            Packet::Heartbeat(h) => self.answer(rid, Ok(heartbeat_ack(&h))).await,
             Packet::Login(_) => {
                 let r = Refusal::new(
                     ErrorCode::AlreadyLoggedIn,
@@ -429,6 +433,14 @@ impl Session {
             Flow::Continue
         }
     }
+}
+
+/// The answer to a HEARTBEAT (also given by a parked session, `super::park`).
+pub(super) fn heartbeat_ack(h: &pb::Heartbeat) -> Packet {
+    Packet::HeartbeatAck(pb::HeartbeatAck {
+        server_time_ms: crate::now_ms(),
+        client_time_ms: h.client_time_ms,
+    })
 }
 
 /// What ended a wait of the serving loop. The reply is boxed, so that the room for a `Packet`
