@@ -72,15 +72,19 @@ pub struct ServerHandle {
     http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
     push: Arc<crate::push::Counters>,
-    /// Ends the parker's thread when the handle goes (shut down or dropped).
+    /// When the handle goes (shut down, or dropped without): closes every session left and ends
+    /// the parker's thread.
     _parker: StopParker,
 }
 
-struct StopParker(Arc<crate::session::Parker>);
+/// Parked sessions have no task for the runtime to drop: without this, dropping a server that
+/// was not shut down would leave them (and their sockets) waiting for a wake that never comes.
+struct StopParker(Arc<Shared>);
 
 impl Drop for StopParker {
     fn drop(&mut self) {
-        self.0.stop();
+        self.0.router.close_all(shutdown_kick);
+        self.0.parker.stop();
     }
 }
 
@@ -182,7 +186,7 @@ impl Server {
         });
         tracing::info!(?addrs, ?http_addr, "missived listening");
         Ok(ServerHandle {
-            _parker: StopParker(shared.parker.clone()),
+            _parker: StopParker(shared.clone()),
             shared,
             addrs,
             http_addr,

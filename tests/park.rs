@@ -249,3 +249,43 @@ async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
     assert!(matches!(packet, Packet::UnreadAck(_)), "{packet:?}");
     server.stop().await;
 }
+
+/// What a parked connection sends counts as hearing from it: the heartbeat sweep leaves a
+/// client alone whose only traffic, heartbeats or requests, is read while it is parked.
+#[tokio::test]
+async fn a_parked_connection_that_talks_is_not_closed_by_the_heartbeat_sweep() {
+    let server = TestServer::start_with(|c| {
+        c.park_idle_ms = PARK_MS;
+        c.heartbeat_secs = 1;
+    })
+    .await;
+    let (mut beats, _) = server.login("alice", "phone").await;
+    let (mut asks, _) = server.login("bob", "phone").await;
+    let start = Instant::now();
+    // Four heartbeat intervals, twice what the sweep allows a silent connection.
+    while start.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        heartbeat_ok(&mut beats, 1).await;
+        let reply = request(&mut asks, Packet::Unread(pb::Unread {})).await;
+        assert!(matches!(reply, Packet::UnreadAck(_)), "{reply:?}");
+    }
+    assert!(server.handle().metrics().sessions_parked.get() >= 6);
+    assert_eq!(server.handle().online_sessions(), 2);
+    server.stop().await;
+}
+
+/// A server dropped without being shut down still closes its parked connections (they have no
+/// task for the runtime to drop).
+#[tokio::test]
+async fn dropping_a_server_closes_its_parked_connections() {
+    let server = parking_server().await;
+    let (mut bob, _) = server.login("bob", "phone").await;
+    wait_parked(&server, 1).await;
+    drop(server);
+    let (_, packet) = recv(&mut bob).await;
+    let Packet::Kick(k) = packet else {
+        panic!("expected KICK, got {packet:?}")
+    };
+    assert_eq!(k.reason, pb::KickReason::Shutdown as i32);
+    expect_closed(&mut bob, Duration::from_secs(5)).await;
+}

@@ -103,17 +103,38 @@ impl Nest {
     fn readable(&self) {
         let taken = {
             let mut state = self.state.lock();
-            if state.woken {
-                None
-            } else {
-                state.parked.take()
+            let taken = state.parked.take();
+            if taken.is_none() {
+                // Not in the nest (yet): the socket was registered but the session is still
+                // being parked. The event is edge-triggered and will not come again, so the
+                // session must not be parked: `park` sees `woken` (under this same lock) and
+                // serves on. If it was revived already, the nest is stale and this changes
+                // nothing.
+                state.woken = true;
             }
+            taken
         };
         let Some(mut p) = taken else {
             return;
         };
-        if let Err(carry) = p.answer_heartbeats() {
-            return revive(p, carry);
+        // While the parker holds the session, shutdown's wait for the server's tasks does not
+        // end: a close that arrives meanwhile is served before the store is flushed.
+        let _busy = p.shared.tasks.token();
+        let (shared, handle) = (p.shared.clone(), p.handle.clone());
+        let answered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.answer_heartbeats()));
+        match answered {
+            Ok(Ok(())) => {}
+            Ok(Err(carry)) => return revive(p, carry),
+            Err(_) => {
+                // A bug, not the client's doing: this connection is closed, the others stay.
+                tracing::error!(
+                    session = handle.id,
+                    "the parker panicked; connection closed"
+                );
+                drop(p);
+                return super::closed(&shared, &handle);
+            }
         }
         let mut state = self.state.lock();
         if state.woken {
@@ -145,22 +166,23 @@ impl Parked {
         let mut chunk = [0u8; 512];
         loop {
             match socket.read(&mut chunk) {
-                Ok(0) => return Err(unread(read)),
+                Ok(0) => return Err(unread(&self.handle, read)),
                 Ok(n) => {
                     read.extend_from_slice(&chunk[..n]);
                     if read.len() >= READ_LIMIT {
-                        return Err(unread(read));
+                        return Err(unread(&self.handle, read));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The task's own read finds the error (or the end of the stream) again.
-                Err(_) => return Err(unread(read)),
+                Err(_) => return Err(unread(&self.handle, read)),
             }
         }
         if read.is_empty() {
             return Ok(());
         }
+        self.handle.touch(crate::now_ms());
         let max = self.shared.config.max_frame_len;
         let mut codec = FrameCodec::new(max);
         let mut rest = read.clone();
@@ -171,13 +193,12 @@ impl Parked {
                     Ok(Packet::Heartbeat(h)) => {
                         Frame::new(&heartbeat_ack(&h), frame.request_id).write_to(&mut acks)
                     }
-                    _ => return Err(unread(read)),
+                    _ => return Err(unread(&self.handle, read)),
                 },
                 Ok(None) if rest.is_empty() => break,
-                _ => return Err(unread(read)),
+                _ => return Err(unread(&self.handle, read)),
             }
         }
-        self.handle.touch(crate::now_ms());
         match socket.write(&acks) {
             Ok(n) if n == acks.len() => Ok(()),
             Ok(n) => Err(unwritten(acks.split_off(n))),
@@ -187,7 +208,12 @@ impl Parked {
     }
 }
 
-fn unread(bytes: BytesMut) -> Carry {
+/// What was read, for the revived session; it counts as hearing from the client (the heartbeat
+/// sweep's `last_seen`), as any read of a session does.
+fn unread(handle: &SessionHandle, bytes: BytesMut) -> Carry {
+    if !bytes.is_empty() {
+        handle.touch(crate::now_ms());
+    }
     Carry {
         unread: bytes,
         ..Carry::default()
