@@ -191,7 +191,10 @@ impl Parked {
             match codec.decode(&mut rest) {
                 Ok(Some(frame)) => match frame.packet(max) {
                     Ok(Packet::Heartbeat(h)) => {
-                        Frame::new(&heartbeat_ack(&h), frame.request_id).write_to(&mut acks)
+                        let threshold = self.shared.config.compress_threshold;
+                        let ack = heartbeat_ack(&h);
+                        Frame::compressed_above(&ack, frame.request_id, threshold)
+                            .write_to(&mut acks)
                     }
                     _ => return Err(unread(&self.handle, read)),
                 },
