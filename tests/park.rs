@@ -15,24 +15,6 @@ use missive_protocol::{Frame, Packet};
 
 const PARK_MS: u64 = 50;
 
-fn parked_now(server: &TestServer) -> u64 {
-    let m = server.handle().metrics();
-    m.sessions_parked.get() - m.sessions_revived.get()
-}
-
-/// Waits until exactly `n` sessions are parked.
-async fn wait_parked(server: &TestServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while parked_now(server) != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} sessions parked after 5 s, expected {n}",
-            parked_now(server)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn parking_server() -> TestServer {
     TestServer::start_with(|c| c.park_idle_ms = PARK_MS).await
 }
@@ -41,7 +23,7 @@ async fn parking_server() -> TestServer {
 /// heartbeat wake it through its socket. Every reply and push arrives once, in order.
 async fn chat_with_parked_sessions(server: &TestServer, mut bob: Connection) {
     let (mut alice, _) = server.login("alice", "phone").await;
-    wait_parked(server, 2).await;
+    server.wait_parked(2).await;
 
     // The router wakes Bob: the push arrives, and nothing else.
     let sent = raw_send(&mut alice, "bob", "are you there").await;
@@ -51,16 +33,16 @@ async fn chat_with_parked_sessions(server: &TestServer, mut bob: Connection) {
     assert_eq!(message(pushed(&push)).msg_id, sent.msg_id);
     assert_eq!(message(pushed(&push)).content, b"are you there");
     bob.push_ack(push.version).await.unwrap();
-    wait_parked(server, 2).await;
+    server.wait_parked(2).await;
 
     // Bob's bytes wake his session: a heartbeat, then a send to Alice (parked again meanwhile).
     heartbeat_ok(&mut bob, 7).await;
-    wait_parked(server, 2).await;
+    server.wait_parked(2).await;
     let back = raw_send(&mut bob, "alice", "here").await;
     let (_, push) = recv_push(&mut alice).await;
     assert_eq!(message(pushed(&push)).msg_id, back.msg_id);
     alice.push_ack(push.version).await.unwrap();
-    wait_parked(server, 2).await;
+    server.wait_parked(2).await;
 
     // Both inboxes hold exactly what was pushed.
     let entries = sync_all(&mut bob, 0).await;
@@ -102,7 +84,7 @@ async fn a_session_is_not_parked_while_a_push_awaits_its_ack() {
     .await;
     let (mut alice, _) = server.login("alice", "phone").await;
     let (mut bob, _) = server.login("bob", "phone").await;
-    wait_parked(&server, 2).await;
+    server.wait_parked(2).await;
     raw_send(&mut alice, "bob", "ack me").await;
     let (first, p1) = recv_push(&mut bob).await;
     assert!(!first.flags.retransmit());
@@ -110,9 +92,9 @@ async fn a_session_is_not_parked_while_a_push_awaits_its_ack() {
     let (again, p2) = recv_push(&mut bob).await;
     assert!(again.flags.retransmit());
     assert_eq!(p1, p2);
-    assert_eq!(parked_now(&server), 1, "only Alice is parked");
+    assert_eq!(server.parked_now(), 1, "only Alice is parked");
     bob.push_ack(p1.version).await.unwrap();
-    wait_parked(&server, 2).await;
+    server.wait_parked(2).await;
     expect_silence(&mut bob, Duration::from_millis(900)).await;
     server.stop().await;
 }
@@ -122,10 +104,10 @@ async fn a_parked_connection_closed_by_its_client_leaves_the_router() {
     let server = parking_server().await;
     let (bob, _) = server.login("bob", "phone").await;
     let (_alice, _) = server.login("alice", "phone").await;
-    wait_parked(&server, 2).await;
+    server.wait_parked(2).await;
     assert_eq!(server.handle().online_sessions(), 2);
     drop(bob);
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.handle().online_sessions() != 1 {
         assert!(Instant::now() < deadline, "bob is still online");
@@ -143,7 +125,7 @@ async fn parked_sessions_are_kicked_by_a_new_device_and_at_shutdown() {
     .await;
     // A second device over the limit kicks the parked first one.
     let (mut phone, _) = server.login("bob", "phone").await;
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     let (mut tablet, _) = server.login("bob", "tablet").await;
     let kick = expect_kick(&mut phone).await;
     assert_eq!(
@@ -153,7 +135,7 @@ async fn parked_sessions_are_kicked_by_a_new_device_and_at_shutdown() {
     );
 
     // Shutdown kicks the parked tablet, and does not wait for anything to time out.
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     let start = Instant::now();
     let stop = tokio::spawn(server.stop());
     let (_, packet) = recv(&mut tablet).await;
@@ -178,10 +160,10 @@ async fn a_silent_parked_connection_is_closed_by_the_heartbeat_sweep() {
     .await;
     let (mut silent, _) = server.login("carol", "phone").await;
     let start = Instant::now();
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     expect_closed(&mut silent, Duration::from_secs(5)).await;
     assert!(start.elapsed() >= Duration::from_millis(1500));
-    wait_parked(&server, 0).await;
+    server.wait_parked(0).await;
     assert_eq!(server.handle().online_sessions(), 0);
     server.stop().await;
 }
@@ -193,7 +175,7 @@ async fn a_silent_parked_connection_is_closed_by_the_heartbeat_sweep() {
 async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
     let server = parking_server().await;
     let (mut bob, _) = server.login("bob", "phone").await;
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     let metrics = server.handle().metrics();
     let revived = metrics.sessions_revived.get();
     for stamp in 1..=3 {
@@ -224,7 +206,7 @@ async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
         revived,
         "heartbeats woke the session"
     );
-    assert_eq!(parked_now(&server), 1);
+    assert_eq!(server.parked_now(), 1);
 
     // Half a heartbeat: the session is woken and waits for the rest like any session.
     let split = heartbeat(200, 20);
@@ -237,7 +219,7 @@ async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
     assert!(metrics.sessions_revived.get() > revived);
 
     // A heartbeat and an UNREAD in one write: both answered, in order.
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     let mut mixed = heartbeat(300, 30).to_vec();
     mixed.extend_from_slice(&Frame::new(&Packet::Unread(pb::Unread {}), 301).to_bytes());
     bob.write_raw(&mixed).await.unwrap();
@@ -280,7 +262,7 @@ async fn a_parked_connection_that_talks_is_not_closed_by_the_heartbeat_sweep() {
 async fn dropping_a_server_closes_its_parked_connections() {
     let server = parking_server().await;
     let (mut bob, _) = server.login("bob", "phone").await;
-    wait_parked(&server, 1).await;
+    server.wait_parked(1).await;
     drop(server);
     let (_, packet) = recv(&mut bob).await;
     let Packet::Kick(k) = packet else {

@@ -49,6 +49,25 @@ async fn tls_connect(
         .expect("TLS handshake")
 }
 
+/// A TLS connection logged in as `user` on "phone", and its read buffer.
+async fn tls_login(
+    server: &TestServer,
+    user: &str,
+    root: CertificateDer<'static>,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, bytes::BytesMut) {
+    let mut tls = tls_connect(&server.addr, root).await;
+    let mut buf = bytes::BytesMut::new();
+    let login = pb::Login {
+        token: server.token(user, "phone"),
+        device_id: "phone".into(),
+        ..Default::default()
+    };
+    write_packet(&mut tls, Packet::Login(login), 1).await;
+    let (_, ack) = read_frame(&mut tls, &mut buf).await.unwrap();
+    assert!(matches!(ack, Packet::LoginAck(_)), "{ack:?}");
+    (tls, buf)
+}
+
 /// Minimal framing over any stream, for the TLS side of the test.
 mod futures_like {
     use bytes::BytesMut;
@@ -89,16 +108,7 @@ async fn a_tls_client_and_a_plain_client_chat_through_one_port() {
     })
     .await;
     // Alice over TLS.
-    let mut tls = tls_connect(&server.addr, root).await;
-    let mut buf = bytes::BytesMut::new();
-    let login = pb::Login {
-        token: server.token("alice", "phone"),
-        device_id: "phone".into(),
-        ..Default::default()
-    };
-    write_packet(&mut tls, Packet::Login(login), 1).await;
-    let (_, ack) = read_frame(&mut tls, &mut buf).await.unwrap();
-    assert!(matches!(ack, Packet::LoginAck(_)), "{ack:?}");
+    let (mut tls, mut buf) = tls_login(&server, "alice", root).await;
     // Bob in plain text on the same port.
     let (bob, mut bob_events) = server.client("bob", "phone").await;
     let send = pb::Send {
@@ -187,31 +197,8 @@ async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
         c.park_idle_ms = 50;
     })
     .await;
-    let parked = |server: &TestServer| {
-        let m = server.handle().metrics();
-        m.sessions_parked.get() - m.sessions_revived.get()
-    };
-    let wait_parked = |n: u64| {
-        let server = &server;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while parked(server) != n {
-                assert!(std::time::Instant::now() < deadline, "not parked");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    let mut tls = tls_connect(&server.addr, root).await;
-    let mut buf = bytes::BytesMut::new();
-    let login = pb::Login {
-        token: server.token("alice", "phone"),
-        device_id: "phone".into(),
-        ..Default::default()
-    };
-    write_packet(&mut tls, Packet::Login(login), 1).await;
-    let (_, ack) = read_frame(&mut tls, &mut buf).await.unwrap();
-    assert!(matches!(ack, Packet::LoginAck(_)), "{ack:?}");
-    wait_parked(1).await;
+    let (mut tls, mut buf) = tls_login(&server, "alice", root).await;
+    server.wait_parked(1).await;
 
     let (bob, _bob_events) = server.client("bob", "phone").await;
     bob.send(direct("alice"), 1, "wake up", None).await.unwrap();
@@ -229,7 +216,7 @@ async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
         version: push.version,
     };
     write_packet(&mut tls, Packet::PushAck(push_ack), 0).await;
-    wait_parked(2).await;
+    server.wait_parked(2).await;
 
     let hb = pb::Heartbeat { client_time_ms: 99 };
     write_packet(&mut tls, Packet::Heartbeat(hb), 5).await;
@@ -242,6 +229,6 @@ async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
         panic!("expected HEARTBEAT_ACK, got {reply:?}")
     };
     assert_eq!(hb.client_time_ms, 99);
-    wait_parked(2).await;
+    server.wait_parked(2).await;
     server.stop().await;
 }

@@ -95,6 +95,25 @@ impl TestServer {
         }
     }
 
+    /// Sessions parked now (`park_idle_ms`), from the server's counters.
+    pub fn parked_now(&self) -> u64 {
+        let m = self.handle().metrics();
+        m.sessions_parked.get() - m.sessions_revived.get()
+    }
+
+    /// Waits until exactly `n` sessions are parked (at most 5 s).
+    pub async fn wait_parked(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.parked_now() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} sessions parked after 5 s, expected {n}",
+                self.parked_now()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn token(&self, user: &str, device: &str) -> String {
         let expires = (missive::now_ms() / 1000) as u64 + 3600;
         missive_protocol::token::mint(SECRET.as_bytes(), user, device, expires)
