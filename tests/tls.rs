@@ -68,6 +68,22 @@ async fn tls_login(
     (tls, buf)
 }
 
+/// The next frame on a TLS connection, which must be a PUSH (request id 0), within 5 s.
+async fn tls_push(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    buf: &mut bytes::BytesMut,
+) -> pb::Push {
+    let (frame, push) = tokio::time::timeout(Duration::from_secs(5), read_frame(tls, buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.request_id, 0);
+    let Packet::Push(push) = push else {
+        panic!("expected PUSH, got {push:?}")
+    };
+    push
+}
+
 /// Minimal framing over any stream, for the TLS side of the test.
 mod futures_like {
     use bytes::BytesMut;
@@ -129,15 +145,7 @@ async fn a_tls_client_and_a_plain_client_chat_through_one_port() {
     bob.send(direct("alice"), 1, "in plain text", None)
         .await
         .unwrap();
-    let (frame, push) =
-        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tls, &mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-    assert_eq!(frame.request_id, 0);
-    let Packet::Push(push) = push else {
-        panic!("expected PUSH, got {push:?}")
-    };
+    let push = tls_push(&mut tls, &mut buf).await;
     assert_eq!(
         message(push.entry.as_ref().unwrap()).content,
         b"in plain text"
@@ -202,15 +210,7 @@ async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
 
     let (bob, _bob_events) = server.client("bob", "phone").await;
     bob.send(direct("alice"), 1, "wake up", None).await.unwrap();
-    let (frame, push) =
-        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tls, &mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-    assert_eq!(frame.request_id, 0);
-    let Packet::Push(push) = push else {
-        panic!("expected PUSH, got {push:?}")
-    };
+    let push = tls_push(&mut tls, &mut buf).await;
     assert_eq!(message(push.entry.as_ref().unwrap()).content, b"wake up");
     let push_ack = pb::PushAck {
         version: push.version,
