@@ -36,7 +36,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::BytesMut;
 use missive_protocol::{Frame, FrameCodec, Packet};
 use parking_lot::Mutex;
-use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::conn::{Conn, Filled, Stream};
@@ -281,9 +280,7 @@ pub(super) fn park(session: Box<Session>) -> Parking {
                 Poll::Pending => {}
                 Poll::Ready(Ok(Filled::Data)) => {
                     handle.touch(crate::now_ms());
-                    let mut s = Session::new(shared, conn, handle, sends, permit);
-                    s.idle_since = Instant::now();
-                    return Parking::Resume(s);
+                    return Parking::Resume(Session::new(shared, conn, handle, sends, permit));
                 }
                 Poll::Ready(Ok(Filled::Eof)) => return Parking::Closed(shared, handle),
                 Poll::Ready(Err(e)) => {
