@@ -28,7 +28,8 @@ struct Queue {
     frames: VecDeque<Outbound>,
     closing: bool,
     kick: Option<Box<Kick>>,
-    /// The session task's waker while it waits for its queue ([`SessionHandle::ready`]).
+    /// The waker of the session while it waits for its queue ([`SessionHandle::poll_ready`]):
+    /// its task's, or the nest of a parked session (`session::park`).
     waker: Option<Waker>,
     /// Set by every wake, cleared when the session takes the queue: while set, the session's
     /// wait ends at once.

@@ -55,6 +55,11 @@ impl Conn {
         }
     }
 
+    /// Whether the transport is plain TCP (not TLS, not WebSocket).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.stream, Stream::Plain(_))
+    }
+
     /// The transport, without the buffers (for parking an idle session: both are empty then).
     pub fn into_stream(self) -> Stream {
         self.stream

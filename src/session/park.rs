@@ -36,6 +36,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::BytesMut;
 use missive_protocol::{Frame, FrameCodec, Packet};
 use parking_lot::Mutex;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::conn::{Conn, Filled, Stream};
@@ -241,13 +242,31 @@ pub(super) enum Parking {
 
 /// Parks an idle session (one whose `serve` returned `Exit::Idle`), unless something is
 /// already waiting for it.
-pub(super) fn park(session: Box<Session>) -> Parking {
+pub(super) fn park(mut session: Box<Session>) -> Parking {
     let nest = Arc::new(Nest::default());
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
     // From here on, frames queued for the session wake the nest rather than this task.
     if session.handle.poll_ready(&mut cx).is_ready() {
         return Parking::Resume(session);
+    }
+    if !session.conn.is_plain() {
+        // A TLS or WebSocket stream stays with tokio: the nest becomes the waker of its reads.
+        match session.conn.poll_fill(&mut cx) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(Filled::Data)) => {
+                session.handle.touch(crate::now_ms());
+                session.idle_since = Instant::now();
+                return Parking::Resume(session);
+            }
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    tracing::debug!(session = session.handle.id, "read: {e}");
+                }
+                let Session { shared, handle, .. } = *session;
+                return Parking::Closed(shared, handle);
+            }
+        }
     }
     let Session {
         shared,
@@ -273,24 +292,7 @@ pub(super) fn park(session: Box<Session>) -> Parking {
                 }
             }
         }
-        mut stream => {
-            // The nest becomes the waker of the socket's read readiness.
-            let mut conn = Conn::new(stream, shared.config.max_frame_len);
-            match conn.poll_fill(&mut cx) {
-                Poll::Pending => {}
-                Poll::Ready(Ok(Filled::Data)) => {
-                    handle.touch(crate::now_ms());
-                    return Parking::Resume(Session::new(shared, conn, handle, sends, permit));
-                }
-                Poll::Ready(Ok(Filled::Eof)) => return Parking::Closed(shared, handle),
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(session = handle.id, "read: {e}");
-                    return Parking::Closed(shared, handle);
-                }
-            }
-            stream = conn.into_stream();
-            Waiting::Stream(stream)
-        }
+        stream => Waiting::Stream(stream),
     };
     let mut state = nest.state.lock();
     let parked = Parked {
