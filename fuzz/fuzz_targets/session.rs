@@ -1139,6 +1139,9 @@ impl World {
             match conv {
                 Conv::Direct(a, b) if a == b => return Err(ErrorCode::InvalidArgument),
                 Conv::Group(None) => return Err(ErrorCode::NotFound),
+                // Membership before the message: a non-member learns nothing of the group's
+                // messages, not even whether an id exists (as for DELETE).
+                Conv::Group(Some(g)) if !self.is_member(g, u) => return Err(ErrorCode::Forbidden),
                 _ => {}
             }
             let Some(i) = m else {
@@ -1150,9 +1153,6 @@ impl World {
             }
             match conv {
                 Conv::Group(Some(g)) => {
-                    if !self.is_member(g, u) {
-                        return Err(ErrorCode::Forbidden);
-                    }
                     if msg.from != u && self.groups[g].owner != u {
                         return Err(ErrorCode::Forbidden);
                     }
