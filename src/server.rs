@@ -232,6 +232,15 @@ impl ServerHandle {
         self.shared.router.online_count()
     }
 
+    /// Fault injection for tests: what the server does if the parker thread's epoll_wait fails
+    /// (only a bug can cause it): every session parked there is served by a task again, and
+    /// later ones park with tokio.
+    #[doc(hidden)]
+    pub fn break_parker(&self) {
+        self.shared.parker.fail();
+        self.shared.parker.stop();
+    }
+
     /// Resolves when the server begins shutting down (for example after a store failure).
     pub async fn stopping(&self) {
         self.shared.shutdown.cancelled().await

@@ -60,6 +60,28 @@ async fn parked_sessions_are_woken_by_pushes_and_by_their_clients() {
     server.stop().await;
 }
 
+/// If the parker's thread ever stopped (its epoll_wait failed: only a bug can cause it), the
+/// sessions parked there are served again, and from then on plain sessions park with tokio,
+/// as TLS ones do: pushes, requests and heartbeats still reach them.
+#[tokio::test]
+async fn if_the_parker_thread_fails_its_sessions_are_served_and_park_with_tokio() {
+    let server = parking_server().await;
+    let (bob, _) = server.login("bob", "phone").await;
+    server.wait_parked(1).await;
+    let metrics = server.handle().metrics();
+    let revived = metrics.sessions_revived.get();
+    server.handle().break_parker();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.sessions_revived.get() == revived {
+        assert!(Instant::now() < deadline, "bob's session was not served again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Parked again, without the parker's thread (it has ended).
+    server.wait_parked(1).await;
+    chat_with_parked_sessions(&server, bob).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn parked_websocket_sessions_are_woken_the_same_way() {
     let server = parking_server().await;

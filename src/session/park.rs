@@ -250,7 +250,9 @@ pub(super) fn park(mut session: Box<Session>) -> Parking {
     if session.handle.poll_ready(&mut cx).is_ready() {
         return Parking::Resume(session);
     }
-    if !session.conn.is_plain() {
+    // A plain socket goes to the parker's epoll set, unless the parker has stopped.
+    let to_parker = session.conn.is_plain() && !session.shared.parker.is_broken();
+    if !to_parker {
         // A TLS or WebSocket stream stays with tokio: the nest becomes the waker of its reads.
         match session.conn.poll_fill(&mut cx) {
             Poll::Pending => {}
@@ -277,18 +279,32 @@ pub(super) fn park(mut session: Box<Session>) -> Parking {
         ..
     } = *session;
     let waiting = match conn.into_stream() {
-        Stream::Plain(tcp) => {
+        Stream::Plain(tcp) if to_parker => {
             // Out of tokio's reactor, into the parker's epoll set.
-            let socket = tcp.into_std().map(mio::net::TcpStream::from_std);
-            let added = socket.and_then(|mut s| {
-                let token = shared.parker.add(&mut s, &nest)?;
-                Ok((s, token))
-            });
-            match added {
-                Ok((socket, token)) => Waiting::Plain { socket, token },
+            let mut socket = match tcp.into_std() {
+                Ok(s) => mio::net::TcpStream::from_std(s),
                 Err(e) => {
                     tracing::warn!(session = handle.id, "cannot park: {e}");
                     return Parking::Closed(shared, handle);
+                }
+            };
+            match shared.parker.add(&mut socket, &nest) {
+                Ok(token) => Waiting::Plain { socket, token },
+                Err(e) => {
+                    // The parker stopped meanwhile (or epoll refused the socket): back to
+                    // tokio, and the session serves on.
+                    tracing::debug!(session = handle.id, "not parked: {e}");
+                    let std: std::net::TcpStream = socket.into();
+                    return match tokio::net::TcpStream::from_std(std) {
+                        Ok(tcp) => {
+                            let conn = Conn::new(Stream::Plain(tcp), shared.config.max_frame_len);
+                            Parking::Resume(Session::new(shared, conn, handle, sends, permit))
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = handle.id, "cannot serve: {e}");
+                            Parking::Closed(shared, handle)
+                        }
+                    };
                 }
             }
         }
@@ -356,6 +372,8 @@ pub struct Parker {
     registry: mio::Registry,
     slots: Mutex<Slots>,
     stop: AtomicBool,
+    /// Set (under the slots' lock) if the thread's poll failed: nothing more is parked here.
+    broken: AtomicBool,
     waker: mio::Waker,
 }
 
@@ -377,6 +395,7 @@ impl Parker {
             registry: poll.registry().try_clone()?,
             slots: Mutex::default(),
             stop: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             waker: mio::Waker::new(poll.registry(), STOP)?,
         });
         let p = parker.clone();
@@ -399,9 +418,10 @@ impl Parker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                // Nothing parked can be woken by its socket any more: say so loudly. (The
-                // router still wakes them, and the heartbeat sweep closes them.)
-                tracing::error!("the parker's poll failed: {e}");
+                // Only a bug can make epoll_wait fail. The sessions parked here are served
+                // again by tasks, and later ones park with tokio (as TLS sessions do).
+                tracing::error!("the parker's poll failed, its sessions go back to tokio: {e}");
+                self.fail();
                 return;
             }
             for event in events.iter() {
@@ -412,8 +432,30 @@ impl Parker {
         }
     }
 
+    /// Whether the parker's thread has stopped watching its sockets.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Stops parking here and serves every session parked here again (their sockets go back to
+    /// tokio). A session being parked meanwhile is refused by [`Parker::add`] (the flag is set
+    /// under the same lock) and serves on.
+    pub(crate) fn fail(&self) {
+        let nests: Vec<Arc<Nest>> = {
+            let s = self.slots.lock();
+            self.broken.store(true, Ordering::Release);
+            s.slots.iter().filter_map(|(_, n)| n.clone()).collect()
+        };
+        for nest in nests {
+            nest.wake_by_ref();
+        }
+    }
+
     fn add(&self, socket: &mut mio::net::TcpStream, nest: &Arc<Nest>) -> io::Result<mio::Token> {
         let mut s = self.slots.lock();
+        if self.broken.load(Ordering::Acquire) {
+            return Err(io::Error::other("the parker has stopped"));
+        }
         let index = match s.free.pop() {
             Some(i) => i,
             None => {
