@@ -271,6 +271,10 @@ fn family_options(cache: &rocksdb::Cache) -> Options {
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.set_block_based_table_factory(&table);
     o.set_write_buffer_size(WRITE_BUFFER);
+    // Up to 3 full memtables waiting for their flush before writes stop (RocksDB's default is
+    // 1): flushes run at the lowest CPU priority and, when the cores are saturated, get a core
+    // late. With 1, `chat` at capacity stopped writes 17 times in 10 s; with 3, 4 times.
+    o.set_max_write_buffer_number(4);
     o.set_memtable_prefix_bloom_ratio(0.05);
     o.set_memtable_whole_key_filtering(true);
     o
@@ -291,6 +295,15 @@ impl Core {
         opts.set_enable_write_thread_adaptive_yield(false);
         // Every family's memtables together (a flush is forced past this).
         opts.set_db_write_buffer_size(DB_WRITE_BUFFER);
+        // Flushes and compactions at the lowest CPU priority (nice 19): on a small box they
+        // would otherwise take a core from the connections, the writer and the committer for
+        // tens of milliseconds each, and every message in flight then waits (BENCHMARKS.md).
+        // They still get every idle cycle; if they fall behind, RocksDB's write stall slows
+        // the writer until they catch up.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        opts.set_env(&env);
         // Families already there (none for a new directory) are opened too: an older schema's.
         let existing = DB::list_cf(&opts, dir).unwrap_or_default();
         let mut names: Vec<&str> = cf::ALL.to_vec();
