@@ -73,7 +73,10 @@ async fn if_the_parker_thread_fails_its_sessions_are_served_and_park_with_tokio(
     server.handle().break_parker();
     let deadline = Instant::now() + Duration::from_secs(5);
     while metrics.sessions_revived.get() == revived {
-        assert!(Instant::now() < deadline, "bob's session was not served again");
+        assert!(
+            Instant::now() < deadline,
+            "bob's session was not served again"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Parked again, without the parker's thread (it has ended).
