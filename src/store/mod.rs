@@ -271,9 +271,9 @@ fn family_options(cache: &rocksdb::Cache) -> Options {
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.set_block_based_table_factory(&table);
     o.set_write_buffer_size(WRITE_BUFFER);
-    // Up to 3 full memtables waiting for their flush before writes stop (RocksDB's default is
-    // 1): flushes run at the lowest CPU priority and, when the cores are saturated, get a core
-    // late. With 1, `chat` at capacity stopped writes 17 times in 10 s; with 3, 4 times.
+    // Writes stop once 4 full memtables of a family wait for their flush (RocksDB's default:
+    // 2): flushes run at the lowest CPU priority and, when the cores are saturated, get a core
+    // late. With 2, `chat` at capacity stopped writes 17 times in 10 s; with 4, 4 times.
     o.set_max_write_buffer_number(4);
     o.set_memtable_prefix_bloom_ratio(0.05);
     o.set_memtable_whole_key_filtering(true);
