@@ -91,7 +91,24 @@ impl Conn {
                     return Poll::Ready(Err(e.into()));
                 }
                 reserve(&mut self.rbuf);
-                match s.try_read_buf(&mut self.rbuf) {
+                // A read that returns less than the room it was given has emptied the socket's
+                // receive queue: tokio's readiness is cleared at once (the closure's
+                // `WouldBlock`), so the next wait does not first cost a read that finds nothing.
+                // tokio clears it only if no new readiness event came in meanwhile.
+                let rbuf = &mut self.rbuf;
+                let mut drained = 0;
+                let read = s.try_io(tokio::io::Interest::READABLE, || {
+                    let room = rbuf.capacity() - rbuf.len();
+                    match s.try_read_buf(rbuf)? {
+                        n if n > 0 && n < room => {
+                            drained = n;
+                            Err(io::ErrorKind::WouldBlock.into())
+                        }
+                        n => Ok(n),
+                    }
+                });
+                match read {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => Ok(drained),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Poll::Ready(Ok(Filled::Data))
                     }
