@@ -853,3 +853,76 @@ async fn invalid_sends_are_refused_and_the_connection_stays_usable() {
     check_users(&server, &["alice", "bob"]);
     server.stop().await;
 }
+
+/// Two users send to each other at once, many SENDs pipelined each way, so the writer's groups
+/// mix both directions: in each of them a user's own SEND and a message to that user both add
+/// to that user's inbox. On each connection a SEND_ACK must come before any PUSH of a later
+/// version (PROTOCOL.md 12.3): the client then sees no gap for its own versions and need not
+/// SYNC.
+#[tokio::test]
+async fn a_send_ack_comes_before_the_pushes_of_later_versions() {
+    const N: usize = 300;
+    let server = TestServer::start_with(|c| c.sends_per_sec = 100_000).await;
+    let (mut alice, _) = server.login("alice", "phone").await;
+    let (mut bob, _) = server.login("bob", "phone").await;
+
+    async fn pipeline(conn: &mut missive_client::Connection, to: &str) {
+        for i in 0..N {
+            let send = pb::Send {
+                client_msg_id: format!("{to}-{i}"),
+                to: Some(direct(to)),
+                content_type: 1,
+                content: format!("m{i}").into_bytes(),
+            };
+            let id = conn.next_request_id();
+            let frame = missive_protocol::Frame::new(&Packet::Send(send), id);
+            conn.feed_frame(&frame).await.unwrap();
+        }
+        conn.flush().await.unwrap();
+    }
+    /// Reads until N SEND_ACKs and N PUSHes came; returns the (SEND_ACK version, highest PUSH
+    /// version before it) pairs where a later version was pushed first.
+    async fn out_of_order(conn: &mut missive_client::Connection) -> Vec<(u64, u64)> {
+        let (mut acks, mut pushes, mut pushed_max) = (0, 0, 0u64);
+        let mut bad = Vec::new();
+        while acks < N || pushes < N {
+            let frame = conn
+                .recv_frame_timeout(Duration::from_secs(10))
+                .await
+                .expect("frames keep coming")
+                .expect("connection open");
+            if frame.flags.retransmit() {
+                continue;
+            }
+            match frame.packet(1 << 20).expect("decodes") {
+                Packet::SendAck(ack) => {
+                    acks += 1;
+                    if pushed_max > ack.version {
+                        bad.push((ack.version, pushed_max));
+                    }
+                }
+                Packet::Push(push) => {
+                    pushes += 1;
+                    pushed_max = pushed_max.max(push.version);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        bad
+    }
+
+    tokio::join!(pipeline(&mut alice, "bob"), pipeline(&mut bob, "alice"));
+    let (a_bad, b_bad) = tokio::join!(out_of_order(&mut alice), out_of_order(&mut bob));
+    assert_eq!(
+        a_bad,
+        vec![],
+        "alice: SEND_ACK versions after pushes of later ones"
+    );
+    assert_eq!(
+        b_bad,
+        vec![],
+        "bob: SEND_ACK versions after pushes of later ones"
+    );
+    check_users(&server, &["alice", "bob"]);
+    server.stop().await;
+}

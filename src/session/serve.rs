@@ -262,6 +262,12 @@ impl Session {
                 }
             }
         }
+        // Pushes are taken before the replies are looked at, and queued after them: the
+        // committer completes a group's replies before it hands out the group's pushes, so
+        // every reply (that is not waiting behind an earlier request) of a group whose push is
+        // taken here is written before that push: the client never sees a PUSH of a version
+        // after that of a SEND_ACK still to come.
+        let taken = self.handle.take();
         // Replies already there, in order.
         while let Some((_, reply)) = self.in_flight.front_mut() {
             let Poll::Ready(r) = reply.as_mut().poll(&mut Context::from_waker(Waker::noop()))
@@ -275,12 +281,11 @@ impl Session {
                 return Flow::Close;
             }
         }
-        self.take_pushes()
+        self.queue_pushes(taken)
     }
 
     /// Queues the pushes and frames the router left for this session; closes if asked to.
-    fn take_pushes(&mut self) -> Flow {
-        let taken = self.handle.take();
+    fn queue_pushes(&mut self, taken: crate::router::Taken) -> Flow {
         let now = Instant::now();
         let (mut pushes, mut frames) = (0, 0);
         for out in taken.frames {

@@ -386,7 +386,7 @@ fn fail_all(done: Vec<Completion>, why: &str) {
 }
 
 /// The committer thread: writes each sealed group, tells the writer, then releases the group's
-/// results and pushes.
+/// results, then its pushes.
 fn commit_loop(core: &Core, rx: mpsc::Receiver<Sealed>, done: mpsc::Sender<bool>) {
     while let Ok(sealed) = rx.recv() {
         let result = if sealed.failed {
@@ -409,6 +409,14 @@ fn commit_loop(core: &Core, rx: mpsc::Receiver<Sealed>, done: mpsc::Sender<bool>
         let _ = done.send(result.is_ok());
         match result {
             Ok(()) => {
+                // Replies first: a session woken by one of these pushes then finds the replies
+                // of the same group (and of every earlier one) ready and writes them before
+                // the push. A SEND_ACK whose version comes before a pushed entry's is then in
+                // front of that PUSH on the connection, and the client sees no gap (which
+                // would make it SYNC; PROTOCOL.md 12.3).
+                for d in sealed.done {
+                    d(Ok(()));
+                }
                 if let Some(outbox) = core.outbox.get() {
                     for post in sealed.posts {
                         match post {
@@ -422,9 +430,6 @@ fn commit_loop(core: &Core, rx: mpsc::Receiver<Sealed>, done: mpsc::Sender<bool>
                             ),
                         }
                     }
-                }
-                for d in sealed.done {
-                    d(Ok(()));
                 }
                 if sealed.push_queued {
                     if let Some(wake) = core.push_wake.get() {
