@@ -143,8 +143,17 @@ impl Driver {
         if let Err(e) = self.on_login(conn, ack).await {
             return error_reason(e);
         }
+        // One timer for the whole connection. The deadline mostly moves later (every frame
+        // sent or received pushes the heartbeat back), and moving a timer costs the runtime's
+        // timer wheel an update, so it is only moved earlier here; when it fires, `on_timer`
+        // does what is due (possibly nothing) and the timer is set to the deadline of then.
+        let timer = tokio::time::sleep_until(self.next_deadline(conn).into());
+        tokio::pin!(timer);
         loop {
             let deadline = self.next_deadline(conn);
+            if deadline < timer.deadline().into_std() {
+                timer.as_mut().reset(deadline.into());
+            }
             tokio::select! {
                 received = conn.recv_frame() => match received {
                     Ok(Some(frame)) => {
@@ -177,9 +186,9 @@ impl Driver {
                         return DisconnectReason::ClientClosed;
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = &mut timer => {
                     match self.on_timer(conn).await {
-                        Ok(None) => {}
+                        Ok(None) => timer.as_mut().reset(self.next_deadline(conn).into()),
                         Ok(Some(reason)) => return reason,
                         Err(e) => return error_reason(e),
                     }
