@@ -37,9 +37,10 @@
 //!    while `has_more` (or while a higher version is known to exist and the page made progress).
 //!    Only one SYNC is in flight at a time.
 //! 5. **Own entries.** The server does not push the sender's own message to the sending device:
-//!    SEND_ACK.version is its version. If it is `held + 1` the client builds the entry from the
-//!    SEND and the SEND_ACK and applies it; otherwise it SYNCs if the entry has not arrived 1 s
-//!    later. The same 1 s rule covers MARK_READ, RECALL and DELETE acks.
+//!    SEND_ACK.version is its version. The client builds the entry from the SEND and the
+//!    SEND_ACK and applies it when it is `held + 1`, at once or as soon as the entries below it
+//!    have come (a PUSH of the same commit may follow the SEND_ACK); it SYNCs if they have not
+//!    come 1 s later. The same 1 s rule covers MARK_READ, RECALL and DELETE acks.
 //! 6. **Reconnect** when the connection closes, fails, misses its heartbeat or is kicked: wait
 //!    (capped exponential backoff with full jitter, see [`Backoff`]; or exactly
 //!    `Kick.reconnect_after_ms` when the server gave one; to `redirect_host:redirect_port` when

@@ -330,3 +330,52 @@ fn backoff_is_capped_and_jittered() {
         assert!(b.delay(attempt) <= b.cap(attempt));
     }
 }
+
+/// The SEND_ACK of our own message (version 2) comes before the PUSH of version 1 (the server
+/// writes the replies of a commit before its pushes): the own entry waits and follows entry 1,
+/// with no SYNC; one PUSH_ACK covers both.
+#[tokio::test]
+async fn own_entry_acked_before_the_push_below_it_follows_that_push_without_a_sync() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let fake = async {
+        let (id, packet) = peer.expect(Command::Send).await;
+        let Packet::Send(send) = packet else {
+            unreachable!()
+        };
+        let ack = pb::SendAck {
+            client_msg_id: send.client_msg_id.clone(),
+            msg_id: 42,
+            seq: 1,
+            timestamp_ms: 5,
+            version: 2,
+            duplicate: false,
+        };
+        peer.send(Packet::SendAck(ack), id).await;
+        peer.push(1).await;
+        expect_ack(&mut peer, 2).await;
+        peer
+    };
+    let (sent, mut peer) = tokio::join!(client.send(direct("bob"), 1, "hi", None), fake);
+    assert_eq!(sent.unwrap().version, 2);
+    assert_eq!(next_entry(&mut events).await, 1);
+    match next(&mut events).await {
+        ClientEvent::Entry(e) => {
+            assert_eq!(e.version, 2);
+            let Some(pb::inbox_entry::Body::Message(m)) = e.body else {
+                panic!("{e:?}")
+            };
+            assert_eq!((m.msg_id, m.content.as_slice()), (42, &b"hi"[..]));
+        }
+        other => panic!("expected our own entry, got {other:?}"),
+    }
+    // Past the own-entry grace (1 s): still no SYNC, the gap was filled.
+    match peer.recv_within(Duration::from_millis(1300)).await {
+        Err(()) => {}
+        Ok(other) => panic!("nothing more expected, got {other:?}"),
+    }
+    peer.push(3).await;
+    expect_ack(&mut peer, 3).await;
+    assert_eq!(next_entry(&mut events).await, 3);
+    assert_eq!(client.held_version(), 3);
+}

@@ -38,15 +38,31 @@ impl Driver {
         Ok(())
     }
 
-    /// Delivers the next entry.
+    /// Delivers the next entry, then those of our own SENDs that it makes next in line.
     pub(super) fn apply(&mut self, entry: pb::InboxEntry) {
-        self.versions.apply(entry.version);
+        let mut next = Some(entry);
+        while let Some(entry) = next.take() {
+            self.versions.apply(entry.version);
+            self.emit(ClientEvent::Entry(entry));
+            // Own entries at or below held came another way (a SYNC page): forget them.
+            while let Some(first) = self.own.first_entry() {
+                match first.key().cmp(&(self.versions.held() + 1)) {
+                    std::cmp::Ordering::Greater => break,
+                    std::cmp::Ordering::Equal => {
+                        next = Some(first.remove());
+                        break;
+                    }
+                    std::cmp::Ordering::Less => {
+                        first.remove();
+                    }
+                }
+            }
+        }
         self.held_shared
             .store(self.versions.held(), Ordering::SeqCst);
         if matches!(self.expect_own, Some((v, _)) if v <= self.versions.held()) {
             self.expect_own = None;
         }
-        self.emit(ClientEvent::Entry(entry));
     }
 
     pub(super) async fn start_sync(&mut self, conn: &mut Connection) -> Result<()> {
@@ -108,7 +124,12 @@ impl Driver {
                 let entry = own_entry(send, ack, &self.user_id);
                 self.apply(entry);
             }
-            Verdict::Gap => self.expect_own(ack.version),
+            Verdict::Gap => {
+                // Applied once the entries below it have come; SYNC if they do not, soon.
+                self.own
+                    .insert(ack.version, own_entry(send, ack, &self.user_id));
+                self.expect_own(ack.version)
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The background task behind [`Client`](crate::Client): one connection at a time, its
 //! heartbeat, the version rules, acks, gap SYNC and reconnects. See the crate docs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,10 @@ pub(crate) struct Driver {
     heartbeat_sent: Option<Instant>,
     /// The highest version our own request created, and when to SYNC if no push brings it.
     expect_own: Option<(u64, Instant)>,
+    /// Entries our own SENDs created whose acks came before the entries below them (a PUSH
+    /// of the same commit may follow the SEND_ACK): applied as soon as they are next
+    /// (PROTOCOL.md 12.3, the set `own`). Cleared with the connection: a reconnect SYNCs.
+    own: BTreeMap<u64, pb::InboxEntry>,
     addr_index: usize,
     current_addr: String,
     redirect: Option<String>,
@@ -97,6 +101,7 @@ impl Driver {
             last_received: Instant::now(),
             heartbeat_sent: None,
             expect_own: None,
+            own: BTreeMap::new(),
             addr_index: 0,
             current_addr: String::new(),
             redirect: None,
@@ -416,6 +421,7 @@ impl Driver {
         self.syncing = false;
         self.heartbeat_sent = None;
         self.expect_own = None;
+        self.own.clear();
         let mut ids: Vec<u32> = self.pending.keys().copied().collect();
         ids.sort_unstable();
         let mut resend = VecDeque::new();
