@@ -19,7 +19,7 @@
 //! by a single thread. Reads that only look (SYNC, contacts, unread) run elsewhere against what
 //! is committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -78,9 +78,11 @@ pub(super) struct Notify {
 /// The changes run since the last commit, and the writer's caches.
 pub(super) struct Group {
     /// Every key written since the last commit, by column family (index in `cf::ALL`):
-    /// `Some(value)` put, `None` deleted. Sorted, so the batch reaches the memtables in key
-    /// order (RocksDB's skiplist then reuses its search path from one insert to the next).
-    pub overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// `Some(value)` put, `None` deleted. A hash map (every read of the group looks here and in
+    /// `inflight` first); sorted when the group is sealed, so the batch reaches the memtables
+    /// in key order (RocksDB's skiplist then reuses its search path from one insert to the
+    /// next).
+    pub overlay: Vec<Overlay>,
     /// Bytes of keys and values in the overlay (an estimate of the batch's size).
     pub bytes: usize,
     pub posts: Vec<Post>,
@@ -97,7 +99,7 @@ pub(super) struct Group {
     pub counters: CounterCache,
     /// The overlay of the group handed to the committer last: until it is written, reads find
     /// its keys here (and after, the same values as in RocksDB).
-    inflight: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    inflight: Vec<Overlay>,
     committer: Committer,
 }
 
@@ -183,7 +185,7 @@ impl CounterCache {
     }
 
     /// What a commit wrote in `family`: u64 values are kept, anything else is forgotten.
-    fn committed(&mut self, family: u8, map: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+    fn committed(&mut self, family: u8, map: &Overlay) {
         let f = family as usize;
         for (key, value) in map {
             self.old[f].remove(key);
@@ -233,6 +235,9 @@ impl std::hash::Hasher for Fnv {
 /// A map with the [`Fnv`] hash.
 pub(super) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
+/// One column family's keys written by a group: `Some(value)` put, `None` deleted.
+pub(super) type Overlay = FastMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// At most this many changes (or this many written bytes) per group, so one commit stays short.
 const MAX_GROUP_OPS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
@@ -245,7 +250,7 @@ impl Group {
         let thread = std::thread::Builder::new()
             .name("missive-commit".into())
             .spawn(move || commit_loop(&core, commit_rx, done_tx))?;
-        let maps = || cf::ALL.iter().map(|_| BTreeMap::new()).collect();
+        let maps = || cf::ALL.iter().map(|_| Overlay::default()).collect();
         Ok(Group {
             overlay: maps(),
             bytes: 0,
@@ -314,12 +319,16 @@ impl Group {
             // Each record: tag, family id, two length varints, key, value.
             let size = self.bytes + self.writes * 16 + 64;
             let mut b = rocksdb::WriteBatch::with_capacity_bytes(size);
+            let mut sorted = Vec::new();
             for (family, map) in self.overlay.iter().enumerate() {
                 if map.is_empty() {
                     continue;
                 }
                 let handle = core.cf(cf::ALL[family]);
-                for (key, value) in map {
+                sorted.clear();
+                sorted.extend(map.iter());
+                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for &(key, value) in &sorted {
                     match value {
                         Some(v) => b.put_cf(handle, key, v),
                         None => b.delete_cf(handle, key),
