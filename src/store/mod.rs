@@ -289,6 +289,9 @@ impl Core {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         opts.enable_statistics();
+        // Tickers only (the metrics read a few counters): no histograms, no timers, which
+        // would read the clock around every Get and write.
+        opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         // One thread writes batches (the committer): no concurrent memtable inserts, no
         // write-thread spinning.
         opts.set_allow_concurrent_memtable_write(false);
