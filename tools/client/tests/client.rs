@@ -69,6 +69,18 @@ async fn expect_sync(peer: &mut Peer, since: u64) -> u32 {
     id
 }
 
+/// The SEND_ACK of `send` as message 42, seq 1, at inbox `version`.
+fn send_ack(send: &pb::Send, version: u64) -> Packet {
+    Packet::SendAck(pb::SendAck {
+        client_msg_id: send.client_msg_id.clone(),
+        msg_id: 42,
+        seq: 1,
+        timestamp_ms: 5,
+        version,
+        duplicate: false,
+    })
+}
+
 async fn answer(peer: &mut Peer, id: u32, from: u64, to: u64, has_more: bool, current: u64) {
     let ack = pb::SyncAck {
         entries: (from..=to).map(common::entry).collect(),
@@ -162,15 +174,7 @@ async fn send_is_retried_with_the_same_client_msg_id_after_a_drop() {
         let Packet::Send(send) = again else {
             unreachable!()
         };
-        let ack = pb::SendAck {
-            client_msg_id: send.client_msg_id.clone(),
-            msg_id: 42,
-            seq: 1,
-            timestamp_ms: 5,
-            version: 1,
-            duplicate: false,
-        };
-        peer2.send(Packet::SendAck(ack), id).await;
+        peer2.send(send_ack(&send, 1), id).await;
         (send.client_msg_id, peer2)
     };
     let (ack, (cmid, _peer2)) = tokio::join!(client.send(direct("bob"), 1, "hi", None), fake);
@@ -343,15 +347,7 @@ async fn own_entry_acked_before_the_push_below_it_follows_that_push_without_a_sy
         let Packet::Send(send) = packet else {
             unreachable!()
         };
-        let ack = pb::SendAck {
-            client_msg_id: send.client_msg_id.clone(),
-            msg_id: 42,
-            seq: 1,
-            timestamp_ms: 5,
-            version: 2,
-            duplicate: false,
-        };
-        peer.send(Packet::SendAck(ack), id).await;
+        peer.send(send_ack(&send, 2), id).await;
         peer.push(1).await;
         expect_ack(&mut peer, 2).await;
         peer
