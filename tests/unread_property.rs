@@ -195,6 +195,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         let now = BASE_MS + i as i64;
         let step = format!("op {i} {op:?}");
         delivered.0.lock().unwrap().clear();
+        let before = m.versions.clone();
         match *op {
             Op::Send { from, to, reuse } => {
                 let to = (from + to) % USERS.len();
@@ -310,6 +311,29 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(r.unwrap(), m.versions[user], "{}: version", step);
                 }
             }
+        }
+        // The committer hands out a change's pushes just after releasing its result (so that
+        // a session writes the reply first): wait for this step's deliveries.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let missing = {
+                let got = delivered.0.lock().unwrap();
+                (0..USERS.len()).find(|&u| {
+                    m.versions[u] != before[u]
+                        && !got
+                            .iter()
+                            .any(|d| d.user == USERS[u] && d.entry.version == m.versions[u])
+                })
+            };
+            let Some(u) = missing else { break };
+            prop_assert!(
+                std::time::Instant::now() < deadline,
+                "{}: entry {} of {} not delivered within 5 s",
+                step,
+                m.versions[u],
+                USERS[u]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // Every entry written was delivered, with the user's newest version.
         for d in delivered.0.lock().unwrap().iter() {
