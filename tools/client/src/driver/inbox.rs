@@ -44,19 +44,12 @@ impl Driver {
         while let Some(entry) = next.take() {
             self.versions.apply(entry.version);
             self.emit(ClientEvent::Entry(entry));
+            let held = self.versions.held();
             // Own entries at or below held came another way (a SYNC page): forget them.
-            while let Some(first) = self.own.first_entry() {
-                match first.key().cmp(&(self.versions.held() + 1)) {
-                    std::cmp::Ordering::Greater => break,
-                    std::cmp::Ordering::Equal => {
-                        next = Some(first.remove());
-                        break;
-                    }
-                    std::cmp::Ordering::Less => {
-                        first.remove();
-                    }
-                }
+            while self.own.first_key_value().is_some_and(|(&v, _)| v <= held) {
+                self.own.pop_first();
             }
+            next = self.own.remove(&(held + 1));
         }
         self.held_shared
             .store(self.versions.held(), Ordering::SeqCst);
