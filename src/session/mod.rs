@@ -131,11 +131,13 @@ async fn start(
     let (stream, read) = open(&shared, stream, deadline).await?;
     let mut conn = Conn::new(stream, shared.config.max_frame_len);
     conn.unread(read);
-    let handle = login(&shared, &mut conn, deadline).await?;
+    let (handle, current_version) = login(&shared, &mut conn, deadline).await?;
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
     let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
-    Some(Session::new(shared, conn, handle, sends, permit))
+    let mut session = Session::new(shared, conn, handle, sends, permit);
+    session.pushed_through = current_version;
+    Some(session)
 }
 
 /// Tells TLS, HTTP (WebSocket, entry point) and the plain protocol apart by the first byte
@@ -273,7 +275,7 @@ async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     deadline: Instant,
-) -> Option<Arc<SessionHandle>> {
+) -> Option<(Arc<SessionHandle>, u64)> {
     let (rid, login) = loop {
         let frame = next_frame(shared, conn, deadline).await?;
         let rid = frame.request_id;
@@ -309,14 +311,15 @@ async fn login(
     admitted.ok().flatten()
 }
 
-/// Checks a LOGIN (drain, login rate, token) and registers its session. A refusal has been
-/// written when its code is returned; `Ok(None)`: accepted, but the connection failed.
+/// Checks a LOGIN (drain, login rate, token) and registers its session; returns it with the
+/// LOGIN_ACK's `current_version`. A refusal has been written when its code is returned;
+/// `Ok(None)`: accepted, but the connection failed.
 async fn admit(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     rid: u32,
     login: pb::Login,
-) -> Result<Option<Arc<SessionHandle>>, ErrorCode> {
+) -> Result<Option<(Arc<SessionHandle>, u64)>, ErrorCode> {
     if shared.drain.is_active() {
         let msg = "server draining: reconnect (to another server)";
         fatal(shared, conn, rid, ErrorCode::ShuttingDown, msg).await;
@@ -383,5 +386,5 @@ async fn admit(
         shared.router.unregister(&handle);
         return Ok(None);
     }
-    Ok(Some(handle))
+    Ok(Some((handle, current_version)))
 }

@@ -54,6 +54,10 @@ pub(super) struct Session {
     /// wait for the next try, up to `MAX_PARK_BACKOFF` doublings, so a chatting session is not
     /// woken every `park_idle_ms` only to find it has work (nor parked in every short pause).
     pub park_backoff: u8,
+    /// Pushes of versions up to this are not sent: the LOGIN_ACK's `current_version` counted
+    /// them (the client SYNCs them). The session registers before it reads that version, so
+    /// the pushes of a commit the router had not handed out yet can still come in behind it.
+    pub pushed_through: u64,
 }
 
 /// At most `park_idle_ms` × 2^this of nothing in flight before a busy session is parked.
@@ -98,6 +102,7 @@ impl Session {
             permit,
             idle_since: Instant::now(),
             park_backoff: 0,
+            pushed_through: 0,
         })
     }
 
@@ -290,6 +295,7 @@ impl Session {
         let (mut pushes, mut frames) = (0, 0);
         for out in taken.frames {
             match out {
+                Outbound::Push { version, .. } if version <= self.pushed_through => {}
                 Outbound::Push { version, frame } => {
                     self.conn.queue(&frame);
                     self.retransmits.sent(version, frame, now);
