@@ -66,6 +66,13 @@ impl std::fmt::Display for Unsupported {
 
 impl std::error::Error for Unsupported {}
 
+/// mimalloc instead of glibc's malloc: every message allocates and frees on different worker
+/// threads (the send, its reply, the delivery event), which glibc serves slowly (in `chat` at
+/// capacity a sixth of the harness's CPU was in `_int_malloc`, `unlink_chunk` and
+/// `malloc_consolidate`); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let nofile = common::raise_nofile_limit();
