@@ -224,8 +224,42 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tcp(s) => poll_read_tcp(s, cx, buf),
             Transport::Ws(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+/// Reads from a TCP socket. A read that fills less than the room it was given has emptied the
+/// socket's receive queue, so the socket's readiness is cleared at once (as `EAGAIN` would);
+/// otherwise the next poll (a frame decoder asks again after every frame) would make a second
+/// `recvfrom` only to find `EAGAIN`. Tokio keeps the readiness if an event came in meanwhile,
+/// so nothing that arrives in between is missed.
+fn poll_read_tcp(
+    s: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        ready!(s.poll_read_ready(cx))?;
+        let room = buf.remaining();
+        let mut drained = false;
+        let read = s.try_io(tokio::io::Interest::READABLE, || {
+            match s.try_read_buf(buf)? {
+                n if n > 0 && n < room => {
+                    drained = true;
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                _ => Ok(()),
+            }
+        });
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => {
+                return Poll::Ready(Ok(()))
+            }
+            // Readiness cleared with nothing read: wait for the next event.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
         }
     }
 }
