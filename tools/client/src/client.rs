@@ -80,6 +80,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Free text sent in LOGIN for the server's logs.
     pub client_version: String,
+    /// How long an acknowledgement may wait (PROTOCOL.md section 13 allows batching well within
+    /// the server's 5 s `ack_timeout`). A PUSH_ACK that is due goes out with the next frame the
+    /// client sends anyway (one write for both), or on its own once this has passed. Zero: one
+    /// PUSH_ACK right after each burst of frames received.
+    pub ack_delay: Duration,
 }
 
 impl ClientConfig {
@@ -96,6 +101,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             client_version: CLIENT_VERSION.to_string(),
+            ack_delay: Duration::from_millis(50),
         }
     }
 }

@@ -30,9 +30,11 @@
 //! 3. **Pushes** ([`versions`]): keep `held`, the highest version applied with nothing missing.
 //!    PUSH with `version <= held`: duplicate, drop it. `prev_version == held`: apply it (emit
 //!    [`ClientEvent::Entry`]), `held = version`. `prev_version > held`: a gap, SYNC from `held`.
-//!    After a burst of pushes (every frame already received has been handled) send one
-//!    `PUSH_ACK {version: held}` (cumulative, after applying), so a push past a gap stays
-//!    unacked until the SYNC fills the gap. Requests submitted together are written together.
+//!    Acknowledge with `PUSH_ACK {version: held}` (cumulative, after applying), so a push past
+//!    a gap stays unacked until the SYNC fills the gap. The ack waits up to
+//!    [`ClientConfig::ack_delay`] (50 ms): it goes out in the same write as the next request if
+//!    one is sent by then, else on its own (with a zero delay: after every burst of frames
+//!    received). Requests submitted together are written together.
 //! 4. **SYNC** from `held`: apply the page's entries with the same rule, ack `held`, and repeat
 //!    while `has_more` (or while a higher version is known to exist and the page made progress).
 //!    Only one SYNC is in flight at a time.

@@ -375,3 +375,62 @@ async fn own_entry_acked_before_the_push_below_it_follows_that_push_without_a_sy
     assert_eq!(next_entry(&mut events).await, 3);
     assert_eq!(client.held_version(), 3);
 }
+
+#[tokio::test]
+async fn push_ack_rides_with_the_next_request_or_goes_alone_after_the_ack_delay() {
+    let server = FakeServer::bind().await;
+    let mut cfg = config(&server.addr());
+    cfg.ack_delay = Duration::from_millis(400);
+    let (client, mut events, mut peer) = start(&server, cfg, 0, 30).await;
+    peer.push(1).await;
+    assert_eq!(next_entry(&mut events).await, 1);
+    // Within the delay nothing is sent...
+    match peer.recv_within(Duration::from_millis(150)).await {
+        Err(()) => {}
+        Ok(other) => panic!("the ack should wait, got {other:?}"),
+    }
+    // ...and the next request takes the ack along, ahead of itself.
+    let fake = async {
+        let (frame, packet) = peer.recv().await.expect("a frame");
+        assert_eq!(
+            packet,
+            Packet::PushAck(pb::PushAck { version: 1 }),
+            "{frame:?}"
+        );
+        let (id, packet) = peer.expect(Command::Send).await;
+        let Packet::Send(send) = packet else {
+            unreachable!()
+        };
+        peer.send(send_ack(&send, 2), id).await;
+        peer
+    };
+    let (sent, mut peer) = tokio::join!(client.send(direct("bob"), 1, "hi", None), fake);
+    assert_eq!(sent.unwrap().version, 2);
+    assert_eq!(next_entry(&mut events).await, 2);
+    // With no request to ride on, the ack goes alone once the delay has passed.
+    let pushed = Instant::now();
+    peer.push(3).await;
+    expect_ack(&mut peer, 3).await;
+    let waited = pushed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "acked after {waited:?}, before the 400 ms delay"
+    );
+    assert_eq!(client.held_version(), 3);
+}
+
+#[tokio::test]
+async fn with_no_ack_delay_each_burst_is_acked_at_once() {
+    let server = FakeServer::bind().await;
+    let mut cfg = config(&server.addr());
+    cfg.ack_delay = Duration::ZERO;
+    let (_client, mut events, mut peer) = start(&server, cfg, 0, 30).await;
+    peer.push(1).await;
+    let (_, packet) = peer
+        .recv_within(Duration::from_millis(300))
+        .await
+        .expect("an ack at once")
+        .expect("a frame");
+    assert_eq!(packet, Packet::PushAck(pb::PushAck { version: 1 }));
+    assert_eq!(next_entry(&mut events).await, 1);
+}

@@ -33,8 +33,8 @@ impl Driver {
         }
         // Cumulative: everything up to held is applied. A push past a gap stays unacked until
         // the SYNC has filled the gap (its retransmit is then dropped as a duplicate).
-        // Sent once the burst of frames this push came in is handled (`on_frames`).
-        self.ack_due = true;
+        // Sent within `ack_delay`, with the next frames the client sends if it can.
+        self.ack_later();
         Ok(())
     }
 
@@ -89,7 +89,7 @@ impl Driver {
         }
         let progressed = self.versions.held() > before;
         if progressed {
-            self.ack_due = true;
+            self.ack_later();
         }
         if ack.has_more || self.versions.behind() {
             if progressed {

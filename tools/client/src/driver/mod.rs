@@ -76,8 +76,9 @@ pub(crate) struct Driver {
     /// Wait at least this long before the next reconnect (KICK reconnect_after_ms).
     min_delay: Duration,
     close_done: Option<oneshot::Sender<()>>,
-    /// Entries were applied since the last PUSH_ACK (sent once per burst of frames).
-    ack_due: bool,
+    /// Entries were applied since the last PUSH_ACK, which goes out by this time at the latest:
+    /// with the next frames the client sends, or on its own (`ClientConfig::ack_delay`).
+    ack_due: Option<Instant>,
 }
 
 impl Driver {
@@ -107,7 +108,7 @@ impl Driver {
             redirect: None,
             min_delay: Duration::ZERO,
             close_done: None,
-            ack_due: false,
+            ack_due: None,
         }
     }
 
@@ -183,11 +184,11 @@ impl Driver {
                     }
                     Some(Cmd::Close(done)) => {
                         self.close_done = Some(done);
-                        let _ = conn.shutdown().await;
+                        self.close(conn).await;
                         return DisconnectReason::ClientClosed;
                     }
                     None => {
-                        let _ = conn.shutdown().await;
+                        self.close(conn).await;
                         return DisconnectReason::ClientClosed;
                     }
                 },
@@ -233,11 +234,17 @@ impl Driver {
         if let Some((_, due)) = self.expect_own {
             at = at.min(due);
         }
+        if let Some(due) = self.ack_due {
+            at = at.min(due);
+        }
         at
     }
 
     async fn on_timer(&mut self, conn: &mut Connection) -> Result<Option<DisconnectReason>> {
         let now = Instant::now();
+        if self.ack_due.is_some_and(|due| now >= due) {
+            self.send_ack(conn).await?;
+        }
         if let Some(sent) = self.heartbeat_sent {
             if now >= sent + self.heartbeat {
                 return Ok(Some(DisconnectReason::HeartbeatTimeout));
@@ -263,13 +270,16 @@ impl Driver {
     }
 
     async fn send_user(&mut self, conn: &mut Connection, req: UserRequest) -> Result<()> {
+        self.feed_ack(conn).await?;
         self.feed_user(conn, req).await?;
         conn.flush().await
     }
 
-    /// Sends `first` and every other request already submitted (up to 64), in one write.
-    /// Returns true if a close came in behind them (they are sent, then the connection closes).
+    /// Sends `first` and every other request already submitted (up to 64), in one write, with
+    /// the PUSH_ACK that is due if there is one. Returns true if a close came in behind them
+    /// (they are sent, then the connection closes).
     async fn send_requests(&mut self, conn: &mut Connection, first: UserRequest) -> Result<bool> {
+        self.feed_ack(conn).await?;
         self.feed_user(conn, first).await?;
         for _ in 0..63 {
             match self.cmds.try_recv() {
@@ -279,7 +289,7 @@ impl Driver {
                 Ok(Cmd::Close(done)) => {
                     conn.flush().await?;
                     self.close_done = Some(done);
-                    let _ = conn.shutdown().await;
+                    self.close(conn).await;
                     return Ok(true);
                 }
                 Err(_) => break,
@@ -299,8 +309,8 @@ impl Driver {
         conn.feed_frame(&frame).await
     }
 
-    /// Handles `first` and every frame already received behind it, then acknowledges what they
-    /// brought with one PUSH_ACK.
+    /// Handles `first` and every frame already received behind it; what they brought is
+    /// acknowledged with one PUSH_ACK, now if `ack_delay` is zero, else within it.
     async fn on_frames(
         &mut self,
         conn: &mut Connection,
@@ -313,17 +323,47 @@ impl Driver {
             }
             next = conn.buffered_frame()?;
         }
-        self.send_ack(conn).await?;
+        if self.ack_due.is_some_and(|due| Instant::now() >= due) {
+            self.send_ack(conn).await?;
+        }
         Ok(None)
     }
 
-    /// Sends PUSH_ACK{held} if entries were applied since the last one.
+    /// Closing: the ack that is due goes first, then the write half is shut (errors ignored:
+    /// the connection ends either way).
+    async fn close(&mut self, conn: &mut Connection) {
+        let _ = self.send_ack(conn).await;
+        let _ = conn.shutdown().await;
+    }
+
+    /// Entries were applied: a PUSH_ACK is due within `ack_delay` (if one is not already).
+    pub(super) fn ack_later(&mut self) {
+        if self.ack_due.is_none() {
+            self.ack_due = Some(Instant::now() + self.config.ack_delay);
+        }
+    }
+
+    /// Sends PUSH_ACK{held} now if entries were applied since the last one.
     async fn send_ack(&mut self, conn: &mut Connection) -> Result<()> {
-        if self.ack_due && self.versions.held() > 0 {
-            self.ack_due = false;
-            conn.push_ack(self.versions.held()).await?;
+        if self.feed_ack(conn).await? {
+            conn.flush().await?;
         }
         Ok(())
+    }
+
+    /// Adds PUSH_ACK{held} to the write buffer if entries were applied since the last one;
+    /// true if it did.
+    async fn feed_ack(&mut self, conn: &mut Connection) -> Result<bool> {
+        if self.ack_due.take().is_none() || self.versions.held() == 0 {
+            return Ok(false);
+        }
+        let id = conn.next_request_id();
+        let ack = pb::PushAck {
+            version: self.versions.held(),
+        };
+        conn.feed_frame(&Frame::new(&Packet::PushAck(ack), id))
+            .await?;
+        Ok(true)
     }
 
     async fn on_frame(
@@ -420,6 +460,7 @@ impl Driver {
     fn connection_lost(&mut self, reconnecting: bool) {
         self.syncing = false;
         self.heartbeat_sent = None;
+        self.ack_due = None;
         self.expect_own = None;
         self.own.clear();
         let mut ids: Vec<u32> = self.pending.keys().copied().collect();
