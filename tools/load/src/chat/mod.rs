@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use futures_util::{stream, StreamExt};
+use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use missive_client::{direct, pb, Client, ClientEvent};
 
 use crate::common::{cpu_secs, Common, Env};
@@ -195,10 +195,16 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
             }
             if !due.is_empty() {
                 let batch = shared.clone();
+                // One task per batch, polling its sends together (a task per message cost a
+                // spawn, a registration with the runtime and its removal each).
                 runtime.spawn(async move {
-                    for (client, k, to_user, body, cmid) in due {
-                        tokio::spawn(send_one(batch.clone(), client, k, to_user, body, cmid));
-                    }
+                    let mut sends: FuturesUnordered<_> = due
+                        .into_iter()
+                        .map(|(client, k, to_user, body, cmid)| {
+                            send_one(batch.clone(), client, k, to_user, body, cmid)
+                        })
+                        .collect();
+                    while sends.next().await.is_some() {}
                 });
             }
             if k < total {
