@@ -49,7 +49,14 @@ impl Retransmits {
 
     /// A PUSH_ACK: everything up to `version` is acknowledged.
     pub fn ack(&mut self, version: u64) {
-        self.pending = self.pending.split_off(&version.saturating_add(1));
+        // Removed from the front one by one: `split_off` would build a new tree for the rest
+        // on every ack.
+        while let Some(first) = self.pending.first_entry() {
+            if *first.key() > version {
+                break;
+            }
+            first.remove();
+        }
     }
 
     /// When the earliest retransmit is due.
@@ -69,5 +76,50 @@ impl Retransmits {
             out.push(p.frame.clone().retransmitted());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missive_protocol::{pb, Packet, DEFAULT_MAX_FRAME_LEN};
+
+    fn push(version: u64) -> Frame {
+        Frame::new(
+            &Packet::Push(pb::Push {
+                version,
+                prev_version: version - 1,
+                entry: None,
+            }),
+            0,
+        )
+    }
+
+    #[test]
+    fn an_ack_covers_every_push_up_to_its_version_and_no_further() {
+        let mut r = Retransmits::new(Duration::from_secs(5), 3);
+        let t0 = Instant::now();
+        for v in 1..=5 {
+            r.sent(v, push(v), t0);
+        }
+        r.ack(3);
+        assert_eq!(r.len(), 2);
+        r.ack(2); // an older ack changes nothing
+        assert_eq!(r.len(), 2);
+        let resent = r
+            .due(t0 + Duration::from_secs(5))
+            .ok()
+            .expect("not exhausted");
+        let versions: Vec<u64> = resent
+            .iter()
+            .map(|f| match f.packet(DEFAULT_MAX_FRAME_LEN) {
+                Ok(Packet::Push(p)) => p.version,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(versions, [4, 5]);
+        r.ack(u64::MAX);
+        assert_eq!(r.len(), 0);
+        assert!(r.next_due().is_none());
     }
 }
