@@ -23,6 +23,7 @@
 //! is committed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -124,6 +125,10 @@ struct Committer {
     /// Per group: whether it was stored.
     rx: mpsc::Receiver<bool>,
     busy: bool,
+    /// Set while the committer writes or releases a group. It tells the writer it is stored
+    /// before it releases the results and pushes, so a group the writer commits itself must
+    /// wait until this is clear, or its pushes could overtake the earlier group's.
+    releasing: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -250,9 +255,11 @@ impl Group {
     pub fn new(core: Arc<Core>) -> std::io::Result<Group> {
         let (tx, commit_rx) = mpsc::channel::<Sealed>();
         let (done_tx, rx) = mpsc::channel::<bool>();
+        let releasing = Arc::new(AtomicBool::new(false));
+        let flag = releasing.clone();
         let thread = std::thread::Builder::new()
             .name("missive-commit".into())
-            .spawn(move || commit_loop(&core, commit_rx, done_tx))?;
+            .spawn(move || commit_loop(&core, commit_rx, done_tx, &flag))?;
         let maps = || cf::ALL.iter().map(|_| Overlay::default()).collect();
         Ok(Group {
             overlay: maps(),
@@ -269,6 +276,7 @@ impl Group {
                 tx: Some(tx),
                 rx,
                 busy: false,
+                releasing,
                 thread: Some(thread),
             },
         })
@@ -359,7 +367,9 @@ impl Group {
             push_queued: std::mem::take(&mut self.push_queued),
         };
         self.bytes = 0;
-        if inline {
+        // After `settle` the committer has stored the group before; it may still be releasing
+        // that group's results and pushes, which must go out first.
+        if inline && !self.committer.releasing.load(Ordering::Acquire) {
             let mut stored = true;
             commit(core, sealed, |ok| stored = ok);
             if !stored {
@@ -410,11 +420,18 @@ fn fail_all(done: Vec<Completion>, why: &str) {
 
 /// The committer thread: writes each sealed group, tells the writer, then releases the group's
 /// results, then its pushes.
-fn commit_loop(core: &Core, rx: mpsc::Receiver<Sealed>, done: mpsc::Sender<bool>) {
+fn commit_loop(
+    core: &Core,
+    rx: mpsc::Receiver<Sealed>,
+    done: mpsc::Sender<bool>,
+    releasing: &AtomicBool,
+) {
     while let Ok(sealed) = rx.recv() {
+        releasing.store(true, Ordering::Release);
         commit(core, sealed, |ok| {
             let _ = done.send(ok);
         });
+        releasing.store(false, Ordering::Release);
     }
 }
 
