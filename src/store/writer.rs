@@ -16,7 +16,8 @@
 //! next only when the committer is done with the one before. In `async` durability a group
 //! sealed because no other change was waiting is written by the writer itself: at low load a
 //! group holds a message or two, and waking the committer and sleeping again cost more than the
-//! write (with fsyncs the overlap is worth it, so `sync` always hands over).
+//! write (with fsyncs the overlap is worth it, so `sync` hands over, except for the commit
+//! before a change that scans the store, which the writer waits for anyway).
 //!
 //! One writer means no locks: inbox versions and counters are allocated and read-modify-written
 //! by a single thread. Reads that only look (SYNC, contacts, unread) run elsewhere against what
