@@ -242,9 +242,7 @@ impl Driver {
 
     async fn on_timer(&mut self, conn: &mut Connection) -> Result<Option<DisconnectReason>> {
         let now = Instant::now();
-        if self.ack_due.is_some_and(|due| now >= due) {
-            self.send_ack(conn).await?;
-        }
+        self.send_ack_if_due(conn, now).await?;
         if let Some(sent) = self.heartbeat_sent {
             if now >= sent + self.heartbeat {
                 return Ok(Some(DisconnectReason::HeartbeatTimeout));
@@ -323,9 +321,7 @@ impl Driver {
             }
             next = conn.buffered_frame()?;
         }
-        if self.ack_due.is_some_and(|due| Instant::now() >= due) {
-            self.send_ack(conn).await?;
-        }
+        self.send_ack_if_due(conn, Instant::now()).await?;
         Ok(None)
     }
 
@@ -341,6 +337,14 @@ impl Driver {
         if self.ack_due.is_none() {
             self.ack_due = Some(Instant::now() + self.config.ack_delay);
         }
+    }
+
+    /// Sends the PUSH_ACK that is due if its time has come by `now`.
+    async fn send_ack_if_due(&mut self, conn: &mut Connection, now: Instant) -> Result<()> {
+        if self.ack_due.is_some_and(|due| now >= due) {
+            self.send_ack(conn).await?;
+        }
+        Ok(())
     }
 
     /// Sends PUSH_ACK{held} now if entries were applied since the last one.
