@@ -67,6 +67,10 @@ pub struct Config {
     /// socket and its place with the router but gives up its task, timer and buffers until a
     /// frame arrives or something is queued for it. 0: never parked.
     pub park_idle_ms: u64,
+    /// Threads serving connections (the runtime's workers). 0: one per core less one, at
+    /// least one, since the store's writer and committer threads keep a core busy of their own
+    /// under load (see [`Config::worker_threads`]).
+    pub worker_threads: usize,
     /// TLS certificate chain (PEM). With `tls_key`, every listener also accepts TLS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -146,6 +150,7 @@ impl Default for Config {
             sends_per_sec: 2_000,
             frame_timeout_ms: 30_000,
             park_idle_ms: 100,
+            worker_threads: 0,
             tls_cert: None,
             tls_key: None,
             allow_plain: true,
@@ -294,6 +299,18 @@ impl Config {
         toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
+    /// The threads to serve connections with: `worker_threads`, or if 0, the cores this process
+    /// may use less one (at least one). The store's writer and committer are threads of their
+    /// own, busy under load; on a 2-core box two connection threads as well made the four
+    /// compete for both cores, and `chat` at capacity did ~7% fewer messages (BENCHMARKS.md).
+    pub fn worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+
     /// Checks every setting's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: &str| Err(ConfigError(what.to_owned()));
@@ -325,6 +342,9 @@ impl Config {
         }
         if self.logins_per_sec == 0 || self.sends_per_sec == 0 || self.frame_timeout_ms == 0 {
             return bad("logins_per_sec, sends_per_sec and frame_timeout_ms: must be above 0");
+        }
+        if self.worker_threads > 1024 {
+            return bad("worker_threads: must be 0..=1024 (0: one per core less one)");
         }
         if self.park_idle_ms > 3_600_000 {
             return bad("park_idle_ms: must be 0..=3600000 (0: never park)");

@@ -34,6 +34,23 @@ pub struct Common {
     /// Print the full result as JSON on stdout (the table then goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Runtime threads of the harness. 0: one per core less one, at least one. The harness
+    /// shares the box with the server it loads: with a thread per core its threads and the
+    /// server's wake each other across both cores, which costs both of them CPU
+    /// (BENCHMARKS.md).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl Common {
+    /// The harness's runtime threads (see `--threads`).
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
 }
 
 /// What a scenario needs to reach the server and log users in.

@@ -54,6 +54,18 @@ enum Scenario {
     Fanout(fanout::Args),
 }
 
+impl Scenario {
+    /// The settings every scenario has.
+    fn common(&self) -> &Common {
+        match self {
+            Scenario::Connect(a) => &a.common,
+            Scenario::Chat(a) => &a.common,
+            Scenario::Offline(a) => &a.common,
+            Scenario::Fanout(a) => &a.common,
+        }
+    }
+}
+
 /// The server lacks a feature the scenario needs (exit code 2).
 #[derive(Debug)]
 pub struct Unsupported(pub String);
@@ -76,7 +88,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let nofile = common::raise_nofile_limit();
+    let threads = cli.scenario.common().threads();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -87,12 +101,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let common: &Common = match &cli.scenario {
-            Scenario::Connect(a) => &a.common,
-            Scenario::Chat(a) => &a.common,
-            Scenario::Offline(a) => &a.common,
-            Scenario::Fanout(a) => &a.common,
-        };
+        let common = cli.scenario.common();
         let env = Env::new(common)?;
         eprintln!(
             "missive-load: users {}-*, server {}, open-file limit {nofile}",
