@@ -417,6 +417,21 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_leave_a_core_to_the_store_unless_set() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let auto = Config::default();
+        assert_eq!(auto.worker_threads(), (cores - 1).max(1));
+        let set = Config {
+            worker_threads: 3,
+            ..Config::default()
+        };
+        assert_eq!(set.worker_threads(), 3);
+        let env = [("MISSIVE_WORKER_THREADS".to_string(), "2".to_string())];
+        let from_env = Config::load_with_env(&args(&[]), env).unwrap();
+        assert_eq!(from_env.worker_threads(), 2);
+    }
+
+    #[test]
     fn redirect_targets_are_host_and_port() {
         assert_eq!(
             parse_host_port("missive-2.example:443"),

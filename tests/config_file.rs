@@ -116,6 +116,7 @@ fn bad_values_name_the_setting() {
         ("MISSIVE_HTTP_LISTEN", "everywhere"),
         ("MISSIVE_API_KEY", "short"),
         ("MISSIVE_SYSTEM_USER", ""),
+        ("MISSIVE_WORKER_THREADS", "5000"),
     ] {
         let e = bad(&[(name, value)], &[]);
         let setting = name.trim_start_matches("MISSIVE_").to_ascii_lowercase();
@@ -193,10 +194,12 @@ fn the_binary_refuses_a_bad_setting_at_start_and_names_it() {
     std::fs::write(&file, "drain_rate_per_sec = 0\n").unwrap();
     let config = ["--config", file.to_str().unwrap()];
     let many = [("MISSIVE_MAX_GROUP_SIZE", "many")];
+    let threads = [("MISSIVE_WORKER_THREADS", "5000")];
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
         (&config, &[], "drain_rate_per_sec"),
         (&[], &many, "max_group_size"),
+        (&[], &threads, "worker_threads"),
         (&["--http-listen", "here"], &[], "http_listen"),
     ];
     for (flags, env, setting) in cases {
