@@ -61,9 +61,11 @@ pub struct Global {
     /// Log in as this user (a token is minted with the secret).
     #[arg(long, global = true, env = "MISSIVE_USER")]
     pub user: Option<String>,
-    /// Device id for the minted token and LOGIN.
-    #[arg(long, global = true, default_value = "cli")]
-    pub device: String,
+    /// Device id for the minted token and LOGIN [default: `cli`; `cli-watch` for `watch`, so
+    /// that a watching terminal stays online while other commands log in as the same user
+    /// (a second login of one device replaces the first)].
+    #[arg(long, global = true)]
+    pub device: Option<String>,
     /// Log in with this token instead of minting one.
     #[arg(long, global = true, env = "MISSIVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -277,8 +279,18 @@ pub enum GroupCmd {
     },
 }
 
+impl Global {
+    /// The device id to log in as (see `--device`).
+    pub fn device(&self) -> &str {
+        self.device.as_deref().unwrap_or("cli")
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.global.device.is_none() && matches!(cli.command, Cmd::Watch { .. }) {
+        cli.global.device = Some("cli-watch".into());
+    }
     let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -33,10 +33,10 @@ fn mint(g: &Global) -> Result<(String, String, u64)> {
         .as_deref()
         .ok_or_else(|| anyhow!("give --user (to mint a token) or --token"))?;
     token::check_id(user).map_err(|e| anyhow!("--user: {e}"))?;
-    token::check_id(&g.device).map_err(|e| anyhow!("--device: {e}"))?;
+    token::check_id(g.device()).map_err(|e| anyhow!("--device: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let expires = now + g.ttl;
-    let tok = token::mint(secret(g)?.as_bytes(), user, &g.device, expires);
+    let tok = token::mint(secret(g)?.as_bytes(), user, g.device(), expires);
     Ok((tok, user.to_string(), expires))
 }
 
@@ -53,7 +53,7 @@ pub fn token(g: &Global) -> Result<ExitCode> {
     let (tok, user, expires) = mint(g)?;
     if g.json {
         let v = serde_json::json!({
-            "token": tok, "user": user, "device": g.device, "expires": expires,
+            "token": tok, "user": user, "device": g.device(), "expires": expires,
         });
         println!("{v}");
     } else {
@@ -72,7 +72,7 @@ async fn connect(g: &Global) -> Result<(Connection, pb::LoginAck)> {
     let mut conn = Connection::connect_timeout(&g.endpoint(), timeout(g))
         .await
         .with_context(|| format!("cannot connect to {}", g.endpoint()))?;
-    let ack = tokio::time::timeout(timeout(g), conn.login(&tok, &g.device, 0))
+    let ack = tokio::time::timeout(timeout(g), conn.login(&tok, g.device(), 0))
         .await
         .map_err(|_| anyhow!("no LOGIN_ACK within {}s", g.timeout))??;
     Ok((conn, ack))
@@ -223,7 +223,7 @@ pub async fn watch(
             ack.current_version
         }
     };
-    let mut config = ClientConfig::new(g.endpoint(), tok, &g.device);
+    let mut config = ClientConfig::new(g.endpoint(), tok, g.device());
     config.last_version = since;
     config.platform = pb::Platform::Desktop;
     config.connect_timeout = timeout(g);

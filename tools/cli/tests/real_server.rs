@@ -121,6 +121,39 @@ async fn two_terminals_have_a_conversation() {
     s.server.shutdown().await;
 }
 
+/// The README's quick start: `watch` in one terminal, other commands as the same user in
+/// another, all without `--device`. The watch must stay online (a command logging in as the
+/// watch's device would replace it).
+#[tokio::test]
+async fn a_watch_stays_online_while_the_same_user_runs_other_commands() {
+    let s = start().await;
+    let watch = s
+        .cli("bob", &["watch", "--count", "2", "--for", "15"])
+        .output();
+    let watcher =
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), watch).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = run(s.cli("alice", &["send", "--to", "bob", "--text", "hello bob"])).await;
+    assert!(sent.status.success());
+    let unread = json(&run(s.cli("bob", &["--json", "unread"])).await);
+    assert_eq!(unread["total"], 1);
+    let sent = run(s.cli("alice", &["send", "--to", "bob", "--text", "after unread"])).await;
+    assert!(sent.status.success());
+    let watched = watcher.await.unwrap().expect("watch ends").unwrap();
+    let out = stdout(&watched);
+    assert!(
+        watched.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert!(
+        out.contains("hello bob") && out.contains("after unread"),
+        "{out}"
+    );
+    assert!(!out.contains("kicked"), "{out}");
+    s.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn recall_delete_ping_and_server_errors() {
     let s = start().await;
