@@ -302,7 +302,7 @@ impl Config {
     /// The threads to serve connections with: `worker_threads`, or if 0, the cores this process
     /// may use less one (at least one). The store's writer and committer are threads of their
     /// own, busy under load; on a 2-core box two connection threads as well made the four
-    /// compete for both cores, and `chat` at capacity did ~7% fewer messages (BENCHMARKS.md).
+    /// compete for both cores, and `chat` at capacity did fewer messages (BENCHMARKS.md).
     pub fn worker_threads(&self) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
