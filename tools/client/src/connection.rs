@@ -124,8 +124,16 @@ impl Connection {
 
     /// Sends `packet` with a fresh request id and returns that id.
     pub async fn send_packet(&mut self, packet: Packet) -> Result<u32> {
+        let id = self.feed_packet(packet).await?;
+        self.flush().await?;
+        Ok(id)
+    }
+
+    /// Adds `packet` with a fresh request id to the write buffer (sent by the next
+    /// [`Connection::flush`]) and returns that id.
+    pub async fn feed_packet(&mut self, packet: Packet) -> Result<u32> {
         let id = self.next_request_id();
-        self.send_frame(&Frame::new(&packet, id)).await?;
+        self.feed_frame(&Frame::new(&packet, id)).await?;
         Ok(id)
     }
 

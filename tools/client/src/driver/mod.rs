@@ -361,11 +361,8 @@ impl Driver {
         if self.ack_due.take().is_none() || self.versions.held() == 0 {
             return Ok(false);
         }
-        let id = conn.next_request_id();
-        let ack = pb::PushAck {
-            version: self.versions.held(),
-        };
-        conn.feed_frame(&Frame::new(&Packet::PushAck(ack), id))
+        let version = self.versions.held();
+        conn.feed_packet(Packet::PushAck(pb::PushAck { version }))
             .await?;
         Ok(true)
     }
