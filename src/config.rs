@@ -95,6 +95,15 @@ pub struct Config {
     pub drain_redirect: String,
     /// `reconnect_after_ms` of the drain's KICK REDIRECT.
     pub drain_reconnect_after_ms: u32,
+    /// An API connection must deliver a complete request head (request line and headers)
+    /// within this time of opening or of its previous answer, else it is closed; so an idle
+    /// keep-alive connection is closed after this long too.
+    pub http_header_timeout_ms: u64,
+    /// A request body must arrive whole within this time of its head, else 408 and close.
+    pub http_body_timeout_ms: u64,
+    /// Open API connections at once; beyond it a new connection is answered 503 SERVER_BUSY and
+    /// closed.
+    pub http_max_connections: usize,
     // ---- end of server API settings ----
     // ---- Offline push, WebSocket fallback, entry point (README "Offline push", "Entry point") --
     /// Webhook notified (HTTP POST) of messages for users with no online device; empty: no
@@ -162,6 +171,9 @@ impl Default for Config {
             drain_rate_per_sec: 500,
             drain_redirect: String::new(),
             drain_reconnect_after_ms: 1000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
+            http_max_connections: 1024,
             // Offline push, WebSocket fallback, entry point.
             push_webhook_url: String::new(),
             push_webhook_secret: String::new(),

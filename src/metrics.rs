@@ -40,6 +40,11 @@ pub struct Metrics {
     pub admin_kicks: Counter,
     /// HTTP API requests answered.
     pub http_requests: Counter,
+    /// HTTP API connections refused at `http_max_connections`.
+    pub http_connections_refused: Counter,
+    /// HTTP API connections closed because a request head or body missed its deadline
+    /// (`http_header_timeout_ms`, `http_body_timeout_ms`).
+    pub http_timeouts: Counter,
     /// Idle sessions parked (task, timer and buffers given up), and parked sessions revived.
     pub sessions_parked: Counter,
     pub sessions_revived: Counter,
@@ -155,6 +160,16 @@ impl Metrics {
             "missive_http_requests_total",
             "HTTP API requests answered.",
             self.http_requests.get(),
+        );
+        out.counter(
+            "missive_http_connections_refused_total",
+            "HTTP API connections refused at http_max_connections (503 SERVER_BUSY).",
+            self.http_connections_refused.get(),
+        );
+        out.counter(
+            "missive_http_timeouts_total",
+            "HTTP API connections closed for a request head or body that missed its deadline (not idle ones).",
+            self.http_timeouts.get(),
         );
         let (parked, revived) = (self.sessions_parked.get(), self.sessions_revived.get());
         out.gauge(

@@ -117,6 +117,9 @@ fn bad_values_name_the_setting() {
         ("MISSIVE_API_KEY", "short"),
         ("MISSIVE_SYSTEM_USER", ""),
         ("MISSIVE_WORKER_THREADS", "5000"),
+        ("MISSIVE_HTTP_HEADER_TIMEOUT_MS", "0"),
+        ("MISSIVE_HTTP_BODY_TIMEOUT_MS", "600001"),
+        ("MISSIVE_HTTP_MAX_CONNECTIONS", "0"),
     ] {
         let e = bad(&[(name, value)], &[]);
         let setting = name.trim_start_matches("MISSIVE_").to_ascii_lowercase();

@@ -554,3 +554,46 @@ async fn metrics_count_real_traffic() {
     );
     server.stop().await;
 }
+
+/// The server's own HTTP/1 connections (`http_max_connections`, the head and body timeouts)
+/// keep graceful shutdown: a request whose body is still arriving is answered, an idle
+/// connection is closed at once (not at the 10 s head timeout).
+#[tokio::test]
+async fn shutdown_answers_the_request_in_flight_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let server = TestServer::start_api(|_| {}).await;
+    let addr = server.handle().http_addr().unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let body = json!({"user": "alice", "device": "phone"}).to_string();
+    let (first, rest) = body.split_at(10);
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: missive\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).await.unwrap();
+    // The handler is waiting for the rest of the body when the shutdown begins.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(server.stop());
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
+        .await
+        .expect("an idle connection is closed at shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    busy.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+        .await
+        .expect("the request in flight is answered and its connection closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"token\""), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}

@@ -1,4 +1,4 @@
-//! The server API's settings (http_listen, api_key, system_user, drain_*): checks.
+//! The server API's settings (http_listen, api_key, system_user, drain_*, http_*): checks.
 
 use super::{Config, ConfigError};
 
@@ -27,6 +27,16 @@ impl Config {
         }
         if self.drain_reconnect_after_ms > 3_600_000 {
             return bad("drain_reconnect_after_ms: must be at most 3600000");
+        }
+        // No "0: no timeout": an API without them is what issue #18 found held for minutes.
+        if !(1..=600_000).contains(&self.http_header_timeout_ms) {
+            return bad("http_header_timeout_ms: must be 1..=600000");
+        }
+        if !(1..=600_000).contains(&self.http_body_timeout_ms) {
+            return bad("http_body_timeout_ms: must be 1..=600000");
+        }
+        if !(1..=1_000_000).contains(&self.http_max_connections) {
+            return bad("http_max_connections: must be 1..=1000000");
         }
         Ok(())
     }

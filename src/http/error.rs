@@ -61,8 +61,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The body: `{"error": {"code", "name", "message"[, "retry_after_ms"]}}`.
+    pub fn json(&self) -> serde_json::Value {
         let mut error = serde_json::json!({
             "code": self.code as u32,
             "name": self.code.name(),
@@ -71,11 +72,13 @@ impl IntoResponse for ApiError {
         if self.retry_after_ms > 0 {
             error["retry_after_ms"] = self.retry_after_ms.into();
         }
-        let mut response = (
-            status_of(self.code),
-            Json(serde_json::json!({ "error": error })),
-        )
-            .into_response();
+        serde_json::json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (status_of(self.code), Json(self.json())).into_response();
         if self.retry_after_ms > 0 {
             let secs = self.retry_after_ms.div_ceil(1000).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {

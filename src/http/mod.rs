@@ -5,6 +5,9 @@
 //! `/metrics` need no key: the address is meant for the backend's network (the default is
 //! loopback), like the Prometheus scraper that reads it.
 //!
+//! [`conn`] accepts and serves the connections: at most `http_max_connections` at once, and a
+//! request head and body must each arrive within their timeout.
+//!
 //! Bodies are JSON, in and out. A refusal is the socket protocol's: the same validation (the
 //! same functions) and the same error code, as
 //! `{"error": {"code": 11, "name": "INVALID_ARGUMENT", "message": "..."}}` with the HTTP status
@@ -17,6 +20,7 @@
 //! - [`metrics`]: `/metrics` (Prometheus text format).
 
 mod admin;
+mod conn;
 mod error;
 mod groups;
 mod messages;
@@ -57,7 +61,8 @@ pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
     })
 }
 
-/// Serves the API on `listener` until the server shuts down (requests in flight finish).
+/// Serves the API on `listener` until the server shuts down (requests in flight finish), with
+/// the connection limit and the deadlines of [`conn`].
 pub(crate) fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -69,15 +74,7 @@ pub(crate) fn serve(
         hint: String::new(),
     })?;
     let app = router(shared.clone());
-    let stop = shared.shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP API stopped: {e}");
-        }
-    });
+    tasks.spawn(conn::accept_loop(shared, listener, app, tasks.clone()));
     Ok(addr)
 }
 
@@ -110,6 +107,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics::scrape))
         .nest("/v1", v1)
         .fallback(not_found)
+        // Inside `count`, so that a missed body deadline is counted as the error it answers.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            conn::body_deadline,
+        ))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shared)

@@ -14,3 +14,4 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod honest;
+mod http_api;
