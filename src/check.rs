@@ -195,15 +195,6 @@ impl Ledger {
         }
         Ok(())
     }
-
-    /// How many acked direct messages each peer sent to `user`.
-    pub fn received_by(&self, user: &str) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for a in self.sends.iter().filter(|a| !a.group && a.to == user) {
-            *out.entry(a.from.clone()).or_default() += 1;
-        }
-        out
-    }
 }
 
 /// What [`check_inbox`] demands beyond its basic checks.
@@ -356,9 +347,7 @@ pub fn stored_inbox(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>> {
 /// - every message entry's message is stored, and in its conversation's log at its seq;
 /// - per direct conversation, the user's inbox holds each of its messages once: their seqs are
 ///   exactly 1..=last seq;
-/// - the unread count of every direct conversation equals a recount from the inbox alone:
-///   messages from the peer after the user's last READ_SYNC, neither recalled nor deleted by
-///   the user (a DELETE entry).
+/// - the unread count of every direct conversation equals [`direct_unread_from_inbox`].
 pub fn check_store_user(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>> {
     let n = store
         .check_user(user)
@@ -374,62 +363,6 @@ pub fn check_store_user(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>
     if current != n {
         return Err(format!("{user}: current_version {current}, {n} entries"));
     }
-    // Per direct peer: message seqs, read position, deleted message ids.
-    #[derive(Default)]
-    struct Direct {
-        seqs: Vec<u64>,
-        read: u64,
-        unread_candidates: Vec<(u64, u64)>,
-        deleted: BTreeSet<u64>,
-    }
-    let mut direct: BTreeMap<String, Direct> = BTreeMap::new();
-    let mut logs: HashMap<ConvKey, HashMap<u64, u64>> = HashMap::new();
-    for e in &entries {
-        let Some(conv) = &e.conversation else {
-            return Err(format!("{user}: version {} has no conversation", e.version));
-        };
-        let is_direct = conv.kind == ConversationKind::Direct as i32;
-        let d = is_direct.then(|| direct.entry(conv.id.clone()).or_default());
-        match &e.body {
-            Some(Body::Message(m)) => {
-                let ck = ConvKey::for_view(user, conv);
-                let stored = store.message(m.msg_id).map_err(|e| e.to_string())?;
-                if stored.is_none() {
-                    return Err(format!(
-                        "{user}: msg {} in the inbox is not stored",
-                        m.msg_id
-                    ));
-                }
-                if !logs.contains_key(&ck) {
-                    let log = store.conv_log(&ck).map_err(|e| e.to_string())?;
-                    logs.insert(ck.clone(), log.into_iter().collect());
-                }
-                if logs[&ck].get(&m.seq) != Some(&m.msg_id) {
-                    return Err(format!(
-                        "{user}: msg {} (seq {}) is not in its conversation's log at its seq",
-                        m.msg_id, m.seq
-                    ));
-                }
-                if let Some(d) = d {
-                    d.seqs.push(m.seq);
-                    if m.from_user == conv.id && !m.recalled {
-                        d.unread_candidates.push((m.seq, m.msg_id));
-                    }
-                }
-            }
-            Some(Body::ReadSync(r)) => {
-                if let Some(d) = d {
-                    d.read = d.read.max(r.up_to_seq);
-                }
-            }
-            Some(Body::Delete(del)) => {
-                if let Some(d) = d {
-                    d.deleted.insert(del.msg_id);
-                }
-            }
-            _ => {}
-        }
-    }
     let unread = store.unread(user).map_err(|e| e.to_string())?;
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     for c in &unread.conversations {
@@ -438,12 +371,41 @@ pub fn check_store_user(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>
             counted.insert(conv.id, c.unread);
         }
     }
-    let mut recounted: BTreeMap<String, u64> = BTreeMap::new();
-    for (peer, d) in &direct {
-        let mut seqs = d.seqs.clone();
+    let mut logs: HashMap<ConvKey, HashMap<u64, u64>> = HashMap::new();
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in &entries {
+        let Some(conv) = &e.conversation else {
+            return Err(format!("{user}: version {} has no conversation", e.version));
+        };
+        let Some(Body::Message(m)) = &e.body else {
+            continue;
+        };
+        let ck = ConvKey::for_view(user, conv);
+        let stored = store.message(m.msg_id).map_err(|e| e.to_string())?;
+        if stored.is_none() {
+            return Err(format!(
+                "{user}: msg {} in the inbox is not stored",
+                m.msg_id
+            ));
+        }
+        if !logs.contains_key(&ck) {
+            let log = store.conv_log(&ck).map_err(|e| e.to_string())?;
+            logs.insert(ck.clone(), log.into_iter().collect());
+        }
+        if logs[&ck].get(&m.seq) != Some(&m.msg_id) {
+            return Err(format!(
+                "{user}: msg {} (seq {}) is not in its conversation's log at its seq",
+                m.msg_id, m.seq
+            ));
+        }
+        if conv.kind == ConversationKind::Direct as i32 {
+            seqs.entry(conv.id.clone()).or_default().push(m.seq);
+        }
+    }
+    for (peer, mut seqs) in seqs {
         seqs.sort_unstable();
         let last = store
-            .last_seq(&ConvKey::direct(user, peer))
+            .last_seq(&ConvKey::direct(user, &peer))
             .map_err(|e| e.to_string())?;
         let want: Vec<u64> = (1..=last).collect();
         if seqs != want {
@@ -452,21 +414,60 @@ pub fn check_store_user(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>
                  conversation has 1..={last}"
             ));
         }
-        let n = d
-            .unread_candidates
-            .iter()
-            .filter(|(seq, id)| *seq > d.read && !d.deleted.contains(id))
-            .count() as u64;
-        if n > 0 {
-            recounted.insert(peer.clone(), n);
-        }
     }
+    let recounted = direct_unread_from_inbox(user, &entries);
     if counted != recounted {
         return Err(format!(
             "{user}: direct unread counts {counted:?}, recounted from the inbox {recounted:?}"
         ));
     }
     Ok(entries)
+}
+
+/// Each direct conversation's unread count recounted from the user's inbox alone (every entry,
+/// from version 1): messages from the peer after the user's read position there, neither
+/// recalled nor deleted by the user (a DELETE entry). The read position is the highest of the
+/// READ_SYNC entries and of the user's own messages (replying reads the conversation).
+/// Conversations with nothing unread are left out.
+pub fn direct_unread_from_inbox(user: &str, entries: &[InboxEntry]) -> BTreeMap<String, u64> {
+    #[derive(Default)]
+    struct Direct {
+        read: u64,
+        candidates: Vec<(u64, u64)>,
+        deleted: BTreeSet<u64>,
+    }
+    let mut direct: BTreeMap<String, Direct> = BTreeMap::new();
+    for e in entries {
+        let Some(conv) = &e.conversation else {
+            continue;
+        };
+        if conv.kind != ConversationKind::Direct as i32 {
+            continue;
+        }
+        let d = direct.entry(conv.id.clone()).or_default();
+        match &e.body {
+            Some(Body::Message(m)) if m.from_user == user => d.read = d.read.max(m.seq),
+            Some(Body::Message(m)) if m.from_user == conv.id && !m.recalled => {
+                d.candidates.push((m.seq, m.msg_id))
+            }
+            Some(Body::ReadSync(r)) => d.read = d.read.max(r.up_to_seq),
+            Some(Body::Delete(del)) => {
+                d.deleted.insert(del.msg_id);
+            }
+            _ => {}
+        }
+    }
+    direct
+        .into_iter()
+        .filter_map(|(peer, d)| {
+            let n = d
+                .candidates
+                .iter()
+                .filter(|(seq, id)| *seq > d.read && !d.deleted.contains(id))
+                .count() as u64;
+            (n > 0).then_some((peer, n))
+        })
+        .collect()
 }
 
 /// Checks a group as stored: its member count is its number of members; each member's group

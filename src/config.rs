@@ -51,6 +51,8 @@ pub struct Config {
     pub fanout_threshold: usize,
     /// Largest number of members in one group.
     pub max_group_size: usize,
+    /// Most groups one user can belong to; adding a user beyond it is LIMIT_EXCEEDED.
+    pub max_groups_per_user: usize,
     /// Open connections in total; beyond it new connections get SERVER_BUSY.
     pub max_connections: usize,
     /// Open connections from one source address (phones behind one carrier NAT share one).
@@ -153,6 +155,7 @@ impl Default for Config {
             compress_threshold: 1024,
             fanout_threshold: 100,
             max_group_size: 10_000,
+            max_groups_per_user: 1_000,
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,
@@ -363,6 +366,9 @@ impl Config {
         }
         if self.max_group_size < 2 || self.fanout_threshold == 0 {
             return bad("max_group_size: at least 2; fanout_threshold: at least 1");
+        }
+        if !(1..=100_000).contains(&self.max_groups_per_user) {
+            return bad("max_groups_per_user: 1 to 100000");
         }
         if self.max_devices_per_user == 0 {
             return bad("max_devices_per_user: must be at least 1");

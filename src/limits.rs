@@ -29,14 +29,21 @@ impl Bucket {
 
     /// Takes a token; on refusal, returns how long until one is available (ms).
     pub fn take(&mut self, now: Instant) -> Result<(), u32> {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens at once (at most the burst: a larger `n` costs the whole burst); on
+    /// refusal, takes none and returns how long until there are enough (ms).
+    pub fn take_n(&mut self, now: Instant, n: u32) -> Result<(), u32> {
+        let n = (n.max(1) as f64).min(self.burst);
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u32)
+            Err((((n - self.tokens) / self.rate) * 1000.0).ceil() as u32)
         }
     }
 }
@@ -113,6 +120,20 @@ mod tests {
         let wait = b.take(t0).unwrap_err();
         assert!((90..=100).contains(&wait), "{wait}");
         assert!(b.take(t0 + Duration::from_millis(100)).is_ok());
+    }
+
+    #[test]
+    fn a_costly_take_waits_for_its_whole_cost() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(100, 200);
+        assert!(b.take_n(t0, 150).is_ok());
+        let wait = b.take_n(t0, 100).unwrap_err();
+        assert!((500..=510).contains(&wait), "{wait}");
+        assert!(b.take_n(t0, 50).is_ok(), "a refusal took nothing");
+        assert!(
+            b.take_n(t0 + Duration::from_secs(2), 1000).is_ok(),
+            "capped at the burst"
+        );
     }
 
     #[test]

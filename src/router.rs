@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use missive_protocol::pb::{self, GroupNotify, Kick, KickReason, Push};
+use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
 
-use crate::store::{Delivery, Outbox};
+use crate::store::{Delivery, GroupNotice, Outbox};
 
 /// What the router hands a session to write.
 #[derive(Debug)]
@@ -256,31 +256,25 @@ impl Router {
         }
     }
 
-    /// Sends GROUP_NOTIFY {group, last_seq, message} to every online session of `members`
-    /// except session `exclude`. The frame is encoded once and shared.
-    pub fn notify_group(
-        &self,
-        group_id: &str,
-        last_seq: u64,
-        message: Option<pb::Message>,
-        members: &[String],
-        exclude: Option<u64>,
-    ) {
+    /// Sends GROUP_NOTIFY {group, last_seq, message or event} to every online session of the
+    /// notice's members except session `exclude`. The frame is encoded once and shared.
+    pub fn notify_group(&self, n: GroupNotice<'_>) {
         let frame = Frame::new(
             &Packet::GroupNotify(GroupNotify {
-                group_id: group_id.to_owned(),
-                last_seq,
+                group_id: n.group_id.to_owned(),
+                last_seq: n.last_seq,
                 unread: 0,
-                message,
+                message: n.message,
+                event: n.event,
             }),
             0,
         );
         let users = self.users.read();
-        for m in members {
+        for m in n.members {
             let Some(sessions) = users.get(m.as_str()) else {
                 continue;
             };
-            for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
+            for s in sessions.iter().filter(|s| Some(s.id) != n.exclude) {
                 s.push(Outbound::Frame(frame.clone()));
             }
         }
@@ -339,14 +333,7 @@ impl Outbox for Router {
             .collect()
     }
 
-    fn notify_group(
-        &self,
-        group_id: &str,
-        last_seq: u64,
-        message: Option<pb::Message>,
-        members: &[String],
-        exclude: Option<u64>,
-    ) {
-        Router::notify_group(self, group_id, last_seq, message, members, exclude)
+    fn notify_group(&self, notice: GroupNotice<'_>) {
+        Router::notify_group(self, notice)
     }
 }

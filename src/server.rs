@@ -40,6 +40,9 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Where parked plain connections wait for their sockets.
     pub parker: Arc<crate::session::Parker>,
+    /// Turns for reads that may touch many keys (SYNC, CONTACTS, UNREAD, group reads):
+    /// `session::heavy`.
+    pub heavy_reads: tokio::sync::Semaphore,
 }
 
 /// Why the server could not start.
@@ -112,9 +115,11 @@ impl Server {
         };
         let db_dir = config.data_dir.join("db");
         let durability = config.durability;
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir, durability))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
+        let threshold = config.fanout_threshold;
+        let store =
+            tokio::task::spawn_blocking(move || Store::open_with(&db_dir, durability, threshold))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
         let router = Arc::new(Router::default());
         store.set_outbox(router.clone());
         // Offline push is on before the first change, so no send misses it.
@@ -155,6 +160,7 @@ impl Server {
             tasks: tasks.clone(),
             parker: crate::session::Parker::start()
                 .map_err(|error| ServerError::Parker { error })?,
+            heavy_reads: tokio::sync::Semaphore::new(crate::session::heavy_read_slots()),
         });
         let addrs = bound;
         for listener in listeners {

@@ -178,9 +178,12 @@ async fn a_direct_conversation_between_two_others_is_out_of_reach() {
     bob.next().await;
     let b1 = bob.send_to(dmc("alice"), "b1").await;
     alice.next().await;
+    // Bob's reply read a1 and a2; a3 is unread.
+    alice.send_to(dmc("bob"), "a3").await;
+    bob.next().await;
     let alice_before = account(&server, "alice").await;
     let bob_before = account(&server, "bob").await;
-    assert_eq!(bob_before.unread.total, 2);
+    assert_eq!(bob_before.unread.total, 1);
 
     let mut mallory = Member::login(&server, "mallory", "laptop").await;
     // Mallory can only name her own conversations with alice or bob, which do not exist.
@@ -230,7 +233,8 @@ async fn a_direct_conversation_between_two_others_is_out_of_reach() {
 #[tokio::test]
 async fn a_non_member_can_neither_read_nor_change_a_group() {
     // Recall window 0: every message is past it at once, so a refusal for lack of membership
-    // (FORBIDDEN) is told apart from one for time (RECALL_WINDOW_EXPIRED).
+    // (NOT_FOUND: to a non-member the group does not exist) is told apart from one for time
+    // (RECALL_WINDOW_EXPIRED).
     let server = TestServer::start_with(|c| c.recall_window_secs = 0).await;
     let mut alice = Member::login(&server, "alice", "phone").await;
     let mut bob = Member::login(&server, "bob", "phone").await;
@@ -251,7 +255,7 @@ async fn a_non_member_can_neither_read_nor_change_a_group() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 
     let mut mallory = Member::login(&server, "mallory", "laptop").await;
-    let forbidden = [
+    let refused = [
         ("GROUP_HISTORY newest", Member::history_packet(&g, 0, 0, 0)),
         ("GROUP_HISTORY after", Member::history_packet(&g, 0, 1, 0)),
         ("GROUP_MEMBERS", Member::members_packet(&g)),
@@ -263,20 +267,34 @@ async fn a_non_member_can_neither_read_nor_change_a_group() {
         ("DELETE no message", delete_packet(grp(&g), 12345)),
         ("remove a member", Member::leave_packet(&g, "bob")),
         ("add a member", Member::join_packet(&g, &["carol"])),
+        ("join by itself", Member::join_packet(&g, &[])),
+        ("leave", Member::leave_packet(&g, "")),
     ];
-    for (what, packet) in forbidden {
-        assert_eq!(
+    // Exactly what an unknown group id gets, request by request.
+    for (what, packet) in refused {
+        let unknown = match &packet {
+            Packet::GroupHistory(h) => Packet::GroupHistory(pb::GroupHistory {
+                group_id: "gffffffffffffffffffffffffffffffff".into(),
+                ..h.clone()
+            }),
+            other => {
+                let mut body = other.clone().encode_body();
+                let bytes = body.windows(g.len()).position(|w| w == g.as_bytes());
+                let at = bytes.expect("the group id is in the body");
+                body[at..at + g.len()].copy_from_slice(b"gffffffffffffffffffffffffffffffff");
+                Packet::decode_body(other.command(), &body).expect("same body, other id")
+            }
+        };
+        let (code, other) = (
             mallory.refused(packet).await,
-            ErrorCode::Forbidden,
+            mallory.refused(unknown).await,
+        );
+        assert_eq!(
+            (code, other),
+            (ErrorCode::NotFound, ErrorCode::NotFound),
             "{what}"
         );
     }
-    let code = mallory.refused(Member::leave_packet(&g, "")).await;
-    assert_eq!(code, ErrorCode::NotFound, "leaving a group one is not in");
-    let code = mallory
-        .refused(Member::history_packet("no-such-group", 0, 0, 0))
-        .await;
-    assert_eq!(code, ErrorCode::NotFound);
 
     // A plain member cannot recall another member's message: FORBIDDEN, whatever its age.
     let code = bob.refused(recall_packet(grp(&g), m1.msg_id)).await;
@@ -308,7 +326,7 @@ async fn a_member_who_left_is_cut_off(fanout_threshold: usize) {
     let g = info.group_id;
     let c1 = carol.send(&g, "carol was here").await;
     alice.send(&g, "before carol left").await;
-    let unread = match carol.request(Packet::Unread(pb::Unread {})).await {
+    let unread = match carol.request(Packet::Unread(pb::Unread::default())).await {
         Packet::UnreadAck(a) => a.total,
         other => panic!("expected UNREAD_ACK, got {other:?}"),
     };
@@ -329,7 +347,8 @@ async fn a_member_who_left_is_cut_off(fanout_threshold: usize) {
 
     let alice_before = account(&server, "alice").await;
     let bob_before = account(&server, "bob").await;
-    let forbidden = [
+    // A former member is a non-member: the group does not exist for her.
+    let refused = [
         ("GROUP_HISTORY newest", Member::history_packet(&g, 0, 0, 0)),
         (
             "GROUP_HISTORY after",
@@ -341,9 +360,10 @@ async fn a_member_who_left_is_cut_off(fanout_threshold: usize) {
         ("RECALL her own message", recall_packet(grp(&g), c1.msg_id)),
         ("DELETE her own message", delete_packet(grp(&g), c1.msg_id)),
         ("remove a member", Member::leave_packet(&g, "bob")),
+        ("join again by herself", Member::join_packet(&g, &[])),
     ];
-    for (what, packet) in forbidden {
-        assert_eq!(carol.refused(packet).await, ErrorCode::Forbidden, "{what}");
+    for (what, packet) in refused {
+        assert_eq!(carol.refused(packet).await, ErrorCode::NotFound, "{what}");
     }
     let code = carol.refused(Member::leave_packet(&g, "")).await;
     assert_eq!(code, ErrorCode::NotFound, "leaving twice");

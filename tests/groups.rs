@@ -97,9 +97,9 @@ async fn write_fanout_chat_catch_up_join_leave_and_permissions() {
     let mut bob = Member::login(&server, "bob", "phone").await;
     let mut mallory = Member::login(&server, "mallory", "phone").await;
 
-    // Create: the creator listed again and duplicates are ignored.
+    // Create an open group: the creator listed again and duplicates are ignored.
     let info = ap
-        .create(
+        .create_open(
             "trip",
             &["bob", "carol", "alice", "bob"],
             HistoryVisibility::Full,
@@ -225,7 +225,7 @@ async fn write_fanout_chat_catch_up_join_leave_and_permissions() {
     dave.catch_up().await;
     assert!(dave.take_fresh().is_empty());
 
-    // Erin joins by herself (any user may join a group by id).
+    // Erin joins by herself (any user may join an open group by id).
     let mut erin = Member::login(&server, "erin", "phone").await;
     let info = erin.join(&gid, &[]).await;
     assert_eq!(info.member_count, 5, "{info:?}");
@@ -313,29 +313,30 @@ async fn write_fanout_chat_catch_up_join_leave_and_permissions() {
         "Bob is no longer listed"
     );
 
-    // Bob, no longer a member, and Mallory, never one: FORBIDDEN to send, read or list.
+    // Bob, no longer a member, and Mallory, never one: to them the group does not exist
+    // (NOT_FOUND, as for an unknown group id), whatever they ask.
     for m in [&mut bob, &mut mallory] {
         assert_eq!(
             m.refused(Member::send_packet(&gid, "let me in")).await,
-            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
             "{} sends",
             m.who()
         );
         assert_eq!(
             m.refused(Member::history_packet(&gid, 0, 0, 0)).await,
-            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
             "{} reads history",
             m.who()
         );
         assert_eq!(
             m.refused(Member::history_packet(&gid, 0, 3, 0)).await,
-            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
             "{} catches up",
             m.who()
         );
         assert_eq!(
             m.refused(Member::members_packet(&gid)).await,
-            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
             "{} lists members",
             m.who()
         );
@@ -464,7 +465,7 @@ async fn from_join_history_shows_only_messages_after_joining() {
     let mut ap = Member::login(&server, "alice", "phone").await;
     let mut bob = Member::login(&server, "bob", "phone").await;
     let info = ap
-        .create("quiet room", &["bob"], HistoryVisibility::FromJoin)
+        .create_open("quiet room", &["bob"], HistoryVisibility::FromJoin)
         .await;
     let gid = info.group_id.clone();
     assert_eq!(info.history(), HistoryVisibility::FromJoin);
@@ -543,7 +544,7 @@ async fn rejoining_member_pulls_exactly_the_missed_messages() {
     let mut ap = Member::login(&server, "alice", "phone").await;
     let mut bob = Member::login(&server, "bob", "phone").await;
     let gid = ap
-        .create("room", &["carol"], HistoryVisibility::FromJoin)
+        .create_open("room", &["carol"], HistoryVisibility::FromJoin)
         .await
         .group_id;
     ap.send(&gid, "m1").await;
@@ -775,13 +776,31 @@ async fn read_fanout_notifies_and_members_pull_history() {
     let erin = Member::login(&server, "erin", "phone").await;
     assert_eq!(erin.login.unread_total, 4);
 
-    // A member joining a read-mode group: JOINED only to them, nothing unread from before.
+    // A member joining a read-mode group: the JOINED entry only in their inbox, nothing
+    // unread from before; the online members are told with a GROUP_NOTIFY carrying the event
+    // (and the unchanged last seq).
     let mut george = Member::login(&server, "george", "phone").await;
     let info = ap.join(&gid, &["george"]).await;
     assert_eq!(info.member_count, 7);
     assert_eq!(info.fanout(), FanoutMode::Read);
     let e = george.next().await;
     assert_event(&e, &gid, GroupEventKind::Joined, "george", "alice");
+    for m in [&mut ap, &mut bob, &mut carol, &mut dave, &mut george] {
+        let n = m.next_notify().await;
+        let event = n.event.as_ref().expect("the membership event");
+        assert_eq!(
+            (n.group_id.as_str(), n.last_seq, n.message.is_none()),
+            (gid.as_str(), 4, true),
+            "{}",
+            m.who()
+        );
+        assert_eq!(
+            (event.kind(), event.user_id.as_str(), event.by_user.as_str()),
+            (GroupEventKind::Joined, "george", "alice"),
+            "{}",
+            m.who()
+        );
+    }
     for m in [&mut bob, &mut carol, &mut dave] {
         m.quiet(SHORT).await;
     }
@@ -835,13 +854,21 @@ async fn fanout_mode_follows_the_current_size() {
         (4, FanoutMode::Read),
         "4 > 3"
     );
-    // Whatever membership event Bob got, it is about Dave.
-    for e in bob.drain(SHORT).await {
-        assert_event(&e, &gid, GroupEventKind::Joined, "dave", "alice");
-    }
+    // Bob hears of Dave's join as the group now is: read fan-out, a GROUP_NOTIFY with the event.
+    assert!(
+        bob.drain(SHORT).await.is_empty(),
+        "no inbox entry in read mode"
+    );
+    let n = bob.next_notify().await;
+    let event = n.event.as_ref().expect("the membership event");
+    assert_eq!(
+        (event.kind(), event.user_id.as_str(), n.last_seq),
+        (GroupEventKind::Joined, "dave", 1)
+    );
     ap.send(&gid, "r2").await;
     let n = bob.next_notify().await;
     assert_eq!((n.group_id.as_str(), n.last_seq), (gid.as_str(), 2));
+    assert!(n.event.is_none());
     bob.quiet(SHORT).await;
 
     let info = ap.leave(&gid, "dave").await;
@@ -870,12 +897,13 @@ async fn group_size_limit() {
             name: "too big".into(),
             members: ["b", "c", "d", "e"].iter().map(|s| s.to_string()).collect(),
             history: 0,
+            join_policy: 0,
         }))
         .await,
         ErrorCode::GroupFull
     );
     let info = ap
-        .create("just fits", &["b", "c", "d"], HistoryVisibility::Full)
+        .create_open("just fits", &["b", "c", "d"], HistoryVisibility::Full)
         .await;
     assert_eq!(info.member_count, 4);
     let gid = info.group_id;
@@ -1000,7 +1028,8 @@ async fn unread_and_recall_in_a_write_mode_group() {
     assert_eq!(
         dave.refused(Member::recall_packet(g.clone(), a1.msg_id))
             .await,
-        ErrorCode::Forbidden
+        ErrorCode::NotFound,
+        "to a non-member the group does not exist"
     );
     assert_eq!(
         ap.refused(Member::recall_packet(g.clone(), 12345)).await,
@@ -1037,7 +1066,7 @@ async fn unread_and_recall_in_a_write_mode_group() {
     assert_eq!((rs.up_to_seq, rs.unread), (3, 0));
     assert_eq!(
         dave.refused(packet_mark_read(g.clone(), 3)).await,
-        ErrorCode::Forbidden
+        ErrorCode::NotFound
     );
     for m in [&mut ap, &mut bob, &mut carol, &mut dave] {
         m.quiet(SHORT).await;
@@ -1195,7 +1224,7 @@ async fn login_summary_counts_and_lists_direct_and_group_conversations() {
 
     let (mut laptop, login) = server.login("alice", "laptop").await;
     let unread = match laptop
-        .request_timeout(Packet::Unread(pb::Unread {}), WAIT)
+        .request_timeout(Packet::Unread(pb::Unread::default()), WAIT)
         .await
         .expect("UNREAD")
     {

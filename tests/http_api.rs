@@ -261,14 +261,15 @@ async fn groups_are_created_changed_and_messaged_over_http() {
     assert_eq!(members.len(), 2);
     assert!(members.contains(&"alice".to_owned()) && members.contains(&"carol".to_owned()));
     assert_eq!(shown.json()["group"]["last_seq"], 1);
-    // Bob is out: sending there is refused as over the socket.
+    // Bob is out: sending there is refused as over the socket (to him the group does not
+    // exist).
     let out = api
         .post(
             "/v1/messages",
             json!({"from": "bob", "to": {"group": gid}, "client_msg_id": "b1", "content": "hi"}),
         )
         .await;
-    assert_eq!((out.status, out.error_code()), (403, 14));
+    assert_eq!((out.status, out.error_code()), (404, 13));
     let owner_leaves = api.delete(&format!("/v1/groups/{gid}/members/alice")).await;
     assert_eq!((owner_leaves.status, owner_leaves.error_code()), (403, 14));
     let missing = api.get("/v1/groups/g-missing").await;

@@ -531,12 +531,12 @@ async fn contacts_newest_first_with_last_message_and_unread_and_paging() {
     let paged: Vec<pb::Contact> = p1.contacts.into_iter().chain(p2.contacts).collect();
     assert_eq!(paged, all.contacts);
 
-    // Bob's view: only alice, with b1 unread.
+    // Bob's view: only alice, with nothing unread (his reply b2 read b1).
     let bob_view = bob.contacts(Vec::new(), 0).await.unwrap();
     assert_eq!(bob_view.contacts.len(), 1);
     let c = &bob_view.contacts[0];
     assert_eq!(c.conversation.as_ref().unwrap().id, "alice");
-    assert_eq!(c.unread, 1, "b1 from alice is unread for bob");
+    assert_eq!(c.unread, 0, "replying with b2 read b1");
     assert_eq!(c.last_message.as_ref().unwrap().content, b"b2");
 
     // A read moves no contact but clears its count.
@@ -694,9 +694,12 @@ async fn delete_touches_only_the_deleting_users_view() {
     let (alice, mut a_ev) = server.client("alice", "phone").await;
     let (bob, mut b_ev) = server.client("bob", "phone").await;
     let (mut bob_tablet, _) = server.login("bob", "tablet").await;
+    // Bob writes first: a reply would read what came before it.
+    let b1 = bob.send(direct("alice"), 1, "mine", None).await.unwrap();
     let m1 = alice.send(direct("bob"), 1, "one", None).await.unwrap();
     let m2 = alice.send(direct("bob"), 1, "two", None).await.unwrap();
-    let b1 = bob.send(direct("alice"), 1, "mine", None).await.unwrap();
+    let alice_unread = alice.unread().await.unwrap().total;
+    assert_eq!(alice_unread, 0, "alice's m1 replied to b1");
     for v in 1..=3 {
         assert_eq!(next_entry(&mut a_ev).await.version, v);
         assert_eq!(next_entry(&mut b_ev).await.version, v);
@@ -727,7 +730,7 @@ async fn delete_touches_only_the_deleting_users_view() {
     assert_eq!(store.current_version("alice").unwrap(), 3);
     let alice_view = alice.sync_page(0, 0).await.unwrap();
     assert_eq!(alice_view.entries.len(), 3);
-    let am1 = message(&alice_view.entries[0]);
+    let am1 = message(&alice_view.entries[1]);
     assert_eq!(
         (am1.msg_id, am1.content.as_slice()),
         (m1.msg_id, b"one".as_slice())
@@ -751,13 +754,13 @@ async fn delete_touches_only_the_deleting_users_view() {
         ErrorCode::NotFound
     );
     // Reading past the deleted message leaves nothing unread.
-    let read = bob.mark_read(direct("alice"), b1.seq).await.unwrap();
+    let read = bob.mark_read(direct("alice"), m2.seq).await.unwrap();
     assert_eq!((read.unread, read.total), (0, 0));
     assert_eq!(store.current_version("alice").unwrap(), 3);
     assert_eq!(
         store.unread_total("alice").unwrap(),
-        1,
-        "alice still has b1 unread"
+        alice_unread,
+        "bob's deletes and reads change nothing for alice"
     );
     check_users(&server, &["alice", "bob"]);
     server.stop().await;

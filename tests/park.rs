@@ -246,7 +246,7 @@ async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
     // A heartbeat and an UNREAD in one write: both answered, in order.
     server.wait_parked(1).await;
     let mut mixed = heartbeat(300, 30).to_vec();
-    mixed.extend_from_slice(&Frame::new(&Packet::Unread(pb::Unread {}), 301).to_bytes());
+    mixed.extend_from_slice(&Frame::new(&Packet::Unread(pb::Unread::default()), 301).to_bytes());
     bob.write_raw(&mixed).await.unwrap();
     let (frame, packet) = recv(&mut bob).await;
     assert_eq!(frame.request_id, 300);
@@ -273,7 +273,7 @@ async fn a_parked_connection_that_talks_is_not_closed_by_the_heartbeat_sweep() {
     while start.elapsed() < Duration::from_secs(4) {
         tokio::time::sleep(Duration::from_millis(600)).await;
         heartbeat_ok(&mut beats, 1).await;
-        let reply = request(&mut asks, Packet::Unread(pb::Unread {})).await;
+        let reply = request(&mut asks, Packet::Unread(pb::Unread::default())).await;
         assert!(matches!(reply, Packet::UnreadAck(_)), "{reply:?}");
     }
     assert!(server.handle().metrics().sessions_parked.get() >= 6);

@@ -163,9 +163,14 @@ async fn survives_restart(durability: Durability) {
         .unwrap();
     assert!(dup.duplicate);
     assert_eq!(dup.msg_id, to_recall.msg_id);
-    let read = bob.mark_read(direct("alice"), back.seq).await.unwrap();
+    // Bob's reply read "after restart"; alice's next one he reads with MARK_READ.
+    let more = alice
+        .send(direct("bob"), 1, "one more", None)
+        .await
+        .unwrap();
+    let read = bob.mark_read(direct("alice"), more.seq).await.unwrap();
     assert_eq!(read.unread, 0);
-    assert_eq!(read.version, old_bob + 3);
+    assert_eq!(read.version, old_bob + 4);
     let unread = bob.unread().await.unwrap();
     assert_eq!(unread.total, 0);
     check_all(&server);

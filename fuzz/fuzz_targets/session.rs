@@ -1503,7 +1503,7 @@ impl World {
     async fn group_list(&mut self, who: u8) {
         let (u, d) = self.who(who);
         let reply = self
-            .request(u, d, Packet::GroupList(pb::GroupList {}))
+            .request(u, d, Packet::GroupList(pb::GroupList::default()))
             .await;
         let Ok(Packet::GroupListAck(ack)) = reply else {
             panic!("{}: expected GROUP_LIST_ACK, got {reply:?}", self.names[u])
@@ -1854,7 +1854,7 @@ impl World {
             }
             Action::Unread { who } => {
                 let (u, d) = self.who(*who);
-                let reply = self.request(u, d, Packet::Unread(pb::Unread {})).await;
+                let reply = self.request(u, d, Packet::Unread(pb::Unread::default())).await;
                 let Ok(Packet::UnreadAck(ack)) = reply else {
                     panic!("UNREAD answered {reply:?}")
                 };

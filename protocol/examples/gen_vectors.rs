@@ -19,6 +19,10 @@ use serde_json::{json, Value};
 /// 2025-11-24T16:00:00Z in milliseconds: the base of every timestamp in the vectors.
 const T: i64 = 1_764_000_000_000;
 
+/// Group ids as the server makes them: `g` and 128 random bits in hex.
+const G_HIKING: &str = "g3f9c2a7e51b04d68a1e0c5f27b9d3e46";
+const G_BIG: &str = "g8d41e06b2c7f95a3e10b6d4c2f9a7e58";
+
 fn msg_id(at_ms: i64, counter: u64) -> u64 {
     ((at_ms as u64) << 22) | counter
 }
@@ -84,6 +88,7 @@ fn group_info(
         history: pb::HistoryVisibility::Full as i32,
         fanout: fanout as i32,
         last_seq,
+        join_policy: pb::JoinPolicy::Invite as i32,
     }
 }
 
@@ -287,7 +292,7 @@ fn valid_vectors(g: &mut Gen) {
         "send_group",
         Packet::Send(pb::Send {
             client_msg_id: "a7d3c1f0-5e2b-4d8a-9c6f-0b1e2d3c4f5a".into(),
-            to: group("g-7f3a"),
+            to: group(G_HIKING),
             content_type: 2,
             content: vec![0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a],
         }),
@@ -359,16 +364,17 @@ fn valid_vectors(g: &mut Gen) {
         "push_group_event",
         push(entry(
             48,
-            group("g-7f3a"),
+            group(G_HIKING),
             T + 44_000,
             Body::GroupEvent(pb::GroupEvent {
                 kind: pb::GroupEventKind::Joined as i32,
                 user_id: "carol".into(),
                 by_user: "alice".into(),
+                role: pb::GroupRole::Member as i32,
             }),
         )),
         0,
-        "carol was added to group g-7f3a by alice",
+        "carol was added to the Hiking group by alice",
     );
     g.frame(
         "push_ack",
@@ -470,8 +476,8 @@ fn valid_vectors(g: &mut Gen) {
                     updated_ms: bob_at,
                 },
                 pb::Contact {
-                    conversation: group("g-7f3a"),
-                    last_message: Some(text("carol", group("g-7f3a"), 5, T - 60_000, "lunch?")),
+                    conversation: group(G_HIKING),
+                    last_message: Some(text("carol", group(G_HIKING), 5, T - 60_000, "lunch?")),
                     unread: 2,
                     updated_ms: T - 60_000,
                 },
@@ -499,7 +505,12 @@ fn valid_vectors(g: &mut Gen) {
         14,
         "Empty next_cursor: no more pages (empty body)",
     );
-    g.frame("unread", Packet::Unread(pb::Unread {}), 15, "Empty body");
+    g.frame(
+        "unread",
+        Packet::Unread(pb::Unread::default()),
+        15,
+        "First page (empty cursor, limit 0 = 200): empty body",
+    );
     g.frame(
         "unread_ack",
         Packet::UnreadAck(pb::UnreadAck {
@@ -511,11 +522,12 @@ fn valid_vectors(g: &mut Gen) {
                     last_seq: 18,
                 },
                 pb::ConversationUnread {
-                    conversation: group("g-7f3a"),
+                    conversation: group(G_HIKING),
                     unread: 2,
                     last_seq: 5,
                 },
             ],
+            next_cursor: vec![],
         }),
         15,
         "total equals the sum of the conversations' unread counts",
@@ -587,13 +599,25 @@ fn valid_vectors(g: &mut Gen) {
             name: "Hiking".into(),
             members: vec!["bob".into(), "carol".into()],
             history: pb::HistoryVisibility::FromJoin as i32,
+            join_policy: pb::JoinPolicy::Invite as i32,
         }),
         20,
-        "alice becomes the owner; bob and carol are added",
+        "alice becomes the owner; bob and carol are added. Invite-only (join_policy 0, absent)",
+    );
+    g.frame(
+        "group_create_open",
+        Packet::GroupCreate(pb::GroupCreate {
+            name: "Town square".into(),
+            members: vec![],
+            history: pb::HistoryVisibility::Full as i32,
+            join_policy: pb::JoinPolicy::Open as i32,
+        }),
+        26,
+        "An OPEN group: anyone who knows its id may join it with an empty GROUP_JOIN",
     );
     let hiking = pb::GroupInfo {
         history: pb::HistoryVisibility::FromJoin as i32,
-        ..group_info("g-7f3a", "Hiking", 3, pb::FanoutMode::Write, 0)
+        ..group_info(G_HIKING, "Hiking", 3, pb::FanoutMode::Write, 0)
     };
     g.frame(
         "group_create_ack",
@@ -606,11 +630,11 @@ fn valid_vectors(g: &mut Gen) {
     g.frame(
         "group_join",
         Packet::GroupJoin(pb::GroupJoin {
-            group_id: "g-7f3a".into(),
+            group_id: G_HIKING.into(),
             user_ids: vec!["dave".into()],
         }),
         21,
-        "Owner/admin adds dave; an empty user_ids list means join oneself",
+        "Owner/admin adds dave; an empty user_ids list joins an OPEN group oneself",
     );
     g.frame(
         "group_join_ack",
@@ -626,7 +650,7 @@ fn valid_vectors(g: &mut Gen) {
     g.frame(
         "group_leave",
         Packet::GroupLeave(pb::GroupLeave {
-            group_id: "g-7f3a".into(),
+            group_id: G_HIKING.into(),
             user_id: String::new(),
         }),
         22,
@@ -646,10 +670,12 @@ fn valid_vectors(g: &mut Gen) {
     g.frame(
         "group_members",
         Packet::GroupMembers(pb::GroupMembers {
-            group_id: "g-7f3a".into(),
+            group_id: G_HIKING.into(),
+            cursor: vec![],
+            limit: 0,
         }),
         23,
-        "",
+        "First page (limit 0 = 500)",
     );
     g.frame(
         "group_members_ack",
@@ -675,37 +701,65 @@ fn valid_vectors(g: &mut Gen) {
                     joined_seq: 17,
                 },
             ],
+            next_cursor: vec![],
         }),
         23,
         "role MEMBER is 0, so carol's role field is absent from the encoding",
     );
     g.frame(
         "group_list",
-        Packet::GroupList(pb::GroupList {}),
+        Packet::GroupList(pb::GroupList::default()),
         24,
-        "Empty body",
+        "First page (empty cursor, limit 0 = 100): empty body",
     );
     g.frame(
         "group_list_ack",
         Packet::GroupListAck(pb::GroupListAck {
             groups: vec![
-                hiking,
-                group_info("g-big1", "Announcements", 5000, pb::FanoutMode::Read, 1234),
+                hiking.clone(),
+                group_info(G_BIG, "Announcements", 5000, pb::FanoutMode::Read, 1234),
             ],
+            next_cursor: vec![],
         }),
         24,
-        "g-big1 is over fanout_threshold: read fan-out (GROUP_NOTIFY + GROUP_HISTORY)",
+        "Announcements is over fanout_threshold: read fan-out (GROUP_NOTIFY + GROUP_HISTORY)",
     );
     g.frame(
         "group_history",
         Packet::GroupHistory(pb::GroupHistory {
-            group_id: "g-big1".into(),
+            group_id: G_BIG.into(),
             before_seq: 0,
             after_seq: 1230,
             limit: 50,
+            order: pb::HistoryOrder::OldestFirst as i32,
         }),
         25,
         "Catch up: messages with seq > 1230, oldest first",
+    );
+    g.frame(
+        "group_history_from_the_start",
+        Packet::GroupHistory(pb::GroupHistory {
+            group_id: G_BIG.into(),
+            before_seq: 0,
+            after_seq: 0,
+            limit: 50,
+            order: pb::HistoryOrder::OldestFirst as i32,
+        }),
+        27,
+        "Catch up holding nothing: after_seq 0 is absent from the encoding, so the order \
+         OLDEST_FIRST (field 5 = 2) is what says 'from seq 1 on'",
+    );
+    g.frame(
+        "group_history_newest",
+        Packet::GroupHistory(pb::GroupHistory {
+            group_id: G_BIG.into(),
+            before_seq: 0,
+            after_seq: 0,
+            limit: 20,
+            order: pb::HistoryOrder::NewestFirst as i32,
+        }),
+        28,
+        "Scroll back: the newest 20 messages, newest first",
     );
     g.frame(
         "group_history_ack",
@@ -714,7 +768,7 @@ fn valid_vectors(g: &mut Gen) {
                 .map(|s| {
                     text(
                         "bob",
-                        group("g-big1"),
+                        group(G_BIG),
                         s,
                         T + s as i64,
                         &format!("announcement {s}"),
@@ -729,26 +783,63 @@ fn valid_vectors(g: &mut Gen) {
     g.frame(
         "group_notify",
         Packet::GroupNotify(pb::GroupNotify {
-            group_id: "g-big1".into(),
+            group_id: G_BIG.into(),
             last_seq: 1234,
-            unread: 4,
+            unread: 0,
             message: None,
+            event: None,
         }),
         0,
         "Read fan-out group has new messages up to seq 1234; not acknowledged",
     );
     g.frame(
+        "group_notify_member_joined",
+        Packet::GroupNotify(pb::GroupNotify {
+            group_id: G_BIG.into(),
+            last_seq: 1234,
+            unread: 0,
+            message: None,
+            event: Some(pb::GroupEvent {
+                kind: pb::GroupEventKind::Joined as i32,
+                user_id: "erin".into(),
+                by_user: "alice".into(),
+                role: pb::GroupRole::Member as i32,
+            }),
+        }),
+        0,
+        "A membership change in a read fan-out group: erin was added by alice",
+    );
+    g.frame(
+        "group_set_role",
+        Packet::GroupSetRole(pb::GroupSetRole {
+            group_id: G_HIKING.into(),
+            user_id: "bob".into(),
+            role: pb::GroupRole::Admin as i32,
+        }),
+        29,
+        "The owner makes bob an admin (role 0 = MEMBER takes it back)",
+    );
+    g.frame(
+        "group_set_role_ack",
+        Packet::GroupSetRoleAck(pb::GroupAck {
+            group: Some(hiking.clone()),
+        }),
+        29,
+        "",
+    );
+    g.frame(
         "group_notify_with_message",
         Packet::GroupNotify(pb::GroupNotify {
-            group_id: "g-big1".into(),
+            group_id: G_BIG.into(),
             last_seq: 1235,
             unread: 0,
+            event: None,
             message: Some(pb::Message {
-                msg_id: 7_208_000_000_000_123,
+                msg_id: msg_id(T + 60_000, 3),
                 from_user: "alice".into(),
                 conversation: Some(pb::Conversation {
                     kind: pb::ConversationKind::Group as i32,
-                    id: "g-big1".into(),
+                    id: G_BIG.into(),
                 }),
                 seq: 1235,
                 timestamp_ms: T + 60_000,

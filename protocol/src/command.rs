@@ -159,6 +159,10 @@ commands! {
     GroupHistory = 0x0015, "GROUP_HISTORY", GroupHistory;
     /// Reply to GROUP_HISTORY.
     GroupHistoryAck = 0x8015, "GROUP_HISTORY_ACK", GroupHistoryAck;
+    /// The owner makes a member an admin, or a member again.
+    GroupSetRole = 0x0016, "GROUP_SET_ROLE", GroupSetRole;
+    /// Reply to GROUP_SET_ROLE.
+    GroupSetRoleAck = 0x8016, "GROUP_SET_ROLE_ACK", GroupAck;
     /// Server pushes one inbox entry.
     Push = 0x4001, "PUSH", Push;
     /// Server notifies new messages in a read-fan-out group.

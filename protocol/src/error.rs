@@ -144,4 +144,6 @@ error_codes! {
     LoginTimeout = 21, "LOGIN_TIMEOUT", fatal = true;
     /// This server accepts only TLS connections; connect with TLS.
     TlsRequired = 22, "TLS_REQUIRED", fatal = true;
+    /// A per-user limit would be exceeded (e.g. a user in `max_groups_per_user` groups).
+    LimitExceeded = 23, "LIMIT_EXCEEDED", fatal = false;
 }

@@ -7,6 +7,7 @@
 //! - [`command`]: the command numbers and [`Packet`], a frame body decoded into its type.
 //! - [`error`]: [`ProtocolError`] (what went wrong reading a frame) and [`ErrorCode`] (the code
 //!   table sent in ERROR frames).
+//! - [`ids`]: the one check every id passes (users, devices, groups, client message ids).
 //! - [`pb`]: the protobuf types generated from `proto/missive.proto`.
 //!
 //! The byte-level specification, written for client implementers, is `PROTOCOL.md` beside this
@@ -17,6 +18,7 @@ pub mod command;
 pub mod error;
 pub mod frame;
 mod hexbytes;
+pub mod ids;
 pub mod token;
 
 /// Protobuf bodies generated from `proto/missive.proto`.

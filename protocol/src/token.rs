@@ -15,7 +15,7 @@ use sha2::Sha256;
 use thiserror::Error;
 
 /// Longest user or device id, in bytes.
-pub const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = crate::ids::MAX_ID_LEN;
 
 /// Why a token was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -43,17 +43,9 @@ fn mac(secret: &[u8], user: &str, device: &str, expires: u64) -> Hmac<Sha256> {
     mac
 }
 
-/// Checks that `id` is usable as a user or device id.
+/// Checks that `id` is usable as a user or device id ([`crate::ids::check`]).
 pub fn check_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        Err("id is empty")
-    } else if id.len() > MAX_ID_LEN {
-        Err("id is longer than 64 bytes")
-    } else if id.chars().any(char::is_control) {
-        Err("id contains a control character")
-    } else {
-        Ok(())
-    }
+    crate::ids::check(id)
 }
 
 /// Mints a token for `user` on `device`, valid until `expires` (Unix seconds).

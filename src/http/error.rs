@@ -53,7 +53,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         Forbidden => StatusCode::FORBIDDEN,
         NotFound | UnknownCommand => StatusCode::NOT_FOUND,
         LoginTimeout => StatusCode::REQUEST_TIMEOUT,
-        AlreadyLoggedIn | RecallWindowExpired | GroupFull => StatusCode::CONFLICT,
+        AlreadyLoggedIn | RecallWindowExpired | GroupFull | LimitExceeded => StatusCode::CONFLICT,
         FrameTooLarge | ContentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ServerBusy | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,19 +1,23 @@
-//! Groups: create, look at, add and remove members. Each change is the protocol's request
-//! (GROUP_CREATE, GROUP_JOIN, GROUP_LEAVE) made as a user, by default the group's owner, so the
-//! rules and the group events members receive are the same. The protocol has no rename, so
-//! neither has the API.
+//! Groups: create, look at, add and remove members, set roles. Each change is the protocol's
+//! request (GROUP_CREATE, GROUP_JOIN, GROUP_LEAVE, GROUP_SET_ROLE) made as a user, by default
+//! the group's owner, through the same function as the socket's, so the rules, the limits and
+//! the events members receive are the same. The protocol has no rename, so neither has the API.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use missive_protocol::pb::{self, FanoutMode, GroupRole, HistoryVisibility};
+use missive_protocol::pb::{self, FanoutMode, GroupRole, HistoryVisibility, JoinPolicy};
 use missive_protocol::{ErrorCode, Packet};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Body, Path, Query};
 use super::AppState;
-use crate::session::{blocking, group_limits, group_request};
+use crate::session::{blocking, check_id, group_change};
+
+/// Members per page of `GET /v1/groups/{group}` (default and most).
+const MEMBERS_DEFAULT: usize = 1000;
+const MEMBERS_MAX: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +32,10 @@ pub struct CreateBody {
     /// `"full"` (default: members see the whole history) or `"from_join"`.
     #[serde(default)]
     history: Option<String>,
+    /// `"invite"` (default: members are added by the owner or an admin) or `"open"` (any user
+    /// who knows the id may also join).
+    #[serde(default)]
+    join_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,11 +46,26 @@ pub struct AddBody {
     by: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    /// `"admin"` or `"member"`.
+    role: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByQuery {
     /// Who removes (an owner or admin, or the member itself); absent: the owner.
     by: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// The last member id of the previous page.
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 /// `POST /v1/groups`: 201 with the new group.
@@ -53,7 +76,7 @@ pub async fn create(
     let owner = body
         .owner
         .unwrap_or_else(|| shared.config.system_user.clone());
-    check_user("owner", &owner)?;
+    check_id("owner", &owner)?;
     let history = match body.history.as_deref() {
         None | Some("full") => HistoryVisibility::Full,
         Some("from_join") => HistoryVisibility::FromJoin,
@@ -63,27 +86,40 @@ pub async fn create(
             )))
         }
     };
+    let join_policy = match body.join_policy.as_deref() {
+        None | Some("invite") => JoinPolicy::Invite,
+        Some("open") => JoinPolicy::Open,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "join_policy: {other:?} is not \"invite\" or \"open\""
+            )))
+        }
+    };
     let req = Packet::GroupCreate(pb::GroupCreate {
         name: body.name,
         members: body.members,
         history: history as i32,
+        join_policy: join_policy as i32,
     });
-    let group = group_ack(group_request(&shared, &owner, crate::now_ms(), req).await?)?;
+    let group = group_ack(group_change(&shared, &owner, crate::now_ms(), req).await?)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "group": group_json(&group) })),
     ))
 }
 
-/// `GET /v1/groups/{group}`: the group and its members.
+/// `GET /v1/groups/{group}?after=&limit=`: the group and a page of its members (in id order;
+/// `next_after` names the next page's `after`, absent on the last).
 pub async fn get(
     State(shared): State<AppState>,
     Path(group_id): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limits = group_limits(&shared);
-    let (group, members) = blocking(&shared, move |s| {
-        let info = s.store.group(&group_id, limits)?;
-        s.store.group_members(&info.owner, &group_id, limits)
+    check_id("group_id", &group_id)?;
+    let limit = page.limit.unwrap_or(MEMBERS_DEFAULT).clamp(1, MEMBERS_MAX);
+    let cursor = page.after.unwrap_or_default().into_bytes();
+    let (group, (members, next)) = blocking(&shared, move |s| {
+        s.store.group_members(None, &group_id, &cursor, limit)
     })
     .await?;
     let members: Vec<Value> = members
@@ -97,9 +133,11 @@ pub async fn get(
             })
         })
         .collect();
-    Ok(Json(
-        json!({ "group": group_json(&group), "members": members }),
-    ))
+    let mut answer = json!({ "group": group_json(&group), "members": members });
+    if !next.is_empty() {
+        answer["next_after"] = String::from_utf8_lossy(&next).into_owned().into();
+    }
+    Ok(Json(answer))
 }
 
 /// `POST /v1/groups/{group}/members`: adds `users` (GROUP_JOIN by `by`, default the owner).
@@ -112,7 +150,7 @@ pub async fn add_members(
         return Err(ApiError::invalid("users: at least one user to add"));
     }
     let by = acting_user(&shared, &group_id, body.by).await?;
-    // A user adding only itself joins (as GROUP_JOIN without user ids does).
+    // A user adding only itself joins by itself (an open group), as GROUP_JOIN without ids.
     let users = if body.users == [by.as_str()] {
         Vec::new()
     } else {
@@ -122,7 +160,7 @@ pub async fn add_members(
         group_id,
         user_ids: users,
     });
-    let group = group_ack(group_request(&shared, &by, crate::now_ms(), req).await?)?;
+    let group = group_ack(group_change(&shared, &by, crate::now_ms(), req).await?)?;
     Ok(Json(json!({ "group": group_json(&group) })))
 }
 
@@ -132,13 +170,40 @@ pub async fn remove_member(
     Path((group_id, user)): Path<(String, String)>,
     Query(query): Query<ByQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_user("user", &user)?;
+    check_id("user", &user)?;
     let by = acting_user(&shared, &group_id, query.by).await?;
     let req = Packet::GroupLeave(pb::GroupLeave {
         group_id,
         user_id: user,
     });
-    let group = group_ack(group_request(&shared, &by, crate::now_ms(), req).await?)?;
+    let group = group_ack(group_change(&shared, &by, crate::now_ms(), req).await?)?;
+    Ok(Json(json!({ "group": group_json(&group) })))
+}
+
+/// `PUT /v1/groups/{group}/members/{user}` with `{"role": "admin" | "member"}`: GROUP_SET_ROLE
+/// by the owner.
+pub async fn set_role(
+    State(shared): State<AppState>,
+    Path((group_id, user)): Path<(String, String)>,
+    Body(body): Body<RoleBody>,
+) -> Result<Json<Value>, ApiError> {
+    check_id("user", &user)?;
+    let role = match body.role.as_str() {
+        "admin" => GroupRole::Admin,
+        "member" => GroupRole::Member,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "role: {other:?} is not \"admin\" or \"member\""
+            )))
+        }
+    };
+    let owner = acting_user(&shared, &group_id, None).await?;
+    let req = Packet::GroupSetRole(pb::GroupSetRole {
+        group_id,
+        user_id: user,
+        role: role as i32,
+    });
+    let group = group_ack(group_change(&shared, &owner, crate::now_ms(), req).await?)?;
     Ok(Json(json!({ "group": group_json(&group) })))
 }
 
@@ -149,23 +214,21 @@ async fn acting_user(
     by: Option<String>,
 ) -> Result<String, ApiError> {
     if let Some(by) = by {
-        check_user("by", &by)?;
+        check_id("by", &by)?;
         return Ok(by);
     }
-    crate::session::check_id("group_id", group_id)?;
-    let limits = group_limits(shared);
+    check_id("group_id", group_id)?;
     let id = group_id.to_owned();
-    let info = blocking(shared, move |s| s.store.group(&id, limits)).await?;
+    let info = blocking(shared, move |s| s.store.group(&id)).await?;
     Ok(info.owner)
-}
-
-fn check_user(what: &str, id: &str) -> Result<(), ApiError> {
-    missive_protocol::token::check_id(id).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
 }
 
 fn group_ack(reply: Packet) -> Result<pb::GroupInfo, ApiError> {
     match reply {
-        Packet::GroupCreateAck(a) | Packet::GroupJoinAck(a) | Packet::GroupLeaveAck(a) => a
+        Packet::GroupCreateAck(a)
+        | Packet::GroupJoinAck(a)
+        | Packet::GroupLeaveAck(a)
+        | Packet::GroupSetRoleAck(a) => a
             .group
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "group missing from the reply")),
         other => Err(ApiError::new(
@@ -184,12 +247,17 @@ fn group_json(g: &pb::GroupInfo) -> Value {
         Ok(FanoutMode::Read) => "read",
         _ => "write",
     };
+    let join_policy = match JoinPolicy::try_from(g.join_policy) {
+        Ok(JoinPolicy::Open) => "open",
+        _ => "invite",
+    };
     json!({
         "group_id": g.group_id,
         "name": g.name,
         "owner": g.owner,
         "member_count": g.member_count,
         "history": history,
+        "join_policy": join_policy,
         "fanout": fanout,
         "last_seq": g.last_seq,
     })

@@ -89,7 +89,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/groups/{group}/members", post(groups::add_members))
         .route(
             "/groups/{group}/members/{user}",
-            axum::routing::delete(groups::remove_member),
+            axum::routing::delete(groups::remove_member).put(groups::set_role),
         )
         .route("/users/{user}/devices", get(users::devices))
         .route("/users/{user}/kick", post(users::kick))

@@ -152,6 +152,11 @@ impl Conn {
         self.partial_since
     }
 
+    /// Bytes gathered for the next write.
+    pub fn queued_len(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Adds bytes already framed to the next write.
     pub fn queue_bytes(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use missive_protocol::pb::{self, Conversation, ConversationKind};
-use missive_protocol::token::MAX_ID_LEN;
-use missive_protocol::{ErrorCode, Packet};
+use missive_protocol::{ErrorCode, Frame, Packet};
 
 use super::Refusal;
 use crate::router::SessionHandle;
@@ -15,7 +14,49 @@ const SYNC_DEFAULT: u32 = 200;
 const SYNC_MAX: u32 = 5000;
 const CONTACTS_DEFAULT: u32 = 50;
 const CONTACTS_MAX: u32 = 200;
+const UNREAD_DEFAULT: u32 = 200;
+const UNREAD_MAX: u32 = 1000;
 
+/// A reply: a body to frame, or a frame already made (and compressed) where it was read.
+pub enum Answer {
+    Packet(Packet),
+    /// Its request id is set when it is queued.
+    Frame(Frame),
+}
+
+impl From<Packet> for Answer {
+    fn from(p: Packet) -> Answer {
+        Answer::Packet(p)
+    }
+}
+
+/// Runs a read that may touch many keys (SYNC, CONTACTS, UNREAD, the group reads) on the
+/// blocking pool, and frames and compresses its reply there too, so neither the reading nor
+/// the compressing of a large page holds a connection thread. At most [`HEAVY_READS`] run at
+/// once, server-wide, the rest wait their turn in order; a connection has at most one (its
+/// requests are answered in order), and stops reading requests while its replies are unwritten
+/// (`serve`), so one client cannot queue more than one page's work and bytes.
+pub(crate) async fn heavy<F>(shared: &Arc<Shared>, f: F) -> Result<Answer, Refusal>
+where
+    F: FnOnce(&Shared) -> store::Result<Packet> + Send + 'static,
+{
+    let _permit = shared
+        .heavy_reads
+        .acquire()
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))?;
+    let threshold = shared.config.compress_threshold;
+    let frame = blocking(shared, move |s| {
+        f(s).map(|p| Frame::compressed_above(&p, 0, threshold))
+    })
+    .await?;
+    Ok(Answer::Frame(frame))
+}
+
+/// Heavy reads running at once, server-wide: the cores, and at least two.
+pub(crate) fn heavy_read_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
 /// Runs store reads on the blocking pool and maps their errors to wire codes.
 pub(crate) async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
 where
@@ -66,14 +107,11 @@ pub(crate) fn refusal<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refu
     }
 }
 
+/// The one check of an id from a client or the Server API (`missive_protocol::ids`):
+/// INVALID_ARGUMENT naming the field and the reason.
 pub(crate) fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(Refusal::new(
-            ErrorCode::InvalidArgument,
-            format!("{what} must be 1 to {MAX_ID_LEN} bytes"),
-        ));
-    }
-    Ok(())
+    missive_protocol::ids::check(id)
+        .map_err(|e| Refusal::new(ErrorCode::InvalidArgument, format!("{what}: {e}")))
 }
 
 /// Checks a conversation named by the client (groups are checked by the store).
@@ -107,9 +145,9 @@ pub fn send(
     shared: &Arc<Shared>,
     session: &SessionHandle,
     req: pb::Send,
-) -> impl std::future::Future<Output = Result<Packet, Refusal>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<Answer, Refusal>> + Send + 'static {
     let ack = submit_send(shared, &session.user, Some(session.id), Via::Socket, req);
-    async move { Ok(Packet::SendAck(ack.await?)) }
+    async move { Ok(Answer::Packet(Packet::SendAck(ack.await?))) }
 }
 
 /// Starts a send by `from`, the one path for SENDs from sockets and the HTTP API: validates it
@@ -169,10 +207,20 @@ fn start_send(
         now_ms: crate::now_ms(),
     };
     Ok(if r.to.kind == ConversationKind::Group as i32 {
-        shared.store.send_group(r, group_limits(shared), session)
+        shared.store.send_group(r, session)
     } else {
         shared.store.send_direct(r, session)
     })
+}
+
+/// What a request costs against the connection's rate of changes (`sends_per_sec`): every
+/// request the writer runs costs 1, a group change 1 more per user id it names; reads cost
+/// nothing (they are bounded by `heavy`). `None`: not a change.
+pub fn change_cost(packet: &Packet) -> Option<u32> {
+    match packet {
+        Packet::Send(_) | Packet::MarkRead(_) | Packet::Recall(_) | Packet::Delete(_) => Some(1),
+        other => super::groups::cost(other),
+    }
 }
 
 /// Handles one request from a logged-in session.
@@ -180,7 +228,7 @@ pub async fn handle(
     shared: &Arc<Shared>,
     session: &Arc<SessionHandle>,
     packet: Packet,
-) -> Result<Packet, Refusal> {
+) -> Result<Answer, Refusal> {
     let user = session.user.to_string();
     let now = crate::now_ms();
     match packet {
@@ -192,23 +240,24 @@ pub async fn handle(
             } as usize;
             // Half the frame limit leaves room for one maximal message past the budget.
             let max_bytes = shared.config.max_frame_len / 2;
-            let page = blocking(shared, move |s| {
-                s.store
-                    .inbox_after(&user, req.since_version, limit, max_bytes)
+            heavy(shared, move |s| {
+                let page = s
+                    .store
+                    .inbox_after(&user, req.since_version, limit, max_bytes)?;
+                s.metrics.sync_pages.inc();
+                let new_version = page
+                    .entries
+                    .last()
+                    .map(|e| e.version)
+                    .unwrap_or(req.since_version);
+                Ok(Packet::SyncAck(pb::SyncAck {
+                    entries: page.entries,
+                    new_version,
+                    has_more: page.has_more,
+                    current_version: page.current_version,
+                }))
             })
-            .await?;
-            shared.metrics.sync_pages.inc();
-            let new_version = page
-                .entries
-                .last()
-                .map(|e| e.version)
-                .unwrap_or(req.since_version);
-            Ok(Packet::SyncAck(pb::SyncAck {
-                entries: page.entries,
-                new_version,
-                has_more: page.has_more,
-                current_version: page.current_version,
-            }))
+            .await
         }
         Packet::Contacts(req) => {
             let limit = match req.limit {
@@ -216,46 +265,62 @@ pub async fn handle(
                 n => n.min(CONTACTS_MAX),
             } as usize;
             let max_bytes = shared.config.max_frame_len / 2;
-            let (contacts, next_cursor) = blocking(shared, move |s| {
-                s.store.contacts(&user, &req.cursor, limit, max_bytes)
+            heavy(shared, move |s| {
+                let (contacts, next_cursor) =
+                    s.store.contacts(&user, &req.cursor, limit, max_bytes)?;
+                Ok(Packet::ContactsAck(pb::ContactsAck {
+                    contacts,
+                    next_cursor,
+                }))
             })
-            .await?;
-            Ok(Packet::ContactsAck(pb::ContactsAck {
-                contacts,
-                next_cursor,
-            }))
+            .await
         }
-        Packet::Unread(_) => {
-            let ack = small_read(shared, move |s| s.store.unread(&user)).await?;
-            Ok(Packet::UnreadAck(ack))
+        Packet::Unread(req) => {
+            let limit = match req.limit {
+                0 => UNREAD_DEFAULT,
+                n => n.min(UNREAD_MAX),
+            } as usize;
+            heavy(shared, move |s| {
+                let ack = s.store.unread_page(&user, &req.cursor, limit)?;
+                Ok(Packet::UnreadAck(ack))
+            })
+            .await
         }
         Packet::MarkRead(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
             let pending = shared.store.mark_read(&user, &conv, req.up_to_seq, now);
-            let ack = refusal(shared, pending.await)?;
-            Ok(Packet::MarkReadAck(ack))
+            let mut ack = refusal(shared, pending.await)?;
+            // The total over every conversation is read once the change is stored, here rather
+            // than on the writer (it visits each read fan-out group of the user).
+            ack.total = small_read(shared, move |s| s.store.unread_total(&user)).await?;
+            Ok(Packet::MarkReadAck(ack).into())
         }
         Packet::Recall(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
             let window = shared.config.recall_window_secs as i64 * 1000;
             let pending = if conv.kind == ConversationKind::Group as i32 {
-                let limits = group_limits(shared);
                 shared
                     .store
-                    .recall_group(&user, &conv.id, req.msg_id, now, window, limits)
+                    .recall_group(&user, &conv.id, req.msg_id, now, window)
             } else {
                 shared.store.recall(&user, &conv, req.msg_id, now, window)
             };
             let version = refusal(shared, pending.await)?;
-            Ok(Packet::RecallAck(pb::RecallAck { version }))
+            Ok(Packet::RecallAck(pb::RecallAck { version }).into())
         }
         Packet::Delete(req) => {
             let conv = check_conv(&user, req.conversation.as_ref())?;
             let pending = shared.store.delete(&user, &conv, req.msg_id, now);
             let version = refusal(shared, pending.await)?;
-            Ok(Packet::DeleteAck(pb::DeleteAck { version }))
+            Ok(Packet::DeleteAck(pb::DeleteAck { version }).into())
         }
-        other => super::groups::handle(shared, &user, now, other).await,
+        p @ (Packet::GroupCreate(_)
+        | Packet::GroupJoin(_)
+        | Packet::GroupLeave(_)
+        | Packet::GroupSetRole(_)) => super::groups::change(shared, &user, now, p)
+            .await
+            .map(Answer::from),
+        other => super::groups::read(shared, &user, other).await,
     }
 }
 
@@ -264,5 +329,6 @@ pub fn group_limits(shared: &Shared) -> GroupLimits {
     GroupLimits {
         fanout_threshold: shared.config.fanout_threshold,
         max_group_size: shared.config.max_group_size,
+        max_groups_per_user: shared.config.max_groups_per_user,
     }
 }

@@ -26,8 +26,8 @@ use conn::{Conn, Filled, Stream};
 use park::Parking;
 use serve::{Exit, Session};
 
-pub(crate) use groups::handle as group_request;
-pub(crate) use handlers::{blocking, check_id, group_limits, submit_send, Via};
+pub(crate) use groups::change as group_change;
+pub(crate) use handlers::{blocking, check_id, heavy_read_slots, submit_send, Via};
 pub use park::Parker;
 
 /// A request refused with a documented code.

@@ -19,8 +19,9 @@ use missive_protocol::{Command, ErrorCode, Frame, Packet};
 use tokio::time::Instant;
 
 use super::conn::{Conn, Filled};
+use super::handlers::{self, Answer};
 use super::retransmit::{self, Retransmits};
-use super::{handlers, Refusal};
+use super::Refusal;
 use crate::router::{kick, Outbound, SessionHandle};
 use crate::server::Shared;
 
@@ -28,7 +29,12 @@ use crate::server::Shared;
 /// oldest is answered (the client's pipelining is bounded by the server, not by memory).
 const MAX_IN_FLIGHT: usize = 64;
 
-type Reply = Pin<Box<dyn Future<Output = Result<Packet, Refusal>> + Send>>;
+type Reply = Pin<Box<dyn Future<Output = Result<Answer, Refusal>> + Send>>;
+
+/// Bytes of replies gathered and not yet written past which the session takes no more
+/// requests until they are written: a client that pipelines large reads and never reads the
+/// answers makes the server hold at most this plus one reply, until the write times out.
+const REPLY_BUDGET: usize = 256 * 1024;
 
 pub(super) enum Flow {
     Continue,
@@ -250,7 +256,7 @@ impl Session {
     /// One turn: handle the frames read, collect finished replies, take queued pushes. Queues
     /// what must be written; the caller flushes.
     async fn turn(&mut self) -> Flow {
-        while self.in_flight.len() < MAX_IN_FLIGHT {
+        while self.in_flight.len() < MAX_IN_FLIGHT && self.conn.queued_len() < REPLY_BUDGET {
             match self.conn.buffered_frame() {
                 Ok(Some(frame)) => {
                     // Boxed, so the request's state is not part of every idle connection's task.
@@ -350,12 +356,17 @@ impl Session {
     }
 
     /// Queues the reply to request `rid`; a fatal refusal closes the connection.
-    fn reply(&mut self, rid: u32, reply: Result<Packet, Refusal>) -> Flow {
+    fn reply(&mut self, rid: u32, reply: Result<Answer, Refusal>) -> Flow {
         match reply {
-            Ok(p) => {
+            Ok(Answer::Packet(p)) => {
                 let threshold = self.shared.config.compress_threshold;
                 self.conn
                     .queue(&Frame::compressed_above(&p, rid, threshold));
+                Flow::Continue
+            }
+            Ok(Answer::Frame(mut f)) => {
+                f.request_id = rid;
+                self.conn.queue(&f);
                 Flow::Continue
             }
             Err(r) => {
@@ -405,7 +416,7 @@ impl Session {
                 self.retransmits.ack(a.version);
                 Flow::Continue
             }
-            Packet::Heartbeat(h) => self.answer(rid, Ok(heartbeat_ack(&h))).await,
+            Packet::Heartbeat(h) => self.answer(rid, Ok(heartbeat_ack(&h).into())).await,
             Packet::Login(_) => {
                 let r = Refusal::new(
                     ErrorCode::AlreadyLoggedIn,
@@ -414,9 +425,7 @@ impl Session {
                 self.answer(rid, Err(r)).await
             }
             Packet::Send(req) => {
-                if let Err(wait) = self.sends.take(Instant::now()) {
-                    let mut r = Refusal::new(ErrorCode::RateLimited, "too many sends; slow down");
-                    r.retry_after_ms = wait;
+                if let Err(r) = self.charge(1) {
                     return self.answer(rid, Err(r)).await;
                 }
                 let reply = handlers::send(&self.shared, &self.handle, req);
@@ -428,14 +437,29 @@ impl Session {
                 if let Flow::Close = self.settle().await {
                     return Flow::Close;
                 }
+                if let Some(cost) = handlers::change_cost(&p) {
+                    if let Err(r) = self.charge(cost) {
+                        return self.reply(rid, Err(r));
+                    }
+                }
                 let r = handlers::handle(&self.shared, &self.handle, p).await;
                 self.reply(rid, r)
             }
         }
     }
 
+    /// Takes `cost` from the connection's rate of changes (`sends_per_sec`): RATE_LIMITED,
+    /// with when to retry, once it is spent.
+    fn charge(&mut self, cost: u32) -> Result<(), Refusal> {
+        self.sends.take_n(Instant::now(), cost).map_err(|wait| {
+            let mut r = Refusal::new(ErrorCode::RateLimited, "too many changes; slow down");
+            r.retry_after_ms = wait;
+            r
+        })
+    }
+
     /// Answers at once if nothing is in flight, else after what is.
-    async fn answer(&mut self, rid: u32, reply: Result<Packet, Refusal>) -> Flow {
+    async fn answer(&mut self, rid: u32, reply: Result<Answer, Refusal>) -> Flow {
         if self.in_flight.is_empty() {
             self.reply(rid, reply)
         } else {
@@ -458,7 +482,7 @@ pub(super) fn heartbeat_ack(h: &pb::Heartbeat) -> Packet {
 /// is not part of every connection's waiting state.
 enum Woke {
     Queue,
-    Reply(Box<Result<Packet, Refusal>>),
+    Reply(Box<Result<Answer, Refusal>>),
     Read(Result<Filled, missive_protocol::ProtocolError>),
     Timer,
 }

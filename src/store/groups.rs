@@ -1,31 +1,35 @@
-//! Groups: lifecycle, write and read fan-out, history, computed unread counts.
+//! Groups: create, join, leave, roles, messages (write and read fan-out), recall, and the reads
+//! of members, lists and history.
 //!
-//! A group's messages are stored once (content and the group log, keyed by seq). Groups with at
-//! most `fanout_threshold` members also get an inbox entry per member (write fan-out), so one
-//! SYNC covers them; larger groups are written once and members pull the log (read fan-out).
-//! Group unread counts are computed from read positions, so neither mode writes per-member
-//! counters: unread = messages after the read position minus recalled ones (sending moves the
-//! sender's read position, so one's own messages are never unread).
+//! A group's messages are stored once (content and the group log, keyed by seq). A group with
+//! at most `fanout_threshold` members also gets an inbox entry per member for each message
+//! (write fan-out), so one SYNC covers it and each member's unread count is stored. A larger
+//! group is written once; its members are told with GROUP_NOTIFY and pull the log (read
+//! fan-out), and their counts are computed (`super::unread`). The mode is stored with the
+//! group and follows its size at each membership change.
+//!
+//! Every change is O(what it changes): lists from the client are deduplicated with a hash set
+//! and checked against the limits before anything else; membership is checked with point reads;
+//! the member list is read only where every member must be told.
 
 use missive_protocol::pb::{
     self, inbox_entry::Body, Conversation, ConversationKind, FanoutMode, GroupEvent,
-    GroupEventKind, GroupInfo, GroupMember, GroupRole, HistoryVisibility, InboxEntry, SendAck,
+    GroupEventKind, GroupInfo, GroupMember, GroupRole, HistoryOrder, HistoryVisibility, InboxEntry,
+    JoinPolicy, SendAck,
 };
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
+use super::membership::{
+    add_member, check_group_caps, forget_count, group_info, group_view, is_open, member_of,
+    mode_of, no_such_group, remove_member, require_manager, require_member, switch_mode, unique,
+    GroupLimits, Joining,
+};
 use super::messages::{message_in, put_message, touch_contact};
 use super::{
     cf, keys, ConvKey, Core, Delivery, Pending, Reader, Result, SendOutcome, SendRequest, Store,
     StoreError, Txn,
 };
-
-/// Group settings the store needs.
-#[derive(Debug, Clone, Copy)]
-pub struct GroupLimits {
-    pub fanout_threshold: usize,
-    pub max_group_size: usize,
-}
 
 pub fn group_conv(id: &str) -> Conversation {
     Conversation {
@@ -37,130 +41,193 @@ pub fn group_conv(id: &str) -> Conversation {
 /// GROUP_NOTIFY carries a read fan-out message whose content is at most this long.
 pub const NOTIFY_INLINE_MAX: usize = 4096;
 
-fn refused(code: ErrorCode, msg: &str) -> StoreError {
+fn refused(code: ErrorCode, msg: impl Into<String>) -> StoreError {
     StoreError::refused(code, msg)
 }
 
-impl GroupLimits {
-    fn mode(&self, member_count: u32) -> FanoutMode {
-        if member_count as usize > self.fanout_threshold {
-            FanoutMode::Read
-        } else {
-            FanoutMode::Write
-        }
-    }
+/// A new group id: `g` and 128 random bits in hex, so ids cannot be guessed.
+fn new_group_id() -> String {
+    format!("g{:032x}", rand::random::<u128>())
 }
 
-/// The group's record; NOT_FOUND if there is none.
-fn group_info(r: &impl Reader, id: &str) -> Result<GroupInfo> {
-    r.get_msg::<GroupInfo>(cf::GROUPS, &keys::group(id))?
-        .ok_or_else(|| refused(ErrorCode::NotFound, "no such group"))
+/// A group change as requested (the caller has checked the ids and the list lengths).
+#[derive(Debug, Clone)]
+pub enum GroupChange {
+    /// Create a group owned by `by` with these members.
+    Create {
+        name: String,
+        members: Vec<String>,
+        history: HistoryVisibility,
+        join_policy: JoinPolicy,
+    },
+    /// `by` joins an open group (empty `users`) or adds `users` (owner or admin only).
+    Join {
+        group_id: String,
+        users: Vec<String>,
+    },
+    /// `by` leaves (`user` None or `by`) or removes `user` (owner, or an admin for a member).
+    Leave {
+        group_id: String,
+        user: Option<String>,
+    },
+    /// The owner makes `user` an admin or a member.
+    SetRole {
+        group_id: String,
+        user: String,
+        role: GroupRole,
+    },
 }
 
-/// The group as clients see it: mode and last seq filled in.
-fn group_view(r: &impl Reader, mut info: GroupInfo, limits: GroupLimits) -> Result<GroupInfo> {
-    info.fanout = limits.mode(info.member_count) as i32;
-    info.last_seq = r.get_u64(cf::CONVS, &ConvKey::group(&info.group_id).0)?;
-    Ok(info)
-}
-
-fn member_of(r: &impl Reader, group_id: &str, user: &str) -> Result<Option<GroupMember>> {
-    r.get_msg(cf::MEMBERS, &keys::member(group_id, user))
-}
-
-/// The member record of `user`; NOT_FOUND if the group does not exist, FORBIDDEN if `user` is
-/// not a member.
-pub(crate) fn require_member(r: &impl Reader, group_id: &str, user: &str) -> Result<GroupMember> {
-    if let Some(m) = member_of(r, group_id, user)? {
-        return Ok(m);
-    }
-    group_info(r, group_id)?;
-    Err(refused(ErrorCode::Forbidden, "not a member of this group"))
-}
+/// A page of reads: the items and the cursor of the next page (empty when none).
+pub type Page<T> = (Vec<T>, Vec<u8>);
 
 impl Core {
-    pub(crate) fn member_list(&self, group_id: &str) -> Result<Vec<GroupMember>> {
-        let prefix = keys::member_prefix(group_id);
-        let iter = self.iter_from(cf::MEMBERS, &prefix);
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(GroupMember::decode(&v[..])?);
-        }
-        Ok(out)
-    }
-
-    /// The ids of the group's current members (committed).
+    /// The ids of the group's current members (committed), in id order.
     pub(crate) fn member_ids(&self, group_id: &str) -> Result<Vec<String>> {
         Ok(self
-            .member_list(group_id)?
+            .member_page(group_id, &[], usize::MAX)?
+            .0
             .into_iter()
             .map(|m| m.user_id)
             .collect())
     }
 
-    /// The group as members see it; NOT_FOUND if there is none.
-    pub fn group(&self, group_id: &str, limits: GroupLimits) -> Result<GroupInfo> {
-        group_view(self, group_info(self, group_id)?, limits)
+    /// Up to `limit` members after the member id `cursor` (empty: from the first), in id order.
+    pub(crate) fn member_page(
+        &self,
+        group_id: &str,
+        cursor: &[u8],
+        limit: usize,
+    ) -> Result<Page<GroupMember>> {
+        let prefix = keys::member_prefix(group_id);
+        let mut start = [prefix.as_slice(), cursor].concat();
+        if !cursor.is_empty() {
+            start.push(0);
+        }
+        let mut out = Vec::new();
+        let mut next = Vec::new();
+        for item in self.iter_from(cf::MEMBERS, &start) {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if out.len() == limit {
+                next = out
+                    .last()
+                    .map(|m: &GroupMember| m.user_id.as_bytes().to_vec())
+                    .unwrap_or_default();
+                let _ = id;
+                break;
+            }
+            out.push(GroupMember::decode(&v[..])?);
+        }
+        Ok((out, next))
     }
 
-    /// The member record of `user` in `group_id` (NOT_FOUND / FORBIDDEN as for requests).
+    /// The group as members see it; NOT_FOUND if there is none (for the app's backend, which
+    /// may look at any group).
+    pub fn group(&self, group_id: &str) -> Result<GroupInfo> {
+        group_view(self, group_info(self, group_id)?)
+    }
+
+    /// The member record of `user` in `group_id` (NOT_FOUND unless a member).
     pub fn require_member(&self, group_id: &str, user: &str) -> Result<GroupMember> {
         require_member(self, group_id, user)
     }
 
-    /// The group and its members, for a member.
+    /// The group and a page of its members, for a member (NOT_FOUND for anyone else). Pass
+    /// `as_member` None to read them as the app's backend.
     pub fn group_members(
         &self,
-        user: &str,
+        as_member: Option<&str>,
         group_id: &str,
-        limits: GroupLimits,
-    ) -> Result<(GroupInfo, Vec<GroupMember>)> {
-        let info = group_info(self, group_id)?;
-        require_member(self, group_id, user)?;
-        Ok((group_view(self, info, limits)?, self.member_list(group_id)?))
+        cursor: &[u8],
+        limit: usize,
+    ) -> Result<(GroupInfo, Page<GroupMember>)> {
+        if let Some(user) = as_member {
+            require_member(self, group_id, user)?;
+        }
+        let info = group_view(self, group_info(self, group_id)?)?;
+        Ok((info, self.member_page(group_id, cursor, limit)?))
     }
 
-    /// Ids of the groups `user` belongs to.
-    pub(crate) fn groups_of(&self, user: &str) -> Result<Vec<String>> {
+    /// Ids of the groups `user` belongs to, after the group id `cursor`, at most `limit`.
+    fn groups_page(&self, user: &str, cursor: &[u8], limit: usize) -> Result<Page<String>> {
         let prefix = keys::user_prefix(user);
-        let iter = self.iter_from(cf::USER_GROUPS, &prefix);
+        let mut start = [prefix.as_slice(), cursor].concat();
+        if !cursor.is_empty() {
+            start.push(0);
+        }
         let mut out = Vec::new();
-        for item in iter {
+        let mut next = Vec::new();
+        for item in self.iter_from(cf::USER_GROUPS, &start) {
             let (k, _) = item?;
-            if !k.starts_with(&prefix) {
+            let Some(id) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if out.len() == limit {
+                next = out
+                    .last()
+                    .map(|g: &String| g.as_bytes().to_vec())
+                    .unwrap_or_default();
                 break;
             }
-            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            out.push(String::from_utf8_lossy(id).into_owned());
         }
-        Ok(out)
+        Ok((out, next))
     }
 
-    /// The groups `user` belongs to.
-    pub fn group_list(&self, user: &str, limits: GroupLimits) -> Result<Vec<GroupInfo>> {
-        self.groups_of(user)?
-            .iter()
-            .map(|g| group_info(self, g).and_then(|i| group_view(self, i, limits)))
-            .collect()
+    /// Ids of every group `user` belongs to (for checks).
+    pub fn group_ids_of(&self, user: &str) -> Result<Vec<String>> {
+        Ok(self.groups_page(user, &[], usize::MAX)?.0)
     }
 
-    /// A page of the group's log visible to `user`: after `after_seq` oldest first, else before
-    /// `before_seq` (0: the newest) newest first; at most `limit` messages and (after the first)
-    /// about `max_bytes` encoded.
+    /// A page of the groups `user` belongs to, in group id order: at most `limit` and (after
+    /// the first) about `max_bytes` encoded.
+    pub fn group_list(
+        &self,
+        user: &str,
+        cursor: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page<GroupInfo>> {
+        let (ids, mut next) = self.groups_page(user, cursor, limit)?;
+        let mut out: Vec<GroupInfo> = Vec::with_capacity(ids.len());
+        let mut bytes = 0;
+        for id in &ids {
+            if bytes >= max_bytes && !out.is_empty() {
+                next = out
+                    .last()
+                    .map(|g| g.group_id.as_bytes().to_vec())
+                    .unwrap_or_default();
+                break;
+            }
+            let info = group_view(self, group_info(self, id)?)?;
+            bytes += info.encoded_len() + 4;
+            out.push(info);
+        }
+        Ok((out, next))
+    }
+
+    /// A page of the group's log visible to `user` (a member): OLDEST_FIRST, the messages
+    /// after `after_seq`; NEWEST_FIRST, those before `before_seq` (0: the newest). UNSPECIFIED
+    /// reads as OLDEST_FIRST when `after_seq` is above 0, else NEWEST_FIRST. At most `limit`
+    /// messages and (after the first) about `max_bytes` encoded. FROM_JOIN groups show a member
+    /// nothing at or below its first join, whatever the bounds asked for (they are
+    /// peer-supplied: every step below saturates instead of wrapping).
+    #[allow(clippy::too_many_arguments)]
     pub fn group_history(
         &self,
         user: &str,
         group_id: &str,
+        order: HistoryOrder,
         before_seq: u64,
         after_seq: u64,
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<pb::Message>, bool)> {
-        let info = group_info(self, group_id)?;
         let me = require_member(self, group_id, user)?;
+        let info = group_info(self, group_id)?;
         let floor = if info.history == HistoryVisibility::FromJoin as i32 {
             me.joined_seq
         } else {
@@ -168,16 +235,27 @@ impl Core {
         };
         let ck = ConvKey::group(group_id);
         let last = self.get_u64(cf::CONVS, &ck.0)?;
-        let seqs: Vec<u64> = if after_seq > 0 {
-            (after_seq.max(floor) + 1..=last).take(limit + 1).collect()
+        let oldest_first = match order {
+            HistoryOrder::OldestFirst => true,
+            HistoryOrder::NewestFirst => false,
+            HistoryOrder::Unspecified => after_seq > 0,
+        };
+        // Seqs in (lo, hi], walked from one end; `take` bounds the walk.
+        let (lo, hi) = if oldest_first {
+            (after_seq.max(floor), last)
         } else {
-            let top = if before_seq == 0 {
-                last
-            } else {
-                before_seq - 1
-            }
-            .min(last);
-            (floor + 1..=top).rev().take(limit + 1).collect()
+            let top = match before_seq {
+                0 => last,
+                b => (b - 1).min(last),
+            };
+            (floor, top)
+        };
+        let seqs: Vec<u64> = if lo >= hi {
+            Vec::new()
+        } else if oldest_first {
+            (lo + 1..=hi).take(limit.saturating_add(1)).collect()
+        } else {
+            (lo + 1..=hi).rev().take(limit.saturating_add(1)).collect()
         };
         let mut has_more = seqs.len() > limit;
         let mut out = Vec::with_capacity(limit.min(seqs.len()));
@@ -203,64 +281,11 @@ impl Core {
         }
         Ok((out, has_more))
     }
-
-    /// `user`'s unread count in a group as `r` sees it: messages after the read position, minus
-    /// recalled ones.
-    pub(crate) fn group_unread_as_of(
-        &self,
-        r: &impl Reader,
-        user: &str,
-        group_id: &str,
-    ) -> Result<u64> {
-        let ck = ConvKey::group(group_id);
-        let last = r.get_u64(cf::CONVS, &ck.0)?;
-        let pos = r.get_u64(cf::UNREAD, &keys::read_pos(user, &ck))?;
-        self.group_unread_after(&ck, pos, last)
-    }
-
-    /// Messages in (`pos`, `last`] of a group, minus recalled ones (committed).
-    pub(crate) fn group_unread_after(&self, ck: &ConvKey, pos: u64, last: u64) -> Result<u64> {
-        if last <= pos {
-            return Ok(0);
-        }
-        let start = keys::recalled(ck, pos + 1);
-        let iter = self.iter_from(cf::RECALLED, &start);
-        let mut recalled = 0;
-        for item in iter {
-            let (k, _) = item?;
-            if !k.starts_with(&ck.0) || k.len() != ck.0.len() + 8 {
-                break;
-            }
-            recalled += 1;
-        }
-        Ok((last - pos).saturating_sub(recalled))
-    }
-}
-
-/// A group change as requested.
-#[derive(Debug, Clone)]
-pub enum GroupChange {
-    /// Create a group owned by `by` with these members.
-    Create {
-        name: String,
-        members: Vec<String>,
-        history: HistoryVisibility,
-    },
-    /// `by` joins (empty `users`) or adds `users` (owner or admin only).
-    Join {
-        group_id: String,
-        users: Vec<String>,
-    },
-    /// `by` leaves (`user` None or `by`) or removes `user` (owner or admin only).
-    Leave {
-        group_id: String,
-        user: Option<String>,
-    },
 }
 
 impl Store {
-    /// Creates, joins or leaves a group (as `by`); returns the group as it is afterwards. Group
-    /// events are pushed to the members once committed.
+    /// Creates, joins, leaves or changes a role in a group (as `by`); returns the group as it
+    /// is afterwards. Group events reach the members once committed.
     pub fn group_change(
         &self,
         by: &str,
@@ -274,25 +299,35 @@ impl Store {
                 name,
                 members,
                 history,
-            } => group_create(txn, &by, &name, &members, history, now_ms, limits),
+                join_policy,
+            } => group_create(
+                txn,
+                &by,
+                &name,
+                members,
+                (history, join_policy),
+                now_ms,
+                limits,
+            ),
             GroupChange::Join { group_id, users } => {
-                group_join(txn, &by, &group_id, &users, now_ms, limits)
+                group_join(txn, &by, &group_id, users, now_ms, limits)
             }
             GroupChange::Leave { group_id, user } => {
                 group_leave(txn, &by, &group_id, user.as_deref(), now_ms, limits)
             }
+            GroupChange::SetRole {
+                group_id,
+                user,
+                role,
+            } => set_role(txn, &by, &group_id, &user, role, now_ms),
         })
     }
 
-    /// Stores a group message. Write fan-out: an inbox entry per member, pushed. Read fan-out:
-    /// the content, the log and the sender's own entry; online members are notified.
-    pub fn send_group(
-        &self,
-        req: SendRequest,
-        limits: GroupLimits,
-        exclude: Option<u64>,
-    ) -> Pending<SendOutcome> {
-        self.change(false, move |txn| send_group(txn, req, limits, exclude))
+    /// Stores a group message. Write fan-out: an inbox entry per member, pushed, and each
+    /// other member's unread count. Read fan-out: the content, the log and the sender's own
+    /// entry; online members are notified.
+    pub fn send_group(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
+        self.change(false, move |txn| send_group(txn, req, exclude))
     }
 
     /// Recalls a group message (its sender, or the owner or an admin, within the window).
@@ -304,57 +339,38 @@ impl Store {
         msg_id: u64,
         now_ms: i64,
         window_ms: i64,
-        limits: GroupLimits,
     ) -> Pending<u64> {
         let (user, group_id) = (user.to_owned(), group_id.to_owned());
         self.change(false, move |txn| {
-            recall_group(txn, &user, &group_id, msg_id, now_ms, window_ms, limits)
+            recall_group(txn, &user, &group_id, msg_id, now_ms, window_ms)
         })
     }
 }
 
-/// Appends a group event to each of `to`'s inboxes.
-fn group_events(
+/// Tells the members of a membership change: write fan-out, an entry in each of `to`'s inboxes
+/// (pushed); read fan-out, an entry in the inbox of the member concerned only, and a
+/// GROUP_NOTIFY with the event to the online members (`notify`).
+#[allow(clippy::too_many_arguments)]
+fn announce(
     txn: &mut Txn<'_>,
     group_id: &str,
+    mode: FanoutMode,
     to: &[String],
+    notify: Option<std::sync::Arc<Vec<String>>>,
     event: GroupEvent,
     now_ms: i64,
-) -> Result<Vec<Delivery>> {
-    let views = to.iter().map(|u| (u.as_str(), group_conv(group_id)));
-    txn.append_each(views, now_ms, &Body::GroupEvent(event))
-}
-
-/// Adds `user` as a member in `txn` (first join position kept across rejoins).
-fn add_member(
-    txn: &mut Txn<'_>,
-    group_id: &str,
-    user: &str,
-    role: GroupRole,
-    last_seq: u64,
-    now_ms: i64,
 ) -> Result<()> {
-    let former: Option<GroupMember> =
-        txn.get_msg(cf::MEMBERS, &keys::former_member(group_id, user))?;
-    let member = GroupMember {
-        user_id: user.to_owned(),
-        role: role as i32,
-        joined_ms: now_ms,
-        joined_seq: former.map(|f| f.joined_seq).unwrap_or(last_seq),
+    let inboxes: Vec<&str> = match mode {
+        FanoutMode::Write => to.iter().map(String::as_str).collect(),
+        FanoutMode::Read => vec![event.user_id.as_str()],
     };
-    txn.delete(cf::MEMBERS, keys::former_member(group_id, user));
-    txn.put(
-        cf::MEMBERS,
-        keys::member(group_id, user),
-        member.encode_to_vec(),
-    );
-    txn.put(
-        cf::USER_GROUPS,
-        keys::user_group(user, group_id),
-        Vec::new(),
-    );
-    let ck = ConvKey::group(group_id);
-    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), last_seq);
+    let views = inboxes.into_iter().map(|u| (u, group_conv(group_id)));
+    let deliveries = txn.append_each(views, now_ms, &Body::GroupEvent(event.clone()))?;
+    txn.deliver(deliveries, None);
+    if let (FanoutMode::Read, Some(members)) = (mode, notify) {
+        let last_seq = txn.counter(cf::CONVS, &ConvKey::group(group_id).0)?;
+        txn.notify_group(group_id, last_seq, None, Some(event), members, None);
+    }
     Ok(())
 }
 
@@ -362,33 +378,34 @@ fn group_create(
     txn: &mut Txn<'_>,
     owner: &str,
     name: &str,
-    members: &[String],
-    history: HistoryVisibility,
+    members: Vec<String>,
+    (history, join_policy): (HistoryVisibility, JoinPolicy),
     now_ms: i64,
     limits: GroupLimits,
 ) -> Result<GroupInfo> {
-    let group_id = format!("g{:x}", txn.core().next_msg_id(now_ms));
-    let mut all: Vec<String> = vec![owner.to_owned()];
-    for m in members {
-        if !all.contains(m) {
-            all.push(m.clone());
-        }
-    }
+    let all = unique(std::iter::once(owner.to_owned()).chain(members));
     if all.len() > limits.max_group_size {
         return Err(refused(
             ErrorCode::GroupFull,
             "more members than max_group_size",
         ));
     }
+    check_group_caps(txn, &all, limits)?;
+    let mut group_id = new_group_id();
+    while txn.exists(cf::GROUPS, &keys::group(&group_id))? {
+        group_id = new_group_id();
+    }
+    let mode = limits.mode(all.len());
     let info = GroupInfo {
         group_id: group_id.clone(),
         name: name.to_owned(),
         owner: owner.to_owned(),
         member_count: all.len() as u32,
         history: history as i32,
-        ..Default::default()
+        fanout: mode as i32,
+        last_seq: 0,
+        join_policy: join_policy as i32,
     };
-    txn.forget_members(&group_id);
     txn.put(cf::GROUPS, keys::group(&group_id), info.encode_to_vec());
     for user in &all {
         let role = if user == owner {
@@ -396,82 +413,97 @@ fn group_create(
         } else {
             GroupRole::Member
         };
-        add_member(txn, &group_id, user, role, 0, now_ms)?;
+        add_member(txn, &group_id, user, role, Joining::new(0, now_ms, mode))?;
     }
-    let notify: Vec<String> = match limits.mode(info.member_count) {
-        FanoutMode::Write => all.clone(),
-        FanoutMode::Read => vec![owner.to_owned()],
-    };
+    txn.set_members(&group_id, all.clone());
     let event = GroupEvent {
         kind: GroupEventKind::Created as i32,
         user_id: owner.to_owned(),
         by_user: owner.to_owned(),
+        role: GroupRole::Owner as i32,
     };
-    let deliveries = group_events(txn, &group_id, &notify, event, now_ms)?;
-    txn.deliver(deliveries, None);
-    group_view(txn, info, limits)
+    // Read fan-out: the owner's entry only; the members learn of the group from GROUP_LIST.
+    announce(txn, &group_id, mode, &all, None, event, now_ms)?;
+    Ok(info)
 }
 
 fn group_join(
     txn: &mut Txn<'_>,
     by: &str,
     group_id: &str,
-    users: &[String],
+    users: Vec<String>,
     now_ms: i64,
     limits: GroupLimits,
 ) -> Result<GroupInfo> {
-    let joining: Vec<String> = if users.is_empty() {
-        vec![by.to_owned()]
+    let joining = if users.is_empty() {
+        if member_of(txn, group_id, by)?.is_some() {
+            return group_view(txn, group_info(txn, group_id)?);
+        }
+        // Only an open group can be joined by a user who is not in it; to everyone else an
+        // invite-only group does not exist.
+        match group_info(txn, group_id) {
+            Ok(info) if is_open(&info) => vec![by.to_owned()],
+            Ok(_) | Err(_) => return Err(no_such_group()),
+        }
     } else {
         let me = require_member(txn, group_id, by)?;
-        if me.role == GroupRole::Member as i32 {
-            return Err(refused(
-                ErrorCode::Forbidden,
-                "only the owner or an admin adds members",
-            ));
-        }
-        users.to_vec()
+        require_manager(&me, "adds members")?;
+        unique(users)
     };
     let mut info = group_info(txn, group_id)?;
-    let members = txn.members(group_id)?;
-    let new: Vec<String> = joining
-        .iter()
-        .filter(|u| !members.contains(u))
-        .cloned()
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if new.is_empty() {
-        return group_view(txn, info, limits);
+    let mut new = Vec::with_capacity(joining.len());
+    for u in joining {
+        if member_of(txn, group_id, &u)?.is_none() {
+            new.push(u);
+        }
     }
-    if members.len() + new.len() > limits.max_group_size {
+    if new.is_empty() {
+        return group_view(txn, info);
+    }
+    let count = info.member_count as usize + new.len();
+    if count > limits.max_group_size {
         return Err(refused(
             ErrorCode::GroupFull,
             "the group is at max_group_size",
         ));
     }
+    check_group_caps(txn, &new, limits)?;
+    let (old_mode, mode) = (mode_of(&info), limits.mode(count));
+    // Read everything that needs the committed store before the first write.
+    let members = txn.members(group_id)?;
     let last_seq = txn.counter(cf::CONVS, &ConvKey::group(group_id).0)?;
-    txn.forget_members(group_id);
-    for user in &new {
-        add_member(txn, group_id, user, GroupRole::Member, last_seq, now_ms)?;
+    if old_mode != mode {
+        switch_mode(txn, group_id, &members, mode)?;
     }
-    info.member_count = (members.len() + new.len()) as u32;
-    txn.put(cf::GROUPS, keys::group(group_id), info.encode_to_vec());
-    let mut deliveries = Vec::new();
+    let joining = Joining {
+        rejoin: true,
+        ..Joining::new(last_seq, now_ms, mode)
+    };
     for user in &new {
-        let to: Vec<String> = match limits.mode(info.member_count) {
-            FanoutMode::Write => members.iter().chain(new.iter()).cloned().collect(),
-            FanoutMode::Read => vec![user.clone()],
-        };
+        add_member(txn, group_id, user, GroupRole::Member, joining)?;
+    }
+    info.member_count = count as u32;
+    info.fanout = mode as i32;
+    txn.put(cf::GROUPS, keys::group(group_id), info.encode_to_vec());
+    let everyone = txn.add_members(group_id, &new);
+    for user in &new {
         let event = GroupEvent {
             kind: GroupEventKind::Joined as i32,
             user_id: user.clone(),
             by_user: by.to_owned(),
+            role: GroupRole::Member as i32,
         };
-        deliveries.extend(group_events(txn, group_id, &to, event, now_ms)?);
+        announce(
+            txn,
+            group_id,
+            mode,
+            &everyone,
+            Some(everyone.clone()),
+            event,
+            now_ms,
+        )?;
     }
-    txn.deliver(deliveries, None);
-    group_view(txn, info, limits)
+    group_view(txn, info)
 }
 
 fn group_leave(
@@ -483,40 +515,40 @@ fn group_leave(
     limits: GroupLimits,
 ) -> Result<GroupInfo> {
     let target = user.unwrap_or(by);
+    let me = require_member(txn, group_id, by)?;
+    let member = if target == by {
+        me.clone()
+    } else {
+        require_manager(&me, "removes members")?;
+        member_of(txn, group_id, target)?
+            .ok_or_else(|| refused(ErrorCode::NotFound, "not a member of this group"))?
+    };
     let mut info = group_info(txn, group_id)?;
-    if target != by {
-        let me = require_member(txn, group_id, by)?;
-        if me.role == GroupRole::Member as i32 {
-            return Err(refused(
-                ErrorCode::Forbidden,
-                "only the owner or an admin removes members",
-            ));
-        }
-    }
     if target == info.owner {
         return Err(refused(
             ErrorCode::Forbidden,
             "the owner cannot leave or be removed",
         ));
     }
-    let members = txn.members(group_id)?;
-    let Some(member) = member_of(txn, group_id, target)? else {
-        return Err(refused(ErrorCode::NotFound, "not a member of this group"));
-    };
-    txn.forget_members(group_id);
-    txn.delete(cf::MEMBERS, keys::member(group_id, target));
-    txn.put(
-        cf::MEMBERS,
-        keys::former_member(group_id, target),
-        member.encode_to_vec(),
-    );
-    txn.delete(cf::USER_GROUPS, keys::user_group(target, group_id));
-    info.member_count = members.len().saturating_sub(1) as u32;
+    if target != by && me.role == GroupRole::Admin as i32 && member.role != GroupRole::Member as i32
+    {
+        return Err(refused(
+            ErrorCode::Forbidden,
+            "an admin removes members, not other admins",
+        ));
+    }
+    let count = (info.member_count as usize).saturating_sub(1);
+    let (old_mode, mode) = (mode_of(&info), limits.mode(count));
+    // The member list needs the committed store: read it before the first write.
+    txn.members(group_id)?;
+    remove_member(txn, group_id, &member, old_mode)?;
+    let everyone = txn.remove_member(group_id, target);
+    if old_mode != mode {
+        switch_mode(txn, group_id, &everyone, mode)?;
+    }
+    info.member_count = count as u32;
+    info.fanout = mode as i32;
     txn.put(cf::GROUPS, keys::group(group_id), info.encode_to_vec());
-    let to: Vec<String> = match limits.mode(members.len() as u32) {
-        FanoutMode::Write => members.to_vec(),
-        FanoutMode::Read => vec![target.to_owned()],
-    };
     let kind = if target == by {
         GroupEventKind::Left
     } else {
@@ -526,34 +558,97 @@ fn group_leave(
         kind: kind as i32,
         user_id: target.to_owned(),
         by_user: by.to_owned(),
+        role: member.role,
     };
-    let deliveries = group_events(txn, group_id, &to, event, now_ms)?;
-    txn.deliver(deliveries, None);
-    group_view(txn, info, limits)
+    // The leaver is told as well as those who stay.
+    let mut to: Vec<String> = everyone.to_vec();
+    to.push(target.to_owned());
+    announce(
+        txn,
+        group_id,
+        mode,
+        &to,
+        Some(everyone.clone()),
+        event,
+        now_ms,
+    )?;
+    group_view(txn, info)
+}
+
+fn set_role(
+    txn: &mut Txn<'_>,
+    by: &str,
+    group_id: &str,
+    user: &str,
+    role: GroupRole,
+    now_ms: i64,
+) -> Result<GroupInfo> {
+    let me = require_member(txn, group_id, by)?;
+    if me.role != GroupRole::Owner as i32 {
+        return Err(refused(ErrorCode::Forbidden, "only the owner sets roles"));
+    }
+    if role == GroupRole::Owner {
+        return Err(refused(
+            ErrorCode::InvalidArgument,
+            "role must be ADMIN or MEMBER (ownership cannot be given away)",
+        ));
+    }
+    let mut member = member_of(txn, group_id, user)?
+        .ok_or_else(|| refused(ErrorCode::NotFound, "not a member of this group"))?;
+    let info = group_info(txn, group_id)?;
+    if member.role == GroupRole::Owner as i32 {
+        return Err(refused(
+            ErrorCode::Forbidden,
+            "the owner's role cannot change",
+        ));
+    }
+    if member.role == role as i32 {
+        return group_view(txn, info);
+    }
+    let members = txn.members(group_id)?;
+    member.role = role as i32;
+    txn.put(
+        cf::MEMBERS,
+        keys::member(group_id, user),
+        member.encode_to_vec(),
+    );
+    let event = GroupEvent {
+        kind: GroupEventKind::RoleChanged as i32,
+        user_id: user.to_owned(),
+        by_user: by.to_owned(),
+        role: role as i32,
+    };
+    announce(
+        txn,
+        group_id,
+        mode_of(&info),
+        &members,
+        Some(members.clone()),
+        event,
+        now_ms,
+    )?;
+    group_view(txn, info)
 }
 
 fn send_group(
     txn: &mut Txn<'_>,
     mut req: SendRequest,
-    limits: GroupLimits,
     exclude: Option<u64>,
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
-    let group_id = req.to.id.as_str();
-    let info = group_info(txn, group_id)?;
-    let write_mode = limits.mode(info.member_count) == FanoutMode::Write;
-    let members = txn.members(group_id)?;
+    let group_id = req.to.id.clone();
     if let Some(mut ack) =
         txn.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(&req.from, &req.client_msg_id))?
     {
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
     }
-    if !members.contains(&req.from) {
-        return Err(refused(ErrorCode::Forbidden, "not a member of this group"));
-    }
-    let ck = ConvKey::group(group_id);
-    let conv = group_conv(group_id);
+    require_member(txn, &group_id, &req.from)?;
+    let info = group_info(txn, &group_id)?;
+    let write_mode = mode_of(&info) == FanoutMode::Write;
+    let members = txn.members(&group_id)?;
+    let ck = ConvKey::group(&group_id);
+    let conv = group_conv(&group_id);
     let msg = put_message(txn, &req, content, &ck, conv.clone())?;
     let (msg_id, seq) = (msg.msg_id, msg.seq);
     let own = [req.from.clone()];
@@ -573,6 +668,9 @@ fn send_group(
         touch_contact(txn, user, &ck, conv.clone(), msg_id, req.now_ms)?;
         if *user == req.from {
             version = entry.version;
+        } else {
+            txn.add_counter(cf::UNREAD, keys::unread_conv(user, &ck), 1)?;
+            txn.add_counter(cf::UNREAD, keys::unread_total(user), 1)?;
         }
         deliveries.push(Delivery {
             user: user.clone(),
@@ -581,6 +679,9 @@ fn send_group(
     }
     // Sending means the sender has seen the group up to here.
     txn.set_counter(cf::UNREAD, keys::read_pos(&req.from, &ck), seq);
+    if write_mode {
+        forget_count(txn, &req.from, &ck)?;
+    }
     let ack = SendAck {
         client_msg_id: req.client_msg_id.clone(),
         msg_id,
@@ -608,12 +709,11 @@ fn send_group(
     if !write_mode {
         // Online members get the message itself when it is small (they pull only after a gap).
         let inline = (msg.content.len() <= NOTIFY_INLINE_MAX).then_some(msg);
-        txn.notify_group(group_id, seq, inline, members, exclude);
+        txn.notify_group(&group_id, seq, inline, None, members, exclude);
     }
     Ok(SendOutcome { ack, writes })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn recall_group(
     txn: &mut Txn<'_>,
     user: &str,
@@ -621,12 +721,10 @@ fn recall_group(
     msg_id: u64,
     now_ms: i64,
     window_ms: i64,
-    limits: GroupLimits,
 ) -> Result<u64> {
-    let info = group_info(txn, group_id)?;
-    // Membership first: a non-member learns nothing about the group's messages (whether an id
-    // exists, how old it is).
+    // Membership first: a non-member learns nothing about the group or its messages.
     let me = require_member(txn, group_id, user)?;
+    let info = group_info(txn, group_id)?;
     let msg = message_in(txn, user, &group_conv(group_id), msg_id)?;
     if msg.from_user != user && me.role == GroupRole::Member as i32 {
         return Err(refused(
@@ -637,15 +735,26 @@ fn recall_group(
     if msg.recalled {
         return Ok(0);
     }
-    if now_ms - msg.timestamp_ms > window_ms {
+    if now_ms.saturating_sub(msg.timestamp_ms) > window_ms {
         return Err(refused(
             ErrorCode::RecallWindowExpired,
             "the recall window of this message has passed",
         ));
     }
-    let write_mode = limits.mode(info.member_count) == FanoutMode::Write;
+    let write_mode = mode_of(&info) == FanoutMode::Write;
     let members = txn.members(group_id)?;
     let ck = ConvKey::group(group_id);
+    if write_mode {
+        // Each member who had not read it counts one unread message fewer.
+        for m in members.iter().filter(|m| **m != msg.from_user) {
+            let pos = txn.counter(cf::UNREAD, &keys::read_pos(m, &ck))?;
+            let count = txn.counter(cf::UNREAD, &keys::unread_conv(m, &ck))?;
+            if msg.seq > pos && count > 0 {
+                txn.set_counter(cf::UNREAD, keys::unread_conv(m, &ck), count - 1);
+                txn.add_counter(cf::UNREAD, keys::unread_total(m), -1)?;
+            }
+        }
+    }
     let recalled = pb::Message {
         recalled: true,
         content: Vec::new(),
@@ -670,7 +779,7 @@ fn recall_group(
     txn.deliver(deliveries, None);
     if !write_mode {
         let last_seq = txn.counter(cf::CONVS, &ck.0)?;
-        txn.notify_group(group_id, last_seq, None, members, None);
+        txn.notify_group(group_id, last_seq, None, None, members, None);
     }
     Ok(version)
 }

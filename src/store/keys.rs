@@ -110,6 +110,8 @@ const UNREAD_TOTAL: u8 = 0;
 const UNREAD_CONV: u8 = 1;
 const READ_POS: u8 = 2;
 const HIDDEN: u8 = 3;
+const READ_GROUP: u8 = 4;
+const GROUP_COUNT: u8 = 5;
 
 /// `unread`: user + 0: the user's total unread count.
 pub fn unread_total(user: &str) -> Vec<u8> {
@@ -146,6 +148,29 @@ pub fn hidden(user: &str, msg_id: u64) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(HIDDEN);
     k.extend_from_slice(&msg_id.to_be_bytes());
+    k
+}
+
+/// `unread`: user + 4 + group id: the user is a member of this read fan-out group, whose unread
+/// count is computed (not stored).
+pub fn read_group(user: &str, group_id: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(READ_GROUP);
+    k.extend_from_slice(group_id.as_bytes());
+    k
+}
+
+/// `unread`: user + 5: the number of groups the user belongs to.
+pub fn group_count(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(GROUP_COUNT);
+    k
+}
+
+/// The prefix of a user's read fan-out groups ([`read_group`] keys).
+pub fn read_group_prefix(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(READ_GROUP);
     k
 }
 

@@ -7,7 +7,7 @@ use missive_protocol::pb::{
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
-use super::groups::require_member;
+use super::membership::{forget_count, require_member};
 use super::{cf, keys, ConvKey, Core, Pending, Reader, Result, Store, StoreError, Txn};
 
 /// An inbox entry to push to every online device of `user`.
@@ -59,7 +59,8 @@ impl Store {
     }
 
     /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
-    /// the previous read position changes nothing and returns version 0.
+    /// the previous read position changes nothing and returns version 0. The ack's `total` is
+    /// 0: read it with [`Core::unread_total`] once this is committed.
     pub fn mark_read(
         &self,
         user: &str,
@@ -68,9 +69,8 @@ impl Store {
         now_ms: i64,
     ) -> Pending<MarkReadAck> {
         let (user, conv) = (user.to_owned(), conv.clone());
-        // It recounts from the conversation log: a scan, so it runs on committed data.
-        self.change(true, move |txn| {
-            mark_read(txn, &user, &conv, up_to_seq, now_ms)
+        self.change(false, move |txn| {
+            super::unread::mark_read(txn, &user, &conv, up_to_seq, now_ms)
         })
     }
 
@@ -145,6 +145,9 @@ fn send_direct(
     }
     txn.add_counter(cf::UNREAD, keys::unread_conv(to, &conv), 1)?;
     txn.add_counter(cf::UNREAD, keys::unread_total(to), 1)?;
+    // Replying means the sender has read the conversation up to here (as in groups).
+    txn.set_counter(cf::UNREAD, keys::read_pos(from, &conv), seq);
+    forget_count(txn, from, &conv)?;
     let ack = SendAck {
         client_msg_id: req.client_msg_id.clone(),
         msg_id,
@@ -197,84 +200,6 @@ pub(crate) fn put_message(
         msg_id.to_be_bytes().to_vec(),
     );
     Ok(msg)
-}
-
-fn mark_read(
-    txn: &mut Txn<'_>,
-    user: &str,
-    conv: &Conversation,
-    up_to_seq: u64,
-    now_ms: i64,
-) -> Result<MarkReadAck> {
-    let group = conv.kind == ConversationKind::Group as i32;
-    if group {
-        require_member(txn, &conv.id, user)?;
-    }
-    let core = txn.core();
-    let ck = ConvKey::for_view(user, conv);
-    let last_seq = txn.counter(cf::CONVS, &ck.0)?;
-    if last_seq == 0 && !group {
-        return Err(StoreError::refused(
-            ErrorCode::NotFound,
-            "no such conversation",
-        ));
-    }
-    let up = up_to_seq.min(last_seq);
-    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
-    let cur = if group {
-        core.group_unread_after(&ck, pos, last_seq)?
-    } else {
-        txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
-    };
-    if up <= pos {
-        return Ok(MarkReadAck {
-            unread: cur,
-            total: core.unread_total_as_of(txn, user)?,
-            version: 0,
-        });
-    }
-    // Counted before anything is written: the scans see committed data only.
-    let unread = if group {
-        core.group_unread_after(&ck, up, last_seq)?
-    } else {
-        core.count_unread_after(user, &ck, up)?.min(cur)
-    };
-    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
-    if !group {
-        // Group counts are computed from the read position; no counters to write.
-        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
-        txn.add_counter(
-            cf::UNREAD,
-            keys::unread_total(user),
-            unread as i64 - cur as i64,
-        )?;
-    }
-    let entry = txn.append(
-        user,
-        InboxEntry {
-            version: 0,
-            conversation: Some(conv.clone()),
-            timestamp_ms: now_ms,
-            body: Some(Body::ReadSync(pb::ReadSync {
-                up_to_seq: up,
-                unread,
-            })),
-        },
-    )?;
-    let version = entry.version;
-    let total = core.unread_total_as_of(txn, user)?;
-    txn.deliver(
-        vec![Delivery {
-            user: user.to_owned(),
-            entry,
-        }],
-        None,
-    );
-    Ok(MarkReadAck {
-        unread,
-        total,
-        version,
-    })
 }
 
 impl Core {
@@ -356,7 +281,7 @@ fn recall(
     if before.recalled {
         return Ok(0);
     }
-    if now_ms - before.timestamp_ms > window_ms {
+    if now_ms.saturating_sub(before.timestamp_ms) > window_ms {
         return Err(StoreError::refused(
             ErrorCode::RecallWindowExpired,
             format!("messages can be recalled for {} s", window_ms / 1000),
@@ -404,7 +329,10 @@ fn delete(
         return Ok(0);
     }
     let ck = msg_conv(&msg);
-    uncount_if_unread(txn, user, &ck, &msg)?;
+    // A group message deleted from one's view still counts (PROTOCOL.md 16).
+    if conv.kind != ConversationKind::Group as i32 {
+        uncount_if_unread(txn, user, &ck, &msg)?;
+    }
     txn.put(cf::UNREAD, hidden_key, Vec::new());
     let entry = txn.append(
         user,

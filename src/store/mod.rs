@@ -12,22 +12,26 @@
 
 mod groups;
 mod keys;
+mod membership;
 mod messages;
+mod migrate;
 mod pending;
 mod push;
 mod queries;
 mod read;
 mod txn;
+mod unread;
 mod writer;
 
-pub use groups::{GroupChange, GroupLimits};
+pub use groups::{GroupChange, Page};
 pub use keys::ConvKey;
+pub use membership::GroupLimits;
 pub use messages::{Delivery, SendOutcome, SendRequest};
 pub use pending::Pending;
 pub use push::{PushItem, PushKey};
 pub use read::Reader;
 pub use txn::Txn;
-pub use writer::Outbox;
+pub use writer::{GroupNotice, Outbox};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,9 +94,14 @@ pub mod cf {
     ];
 }
 
-/// The schema this code reads and writes. Version 1 data directories are upgraded on open
-/// (their `contacts_by_time` family is dropped; nothing else changed).
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this code reads and writes. Older data directories are upgraded on open: version
+/// 1 loses its `contacts_by_time` family (nothing else changed in 2); version 2 gets the group
+/// fan-out modes, stored unread counts of write fan-out groups and the per-user group indexes
+/// of 3 (`migrate::to_3`).
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The fan-out threshold an upgrade assumes when the caller does not name one.
+pub const DEFAULT_FANOUT_THRESHOLD: usize = 100;
 
 /// Whether an acknowledged write survives a power loss (`Sync`) or only a process crash (`Async`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -193,7 +202,13 @@ impl std::ops::Deref for Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir` and starts its writer.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store> {
-        let core = Arc::new(Core::open(dir, durability)?);
+        Store::open_with(dir, durability, DEFAULT_FANOUT_THRESHOLD)
+    }
+
+    /// [`Store::open`], upgrading an older data directory with the server's fan-out threshold
+    /// (groups above it become read fan-out).
+    pub fn open_with(dir: &Path, durability: Durability, fanout_threshold: usize) -> Result<Store> {
+        let core = Arc::new(Core::open(dir, durability, fanout_threshold)?);
         let writer = writer::Handle::start(core.clone())
             .map_err(|e| StoreError::Failed(format!("cannot start the writer thread: {e}")))?;
         Ok(Store { core, writer })
@@ -281,7 +296,7 @@ fn family_options(cache: &rocksdb::Cache) -> Options {
 }
 
 impl Core {
-    fn open(dir: &Path, durability: Durability) -> Result<Core> {
+    fn open(dir: &Path, durability: Durability, fanout_threshold: usize) -> Result<Core> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -332,7 +347,7 @@ impl Core {
             queued: Default::default(),
             commit_latency: Default::default(),
         };
-        core.check_schema()?;
+        core.check_schema(fanout_threshold)?;
         let last = core.last_key_u64(cf::CONTENT)?;
         core.last_msg_id.store(last, Ordering::SeqCst);
         Ok(core)
@@ -397,8 +412,8 @@ impl Core {
         Ok(())
     }
 
-    /// Checks the schema version, upgrading a version 1 directory; a new one gets the current.
-    fn check_schema(&mut self) -> Result<()> {
+    /// Checks the schema version, upgrading an older directory; a new one gets the current.
+    fn check_schema(&mut self, fanout_threshold: usize) -> Result<()> {
         let meta = self.cf(cf::META);
         let found = match self.db.get_cf(meta, b"schema")? {
             None => None,
@@ -410,16 +425,20 @@ impl Core {
         };
         match found {
             Some(SCHEMA_VERSION) => Ok(()),
-            None | Some(1) => {
-                if self.db.cf_handle(cf::DROPPED_IN_2).is_some() {
-                    self.db.drop_cf(cf::DROPPED_IN_2)?;
-                }
+            None => {
                 let mut wo = rocksdb::WriteOptions::default();
                 wo.set_sync(true);
                 let meta = self.cf(cf::META);
                 self.db
                     .put_cf_opt(meta, b"schema", SCHEMA_VERSION.to_be_bytes(), &wo)?;
                 Ok(())
+            }
+            Some(1) | Some(2) => {
+                if self.db.cf_handle(cf::DROPPED_IN_2).is_some() {
+                    self.db.drop_cf(cf::DROPPED_IN_2)?;
+                }
+                tracing::info!("upgrading the data directory to schema {SCHEMA_VERSION}");
+                migrate::to_3(self, fanout_threshold)
             }
             Some(found) => Err(StoreError::Schema { found }),
         }

@@ -1,9 +1,6 @@
 //! Reads: inbox pages, recent contacts, unread counts, and an invariant check for tests.
 
-use missive_protocol::pb::{
-    self, inbox_entry::Body, Contact, ConversationUnread, GroupInfo, GroupMember, InboxEntry,
-    UnreadAck,
-};
+use missive_protocol::pb::{self, inbox_entry::Body, Contact, GroupInfo, GroupMember, InboxEntry};
 
 use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError};
 
@@ -98,16 +95,36 @@ impl Core {
     ) -> Result<(Vec<Contact>, Vec<u8>)> {
         let limit = limit.max(1);
         let prefix = keys::user_prefix(user);
+        // Read fan-out groups have no contact entry kept per message: their entry is made from
+        // the group's last message (and an older entry from a write fan-out past is ignored).
+        let read_groups = self.read_groups(user)?;
+        let is_read_group = |conv: &ConvKey| match conv.view(user) {
+            Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
+                read_groups.binary_search(&v.id).is_ok()
+            }
+            _ => false,
+        };
         let mut order: Vec<(Vec<u8>, ConvKey)> = Vec::new();
-        for item in self.scan_prefix(cf::CONTACTS, &prefix, &prefix) {
-            let (k, v) = item?;
-            let contact: Contact = prost::Message::decode(&v[..])?;
-            let last = contact.last_message.map(|m| m.msg_id).unwrap_or(0);
-            let conv = ConvKey(k[prefix.len()..].to_vec());
+        let mut keep = |last: u64, conv: ConvKey| {
             let mut sort = (u64::MAX - last).to_be_bytes().to_vec();
             sort.extend_from_slice(&conv.0);
             if cursor.is_empty() || sort.as_slice() > cursor {
                 order.push((sort, conv));
+            }
+        };
+        for item in self.scan_prefix(cf::CONTACTS, &prefix, &prefix) {
+            let (k, v) = item?;
+            let conv = ConvKey(k[prefix.len()..].to_vec());
+            if is_read_group(&conv) {
+                continue;
+            }
+            let contact: Contact = prost::Message::decode(&v[..])?;
+            keep(contact.last_message.map(|m| m.msg_id).unwrap_or(0), conv);
+        }
+        for g in &read_groups {
+            let ck = ConvKey::group(g);
+            if let Some(last) = self.last_message_id(&ck)? {
+                keep(last, ck);
             }
         }
         order.sort_unstable();
@@ -119,11 +136,41 @@ impl Core {
                 next = order[i - 1].0.clone();
                 break;
             }
-            let contact = self.contact(user, conv)?;
+            let contact = if is_read_group(conv) {
+                self.read_group_contact(user, conv)?
+            } else {
+                self.contact(user, conv)?
+            };
             bytes += prost::Message::encoded_len(&contact) + 4;
             contacts.push(contact);
         }
         Ok((contacts, next))
+    }
+
+    /// The id of a conversation's last message, if it has one.
+    fn last_message_id(&self, conv: &ConvKey) -> Result<Option<u64>> {
+        match self.get_u64(cf::CONVS, &conv.0)? {
+            0 => Ok(None),
+            seq => self.value(cf::CONV_LOG, &keys::conv_log(conv, seq), |v| {
+                v.and_then(keys::u64_value)
+            }),
+        }
+    }
+
+    /// A read fan-out group as a contact: its last message and the user's computed count.
+    fn read_group_contact(&self, user: &str, conv: &ConvKey) -> Result<Contact> {
+        let view = conv.view(user).unwrap_or_default();
+        let msg_id = self
+            .last_message_id(conv)?
+            .ok_or_else(|| StoreError::Corrupt("group without its last message".into()))?;
+        let mut msg = self.load_message(msg_id)?;
+        msg.conversation = Some(view.clone());
+        Ok(Contact {
+            unread: self.group_unread(user, &view.id)?,
+            updated_ms: msg.timestamp_ms,
+            conversation: Some(view),
+            last_message: Some(msg),
+        })
     }
 
     fn contact(&self, user: &str, conv: &ConvKey) -> Result<Contact> {
@@ -137,58 +184,11 @@ impl Core {
         }
         c.unread = match conv.view(user) {
             Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
-                self.group_unread_as_of(self, user, &v.id)?
+                self.group_unread(user, &v.id)?
             }
             _ => self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?,
         };
         Ok(c)
-    }
-
-    /// The user's total unread count: the stored direct total plus each group's computed count.
-    pub fn unread_total(&self, user: &str) -> Result<u64> {
-        self.unread_total_as_of(self, user)
-    }
-
-    /// The same, with counters and read positions as `r` sees them (a change in progress).
-    pub(crate) fn unread_total_as_of(&self, r: &impl Reader, user: &str) -> Result<u64> {
-        let mut total = r.get_u64(cf::UNREAD, &keys::unread_total(user))?;
-        for g in self.groups_of(user)? {
-            total += self.group_unread_as_of(r, user, &g)?;
-        }
-        Ok(total)
-    }
-
-    /// The user's unread counts: total and every conversation with unread messages.
-    pub fn unread(&self, user: &str) -> Result<UnreadAck> {
-        let prefix = keys::unread_conv_prefix(user);
-        let mut conversations = Vec::new();
-        for item in self.scan_prefix(cf::UNREAD, &prefix, &prefix) {
-            let (k, v) = item?;
-            let unread = keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("unread".into()))?;
-            if unread == 0 {
-                continue;
-            }
-            let conv = ConvKey(k[prefix.len()..].to_vec());
-            conversations.push(ConversationUnread {
-                conversation: conv.view(user),
-                unread,
-                last_seq: self.get_u64(cf::CONVS, &conv.0)?,
-            });
-        }
-        for g in self.groups_of(user)? {
-            let unread = self.group_unread_as_of(self, user, &g)?;
-            if unread > 0 {
-                conversations.push(ConversationUnread {
-                    conversation: Some(super::groups::group_conv(&g)),
-                    unread,
-                    last_seq: self.get_u64(cf::CONVS, &ConvKey::group(&g).0)?,
-                });
-            }
-        }
-        Ok(UnreadAck {
-            total: self.unread_total(user)?,
-            conversations,
-        })
     }
 
     /// A conversation's log as stored: (seq, message id) in seq order. For the invariant checks
@@ -224,12 +224,7 @@ impl Core {
         let Some(info) = self.get_msg::<GroupInfo>(cf::GROUPS, &keys::group(group_id))? else {
             return Ok(None);
         };
-        Ok(Some((info, self.member_list(group_id)?)))
-    }
-
-    /// Ids of the groups `user` belongs to, as the user's own index has them.
-    pub fn group_ids_of(&self, user: &str) -> Result<Vec<String>> {
-        self.groups_of(user)
+        Ok(Some((info, self.member_page(group_id, &[], usize::MAX)?.0)))
     }
 
     /// Checks `user`'s stored invariants: inbox versions are 1..=n without gaps or repeats, and

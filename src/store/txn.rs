@@ -125,8 +125,35 @@ impl<'a> Txn<'a> {
         Ok(n)
     }
 
+    /// Sets a counter; 0 deletes it (an absent counter reads as 0), so scans of counts meet
+    /// only the ones that are not 0.
     pub fn set_counter(&mut self, family_name: &str, key: Vec<u8>, value: u64) {
-        self.put(family_name, key, value.to_be_bytes().to_vec());
+        if value == 0 {
+            self.delete(family_name, key);
+        } else {
+            self.put(family_name, key, value.to_be_bytes().to_vec());
+        }
+    }
+
+    /// The number of keys of `family` in `start..end` as of this change: the committed ones
+    /// that no pending change touched, plus the pending puts. Costs a seek, a step per key in
+    /// the range, and a look at the family's pending keys (few, for the families it is used
+    /// on: recalled messages).
+    pub fn count_range(&self, family_name: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+        let f = family(family_name);
+        let mut n = 0;
+        // A pending key is not counted from RocksDB: the committer may be writing it now.
+        for item in self.core.iter_from(family_name, start) {
+            let (k, _) = item?;
+            if &*k >= end {
+                break;
+            }
+            if self.group.pending(f, &k).is_none() {
+                n += 1;
+            }
+        }
+        n += self.group.pending_puts_in(f, start, end);
+        Ok(n)
     }
 
     /// Adds `delta` to a counter, clamped at zero; returns the new value.
@@ -211,21 +238,42 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
-    /// The current members of a group (empty if none), cached by the writer.
+    /// The current members of a group (empty if none), cached by the writer. Reading them
+    /// the first time scans the committed store, which commits what is pending first: call it
+    /// before the change writes anything.
     pub fn members(&mut self, group_id: &str) -> Result<Arc<Vec<String>>> {
         if let Some(m) = self.group.members.get(group_id) {
             return Ok(m.clone());
         }
         // A scan sees only committed data.
         self.fresh()?;
-        let list = Arc::new(self.core.member_ids(group_id)?);
-        self.group.members.insert(group_id.to_owned(), list.clone());
-        Ok(list)
+        let list = self.core.member_ids(group_id)?;
+        Ok(self.set_members(group_id, list))
     }
 
-    /// Drops the cached member list of a group whose membership this change alters.
-    pub fn forget_members(&mut self, group_id: &str) {
-        self.group.members.remove(group_id);
+    /// Caches the member list of a group this change created.
+    pub fn set_members(&mut self, group_id: &str, list: Vec<String>) -> Arc<Vec<String>> {
+        self.group.cache_members(group_id, Arc::new(list))
+    }
+
+    /// Adds `users` to the cached member list of `group_id` (read with [`Txn::members`]
+    /// first) and returns it.
+    pub fn add_members(&mut self, group_id: &str, users: &[String]) -> Arc<Vec<String>> {
+        let mut list = self.cached_members(group_id);
+        Arc::make_mut(&mut list).extend(users.iter().cloned());
+        self.group.cache_members(group_id, list)
+    }
+
+    /// Takes `user` out of the cached member list of `group_id` (read with [`Txn::members`]
+    /// first) and returns it.
+    pub fn remove_member(&mut self, group_id: &str, user: &str) -> Arc<Vec<String>> {
+        let mut list = self.cached_members(group_id);
+        Arc::make_mut(&mut list).retain(|m| m != user);
+        self.group.cache_members(group_id, list)
+    }
+
+    fn cached_members(&mut self, group_id: &str) -> Arc<Vec<String>> {
+        self.group.members.remove(group_id).unwrap_or_default()
     }
 
     /// Pushes `deliveries` once the group is committed (to every online session of each user
@@ -237,12 +285,13 @@ impl<'a> Txn<'a> {
     }
 
     /// Notifies the online `members` of a read fan-out group once the group is committed,
-    /// with the message at `last_seq` if given.
+    /// with the message at `last_seq` or the membership event, if given.
     pub fn notify_group(
         &mut self,
         group_id: &str,
         last_seq: u64,
         message: Option<pb::Message>,
+        event: Option<pb::GroupEvent>,
         members: Arc<Vec<String>>,
         exclude: Option<u64>,
     ) {
@@ -250,6 +299,7 @@ impl<'a> Txn<'a> {
             group_id: group_id.to_owned(),
             last_seq,
             message,
+            event,
             members,
             exclude,
         })));

@@ -46,15 +46,8 @@ pub trait Outbox: Send + Sync {
         Vec::new()
     }
     /// Tells the online members of a read fan-out group that its log reached `last_seq` (with
-    /// the message at `last_seq`, if given).
-    fn notify_group(
-        &self,
-        group_id: &str,
-        last_seq: u64,
-        message: Option<pb::Message>,
-        members: &[String],
-        exclude: Option<u64>,
-    );
+    /// the message at `last_seq`, or the membership change, if given).
+    fn notify_group(&self, notify: GroupNotice<'_>);
 }
 
 /// A change: runs on the writer thread against the pending group; returns whether it succeeded.
@@ -76,7 +69,18 @@ pub(super) struct Notify {
     pub group_id: String,
     pub last_seq: u64,
     pub message: Option<pb::Message>,
+    pub event: Option<pb::GroupEvent>,
     pub members: Arc<Vec<String>>,
+    pub exclude: Option<u64>,
+}
+
+/// A GROUP_NOTIFY for the online `members` of a read fan-out group (not session `exclude`).
+pub struct GroupNotice<'a> {
+    pub group_id: &'a str,
+    pub last_seq: u64,
+    pub message: Option<pb::Message>,
+    pub event: Option<pb::GroupEvent>,
+    pub members: &'a [String],
     pub exclude: Option<u64>,
 }
 
@@ -98,8 +102,11 @@ pub(super) struct Group {
     pub push_queued: bool,
     /// Each user's newest inbox version, committed or pending.
     pub versions: FastMap<String, u64>,
-    /// Group members (current), as of the pending state.
+    /// Group members (current), as of the pending state: at most about `MEMBER_CACHE` ids in
+    /// all (see [`Group::cache_members`]).
     pub members: FastMap<String, Arc<Vec<String>>>,
+    /// Member ids in `members`.
+    member_ids: usize,
     /// Committed counters (sequences, unread counts, read positions) recently used.
     pub counters: CounterCache,
     /// The overlay of the group handed to the committer last: until it is written, reads find
@@ -247,6 +254,9 @@ pub(super) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>
 /// One column family's keys written by a group: `Some(value)` put, `None` deleted.
 pub(super) type Overlay = FastMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Member ids the writer keeps cached (a few MB).
+const MEMBER_CACHE: usize = 200_000;
+
 /// At most this many changes (or this many written bytes) per group, so one commit stays short.
 const MAX_GROUP_OPS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
@@ -271,6 +281,7 @@ impl Group {
             push_queued: false,
             versions: FastMap::default(),
             members: FastMap::default(),
+            member_ids: 0,
             counters: CounterCache::default(),
             inflight: maps(),
             committer: Committer {
@@ -295,6 +306,38 @@ impl Group {
             .get(key)
             .or_else(|| self.inflight[f].get(key))
             .map(|v| v.as_deref())
+    }
+
+    /// Caches a group's member list and returns it. The cache holds at most about
+    /// `MEMBER_CACHE` member ids: past that it starts again empty (lists are read again from
+    /// the store when needed), so groups touched once do not hold the writer's memory.
+    pub fn cache_members(&mut self, group_id: &str, list: Arc<Vec<String>>) -> Arc<Vec<String>> {
+        if let Some(old) = self.members.remove(group_id) {
+            self.member_ids -= old.len();
+        }
+        if self.member_ids + list.len() > MEMBER_CACHE {
+            self.members.clear();
+            self.member_ids = 0;
+        }
+        self.member_ids += list.len();
+        self.members.insert(group_id.to_owned(), list.clone());
+        list
+    }
+
+    /// How many keys in `start..end` of `family` the pending groups put (the group being
+    /// written included; the pending group's writes win over its).
+    pub fn pending_puts_in(&self, family: u8, start: &[u8], end: &[u8]) -> u64 {
+        let f = family as usize;
+        let within = |k: &&Vec<u8>| k.as_slice() >= start && k.as_slice() < end;
+        let newer = self.overlay[f]
+            .iter()
+            .filter(|(k, v)| within(k) && v.is_some())
+            .count();
+        let older = self.inflight[f]
+            .iter()
+            .filter(|(k, v)| within(k) && v.is_some() && !self.overlay[f].contains_key(*k))
+            .count();
+        (newer + older) as u64
     }
 
     /// Writes the group and waits until it is written (and its results released).
@@ -409,6 +452,7 @@ impl Group {
         }
         self.versions.clear();
         self.members.clear();
+        self.member_ids = 0;
         self.counters = CounterCache::default();
     }
 }
@@ -471,13 +515,14 @@ fn commit(core: &Core, sealed: Sealed, stored: impl FnOnce(bool)) {
                 for post in sealed.posts {
                     match post {
                         Post::Deliver(d, exclude) => outbox.deliver(d, exclude),
-                        Post::Notify(n) => outbox.notify_group(
-                            &n.group_id,
-                            n.last_seq,
-                            n.message,
-                            &n.members,
-                            n.exclude,
-                        ),
+                        Post::Notify(n) => outbox.notify_group(GroupNotice {
+                            group_id: &n.group_id,
+                            last_seq: n.last_seq,
+                            message: n.message,
+                            event: n.event,
+                            members: &n.members,
+                            exclude: n.exclude,
+                        }),
                     }
                 }
             }

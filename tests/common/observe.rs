@@ -23,7 +23,7 @@ pub struct Account {
 pub async fn account(server: &TestServer, user: &str) -> Account {
     let (mut conn, login) = server.login(user, "observer").await;
     let entries = sync_all(&mut conn, 0).await;
-    let unread = match request(&mut conn, Packet::Unread(pb::Unread {})).await {
+    let unread = match request(&mut conn, Packet::Unread(pb::Unread::default())).await {
         Packet::UnreadAck(a) => a,
         other => panic!("expected UNREAD_ACK, got {other:?}"),
     };
@@ -41,7 +41,7 @@ pub async fn account(server: &TestServer, user: &str) -> Account {
         }
         cursor = page.next_cursor;
     }
-    let groups = match request(&mut conn, Packet::GroupList(pb::GroupList {})).await {
+    let groups = match request(&mut conn, Packet::GroupList(pb::GroupList::default())).await {
         Packet::GroupListAck(a) => a.groups,
         other => panic!("expected GROUP_LIST_ACK, got {other:?}"),
     };

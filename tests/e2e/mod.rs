@@ -176,7 +176,7 @@ pub async fn sync_page(conn: &mut Connection, since: u64, limit: u32) -> pb::Syn
 
 /// UNREAD on a raw connection.
 pub async fn raw_unread(conn: &mut Connection) -> pb::UnreadAck {
-    match request(conn, Packet::Unread(pb::Unread {})).await {
+    match request(conn, Packet::Unread(pb::Unread::default())).await {
         Packet::UnreadAck(a) => a,
         other => panic!("expected UNREAD_ACK, got {other:?}"),
     }

@@ -330,16 +330,40 @@ impl Member {
         })
     }
 
+    /// GROUP_CREATE of an invite-only group.
     pub async fn create(
         &mut self,
         name: &str,
         members: &[&str],
         history: pb::HistoryVisibility,
     ) -> pb::GroupInfo {
+        self.create_with(name, members, history, pb::JoinPolicy::Invite)
+            .await
+    }
+
+    /// GROUP_CREATE of an open group (anyone who knows the id may join).
+    pub async fn create_open(
+        &mut self,
+        name: &str,
+        members: &[&str],
+        history: pb::HistoryVisibility,
+    ) -> pb::GroupInfo {
+        self.create_with(name, members, history, pb::JoinPolicy::Open)
+            .await
+    }
+
+    pub async fn create_with(
+        &mut self,
+        name: &str,
+        members: &[&str],
+        history: pb::HistoryVisibility,
+        join_policy: pb::JoinPolicy,
+    ) -> pb::GroupInfo {
         let body = pb::GroupCreate {
             name: name.to_owned(),
             members: members.iter().map(|s| s.to_string()).collect(),
             history: history as i32,
+            join_policy: join_policy as i32,
         };
         match self.request(Packet::GroupCreate(body)).await {
             Packet::GroupCreateAck(a) => a.group.expect("GROUP_CREATE_ACK carries the group"),
@@ -354,7 +378,7 @@ impl Member {
         })
     }
 
-    /// GROUP_JOIN: empty `users` joins oneself.
+    /// GROUP_JOIN: empty `users` joins oneself (an open group).
     pub async fn join(&mut self, group_id: &str, users: &[&str]) -> pb::GroupInfo {
         match self.request(Self::join_packet(group_id, users)).await {
             Packet::GroupJoinAck(a) => a.group.expect("GROUP_JOIN_ACK carries the group"),
@@ -380,6 +404,7 @@ impl Member {
     pub fn members_packet(group_id: &str) -> Packet {
         Packet::GroupMembers(pb::GroupMembers {
             group_id: group_id.to_owned(),
+            ..Default::default()
         })
     }
 
@@ -391,18 +416,39 @@ impl Member {
     }
 
     pub async fn list(&mut self) -> Vec<pb::GroupInfo> {
-        match self.request(Packet::GroupList(pb::GroupList {})).await {
+        match self
+            .request(Packet::GroupList(pb::GroupList::default()))
+            .await
+        {
             Packet::GroupListAck(a) => a.groups,
             other => panic!("{}: expected GROUP_LIST_ACK, got {other:?}", self.who()),
         }
     }
 
+    /// GROUP_HISTORY oldest first after `after_seq` when it is above 0, else newest first
+    /// before `before_seq` (with the order set explicitly).
     pub fn history_packet(group_id: &str, before_seq: u64, after_seq: u64, limit: u32) -> Packet {
+        let order = if after_seq > 0 {
+            pb::HistoryOrder::OldestFirst
+        } else {
+            pb::HistoryOrder::NewestFirst
+        };
+        Self::history_packet_ordered(group_id, order, before_seq, after_seq, limit)
+    }
+
+    pub fn history_packet_ordered(
+        group_id: &str,
+        order: pb::HistoryOrder,
+        before_seq: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> Packet {
         Packet::GroupHistory(pb::GroupHistory {
             group_id: group_id.to_owned(),
             before_seq,
             after_seq,
             limit,
+            order: order as i32,
         })
     }
 
@@ -433,7 +479,17 @@ impl Member {
         let mut out: Vec<pb::Message> = Vec::new();
         let mut after = after_seq;
         for _ in 0..1000 {
-            let page = self.history(group_id, 0, after, limit).await;
+            let packet = Self::history_packet_ordered(
+                group_id,
+                pb::HistoryOrder::OldestFirst,
+                0,
+                after,
+                limit,
+            );
+            let page = match self.request(packet).await {
+                Packet::GroupHistoryAck(a) => a,
+                other => panic!("{}: expected GROUP_HISTORY_ACK, got {other:?}", self.who()),
+            };
             if page.has_more {
                 assert!(!page.messages.is_empty(), "has_more with an empty page");
             }
@@ -450,7 +506,7 @@ impl Member {
     }
 
     pub async fn unread(&mut self) -> pb::UnreadAck {
-        match self.request(Packet::Unread(pb::Unread {})).await {
+        match self.request(Packet::Unread(pb::Unread::default())).await {
             Packet::UnreadAck(a) => a,
             other => panic!("{}: expected UNREAD_ACK, got {other:?}", self.who()),
         }

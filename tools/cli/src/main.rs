@@ -240,8 +240,11 @@ pub enum GroupCmd {
         /// New members see messages from their join on (default: the whole history).
         #[arg(long)]
         from_join: bool,
+        /// Anyone who knows the group id may join it (default: invite only).
+        #[arg(long)]
+        open: bool,
     },
-    /// Join a group, or add users to it (owner or admin).
+    /// Join an open group, or add users to a group (owner or admin).
     Join {
         #[arg(long)]
         group: String,
@@ -264,6 +267,16 @@ pub enum GroupCmd {
     },
     /// List your groups.
     List,
+    /// Make a member an admin, or a member again (owner only).
+    Role {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        user: String,
+        /// `admin` or `member`.
+        #[arg(long)]
+        role: String,
+    },
     /// Page through a group's messages.
     History {
         #[arg(long)]
@@ -274,6 +287,9 @@ pub enum GroupCmd {
         /// Messages after this seq, oldest first (catch-up).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Oldest first from the start (with --after 0); implied by --after above 0.
+        #[arg(long)]
+        oldest_first: bool,
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },

@@ -108,7 +108,7 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             cursor: hex::decode(cursor.trim()).context("--cursor is not hex")?,
             limit,
         }),
-        Cmd::Unread => Packet::Unread(pb::Unread {}),
+        Cmd::Unread => Packet::Unread(pb::Unread::default()),
         Cmd::Read { target, seq } => Packet::MarkRead(pb::MarkRead {
             conversation: Some(conversation(&target)),
             up_to_seq: seq,
@@ -126,6 +126,7 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
                 name,
                 members,
                 from_join,
+                open,
             } => Packet::GroupCreate(pb::GroupCreate {
                 name,
                 members,
@@ -133,6 +134,11 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
                     pb::HistoryVisibility::FromJoin as i32
                 } else {
                     pb::HistoryVisibility::Full as i32
+                },
+                join_policy: if open {
+                    pb::JoinPolicy::Open as i32
+                } else {
+                    pb::JoinPolicy::Invite as i32
                 },
             }),
             GroupCmd::Join { group, users } => Packet::GroupJoin(pb::GroupJoin {
@@ -143,20 +149,36 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
                 group_id: group,
                 user_id: user,
             }),
-            GroupCmd::Members { group } => {
-                Packet::GroupMembers(pb::GroupMembers { group_id: group })
-            }
-            GroupCmd::List => Packet::GroupList(pb::GroupList {}),
+            GroupCmd::Members { group } => Packet::GroupMembers(pb::GroupMembers {
+                group_id: group,
+                ..Default::default()
+            }),
+            GroupCmd::List => Packet::GroupList(pb::GroupList::default()),
+            GroupCmd::Role { group, user, role } => Packet::GroupSetRole(pb::GroupSetRole {
+                group_id: group,
+                user_id: user,
+                role: match role.as_str() {
+                    "admin" => pb::GroupRole::Admin as i32,
+                    "member" => pb::GroupRole::Member as i32,
+                    other => bail!("--role {other:?}: admin or member"),
+                },
+            }),
             GroupCmd::History {
                 group,
                 before,
                 after,
+                oldest_first,
                 limit,
             } => Packet::GroupHistory(pb::GroupHistory {
                 group_id: group,
                 before_seq: before,
                 after_seq: after,
                 limit,
+                order: if oldest_first || after > 0 {
+                    pb::HistoryOrder::OldestFirst as i32
+                } else {
+                    pb::HistoryOrder::NewestFirst as i32
+                },
             }),
         },
         other => bail!("not a one-shot command: {other:?}"),

@@ -135,7 +135,8 @@ pub enum ClientEvent {
     /// The next inbox entry: each exactly once, in version order, with no gaps. Persist it
     /// together with its version; that version is the `last_version` of the next start.
     Entry(pb::InboxEntry),
-    /// A read-fan-out group has new messages: pull them with [`Client::group_history`].
+    /// A read-fan-out group has new messages, or its membership changed: pull messages with
+    /// [`Client::group_history_after`].
     GroupNotify(pb::GroupNotify),
     /// The server sent KICK; a `Disconnected` follows.
     Kicked(pb::Kick),
@@ -220,7 +221,10 @@ impl Client {
         let expected = reply_command(packet.command());
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Request { packet, reply: tx })
+            .send(Cmd::Request {
+                packet: Box::new(packet),
+                reply: tx,
+            })
             .map_err(|_| ClientError::Closed)?;
         let reply = tokio::time::timeout(self.request_timeout, rx)
             .await
@@ -269,12 +273,23 @@ impl Client {
         reply!(self.request(Packet::Contacts(body)).await?, ContactsAck)
     }
 
-    /// Unread counts.
+    /// Unread counts: the total and every conversation with unread messages (all pages).
     pub async fn unread(&self) -> Result<pb::UnreadAck> {
-        reply!(
-            self.request(Packet::Unread(pb::Unread {})).await?,
-            UnreadAck
-        )
+        let mut all = self.unread_page(Vec::new(), 0).await?;
+        let mut cursor = std::mem::take(&mut all.next_cursor);
+        while !cursor.is_empty() {
+            let page = self.unread_page(cursor, 0).await?;
+            all.conversations.extend(page.conversations);
+            all.total = page.total;
+            cursor = page.next_cursor;
+        }
+        Ok(all)
+    }
+
+    /// One page of unread counts (`limit` 0: the server's default); pass `next_cursor` back.
+    pub async fn unread_page(&self, cursor: Vec<u8>, limit: u32) -> Result<pb::UnreadAck> {
+        let body = pb::Unread { cursor, limit };
+        reply!(self.request(Packet::Unread(body)).await?, UnreadAck)
     }
 
     /// Marks `conversation` read up to and including `up_to_seq`.
@@ -316,7 +331,7 @@ impl Client {
         reply!(self.request(Packet::Delete(body)).await?, DeleteAck)
     }
 
-    /// Creates a group; this user becomes its owner.
+    /// Creates an invite-only group; this user becomes its owner.
     pub async fn group_create(
         &self,
         name: &str,
@@ -327,14 +342,21 @@ impl Client {
             name: name.to_string(),
             members,
             history: history as i32,
+            join_policy: pb::JoinPolicy::Invite as i32,
         };
+        self.group_create_with(body).await
+    }
+
+    /// Creates a group as `body` says (e.g. an OPEN one); this user becomes its owner.
+    pub async fn group_create_with(&self, body: pb::GroupCreate) -> Result<pb::GroupAck> {
         reply!(
             self.request(Packet::GroupCreate(body)).await?,
             GroupCreateAck
         )
     }
 
-    /// Joins `group_id` (empty `user_ids`) or adds `user_ids` to it.
+    /// Joins an open group `group_id` (empty `user_ids`) or adds `user_ids` to it (owner or
+    /// admin).
     pub async fn group_join(&self, group_id: &str, user_ids: Vec<String>) -> Result<pb::GroupAck> {
         let body = pb::GroupJoin {
             group_id: group_id.to_string(),
@@ -352,39 +374,106 @@ impl Client {
         reply!(self.request(Packet::GroupLeave(body)).await?, GroupLeaveAck)
     }
 
-    /// A group's members.
-    pub async fn group_members(&self, group_id: &str) -> Result<pb::GroupMembersAck> {
-        let body = pb::GroupMembers {
-            group_id: group_id.to_string(),
-        };
-        reply!(
-            self.request(Packet::GroupMembers(body)).await?,
-            GroupMembersAck
-        )
-    }
-
-    /// The groups this user belongs to.
-    pub async fn group_list(&self) -> Result<pb::GroupListAck> {
-        reply!(
-            self.request(Packet::GroupList(pb::GroupList {})).await?,
-            GroupListAck
-        )
-    }
-
-    /// A page of a group's log (see `GroupHistory` in the .proto for the paging rules).
-    pub async fn group_history(
+    /// Makes `user_id` an admin of `group_id` or a member again (the owner only).
+    pub async fn group_set_role(
         &self,
         group_id: &str,
-        before_seq: u64,
+        user_id: &str,
+        role: pb::GroupRole,
+    ) -> Result<pb::GroupAck> {
+        let body = pb::GroupSetRole {
+            group_id: group_id.to_string(),
+            user_id: user_id.to_string(),
+            role: role as i32,
+        };
+        reply!(
+            self.request(Packet::GroupSetRole(body)).await?,
+            GroupSetRoleAck
+        )
+    }
+
+    /// A group's members (all pages).
+    pub async fn group_members(&self, group_id: &str) -> Result<pb::GroupMembersAck> {
+        let mut all: Option<pb::GroupMembersAck> = None;
+        let mut cursor = Vec::new();
+        loop {
+            let body = pb::GroupMembers {
+                group_id: group_id.to_string(),
+                cursor,
+                limit: 0,
+            };
+            let page = reply!(
+                self.request(Packet::GroupMembers(body)).await?,
+                GroupMembersAck
+            )?;
+            cursor = page.next_cursor.clone();
+            match &mut all {
+                None => all = Some(page),
+                Some(a) => a.members.extend(page.members),
+            }
+            if cursor.is_empty() {
+                let mut a = all.unwrap_or_default();
+                a.next_cursor.clear();
+                return Ok(a);
+            }
+        }
+    }
+
+    /// The groups this user belongs to (all pages).
+    pub async fn group_list(&self) -> Result<pb::GroupListAck> {
+        let mut groups = Vec::new();
+        let mut cursor = Vec::new();
+        loop {
+            let body = pb::GroupList { cursor, limit: 0 };
+            let page = reply!(self.request(Packet::GroupList(body)).await?, GroupListAck)?;
+            groups.extend(page.groups);
+            cursor = page.next_cursor;
+            if cursor.is_empty() {
+                return Ok(pb::GroupListAck {
+                    groups,
+                    next_cursor: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// A page of a group's log oldest first: messages with seq above `after_seq` (0: from the
+    /// first), for catching up. Repeat from the last seq while `has_more`.
+    pub async fn group_history_after(
+        &self,
+        group_id: &str,
         after_seq: u64,
         limit: u32,
     ) -> Result<pb::GroupHistoryAck> {
-        let body = pb::GroupHistory {
+        self.group_history(pb::GroupHistory {
             group_id: group_id.to_string(),
-            before_seq,
             after_seq,
             limit,
-        };
+            order: pb::HistoryOrder::OldestFirst as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A page of a group's log newest first: messages with seq below `before_seq` (0: from the
+    /// newest), for scrolling back.
+    pub async fn group_history_before(
+        &self,
+        group_id: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<pb::GroupHistoryAck> {
+        self.group_history(pb::GroupHistory {
+            group_id: group_id.to_string(),
+            before_seq,
+            limit,
+            order: pb::HistoryOrder::NewestFirst as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn group_history(&self, body: pb::GroupHistory) -> Result<pb::GroupHistoryAck> {
         reply!(
             self.request(Packet::GroupHistory(body)).await?,
             GroupHistoryAck

@@ -269,6 +269,7 @@ async fn errors_ping_and_close() {
         let ack = pb::UnreadAck {
             total: 3,
             conversations: vec![],
+            next_cursor: vec![],
         };
         peer.send(Packet::UnreadAck(ack), id).await;
         peer

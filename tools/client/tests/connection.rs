@@ -26,11 +26,11 @@ async fn login_then_request_ids_increase_from_one() {
     let server = FakeServer::bind().await;
     let (mut conn, mut peer) = logged_in(&server).await;
     let a = conn
-        .send_packet(Packet::Unread(pb::Unread {}))
+        .send_packet(Packet::Unread(pb::Unread::default()))
         .await
         .unwrap();
     let b = conn
-        .send_packet(Packet::Unread(pb::Unread {}))
+        .send_packet(Packet::Unread(pb::Unread::default()))
         .await
         .unwrap();
     // LOGIN took id 1.
@@ -49,18 +49,20 @@ async fn frames_arriving_during_a_request_are_kept_and_nothing_is_acked() {
         let notify = pb::GroupNotify {
             group_id: "g".into(),
             last_seq: 4,
-            unread: 1,
+            unread: 0,
             message: None,
+            event: None,
         };
         peer.send(Packet::GroupNotify(notify), 0).await;
         let ack = pb::UnreadAck {
             total: 2,
             conversations: vec![],
+            next_cursor: vec![],
         };
         peer.send(Packet::UnreadAck(ack), id).await;
         peer
     };
-    let (reply, mut peer) = tokio::join!(conn.request(Packet::Unread(pb::Unread {})), fake);
+    let (reply, mut peer) = tokio::join!(conn.request(Packet::Unread(pb::Unread::default())), fake);
     match reply.unwrap() {
         Packet::UnreadAck(ack) => assert_eq!(ack.total, 2),
         other => panic!("{other:?}"),
@@ -137,7 +139,7 @@ async fn fatal_error_with_request_id_zero_ends_the_wait_and_close_is_closed() {
     assert_eq!(err.server_code(), Some(ErrorCode::BadCrc));
     drop(peer);
     assert!(conn.recv_frame_timeout(WAIT).await.unwrap().is_none());
-    let again = conn.request(Packet::Unread(pb::Unread {})).await;
+    let again = conn.request(Packet::Unread(pb::Unread::default())).await;
     assert!(matches!(
         again,
         Err(ClientError::Closed) | Err(ClientError::Io(_))

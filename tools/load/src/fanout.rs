@@ -266,7 +266,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
 /// Read fan-out: pull the group's log after `pulled` up to at least `last_seq`.
 async fn pull(shared: &Shared, c: &Client, m: usize, pulled: &mut u64, last_seq: u64) {
     while *pulled < last_seq {
-        match c.group_history(&shared.group_id, 0, *pulled, 200).await {
+        match c.group_history_after(&shared.group_id, *pulled, 200).await {
             Ok(page) => {
                 for msg in &page.messages {
                     *pulled = (*pulled).max(msg.seq);

@@ -31,7 +31,8 @@ const OWN_ENTRY_GRACE: Duration = Duration::from_secs(1);
 /// What the [`Client`](crate::Client) handle asks of the task.
 pub(crate) enum Cmd {
     Request {
-        packet: Packet,
+        /// Boxed: a packet is large, and most commands on the channel are small.
+        packet: Box<Packet>,
         reply: oneshot::Sender<Result<Packet>>,
     },
     Close(oneshot::Sender<()>),
@@ -176,7 +177,7 @@ impl Driver {
                 },
                 cmd = self.cmds.recv() => match cmd {
                     Some(Cmd::Request { packet, reply }) => {
-                        match self.send_requests(conn, UserRequest { packet, reply }).await {
+                        match self.send_requests(conn, UserRequest { packet: *packet, reply }).await {
                             Ok(false) => {}
                             Ok(true) => return DisconnectReason::ClientClosed,
                             Err(e) => return error_reason(e),
@@ -282,7 +283,14 @@ impl Driver {
         for _ in 0..63 {
             match self.cmds.try_recv() {
                 Ok(Cmd::Request { packet, reply }) => {
-                    self.feed_user(conn, UserRequest { packet, reply }).await?
+                    self.feed_user(
+                        conn,
+                        UserRequest {
+                            packet: *packet,
+                            reply,
+                        },
+                    )
+                    .await?
                 }
                 Ok(Cmd::Close(done)) => {
                     conn.flush().await?;
@@ -490,7 +498,10 @@ impl Driver {
     fn offline_cmd(&mut self, cmd: Option<Cmd>) -> bool {
         match cmd {
             Some(Cmd::Request { packet, reply }) => {
-                self.waiting.push_back(UserRequest { packet, reply });
+                self.waiting.push_back(UserRequest {
+                    packet: *packet,
+                    reply,
+                });
                 true
             }
             Some(Cmd::Close(done)) => {

@@ -8,7 +8,7 @@ use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 
 /// Requests whose repetition is harmless: reads, and writes the server deduplicates
-/// (SEND by client_msg_id) or ignores when repeated (MARK_READ, RECALL).
+/// (SEND by client_msg_id) or ignores when repeated (MARK_READ, RECALL, GROUP_SET_ROLE).
 pub(super) fn retry_safe(command: Command) -> bool {
     use Command::*;
     matches!(
@@ -21,6 +21,7 @@ pub(super) fn retry_safe(command: Command) -> bool {
             | GroupMembers
             | GroupList
             | GroupHistory
+            | GroupSetRole
             | Heartbeat
     )
 }

@@ -1,0 +1,335 @@
+//! Unread counts: what is stored, what is computed, and MARK_READ.
+//!
+//! A conversation's unread count is the number of messages from others after the user's read
+//! position that are neither recalled nor deleted by the user (deletes count in direct
+//! conversations only). Sending moves the sender's read position to its own message, so every
+//! message after a read position is from someone else.
+//!
+//! - Direct conversations and write fan-out groups keep the count stored (`unread` + 1 +
+//!   conversation), changed by each message, read, recall and delete, and the user's total
+//!   (`unread` + 0) is the sum of those stored counts. A count that drops to 0 is deleted, so
+//!   the listing only meets conversations with something unread.
+//! - Read fan-out groups store nothing per message: their count is computed from the read
+//!   position, the group's last seq and the recalled messages between them. Such groups are
+//!   listed per user (`unread` + 4 + group), so the total and the listing visit exactly them.
+//!
+//! So UNREAD, LOGIN's total and MARK_READ cost O(read fan-out groups of the user), bounded by
+//! `max_groups_per_user`, not O(every group or conversation).
+
+use missive_protocol::pb::{self, inbox_entry::Body, ConversationKind, InboxEntry, MarkReadAck};
+use missive_protocol::pb::{ConversationUnread, FanoutMode, UnreadAck};
+use missive_protocol::ErrorCode;
+
+use super::membership::{group_info, mode_of, require_member};
+use super::{cf, keys, ConvKey, Core, Delivery, Reader, Result, StoreError, Txn};
+
+/// `user`'s computed count in a read fan-out group, as of the running change (pending writes
+/// included).
+pub(crate) fn group_unread_in(txn: &mut Txn<'_>, user: &str, ck: &ConvKey) -> Result<u64> {
+    let last = txn.counter(cf::CONVS, &ck.0)?;
+    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, ck))?;
+    recount_group(last, pos, |from, to| {
+        txn.count_range(
+            cf::RECALLED,
+            &keys::recalled(ck, from),
+            &keys::recalled(ck, to),
+        )
+    })
+}
+
+/// Messages in (`pos`, `last`] minus the recalled ones among them, counted by `recalled(from,
+/// to)` over seqs `from..to`.
+fn recount_group(
+    last: u64,
+    pos: u64,
+    recalled: impl FnOnce(u64, u64) -> Result<u64>,
+) -> Result<u64> {
+    if last <= pos {
+        return Ok(0);
+    }
+    let gone = recalled(pos + 1, last.saturating_add(1))?;
+    Ok((last - pos).saturating_sub(gone))
+}
+
+impl Core {
+    /// `user`'s count in a group as stored or computed (committed data).
+    pub(crate) fn group_unread(&self, user: &str, group_id: &str) -> Result<u64> {
+        let ck = ConvKey::group(group_id);
+        if self.exists(cf::UNREAD, &keys::read_group(user, group_id))? {
+            let last = self.get_u64(cf::CONVS, &ck.0)?;
+            let pos = self.get_u64(cf::UNREAD, &keys::read_pos(user, &ck))?;
+            return recount_group(last, pos, |from, to| {
+                self.count_keys(
+                    cf::RECALLED,
+                    &keys::recalled(&ck, from),
+                    &keys::recalled(&ck, to),
+                )
+            });
+        }
+        self.get_u64(cf::UNREAD, &keys::unread_conv(user, &ck))
+    }
+
+    /// The ids of `user`'s read fan-out groups.
+    pub(crate) fn read_groups(&self, user: &str) -> Result<Vec<String>> {
+        let prefix = keys::read_group_prefix(user);
+        let mut out = Vec::new();
+        for item in self.iter_from(cf::UNREAD, &prefix) {
+            let (k, _) = item?;
+            let Some(id) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(id).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The user's total unread count: the stored total (direct conversations and write fan-out
+    /// groups) plus each read fan-out group's computed count.
+    pub fn unread_total(&self, user: &str) -> Result<u64> {
+        let mut total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        for g in self.read_groups(user)? {
+            total += self.group_unread(user, &g)?;
+        }
+        Ok(total)
+    }
+
+    /// One page of `user`'s unread counts: the total over everything, and up to `limit`
+    /// conversations with unread messages after `cursor` (empty: from the start), stored counts
+    /// first, then read fan-out groups. `next_cursor` is empty when nothing follows.
+    pub fn unread_page(&self, user: &str, cursor: &[u8], limit: usize) -> Result<UnreadAck> {
+        let limit = limit.max(1);
+        let base = keys::user_prefix(user);
+        let mut conversations = Vec::new();
+        let mut next_cursor = Vec::new();
+        let sections = [
+            keys::unread_conv_prefix(user),
+            keys::read_group_prefix(user),
+        ];
+        'sections: for prefix in &sections {
+            // The cursor is a key without the user's prefix: skip what it has passed.
+            let resume = [base.as_slice(), cursor].concat();
+            let start = if cursor.is_empty() || resume < *prefix {
+                prefix.clone()
+            } else if resume.starts_with(prefix) {
+                let mut after = resume.clone();
+                after.push(0);
+                after
+            } else {
+                continue;
+            };
+            for item in self.iter_from(cf::UNREAD, &start) {
+                let (k, v) = item?;
+                let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                    break;
+                };
+                if conversations.len() == limit {
+                    next_cursor = conversations_cursor(&base, &conversations);
+                    break 'sections;
+                }
+                let (conversation, ck, unread) = if *prefix == sections[0] {
+                    let ck = ConvKey(rest.to_vec());
+                    let unread = keys::u64_value(&v)
+                        .ok_or_else(|| StoreError::Corrupt("unread count".into()))?;
+                    (ck.view(user), ck, unread)
+                } else {
+                    let id = String::from_utf8_lossy(rest).into_owned();
+                    let unread = self.group_unread(user, &id)?;
+                    (
+                        Some(super::groups::group_conv(&id)),
+                        ConvKey::group(&id),
+                        unread,
+                    )
+                };
+                if unread == 0 {
+                    continue;
+                }
+                conversations.push((
+                    k.to_vec(),
+                    ConversationUnread {
+                        conversation,
+                        unread,
+                        last_seq: self.get_u64(cf::CONVS, &ck.0)?,
+                    },
+                ));
+            }
+        }
+        Ok(UnreadAck {
+            total: self.unread_total(user)?,
+            conversations: conversations.into_iter().map(|(_, c)| c).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Every conversation of `user` with unread messages (all pages), for checks and tests.
+    pub fn unread(&self, user: &str) -> Result<UnreadAck> {
+        let mut all = self.unread_page(user, &[], usize::MAX)?;
+        all.next_cursor.clear();
+        Ok(all)
+    }
+
+    /// Keys of `family` in `start..end` (committed).
+    pub(crate) fn count_keys(&self, family: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+        let mut n = 0;
+        for item in self.iter_from(family, start) {
+            let (k, _) = item?;
+            if &*k >= end {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The cursor after the last listed conversation: its key without the user's prefix.
+fn conversations_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u8> {
+    listed
+        .last()
+        .map(|(k, _)| k[base.len()..].to_vec())
+        .unwrap_or_default()
+}
+
+/// MARK_READ: moves `user`'s read position in `conv` to `up_to_seq` (clamped to the last seq)
+/// and writes a READ_SYNC entry, unless it is not past the current position (then nothing is
+/// written and the version is 0). The reply's `total` is left 0: the caller reads it after the
+/// commit, off the writer (it costs a read per read fan-out group of the user).
+///
+/// The work is O(1) plus a count over the seqs the read moves past, or over those after it,
+/// whichever is fewer (each seq is passed once: amortized O(1) per message received); no scan
+/// of the committed store, so it never makes the writer commit first.
+pub(crate) fn mark_read(
+    txn: &mut Txn<'_>,
+    user: &str,
+    conv: &pb::Conversation,
+    up_to_seq: u64,
+    now_ms: i64,
+) -> Result<MarkReadAck> {
+    let group = conv.kind == ConversationKind::Group as i32;
+    let mode = if group {
+        require_member(txn, &conv.id, user)?;
+        mode_of(&group_info(txn, &conv.id)?)
+    } else {
+        FanoutMode::Write
+    };
+    let ck = ConvKey::for_view(user, conv);
+    let last = txn.counter(cf::CONVS, &ck.0)?;
+    if last == 0 && !group {
+        return Err(StoreError::refused(
+            ErrorCode::NotFound,
+            "no such conversation",
+        ));
+    }
+    let up = up_to_seq.min(last);
+    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
+    let stored = mode == FanoutMode::Write;
+    let current = if stored {
+        txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
+    } else {
+        group_unread_in(txn, user, &ck)?
+    };
+    if up <= pos {
+        return Ok(MarkReadAck {
+            unread: current,
+            total: 0,
+            version: 0,
+        });
+    }
+    let unread = if group {
+        // Messages after `up`, less the recalled ones.
+        let gone = txn.count_range(
+            cf::RECALLED,
+            &keys::recalled(&ck, up + 1),
+            &keys::recalled(&ck, last.saturating_add(1)),
+        )?;
+        (last - up).saturating_sub(gone)
+    } else if up - pos <= last - up {
+        current.saturating_sub(counted_between(txn, user, &ck, pos, up)?)
+    } else {
+        counted_between(txn, user, &ck, up, last)?.min(current)
+    };
+    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
+    if stored {
+        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
+        let delta = unread as i64 - current as i64;
+        txn.add_counter(cf::UNREAD, keys::unread_total(user), delta)?;
+    }
+    let entry = txn.append(
+        user,
+        InboxEntry {
+            version: 0,
+            conversation: Some(conv.clone()),
+            timestamp_ms: now_ms,
+            body: Some(Body::ReadSync(pb::ReadSync {
+                up_to_seq: up,
+                unread,
+            })),
+        },
+    )?;
+    let version = entry.version;
+    txn.deliver(
+        vec![Delivery {
+            user: user.to_owned(),
+            entry,
+        }],
+        None,
+    );
+    Ok(MarkReadAck {
+        unread,
+        total: 0,
+        version,
+    })
+}
+
+/// Messages of a direct conversation with seq in (`after`, `through`] that count as unread for
+/// `user`: from the peer, not recalled, not deleted by `user`. Point reads through the running
+/// change (so pending messages count), one seq after the other.
+fn counted_between(
+    txn: &mut Txn<'_>,
+    user: &str,
+    ck: &ConvKey,
+    after: u64,
+    through: u64,
+) -> Result<u64> {
+    let mut n = 0;
+    for seq in after.saturating_add(1)..=through {
+        let Some(msg_id) = txn.value(cf::CONV_LOG, &keys::conv_log(ck, seq), |v| {
+            v.and_then(keys::u64_value)
+        })?
+        else {
+            continue;
+        };
+        let Some(msg) = txn.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
+            continue;
+        };
+        if msg.from_user != user
+            && !msg.recalled
+            && !txn.exists(cf::UNREAD, &keys::hidden(user, msg_id))?
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_recount_subtracts_recalled_messages_after_the_position() {
+        assert_eq!(recount_group(10, 10, |_, _| Ok(0)).unwrap(), 0);
+        assert_eq!(
+            recount_group(3, 7, |_, _| Ok(0)).unwrap(),
+            0,
+            "position past last"
+        );
+        let mut asked = None;
+        let n = recount_group(10, 4, |a, b| {
+            asked = Some((a, b));
+            Ok(2)
+        })
+        .unwrap();
+        assert_eq!((n, asked), (4, Some((5, 11))));
+        assert_eq!(recount_group(u64::MAX, 0, |_, b| Ok(b)).unwrap(), 0);
+    }
+}
