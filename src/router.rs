@@ -13,6 +13,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::store::{Delivery, GroupNotice, Outbox};
 
+/// Bytes of frames queued for one session past which it counts as a slow consumer, whatever
+/// their number (`outbound_queue`): 1024 pushes of large messages would otherwise hold 64 MiB.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
 /// What the router hands a session to write.
 #[derive(Debug)]
 pub enum Outbound {
@@ -26,6 +30,8 @@ pub enum Outbound {
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<Outbound>,
+    /// Bytes of the queued frames.
+    bytes: usize,
     closing: bool,
     kick: Option<Box<Kick>>,
     /// The waker of the session while it waits for its queue ([`SessionHandle::poll_ready`]):
@@ -70,11 +76,14 @@ impl SessionHandle {
     /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
     /// consumer (its client reconnects and syncs, so nothing is lost).
     pub fn push(&self, out: Outbound) {
+        let len = match &out {
+            Outbound::Push { frame, .. } | Outbound::Frame(frame) => frame.encoded_len(),
+        };
         let mut q = self.queue.lock();
         if q.closing {
             return;
         }
-        if q.frames.len() >= self.limit {
+        if q.frames.len() >= self.limit || q.bytes + len > MAX_QUEUED_BYTES {
             q.closing = true;
             q.kick = Some(Box::new(kick(
                 KickReason::SlowConsumer,
@@ -84,6 +93,7 @@ impl SessionHandle {
             return;
         }
         let was_empty = q.frames.is_empty();
+        q.bytes += len;
         q.frames.push_back(out);
         if was_empty {
             wake(q);
@@ -129,6 +139,7 @@ impl SessionHandle {
     pub fn take(&self) -> Taken {
         let mut q = self.queue.lock();
         q.woken = false;
+        q.bytes = 0;
         Taken {
             frames: std::mem::take(&mut q.frames),
             close: q.closing,

@@ -135,15 +135,30 @@ impl Conn {
     }
 
     /// Frees the read buffer when it holds nothing, so idle connections cost no buffer, and
-    /// notes when an incomplete frame started. Call after taking every complete frame.
+    /// notes when an incomplete frame started. A buffer that still holds a whole frame (the
+    /// session stopped taking requests for a while: too many in flight, or replies unwritten)
+    /// is not a frame arriving slowly: the frame timeout does not run for it.
     pub fn release_idle(&mut self) {
         if self.rbuf.is_empty() {
             self.partial_since = None;
             if self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
             }
+        } else if self.holds_a_frame() {
+            self.partial_since = None;
         } else if self.partial_since.is_none() {
             self.partial_since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// Whether the read buffer starts with a complete frame (by its length prefix).
+    pub fn holds_a_frame(&self) -> bool {
+        match self.rbuf.get(..4) {
+            Some(len) => {
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                self.rbuf.len() >= len.saturating_add(4)
+            }
+            None => false,
         }
     }
 

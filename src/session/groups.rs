@@ -45,11 +45,13 @@ fn check_users(shared: &Shared, what: &str, users: &[String]) -> Result<(), Refu
 }
 
 /// What a group request costs against the connection's rate of changes: 1, plus 1 per user id
-/// it names (each is a member record the writer adds). Reads cost nothing here.
+/// it names (each is a member record the writer adds), at most [`MAX_IDS_PER_REQUEST`] (a
+/// longer list is refused unread). Reads cost nothing here.
 pub fn cost(packet: &Packet) -> Option<u32> {
+    let ids = |n: usize| n.min(MAX_IDS_PER_REQUEST) as u32;
     Some(match packet {
-        Packet::GroupCreate(r) => 1 + r.members.len() as u32,
-        Packet::GroupJoin(r) => 1 + r.user_ids.len() as u32,
+        Packet::GroupCreate(r) => 1 + ids(r.members.len()),
+        Packet::GroupJoin(r) => 1 + ids(r.user_ids.len()),
         Packet::GroupLeave(_) | Packet::GroupSetRole(_) => 1,
         _ => return None,
     })

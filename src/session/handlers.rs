@@ -53,6 +53,30 @@ where
     Ok(Answer::Frame(frame))
 }
 
+/// Read fan-out groups a user's unread total may visit in place (on a connection thread, from
+/// memory); a user in more is totalled as a heavy read.
+const TOTAL_IN_PLACE: usize = 16;
+
+/// The user's unread total (LOGIN_ACK, MARK_READ_ACK): in place while it is a few reads, else
+/// as a heavy read.
+pub(crate) async fn unread_total(shared: &Arc<Shared>, user: &str) -> Result<u64, Refusal> {
+    let who = user.to_owned();
+    let few = small_read(shared, move |s| {
+        s.store.unread_total_if_few(&who, TOTAL_IN_PLACE)
+    })
+    .await?;
+    if let Some(total) = few {
+        return Ok(total);
+    }
+    let _permit = shared
+        .heavy_reads
+        .acquire()
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))?;
+    let who = user.to_owned();
+    blocking(shared, move |s| s.store.unread_total(&who)).await
+}
+
 /// Heavy reads running at once, server-wide: the cores, and at least two.
 pub(crate) fn heavy_read_slots() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
@@ -292,7 +316,7 @@ pub async fn handle(
             let mut ack = refusal(shared, pending.await)?;
             // The total over every conversation is read once the change is stored, here rather
             // than on the writer (it visits each read fan-out group of the user).
-            ack.total = small_read(shared, move |s| s.store.unread_total(&user)).await?;
+            ack.total = unread_total(shared, &user).await?;
             Ok(Packet::MarkReadAck(ack).into())
         }
         Packet::Recall(req) => {

@@ -359,13 +359,13 @@ async fn admit(
         crate::now_ms(),
     );
     let user = claims.user_id.clone();
-    let state = handlers::small_read(shared, move |s| {
-        Ok((
-            s.store.current_version(&user)?,
-            s.store.unread_total(&user)?,
-        ))
-    })
-    .await;
+    let version = handlers::small_read(shared, move |s| s.store.current_version(&user)).await;
+    let state = match version {
+        Ok(v) => handlers::unread_total(shared, &claims.user_id)
+            .await
+            .map(|t| (v, t)),
+        Err(r) => Err(r),
+    };
     let (current_version, unread_total) = match state {
         Ok(v) => v,
         Err(r) => {

@@ -119,9 +119,17 @@ impl Session {
             if let Flow::Close = Box::pin(self.work()).await {
                 return Exit::Closed;
             }
+            let reading = self.in_flight.len() < MAX_IN_FLIGHT;
+            if reading && self.conn.holds_a_frame() {
+                // The turn stopped at the reply budget with requests still read; its replies
+                // are written now (`work` flushed them): take the next ones without waiting
+                // for more bytes, which may never come.
+                self.idle_since = Instant::now();
+                tokio::task::yield_now().await;
+                continue;
+            }
             self.conn.release_idle();
             self.set_timer();
-            let reading = self.in_flight.len() < MAX_IN_FLIGHT;
             // One small future, polled by hand: it is kept in every connection's task, idle or
             // not. Shutdown arrives as a close through the handle (the router closes every
             // session).
@@ -224,7 +232,8 @@ impl Session {
         let after = self.shared.config.park_idle_ms << self.park_backoff;
         let idle = self.in_flight.is_empty()
             && self.retransmits.len() == 0
-            && self.conn.partial_since().is_none();
+            && self.conn.partial_since().is_none()
+            && !self.conn.holds_a_frame();
         (after > 0 && idle).then(|| self.idle_since + Duration::from_millis(after))
     }
 
@@ -319,6 +328,11 @@ impl Session {
         if taken.close {
             if let Some(k) = taken.kick {
                 self.conn.queue(&Frame::new(&Packet::Kick(*k), 0));
+            } else if self.retransmits.len() > 0 {
+                // Closed for silence (the heartbeat sweep) with pushes unacknowledged: the
+                // client is told why, as when the retransmits run out (PROTOCOL.md 13).
+                let why = "pushes not acknowledged and nothing heard; reconnect and sync";
+                return self.kick(KickReason::AckTimeout, why);
             }
             return Flow::Close;
         }

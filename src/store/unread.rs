@@ -69,7 +69,7 @@ impl Core {
         self.get_u64(cf::UNREAD, &keys::unread_conv(user, &ck))
     }
 
-    /// The ids of `user`'s read fan-out groups.
+    /// The ids of `user`'s read fan-out groups, in id order.
     pub(crate) fn read_groups(&self, user: &str) -> Result<Vec<String>> {
         let prefix = keys::read_group_prefix(user);
         let mut out = Vec::new();
@@ -83,14 +83,69 @@ impl Core {
         Ok(out)
     }
 
+    /// `user`'s computed counts in the read fan-out `groups`, in that order: two batched reads
+    /// (the groups' last seqs, the user's read positions) and, for a group with messages past
+    /// the position, a seek of one shared iterator over its recalled messages.
+    fn read_group_counts(&self, user: &str, groups: &[String]) -> Result<Vec<u64>> {
+        let convs: Vec<ConvKey> = groups.iter().map(|g| ConvKey::group(g)).collect();
+        let last_keys: Vec<&[u8]> = convs.iter().map(|c| c.0.as_slice()).collect();
+        let pos_keys: Vec<Vec<u8>> = convs.iter().map(|c| keys::read_pos(user, c)).collect();
+        let opts = self.read_opts();
+        let db = self.db();
+        let lasts = db.batched_multi_get_cf_opt(self.cf(cf::CONVS), &last_keys, false, &opts);
+        let positions = db.batched_multi_get_cf_opt(self.cf(cf::UNREAD), &pos_keys, false, &opts);
+        let number =
+            |v: std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>| match v?
+            {
+                None => Ok(0),
+                Some(b) => keys::u64_value(&b).ok_or_else(|| StoreError::Corrupt("counter".into())),
+            };
+        let mut recalled = self.raw_iter(cf::RECALLED);
+        let mut out = Vec::with_capacity(groups.len());
+        for ((ck, last), pos) in convs.iter().zip(lasts).zip(positions) {
+            let (last, pos) = (number(last)?, number(pos)?);
+            out.push(recount_group(last, pos, |from, to| {
+                let end = keys::recalled(ck, to);
+                recalled.seek(keys::recalled(ck, from));
+                let mut n = 0;
+                while let Some(k) = recalled.key() {
+                    if k >= end.as_slice() {
+                        break;
+                    }
+                    n += 1;
+                    recalled.next();
+                }
+                recalled.status()?;
+                Ok(n)
+            })?);
+        }
+        Ok(out)
+    }
+
     /// The user's total unread count: the stored total (direct conversations and write fan-out
     /// groups) plus each read fan-out group's computed count.
     pub fn unread_total(&self, user: &str) -> Result<u64> {
-        let mut total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
-        for g in self.read_groups(user)? {
-            total += self.group_unread(user, &g)?;
+        let stored = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        let groups = self.read_groups(user)?;
+        Ok(stored + self.read_group_counts(user, &groups)?.iter().sum::<u64>())
+    }
+
+    /// [`Core::unread_total`], or `None` if the user is in more than `max` read fan-out groups
+    /// (for callers that run it in place only while it is a few reads).
+    pub fn unread_total_if_few(&self, user: &str, max: usize) -> Result<Option<u64>> {
+        let prefix = keys::read_group_prefix(user);
+        let mut it = self.raw_iter(cf::UNREAD);
+        it.seek(&prefix);
+        let mut n = 0;
+        while it.key().is_some_and(|k| k.starts_with(&prefix)) {
+            n += 1;
+            if n > max {
+                return Ok(None);
+            }
+            it.next();
         }
-        Ok(total)
+        it.status()?;
+        self.unread_total(user).map(Some)
     }
 
     /// One page of `user`'s unread counts: the total over everything, and up to `limit`
@@ -99,62 +154,68 @@ impl Core {
     pub fn unread_page(&self, user: &str, cursor: &[u8], limit: usize) -> Result<UnreadAck> {
         let limit = limit.max(1);
         let base = keys::user_prefix(user);
-        let mut conversations = Vec::new();
+        let stored_total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        let groups = self.read_groups(user)?;
+        let counts = self.read_group_counts(user, &groups)?;
+        let total = stored_total + counts.iter().sum::<u64>();
+        // The cursor is the key, without the user's prefix, of the last conversation listed.
+        let resume = [base.as_slice(), cursor].concat();
+        let mut conversations: Vec<(Vec<u8>, ConversationUnread)> = Vec::new();
         let mut next_cursor = Vec::new();
-        let sections = [
-            keys::unread_conv_prefix(user),
-            keys::read_group_prefix(user),
-        ];
-        'sections: for prefix in &sections {
-            // The cursor is a key without the user's prefix: skip what it has passed.
-            let resume = [base.as_slice(), cursor].concat();
-            let start = if cursor.is_empty() || resume < *prefix {
-                prefix.clone()
-            } else if resume.starts_with(prefix) {
-                let mut after = resume.clone();
-                after.push(0);
-                after
-            } else {
-                continue;
-            };
+        let counts_prefix = keys::unread_conv_prefix(user);
+        let start = if cursor.is_empty() || resume < counts_prefix {
+            Some(counts_prefix.clone())
+        } else if resume.starts_with(&counts_prefix) {
+            Some([resume.as_slice(), &[0]].concat())
+        } else {
+            None
+        };
+        if let Some(start) = start {
             for item in self.iter_from(cf::UNREAD, &start) {
                 let (k, v) = item?;
-                let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                let Some(rest) = k.strip_prefix(counts_prefix.as_slice()) else {
                     break;
                 };
                 if conversations.len() == limit {
-                    next_cursor = conversations_cursor(&base, &conversations);
-                    break 'sections;
+                    next_cursor = listed_cursor(&base, &conversations);
+                    break;
                 }
-                let (conversation, ck, unread) = if *prefix == sections[0] {
-                    let ck = ConvKey(rest.to_vec());
-                    let unread = keys::u64_value(&v)
-                        .ok_or_else(|| StoreError::Corrupt("unread count".into()))?;
-                    (ck.view(user), ck, unread)
-                } else {
-                    let id = String::from_utf8_lossy(rest).into_owned();
-                    let unread = self.group_unread(user, &id)?;
-                    (
-                        Some(super::groups::group_conv(&id)),
-                        ConvKey::group(&id),
-                        unread,
-                    )
-                };
+                let unread = keys::u64_value(&v)
+                    .ok_or_else(|| StoreError::Corrupt("unread count".into()))?;
                 if unread == 0 {
                     continue;
                 }
-                conversations.push((
-                    k.to_vec(),
-                    ConversationUnread {
-                        conversation,
-                        unread,
-                        last_seq: self.get_u64(cf::CONVS, &ck.0)?,
-                    },
-                ));
+                let ck = ConvKey(rest.to_vec());
+                let last_seq = self.get_u64(cf::CONVS, &ck.0)?;
+                let listed = ConversationUnread {
+                    conversation: ck.view(user),
+                    unread,
+                    last_seq,
+                };
+                conversations.push((k.to_vec(), listed));
+            }
+        }
+        if next_cursor.is_empty() {
+            for (g, unread) in groups.iter().zip(counts) {
+                let key = keys::read_group(user, g);
+                if key <= resume || unread == 0 {
+                    continue;
+                }
+                if conversations.len() == limit {
+                    next_cursor = listed_cursor(&base, &conversations);
+                    break;
+                }
+                let last_seq = self.get_u64(cf::CONVS, &ConvKey::group(g).0)?;
+                let listed = ConversationUnread {
+                    conversation: Some(super::groups::group_conv(g)),
+                    unread,
+                    last_seq,
+                };
+                conversations.push((key, listed));
             }
         }
         Ok(UnreadAck {
-            total: self.unread_total(user)?,
+            total,
             conversations: conversations.into_iter().map(|(_, c)| c).collect(),
             next_cursor,
         })
@@ -182,7 +243,7 @@ impl Core {
 }
 
 /// The cursor after the last listed conversation: its key without the user's prefix.
-fn conversations_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u8> {
+fn listed_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u8> {
     listed
         .last()
         .map(|(k, _)| k[base.len()..].to_vec())

@@ -22,9 +22,13 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 /// Time between two messages of the pair (each side sends every other one).
 const PACE: Duration = Duration::from_millis(20);
 
+/// The shortest time the pair chats, whatever the attack's length.
+const MIN_CHAT: Duration = Duration::from_millis(1000);
+
 /// Two users, `honest-a` and `honest-b`, each on a reliable client, sending each other a message
 /// every [`PACE`] in turn and pinging the server, until [`HonestPair::finish`].
 pub struct HonestPair {
+    started: Instant,
     stop: Arc<AtomicBool>,
     task: JoinHandle<PairReport>,
 }
@@ -127,11 +131,18 @@ impl HonestPair {
         let (b, b_events) = server.client("honest-b", "phone").await;
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(chat(a, a_events, b, b_events, stop.clone()));
-        HonestPair { stop, task }
+        HonestPair {
+            started: Instant::now(),
+            stop,
+            task,
+        }
     }
 
-    /// Stops sending, waits (up to 10 s) for what is in flight to arrive, and reports.
+    /// Stops sending (not before the pair has chatted for [`MIN_CHAT`], so that even a short
+    /// attack is measured against enough messages), waits (up to 10 s) for what is in flight to
+    /// arrive, and reports.
     pub async fn finish(self) -> PairReport {
+        tokio::time::sleep_until((self.started + MIN_CHAT).into()).await;
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.expect("the honest pair's task")
     }

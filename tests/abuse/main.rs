@@ -13,5 +13,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod groups;
 mod honest;
 mod http_api;
+mod reads;
