@@ -60,8 +60,9 @@ pub struct Config {
     /// Logins per second, server-wide (token bucket with a burst of one second's worth);
     /// beyond it a login gets SERVER_BUSY with a retry delay.
     pub logins_per_sec: u32,
-    /// Sends per second per connection (token bucket, burst twice the rate); beyond it a
-    /// SEND gets RATE_LIMITED with a retry delay.
+    /// Changes per second per connection (token bucket, burst twice the rate): a SEND,
+    /// MARK_READ, RECALL, DELETE or group change costs 1, a GROUP_CREATE or GROUP_JOIN 1 more per
+    /// user id it names; beyond it the request gets RATE_LIMITED with a retry delay.
     pub sends_per_sec: u32,
     /// A frame whose first bytes arrived must be complete within this time (slow senders).
     pub frame_timeout_ms: u64,

@@ -48,6 +48,9 @@ struct Invalid {
     name: String,
     expected_error: String,
     fatal: bool,
+    /// The server refuses it; other protobuf runtimes may parse it (PROTOCOL.md 7).
+    #[serde(default)]
+    receiver_may_accept: bool,
     #[allow(dead_code)]
     note: String,
     hex: String,
@@ -333,6 +336,20 @@ fn invalid_vectors_fail_with_their_error() {
         };
         assert_eq!(got.name(), v.expected_error, "{}: byte-wise", v.name);
     }
+}
+
+/// Only a body that a standard protobuf runtime parses is marked so: the known field with the
+/// wrong wire type. Everything else every receiver must refuse.
+#[test]
+fn only_the_wrong_wire_type_vector_may_be_accepted() {
+    let all = load();
+    let lenient: Vec<&str> = all
+        .invalid
+        .iter()
+        .filter(|v| v.receiver_may_accept)
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(lenient, ["bad_body_wrong_wire_type"]);
 }
 
 #[test]
