@@ -885,6 +885,17 @@ async fn fanout_mode_follows_the_current_size() {
         summary(&bob.history(&gid, 0, 0, 0).await.messages),
         expect(&[(3, "alice", "w3"), (2, "alice", "r2"), (1, "alice", "w1")])
     );
+    // Bob's count went through both switches intact (stored, computed, stored again): every
+    // message counts once; so does a read.
+    assert_eq!(bob.unread_of(&grp(&gid)).await, 3);
+    assert_eq!(bob.unread().await.total, 3);
+    bob.mark_read(grp(&gid), 2).await;
+    assert_eq!(bob.unread_of(&grp(&gid)).await, 1);
+    // And a switch with a recall in between: recall w3 in write mode, switch to read mode.
+    ap.recall(grp(&gid), m3.msg_id).await;
+    ap.join(&gid, &["erin"]).await;
+    assert_eq!(bob.unread().await.total, 0, "w3 recalled, the rest read");
+    check_users(&server, &["alice", "bob", "carol", "dave", "erin"]);
     server.stop().await;
 }
 
@@ -1505,5 +1516,70 @@ async fn read_fanout_store_writes_per_message_do_not_depend_on_member_count() {
         m.clear_notifies();
     }
     drop(store);
+    server.stop().await;
+}
+
+/// A member holding nothing of a read fan-out group (everyone added at its creation) catches
+/// up from the first message with `OLDEST_FIRST, after_seq: 0` and gets every message once, in
+/// order: the order is on the wire even though `after_seq = 0` is not (issue #18: a client that
+/// followed the spec ended with seq 60 of 60 and believed it was caught up). The group is in
+/// every member's CONTACTS with its last message and the member's count, though read fan-out
+/// writes no contact entry per member.
+#[tokio::test]
+async fn read_fanout_catch_up_from_nothing_and_contacts() {
+    let server = TestServer::start_with(|c| c.fanout_threshold = 2).await;
+    let mut ap = Member::login(&server, "alice", "phone").await;
+    let info = ap
+        .create("forum", &["bob", "carol"], HistoryVisibility::Full)
+        .await;
+    let gid = info.group_id.clone();
+    assert_eq!(info.fanout(), FanoutMode::Read);
+    for i in 1..=60 {
+        ap.send(&gid, &format!("post {i}")).await;
+    }
+    let mut bob = Member::login(&server, "bob", "phone").await;
+    // What the spec tells a client holding nothing to send.
+    let pulled = bob.history_after_all(&gid, 0, 50).await;
+    assert_eq!(seqs(&pulled), (1..=60).collect::<Vec<u64>>());
+    assert_eq!(pulled[0].content, b"post 1");
+    let first = Member::history_packet_ordered(&gid, pb::HistoryOrder::OldestFirst, 0, 0, 50);
+    let Packet::GroupHistoryAck(page) = bob.request(first).await else {
+        panic!("expected GROUP_HISTORY_ACK")
+    };
+    assert_eq!((page.messages.len(), page.has_more), (50, true));
+    assert_eq!(page.messages[0].seq, 1, "oldest first, from the first");
+    // The same request without the order is read as an old client meant it: newest first.
+    let legacy = Member::history_packet_ordered(&gid, pb::HistoryOrder::Unspecified, 0, 0, 50);
+    let Packet::GroupHistoryAck(page) = bob.request(legacy).await else {
+        panic!("expected GROUP_HISTORY_ACK")
+    };
+    assert_eq!(page.messages[0].seq, 60);
+
+    // CONTACTS: the group, its last message, each member's own count.
+    let contacts = |ack: Packet| match ack {
+        Packet::ContactsAck(a) => a.contacts,
+        other => panic!("expected CONTACTS_ACK, got {other:?}"),
+    };
+    let ask = || {
+        Packet::Contacts(pb::Contacts {
+            cursor: vec![],
+            limit: 0,
+        })
+    };
+    let mut carol = Member::login(&server, "carol", "phone").await;
+    carol.mark_read(grp(&gid), 30).await;
+    for (m, unread) in [(&mut ap, 0), (&mut bob, 60), (&mut carol, 30)] {
+        let list = contacts(m.request(ask()).await);
+        assert_eq!(list.len(), 1, "{}: {list:?}", m.who());
+        let c = &list[0];
+        assert_eq!(c.conversation.as_ref(), Some(&grp(&gid)), "{}", m.who());
+        let last = c.last_message.as_ref().expect("last message");
+        assert_eq!(
+            (last.seq, last.content.as_slice()),
+            (60, b"post 60".as_slice())
+        );
+        assert_eq!(c.unread, unread, "{}", m.who());
+    }
+    check_users(&server, &["alice", "bob", "carol"]);
     server.stop().await;
 }

@@ -244,6 +244,82 @@ async fn groups_are_created_changed_and_messaged_over_http() {
         .await;
     assert_eq!((refused.status, refused.error_code()), (403, 14));
 
+    let bob_heard = next_entry(&mut bob_events).await;
+    assert_eq!(
+        group_event(&bob_heard).user_id,
+        "carol",
+        "bob heard of carol's join"
+    );
+    // Roles: the owner makes bob an admin (bob and carol hear of it); bob then adds dave.
+    let role = api
+        .put(
+            &format!("/v1/groups/{gid}/members/bob"),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(role.status, 200, "{}", role.text());
+    for events in [&mut bob_events, &mut carol_events] {
+        let e = next_entry(events).await;
+        let ev = group_event(&e);
+        assert_eq!(
+            (ev.kind, ev.user_id.as_str(), ev.role),
+            (
+                pb::GroupEventKind::RoleChanged as i32,
+                "bob",
+                pb::GroupRole::Admin as i32
+            )
+        );
+    }
+    let shown = api.get(&format!("/v1/groups/{gid}")).await;
+    let bob_role = shown.json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user"] == "bob")
+        .map(|m| m["role"].clone());
+    assert_eq!(bob_role, Some(json!("admin")));
+    let by_admin = api
+        .post(
+            &format!("/v1/groups/{gid}/members"),
+            json!({"users": ["dave"], "by": "bob"}),
+        )
+        .await;
+    assert_eq!(by_admin.status, 200, "{}", by_admin.text());
+    for events in [&mut bob_events, &mut carol_events] {
+        let e = next_entry(events).await;
+        assert_eq!(group_event(&e).user_id, "dave");
+    }
+    let gone = api.delete(&format!("/v1/groups/{gid}/members/dave")).await;
+    assert_eq!(gone.status, 200, "{}", gone.text());
+    for events in [&mut bob_events, &mut carol_events] {
+        next_entry(events).await;
+    }
+    let bad_role = api
+        .put(
+            &format!("/v1/groups/{gid}/members/bob"),
+            json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!((bad_role.status, bad_role.error_code()), (400, 11));
+    let not_member = api
+        .put(
+            &format!("/v1/groups/{gid}/members/zed"),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!((not_member.status, not_member.error_code()), (404, 13));
+    let back = api
+        .put(
+            &format!("/v1/groups/{gid}/members/bob"),
+            json!({"role": "member"}),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.text());
+    for events in [&mut bob_events, &mut carol_events] {
+        let e = next_entry(events).await;
+        assert_eq!(group_event(&e).role, pb::GroupRole::Member as i32);
+    }
+
     let removed = api.delete(&format!("/v1/groups/{gid}/members/bob")).await;
     assert_eq!(removed.status, 200, "{}", removed.text());
     assert_eq!(removed.json()["group"]["member_count"], 2);

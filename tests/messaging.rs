@@ -688,6 +688,38 @@ async fn recall_after_the_window_is_refused() {
     server.stop().await;
 }
 
+/// Replying in a direct chat reads it, as in groups: the sender's read position moves to its
+/// own message (on every device: the others see the message, the server counts nothing), and
+/// a later MARK_READ at or below it changes nothing.
+#[tokio::test]
+async fn replying_in_a_direct_chat_reads_it() {
+    let server = TestServer::start().await;
+    let (alice, _a_ev) = server.client("alice", "phone").await;
+    let (bob, mut b_ev) = server.client("bob", "phone").await;
+    let m1 = alice.send(direct("bob"), 1, "one", None).await.unwrap();
+    alice.send(direct("bob"), 1, "two", None).await.unwrap();
+    next_entry(&mut b_ev).await;
+    next_entry(&mut b_ev).await;
+    assert_eq!(bob.unread().await.unwrap().total, 2);
+    let reply = bob.send(direct("alice"), 1, "yes", None).await.unwrap();
+    let unread = bob.unread().await.unwrap();
+    assert_eq!(unread.total, 0, "{unread:?}");
+    assert!(unread.conversations.is_empty());
+    let contacts = bob.contacts(Vec::new(), 0).await.unwrap();
+    assert_eq!(contacts.contacts[0].unread, 0);
+    // Nothing left to read up to the reply: MARK_READ there is a no-op.
+    let read = bob.mark_read(direct("alice"), reply.seq).await.unwrap();
+    assert_eq!((read.unread, read.total, read.version), (0, 0, 0));
+    let read = bob.mark_read(direct("alice"), m1.seq).await.unwrap();
+    assert_eq!(read.version, 0);
+    // Alice's side: bob's reply is unread for her, and a message after it for bob.
+    assert_eq!(alice.unread().await.unwrap().total, 1);
+    alice.send(direct("bob"), 1, "three", None).await.unwrap();
+    assert_eq!(bob.unread().await.unwrap().total, 1);
+    check_users(&server, &["alice", "bob"]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn delete_touches_only_the_deleting_users_view() {
     let server = TestServer::start().await;

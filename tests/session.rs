@@ -42,6 +42,34 @@ async fn silent_connection_is_closed_after_about_two_heartbeats() {
     server.stop().await;
 }
 
+/// A client that neither acknowledges its pushes nor sends anything is closed by the
+/// heartbeat rule before the retransmits run out; it is told why with KICK ACK_TIMEOUT first
+/// (it used to be closed without a word). PROTOCOL.md 13.
+#[tokio::test]
+async fn a_silent_client_with_unacknowledged_pushes_gets_kick_ack_timeout() {
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_secs = 1;
+        c.ack_timeout_ms = 60_000;
+    })
+    .await;
+    let (mut silent, _) = server.login("bob", "phone").await;
+    let (mut alice, _) = server.login("alice", "phone").await;
+    raw_send(&mut alice, "bob", "are you there?").await;
+    let (_, push) = recv_push(&mut silent).await;
+    assert_eq!(push.version, 1);
+    // Bob neither acks nor sends; the sweep closes him after about two heartbeats.
+    let start = Instant::now();
+    let kick = expect_kick(&mut silent).await;
+    assert_eq!(kick.reason(), pb::KickReason::AckTimeout, "{kick:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "kicked after {:?}",
+        start.elapsed()
+    );
+    expect_closed(&mut silent, Duration::from_secs(2)).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn heartbeating_connection_stays_open_and_gets_echoes() {
     let server = TestServer::start_with(|c| c.heartbeat_secs = 1).await;

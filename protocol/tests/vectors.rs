@@ -469,3 +469,47 @@ fn token_and_crc_vectors() {
         );
     }
 }
+
+/// Every message in the vectors is one a server could send: its id is `(ms << 22) | counter`
+/// of its own timestamp (PROTOCOL.md 9.2), and GROUP_NOTIFY's `unread` is 0 (9.6: not computed
+/// in notifications). Issue #18 found vectors breaking both.
+#[test]
+fn vector_messages_follow_the_id_rule_and_notifies_carry_no_count() {
+    fn messages<'a>(v: &'a Value, out: &mut Vec<&'a serde_json::Map<String, Value>>) {
+        match v {
+            Value::Object(m) => {
+                if m.contains_key("msg_id") && m.contains_key("from_user") {
+                    out.push(m);
+                }
+                m.values().for_each(|x| messages(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| messages(x, out)),
+            _ => {}
+        }
+    }
+    let all = load();
+    let mut checked = 0;
+    for v in &all.valid {
+        if v.command == "GROUP_NOTIFY" {
+            assert_eq!(v.body["unread"], 0, "{}: GROUP_NOTIFY.unread", v.name);
+        }
+        let mut found = Vec::new();
+        messages(&v.body, &mut found);
+        for m in found {
+            let (Some(id), Some(at)) = (m["msg_id"].as_u64(), m["timestamp_ms"].as_i64()) else {
+                continue;
+            };
+            if id == 0 {
+                continue; // a stub (a contact's or an entry's message id only)
+            }
+            assert_eq!(
+                (id >> 22) as i64,
+                at,
+                "{}: msg_id {id} is not (timestamp_ms << 22) | counter",
+                v.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} messages in the vectors");
+}

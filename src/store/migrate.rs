@@ -69,3 +69,108 @@ pub(super) fn to_3(core: &Core, fanout_threshold: usize) -> Result<()> {
     core.db().write_opt(batch, &wo)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use missive_protocol::pb::{FanoutMode, GroupInfo, GroupMember};
+    use prost::Message as _;
+    use rocksdb::{Options, DB};
+
+    use super::super::{cf, keys, ConvKey, Durability, Reader, Store};
+
+    /// A schema 2 directory: one group of three (alice owns; bob read up to 2, carol up to 0)
+    /// with 5 messages, seq 4 recalled.
+    fn schema_2(dir: &std::path::Path) {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf(&opts, dir, cf::ALL).unwrap();
+        let put = |family: &str, k: &[u8], v: &[u8]| {
+            db.put_cf(db.cf_handle(family).unwrap(), k, v).unwrap();
+        };
+        put(cf::META, b"schema", &2u32.to_be_bytes());
+        let info = GroupInfo {
+            group_id: "g1".into(),
+            owner: "alice".into(),
+            member_count: 3,
+            ..Default::default()
+        };
+        put(cf::GROUPS, &keys::group("g1"), &info.encode_to_vec());
+        let ck = ConvKey::group("g1");
+        for (user, pos) in [("alice", 5u64), ("bob", 2), ("carol", 0)] {
+            let m = GroupMember {
+                user_id: user.into(),
+                ..Default::default()
+            };
+            put(cf::MEMBERS, &keys::member("g1", user), &m.encode_to_vec());
+            put(cf::USER_GROUPS, &keys::user_group(user, "g1"), b"");
+            put(cf::UNREAD, &keys::read_pos(user, &ck), &pos.to_be_bytes());
+        }
+        put(cf::CONVS, &ck.0, &5u64.to_be_bytes());
+        for seq in 1..=5u64 {
+            let msg = missive_protocol::pb::Message {
+                msg_id: seq,
+                from_user: "alice".into(),
+                conversation: Some(super::super::groups::group_conv("g1")),
+                seq,
+                recalled: seq == 4,
+                ..Default::default()
+            };
+            put(cf::CONTENT, &keys::content(seq), &msg.encode_to_vec());
+            put(cf::CONV_LOG, &keys::conv_log(&ck, seq), &seq.to_be_bytes());
+        }
+        put(cf::RECALLED, &keys::recalled(&ck, 4), b"");
+    }
+
+    #[test]
+    fn a_schema_2_group_gets_stored_counts_in_write_fanout() {
+        let dir = tempfile::tempdir().unwrap();
+        schema_2(dir.path());
+        let store = Store::open_with(dir.path(), Durability::Async, 100).unwrap();
+        let ck = ConvKey::group("g1");
+        let count = |u: &str| {
+            store
+                .get_u64(cf::UNREAD, &keys::unread_conv(u, &ck))
+                .unwrap()
+        };
+        // Messages after the position, less the recalled seq 4.
+        assert_eq!((count("alice"), count("bob"), count("carol")), (0, 2, 4));
+        assert_eq!(
+            store.unread_total("bob").unwrap(),
+            2,
+            "the stored total gets the group's"
+        );
+        assert_eq!(store.unread_total("carol").unwrap(), 4);
+        for u in ["alice", "bob", "carol"] {
+            assert_eq!(store.get_u64(cf::UNREAD, &keys::group_count(u)).unwrap(), 1);
+            assert!(store.read_groups(u).unwrap().is_empty());
+        }
+        let info = store.group("g1").unwrap();
+        assert_eq!(info.fanout(), FanoutMode::Write);
+        for u in ["alice", "bob", "carol"] {
+            store.check_user(u).unwrap();
+        }
+        drop(store);
+        // Opening again changes nothing (the schema is 3 now).
+        let store = Store::open_with(dir.path(), Durability::Async, 100).unwrap();
+        assert_eq!(store.unread_total("bob").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_schema_2_group_above_the_threshold_becomes_read_fanout() {
+        let dir = tempfile::tempdir().unwrap();
+        schema_2(dir.path());
+        let store = Store::open_with(dir.path(), Durability::Async, 2).unwrap();
+        assert_eq!(store.group("g1").unwrap().fanout(), FanoutMode::Read);
+        for u in ["alice", "bob", "carol"] {
+            assert_eq!(store.read_groups(u).unwrap(), ["g1"], "{u}");
+        }
+        // Computed, not stored: the same counts.
+        assert_eq!(store.unread_total("bob").unwrap(), 2);
+        assert_eq!(store.unread_total("carol").unwrap(), 4);
+        assert_eq!(store.unread_total("alice").unwrap(), 0);
+        for u in ["alice", "bob", "carol"] {
+            store.check_user(u).unwrap();
+        }
+    }
+}

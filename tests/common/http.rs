@@ -104,6 +104,10 @@ impl Api {
         self.raw("POST", path, body.to_string().into_bytes()).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.raw("PUT", path, body.to_string().into_bytes()).await
+    }
+
     /// `/metrics`, parsed: sample (name with labels, as written) -> value.
     pub async fn metrics(&self) -> Metrics {
         let answer = self.get("/metrics").await;
