@@ -42,7 +42,7 @@ pub struct Shared {
     pub parker: Arc<crate::session::Parker>,
     /// Turns for reads that may touch many keys (SYNC, CONTACTS, UNREAD, group reads):
     /// `session::heavy`.
-    pub heavy_reads: tokio::sync::Semaphore,
+    pub heavy_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why the server could not start.
@@ -160,7 +160,9 @@ impl Server {
             tasks: tasks.clone(),
             parker: crate::session::Parker::start()
                 .map_err(|error| ServerError::Parker { error })?,
-            heavy_reads: tokio::sync::Semaphore::new(crate::session::heavy_read_slots()),
+            heavy_reads: Arc::new(tokio::sync::Semaphore::new(
+                crate::session::heavy_read_slots(),
+            )),
         });
         let addrs = bound;
         for listener in listeners {

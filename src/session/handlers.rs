@@ -40,13 +40,12 @@ pub(crate) async fn heavy<F>(shared: &Arc<Shared>, f: F) -> Result<Answer, Refus
 where
     F: FnOnce(&Shared) -> store::Result<Packet> + Send + 'static,
 {
-    let _permit = shared
-        .heavy_reads
-        .acquire()
-        .await
-        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))?;
+    let permit = heavy_turn(shared).await?;
     let threshold = shared.config.compress_threshold;
+    // The turn is held by the read itself, so a client that goes away while it runs does not
+    // free its place for another before the work is done.
     let frame = blocking(shared, move |s| {
+        let _turn = permit;
         f(s).map(|p| Frame::compressed_above(&p, 0, threshold))
     })
     .await?;
@@ -68,13 +67,23 @@ pub(crate) async fn unread_total(shared: &Arc<Shared>, user: &str) -> Result<u64
     if let Some(total) = few {
         return Ok(total);
     }
-    let _permit = shared
-        .heavy_reads
-        .acquire()
-        .await
-        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))?;
+    let permit = heavy_turn(shared).await?;
     let who = user.to_owned();
-    blocking(shared, move |s| s.store.unread_total(&who)).await
+    blocking(shared, move |s| {
+        let _turn = permit;
+        s.store.unread_total(&who)
+    })
+    .await
+}
+
+/// A turn among the heavy reads (FIFO).
+async fn heavy_turn(shared: &Arc<Shared>) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    shared
+        .heavy_reads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))
 }
 
 /// Heavy reads running at once, server-wide: the cores, and at least two.

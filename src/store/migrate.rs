@@ -41,7 +41,7 @@ pub(super) fn to_3(core: &Core, fanout_threshold: usize) -> Result<()> {
             if last <= pos {
                 continue;
             }
-            let from = keys::recalled(&ck, pos + 1);
+            let from = keys::recalled(&ck, pos.saturating_add(1));
             let to = keys::recalled(&ck, last.saturating_add(1));
             let count = (last - pos).saturating_sub(core.count_keys(cf::RECALLED, &from, &to)?);
             if count > 0 {

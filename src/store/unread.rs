@@ -47,7 +47,7 @@ fn recount_group(
     if last <= pos {
         return Ok(0);
     }
-    let gone = recalled(pos + 1, last.saturating_add(1))?;
+    let gone = recalled(pos.saturating_add(1), last.saturating_add(1))?;
     Ok((last - pos).saturating_sub(gone))
 }
 
@@ -299,7 +299,7 @@ pub(crate) fn mark_read(
         // Messages after `up`, less the recalled ones.
         let gone = txn.count_range(
             cf::RECALLED,
-            &keys::recalled(&ck, up + 1),
+            &keys::recalled(&ck, up.saturating_add(1)),
             &keys::recalled(&ck, last.saturating_add(1)),
         )?;
         (last - up).saturating_sub(gone)
