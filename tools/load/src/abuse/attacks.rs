@@ -14,6 +14,10 @@ use super::{Outcome, Rig};
 /// Requests in flight while an attacker sets up or pipelines (the server handles at most 64
 /// of a connection's requests at once; more only wait in its socket).
 const WINDOW: usize = 64;
+/// The bulk load of mark-read: users, and sends in flight per user. The send rate limit is
+/// 2,000/s per connection, so 16 users can offer 32,000/s, above what this box's server takes.
+const BULK_USERS: usize = 16;
+const BULK_WINDOW: usize = 16;
 /// Longest wait for any one reply while setting up.
 const SETUP_REPLY: Duration = Duration::from_secs(60);
 
@@ -193,38 +197,58 @@ pub async fn mark_read(rig: &mut Rig<'_>) -> Result<Outcome> {
         anyhow::bail!("setup: sends answered {counts:?}");
     }
     friend.shutdown().await;
-    let mut raw = attacker(rig, "mallory", "attacker").await?;
-    rig.honest(Some((16, 16)), false).await?;
+    let conns = rig.args.mark_read_connections.max(1);
+    let mut attackers = Vec::new();
+    for i in 0..conns {
+        attackers.push(attacker(rig, "mallory", &format!("attacker-{i}")).await?);
+    }
+    rig.honest(Some((BULK_USERS, BULK_WINDOW)), false).await?;
     rig.attack_begins().await;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(rig.args.duration.max(0.1));
-    let mut wrote = 0u64;
-    let requests = (1u64..)
-        .map(|k| {
-            Packet::MarkRead(pb::MarkRead {
-                conversation: Some(direct("mallory-friend")),
-                up_to_seq: k,
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut raw in attackers {
+        tasks.spawn(async move {
+            let mut wrote = 0u64;
+            let requests = (1u64..)
+                .map(|k| {
+                    Packet::MarkRead(pb::MarkRead {
+                        conversation: Some(direct("mallory-friend")),
+                        up_to_seq: k,
+                    })
+                })
+                .take_while(|_| Instant::now() < end);
+            let result = raw::pipeline(&mut raw, requests, WINDOW, SETUP_REPLY, |p| {
+                if let Packet::MarkReadAck(a) = p {
+                    wrote += u64::from(a.version != 0);
+                }
             })
-        })
-        .take_while(|_| Instant::now() < end);
-    let result = raw::pipeline(&mut raw, requests, WINDOW, SETUP_REPLY, |p| {
-        if let Packet::MarkReadAck(a) = p {
-            wrote += u64::from(a.version != 0);
+            .await;
+            raw.shutdown().await;
+            (result, wrote)
+        });
+    }
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let (mut wrote, mut problem) = (0u64, None);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((Ok(c), w)) => {
+                wrote += w;
+                for (k, v) in c {
+                    *counts.entry(k).or_insert(0) += v;
+                }
+            }
+            Ok((Err(e), _)) => problem = Some(format!("{e:#}")),
+            Err(e) => problem = Some(e.to_string()),
         }
-    })
-    .await;
+    }
     let took = t0.elapsed();
     rig.attack_ends();
-    raw.shutdown().await;
     let mut o = Outcome::new("");
-    let (counts, problem) = match result {
-        Ok(c) => (c, None),
-        Err(e) => (Default::default(), Some(format!("{e:#}"))),
-    };
     let acked = counts.get("MARK_READ_ACK").copied().unwrap_or(0);
     o.headline = format!(
-        "{acked} MARK_READs answered in {} s ({:.0}/s, {wrote} of them wrote a READ_SYNC; \
-         replies {counts:?})",
+        "{conns} connection(s), {WINDOW} in flight each: {acked} MARK_READs answered in {} s \
+         ({:.0}/s, {wrote} of them wrote a READ_SYNC; replies {counts:?})",
         secs(took),
         figures::rate(acked, took.as_secs_f64())
     );
@@ -233,8 +257,9 @@ pub async fn mark_read(rig: &mut Rig<'_>) -> Result<Outcome> {
     o.set("mark_reads_that_wrote", wrote);
     o.set("replies", serde_json::to_value(&counts)?);
     o.set("conversation_messages", MESSAGES);
-    o.set("bulk_users", 16u64);
-    o.set("bulk_window", 16u64);
+    o.set("connections", conns as u64);
+    o.set("bulk_users", BULK_USERS as u64);
+    o.set("bulk_window", BULK_WINDOW as u64);
     if let Some(p) = problem {
         o.problems.push(p);
     }

@@ -35,8 +35,9 @@ Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
   group-create-huge   GROUP_CREATE with --members (200,000) distinct 3-character ids in a plain
                       (uncompressed) 1,000,005-byte body; reply time and the writer stall
   unread-many-groups  a user in --groups (10,000) groups pipelines --unreads (150) UNREADs
-  mark-read           MARK_READ pipelined (64 in flight) for --duration; honest throughput
-                      (16 bulk users, 16 sends in flight each) before and during
+  mark-read           MARK_READ pipelined (64 in flight) on --mark-read-connections (1) for
+                      --duration, on a conversation of 1,000 messages; honest throughput (16
+                      bulk users, 16 sends in flight each) before and during
   sync-pipeline       --pipeline-connections (3) that never read each send 195 SYNC{limit 5000}
                       in one 4 KiB write; the inbox holds 12 messages of 60 KiB random bytes
   history-pipeline    the same with GROUP_HISTORY{limit 500} on a group of 12 such messages
@@ -49,8 +50,9 @@ Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
   prelogin-header     the same, but only the 14-byte header and one body byte are sent
   login-garbage       --garbage-workers (32) loops of connect + LOGIN with a garbage token for
                       --duration; honest logins (5/s) that succeed
-  zlib-bomb           --bomb-connections (2) pipeline LOGINs whose zlib body inflates past
-                      1 MiB (BAD_BODY, not fatal) for --duration; server CPU seconds
+  zlib-bomb           --bomb-connections (2) pipeline (8 in flight) LOGINs whose 4.7 KiB zlib
+                      body (missive-protocol's fast level) inflates past 1 MiB (BAD_BODY, not
+                      fatal) for --duration, reconnecting when closed; server CPU seconds
   http-slow           --http-connections (100) half-sent request heads and as many with a
                       lying Content-Length on the Server API, watched for --http-hold (30 s)
 
@@ -100,6 +102,9 @@ pub struct Args {
     /// UNREADs pipelined in unread-many-groups.
     #[arg(long, default_value_t = 150)]
     pub unreads: usize,
+    /// Connections (devices of one user) of mark-read.
+    #[arg(long, default_value_t = 1)]
+    pub mark_read_connections: usize,
     /// Connections of the pipeline attacks (the user's devices: at most 5 stay online).
     #[arg(long, default_value_t = 3)]
     pub pipeline_connections: usize,
@@ -132,6 +137,9 @@ pub struct Args {
     /// Where the servers' temp data directories go.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub work_dir: PathBuf,
+    /// A label put into every JSON object (e.g. "before", a commit).
+    #[arg(long, default_value = "")]
+    pub label: String,
     /// Keep each server's directory (data and log) for a look afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -276,7 +284,7 @@ pub async fn run(args: &Args) -> Result<bool> {
                 let text = format!("{e:#}");
                 (
                     format!("{name}: NOT MEASURED: {text}"),
-                    json!({"attack": name, "measured": false, "error": text}),
+                    json!({"attack": name, "label": args.label, "measured": false, "error": text}),
                     false,
                 )
             }
@@ -543,7 +551,9 @@ fn summarize(
     );
     let json = json!({
         "attack": name,
+        "label": rig.args.label,
         "measured": true,
+        "line": line,
         "durability": server::DURABILITY,
         "server_bin": rig.args.server_bin.display().to_string(),
         "unix_time": std::time::SystemTime::now()
