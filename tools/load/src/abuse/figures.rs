@@ -183,6 +183,27 @@ pub fn per_connection_bytes(before_kib: u64, at_kib: u64, connections: usize) ->
         .then(|| at_kib.saturating_sub(before_kib) as f64 * 1024.0 / connections as f64)
 }
 
+/// The RSS sample (offset, KiB) at which the most connections were open (up by then and not
+/// yet closed; of those samples, the highest RSS), with that count: the memory that many open
+/// connections held at once. `up` and `closed` are offsets too, in any order.
+pub fn most_open(
+    samples: &[(Duration, u64)],
+    up: &[Duration],
+    closed: &[Duration],
+) -> Option<(usize, u64)> {
+    samples
+        .iter()
+        .map(|&(t, kib)| {
+            let open = up
+                .iter()
+                .filter(|d| **d <= t)
+                .count()
+                .saturating_sub(closed.iter().filter(|d| **d <= t).count());
+            (open, kib)
+        })
+        .max()
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
@@ -333,6 +354,20 @@ mod tests {
         assert_eq!(bytes_text(1.5 * 1024.0 * 1024.0), "1.50 MiB");
         assert_eq!(rate(77, 10.0), 7.7);
         assert_eq!(rate(5, 0.0), 0.0);
+    }
+
+    #[test]
+    fn the_sample_with_the_most_connections_open() {
+        let s = |ms: u64| Duration::from_millis(ms);
+        let up = [s(100), s(200), s(300)];
+        let closed = [s(1000)];
+        // At 500 ms all three are open; at 1,100 ms one has closed but RSS is higher (memory
+        // kept after a close must not be charged to fewer connections).
+        let samples = [(s(50), 10), (s(250), 20), (s(500), 30), (s(1100), 40)];
+        assert_eq!(most_open(&samples, &up, &closed), Some((3, 30)));
+        let samples = [(s(500), 30), (s(600), 35)];
+        assert_eq!(most_open(&samples, &up, &closed), Some((3, 35)));
+        assert_eq!(most_open(&[], &up, &closed), None);
     }
 
     #[test]

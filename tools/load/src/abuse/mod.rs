@@ -36,8 +36,8 @@ Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
                       (uncompressed) 1,000,005-byte body; reply time and the writer stall
   unread-many-groups  a user in --groups (10,000) groups pipelines --unreads (150) UNREADs
   mark-read           MARK_READ pipelined (64 in flight) on --mark-read-connections (1) for
-                      --duration, on a conversation of 1,000 messages; honest throughput (16
-                      bulk users, 16 sends in flight each) before and during
+                      --duration, on a conversation of 1,000 messages; honest throughput (32
+                      bulk users, 8 sends in flight each) before and during
   sync-pipeline       --pipeline-connections (3) that never read each send 195 SYNC{limit 5000}
                       in one 4 KiB write; the inbox holds 12 messages of 60 KiB random bytes
   history-pipeline    the same with GROUP_HISTORY{limit 500} on a group of 12 such messages
@@ -46,7 +46,7 @@ Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
                       characters) asks GROUP_LIST: reply size on the wire and inflated
   prelogin-buffer     --prelogin-connections (2,000) announce a 1 MiB LOGIN frame and send all
                       of it but the last byte, never log in; RSS per connection, after close
-  prelogin-buffer-ws  the same over WebSocket (ws://.../ws)
+  prelogin-buffer-ws  the same over WebSocket (/ws), the frame in one binary message
   prelogin-header     the same, but only the 14-byte header and one body byte are sent
   login-garbage       --garbage-workers (32) loops of connect + LOGIN with a garbage token for
                       --duration; honest logins (5/s) that succeed
@@ -206,6 +206,8 @@ pub struct Rig<'a> {
     cpu_after: Option<f64>,
     sampler: Option<RssSampler>,
     pub samples: Vec<(Instant, u64)>,
+    /// /proc/loadavg when the server was started.
+    loadavg: String,
 }
 
 impl<'a> Rig<'a> {
@@ -312,6 +314,10 @@ async fn run_one(args: &Args, name: &'static str) -> Result<(String, Value)> {
         json: false,
         threads: 0,
     })?;
+    // Other work on the machine changes every figure: the load average goes into the JSON.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let mut rig = Rig {
         args,
         rss_start: server::settled_rss_kib(&server, Duration::from_secs(6)).await,
@@ -326,6 +332,7 @@ async fn run_one(args: &Args, name: &'static str) -> Result<(String, Value)> {
         cpu_after: None,
         sampler: None,
         samples: Vec::new(),
+        loadavg,
     };
     let outcome = match name {
         "group-create-huge" => attacks::group_create_huge(&mut rig).await,
@@ -556,6 +563,7 @@ fn summarize(
         "line": line,
         "durability": server::DURABILITY,
         "server_bin": rig.args.server_bin.display().to_string(),
+        "loadavg_at_start": rig.loadavg,
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

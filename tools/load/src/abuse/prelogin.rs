@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use missive_client::{pb, Connection};
+use missive_client::pb;
 use missive_protocol::frame::HEADER_LEN;
 use missive_protocol::{Command, Frame, Packet, DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,11 +57,7 @@ pub async fn buffer(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
         4 + DEFAULT_MAX_FRAME_LEN - 1
     };
     let payload = Arc::new(announced_frame(send));
-    let addr = if ws {
-        rig.server.ws_addr()
-    } else {
-        rig.addr().to_string()
-    };
+    let addr = rig.addr().to_string();
     rig.honest(None, false).await?;
     rig.attack_begins().await;
     let t0 = Instant::now();
@@ -124,34 +120,31 @@ pub async fn buffer(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
     let c = closes.lock().expect("closes");
     let up = written.load(Relaxed);
     let before = rig.rss_before.unwrap_or(0);
-    // The peak, and how many connections were open then (up and not yet closed by the server:
-    // with a slow ramp the first ones reach the login timeout before the last are up).
-    let (peak_at, peak) = rig
+    let peak = rig.peak_kib().unwrap_or(0);
+    // Per connection: at the moment the most were open at once (with a slow ramp the first
+    // ones reach the login timeout before the last are up, and the memory of those closed is
+    // not given back at once: charging the peak to fewer connections would overstate it).
+    let at: Vec<(Duration, u64)> = rig
         .samples
         .iter()
-        .max_by_key(|s| s.1)
-        .map_or((t0, 0), |s| (s.0, s.1));
-    let since = peak_at.saturating_duration_since(t0);
-    let open_at_peak =
-        c.up.iter()
-            .filter(|d| **d <= since)
-            .count()
-            .saturating_sub(c.at.iter().filter(|d| **d <= since).count());
-    let per = per_connection_bytes(before, peak, open_at_peak).unwrap_or(0.0);
+        .map(|(t, k)| (t.saturating_duration_since(t0), *k))
+        .collect();
+    let (open_at_most, rss_at_most) = figures::most_open(&at, &c.up, &c.at).unwrap_or((0, 0));
+    let per = per_connection_bytes(before, rss_at_most, open_at_most).unwrap_or(0.0);
     let retained = per_connection_bytes(before, after_close.unwrap_or(before), up as usize);
     let mut first_close: Vec<Duration> = c.at.clone();
     first_close.sort_unstable();
     let transport = if ws { "WebSocket" } else { "TCP" };
     let mut o = Outcome::new(format!(
         "{up} {transport} connections up in {ramp_secs:.1} s, each sent {} of a LOGIN frame \
-         announcing 1 MiB and never logged in: server RSS {}→{} MiB with {open_at_peak} open = {} \
-         per connection; \
-         {open_at_end} still open after the {:.0} s hold (closed by the server: {}, first at {}); \
+         announcing 1 MiB and never logged in: server RSS {}→{} MiB with {open_at_most} open = {} \
+         per connection (peak {} MiB); {open_at_end} still open after the {:.0} s hold (closed by the server: {}, first at {}); \
          after close {} MiB ({} per connection kept)",
         bytes_text(send as f64),
         mib(before),
-        mib(peak),
+        mib(rss_at_most),
         bytes_text(per),
+        mib(peak),
         rig.args.prelogin_hold,
         c.at.len(),
         first_close
@@ -168,7 +161,8 @@ pub async fn buffer(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
     o.set("bytes_sent_per_connection", send as u64);
     o.set("announced_length", DEFAULT_MAX_FRAME_LEN as u64);
     o.set("ramp_secs", ramp_secs);
-    o.set("open_at_peak", open_at_peak as u64);
+    o.set("most_open_at_once", open_at_most as u64);
+    o.set("rss_most_open_mib", mib(rss_at_most));
     o.set("bytes_held_per_connection", per.round());
     o.set(
         "rss_after_close_mib",
@@ -201,50 +195,113 @@ async fn until(stop: &AtomicBool) {
     }
 }
 
-/// A pre-login attacker's connection.
-enum Held {
-    Tcp(TcpStream),
-    Ws(Box<Connection>),
+/// A pre-login attacker's connection (plain frames, or a WebSocket carrying them).
+struct Held {
+    s: TcpStream,
+    ws: bool,
 }
 
 async fn open_tcp(addr: &str, payload: &[u8]) -> Result<Held, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     s.write_all(payload).await.map_err(|e| e.to_string())?;
-    Ok(Held::Tcp(s))
+    Ok(Held { s, ws: false })
 }
 
+/// The WebSocket upgrade of PROTOCOL.md section 22, by hand (the attacker needs no more).
+const WS_UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: missive\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// The header of one masked binary WebSocket message of `len` bytes, with the masking key
+/// 0 (legal, if not what a browser would pick): the payload goes out as it is, so every
+/// connection sends the one shared buffer instead of a masked copy of its own.
+pub fn ws_binary_header(len: usize) -> Vec<u8> {
+    let mut h = vec![0x82];
+    match len {
+        0..=125 => h.push(0x80 | len as u8),
+        126..=0xffff => {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+/// Upgrades to a WebSocket at `addr` (host:port) and sends `payload` as one binary message.
 async fn open_ws(addr: &str, payload: &[u8]) -> Result<Held, String> {
-    let mut c = Connection::connect(addr).await.map_err(|e| e.to_string())?;
-    c.write_raw(payload).await.map_err(|e| e.to_string())?;
-    Ok(Held::Ws(Box::new(c)))
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    s.write_all(WS_UPGRADE).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || s.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+            return Err(format!(
+                "WebSocket upgrade refused: {:?}",
+                String::from_utf8_lossy(&head[..head.len().min(40)])
+            ));
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!(
+            "WebSocket upgrade answered {:?}",
+            String::from_utf8_lossy(&head[..head.len().min(40)])
+        ));
+    }
+    s.write_all(&ws_binary_header(payload.len()))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(payload).await.map_err(|e| e.to_string())?;
+    Ok(Held { s, ws: true })
 }
 
 impl Held {
     /// Waits until the server closes the connection; returns the first thing it said (an
     /// ERROR's code name) or "closed".
     async fn wait_close(&mut self) -> String {
-        match self {
-            Held::Tcp(s) => {
-                let mut first = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let room = 4096usize.saturating_sub(first.len());
-                            first.extend_from_slice(&buf[..n.min(room)]);
-                        }
-                    }
+        let mut first = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = 4096usize.saturating_sub(first.len());
+                    first.extend_from_slice(&buf[..n.min(room)]);
                 }
-                error_name(&first).unwrap_or_else(|| "closed".into())
             }
-            Held::Ws(c) => match c.recv_packet().await {
-                Ok(Some((_, Packet::Error(e)))) => missive_client::error::code_name(e.code),
-                Ok(Some((_, p))) => p.command().name().to_string(),
-                _ => "closed".into(),
-            },
         }
+        let frames = if self.ws {
+            ws_payload(&first)
+        } else {
+            Some(&first[..])
+        };
+        frames
+            .and_then(error_name)
+            .unwrap_or_else(|| "closed".into())
     }
+}
+
+/// The payload of the first (unmasked, server-sent) binary WebSocket message in `bytes`.
+fn ws_payload(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.len() < 2 || bytes[0] & 0x0f != 2 {
+        return None;
+    }
+    let (len, at): (usize, usize) = match bytes[1] & 0x7f {
+        126 => (
+            u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    bytes.get(at..at.checked_add(len)?)
 }
 
 /// The code name of an ERROR frame at the start of `bytes`, if there is one.
@@ -637,6 +694,34 @@ mod tests {
         let err = f.packet(DEFAULT_MAX_FRAME_LEN).unwrap_err();
         assert_eq!(err.code(), missive_protocol::ErrorCode::BadBody, "{err}");
         assert!(f.body.len() < 16 * 1024, "bomb of {} bytes", f.body.len());
+    }
+
+    #[test]
+    fn websocket_messages_are_framed() {
+        assert_eq!(ws_binary_header(5), vec![0x82, 0x85, 0, 0, 0, 0]);
+        assert_eq!(ws_binary_header(300), vec![0x82, 0xfe, 1, 44, 0, 0, 0, 0]);
+        let h = ws_binary_header(1_048_579);
+        assert_eq!(h.len(), 14);
+        assert_eq!(&h[..2], &[0x82, 0xff]);
+        assert_eq!(&h[2..10], &1_048_579u64.to_be_bytes());
+        // A server's (unmasked) message carrying an ERROR frame is read back.
+        let e = Frame::new(
+            &Packet::Error(pb::Error {
+                code: 3,
+                message: "too large".into(),
+                fatal: true,
+                retry_after_ms: 0,
+            }),
+            0,
+        )
+        .to_bytes();
+        let mut msg = vec![0x82, e.len() as u8];
+        msg.extend_from_slice(&e);
+        assert_eq!(
+            ws_payload(&msg).and_then(error_name).as_deref(),
+            Some("FRAME_TOO_LARGE")
+        );
+        assert_eq!(ws_payload(&[0x81, 0]), None);
     }
 
     #[test]

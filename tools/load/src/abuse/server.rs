@@ -143,11 +143,6 @@ impl ServerProc {
         }
     }
 
-    /// The WebSocket address of the binary protocol.
-    pub fn ws_addr(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
     /// `Some(status)` once the process has ended.
     pub fn exited(&mut self) -> Option<String> {
         let child = self.child.as_mut()?;
