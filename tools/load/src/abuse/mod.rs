@@ -39,7 +39,8 @@ Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
                       --duration, on a conversation of 1,000 messages; honest throughput (32
                       bulk users, 8 sends in flight each) before and during
   sync-pipeline       --pipeline-connections (3) that never read each send 195 SYNC{limit 5000}
-                      in one 4 KiB write; the inbox holds 12 messages of 60 KiB random bytes
+                      in one 4 KiB write; the inbox holds 12 messages of 60 KiB random bytes;
+                      RSS per connection, and when the server drops them (missive_connections)
   history-pipeline    the same with GROUP_HISTORY{limit 500} on a group of 12 such messages
   contacts-pipeline   the same with CONTACTS{limit 200} over 12 such contacts
   group-list-many     a victim added to --groups (10,000) groups (names of 128 random

@@ -235,6 +235,41 @@ pub async fn settled_rss_kib(server: &ServerProc, limit: Duration) -> Option<u64
     Some(last)
 }
 
+/// A gauge or counter of the server's `/metrics` (summed over its label sets), if it answers
+/// within 2 s.
+pub async fn metric(http_addr: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(http_addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: missive\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        Some(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()??;
+    metric_value(&text, name)
+}
+
+/// The sum of `name`'s samples in a Prometheus text page.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next()?.trim().parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + value);
+    }
+    found
+}
+
 /// Samples the server's RSS every 50 ms on a thread of its own (the attack's runtime may be
 /// too busy to sample on time); `finish` gives the samples.
 pub struct RssSampler {
@@ -264,5 +299,20 @@ impl RssSampler {
     pub fn finish(self) -> Vec<(Instant, u64)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_name() {
+        let page = "# TYPE missive_connections gauge\nmissive_connections 7\n\
+                    missive_connections_accepted_total 90\n\
+                    missive_logins_total{result=\"ok\"} 3\nmissive_logins_total{result=\"SERVER_BUSY\"} 4\n";
+        assert_eq!(metric_value(page, "missive_connections"), Some(7.0));
+        assert_eq!(metric_value(page, "missive_logins_total"), Some(7.0));
+        assert_eq!(metric_value(page, "missive_sessions"), None);
     }
 }
