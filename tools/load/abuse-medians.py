@@ -114,19 +114,27 @@ def size(b):
 
 def with_unit(text_of, values, unit):
     """Bytes as KiB/MiB/GiB; anything else as the number and its unit."""
-    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if unit == "B" and values and len(nums) == len(values):
+    if unit == "B" and numbers(values) is not None:
         return text_of(values, size)
     return text_of(values, fmt) + (" " + unit if unit else "")
 
 
+def numbers(values):
+    """The numbers among `values` if every value present is one (runs without the figure, such
+    as a phase too short for a heartbeat, are left out), else None."""
+    present = [v for v in values if v is not None]
+    nums = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return nums if present and len(nums) == len(present) else None
+
+
 def cell(values, fmt=fmt):
-    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if values and len(nums) == len(values):
-        med = statistics.median(nums)
-        text = fmt(med)
+    nums = numbers(values)
+    if nums is not None:
+        text = fmt(statistics.median(nums))
         if len(set(nums)) > 1:
-            text += " (" + " / ".join(fmt(v) for v in values) + ")"
+            text += " (" + " / ".join("-" if v is None else fmt(v) for v in values) + ")"
+        elif len(nums) < len(values):
+            text += f" ({len(nums)} of {len(values)} runs)"
         return text
     shown = sorted({fmt(v) for v in values if v is not None})
     return " / ".join(shown) if shown else "-"
@@ -134,8 +142,8 @@ def cell(values, fmt=fmt):
 
 def median_text(values, fmt=fmt):
     """The median alone (or the distinct texts), for the compact table."""
-    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if values and len(nums) == len(values):
+    nums = numbers(values)
+    if nums is not None:
         return fmt(statistics.median(nums))
     shown = sorted({fmt(v) for v in values if v is not None})
     return " / ".join(shown) if shown else "-"

@@ -33,7 +33,7 @@ use server::{RssSampler, ServerProc};
 pub const AFTER_HELP: &str = "\
 Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
   group-create-huge   GROUP_CREATE with --members (200,000) distinct 3-character ids in a plain
-                      (uncompressed) 1,000,005-byte body; reply time and the writer stall
+                      (uncompressed) 1,000,006-byte body; reply time and the writer stall
   unread-many-groups  a user in --groups (10,000) groups pipelines --unreads (150) UNREADs
   mark-read           MARK_READ pipelined (64 in flight) on --mark-read-connections (1) for
                       --duration, on a conversation of 1,000 messages; honest throughput (32
