@@ -14,6 +14,8 @@
 mod attacks;
 mod figures;
 mod honest;
+mod http;
+mod login;
 mod prelogin;
 mod raw;
 mod replies;
@@ -346,9 +348,9 @@ async fn run_one(args: &Args, name: &'static str) -> Result<(String, Value)> {
         "prelogin-buffer" | "prelogin-buffer-ws" | "prelogin-header" => {
             prelogin::buffer(&mut rig, name).await
         }
-        "login-garbage" => prelogin::login_garbage(&mut rig).await,
-        "zlib-bomb" => prelogin::zlib_bomb(&mut rig).await,
-        "http-slow" => prelogin::http_slow(&mut rig).await,
+        "login-garbage" => login::login_garbage(&mut rig).await,
+        "zlib-bomb" => login::zlib_bomb(&mut rig).await,
+        "http-slow" => http::http_slow(&mut rig).await,
         other => anyhow::bail!("no such attack {other}"),
     };
     rig.attack_ends();
