@@ -6,8 +6,10 @@
 //! bounded in time, prints a progress line to stderr once a second and a summary table at the
 //! end (`--json` for the full result as JSON), and exits non-zero if anything was lost,
 //! duplicated or failed: 1 for a failed run, 2 when the server lacks a feature the scenario
-//! needs.
+//! needs. `abuse` is different: it starts a server of its own for each attack of issue #18
+//! and reports what the attack cost (see `missive-load abuse --help`).
 
+mod abuse;
 mod chat;
 mod common;
 mod connect;
@@ -33,7 +35,8 @@ Examples:
   missive-load connect --addr 127.0.0.1:9443 --data-dir /tmp/bench-data -n 5000 --rate 1000 --duration 30 --server-pid 1234
   missive-load chat --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --users 200 --rate 2000 --duration 20
   missive-load offline --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --messages 10000
-  missive-load fanout --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --members 50 --rate 20";
+  missive-load fanout --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --members 50 --rate 20
+  missive-load abuse --server-bin target/release/missived --attack all --json > abuse.jsonl";
 
 #[derive(Parser, Debug)]
 #[command(name = "missive-load", version, about = "Load scenarios for a Missive server", after_help = AFTER_HELP)]
@@ -52,16 +55,28 @@ enum Scenario {
     Offline(offline::Args),
     /// One sender posts to a group; online members receive.
     Fanout(fanout::Args),
+    /// The attacks of issue #18, each on a fresh server started from --server-bin, with an
+    /// honest pair chatting alongside; one line (or JSON object) per attack.
+    #[command(after_help = abuse::AFTER_HELP)]
+    Abuse(abuse::Args),
 }
 
 impl Scenario {
-    /// The settings every scenario has.
-    fn common(&self) -> &Common {
+    /// The settings every scenario against a running server has (`abuse` starts its own).
+    fn common(&self) -> Option<&Common> {
         match self {
-            Scenario::Connect(a) => &a.common,
-            Scenario::Chat(a) => &a.common,
-            Scenario::Offline(a) => &a.common,
-            Scenario::Fanout(a) => &a.common,
+            Scenario::Connect(a) => Some(&a.common),
+            Scenario::Chat(a) => Some(&a.common),
+            Scenario::Offline(a) => Some(&a.common),
+            Scenario::Fanout(a) => Some(&a.common),
+            Scenario::Abuse(_) => None,
+        }
+    }
+
+    fn threads(&self) -> usize {
+        match self {
+            Scenario::Abuse(a) => a.threads(),
+            other => other.common().map_or(1, Common::threads),
         }
     }
 }
@@ -88,7 +103,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let nofile = common::raise_nofile_limit();
-    let threads = cli.scenario.common().threads();
+    let threads = cli.scenario.threads();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -101,7 +116,14 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let common = cli.scenario.common();
+        let common = match (&cli.scenario, cli.scenario.common()) {
+            (_, Some(common)) => common,
+            (Scenario::Abuse(a), None) => {
+                eprintln!("missive-load: open-file limit {nofile}");
+                return abuse::run(a).await;
+            }
+            (_, None) => anyhow::bail!("no server settings for this scenario"),
+        };
         let env = Env::new(common)?;
         eprintln!(
             "missive-load: users {}-*, server {}, open-file limit {nofile}",
@@ -113,6 +135,7 @@ fn main() -> ExitCode {
             Scenario::Chat(a) => chat::run(&env, a).await?,
             Scenario::Offline(a) => offline::run(&env, a).await?,
             Scenario::Fanout(a) => fanout::run(&env, a).await?,
+            Scenario::Abuse(_) => anyhow::bail!("abuse starts its own servers"),
         };
         report.print(env.json);
         anyhow::Ok(report.failures.is_empty())
