@@ -41,6 +41,7 @@ pub async fn group_create_huge(rig: &mut Rig<'_>) -> Result<Outcome> {
         name: "huge".into(),
         members: ids,
         history: 0,
+        ..Default::default()
     });
     let mut raw = attacker(rig, "mallory", "attacker").await?;
     let frame = raw.frame(&packet);
@@ -103,6 +104,7 @@ pub async fn create_groups(
             name: name(i),
             members: members.to_vec(),
             history: 0,
+            ..Default::default()
         })
     });
     let counts = raw::pipeline(raw, requests, WINDOW, SETUP_REPLY, |_| {}).await?;
@@ -124,7 +126,7 @@ pub async fn unread_many_groups(rig: &mut Rig<'_>) -> Result<Outcome> {
     let t = Instant::now();
     let (one, one_read) = raw
         .request(
-            &Packet::Unread(pb::Unread {}),
+            &Packet::Unread(pb::Unread::default()),
             Duration::from_secs(rig.args.bound),
         )
         .await?;
@@ -133,7 +135,7 @@ pub async fn unread_many_groups(rig: &mut Rig<'_>) -> Result<Outcome> {
     let mut burst = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..n {
-        let f = raw.frame(&Packet::Unread(pb::Unread {}));
+        let f = raw.frame(&Packet::Unread(pb::Unread::default()));
         ids.push(f.request_id);
         burst.extend_from_slice(&f.to_bytes());
     }

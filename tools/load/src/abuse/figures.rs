@@ -381,6 +381,7 @@ mod tests {
             name: "big".into(),
             members: ids,
             history: 0,
+            ..Default::default()
         });
         let frame = Frame::new(&packet, 1);
         assert_eq!(frame.body.len(), 200_000 * 5 + 5);

@@ -49,6 +49,7 @@ pub async fn pipeline(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
                         name: "history".into(),
                         members: Vec::new(),
                         history: 0,
+                        ..Default::default()
                     }),
                     Duration::from_secs(30),
                 )
@@ -63,6 +64,8 @@ pub async fn pipeline(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
                 before_seq: 0,
                 after_seq: 0,
                 limit: 500,
+                // Newest first, as an old server reads these bounds too.
+                order: pb::HistoryOrder::NewestFirst as i32,
             })
         }
         _ => {
@@ -242,7 +245,7 @@ pub async fn group_list_many(rig: &mut Rig<'_>) -> Result<Outcome> {
     let t0 = Instant::now();
     let reply = v
         .request(
-            &Packet::GroupList(pb::GroupList {}),
+            &Packet::GroupList(pb::GroupList::default()),
             Duration::from_secs(rig.args.bound),
         )
         .await;
