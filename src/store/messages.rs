@@ -334,24 +334,7 @@ fn delete(
         uncount_if_unread(txn, user, &ck, &msg)?;
     }
     txn.put(cf::UNREAD, hidden_key, Vec::new());
-    let entry = txn.append(
-        user,
-        InboxEntry {
-            version: 0,
-            conversation: Some(conv.clone()),
-            timestamp_ms: now_ms,
-            body: Some(Body::Delete(pb::Delete { msg_id })),
-        },
-    )?;
-    let version = entry.version;
-    txn.deliver(
-        vec![Delivery {
-            user: user.to_owned(),
-            entry,
-        }],
-        None,
-    );
-    Ok(version)
+    txn.append_own(user, conv, now_ms, Body::Delete(pb::Delete { msg_id }))
 }
 
 /// Lowers `user`'s unread counts by one if `msg` currently counts as unread for them.

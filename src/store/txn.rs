@@ -211,6 +211,35 @@ impl<'a> Txn<'a> {
         Ok(entry)
     }
 
+    /// Appends an entry about `conversation` with `body` to `user`'s own inbox and pushes it
+    /// to every device of the user once committed; returns its version.
+    pub fn append_own(
+        &mut self,
+        user: &str,
+        conversation: &Conversation,
+        timestamp_ms: i64,
+        body: Body,
+    ) -> Result<u64> {
+        let entry = self.append(
+            user,
+            InboxEntry {
+                version: 0,
+                conversation: Some(conversation.clone()),
+                timestamp_ms,
+                body: Some(body),
+            },
+        )?;
+        let version = entry.version;
+        self.deliver(
+            vec![Delivery {
+                user: user.to_owned(),
+                entry,
+            }],
+            None,
+        );
+        Ok(version)
+    }
+
     /// Appends an entry with `body` at `timestamp_ms` to each user's inbox, each with that
     /// user's view of the conversation; returns the deliveries in the same order.
     pub fn append_each<'u>(

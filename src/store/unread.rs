@@ -16,12 +16,12 @@
 //! So UNREAD, LOGIN's total and MARK_READ cost O(read fan-out groups of the user), bounded by
 //! `max_groups_per_user`, not O(every group or conversation).
 
-use missive_protocol::pb::{self, inbox_entry::Body, ConversationKind, InboxEntry, MarkReadAck};
+use missive_protocol::pb::{self, inbox_entry::Body, ConversationKind, MarkReadAck};
 use missive_protocol::pb::{ConversationUnread, FanoutMode, UnreadAck};
 use missive_protocol::ErrorCode;
 
 use super::membership::{group_info, mode_of, require_member};
-use super::{cf, keys, ConvKey, Core, Delivery, Reader, Result, StoreError, Txn};
+use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError, Txn};
 
 /// `user`'s computed count in a read fan-out group, as of the running change (pending writes
 /// included).
@@ -314,26 +314,11 @@ pub(crate) fn mark_read(
         let delta = unread as i64 - current as i64;
         txn.add_counter(cf::UNREAD, keys::unread_total(user), delta)?;
     }
-    let entry = txn.append(
-        user,
-        InboxEntry {
-            version: 0,
-            conversation: Some(conv.clone()),
-            timestamp_ms: now_ms,
-            body: Some(Body::ReadSync(pb::ReadSync {
-                up_to_seq: up,
-                unread,
-            })),
-        },
-    )?;
-    let version = entry.version;
-    txn.deliver(
-        vec![Delivery {
-            user: user.to_owned(),
-            entry,
-        }],
-        None,
-    );
+    let read = Body::ReadSync(pb::ReadSync {
+        up_to_seq: up,
+        unread,
+    });
+    let version = txn.append_own(user, conv, now_ms, read)?;
     Ok(MarkReadAck {
         unread,
         total: 0,
