@@ -1583,3 +1583,37 @@ async fn read_fanout_catch_up_from_nothing_and_contacts() {
     check_users(&server, &["alice", "bob", "carol"]);
     server.stop().await;
 }
+
+/// A FROM_JOIN group shows a late member nothing from before its join in CONTACTS either,
+/// whichever the fan-out: read fan-out makes the contact from the group's last message, and a
+/// switch back to write fan-out gives each member a contact entry (found by the session fuzz
+/// target: the entry showed the last message from before the join).
+#[tokio::test]
+async fn contacts_of_a_from_join_group_show_nothing_from_before_the_join() {
+    let server = TestServer::start_with(|c| c.fanout_threshold = 2).await;
+    let mut ap = Member::login(&server, "alice", "phone").await;
+    let gid = ap
+        .create("minutes", &["bob", "carol"], HistoryVisibility::FromJoin)
+        .await
+        .group_id;
+    ap.send(&gid, "secret before dave").await;
+    ap.join(&gid, &["dave"]).await;
+    let mut dave = Member::login(&server, "dave", "phone").await;
+    let contacts = dave.contacts_all().await;
+    assert!(contacts.is_empty(), "read fan-out: {contacts:?}");
+    // Back to write fan-out (3 members): the switch writes contact entries.
+    ap.leave(&gid, "carol").await;
+    ap.leave(&gid, "bob").await;
+    let contacts = dave.contacts_all().await;
+    assert!(contacts.is_empty(), "after the switch: {contacts:?}");
+    let alice_view = ap.contacts_all().await;
+    assert_eq!(alice_view.len(), 1, "alice saw it: {alice_view:?}");
+    // A message after the join shows.
+    ap.send(&gid, "welcome dave").await;
+    let contacts = dave.contacts_all().await;
+    assert_eq!(contacts.len(), 1);
+    let last = contacts[0].last_message.as_ref().expect("last message");
+    assert_eq!(last.content, b"welcome dave");
+    check_users(&server, &["alice", "bob", "carol", "dave"]);
+    server.stop().await;
+}

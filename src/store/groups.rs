@@ -78,6 +78,27 @@ pub enum GroupChange {
     },
 }
 
+/// The id of the group's last message if `user` (a member) may see it, as `r` reads: none for a
+/// group without messages, nor in a FROM_JOIN group whose last message is from before the
+/// member's first join.
+pub(crate) fn last_visible(r: &impl Reader, user: &str, group_id: &str) -> Result<Option<u64>> {
+    let ck = ConvKey::group(group_id);
+    let last = r.get_u64(cf::CONVS, &ck.0)?;
+    if last == 0 {
+        return Ok(None);
+    }
+    let info = group_info(r, group_id)?;
+    if info.history == HistoryVisibility::FromJoin as i32 {
+        let joined = member_of(r, group_id, user)?.map_or(u64::MAX, |m| m.joined_seq);
+        if joined >= last {
+            return Ok(None);
+        }
+    }
+    r.value(cf::CONV_LOG, &keys::conv_log(&ck, last), |v| {
+        v.and_then(keys::u64_value)
+    })
+}
+
 /// A page of reads: the items and the cursor of the next page (empty when none).
 pub type Page<T> = (Vec<T>, Vec<u8>);
 
@@ -122,6 +143,12 @@ impl Core {
             out.push(GroupMember::decode(&v[..])?);
         }
         Ok((out, next))
+    }
+
+    /// The id of the group's last message if `user` may see it: a FROM_JOIN group shows a
+    /// member nothing from before its first join, in CONTACTS as in GROUP_HISTORY.
+    pub(crate) fn visible_last_message(&self, user: &str, group_id: &str) -> Result<Option<u64>> {
+        last_visible(self, user, group_id)
     }
 
     /// The group as members see it; NOT_FOUND if there is none (for the app's backend, which

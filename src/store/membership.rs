@@ -243,14 +243,10 @@ pub(crate) fn switch_mode(
             }
         }
         FanoutMode::Write => {
-            let last = txn.counter(cf::CONVS, &ck.0)?;
-            let last_msg = match last {
-                0 => None,
-                seq => txn.value(cf::CONV_LOG, &keys::conv_log(&ck, seq), |v| {
-                    v.and_then(keys::u64_value)
-                })?,
-            };
             for m in members {
+                // Read fan-out kept no contact entry: each member gets one with the last
+                // message it may see.
+                let last_msg = super::groups::last_visible(txn, m, group_id)?;
                 let count = super::unread::group_unread_in(txn, m, &ck)?;
                 txn.delete(cf::UNREAD, keys::read_group(m, group_id));
                 if count > 0 {

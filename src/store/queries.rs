@@ -122,9 +122,8 @@ impl Core {
             keep(contact.last_message.map(|m| m.msg_id).unwrap_or(0), conv);
         }
         for g in &read_groups {
-            let ck = ConvKey::group(g);
-            if let Some(last) = self.last_message_id(&ck)? {
-                keep(last, ck);
+            if let Some(last) = self.visible_last_message(user, g)? {
+                keep(last, ConvKey::group(g));
             }
         }
         order.sort_unstable();
@@ -147,21 +146,11 @@ impl Core {
         Ok((contacts, next))
     }
 
-    /// The id of a conversation's last message, if it has one.
-    fn last_message_id(&self, conv: &ConvKey) -> Result<Option<u64>> {
-        match self.get_u64(cf::CONVS, &conv.0)? {
-            0 => Ok(None),
-            seq => self.value(cf::CONV_LOG, &keys::conv_log(conv, seq), |v| {
-                v.and_then(keys::u64_value)
-            }),
-        }
-    }
-
     /// A read fan-out group as a contact: its last message and the user's computed count.
     fn read_group_contact(&self, user: &str, conv: &ConvKey) -> Result<Contact> {
         let view = conv.view(user).unwrap_or_default();
         let msg_id = self
-            .last_message_id(conv)?
+            .visible_last_message(user, &view.id)?
             .ok_or_else(|| StoreError::Corrupt("group without its last message".into()))?;
         let mut msg = self.load_message(msg_id)?;
         msg.conversation = Some(view.clone());
