@@ -7,6 +7,10 @@
 //! two-core machine would measure each other. Figures for RELIABILITY.md: `--nocapture` prints
 //! one line per test.
 
+// Every test holds the guard of `honest::exclusive` (a std mutex) across its awaits on purpose:
+// it serializes whole tests, each on a runtime of its own thread.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod honest;
