@@ -129,9 +129,13 @@ async fn start(
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
     let (stream, read) = open(&shared, stream, deadline).await?;
-    let mut conn = Conn::new(stream, shared.config.max_frame_len);
+    // Until it has logged in, a connection may send frames of the login cap only: nobody
+    // unauthenticated makes the server wait for (or buffer) a large frame.
+    let mut conn = Conn::new(stream, missive_protocol::MAX_LOGIN_FRAME_LEN);
     conn.unread(read);
     let (handle, current_version) = login(&shared, &mut conn, deadline).await?;
+    // Frames pipelined behind the LOGIN are decoded from here on, with the full limit.
+    conn.set_max_frame_len(shared.config.max_frame_len);
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
     let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
