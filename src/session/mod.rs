@@ -270,16 +270,38 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
     }
 }
 
+/// Writes ERROR `code` marked fatal, whatever the code's own fatal flag (BAD_BODY before login),
+/// for a connection that is closed after it.
+async fn fatal_anyway(
+    shared: &Shared,
+    conn: &mut Conn,
+    request_id: u32,
+    code: ErrorCode,
+    message: &str,
+) {
+    shared.metrics.error(code);
+    let error = Packet::Error(pb::Error {
+        code: code as u32,
+        message: message.to_owned(),
+        fatal: true,
+        retry_after_ms: 0,
+    });
+    let _ = conn.write_frames(&[Frame::new(&error, request_id)]).await;
+}
+
 /// Waits for LOGIN (within the login timeout) and registers the session.
 ///
-/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN whose
-/// body does not decode gets BAD_BODY, which is not fatal: the connection still waits for a
-/// LOGIN, within the same deadline.
+/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN with
+/// the COMPRESSED flag is BAD_BODY, fatal: inflating is the costly part of decoding a body, and
+/// nobody unauthenticated gets it done (a LOGIN is small; nothing is inflated). The first LOGIN
+/// whose body does not decode gets BAD_BODY, not fatal: the connection still waits for a LOGIN,
+/// within the same deadline; a second one is fatal.
 async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     deadline: Instant,
 ) -> Option<(Arc<SessionHandle>, u64)> {
+    let mut forgiven = false;
     let (rid, login) = loop {
         let frame = next_frame(shared, conn, deadline).await?;
         let rid = frame.request_id;
@@ -291,7 +313,14 @@ async fn login(
             fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
             return None;
         }
-        match frame.packet(shared.config.max_frame_len) {
+        if frame.flags.compressed() {
+            shared.metrics.login(Err(ErrorCode::BadBody));
+            let msg = "a compressed frame before login: send LOGIN uncompressed";
+            fatal_anyway(shared, conn, rid, ErrorCode::BadBody, msg).await;
+            return None;
+        }
+        // Not compressed: the body is at most the login cap, the limit is never reached.
+        match frame.packet(missive_protocol::MAX_LOGIN_FRAME_LEN) {
             Ok(Packet::Login(l)) => break (rid, l),
             Ok(other) => {
                 // Not reached: a LOGIN frame decodes to a Login body.
@@ -299,7 +328,15 @@ async fn login(
                 fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
                 return None;
             }
+            Err(e) if forgiven => {
+                shared.metrics.login(Err(e.code()));
+                let msg = format!("{e}; a second undecodable LOGIN closes the connection");
+                fatal_anyway(shared, conn, rid, e.code(), &msg).await;
+                return None;
+            }
             Err(e) => {
+                forgiven = true;
+                shared.metrics.login(Err(e.code()));
                 shared.metrics.error(e.code());
                 let refusal = error_frame(rid, e.code(), &e.to_string());
                 if conn.write_frames(&[refusal]).await.is_err() || e.code().is_fatal() {

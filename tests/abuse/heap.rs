@@ -102,3 +102,15 @@ fn rss() -> i64 {
         .expect("VmRSS in kB");
     kib * 1024
 }
+
+/// CPU time this process has used (user and system), from `/proc/self/stat`.
+pub fn cpu() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state (field 3).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    std::time::Duration::from_millis(ticks * 10)
+}

@@ -1,11 +1,12 @@
-//! The login path under attack (issue #18, item 10): large frames announced and never sent.
+//! The login path under attack (issue #18, items 10 and 12): large frames announced and never
+//! sent, zlib bombs before login.
 //!
 //! Every attacker connects from a loopback address of its own choosing (127.0.0.0/8 is all
 //! loopback on Linux), so that per-address limits can be told apart from the honest pair's
 //! address (127.0.0.1).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use missive_client::{ClientError, Connection};
@@ -16,8 +17,8 @@ use tokio::task::JoinSet;
 use tokio_util::codec::Decoder;
 
 use crate::common::{TestServer, SECRET};
-use crate::heap::Mem;
-use crate::honest::{exclusive, HonestPair};
+use crate::heap::{self, Mem};
+use crate::honest::{exclusive, ms, HonestPair};
 
 /// Largest frame before login (PROTOCOL.md sections 10.1 and 20).
 const LOGIN_CAP: usize = missive_protocol::MAX_LOGIN_FRAME_LEN;
@@ -403,6 +404,118 @@ async fn websocket_messages_announced_large_before_login_cost_little() {
         held.per(N).rss,
         after.heap,
         after.rss,
+        report.summary()
+    );
+    report.assert_healthy(Duration::from_millis(1000));
+    server.stop().await;
+}
+
+/// The bomb test's `max_frame_len`, also the most a body may inflate to: below what a bomb
+/// inflates to, so that a server that inflated one would find it too large (BAD_BODY).
+const BOMB_FRAME_LEN: usize = 256 * 1024;
+
+/// A LOGIN whose body is a zlib stream of 512 KiB (about 2.4 KB compressed): a bomb that fits
+/// under the login cap and inflates past `BOMB_FRAME_LEN`.
+fn bomb(rid: u32) -> Vec<u8> {
+    let login = Packet::Login(pb::Login {
+        token: "0".repeat(2 * BOMB_FRAME_LEN),
+        device_id: "d".into(),
+        ..Default::default()
+    });
+    let frame = Frame::compressed_above(&login, rid, 0);
+    assert!(frame.flags.compressed());
+    let wire = frame.to_bytes().to_vec();
+    assert!(wire.len() <= LOGIN_CAP + 4, "bomb of {} bytes", wire.len());
+    wire
+}
+
+/// Zlib bombs before login, for two seconds, in waves of 50 connections at once (each from an
+/// address of its own): each connection sends a burst of compressed LOGINs; the first is refused
+/// (BAD_BODY, fatal, on its request id) and nothing after it is read. A LOGIN body that does not
+/// decode is forgiven once (not fatal), the second is fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_before_login_are_refused_and_a_second_bad_login_is_fatal() {
+    let _g = exclusive();
+    const CONNS: usize = 50;
+    const BOMBS: u32 = 20;
+    const BOMBING: Duration = Duration::from_secs(2);
+    let server = TestServer::start_with(|c| c.max_frame_len = BOMB_FRAME_LEN).await;
+    let addr = server.addr.clone();
+    let pair = HonestPair::start(&server).await;
+    let mut burst = Vec::new();
+    for rid in 1..=BOMBS {
+        burst.extend_from_slice(&bomb(rid));
+    }
+    let cpu = heap::cpu();
+    let started = Instant::now();
+    let mut bombers = 0;
+    while started.elapsed() < BOMBING {
+        let mut tasks = JoinSet::new();
+        for i in bombers..bombers + CONNS {
+            let addr = addr.clone();
+            let burst = burst.clone();
+            tasks.spawn(async move {
+                let what = format!("bomber {i}");
+                let mut c = Connection::from_stream(connect_from(&addr, source(i)).await).unwrap();
+                // The server may close before taking the whole burst.
+                let _ = c.write_raw(&burst).await;
+                let (rid, e) = expect_error(&mut c, &what).await;
+                assert_eq!(code(&e), Some(ErrorCode::BadBody), "{what}: {e:?}");
+                assert!(
+                    e.fatal,
+                    "{what}: a compressed frame before login is fatal: {e:?}"
+                );
+                assert_eq!(rid, 1, "{what}: on the bomb's request id");
+                expect_closed(&mut c, &what).await;
+            });
+        }
+        join_all(tasks).await;
+        bombers += CONNS;
+    }
+    let took = started.elapsed();
+    let used = heap::cpu().saturating_sub(cpu);
+
+    // Garbage LOGIN bodies: the first is forgiven, the second is fatal.
+    let mut c = Connection::from_stream(connect_from(&addr, source(bombers)).await).unwrap();
+    let garbage = |rid| Frame {
+        flags: Default::default(),
+        command: Command::Login as u16,
+        request_id: rid,
+        body: vec![0xff; 8].into(),
+    };
+    c.send_frame(&garbage(8)).await.unwrap();
+    let (rid, e) = expect_error(&mut c, "first bad LOGIN").await;
+    assert_eq!(
+        (code(&e), rid, e.fatal),
+        (Some(ErrorCode::BadBody), 8, false)
+    );
+    c.send_frame(&garbage(9)).await.unwrap();
+    let (rid, e) = expect_error(&mut c, "second bad LOGIN").await;
+    assert_eq!(
+        (code(&e), rid, e.fatal),
+        (Some(ErrorCode::BadBody), 9, true)
+    );
+    expect_closed(&mut c, "after the second bad LOGIN").await;
+    // One bad body, then a good LOGIN: still fine.
+    let mut c = Connection::from_stream(connect_from(&addr, source(bombers + 1)).await).unwrap();
+    c.send_frame(&garbage(10)).await.unwrap();
+    let (_, e) = expect_error(&mut c, "one bad LOGIN").await;
+    assert!(!e.fatal);
+    c.login(&token("forgiven", "d"), "d", 0)
+        .await
+        .expect("a good LOGIN after one bad body");
+
+    let report = pair.finish().await;
+    println!(
+        "FIGURE zlib bombs before login ({bombers} connections, {CONNS} at a time, each sending \
+         {BOMBS} compressed LOGINs of 512 KiB inflated, {} B each on the wire): each refused at \
+         its first bomb, {:.0} connections/s; process CPU {:.0} ms in {:.0} ms ({:.0} us per \
+         connection, client side included); {}",
+        burst.len() / BOMBS as usize,
+        bombers as f64 / took.as_secs_f64(),
+        ms(used),
+        ms(took),
+        used.as_secs_f64() * 1e6 / bombers as f64,
         report.summary()
     );
     report.assert_healthy(Duration::from_millis(1000));
