@@ -8,7 +8,7 @@ mod park;
 mod retransmit;
 mod serve;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +78,28 @@ pub async fn refuse_busy(stream: TcpStream) {
     let _ = conn.write_frames(&[r.frame(0)]).await;
 }
 
+/// Answers a connection with SERVER_BUSY (fatal, request id 0, `retry_after_ms`) and closes it
+/// at once, without a task: one non-blocking write (a fresh socket's send buffer takes the small
+/// ERROR frame), a non-blocking read of what the client already sent, and the close. For floods
+/// (an address over its failed-login budget): each costs an accept and two system calls.
+pub fn refuse_at_once(stream: TcpStream, retry_after_ms: u32) {
+    use std::io::{Read, Write};
+    // The standard socket, still non-blocking: written and read without the reactor.
+    let Ok(socket) = stream.into_std() else {
+        return;
+    };
+    let mut r = Refusal::new(
+        ErrorCode::ServerBusy,
+        "too many failed logins from this address; retry later",
+    );
+    r.retry_after_ms = retry_after_ms;
+    let _ = (&socket).write(&r.frame(0).to_bytes());
+    // Closing with unread input resets the connection, and a reset may overtake the ERROR: the
+    // client's LOGIN, usually there already, is read (and dropped) first.
+    let mut sink = [0u8; 4096];
+    let _ = (&socket).read(&mut sink);
+}
+
 /// Serves one connection until it closes: this task opens it and waits for LOGIN, then hands
 /// the session to a task of its own.
 pub async fn run(
@@ -133,7 +155,7 @@ async fn start(
     // unauthenticated makes the server wait for (or buffer) a large frame.
     let mut conn = Conn::new(stream, missive_protocol::MAX_LOGIN_FRAME_LEN);
     conn.unread(read);
-    let (handle, current_version) = login(&shared, &mut conn, deadline).await?;
+    let (handle, current_version) = login(&shared, &mut conn, deadline, peer.ip()).await?;
     // Frames pipelined behind the LOGIN are decoded from here on, with the full limit.
     conn.set_max_frame_len(shared.config.max_frame_len);
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
@@ -224,16 +246,30 @@ async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCod
         .await;
 }
 
+/// Counts a failed login against the source address `ip` (`limits::LoginFailures`): a refused
+/// token, an undecodable or compressed LOGIN, another frame before LOGIN, a framing error or
+/// an unfinished frame before login. Not counted: silence (LOGIN_TIMEOUT), a connection
+/// closed or reset, and the server's own refusals (SERVER_BUSY, SHUTTING_DOWN).
+fn charge(shared: &Shared, ip: IpAddr) {
+    shared.login_failures.charge(ip, Instant::now());
+}
+
 /// The next frame before login, within the login deadline; a frame begun but not completed
 /// within `frame_timeout_ms` is refused as after login (BAD_FRAME). `None`: the connection is
-/// done (the fatal ERROR, if any, was written).
-async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Option<Frame> {
+/// done (the fatal ERROR, if any, was written; a framing error is charged to `ip`).
+async fn next_frame(
+    shared: &Shared,
+    conn: &mut Conn,
+    deadline: Instant,
+    ip: IpAddr,
+) -> Option<Frame> {
     let frame_timeout = Duration::from_millis(shared.config.frame_timeout_ms);
     loop {
         match conn.buffered_frame() {
             Ok(Some(f)) => return Some(f),
             Ok(None) => {}
             Err(e) => {
+                charge(shared, ip);
                 fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                 return None;
             }
@@ -244,6 +280,7 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 if frame_deadline.is_some_and(|f| f < deadline) {
+                    charge(shared, ip);
                     let msg = "frame not completed within frame_timeout_ms";
                     fatal(shared, conn, 0, ErrorCode::BadFrame, msg).await;
                 } else {
@@ -261,6 +298,11 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
                     Ok(Filled::Data) => {}
                     Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
                     Err(e) => {
+                        // A failed connection is not the client's doing; a WebSocket message
+                        // over the limit is.
+                        if !matches!(e, ProtocolError::Io(_)) {
+                            charge(shared, ip);
+                        }
                         fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                         return None;
                     }
@@ -296,24 +338,29 @@ async fn fatal_anyway(
 /// nobody unauthenticated gets it done (a LOGIN is small; nothing is inflated). The first LOGIN
 /// whose body does not decode gets BAD_BODY, not fatal: the connection still waits for a LOGIN,
 /// within the same deadline; a second one is fatal.
+///
+/// Every refusal for the client's doing is charged to `ip` (see [`charge`]).
 async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     deadline: Instant,
+    ip: IpAddr,
 ) -> Option<(Arc<SessionHandle>, u64)> {
     let mut forgiven = false;
     let (rid, login) = loop {
-        let frame = next_frame(shared, conn, deadline).await?;
+        let frame = next_frame(shared, conn, deadline, ip).await?;
         let rid = frame.request_id;
         if frame.command != Command::Login as u16 {
             let name = Command::from_u16(frame.command)
                 .map(|c| c.name().to_owned())
                 .unwrap_or_else(|_| format!("unknown command {:#06x}", frame.command));
             let msg = format!("{name} before LOGIN");
+            charge(shared, ip);
             fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
             return None;
         }
         if frame.flags.compressed() {
+            charge(shared, ip);
             shared.metrics.login(Err(ErrorCode::BadBody));
             let msg = "a compressed frame before login: send LOGIN uncompressed";
             fatal_anyway(shared, conn, rid, ErrorCode::BadBody, msg).await;
@@ -329,6 +376,7 @@ async fn login(
                 return None;
             }
             Err(e) if forgiven => {
+                charge(shared, ip);
                 shared.metrics.login(Err(e.code()));
                 let msg = format!("{e}; a second undecodable LOGIN closes the connection");
                 fatal_anyway(shared, conn, rid, e.code(), &msg).await;
@@ -336,6 +384,7 @@ async fn login(
             }
             Err(e) => {
                 forgiven = true;
+                charge(shared, ip);
                 shared.metrics.login(Err(e.code()));
                 shared.metrics.error(e.code());
                 let refusal = error_frame(rid, e.code(), &e.to_string());
@@ -345,34 +394,31 @@ async fn login(
             }
         }
     };
-    let admitted = admit(shared, conn, rid, login).await;
+    let admitted = admit(shared, conn, rid, login, ip).await;
     shared
         .metrics
         .login(admitted.as_ref().map(|_| ()).map_err(|code| *code));
     admitted.ok().flatten()
 }
 
-/// Checks a LOGIN (drain, login rate, token) and registers its session; returns it with the
+/// Checks a LOGIN (drain, token, login rate) and registers its session; returns it with the
 /// LOGIN_ACK's `current_version`. A refusal has been written when its code is returned;
 /// `Ok(None)`: accepted, but the connection failed.
+///
+/// The token is checked first (an HMAC: cheap), and only a valid one takes a token of the
+/// server-wide login rate, so a flood of garbage cannot use up the rate that real logins need;
+/// a refused token is charged to `ip` instead.
 async fn admit(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     rid: u32,
     login: pb::Login,
+    ip: IpAddr,
 ) -> Result<Option<(Arc<SessionHandle>, u64)>, ErrorCode> {
     if shared.drain.is_active() {
         let msg = "server draining: reconnect (to another server)";
         fatal(shared, conn, rid, ErrorCode::ShuttingDown, msg).await;
         return Err(ErrorCode::ShuttingDown);
-    }
-    let allowed = shared.logins.lock().take(Instant::now());
-    if let Err(wait) = allowed {
-        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
-        r.retry_after_ms = wait.max(100);
-        shared.metrics.error(r.code);
-        let _ = conn.write_frames(&[r.frame(rid)]).await;
-        return Err(r.code);
     }
     let now_s = (crate::now_ms() / 1000) as u64;
     let claims = match token::verify(&shared.secret, &login.token, now_s) {
@@ -382,14 +428,24 @@ async fn admit(
                 TokenError::Expired(_) => ErrorCode::TokenExpired,
                 _ => ErrorCode::AuthFailed,
             };
+            charge(shared, ip);
             fatal(shared, conn, rid, code, &e.to_string()).await;
             return Err(code);
         }
     };
     if claims.device_id != login.device_id {
+        charge(shared, ip);
         let msg = "device_id differs from the token's device";
         fatal(shared, conn, rid, ErrorCode::AuthFailed, msg).await;
         return Err(ErrorCode::AuthFailed);
+    }
+    let allowed = shared.logins.lock().take(Instant::now());
+    if let Err(wait) = allowed {
+        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
+        r.retry_after_ms = wait.max(100);
+        shared.metrics.error(r.code);
+        let _ = conn.write_frames(&[r.frame(rid)]).await;
+        return Err(r.code);
     }
     // Register before reading the version, so no entry after it can be missed.
     let handle = shared.router.register(

@@ -1,5 +1,5 @@
-//! The login path under attack (issue #18, items 10 and 12): large frames announced and never
-//! sent, zlib bombs before login.
+//! The login path under attack (issue #18, items 10, 12 and 11): large frames announced and
+//! never sent, zlib bombs before login, floods of garbage LOGINs.
 //!
 //! Every attacker connects from a loopback address of its own choosing (127.0.0.0/8 is all
 //! loopback on Linux), so that per-address limits can be told apart from the honest pair's
@@ -518,6 +518,159 @@ async fn compressed_frames_before_login_are_refused_and_a_second_bad_login_is_fa
         used.as_secs_f64() * 1e6 / bombers as f64,
         report.summary()
     );
+    report.assert_healthy(Duration::from_millis(1000));
+    server.stop().await;
+}
+
+/// How long the garbage flood runs.
+const FLOOD: Duration = Duration::from_secs(3);
+/// The flooding address, and the one honest users log in from.
+const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const HONEST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The flood test's failed-login budget per address.
+const FAILURES_PER_SEC: u32 = 10;
+const FAILURES_BURST: u32 = 50;
+
+/// What one flooding connection got.
+#[derive(Debug, Default)]
+struct Flooded {
+    /// AUTH_FAILED for its LOGIN.
+    auth_failed: usize,
+    /// SERVER_BUSY on request id 0: refused at accept.
+    busy_at_accept: usize,
+    /// SERVER_BUSY for its LOGIN (the server-wide login rate).
+    busy_at_login: usize,
+    /// Closed without a frame.
+    closed: usize,
+    other: Vec<String>,
+}
+
+/// A flood of garbage LOGINs from one address, as fast as two loops can go, while honest users
+/// log in from another: every honest LOGIN succeeds (garbage does not use up the server-wide
+/// login rate), and the flooding address is refused at accept once past its failure budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_logins_do_not_lock_out_real_users() {
+    let _g = exclusive();
+    // A low server-wide rate, so that garbage charged to it would run it dry.
+    let server = TestServer::start_with(|c| {
+        c.logins_per_sec = 100;
+        c.login_failures_per_sec = FAILURES_PER_SEC;
+        c.login_failures_burst = FAILURES_BURST;
+    })
+    .await;
+    let addr = server.addr.clone();
+    let pair = HonestPair::start(&server).await;
+    let started = Instant::now();
+    let mut flood = JoinSet::new();
+    for w in 0..2 {
+        let addr = addr.clone();
+        flood.spawn(async move {
+            let mut got = Flooded::default();
+            let mut n = 0u32;
+            while started.elapsed() < FLOOD {
+                n += 1;
+                let s = connect_from(&addr, FLOODER).await;
+                let mut c = Connection::from_stream(s).unwrap();
+                let garbage = pb::Login {
+                    token: format!("garbage-{w}-{n}"),
+                    device_id: "d".into(),
+                    ..Default::default()
+                };
+                if c.send_frame(&Frame::new(&Packet::Login(garbage), 7))
+                    .await
+                    .is_err()
+                {
+                    got.closed += 1;
+                    continue;
+                }
+                match c.recv_packet_timeout(Duration::from_secs(5)).await {
+                    Ok(Some((f, Packet::Error(e)))) => match (code(&e), f.request_id) {
+                        (Some(ErrorCode::AuthFailed), 7) => got.auth_failed += 1,
+                        (Some(ErrorCode::ServerBusy), 0) => {
+                            assert!(e.fatal && e.retry_after_ms > 0, "{e:?}");
+                            got.busy_at_accept += 1
+                        }
+                        (Some(ErrorCode::ServerBusy), 7) => got.busy_at_login += 1,
+                        _ => got.other.push(format!("{e:?} on {}", f.request_id)),
+                    },
+                    Ok(None) | Err(ClientError::Io(_)) => got.closed += 1,
+                    other => got.other.push(format!("{other:?}")),
+                }
+            }
+            got
+        });
+    }
+    // Honest users, one LOGIN after another, from their own address.
+    let mut honest = Vec::new();
+    let mut refused = Vec::new();
+    let mut i = 0;
+    while started.elapsed() < FLOOD {
+        i += 1;
+        let user = format!("real-{i}");
+        let t = Instant::now();
+        let mut c = Connection::from_stream(connect_from(&addr, HONEST).await).unwrap();
+        match c
+            .login_with(pb::Login {
+                token: token(&user, "d"),
+                device_id: "d".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => honest.push(t.elapsed()),
+            Err(e) => refused.push(format!("{user}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut total = Flooded::default();
+    while let Some(r) = flood.join_next().await {
+        let f = r.expect("flood task");
+        total.auth_failed += f.auth_failed;
+        total.busy_at_accept += f.busy_at_accept;
+        total.busy_at_login += f.busy_at_login;
+        total.closed += f.closed;
+        total.other.extend(f.other);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    honest.sort();
+    let report = pair.finish().await;
+    let attempts = total.auth_failed + total.busy_at_accept + total.busy_at_login + total.closed;
+    println!(
+        "FIGURE garbage LOGIN flood from one address: {attempts} connections in {secs:.1} s \
+         ({:.0}/s): {} AUTH_FAILED, {} SERVER_BUSY at accept, {} SERVER_BUSY at LOGIN, {} closed \
+         without a frame; {} honest logins from another address, {} refused, login p50 {:.1} ms, \
+         max {:.1} ms; {}",
+        attempts as f64 / secs,
+        total.auth_failed,
+        total.busy_at_accept,
+        total.busy_at_login,
+        total.closed,
+        honest.len(),
+        refused.len(),
+        ms(honest.get(honest.len() / 2).copied().unwrap_or_default()),
+        ms(honest.last().copied().unwrap_or_default()),
+        report.summary()
+    );
+    assert!(refused.is_empty(), "honest logins refused: {refused:?}");
+    assert!(
+        honest.len() >= 20,
+        "too few honest logins: {}",
+        honest.len()
+    );
+    assert!(total.other.is_empty(), "unexpected: {:?}", total.other);
+    assert!(
+        total.busy_at_accept > 0,
+        "the flooding address was never refused at accept"
+    );
+    // Its failures stayed within its budget: the burst, then the rate (plus one for each of
+    // the two loops: a connection accepted with the last failure left is charged later).
+    let budget = FAILURES_BURST as f64 + FAILURES_PER_SEC as f64 * secs;
+    assert!(
+        total.auth_failed as f64 <= budget + 2.0,
+        "{} garbage LOGINs answered, budget {budget:.0}",
+        total.auth_failed
+    );
+    assert_eq!(total.busy_at_login, 0, "garbage took from the login rate");
     report.assert_healthy(Duration::from_millis(1000));
     server.stop().await;
 }
