@@ -27,7 +27,9 @@ use park::Parking;
 use serve::{Exit, Session};
 
 pub(crate) use groups::handle as group_request;
-pub(crate) use handlers::{blocking, check_id, group_limits, submit_send, Via};
+pub(crate) use handlers::{
+    blocking, check_id, group_limits, refusal, small_read, submit_send, Via,
+};
 pub use park::Parker;
 
 /// A request refused with a documented code.
@@ -401,9 +403,26 @@ async fn login(
     admitted.ok().flatten()
 }
 
-/// Checks a LOGIN (drain, token, login rate) and registers its session; returns it with the
-/// LOGIN_ACK's `current_version`. A refusal has been written when its code is returned;
-/// `Ok(None)`: accepted, but the connection failed.
+/// Why a token with `claims` is void when the user's tokens are revoked through `revoked` (Unix
+/// seconds), if it is: a v2 token issued at or before then, or any v1 token (no issue time).
+fn revoked_token(claims: &token::Claims, revoked: Option<u64>) -> Option<String> {
+    let through = revoked?;
+    match claims.issued {
+        Some(issued) if issued > through => None,
+        Some(issued) => Some(format!(
+            "token revoked: issued at {issued}, and this user's tokens issued through \
+             {through} are revoked; get a new token"
+        )),
+        None => Some(format!(
+            "token revoked: a v1 token has no issue time, and this user's tokens issued \
+             through {through} are revoked; get a new (v2) token"
+        )),
+    }
+}
+
+/// Checks a LOGIN (drain, token, login rate, revocation) and registers its session; returns it
+/// with the LOGIN_ACK's `current_version`. A refusal has been written when its code is
+/// returned; `Ok(None)`: accepted, but the connection failed.
 ///
 /// The token is checked first (an HMAC: cheap), and only a valid one takes a token of the
 /// server-wide login rate, so a flood of garbage cannot use up the rate that real logins need;
@@ -447,6 +466,22 @@ async fn admit(
         let _ = conn.write_frames(&[r.frame(rid)]).await;
         return Err(r.code);
     }
+    // A revoked token is refused before it is registered: registering kicks the connection of
+    // the same device (REPLACED) and, past the device limit, the user's oldest one.
+    let user = claims.user_id.clone();
+    let revoked = handlers::small_read(shared, move |s| s.store.revoked_through(&user)).await;
+    let why = match revoked {
+        Ok(r) => revoked_token(&claims, r),
+        Err(r) => {
+            fatal(shared, conn, rid, r.code, &r.message).await;
+            return Err(r.code);
+        }
+    };
+    if let Some(why) = why {
+        charge(shared, ip);
+        fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
+        return Err(ErrorCode::AuthFailed);
+    }
     // Register before reading the version, so no entry after it can be missed.
     let handle = shared.router.register(
         &claims.user_id,
@@ -455,16 +490,27 @@ async fn admit(
         shared.config.max_devices_per_user,
         crate::now_ms(),
     );
+    // The revocation is read again, after registering: a revocation committed since the read
+    // above kicked the user's sessions registered then, maybe not this one.
     let user = claims.user_id.clone();
     let state = handlers::small_read(shared, move |s| {
         Ok((
             s.store.current_version(&user)?,
             s.store.unread_total(&user)?,
+            s.store.revoked_through(&user)?,
         ))
     })
     .await;
     let (current_version, unread_total) = match state {
-        Ok(v) => v,
+        Ok((version, unread, revoked)) => match revoked_token(&claims, revoked) {
+            None => (version, unread),
+            Some(why) => {
+                shared.router.unregister(&handle);
+                charge(shared, ip);
+                fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
+                return Err(ErrorCode::AuthFailed);
+            }
+        },
         Err(r) => {
             shared.router.unregister(&handle);
             fatal(shared, conn, rid, r.code, &r.message).await;
