@@ -58,8 +58,16 @@ pub struct Config {
     /// Open connections from one source address (phones behind one carrier NAT share one).
     pub max_connections_per_ip: usize,
     /// Logins per second, server-wide (token bucket with a burst of one second's worth);
-    /// beyond it a login gets SERVER_BUSY with a retry delay.
+    /// beyond it a login gets SERVER_BUSY with a retry delay. Only LOGINs with a valid token
+    /// count: the token is checked first.
     pub logins_per_sec: u32,
+    /// Failed logins (bad tokens, undecodable LOGINs, frames before LOGIN, framing errors
+    /// before login) per second allowed to one source address (an IPv6 address's /64), after
+    /// a burst of `login_failures_burst`; while an address is over it, its new connections are
+    /// refused at accept with SERVER_BUSY.
+    pub login_failures_per_sec: u32,
+    /// The burst of `login_failures_per_sec`.
+    pub login_failures_burst: u32,
     /// Changes per second per connection (token bucket, burst twice the rate): a SEND,
     /// MARK_READ, RECALL, DELETE or group change costs 1, a GROUP_CREATE or GROUP_JOIN 1 more per
     /// user id it names; beyond it the request gets RATE_LIMITED with a retry delay.
@@ -160,6 +168,8 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,
+            login_failures_per_sec: 10,
+            login_failures_burst: 100,
             sends_per_sec: 2_000,
             frame_timeout_ms: 30_000,
             park_idle_ms: 100,
@@ -358,6 +368,9 @@ impl Config {
         }
         if self.logins_per_sec == 0 || self.sends_per_sec == 0 || self.frame_timeout_ms == 0 {
             return bad("logins_per_sec, sends_per_sec and frame_timeout_ms: must be above 0");
+        }
+        if self.login_failures_per_sec == 0 || self.login_failures_burst == 0 {
+            return bad("login_failures_per_sec and login_failures_burst: must be above 0");
         }
         if self.worker_threads > 1024 {
             return bad("worker_threads: must be 0..=1024 (0: one per core less one)");

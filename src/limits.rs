@@ -1,8 +1,10 @@
-//! Abuse limits: connections in total and per source address, logins per second, sends per
-//! second per connection (token buckets).
+//! Abuse limits: connections in total and per source address, logins per second, failed logins
+//! per source address, sends per second per connection (token buckets).
+//!
+//! A source address is keyed by [`addr_key`]: an IPv6 address by its /64.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -19,11 +21,16 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(rate: u32, burst: u32) -> Bucket {
+        Bucket::full(rate, burst, Instant::now())
+    }
+
+    /// A bucket holding its whole burst at `now`.
+    pub fn full(rate: u32, burst: u32, now: Instant) -> Bucket {
         Bucket {
             rate: rate.max(1) as f64,
             burst: burst.max(1) as f64,
             tokens: burst.max(1) as f64,
-            at: Instant::now(),
+            at: now,
         }
     }
 
@@ -36,15 +43,135 @@ impl Bucket {
     /// refusal, takes none and returns how long until there are enough (ms).
     pub fn take_n(&mut self, now: Instant, n: u32) -> Result<(), u32> {
         let n = (n.max(1) as f64).min(self.burst);
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = now;
+        self.refill(now);
         if self.tokens >= n {
             self.tokens -= n;
             Ok(())
         } else {
             Err((((n - self.tokens) / self.rate) * 1000.0).ceil() as u32)
         }
+    }
+
+    /// Whether a token is available, without taking it; if not, how long until one is (ms).
+    pub fn check(&mut self, now: Instant) -> Result<(), u32> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as u32)
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes a token whether or not one is left: the bucket may go into debt, down to minus its
+    /// burst, and then needs that much more time to refill. For counting what happened rather
+    /// than asking leave for it.
+    pub fn charge(&mut self, now: Instant) {
+        let _ = self.check(now);
+        self.tokens = (self.tokens - 1.0).max(-self.burst);
+    }
+
+    /// Whether the bucket has refilled to its burst (it is then as good as a new one).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        let _ = self.check(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// The key of a source address for the per-address limits: an IPv4 address as it is (and an
+/// IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, as that IPv4 address), an IPv6 address by its
+/// /64 (the rest zeroed). A subscriber is normally given a whole /64 and may use any address
+/// in it, so counting full IPv6 addresses would let one client be 2^64 addresses.
+pub fn addr_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Most addresses [`LoginFailures`] tracks (64 bytes each: about 5 MiB with the table's slack).
+pub const MAX_FAILING_ADDRESSES: usize = 65_536;
+
+/// Failed logins per source address ([`addr_key`]): each address has a token bucket of
+/// `burst` failures refilling at `rate` per second, and each failed LOGIN (or pre-login framing
+/// error) takes one, also when none is left (the failures of connections accepted before the
+/// bucket ran dry still count: it goes into debt, at most the burst deep). While an address's
+/// bucket holds less than one, its new connections are refused at accept (SERVER_BUSY), so a
+/// flood of garbage LOGINs costs the server an accept and a write each, and never uses up the
+/// server-wide login rate that valid logins need.
+///
+/// Bounded in memory: buckets that have refilled (as good as absent) are pruned, from the
+/// heartbeat sweep and whenever the table is full; at most [`MAX_FAILING_ADDRESSES`] addresses
+/// are tracked, and when that many are all still spent, failures of further addresses are not
+/// counted until some refill.
+#[derive(Debug)]
+pub struct LoginFailures {
+    rate: u32,
+    burst: u32,
+    max_addresses: usize,
+    table: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl LoginFailures {
+    pub fn new(rate: u32, burst: u32) -> LoginFailures {
+        LoginFailures::with_capacity(rate, burst, MAX_FAILING_ADDRESSES)
+    }
+
+    /// A table tracking at most `max_addresses` addresses.
+    pub fn with_capacity(rate: u32, burst: u32, max_addresses: usize) -> LoginFailures {
+        LoginFailures {
+            rate,
+            burst,
+            max_addresses,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a failed login from `ip`.
+    pub fn charge(&self, ip: IpAddr, now: Instant) {
+        let key = addr_key(ip);
+        let mut table = self.table.lock();
+        if !table.contains_key(&key) && table.len() >= self.max_addresses {
+            table.retain(|_, b| !b.is_full(now));
+            if table.len() >= self.max_addresses {
+                return;
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        table
+            .entry(key)
+            .or_insert_with(|| Bucket::full(rate, burst, now))
+            .charge(now);
+    }
+
+    /// Whether `ip` may open a connection; `Err`: its failures are spent, with how long until
+    /// one more is allowed (ms).
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u32> {
+        match self.table.lock().get_mut(&addr_key(ip)) {
+            Some(bucket) => bucket.check(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets the addresses whose buckets have refilled.
+    pub fn prune(&self, now: Instant) {
+        self.table.lock().retain(|_, b| !b.is_full(now));
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.table.lock().len()
     }
 }
 
@@ -77,8 +204,10 @@ impl Connections {
         self.open.lock().0
     }
 
-    /// A place for a connection from `ip`, or `None` when a limit is reached.
+    /// A place for a connection from `ip` (counted under its [`addr_key`]), or `None` when a
+    /// limit is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+        let ip = addr_key(ip);
         let mut open = self.open.lock();
         let per_ip = open.1.get(&ip).copied().unwrap_or(0);
         if open.0 >= self.max_total || per_ip >= self.max_per_ip {
@@ -148,5 +277,86 @@ mod tests {
         assert!(c.admit(b).is_none(), "in total");
         drop(p1);
         assert!(c.admit(a).is_some(), "released on drop");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_are_keyed_by_ipv4_or_ipv6_slash_64() {
+        assert_eq!(addr_key(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_ne!(addr_key(ip("10.0.0.1")), addr_key(ip("10.0.0.2")));
+        // An IPv4-mapped IPv6 address is the IPv4 address.
+        assert_eq!(addr_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        // One /64 is one key, whatever the interface id; the next /64 is another.
+        let a = addr_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_eq!(a, addr_key(ip("2001:db8:1:2::1")));
+        assert_ne!(a, addr_key(ip("2001:db8:1:3::1")));
+        assert_ne!(a, addr_key(ip("2001:db8:2:2::1")));
+        // So is the connection limit.
+        let c = Connections::new(10, 2);
+        let _p1 = c.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _p2 = c.admit(ip("2001:db8:1:2::ffff")).unwrap();
+        assert!(c.admit(ip("2001:db8:1:2:1:2:3:4")).is_none(), "same /64");
+        assert!(c.admit(ip("2001:db8:1:3::1")).is_some(), "next /64");
+        let _v4 = c.admit(ip("10.0.0.9")).unwrap();
+        let _v4 = c.admit(ip("::ffff:10.0.0.9")).unwrap();
+        assert!(c.admit(ip("10.0.0.9")).is_none(), "mapped counts as IPv4");
+    }
+
+    #[test]
+    fn login_failures_are_budgeted_per_address_and_forgotten_once_refilled() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let f = LoginFailures::new(10, 3);
+        let attacker = ip("2001:db8::1");
+        for _ in 0..3 {
+            assert!(f.check(attacker, t0).is_ok());
+            f.charge(attacker, t0);
+        }
+        // Spent, for every address of the /64; refilled after a tenth of a second.
+        let wait = f.check(ip("2001:db8::2"), t0).unwrap_err();
+        assert!((90..=100).contains(&wait), "{wait}");
+        assert!(f.check(ip("2001:db8:0:1::1"), t0).is_ok(), "another /64");
+        assert!(f.check(ip("10.0.0.1"), t0).is_ok(), "another address");
+        // A failure of a connection accepted before counts all the same: one more to wait.
+        f.charge(attacker, t0);
+        let wait = f.check(attacker, t0).unwrap_err();
+        assert!((190..=200).contains(&wait), "{wait}");
+        assert!(f.check(attacker, ms(150)).is_err());
+        assert!(f.check(attacker, ms(250)).is_ok());
+        // Pruned only once full again (4 failures' worth: 400 ms).
+        f.charge(ip("10.0.0.1"), t0);
+        assert_eq!(f.tracked(), 2);
+        f.prune(ms(300));
+        assert_eq!(f.tracked(), 1, "10.0.0.1 refilled, the attacker not yet");
+        f.prune(ms(500));
+        assert_eq!(f.tracked(), 0);
+        // The debt is at most the burst deep.
+        for _ in 0..100 {
+            f.charge(attacker, ms(500));
+        }
+        let wait = f.check(attacker, ms(500)).unwrap_err();
+        assert!((390..=400).contains(&wait), "{wait}");
+    }
+
+    #[test]
+    fn the_failure_table_is_bounded() {
+        let t0 = Instant::now();
+        let f = LoginFailures::with_capacity(1, 1, 4);
+        for i in 0..4 {
+            f.charge(IpAddr::from([10, 0, 0, i]), t0);
+        }
+        // Full of spent buckets: a fifth address is not tracked (and so not refused).
+        f.charge(ip("10.0.0.9"), t0);
+        assert_eq!(f.tracked(), 4);
+        assert!(f.check(ip("10.0.0.9"), t0).is_ok());
+        // Once some have refilled, there is room again.
+        let later = t0 + Duration::from_secs(1);
+        f.charge(ip("10.0.0.9"), later);
+        assert_eq!(f.tracked(), 1);
+        assert!(f.check(ip("10.0.0.9"), later).is_err());
     }
 }

@@ -18,6 +18,8 @@ pub struct Metrics {
     /// Connections accepted (within the connection limits) and refused at them.
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
+    /// Connections refused at accept because their address used up its failed-login budget.
+    pub login_failure_refusals: Counter,
     /// LOGINs by result: slot 0 success, else the refusing error code.
     logins: ByCode,
     /// SENDs stored (not duplicates), from sockets and from the HTTP API.
@@ -79,6 +81,11 @@ impl Metrics {
             "missive_connections_refused_total",
             "Connections refused at the connection limits (SERVER_BUSY).",
             self.connections_refused.get(),
+        );
+        out.counter(
+            "missive_login_failure_refusals_total",
+            "Connections refused at accept (SERVER_BUSY) because their source address (IPv6: its /64) used up its failed-login budget.",
+            self.login_failure_refusals.get(),
         );
         out.header(
             "missive_logins_total",

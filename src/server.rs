@@ -26,6 +26,8 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub connections: Arc<crate::limits::Connections>,
     pub logins: parking_lot::Mutex<crate::limits::Bucket>,
+    /// Failed logins per source address; an address over its budget is refused at accept.
+    pub login_failures: crate::limits::LoginFailures,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Whether the server is draining (logins refused, sessions moved away).
@@ -150,6 +152,10 @@ impl Server {
                 config.logins_per_sec,
                 config.logins_per_sec,
             )),
+            login_failures: crate::limits::LoginFailures::new(
+                config.login_failures_per_sec,
+                config.login_failures_burst,
+            ),
             config,
             tls,
             metrics: Default::default(),
@@ -349,19 +355,18 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => match shared.connections.admit(peer.ip()) {
-                Some(permit) => {
-                    shared.metrics.connections_accepted.inc();
-                    tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
-                }
-                None => {
-                    shared.metrics.connections_refused.inc();
+            Ok((stream, peer)) => {
+                let now = tokio::time::Instant::now();
+                if let Err(wait) = shared.login_failures.check(peer.ip(), now) {
+                    shared.metrics.login_failure_refusals.inc();
                     shared
                         .metrics
                         .error(missive_protocol::ErrorCode::ServerBusy);
-                    tasks.spawn(crate::session::refuse_busy(stream));
+                    crate::session::refuse_at_once(stream, wait.max(1000));
+                    continue;
                 }
-            },
+                accepted_within_limits(&shared, &tasks, stream, peer);
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
@@ -371,8 +376,30 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
     }
 }
 
-/// Closes connections silent for more than two heartbeat intervals. One sweep for all
-/// connections, so an idle connection has no timer of its own. It runs every eighth of the
+/// Serves an accepted connection, or refuses it (SERVER_BUSY) at the connection limits.
+fn accepted_within_limits(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    match shared.connections.admit(peer.ip()) {
+        Some(permit) => {
+            shared.metrics.connections_accepted.inc();
+            tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
+        }
+        None => {
+            shared.metrics.connections_refused.inc();
+            shared
+                .metrics
+                .error(missive_protocol::ErrorCode::ServerBusy);
+            tasks.spawn(crate::session::refuse_busy(stream));
+        }
+    }
+}
+
+/// Closes connections silent for more than two heartbeat intervals, and prunes the table of
+/// failed logins. One sweep for all connections, so an idle connection has no timer of its own. It runs every eighth of the
 /// limit (at most every 5 s: 7.5 s would be the eighth of the default 60 s), so a dead
 /// connection is closed within an eighth of the limit after it; each sweep reads every
 /// session's last sign of life.
@@ -390,6 +417,8 @@ async fn heartbeat_sweep(shared: Arc<Shared>) {
             tracing::debug!(session = s.id, user = %s.user, "heartbeat timeout");
             s.close(None);
         }
+        // Addresses whose failed logins are forgotten again (their buckets refilled).
+        shared.login_failures.prune(tokio::time::Instant::now());
     }
 }
 

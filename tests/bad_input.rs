@@ -25,7 +25,7 @@ use common::*;
 use e2e::{expect_closed, expect_error, expect_fatal, expect_silence, frame_of, heartbeat_ok};
 use missive_client::{direct, pb, Client, ClientEvent, Connection};
 use missive_protocol::token::mint;
-use missive_protocol::{Command, ErrorCode, Flags, Frame, Packet};
+use missive_protocol::{Command, ErrorCode, Flags, Frame, Packet, MAX_LOGIN_FRAME_LEN};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -142,13 +142,14 @@ impl Rng {
 /// The error PROTOCOL.md section 7 prescribes for a stream that consists of `b` and then
 /// nothing (the sender stalls): the first failing check of the table, in its order; a frame
 /// still incomplete is refused by the frame timeout (BAD_FRAME). None: `b` holds a whole
-/// frame with a valid CRC (random bytes practically never do).
-fn framing_error_for(b: &[u8]) -> Option<ErrorCode> {
+/// frame with a valid CRC (random bytes practically never do). `limit`: the length limit, the
+/// login cap before login.
+fn framing_error_for(b: &[u8], limit: usize) -> Option<ErrorCode> {
     if b.len() < 4 {
         return Some(ErrorCode::BadFrame);
     }
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    if len > MAX_FRAME_LEN {
+    if len > limit {
         return Some(ErrorCode::FrameTooLarge);
     }
     if b.len() >= 6 && &b[4..6] != b"MS" {
@@ -333,7 +334,11 @@ fn battery() -> Vec<Case> {
         // Seeded garbage: the error is the first failing check of PROTOCOL.md section 7.
         for seed in 0..16u64 {
             let g = garbage(seed + if phase == Fresh { 0 } else { 1000 });
-            let code = framing_error_for(&g).expect("garbage is never a valid frame");
+            let limit = match phase {
+                Fresh => MAX_LOGIN_FRAME_LEN,
+                LoggedIn => MAX_FRAME_LEN,
+            };
+            let code = framing_error_for(&g, limit).expect("garbage is never a valid frame");
             cases.push(case(
                 p(&format!("garbage #{seed} ({} bytes)", g.len())),
                 phase,
@@ -352,7 +357,7 @@ fn battery() -> Vec<Case> {
         let not_zlib = not_zlib.to_bytes().to_vec();
         // 200 KB of content in a few hundred bytes: inflates past max_frame_len.
         let bomb = Frame::compressed_above(&send_packet(200_000), 14, 0);
-        assert!(bomb.flags.compressed() && bomb.body.len() < 4096);
+        assert!(bomb.flags.compressed() && bomb.encoded_len() <= 4 + MAX_LOGIN_FRAME_LEN);
         let bomb = bomb.to_bytes().to_vec();
         let too_big = bytes_of(&send_packet(MAX_CONTENT_LEN + 1), 15);
         // The largest frame the server accepts: read whole, refused for its content.
@@ -375,10 +380,15 @@ fn battery() -> Vec<Case> {
                     ("undecodable SEND body", bad_send, 12),
                     ("compressed body that is not zlib", not_zlib, 13),
                     ("zlib bomb", bomb, 14),
-                    ("oversized content", too_big, 15),
-                    ("frame at max_frame_len", at_limit, 16),
                 ] {
                     cases.push(case(p(name), phase, bytes, Fatal(NotLoggedIn, rid)));
+                }
+                // Over the login cap: refused from the length prefix.
+                for (name, bytes) in [
+                    ("oversized content", too_big),
+                    ("frame at max_frame_len", at_limit),
+                ] {
+                    cases.push(case(p(name), phase, bytes, Fatal(FrameTooLarge, 0)));
                 }
             }
             LoggedIn => {
@@ -640,6 +650,9 @@ async fn bad_connections_get_their_documented_error_while_honest_clients_chat() 
         c.max_content_len = MAX_CONTENT_LEN;
         c.frame_timeout_ms = FRAME_TIMEOUT_MS;
         c.login_timeout_ms = LOGIN_TIMEOUT_MS;
+        // Every bad connection comes from 127.0.0.1, as the honest ones: the per-address budget
+        // of failed logins (tested in tests/abuse/login.rs) must not refuse the ones that log in.
+        c.login_failures_burst = 100_000;
     })
     .await;
 

@@ -399,6 +399,11 @@ async fn tokens_devices_and_kicks() {
     let expires = minted.json()["expires"].as_u64().unwrap();
     let now = (missive::now_ms() / 1000) as u64;
     assert!((now + 590..=now + 610).contains(&expires), "{expires}");
+    // A v2 token, issued now: it can be revoked.
+    let issued = minted.json()["issued"].as_u64().unwrap();
+    assert_eq!(issued + 600, expires);
+    let claims = missive_protocol::token::verify(SECRET.as_bytes(), &token, now).unwrap();
+    assert_eq!(claims.issued, Some(issued));
     let mut phone = server.connect().await;
     phone
         .login(&token, "phone", 0)
@@ -461,6 +466,26 @@ async fn tokens_devices_and_kicks() {
         )
         .await;
     assert_eq!((bad_ttl.status, bad_ttl.error_code()), (400, 11));
+    let long_ttl = api
+        .post(
+            "/v1/tokens",
+            json!({"user": "dana", "device": "phone", "ttl_secs": 30 * 86_400 + 1}),
+        )
+        .await;
+    assert_eq!((long_ttl.status, long_ttl.error_code()), (400, 11));
+    // A revocation covers every device of the user: not with `device`.
+    let one_device = api
+        .post(
+            "/v1/users/dana/kick",
+            json!({"device": "phone", "revoke": true}),
+        )
+        .await;
+    assert_eq!(
+        (one_device.status, one_device.error_code()),
+        (400, 11),
+        "{}",
+        one_device.text()
+    );
     let bad_user = api
         .post("/v1/tokens", json!({"user": "", "device": "phone"}))
         .await;

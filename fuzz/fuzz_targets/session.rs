@@ -101,6 +101,10 @@ fn config(data_dir: PathBuf) -> Config {
         fanout_threshold: FANOUT_THRESHOLD,
         max_group_size: MAX_GROUP_SIZE,
         logins_per_sec: 1_000_000,
+        // Every user connects from 127.0.0.1, the raw user's garbage included: the per-address
+        // budget of failed logins must not refuse the honest ones.
+        login_failures_per_sec: 1_000_000,
+        login_failures_burst: 1_000_000,
         sends_per_sec: 1_000_000,
         login_timeout_ms: 3_000,
         frame_timeout_ms: 3_000,

@@ -1196,32 +1196,16 @@ fn main() {
         }),
     );
 
-    let secret = "secret";
-    let (user, device, expires) = ("alice", "phone", 1_900_000_000u64);
-    let input = format!("missive-token-v1\n{user}\n{device}\n{expires}");
-    let tok = token::mint(secret.as_bytes(), user, device, expires);
-    let sig = tok.rsplit('.').next().unwrap().to_string();
-    use base64::Engine;
-    let sig_hex = hex::encode(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&sig)
-            .unwrap(),
-    );
     write(
         &dir.join("tokens.json"),
         &json!({
-            "description": "Login tokens. See PROTOCOL.md, section 'Tokens'. hmac_input is the exact \
-                HMAC-SHA256 message (UTF-8); signature_hex is the raw 32-byte MAC.",
-            "tokens": [{
-                "name": "alice_phone",
-                "secret": secret,
-                "user_id": user,
-                "device_id": device,
-                "expires": expires,
-                "hmac_input": input,
-                "signature_hex": sig_hex,
-                "token": tok,
-            }],
+            "description": "Login tokens, v1 and v2 (with `issued`). See PROTOCOL.md, section \
+                'Tokens'. hmac_input is the exact HMAC-SHA256 message (UTF-8); signature_hex is \
+                the raw 32-byte MAC.",
+            "tokens": [
+                token_vector("alice_phone", None),
+                token_vector("alice_phone_v2", Some(1_800_000_000)),
+            ],
             "crc32": [{
                 "name": "check_value",
                 "input_ascii": "123456789",
@@ -1229,4 +1213,42 @@ fn main() {
             }],
         }),
     );
+}
+
+/// The token of secret "secret", alice, phone, expiring at 1900000000: v1, or v2 issued at
+/// `issued`.
+fn token_vector(name: &str, issued: Option<u64>) -> serde_json::Value {
+    let secret = "secret";
+    let (user, device, expires) = ("alice", "phone", 1_900_000_000u64);
+    let (input, tok) = match issued {
+        None => (
+            format!("missive-token-v1\n{user}\n{device}\n{expires}"),
+            token::mint(secret.as_bytes(), user, device, expires),
+        ),
+        Some(issued) => (
+            format!("missive-token-v2\n{user}\n{device}\n{issued}\n{expires}"),
+            token::mint_v2(secret.as_bytes(), user, device, issued, expires),
+        ),
+    };
+    let sig = tok.rsplit('.').next().unwrap().to_string();
+    use base64::Engine;
+    let sig_hex = hex::encode(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&sig)
+            .unwrap(),
+    );
+    let mut v = json!({
+        "name": name,
+        "secret": secret,
+        "user_id": user,
+        "device_id": device,
+        "expires": expires,
+        "hmac_input": input,
+        "signature_hex": sig_hex,
+        "token": tok,
+    });
+    if let Some(issued) = issued {
+        v["issued"] = json!(issued);
+    }
+    v
 }

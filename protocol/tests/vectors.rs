@@ -64,6 +64,9 @@ struct TokenVector {
     user_id: String,
     device_id: String,
     expires: u64,
+    /// v2 tokens only.
+    #[serde(default)]
+    issued: Option<u64>,
     hmac_input: String,
     signature_hex: String,
     token: String,
@@ -434,15 +437,42 @@ fn error_frames_in_vectors_match_the_code_table() {
 fn token_and_crc_vectors() {
     let all = load();
     assert!(!all.tokens.is_empty() && !all.crc32.is_empty());
+    assert!(
+        all.tokens.iter().any(|t| t.issued.is_some()),
+        "a v2 token vector"
+    );
     for t in &all.tokens {
-        let minted = token::mint(t.secret.as_bytes(), &t.user_id, &t.device_id, t.expires);
-        assert_eq!(minted, t.token, "{}", t.name);
-        assert_eq!(
-            t.hmac_input,
-            format!(
-                "missive-token-v1\n{}\n{}\n{}",
-                t.user_id, t.device_id, t.expires
+        let (minted, input) = match t.issued {
+            None => (
+                token::mint(t.secret.as_bytes(), &t.user_id, &t.device_id, t.expires),
+                format!(
+                    "missive-token-v1\n{}\n{}\n{}",
+                    t.user_id, t.device_id, t.expires
+                ),
             ),
+            Some(issued) => (
+                token::mint_v2(
+                    t.secret.as_bytes(),
+                    &t.user_id,
+                    &t.device_id,
+                    issued,
+                    t.expires,
+                ),
+                format!(
+                    "missive-token-v2\n{}\n{}\n{}\n{}",
+                    t.user_id, t.device_id, issued, t.expires
+                ),
+            ),
+        };
+        assert_eq!(minted, t.token, "{}", t.name);
+        assert_eq!(t.hmac_input, input, "{}", t.name);
+        // The signature is the HMAC of hmac_input, computed here without the token code.
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(t.secret.as_bytes()).unwrap();
+        mac.update(t.hmac_input.as_bytes());
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            t.signature_hex,
             "{}",
             t.name
         );
@@ -457,6 +487,7 @@ fn token_and_crc_vectors() {
             (claims.user_id.as_str(), claims.device_id.as_str()),
             (&*t.user_id, &*t.device_id)
         );
+        assert_eq!(claims.issued, t.issued, "{}", t.name);
         assert!(token::verify(t.secret.as_bytes(), &t.token, t.expires).is_err());
     }
     for c in &all.crc32 {

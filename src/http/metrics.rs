@@ -27,6 +27,11 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
     );
     drop(sessions);
     out.gauge(
+        "missive_login_failure_addresses",
+        "Source addresses (IPv6: /64s) with failed logins not yet forgotten (their budget not refilled).",
+        shared.login_failures.tracked() as u64,
+    );
+    out.gauge(
         "missive_store_queue_depth",
         "Changes waiting for the store's writer.",
         shared.store.queued_changes() as u64,

@@ -15,7 +15,7 @@
 //!
 //! - [`messages`]: `POST /v1/messages`.
 //! - [`groups`]: `POST /v1/groups`, `GET /v1/groups/{id}`, members added and removed.
-//! - [`users`]: online devices, kick, login tokens.
+//! - [`users`]: online devices, kick, token revocation, login tokens.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
 
@@ -93,6 +93,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/users/{user}/devices", get(users::devices))
         .route("/users/{user}/kick", post(users::kick))
+        .route("/users/{user}/revoke", post(users::revoke))
         .route("/tokens", post(users::mint_token))
         .route(
             "/drain",

@@ -55,6 +55,16 @@ impl Conn {
         }
     }
 
+    /// Changes the largest frame accepted from now on: a connection opens with
+    /// [`missive_protocol::MAX_LOGIN_FRAME_LEN`] and gets the configured `max_frame_len` once
+    /// logged in. A WebSocket's messages are limited to the same plus the length prefix.
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.codec.set_max_frame_len(max_frame_len);
+        if let Stream::Ws(ws) = &mut self.stream {
+            ws.set_max_message(max_frame_len + 4);
+        }
+    }
+
     /// Whether the transport is plain TCP (not TLS, not WebSocket).
     pub fn is_plain(&self) -> bool {
         matches!(self.stream, Stream::Plain(_))
@@ -130,7 +140,14 @@ impl Conn {
                 Ok(_) => Ok(Filled::Eof),
             },
             Ok(_) => Ok(Filled::Data),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(match crate::web::ws::MessageTooLong::of(&e) {
+                // A WebSocket message over the limit: refused like the frame it would carry.
+                Some(m) => ProtocolError::TooLarge {
+                    len: m.size.saturating_sub(4),
+                    max: m.max.saturating_sub(4),
+                },
+                None => e.into(),
+            }),
         })
     }
 
@@ -248,10 +265,12 @@ fn poll_read_buf(
     Poll::Ready(Ok(read.filled().len()))
 }
 
-/// Makes room for a read when the buffer is full (or unallocated). A buffer with any room left
-/// is read into as it is: the codec has already sized it for the frame being read, and growing
-/// it with `BytesMut::reserve` could double an allocation that holds most of a frame. So the
-/// buffer never exceeds one frame (limit + 4) or `len + READ_CHUNK`, whichever is larger.
+/// Makes room for a read when the buffer is full (or unallocated): `READ_CHUNK` more. A buffer
+/// with any room left is read into as it is: while a frame is being read the codec grows it
+/// (doubling as the frame's bytes arrive, never past its end), and growing it here with
+/// `BytesMut::reserve` could double an allocation that holds most of a frame. So the buffer
+/// never exceeds one frame (limit + 4) or `len + READ_CHUNK`, whichever is larger, and a peer
+/// that announces a frame and sends little of it holds one read chunk.
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() == buf.len() {
         let mut fresh = BytesMut::with_capacity(buf.len() + READ_CHUNK);
@@ -266,8 +285,25 @@ mod tests {
     use missive_protocol::pb;
     use missive_protocol::Packet;
 
+    /// Issue #18 item 10: a peer announces a frame at the limit and sends 20 bytes of it; the
+    /// connection holds the read chunk they came in, not the frame.
+    #[test]
+    fn a_frame_announced_and_not_sent_holds_a_read_chunk() {
+        let limit = 1 << 20;
+        let mut codec = FrameCodec::new(limit);
+        let mut buf = BytesMut::new();
+        reserve(&mut buf);
+        buf.extend_from_slice(&(limit as u32).to_be_bytes());
+        buf.extend_from_slice(b"MS\x01\x00\x00\x03\x00\x00\x00\x01");
+        buf.resize(20, 0);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        reserve(&mut buf);
+        assert_eq!(buf.capacity(), READ_CHUNK);
+    }
+
     /// Fuzz finding 2 (fuzz/README.md): once fewer than 1 KiB of a frame were missing, the read
-    /// loop reserved 4 KiB more and `BytesMut` doubled the frame's buffer.
+    /// loop reserved 4 KiB more and `BytesMut` doubled the frame's buffer. And reading a frame
+    /// grows its buffer by doubling as the bytes arrive: fewer than twice its bytes copied.
     #[test]
     fn reading_a_frame_at_the_limit_holds_one_frame() {
         let limit = 64 * 1024;
@@ -284,11 +320,26 @@ mod tests {
         let mut fed = 0;
         let mut peak = 0;
         let mut frames = 0;
+        // Bytes moved into a larger buffer, by the codec or by `reserve`.
+        let mut copied = 0;
         while fed < wire.len() {
-            while let Some(_f) = codec.decode(&mut buf).unwrap() {
-                frames += 1;
+            loop {
+                let (len, cap) = (buf.len(), buf.capacity());
+                match codec.decode(&mut buf).unwrap() {
+                    Some(_f) => frames += 1,
+                    None => {
+                        if buf.capacity() > cap {
+                            copied += len;
+                        }
+                        break;
+                    }
+                }
             }
+            let (len, cap) = (buf.len(), buf.capacity());
             reserve(&mut buf);
+            if buf.capacity() > cap {
+                copied += len;
+            }
             // A socket read: what fits, at most READ_CHUNK.
             let n = (buf.capacity() - buf.len())
                 .min(READ_CHUNK)
@@ -302,6 +353,11 @@ mod tests {
         assert!(
             peak <= wire.len().max(READ_CHUNK),
             "buffer grew to {peak} for a frame of {}",
+            wire.len()
+        );
+        assert!(
+            copied < 2 * wire.len(),
+            "{copied} bytes copied reading a frame of {}",
             wire.len()
         );
     }

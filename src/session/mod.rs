@@ -8,7 +8,7 @@ mod park;
 mod retransmit;
 mod serve;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,9 @@ use park::Parking;
 use serve::{Exit, Session};
 
 pub(crate) use groups::change as group_change;
-pub(crate) use handlers::{blocking, check_id, heavy_read_slots, submit_send, Via};
+pub(crate) use handlers::{
+    blocking, check_id, heavy_read_slots, refusal, small_read, submit_send, Via,
+};
 pub use park::Parker;
 
 /// A request refused with a documented code.
@@ -76,6 +78,28 @@ pub async fn refuse_busy(stream: TcpStream) {
     let mut r = Refusal::new(ErrorCode::ServerBusy, "too many connections; retry later");
     r.retry_after_ms = 1000 + rand::random_range(0..2000);
     let _ = conn.write_frames(&[r.frame(0)]).await;
+}
+
+/// Answers a connection with SERVER_BUSY (fatal, request id 0, `retry_after_ms`) and closes it
+/// at once, without a task: one non-blocking write (a fresh socket's send buffer takes the small
+/// ERROR frame), a non-blocking read of what the client already sent, and the close. For floods
+/// (an address over its failed-login budget): each costs an accept and two system calls.
+pub fn refuse_at_once(stream: TcpStream, retry_after_ms: u32) {
+    use std::io::{Read, Write};
+    // The standard socket, still non-blocking: written and read without the reactor.
+    let Ok(socket) = stream.into_std() else {
+        return;
+    };
+    let mut r = Refusal::new(
+        ErrorCode::ServerBusy,
+        "too many failed logins from this address; retry later",
+    );
+    r.retry_after_ms = retry_after_ms;
+    let _ = (&socket).write(&r.frame(0).to_bytes());
+    // Closing with unread input resets the connection, and a reset may overtake the ERROR: the
+    // client's LOGIN, usually there already, is read (and dropped) first.
+    let mut sink = [0u8; 4096];
+    let _ = (&socket).read(&mut sink);
 }
 
 /// Serves one connection until it closes: this task opens it and waits for LOGIN, then hands
@@ -129,9 +153,13 @@ async fn start(
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
     let (stream, read) = open(&shared, stream, deadline).await?;
-    let mut conn = Conn::new(stream, shared.config.max_frame_len);
+    // Until it has logged in, a connection may send frames of the login cap only: nobody
+    // unauthenticated makes the server wait for (or buffer) a large frame.
+    let mut conn = Conn::new(stream, missive_protocol::MAX_LOGIN_FRAME_LEN);
     conn.unread(read);
-    let (handle, current_version) = login(&shared, &mut conn, deadline).await?;
+    let (handle, current_version) = login(&shared, &mut conn, deadline, peer.ip()).await?;
+    // Frames pipelined behind the LOGIN are decoded from here on, with the full limit.
+    conn.set_max_frame_len(shared.config.max_frame_len);
     tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
     let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
@@ -220,16 +248,30 @@ async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCod
         .await;
 }
 
+/// Counts a failed login against the source address `ip` (`limits::LoginFailures`): a refused
+/// token, an undecodable or compressed LOGIN, another frame before LOGIN, a framing error or
+/// an unfinished frame before login. Not counted: silence (LOGIN_TIMEOUT), a connection
+/// closed or reset, and the server's own refusals (SERVER_BUSY, SHUTTING_DOWN).
+fn charge(shared: &Shared, ip: IpAddr) {
+    shared.login_failures.charge(ip, Instant::now());
+}
+
 /// The next frame before login, within the login deadline; a frame begun but not completed
 /// within `frame_timeout_ms` is refused as after login (BAD_FRAME). `None`: the connection is
-/// done (the fatal ERROR, if any, was written).
-async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Option<Frame> {
+/// done (the fatal ERROR, if any, was written; a framing error is charged to `ip`).
+async fn next_frame(
+    shared: &Shared,
+    conn: &mut Conn,
+    deadline: Instant,
+    ip: IpAddr,
+) -> Option<Frame> {
     let frame_timeout = Duration::from_millis(shared.config.frame_timeout_ms);
     loop {
         match conn.buffered_frame() {
             Ok(Some(f)) => return Some(f),
             Ok(None) => {}
             Err(e) => {
+                charge(shared, ip);
                 fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                 return None;
             }
@@ -240,6 +282,7 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 if frame_deadline.is_some_and(|f| f < deadline) {
+                    charge(shared, ip);
                     let msg = "frame not completed within frame_timeout_ms";
                     fatal(shared, conn, 0, ErrorCode::BadFrame, msg).await;
                 } else {
@@ -257,6 +300,11 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
                     Ok(Filled::Data) => {}
                     Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
                     Err(e) => {
+                        // A failed connection is not the client's doing; a WebSocket message
+                        // over the limit is.
+                        if !matches!(e, ProtocolError::Io(_)) {
+                            charge(shared, ip);
+                        }
                         fatal(shared, conn, 0, e.code(), &e.to_string()).await;
                         return None;
                     }
@@ -266,28 +314,62 @@ async fn next_frame(shared: &Shared, conn: &mut Conn, deadline: Instant) -> Opti
     }
 }
 
+/// Writes ERROR `code` marked fatal, whatever the code's own fatal flag (BAD_BODY before login),
+/// for a connection that is closed after it.
+async fn fatal_anyway(
+    shared: &Shared,
+    conn: &mut Conn,
+    request_id: u32,
+    code: ErrorCode,
+    message: &str,
+) {
+    shared.metrics.error(code);
+    let error = Packet::Error(pb::Error {
+        code: code as u32,
+        message: message.to_owned(),
+        fatal: true,
+        retry_after_ms: 0,
+    });
+    let _ = conn.write_frames(&[Frame::new(&error, request_id)]).await;
+}
+
 /// Waits for LOGIN (within the login timeout) and registers the session.
 ///
-/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN whose
-/// body does not decode gets BAD_BODY, which is not fatal: the connection still waits for a
-/// LOGIN, within the same deadline.
+/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN with
+/// the COMPRESSED flag is BAD_BODY, fatal: inflating is the costly part of decoding a body, and
+/// nobody unauthenticated gets it done (a LOGIN is small; nothing is inflated). The first LOGIN
+/// whose body does not decode gets BAD_BODY, not fatal: the connection still waits for a LOGIN,
+/// within the same deadline; a second one is fatal.
+///
+/// Every refusal for the client's doing is charged to `ip` (see [`charge`]).
 async fn login(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     deadline: Instant,
+    ip: IpAddr,
 ) -> Option<(Arc<SessionHandle>, u64)> {
+    let mut forgiven = false;
     let (rid, login) = loop {
-        let frame = next_frame(shared, conn, deadline).await?;
+        let frame = next_frame(shared, conn, deadline, ip).await?;
         let rid = frame.request_id;
         if frame.command != Command::Login as u16 {
             let name = Command::from_u16(frame.command)
                 .map(|c| c.name().to_owned())
                 .unwrap_or_else(|_| format!("unknown command {:#06x}", frame.command));
             let msg = format!("{name} before LOGIN");
+            charge(shared, ip);
             fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
             return None;
         }
-        match frame.packet(shared.config.max_frame_len) {
+        if frame.flags.compressed() {
+            charge(shared, ip);
+            shared.metrics.login(Err(ErrorCode::BadBody));
+            let msg = "a compressed frame before login: send LOGIN uncompressed";
+            fatal_anyway(shared, conn, rid, ErrorCode::BadBody, msg).await;
+            return None;
+        }
+        // Not compressed: the body is at most the login cap, the limit is never reached.
+        match frame.packet(missive_protocol::MAX_LOGIN_FRAME_LEN) {
             Ok(Packet::Login(l)) => break (rid, l),
             Ok(other) => {
                 // Not reached: a LOGIN frame decodes to a Login body.
@@ -295,7 +377,17 @@ async fn login(
                 fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
                 return None;
             }
+            Err(e) if forgiven => {
+                charge(shared, ip);
+                shared.metrics.login(Err(e.code()));
+                let msg = format!("{e}; a second undecodable LOGIN closes the connection");
+                fatal_anyway(shared, conn, rid, e.code(), &msg).await;
+                return None;
+            }
             Err(e) => {
+                forgiven = true;
+                charge(shared, ip);
+                shared.metrics.login(Err(e.code()));
                 shared.metrics.error(e.code());
                 let refusal = error_frame(rid, e.code(), &e.to_string());
                 if conn.write_frames(&[refusal]).await.is_err() || e.code().is_fatal() {
@@ -304,34 +396,48 @@ async fn login(
             }
         }
     };
-    let admitted = admit(shared, conn, rid, login).await;
+    let admitted = admit(shared, conn, rid, login, ip).await;
     shared
         .metrics
         .login(admitted.as_ref().map(|_| ()).map_err(|code| *code));
     admitted.ok().flatten()
 }
 
-/// Checks a LOGIN (drain, login rate, token) and registers its session; returns it with the
-/// LOGIN_ACK's `current_version`. A refusal has been written when its code is returned;
-/// `Ok(None)`: accepted, but the connection failed.
+/// Why a token with `claims` is void when the user's tokens are revoked through `revoked` (Unix
+/// seconds), if it is: a v2 token issued at or before then, or any v1 token (no issue time).
+fn revoked_token(claims: &token::Claims, revoked: Option<u64>) -> Option<String> {
+    let through = revoked?;
+    match claims.issued {
+        Some(issued) if issued > through => None,
+        Some(issued) => Some(format!(
+            "token revoked: issued at {issued}, and this user's tokens issued through \
+             {through} are revoked; get a new token"
+        )),
+        None => Some(format!(
+            "token revoked: a v1 token has no issue time, and this user's tokens issued \
+             through {through} are revoked; get a new (v2) token"
+        )),
+    }
+}
+
+/// Checks a LOGIN (drain, token, login rate, revocation) and registers its session; returns it
+/// with the LOGIN_ACK's `current_version`. A refusal has been written when its code is
+/// returned; `Ok(None)`: accepted, but the connection failed.
+///
+/// The token is checked first (an HMAC: cheap), and only a valid one takes a token of the
+/// server-wide login rate, so a flood of garbage cannot use up the rate that real logins need;
+/// a refused token is charged to `ip` instead.
 async fn admit(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     rid: u32,
     login: pb::Login,
+    ip: IpAddr,
 ) -> Result<Option<(Arc<SessionHandle>, u64)>, ErrorCode> {
     if shared.drain.is_active() {
         let msg = "server draining: reconnect (to another server)";
         fatal(shared, conn, rid, ErrorCode::ShuttingDown, msg).await;
         return Err(ErrorCode::ShuttingDown);
-    }
-    let allowed = shared.logins.lock().take(Instant::now());
-    if let Err(wait) = allowed {
-        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
-        r.retry_after_ms = wait.max(100);
-        shared.metrics.error(r.code);
-        let _ = conn.write_frames(&[r.frame(rid)]).await;
-        return Err(r.code);
     }
     let now_s = (crate::now_ms() / 1000) as u64;
     let claims = match token::verify(&shared.secret, &login.token, now_s) {
@@ -341,13 +447,39 @@ async fn admit(
                 TokenError::Expired(_) => ErrorCode::TokenExpired,
                 _ => ErrorCode::AuthFailed,
             };
+            charge(shared, ip);
             fatal(shared, conn, rid, code, &e.to_string()).await;
             return Err(code);
         }
     };
     if claims.device_id != login.device_id {
+        charge(shared, ip);
         let msg = "device_id differs from the token's device";
         fatal(shared, conn, rid, ErrorCode::AuthFailed, msg).await;
+        return Err(ErrorCode::AuthFailed);
+    }
+    let allowed = shared.logins.lock().take(Instant::now());
+    if let Err(wait) = allowed {
+        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
+        r.retry_after_ms = wait.max(100);
+        shared.metrics.error(r.code);
+        let _ = conn.write_frames(&[r.frame(rid)]).await;
+        return Err(r.code);
+    }
+    // A revoked token is refused before it is registered: registering kicks the connection of
+    // the same device (REPLACED) and, past the device limit, the user's oldest one.
+    let user = claims.user_id.clone();
+    let revoked = handlers::small_read(shared, move |s| s.store.revoked_through(&user)).await;
+    let why = match revoked {
+        Ok(r) => revoked_token(&claims, r),
+        Err(r) => {
+            fatal(shared, conn, rid, r.code, &r.message).await;
+            return Err(r.code);
+        }
+    };
+    if let Some(why) = why {
+        charge(shared, ip);
+        fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
         return Err(ErrorCode::AuthFailed);
     }
     // Register before reading the version, so no entry after it can be missed.
@@ -358,16 +490,32 @@ async fn admit(
         shared.config.max_devices_per_user,
         crate::now_ms(),
     );
+    // The revocation is read again, after registering: a revocation committed since the read
+    // above kicked the user's sessions registered then, maybe not this one.
     let user = claims.user_id.clone();
-    let version = handlers::small_read(shared, move |s| s.store.current_version(&user)).await;
-    let state = match version {
-        Ok(v) => handlers::unread_total(shared, &claims.user_id)
+    let read = handlers::small_read(shared, move |s| {
+        Ok((
+            s.store.current_version(&user)?,
+            s.store.revoked_through(&user)?,
+        ))
+    })
+    .await;
+    let state = match read {
+        Ok((version, revoked)) => handlers::unread_total(shared, &claims.user_id)
             .await
-            .map(|t| (v, t)),
+            .map(|unread| (version, unread, revoked)),
         Err(r) => Err(r),
     };
     let (current_version, unread_total) = match state {
-        Ok(v) => v,
+        Ok((version, unread, revoked)) => match revoked_token(&claims, revoked) {
+            None => (version, unread),
+            Some(why) => {
+                shared.router.unregister(&handle);
+                charge(shared, ip);
+                fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
+                return Err(ErrorCode::AuthFailed);
+            }
+        },
         Err(r) => {
             shared.router.unregister(&handle);
             fatal(shared, conn, rid, r.code, &r.message).await;

@@ -81,6 +81,11 @@ pub fn user_prefix(user: &str) -> Vec<u8> {
     k
 }
 
+/// `revoked`: user.
+pub fn revoked(user: &str) -> Vec<u8> {
+    user_prefix(user)
+}
+
 /// `inbox`: user + version.
 pub fn inbox(user: &str, version: u64) -> Vec<u8> {
     let mut k = user_prefix(user);

@@ -19,6 +19,7 @@ mod pending;
 mod push;
 mod queries;
 mod read;
+mod revoked;
 mod txn;
 mod unread;
 mod writer;
@@ -73,6 +74,12 @@ pub mod cf {
     /// schema 2 without a version change: it is created empty when a directory without it is
     /// opened, and an older missived opens it as an unknown family and ignores it.
     pub const PUSH_QUEUE: &str = "push_queue";
+    /// user -> u64 R (Unix seconds): the user's login tokens issued at or before R, and all
+    /// their v1 tokens, are revoked (`store::revoked`). Added to schema 2 without a version
+    /// change, as `push_queue` was: created empty when a directory without it is opened; an
+    /// older missived opens it as an unknown family and ignores it (and so lets revoked
+    /// tokens in).
+    pub const REVOKED: &str = "revoked";
 
     /// Schema 1 had a time index of contacts; opening such a data directory drops it.
     pub const DROPPED_IN_2: &str = "contacts_by_time";
@@ -91,6 +98,7 @@ pub mod cf {
         USER_GROUPS,
         RECALLED,
         PUSH_QUEUE,
+        REVOKED,
     ];
 }
 
@@ -596,6 +604,37 @@ mod tests {
         drop(store);
         let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
         assert!(listed.iter().any(|n| n == cf::PUSH_QUEUE), "{listed:?}");
+    }
+
+    /// A schema 2 data directory from before revocation (no `revoked` family) opens as it is:
+    /// the family is created empty, data is kept, and revocations are stored in it.
+    #[test]
+    fn schema_2_directory_without_revoked_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let names: Vec<&str> = cf::ALL
+                .iter()
+                .copied()
+                .filter(|n| *n != cf::REVOKED)
+                .collect();
+            let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
+            let meta = db.cf_handle(cf::META).unwrap();
+            db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
+            let unread = db.cf_handle(cf::UNREAD).unwrap();
+            db.put_cf(unread, keys::unread_total("bob"), 3u64.to_be_bytes())
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), Durability::Async).unwrap();
+        assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
+        assert_eq!(store.revoked_through("bob").unwrap(), None);
+        assert_eq!(store.revoke("bob", 1_000).wait().unwrap(), 1_000);
+        assert_eq!(store.revoked_through("bob").unwrap(), Some(1_000));
+        drop(store);
+        let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(listed.iter().any(|n| n == cf::REVOKED), "{listed:?}");
     }
 
     /// `in_memory` answers from memtables and the block cache and gives up (None) on a read

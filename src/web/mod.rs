@@ -231,7 +231,10 @@ pub async fn accept(
     if !matches!(written, Ok(Ok(()))) {
         return None;
     }
-    let max = shared.config.max_frame_len + 4;
+    // Until LOGIN_ACK a message holds at most a frame of the login cap (the session raises the
+    // limit to `max_frame_len + 4` then): tungstenite reserves a frame's announced length as
+    // soon as its header is in.
+    let max = missive_protocol::MAX_LOGIN_FRAME_LEN + 4;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)

@@ -17,6 +17,7 @@ use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, WebSocket};
 
@@ -96,6 +97,16 @@ impl WsIo {
         }
     }
 
+    /// Changes the largest message (and WebSocket frame) read from now on, in payload bytes.
+    /// tungstenite reserves a frame's announced length as soon as its header is in, so the
+    /// limit is what a peer can make the server reserve: before login it is the login cap.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.ws.set_config(|c| {
+            c.max_message_size = Some(max);
+            c.max_frame_size = Some(max);
+        });
+    }
+
     fn register(&mut self, cx: &Context<'_>) {
         let bridge = self.ws.get_mut();
         match &bridge.waker {
@@ -135,11 +146,33 @@ pub fn frame_end(buf: &[u8]) -> Option<usize> {
     Some(4usize.saturating_add(u32::from_be_bytes(len) as usize))
 }
 
+/// A message (or WebSocket frame) longer than the limit, as the read error's inner error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("WebSocket message of {size} bytes over the limit of {max}")]
+pub struct MessageTooLong {
+    pub size: usize,
+    pub max: usize,
+}
+
+impl MessageTooLong {
+    /// The limit that `e`, a read error of a [`WsIo`], reports, if it is one.
+    pub fn of(e: &io::Error) -> Option<MessageTooLong> {
+        e.get_ref()?.downcast_ref::<MessageTooLong>().copied()
+    }
+}
+
 /// A tungstenite error as a poll result: `WouldBlock` is `Pending` (the waker is registered).
 fn ws_poll<T>(e: WsError) -> Poll<io::Result<T>> {
     Poll::Ready(Err(match e {
         WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
         WsError::Io(e) => e,
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            MessageTooLong {
+                size,
+                max: max_size,
+            },
+        ),
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             io::Error::new(io::ErrorKind::BrokenPipe, "WebSocket closed")
         }

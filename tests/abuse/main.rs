@@ -14,6 +14,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod groups;
+mod heap;
 mod honest;
 mod http_api;
+mod login;
 mod reads;

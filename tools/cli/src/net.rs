@@ -36,7 +36,8 @@ fn mint(g: &Global) -> Result<(String, String, u64)> {
     token::check_id(g.device()).map_err(|e| anyhow!("--device: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let expires = now + g.ttl;
-    let tok = token::mint(secret(g)?.as_bytes(), user, g.device(), expires);
+    // v2, issued now: a token the server can revoke (PROTOCOL.md section 10.3).
+    let tok = token::mint_v2(secret(g)?.as_bytes(), user, g.device(), now, expires);
     Ok((tok, user.to_string(), expires))
 }
 

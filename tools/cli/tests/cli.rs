@@ -84,6 +84,14 @@ fn token_verifies_with_the_secret_file() {
         (claims.user_id.as_str(), claims.device_id.as_str()),
         ("alice", "cli")
     );
+    // v2: with an issue time (now), so that the server can revoke it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let issued = claims.issued.expect("a v2 token");
+    assert!(issued + 60 >= now && issued <= now, "{issued} vs {now}");
+    assert_eq!(claims.expires, issued + 86_400);
     std::fs::remove_dir_all(dir).unwrap();
     // No secret anywhere: a clear error and a non-zero exit.
     let out = missive(&["token", "--user", "a", "--data-dir", "/nonexistent"])
