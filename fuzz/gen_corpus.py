@@ -79,7 +79,7 @@ def send_body(total_frame_len):
 OP = {name: i for i, name in enumerate(
     "login relogin bad_login send burst send_group burst_group sync drain push_ack mark_read "
     "recall delete group_create group_join group_leave group_members group_list group_history "
-    "unread contacts heartbeat disconnect raw_bytes raw_frame".split())}
+    "unread contacts heartbeat disconnect raw_bytes raw_frame group_set_role".split())}
 OF_MSG, DIRECT, GROUP = 0, 1, 2
 
 
@@ -141,6 +141,23 @@ def session_seeds():
                  + act("group_members", c, 0) + act("group_history", c, 0, 0, 0, 0)
                  + act("send_group", a, 1, 0) + act("group_join", a, 1, 0)
                  + act("group_join", a, 0, 0b11110))
+    # Roles, an open group and paging: the owner makes b an admin, who adds d, recalls c's
+    # message and removes c, but may not remove another admin nor set roles; OWNER and unknown
+    # roles are refused; c joins the open group by itself; history bounds of 2^64 - 1 in both
+    # orders; members, groups and unread counts one or two to a page; an unknown join policy.
+    full_open = 2 * 3 + 0  # history byte: FULL, (h / 3) % 4 = 2: JOIN_POLICY_OPEN
+    seeds.append(act("group_create", a, 0b0110, full_open) + act("group_set_role", a, 0, 1, 1)
+                 + act("group_join", b, 0, 0b1000) + act("send_group", c, 0, 0)
+                 + act("recall", b, 0, OF_MSG, 0) + act("group_leave", b, 0, 3)
+                 + act("group_set_role", b, 0, 3, 1) + act("group_set_role", a, 0, 0, 1)
+                 + act("group_set_role", a, 0, 1, 2) + act("group_set_role", a, 0, 3, 1)
+                 + act("group_leave", b, 0, 4) + act("group_leave", c, 0, 0)
+                 + act("group_join", c, 0, 0) + act("send_group", d, 0, 1)
+                 + act("group_history", d, 0, 0, 0xFF, 2 * 6 + 3)
+                 + act("group_history", d, 0, 0xFF, 0, 1 * 6) + act("group_history", d, 0, 0, 0, 18)
+                 + act("group_members", a, 16) + act("group_list", who(0) + 12)
+                 + act("send", b, 0, 5, 0) + act("unread", who(0) + 12)
+                 + act("group_create", a, 0, 9))
     # Devices: a third device kicks the oldest, the same device twice kicks the first.
     seeds.append(act("login", who(0, 0)) + act("login", who(0, 1)) + act("login", who(0, 2))
                  + act("relogin", who(0, 2)) + act("send", b, 0, 0, 0) + act("drain", who(0, 1))
@@ -232,11 +249,14 @@ def main():
     for t in tokens:
         token = t["token"]
         tv.append(b"\x00" + token.encode())
-        user, device, expires, sig = token.split(".")
-        tv.append(b"\x00" + f"{user}.{device}.0{expires}.{sig}".encode())
-        tv.append(b"\x00" + f"{user}=.{device}.{expires}.{sig}".encode())
-        tv.append(b"\x00" + f"{user}.{device}.{expires}.{sig}.".encode())
-        tv.append(b"\x00" + f"{user}.{device}.+{expires}.{sig}".encode())
+        # v1: user.device.expires.sig; v2: user.device.issued.expires.sig.
+        user, device, *times, sig = token.split(".")
+        expires = times[-1]
+        head = ".".join([user, device, *times[:-1]])
+        tv.append(b"\x00" + f"{head}.0{expires}.{sig}".encode())
+        tv.append(b"\x00" + f"{user}=.{token[len(user) + 1:]}".encode())
+        tv.append(b"\x00" + f"{token}.".encode())
+        tv.append(b"\x00" + f"{head}.+{expires}.{sig}".encode())
 
     total_files = 0
     total_bytes = 0

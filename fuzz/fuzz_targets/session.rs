@@ -12,9 +12,11 @@
 //!   fatal error;
 //! - every request gets its reply (within 5 s), in request order also when SENDs are
 //!   pipelined, and the reply (or error code) the model predicts: sends acked (duplicates with
-//!   the first ack), group authorization (members, owner), recall (sender, owner, within the
-//!   window), delete, mark read, group create/join/leave/members/list/history (members, seqs
-//!   visible from the join for FROM_JOIN groups), unread counts per conversation and total;
+//!   the first ack), a reply moving the sender's read position, group authorization
+//!   (NOT_FOUND to non-members, owner and admins, roles), recall (sender, owner or admin,
+//!   within the window), delete, mark read, group create/join/leave/set role/members/list/
+//!   history (members, paging, seqs visible from the join for FROM_JOIN groups), unread counts
+//!   per conversation and total;
 //! - pushes on one connection come in increasing version order;
 //! - garbage bytes (before or after login) and arbitrary frames never take the server down:
 //!   the connection closes (or answers a HEARTBEAT), and the server closes it at EOF.
@@ -303,6 +305,13 @@ enum Action {
         after: u8,
         limit: u8,
     },
+    /// The owner (or anyone, refused) sets `target`'s role (`% 4`: MEMBER, ADMIN, OWNER, 7).
+    GroupSetRole {
+        who: u8,
+        group: u8,
+        target: u8,
+        role: u8,
+    },
     Unread {
         who: u8,
     },
@@ -467,7 +476,13 @@ fn decode(data: &[u8]) -> Vec<Action> {
                 request_id: byte(&mut u),
                 body: blob(&mut u, 1),
             },
-            _ => Action::Heartbeat { who },
+            25 => Action::GroupSetRole {
+                who,
+                group: byte(&mut u),
+                target: byte(&mut u),
+                role: byte(&mut u),
+            },
+            _ => unreachable!("op % OPS"),
         };
         out.push(a);
     }
@@ -504,6 +519,10 @@ struct Group {
     id: String,
     owner: usize,
     members: BTreeSet<usize>,
+    /// Members made ADMIN (GROUP_SET_ROLE); a member who leaves loses the role.
+    admins: BTreeSet<usize>,
+    /// JOIN_POLICY_OPEN: a non-member may join by itself.
+    open: bool,
     from_join: bool,
     last_seq: u64,
     /// Seq of each user's first join (kept across leaving and rejoining).
@@ -619,6 +638,23 @@ impl World {
 
     fn is_member(&self, g: usize, u: usize) -> bool {
         self.groups[g].members.contains(&u)
+    }
+
+    /// The owner or an admin: adds and removes members, recalls others' messages.
+    fn is_manager(&self, g: usize, u: usize) -> bool {
+        let grp = &self.groups[g];
+        grp.owner == u || grp.admins.contains(&u)
+    }
+
+    fn role(&self, g: usize, u: usize) -> pb::GroupRole {
+        let grp = &self.groups[g];
+        if grp.owner == u {
+            pb::GroupRole::Owner
+        } else if grp.admins.contains(&u) {
+            pb::GroupRole::Admin
+        } else {
+            pb::GroupRole::Member
+        }
     }
 
     fn conversation(&self, u: usize, conv: Conv) -> pb::Conversation {
@@ -886,8 +922,9 @@ impl World {
         if let Some(ack) = self.first_ack.get(&(u, cmid.to_owned())) {
             return Ok(Some(ack.clone()));
         }
+        // A non-member is told the group does not exist.
         match g {
-            Some(g) if !self.is_member(g, u) => Err(ErrorCode::Forbidden),
+            Some(g) if !self.is_member(g, u) => Err(ErrorCode::NotFound),
             _ => Ok(None),
         }
     }
@@ -948,6 +985,8 @@ impl World {
                 let seq = self.direct_seq.entry(conv).or_default();
                 *seq += 1;
                 assert_eq!(ack.seq, *seq, "{ctx}: seq");
+                // Replying reads the conversation up to here, as in groups.
+                self.read.insert((u, conv), ack.seq);
             }
             Conv::Group(Some(g)) => {
                 let grp = &mut self.groups[g];
@@ -1143,9 +1182,9 @@ impl World {
             match conv {
                 Conv::Direct(a, b) if a == b => return Err(ErrorCode::InvalidArgument),
                 Conv::Group(None) => return Err(ErrorCode::NotFound),
-                // Membership before the message: a non-member learns nothing of the group's
-                // messages, not even whether an id exists (as for DELETE).
-                Conv::Group(Some(g)) if !self.is_member(g, u) => return Err(ErrorCode::Forbidden),
+                // Membership before the message: a non-member learns nothing of the group or
+                // its messages, not even whether either exists (as for DELETE).
+                Conv::Group(Some(g)) if !self.is_member(g, u) => return Err(ErrorCode::NotFound),
                 _ => {}
             }
             let Some(i) = m else {
@@ -1157,7 +1196,7 @@ impl World {
             }
             match conv {
                 Conv::Group(Some(g)) => {
-                    if msg.from != u && self.groups[g].owner != u {
+                    if msg.from != u && !self.is_manager(g, u) {
                         return Err(ErrorCode::Forbidden);
                     }
                 }
@@ -1200,7 +1239,7 @@ impl World {
             match conv {
                 Conv::Direct(a, b) if a == b => return Err(ErrorCode::InvalidArgument),
                 Conv::Group(None) => return Err(ErrorCode::NotFound),
-                Conv::Group(Some(g)) if !self.is_member(g, u) => return Err(ErrorCode::Forbidden),
+                Conv::Group(Some(g)) if !self.is_member(g, u) => return Err(ErrorCode::NotFound),
                 _ => {}
             }
             match m {
@@ -1249,7 +1288,7 @@ impl World {
             Conv::Direct(a, b) if a == b => Err(ErrorCode::InvalidArgument),
             Conv::Direct(..) if last == 0 => Err(ErrorCode::NotFound),
             Conv::Group(None) => Err(ErrorCode::NotFound),
-            Conv::Group(Some(g)) if !self.is_member(g, u) => Err(ErrorCode::Forbidden),
+            Conv::Group(Some(g)) if !self.is_member(g, u) => Err(ErrorCode::NotFound),
             _ => Ok(()),
         };
         let packet = Packet::MarkRead(pb::MarkRead {
@@ -1301,6 +1340,12 @@ impl World {
         };
         assert_eq!(info.fanout, mode as i32, "{ctx}: fan-out mode");
         assert_eq!(info.last_seq, grp.last_seq, "{ctx}: last_seq");
+        let policy = if grp.open {
+            pb::JoinPolicy::Open
+        } else {
+            pb::JoinPolicy::Invite
+        };
+        assert_eq!(info.join_policy, policy as i32, "{ctx}: join policy");
     }
 
     fn add_member(&mut self, g: usize, user: usize) {
@@ -1320,27 +1365,34 @@ impl World {
             1 => pb::HistoryVisibility::FromJoin as i32,
             _ => 7,
         };
+        // Mostly invite-only (the default), sometimes open, sometimes a value that is neither.
+        let policy = (history / 3) % 4;
+        let policy_value = match policy {
+            0 | 1 => pb::JoinPolicy::Invite as i32,
+            2 => pb::JoinPolicy::Open as i32,
+            _ => 9,
+        };
         let packet = Packet::GroupCreate(pb::GroupCreate {
             name: format!("group {}", self.groups.len()),
             members: members.iter().map(|&i| self.names[i].clone()).collect(),
             history: history_value,
+            join_policy: policy_value,
         });
         let reply = self.request(u, d, packet).await;
-        let ctx = format!("{} GROUP_CREATE {all:?}", self.names[u]);
-        if history % 3 == 2 {
-            assert_eq!(
-                code_of(&reply),
-                Some(ErrorCode::InvalidArgument),
-                "{ctx}: {reply:?}"
-            );
-            return;
-        }
-        if all.len() > MAX_GROUP_SIZE {
-            assert_eq!(
-                code_of(&reply),
-                Some(ErrorCode::GroupFull),
-                "{ctx}: {reply:?}"
-            );
+        let ctx = format!("{} GROUP_CREATE {all:?} policy {policy}", self.names[u]);
+        // The list's length is checked before anything in it: as many ids as the group may
+        // have members leaves no room for the creator.
+        let predicted = if members.len() >= MAX_GROUP_SIZE {
+            Some(ErrorCode::GroupFull)
+        } else if history % 3 == 2 || policy == 3 {
+            Some(ErrorCode::InvalidArgument)
+        } else if all.len() > MAX_GROUP_SIZE {
+            Some(ErrorCode::GroupFull)
+        } else {
+            None
+        };
+        if let Some(want) = predicted {
+            assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
             return;
         }
         let Ok(Packet::GroupCreateAck(pb::GroupAck { group: Some(info) })) = reply else {
@@ -1350,10 +1402,20 @@ impl World {
             !self.groups.iter().any(|g| g.id == info.group_id),
             "{ctx}: a group id twice"
         );
+        // 'g' and 128 random bits in hex (PROTOCOL.md): nothing to guess from.
+        assert!(
+            info.group_id.len() == 33
+                && info.group_id.starts_with('g')
+                && info.group_id[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{ctx}: group id {:?}",
+            info.group_id
+        );
         self.groups.push(Group {
             id: info.group_id.clone(),
             owner: u,
             members: BTreeSet::new(),
+            admins: BTreeSet::new(),
+            open: policy == 2,
             from_join: history % 3 == 1,
             last_seq: 0,
             joined_seq: HashMap::new(),
@@ -1372,14 +1434,26 @@ impl World {
         let g = self.group_sel(group);
         let users: Vec<usize> = (0..=USERS).filter(|i| mask & (1 << i) != 0).collect();
         let predicted: Result<BTreeSet<usize>, ErrorCode> = (|| {
+            if users.len() >= MAX_GROUP_SIZE {
+                // The list's length, before the group is looked at.
+                return Err(ErrorCode::GroupFull);
+            }
+            // A non-member is told the group does not exist (unless it is open and it joins
+            // by itself).
             let Some(g) = g else {
                 return Err(ErrorCode::NotFound);
             };
             let grp = &self.groups[g];
             let joining: BTreeSet<usize> = if users.is_empty() {
+                if !grp.members.contains(&u) && !grp.open {
+                    return Err(ErrorCode::NotFound);
+                }
                 BTreeSet::from([u])
             } else {
-                if !grp.members.contains(&u) || grp.owner != u {
+                if !grp.members.contains(&u) {
+                    return Err(ErrorCode::NotFound);
+                }
+                if !self.is_manager(g, u) {
                     return Err(ErrorCode::Forbidden);
                 }
                 users.iter().copied().collect()
@@ -1425,14 +1499,23 @@ impl World {
                 return Err(ErrorCode::NotFound);
             };
             let grp = &self.groups[g];
-            if victim != u && (!grp.members.contains(&u) || grp.owner != u) {
-                return Err(ErrorCode::Forbidden);
+            if !grp.members.contains(&u) {
+                return Err(ErrorCode::NotFound);
+            }
+            if victim != u {
+                if !self.is_manager(g, u) {
+                    return Err(ErrorCode::Forbidden);
+                }
+                if !grp.members.contains(&victim) {
+                    return Err(ErrorCode::NotFound);
+                }
             }
             if victim == grp.owner {
                 return Err(ErrorCode::Forbidden);
             }
-            if !grp.members.contains(&victim) {
-                return Err(ErrorCode::NotFound);
+            // An admin removes members, not other admins.
+            if victim != u && grp.owner != u && grp.admins.contains(&victim) {
+                return Err(ErrorCode::Forbidden);
             }
             Ok(())
         })();
@@ -1450,102 +1533,221 @@ impl World {
                 };
                 let g = g.unwrap();
                 self.groups[g].members.remove(&victim);
+                self.groups[g].admins.remove(&victim);
                 self.check_group_info(g, &info, &ctx);
             }
         }
     }
 
-    /// NOT_FOUND / FORBIDDEN for a member-only group read by `u`, or the group.
+    async fn group_set_role(&mut self, who: u8, group: u8, target: u8, role: u8) {
+        let (u, d) = self.who(who);
+        let g = self.group_sel(group);
+        let t = target as usize % (USERS + 1);
+        let role_value = match role % 4 {
+            0 => pb::GroupRole::Member as i32,
+            1 => pb::GroupRole::Admin as i32,
+            2 => pb::GroupRole::Owner as i32,
+            _ => 7,
+        };
+        let predicted: Result<(), ErrorCode> = (|| {
+            // Only ADMIN and MEMBER can be set: checked before the group is looked at.
+            if role % 4 >= 2 {
+                return Err(ErrorCode::InvalidArgument);
+            }
+            let g = g.ok_or(ErrorCode::NotFound)?;
+            let grp = &self.groups[g];
+            if !grp.members.contains(&u) {
+                return Err(ErrorCode::NotFound);
+            }
+            if grp.owner != u {
+                return Err(ErrorCode::Forbidden);
+            }
+            if !grp.members.contains(&t) {
+                return Err(ErrorCode::NotFound);
+            }
+            if t == grp.owner {
+                return Err(ErrorCode::Forbidden);
+            }
+            Ok(())
+        })();
+        let packet = Packet::GroupSetRole(pb::GroupSetRole {
+            group_id: self.group_id(g),
+            user_id: self.names[t].clone(),
+            role: role_value,
+        });
+        let reply = self.request(u, d, packet).await;
+        let ctx = format!("{} GROUP_SET_ROLE {g:?} {t} to {role_value}", self.names[u]);
+        match predicted {
+            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
+            Ok(()) => {
+                let Ok(Packet::GroupSetRoleAck(pb::GroupAck { group: Some(info) })) = reply else {
+                    panic!("{ctx}: expected GROUP_SET_ROLE_ACK, got {reply:?}")
+                };
+                let g = g.unwrap();
+                if role_value == pb::GroupRole::Admin as i32 {
+                    self.groups[g].admins.insert(t);
+                } else {
+                    self.groups[g].admins.remove(&t);
+                }
+                self.check_group_info(g, &info, &ctx);
+            }
+        }
+    }
+
+    /// NOT_FOUND for a group `u` is not in (whether or not it exists), or the group.
     fn member_read(&self, u: usize, g: Option<usize>) -> Result<usize, ErrorCode> {
         let g = g.ok_or(ErrorCode::NotFound)?;
         if self.is_member(g, u) {
             Ok(g)
         } else {
-            Err(ErrorCode::Forbidden)
+            Err(ErrorCode::NotFound)
         }
+    }
+
+    /// Page size from a selector: the default, 1 or 2 (so cursors get walked).
+    fn page_limit(sel: u8) -> u32 {
+        (sel % 3) as u32
     }
 
     async fn group_members(&mut self, who: u8, group: u8) {
         let (u, d) = self.who(who);
         let g = self.group_sel(group);
-        let packet = Packet::GroupMembers(pb::GroupMembers {
-            group_id: self.group_id(g),
-        });
-        let reply = self.request(u, d, packet).await;
-        let ctx = format!("{} GROUP_MEMBERS {g:?}", self.names[u]);
-        match self.member_read(u, g) {
-            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
-            Ok(g) => {
-                let Ok(Packet::GroupMembersAck(ack)) = reply else {
-                    panic!("{ctx}: expected GROUP_MEMBERS_ACK, got {reply:?}")
-                };
-                self.check_group_info(g, ack.group.as_ref().unwrap(), &ctx);
-                let got: BTreeSet<String> = ack.members.iter().map(|m| m.user_id.clone()).collect();
-                let want: BTreeSet<String> = self.groups[g]
-                    .members
-                    .iter()
-                    .map(|&i| self.names[i].clone())
-                    .collect();
-                assert_eq!(got, want, "{ctx}: members");
-                for m in &ack.members {
-                    let i = self.names.iter().position(|n| *n == m.user_id).unwrap();
-                    let role = if i == self.groups[g].owner {
-                        pb::GroupRole::Owner
-                    } else {
-                        pb::GroupRole::Member
-                    };
-                    assert_eq!(m.role, role as i32, "{ctx}: role of {}", m.user_id);
-                    assert_eq!(
-                        m.joined_seq, self.groups[g].joined_seq[&i],
-                        "{ctx}: joined_seq"
-                    );
+        let limit = Self::page_limit(group / 16);
+        let ctx = format!("{} GROUP_MEMBERS {g:?} limit {limit}", self.names[u]);
+        let mut cursor = Vec::new();
+        let mut got: Vec<String> = Vec::new();
+        for page in 0.. {
+            assert!(page <= MAX_GROUP_SIZE, "{ctx}: more pages than members");
+            let packet = Packet::GroupMembers(pb::GroupMembers {
+                group_id: self.group_id(g),
+                cursor: cursor.clone(),
+                limit,
+            });
+            let reply = self.request(u, d, packet).await;
+            let g = match self.member_read(u, g) {
+                Err(want) => {
+                    assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
+                    return;
                 }
+                Ok(g) => g,
+            };
+            let Ok(Packet::GroupMembersAck(ack)) = reply else {
+                panic!("{ctx}: expected GROUP_MEMBERS_ACK, got {reply:?}")
+            };
+            self.check_group_info(g, ack.group.as_ref().unwrap(), &ctx);
+            if limit > 0 {
+                assert!(ack.members.len() <= limit as usize, "{ctx}: page too long");
             }
+            for m in &ack.members {
+                let i = self.names.iter().position(|n| *n == m.user_id).unwrap();
+                assert_eq!(
+                    m.role,
+                    self.role(g, i) as i32,
+                    "{ctx}: role of {}",
+                    m.user_id
+                );
+                assert_eq!(
+                    m.joined_seq, self.groups[g].joined_seq[&i],
+                    "{ctx}: joined_seq"
+                );
+                got.push(m.user_id.clone());
+            }
+            if ack.next_cursor.is_empty() {
+                break;
+            }
+            cursor = ack.next_cursor;
         }
+        let g = g.unwrap();
+        let want: Vec<String> = self.groups[g]
+            .members
+            .iter()
+            .map(|&i| self.names[i].clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Every member once, in user id order, across the pages.
+        assert_eq!(got, want, "{ctx}: members");
     }
 
     async fn group_list(&mut self, who: u8) {
         let (u, d) = self.who(who);
-        let reply = self
-            .request(u, d, Packet::GroupList(pb::GroupList::default()))
-            .await;
-        let Ok(Packet::GroupListAck(ack)) = reply else {
-            panic!("{}: expected GROUP_LIST_ACK, got {reply:?}", self.names[u])
-        };
-        let got: BTreeSet<String> = ack.groups.iter().map(|g| g.group_id.clone()).collect();
-        let want: BTreeSet<String> = self
+        let limit = Self::page_limit(who / 12);
+        let ctx = format!("{}: GROUP_LIST limit {limit}", self.names[u]);
+        let mut cursor = Vec::new();
+        let mut got: Vec<String> = Vec::new();
+        for page in 0.. {
+            assert!(page <= self.groups.len(), "{ctx}: more pages than groups");
+            let packet = Packet::GroupList(pb::GroupList {
+                cursor: cursor.clone(),
+                limit,
+            });
+            let reply = self.request(u, d, packet).await;
+            let Ok(Packet::GroupListAck(ack)) = reply else {
+                panic!("{ctx}: expected GROUP_LIST_ACK, got {reply:?}")
+            };
+            if limit > 0 {
+                assert!(ack.groups.len() <= limit as usize, "{ctx}: page too long");
+            }
+            for info in &ack.groups {
+                let g = self
+                    .groups
+                    .iter()
+                    .position(|g| g.id == info.group_id)
+                    .unwrap_or_else(|| panic!("{ctx}: unknown group {}", info.group_id));
+                self.check_group_info(g, info, &ctx);
+                got.push(info.group_id.clone());
+            }
+            if ack.next_cursor.is_empty() {
+                break;
+            }
+            cursor = ack.next_cursor;
+        }
+        let want: Vec<String> = self
             .groups
             .iter()
             .filter(|g| g.members.contains(&u))
             .map(|g| g.id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
-        assert_eq!(got, want, "{}: GROUP_LIST", self.names[u]);
-        for info in &ack.groups {
-            let g = self
-                .groups
-                .iter()
-                .position(|g| g.id == info.group_id)
-                .unwrap();
-            self.check_group_info(g, info, "GROUP_LIST");
-        }
+        // Every group of the user once, in group id order, across the pages.
+        assert_eq!(got, want, "{ctx}");
     }
 
     async fn group_history(&mut self, who: u8, group: u8, before: u8, after: u8, limit: u8) {
         let (u, d) = self.who(who);
         let g = self.group_sel(group);
+        let order = (limit / 6) % 4;
+        let order_value = match order {
+            0 => pb::HistoryOrder::Unspecified as i32,
+            1 => pb::HistoryOrder::NewestFirst as i32,
+            2 => pb::HistoryOrder::OldestFirst as i32,
+            _ => 9,
+        };
         let limit = (limit % 6) as u32;
-        let (before, after) = (before as u64 % 12, after as u64 % 12);
+        // 0xff: the largest seq a peer can name (it must not wrap a range).
+        let bound = |b: u8| if b == 0xff { u64::MAX } else { b as u64 % 12 };
+        let (before, after) = (bound(before), bound(after));
         let packet = Packet::GroupHistory(pb::GroupHistory {
             group_id: self.group_id(g),
             before_seq: before,
             after_seq: after,
             limit,
+            order: order_value,
         });
         let reply = self.request(u, d, packet).await;
         let ctx = format!(
-            "{} GROUP_HISTORY {g:?} before {before} after {after} limit {limit}",
+            "{} GROUP_HISTORY {g:?} before {before} after {after} limit {limit} order {order}",
             self.names[u]
         );
+        if order == 3 {
+            assert_eq!(
+                code_of(&reply),
+                Some(ErrorCode::InvalidArgument),
+                "{ctx}: {reply:?}"
+            );
+            return;
+        }
         let g = match self.member_read(u, g) {
             Err(want) => {
                 assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
@@ -1560,8 +1762,18 @@ impl World {
         let floor = if grp.from_join { grp.joined_seq[&u] } else { 0 };
         let last = grp.last_seq;
         let limit = if limit == 0 { 50 } else { limit as usize };
-        let seqs: Vec<u64> = if after > 0 {
-            (after.max(floor) + 1..=last).take(limit + 1).collect()
+        let oldest_first = match order {
+            1 => false,
+            2 => true,
+            _ => after > 0,
+        };
+        let seqs: Vec<u64> = if oldest_first {
+            let from = after.max(floor);
+            if from >= last {
+                Vec::new()
+            } else {
+                (from + 1..=last).take(limit + 1).collect()
+            }
         } else {
             let top = if before == 0 { last } else { before - 1 }.min(last);
             (floor + 1..=top).rev().take(limit + 1).collect()
@@ -1596,6 +1808,40 @@ impl World {
                 );
             }
         }
+    }
+
+    /// UNREAD, page by page (the default size, 1 or 2 conversations a page).
+    async fn unread(&mut self, who: u8) {
+        let (u, d) = self.who(who);
+        let limit = Self::page_limit(who / 12);
+        let ctx = format!("{}: UNREAD limit {limit}", self.names[u]);
+        let mut cursor = Vec::new();
+        let mut all = pb::UnreadAck::default();
+        for page in 0.. {
+            assert!(page <= 8 + self.groups.len(), "{ctx}: endless pages");
+            let packet = Packet::Unread(pb::Unread {
+                cursor: cursor.clone(),
+                limit,
+            });
+            let reply = self.request(u, d, packet).await;
+            let Ok(Packet::UnreadAck(ack)) = reply else {
+                panic!("{ctx}: UNREAD answered {reply:?}")
+            };
+            if limit > 0 {
+                assert!(
+                    ack.conversations.len() <= limit as usize,
+                    "{ctx}: page too long"
+                );
+            }
+            // Every page carries the total over all conversations.
+            all.total = ack.total;
+            all.conversations.extend(ack.conversations);
+            if ack.next_cursor.is_empty() {
+                break;
+            }
+            cursor = ack.next_cursor;
+        }
+        self.check_unread(u, &all, &ctx);
     }
 
     async fn sync(&mut self, who: u8, since: u8, limit: u8) {
@@ -1856,14 +2102,13 @@ impl World {
                 self.group_history(*who, *group, *before, *after, *limit)
                     .await
             }
-            Action::Unread { who } => {
-                let (u, d) = self.who(*who);
-                let reply = self.request(u, d, Packet::Unread(pb::Unread::default())).await;
-                let Ok(Packet::UnreadAck(ack)) = reply else {
-                    panic!("UNREAD answered {reply:?}")
-                };
-                self.check_unread(u, &ack, "UNREAD_ACK");
-            }
+            Action::Unread { who } => self.unread(*who).await,
+            Action::GroupSetRole {
+                who,
+                group,
+                target,
+                role,
+            } => self.group_set_role(*who, *group, *target, *role).await,
             Action::Contacts { who, limit } => {
                 let (u, d) = self.who(*who);
                 let packet = Packet::Contacts(pb::Contacts {
