@@ -18,6 +18,7 @@ KEY = {
         ("reply after", "figures.reply_secs", "s"),
     ],
     "unread-many-groups": [
+        ("groups the user got into", "figures.groups", ""),
         ("150 UNREADs answered in", "figures.burst_secs", "s"),
         ("one UNREAD alone", "figures.one_unread_ms", "ms"),
     ],
@@ -31,6 +32,7 @@ KEY = {
     "history-pipeline": "pipeline",
     "contacts-pipeline": "pipeline",
     "group-list-many": [
+        ("groups the victim got into", "figures.groups", ""),
         ("reply on the wire", "figures.reply_wire_bytes", "B"),
         ("reply inflated", "figures.reply_inflated_bytes", "B"),
         ("groups listed", "figures.groups_listed", ""),

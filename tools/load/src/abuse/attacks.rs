@@ -90,38 +90,69 @@ fn secs(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
-/// Creates `count` groups owned by `owner` (each with `members` besides) over a pipelined
-/// connection; returns how long it took. Fails unless every one was created.
+/// What [`create_groups`] got: how long it took and how many groups it made.
+pub struct Created {
+    pub took: Duration,
+    pub created: usize,
+    /// The server refused more with LIMIT_EXCEEDED (a user's `max_groups_per_user`).
+    pub capped: bool,
+}
+
+/// Creates up to `count` groups owned by the connection's user (each with `members` besides),
+/// pipelined in batches as an attacker would: a batch answered RATE_LIMITED in part is sent
+/// again after a pause, and creating stops at the first LIMIT_EXCEEDED (the owner or a member
+/// is in as many groups as a user may be). Fails on any other refusal.
 pub async fn create_groups(
     raw: &mut Raw,
     count: usize,
     members: &[String],
     name: impl Fn(usize) -> String,
-) -> Result<Duration> {
+) -> Result<Created> {
     let t0 = Instant::now();
-    let requests = (0..count).map(|i| {
-        Packet::GroupCreate(pb::GroupCreate {
-            name: name(i),
-            members: members.to_vec(),
-            history: 0,
-            ..Default::default()
-        })
-    });
-    let counts = raw::pipeline(raw, requests, WINDOW, SETUP_REPLY, |_| {}).await?;
-    let created = counts.get("GROUP_CREATE_ACK").copied().unwrap_or(0);
-    if created != count as u64 {
-        anyhow::bail!("setup: {created} of {count} groups created ({counts:?})");
+    let mut created = 0usize;
+    let mut capped = false;
+    let mut i = 0usize;
+    while created < count && !capped {
+        let batch = (count - created).min(WINDOW);
+        let requests: Vec<Packet> = (0..batch)
+            .map(|k| {
+                Packet::GroupCreate(pb::GroupCreate {
+                    name: name(i + k),
+                    members: members.to_vec(),
+                    history: 0,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        i += batch;
+        let counts = raw::pipeline(raw, requests, WINDOW, SETUP_REPLY, |_| {}).await?;
+        for (reply, n) in &counts {
+            match reply.as_str() {
+                "GROUP_CREATE_ACK" => created += *n as usize,
+                "RATE_LIMITED" => {}
+                "LIMIT_EXCEEDED" => capped = true,
+                _ => anyhow::bail!("setup: group creation answered {counts:?}"),
+            }
+        }
+        if counts.contains_key("RATE_LIMITED") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    Ok(t0.elapsed())
+    Ok(Created {
+        took: t0.elapsed(),
+        created,
+        capped,
+    })
 }
 
 /// A user in `--groups` groups pipelines `--unreads` UNREADs: each adds up every group's unread
 /// count, on the connection's own task.
 pub async fn unread_many_groups(rig: &mut Rig<'_>) -> Result<Outcome> {
-    let groups = rig.args.groups;
+    let asked = rig.args.groups;
     let mut raw = attacker(rig, "mallory", "attacker").await?;
-    eprintln!("   setup: creating {groups} groups");
-    let setup = create_groups(&mut raw, groups, &[], |i| format!("g{i}")).await?;
+    eprintln!("   setup: creating {asked} groups");
+    let made = create_groups(&mut raw, asked, &[], |i| format!("g{i}")).await?;
+    let (groups, setup) = (made.created, made.took);
     // One UNREAD alone first: its reply, and how long one takes with no other load.
     let t = Instant::now();
     let (one, one_read) = raw
@@ -168,6 +199,8 @@ pub async fn unread_many_groups(rig: &mut Rig<'_>) -> Result<Outcome> {
         bytes_text(one_read.wire_len as f64),
     ));
     o.set("groups", groups as u64);
+    o.set("groups_asked", asked as u64);
+    o.set("groups_capped", made.capped);
     o.set("setup_secs", setup.as_secs_f64());
     o.set("unreads", n as u64);
     o.set("answered", answered);

@@ -144,14 +144,16 @@ pub async fn zlib_bomb(rig: &mut Rig<'_>) -> Result<Outcome> {
     let end = t0 + Duration::from_secs_f64(rig.args.duration.max(0.1));
     let totals = Arc::new(Mutex::new((0u64, 0u64, BTreeMap::<String, u64>::new())));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..conns {
+    for i in 0..conns {
         let (addr, totals, template) = (rig.addr().to_string(), totals.clone(), template.clone());
         tasks.spawn(async move {
             let (mut sent, mut connects) = (0u64, 0u64);
             let mut replies = BTreeMap::<String, u64>::new();
             while Instant::now() < end {
                 connects += 1;
-                let Ok(mut raw) = Raw::connect(&addr).await else {
+                // From an address of its own, as the garbage LOGINs: refused bombs count
+                // against their sender's address, not the honest users' (127.0.0.1).
+                let Ok(mut raw) = connect_from(&addr, source(i)).await.map(Raw::over) else {
                     *replies.entry("connect failed".into()).or_insert(0) += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;

@@ -64,15 +64,15 @@ pub async fn buffer(rig: &mut Rig<'_>, name: &str) -> Result<Outcome> {
     let closes = Arc::new(Mutex::new(Closes::default()));
     let ramp = Arc::new(tokio::sync::Semaphore::new(RAMP_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    for i in 0..n {
         let (addr, payload, stop) = (addr.clone(), payload.clone(), stop.clone());
         let (written, closes, ramp) = (written.clone(), closes.clone(), ramp.clone());
         tasks.spawn(async move {
             let permit = ramp.acquire_owned().await;
             let conn = if ws {
-                open_ws(&addr, &payload).await
+                open_ws(&addr, i, &payload).await
             } else {
-                open_tcp(&addr, &payload).await
+                open_tcp(&addr, i, &payload).await
             };
             drop(permit);
             let mut conn = match conn {
@@ -199,8 +199,19 @@ struct Held {
     ws: bool,
 }
 
-async fn open_tcp(addr: &str, payload: &[u8]) -> Result<Held, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+/// Attacker connection `i` comes from a loopback address of its own (127.3.x.y; 127.0.0.0/8 is
+/// all loopback on Linux), as from as many machines: what a refused frame costs its sender's
+/// address must not fall on the honest users, who connect from 127.0.0.1.
+async fn connect_as(addr: &str, i: usize) -> Result<TcpStream, String> {
+    let to: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let from = std::net::Ipv4Addr::new(127, 3, (i / 250) as u8, (i % 250) as u8 + 1);
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.bind((from, 0).into()).map_err(|e| e.to_string())?;
+    socket.connect(to).await.map_err(|e| e.to_string())
+}
+
+async fn open_tcp(addr: &str, i: usize, payload: &[u8]) -> Result<Held, String> {
+    let mut s = connect_as(addr, i).await?;
     s.write_all(payload).await.map_err(|e| e.to_string())?;
     Ok(Held { s, ws: false })
 }
@@ -230,8 +241,8 @@ pub fn ws_binary_header(len: usize) -> Vec<u8> {
 }
 
 /// Upgrades to a WebSocket at `addr` (host:port) and sends `payload` as one binary message.
-async fn open_ws(addr: &str, payload: &[u8]) -> Result<Held, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn open_ws(addr: &str, i: usize, payload: &[u8]) -> Result<Held, String> {
+    let mut s = connect_as(addr, i).await?;
     s.write_all(WS_UPGRADE).await.map_err(|e| e.to_string())?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -227,17 +227,18 @@ async fn drained_to_eof(raw: &mut Raw, limit: usize, t: Duration) -> bool {
 /// A victim added to `--groups` groups (names of 128 random characters, the limit) by someone
 /// else, without any consent asked, lists its groups.
 pub async fn group_list_many(rig: &mut Rig<'_>) -> Result<Outcome> {
-    let groups = rig.args.groups;
+    let asked = rig.args.groups;
     let mut raw = attacker(rig, "mallory", "attacker").await?;
-    eprintln!("   setup: adding the victim to {groups} groups");
+    eprintln!("   setup: adding the victim to {asked} groups");
     let victim = vec!["victim".to_string()];
-    let setup = create_groups(&mut raw, groups, &victim, |_| {
+    let made = create_groups(&mut raw, asked, &victim, |_| {
         let mut rng = rand::rng();
         (0..128)
             .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
             .collect()
     })
     .await?;
+    let (groups, setup) = (made.created, made.took);
     raw.shutdown().await;
     let mut v = attacker(rig, "victim", "phone").await?;
     rig.honest(None, false).await?;
@@ -254,6 +255,8 @@ pub async fn group_list_many(rig: &mut Rig<'_>) -> Result<Outcome> {
     v.shutdown().await;
     let mut o = Outcome::new("");
     o.set("groups", groups as u64);
+    o.set("groups_asked", asked as u64);
+    o.set("groups_capped", made.capped);
     o.set("setup_secs", setup.as_secs_f64());
     o.set("reply_secs", (took.as_secs_f64() * 1000.0).round() / 1000.0);
     match reply {
