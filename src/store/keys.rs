@@ -173,6 +173,19 @@ pub fn group_count(user: &str) -> Vec<u8> {
 }
 
 /// The prefix of a user's read fan-out groups ([`read_group`] keys).
+/// The smallest key above every key that starts with `prefix` (`None`: no such key, the
+/// prefix being all 0xff bytes): an iterator's upper bound.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 pub fn read_group_prefix(user: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(READ_GROUP);
@@ -260,6 +273,25 @@ pub fn u64_value(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_end_is_above_every_key_of_the_prefix_and_below_the_rest() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        let p = read_group_prefix("u");
+        let end = prefix_end(&p).unwrap();
+        assert!(read_group("u", "g\u{10ffff}").as_slice() < end.as_slice());
+        assert!(
+            end.as_slice()
+                <= user_prefix("u")
+                    .iter()
+                    .chain(&[READ_GROUP + 1])
+                    .copied()
+                    .collect::<Vec<u8>>()
+                    .as_slice()
+        );
+    }
 
     #[test]
     fn direct_key_is_symmetric_and_views_the_peer() {

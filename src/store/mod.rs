@@ -379,6 +379,32 @@ impl Core {
         )
     }
 
+    /// An iterator over the keys of `family` that start with `prefix`, from the first. It is
+    /// bounded above, so RocksDB stops at the prefix's end instead of stepping over what lies
+    /// past it: in `unread`, where counts are deleted as they drop to 0, a seek into an empty
+    /// prefix would otherwise walk the deleted keys of other users up to the next live one.
+    pub(crate) fn iter_prefix(&self, family: &str, prefix: &[u8]) -> rocksdb::DBIterator<'_> {
+        self.iter_prefix_from(family, prefix, prefix)
+    }
+
+    /// [`Self::iter_prefix`] from `start` (a key within the prefix, or before it) on.
+    pub(crate) fn iter_prefix_from(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> rocksdb::DBIterator<'_> {
+        let mut opts = self.read_opts();
+        if let Some(end) = keys::prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        self.db.iterator_cf_opt(
+            self.cf(family),
+            opts,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        )
+    }
+
     pub(crate) fn raw_iter(&self, family: &str) -> rocksdb::DBRawIterator<'_> {
         self.db
             .raw_iterator_cf_opt(self.cf(family), self.read_opts())

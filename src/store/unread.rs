@@ -73,7 +73,7 @@ impl Core {
     pub(crate) fn read_groups(&self, user: &str) -> Result<Vec<String>> {
         let prefix = keys::read_group_prefix(user);
         let mut out = Vec::new();
-        for item in self.iter_from(cf::UNREAD, &prefix) {
+        for item in self.iter_prefix(cf::UNREAD, &prefix) {
             let (k, _) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -134,17 +134,12 @@ impl Core {
     /// (for callers that run it in place only while it is a few reads).
     pub fn unread_total_if_few(&self, user: &str, max: usize) -> Result<Option<u64>> {
         let prefix = keys::read_group_prefix(user);
-        let mut it = self.raw_iter(cf::UNREAD);
-        it.seek(&prefix);
-        let mut n = 0;
-        while it.key().is_some_and(|k| k.starts_with(&prefix)) {
-            n += 1;
-            if n > max {
+        for (n, item) in self.iter_prefix(cf::UNREAD, &prefix).enumerate() {
+            item?;
+            if n >= max {
                 return Ok(None);
             }
-            it.next();
         }
-        it.status()?;
         self.unread_total(user).map(Some)
     }
 
@@ -171,7 +166,7 @@ impl Core {
             None
         };
         if let Some(start) = start {
-            for item in self.iter_from(cf::UNREAD, &start) {
+            for item in self.iter_prefix_from(cf::UNREAD, &counts_prefix, &start) {
                 let (k, v) = item?;
                 let Some(rest) = k.strip_prefix(counts_prefix.as_slice()) else {
                     break;
