@@ -50,7 +50,7 @@ use missive::store::Durability;
 use missive::{Server, ServerHandle};
 use missive_client::{pb, ClientError, Connection};
 use missive_protocol::pb::inbox_entry::Body;
-use missive_protocol::{token, ErrorCode, Flags, Frame, Packet};
+use missive_protocol::{token, Command, ErrorCode, Flags, Frame, Packet};
 
 const SECRET: &str = "fuzz-secret-0123456789abcdef";
 /// Users that act (and are modelled); index USERS is the ghost.
@@ -1356,6 +1356,38 @@ impl World {
         self.read.insert((user, Conv::Group(Some(g))), last);
     }
 
+    /// Sends a group change from device `(u, d)` and checks its reply against `predicted`: the
+    /// error code, or a GroupAck in a `want` frame. Returns the predicted value and the group
+    /// as the ack has it.
+    async fn group_change<T>(
+        &mut self,
+        (u, d): (usize, usize),
+        packet: Packet,
+        want: Command,
+        predicted: Result<T, ErrorCode>,
+        ctx: &str,
+    ) -> Option<(T, pb::GroupInfo)> {
+        let reply = self.request(u, d, packet).await;
+        let value = match predicted {
+            Err(code) => {
+                assert_eq!(code_of(&reply), Some(code), "{ctx}: {reply:?}");
+                return None;
+            }
+            Ok(v) => v,
+        };
+        let info = match &reply {
+            Ok(
+                p @ (Packet::GroupCreateAck(a)
+                | Packet::GroupJoinAck(a)
+                | Packet::GroupLeaveAck(a)
+                | Packet::GroupSetRoleAck(a)),
+            ) if p.command() == want => a.group.clone(),
+            _ => None,
+        };
+        let info = info.unwrap_or_else(|| panic!("{ctx}: expected {}, got {reply:?}", want.name()));
+        Some((value, info))
+    }
+
     async fn group_create(&mut self, who: u8, mask: u8, history: u8) {
         let (u, d) = self.who(who);
         let members: Vec<usize> = (0..=USERS).filter(|i| mask & (1 << i) != 0).collect();
@@ -1378,25 +1410,23 @@ impl World {
             history: history_value,
             join_policy: policy_value,
         });
-        let reply = self.request(u, d, packet).await;
         let ctx = format!("{} GROUP_CREATE {all:?} policy {policy}", self.names[u]);
         // The list's length is checked before anything in it: as many ids as the group may
         // have members leaves no room for the creator.
         let predicted = if members.len() >= MAX_GROUP_SIZE {
-            Some(ErrorCode::GroupFull)
+            Err(ErrorCode::GroupFull)
         } else if history % 3 == 2 || policy == 3 {
-            Some(ErrorCode::InvalidArgument)
+            Err(ErrorCode::InvalidArgument)
         } else if all.len() > MAX_GROUP_SIZE {
-            Some(ErrorCode::GroupFull)
+            Err(ErrorCode::GroupFull)
         } else {
-            None
+            Ok(())
         };
-        if let Some(want) = predicted {
-            assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
+        let Some(((), info)) = self
+            .group_change((u, d), packet, Command::GroupCreateAck, predicted, &ctx)
+            .await
+        else {
             return;
-        }
-        let Ok(Packet::GroupCreateAck(pb::GroupAck { group: Some(info) })) = reply else {
-            panic!("{ctx}: expected GROUP_CREATE_ACK, got {reply:?}")
         };
         assert!(
             !self.groups.iter().any(|g| g.id == info.group_id),
@@ -1468,20 +1498,15 @@ impl World {
             group_id: self.group_id(g),
             user_ids: users.iter().map(|&i| self.names[i].clone()).collect(),
         });
-        let reply = self.request(u, d, packet).await;
         let ctx = format!("{} GROUP_JOIN {g:?} {users:?}", self.names[u]);
-        match predicted {
-            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
-            Ok(new) => {
-                let Ok(Packet::GroupJoinAck(pb::GroupAck { group: Some(info) })) = reply else {
-                    panic!("{ctx}: expected GROUP_JOIN_ACK, got {reply:?}")
-                };
-                let g = g.unwrap();
-                for m in new {
-                    self.add_member(g, m);
-                }
-                self.check_group_info(g, &info, &ctx);
+        let done = self
+            .group_change((u, d), packet, Command::GroupJoinAck, predicted, &ctx)
+            .await;
+        if let (Some((new, info)), Some(g)) = (done, g) {
+            for m in new {
+                self.add_member(g, m);
             }
+            self.check_group_info(g, &info, &ctx);
         }
     }
 
@@ -1523,19 +1548,14 @@ impl World {
             group_id: self.group_id(g),
             user_id: t.map(|i| self.names[i].clone()).unwrap_or_default(),
         });
-        let reply = self.request(u, d, packet).await;
         let ctx = format!("{} GROUP_LEAVE {g:?} {t:?}", self.names[u]);
-        match predicted {
-            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
-            Ok(()) => {
-                let Ok(Packet::GroupLeaveAck(pb::GroupAck { group: Some(info) })) = reply else {
-                    panic!("{ctx}: expected GROUP_LEAVE_ACK, got {reply:?}")
-                };
-                let g = g.unwrap();
-                self.groups[g].members.remove(&victim);
-                self.groups[g].admins.remove(&victim);
-                self.check_group_info(g, &info, &ctx);
-            }
+        let done = self
+            .group_change((u, d), packet, Command::GroupLeaveAck, predicted, &ctx)
+            .await;
+        if let (Some(((), info)), Some(g)) = (done, g) {
+            self.groups[g].members.remove(&victim);
+            self.groups[g].admins.remove(&victim);
+            self.check_group_info(g, &info, &ctx);
         }
     }
 
@@ -1575,22 +1595,17 @@ impl World {
             user_id: self.names[t].clone(),
             role: role_value,
         });
-        let reply = self.request(u, d, packet).await;
         let ctx = format!("{} GROUP_SET_ROLE {g:?} {t} to {role_value}", self.names[u]);
-        match predicted {
-            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
-            Ok(()) => {
-                let Ok(Packet::GroupSetRoleAck(pb::GroupAck { group: Some(info) })) = reply else {
-                    panic!("{ctx}: expected GROUP_SET_ROLE_ACK, got {reply:?}")
-                };
-                let g = g.unwrap();
-                if role_value == pb::GroupRole::Admin as i32 {
-                    self.groups[g].admins.insert(t);
-                } else {
-                    self.groups[g].admins.remove(&t);
-                }
-                self.check_group_info(g, &info, &ctx);
+        let done = self
+            .group_change((u, d), packet, Command::GroupSetRoleAck, predicted, &ctx)
+            .await;
+        if let (Some(((), info)), Some(g)) = (done, g) {
+            if role_value == pb::GroupRole::Admin as i32 {
+                self.groups[g].admins.insert(t);
+            } else {
+                self.groups[g].admins.remove(&t);
             }
+            self.check_group_info(g, &info, &ctx);
         }
     }
 
@@ -1604,9 +1619,43 @@ impl World {
         }
     }
 
+    /// The group `u` may read, or `None` once `reply` is checked to be the refusal.
+    fn readable(&self, u: usize, g: Option<usize>, reply: &Reply, ctx: &str) -> Option<usize> {
+        match self.member_read(u, g) {
+            Ok(g) => Some(g),
+            Err(want) => {
+                assert_eq!(code_of(reply), Some(want), "{ctx}: {reply:?}");
+                None
+            }
+        }
+    }
+
     /// Page size from a selector: the default, 1 or 2 (so cursors get walked).
     fn page_limit(sel: u8) -> u32 {
         (sel % 3) as u32
+    }
+
+    /// Walks a paged request from device `(u, d)`: `request(cursor)` is one page's request;
+    /// `page(world, reply)` checks its reply and gives the next cursor (empty after the last
+    /// page), or `None` to stop (a refusal it checked). At most `max` pages.
+    async fn walk(
+        &mut self,
+        (u, d): (usize, usize),
+        max: usize,
+        ctx: &str,
+        request: impl Fn(Vec<u8>) -> Packet,
+        mut page: impl FnMut(&mut World, Reply) -> Option<Vec<u8>>,
+    ) -> bool {
+        let mut cursor = Vec::new();
+        for _ in 0..=max {
+            let reply = self.request(u, d, request(cursor)).await;
+            match page(self, reply) {
+                None => return false,
+                Some(next) if next.is_empty() => return true,
+                Some(next) => cursor = next,
+            }
+        }
+        panic!("{ctx}: more than {max} pages");
     }
 
     async fn group_members(&mut self, who: u8, group: u8) {
@@ -1614,94 +1663,78 @@ impl World {
         let g = self.group_sel(group);
         let limit = Self::page_limit(group / 16);
         let ctx = format!("{} GROUP_MEMBERS {g:?} limit {limit}", self.names[u]);
-        let mut cursor = Vec::new();
+        let group_id = self.group_id(g);
         let mut got: Vec<String> = Vec::new();
-        for page in 0.. {
-            assert!(page <= MAX_GROUP_SIZE, "{ctx}: more pages than members");
-            let packet = Packet::GroupMembers(pb::GroupMembers {
-                group_id: self.group_id(g),
-                cursor: cursor.clone(),
+        let request = |cursor| {
+            Packet::GroupMembers(pb::GroupMembers {
+                group_id: group_id.clone(),
+                cursor,
                 limit,
-            });
-            let reply = self.request(u, d, packet).await;
-            let g = match self.member_read(u, g) {
-                Err(want) => {
-                    assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
-                    return;
+            })
+        };
+        let listed = self
+            .walk((u, d), MAX_GROUP_SIZE, &ctx, request, |w, reply| {
+                let g = w.readable(u, g, &reply, &ctx)?;
+                let Ok(Packet::GroupMembersAck(ack)) = reply else {
+                    panic!("{ctx}: expected GROUP_MEMBERS_ACK, got {reply:?}")
+                };
+                w.check_group_info(g, ack.group.as_ref().unwrap(), &ctx);
+                assert!(
+                    limit == 0 || ack.members.len() <= limit as usize,
+                    "{ctx}: page too long"
+                );
+                for m in &ack.members {
+                    let i = w.names.iter().position(|n| *n == m.user_id).unwrap();
+                    assert_eq!(m.role, w.role(g, i) as i32, "{ctx}: role of {}", m.user_id);
+                    assert_eq!(
+                        m.joined_seq, w.groups[g].joined_seq[&i],
+                        "{ctx}: joined_seq"
+                    );
+                    got.push(m.user_id.clone());
                 }
-                Ok(g) => g,
-            };
-            let Ok(Packet::GroupMembersAck(ack)) = reply else {
-                panic!("{ctx}: expected GROUP_MEMBERS_ACK, got {reply:?}")
-            };
-            self.check_group_info(g, ack.group.as_ref().unwrap(), &ctx);
-            if limit > 0 {
-                assert!(ack.members.len() <= limit as usize, "{ctx}: page too long");
-            }
-            for m in &ack.members {
-                let i = self.names.iter().position(|n| *n == m.user_id).unwrap();
-                assert_eq!(
-                    m.role,
-                    self.role(g, i) as i32,
-                    "{ctx}: role of {}",
-                    m.user_id
-                );
-                assert_eq!(
-                    m.joined_seq, self.groups[g].joined_seq[&i],
-                    "{ctx}: joined_seq"
-                );
-                got.push(m.user_id.clone());
-            }
-            if ack.next_cursor.is_empty() {
-                break;
-            }
-            cursor = ack.next_cursor;
+                Some(ack.next_cursor)
+            })
+            .await;
+        if let (true, Some(g)) = (listed, g) {
+            let want: Vec<String> = self.groups[g]
+                .members
+                .iter()
+                .map(|&i| self.names[i].clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // Every member once, in user id order, across the pages.
+            assert_eq!(got, want, "{ctx}: members");
         }
-        let g = g.unwrap();
-        let want: Vec<String> = self.groups[g]
-            .members
-            .iter()
-            .map(|&i| self.names[i].clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        // Every member once, in user id order, across the pages.
-        assert_eq!(got, want, "{ctx}: members");
     }
 
     async fn group_list(&mut self, who: u8) {
         let (u, d) = self.who(who);
         let limit = Self::page_limit(who / 12);
         let ctx = format!("{}: GROUP_LIST limit {limit}", self.names[u]);
-        let mut cursor = Vec::new();
         let mut got: Vec<String> = Vec::new();
-        for page in 0.. {
-            assert!(page <= self.groups.len(), "{ctx}: more pages than groups");
-            let packet = Packet::GroupList(pb::GroupList {
-                cursor: cursor.clone(),
-                limit,
-            });
-            let reply = self.request(u, d, packet).await;
+        let request = |cursor| Packet::GroupList(pb::GroupList { cursor, limit });
+        let max = self.groups.len();
+        self.walk((u, d), max, &ctx, request, |w, reply| {
             let Ok(Packet::GroupListAck(ack)) = reply else {
                 panic!("{ctx}: expected GROUP_LIST_ACK, got {reply:?}")
             };
-            if limit > 0 {
-                assert!(ack.groups.len() <= limit as usize, "{ctx}: page too long");
-            }
+            assert!(
+                limit == 0 || ack.groups.len() <= limit as usize,
+                "{ctx}: page too long"
+            );
             for info in &ack.groups {
-                let g = self
+                let g = w
                     .groups
                     .iter()
                     .position(|g| g.id == info.group_id)
                     .unwrap_or_else(|| panic!("{ctx}: unknown group {}", info.group_id));
-                self.check_group_info(g, info, &ctx);
+                w.check_group_info(g, info, &ctx);
                 got.push(info.group_id.clone());
             }
-            if ack.next_cursor.is_empty() {
-                break;
-            }
-            cursor = ack.next_cursor;
-        }
+            Some(ack.next_cursor)
+        })
+        .await;
         let want: Vec<String> = self
             .groups
             .iter()
@@ -1748,12 +1781,8 @@ impl World {
             );
             return;
         }
-        let g = match self.member_read(u, g) {
-            Err(want) => {
-                assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}");
-                return;
-            }
-            Ok(g) => g,
+        let Some(g) = self.readable(u, g, &reply, &ctx) else {
+            return;
         };
         let Ok(Packet::GroupHistoryAck(ack)) = reply else {
             panic!("{ctx}: expected GROUP_HISTORY_ACK, got {reply:?}")
@@ -1815,32 +1844,23 @@ impl World {
         let (u, d) = self.who(who);
         let limit = Self::page_limit(who / 12);
         let ctx = format!("{}: UNREAD limit {limit}", self.names[u]);
-        let mut cursor = Vec::new();
         let mut all = pb::UnreadAck::default();
-        for page in 0.. {
-            assert!(page <= 8 + self.groups.len(), "{ctx}: endless pages");
-            let packet = Packet::Unread(pb::Unread {
-                cursor: cursor.clone(),
-                limit,
-            });
-            let reply = self.request(u, d, packet).await;
+        let request = |cursor| Packet::Unread(pb::Unread { cursor, limit });
+        let max = 8 + self.groups.len();
+        self.walk((u, d), max, &ctx, request, |_, reply| {
             let Ok(Packet::UnreadAck(ack)) = reply else {
                 panic!("{ctx}: UNREAD answered {reply:?}")
             };
-            if limit > 0 {
-                assert!(
-                    ack.conversations.len() <= limit as usize,
-                    "{ctx}: page too long"
-                );
-            }
+            assert!(
+                limit == 0 || ack.conversations.len() <= limit as usize,
+                "{ctx}: page too long"
+            );
             // Every page carries the total over all conversations.
             all.total = ack.total;
             all.conversations.extend(ack.conversations);
-            if ack.next_cursor.is_empty() {
-                break;
-            }
-            cursor = ack.next_cursor;
-        }
+            Some(ack.next_cursor)
+        })
+        .await;
         self.check_unread(u, &all, &ctx);
     }
 
