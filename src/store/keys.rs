@@ -172,7 +172,6 @@ pub fn group_count(user: &str) -> Vec<u8> {
     k
 }
 
-/// The prefix of a user's read fan-out groups ([`read_group`] keys).
 /// The smallest key above every key that starts with `prefix` (`None`: no such key, the
 /// prefix being all 0xff bytes): an iterator's upper bound.
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -186,6 +185,7 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The prefix of a user's read fan-out groups ([`read_group`] keys).
 pub fn read_group_prefix(user: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(READ_GROUP);
