@@ -576,28 +576,29 @@ impl Core {
 mod tests {
     use super::*;
 
+    /// A schema 2 data directory with every column family but `missing` (one added later),
+    /// and bob's unread total of 3 in it.
+    fn schema_2_dir_without(missing: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let names: Vec<&str> = cf::ALL.iter().copied().filter(|n| *n != missing).collect();
+        let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
+        let meta = db.cf_handle(cf::META).unwrap();
+        db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
+        let unread = db.cf_handle(cf::UNREAD).unwrap();
+        db.put_cf(unread, keys::unread_total("bob"), 3u64.to_be_bytes())
+            .unwrap();
+        dir
+    }
+
     /// A schema 2 data directory from before offline push (no `push_queue` family) opens as it
     /// is: the family is created empty, data and schema version are kept, and a send queues a
     /// notification in it once push is on.
     #[test]
     fn schema_2_directory_without_push_queue_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut opts = Options::default();
-            opts.create_if_missing(true);
-            opts.create_missing_column_families(true);
-            let names: Vec<&str> = cf::ALL
-                .iter()
-                .copied()
-                .filter(|n| *n != cf::PUSH_QUEUE)
-                .collect();
-            let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
-            let meta = db.cf_handle(cf::META).unwrap();
-            db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
-            let unread = db.cf_handle(cf::UNREAD).unwrap();
-            db.put_cf(unread, keys::unread_total("bob"), 3u64.to_be_bytes())
-                .unwrap();
-        }
+        let dir = schema_2_dir_without(cf::PUSH_QUEUE);
         let store = Store::open(dir.path(), Durability::Async).unwrap();
         assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
         assert_eq!(store.push_queue_len().unwrap(), 0);
@@ -636,23 +637,7 @@ mod tests {
     /// the family is created empty, data is kept, and revocations are stored in it.
     #[test]
     fn schema_2_directory_without_revoked_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut opts = Options::default();
-            opts.create_if_missing(true);
-            opts.create_missing_column_families(true);
-            let names: Vec<&str> = cf::ALL
-                .iter()
-                .copied()
-                .filter(|n| *n != cf::REVOKED)
-                .collect();
-            let db = DB::open_cf(&opts, dir.path(), &names).unwrap();
-            let meta = db.cf_handle(cf::META).unwrap();
-            db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
-            let unread = db.cf_handle(cf::UNREAD).unwrap();
-            db.put_cf(unread, keys::unread_total("bob"), 3u64.to_be_bytes())
-                .unwrap();
-        }
+        let dir = schema_2_dir_without(cf::REVOKED);
         let store = Store::open(dir.path(), Durability::Async).unwrap();
         assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
         assert_eq!(store.revoked_through("bob").unwrap(), None);

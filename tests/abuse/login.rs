@@ -120,6 +120,17 @@ async fn join_all(mut tasks: JoinSet<()>) {
     }
 }
 
+/// Prints what the N connections of `what` made the server hold, and asserts its heap grew by
+/// at most [`HELD_PER_CONN`] per connection (`each`: what one is called).
+fn held_within(held: Mem, what: &str, each: &str) {
+    println!("{N} {what}: {held} in all, {} per {each}", held.per(N));
+    assert!(
+        held.heap <= HELD_PER_CONN * N as i64,
+        "the server holds {} per {each}",
+        held.per(N)
+    );
+}
+
 /// A 1 MiB frame announced before login (and one after, on logged-in connections), 20 bytes of
 /// it sent, by N connections: the server holds a read chunk for each at most, never the frame;
 /// before login the length alone is refused (FRAME_TOO_LARGE). A LOGIN of exactly the login cap
@@ -144,15 +155,10 @@ async fn announced_large_frames_cost_a_read_chunk_not_the_frame() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_login = Mem::now().since(base);
-    println!(
-        "before login, {N} connections announcing 1 MiB: {} in all, {} per connection",
+    held_within(
         before_login,
-        before_login.per(N)
-    );
-    assert!(
-        before_login.heap <= HELD_PER_CONN * N as i64,
-        "the server holds {} per connection",
-        before_login.per(N)
+        "before login, connections announcing 1 MiB",
+        "connection",
     );
     let mut tasks = JoinSet::new();
     for (i, s) in fresh.into_iter().enumerate() {
@@ -206,15 +212,10 @@ async fn announced_large_frames_cost_a_read_chunk_not_the_frame() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after_login = Mem::now().since(idle);
-    println!(
-        "logged in, {N} sessions announcing 1 MiB: {} in all, {} per session",
+    held_within(
         after_login,
-        after_login.per(N)
-    );
-    assert!(
-        after_login.heap <= HELD_PER_CONN * N as i64,
-        "the server holds {} per session",
-        after_login.per(N)
+        "logged in, sessions announcing 1 MiB",
+        "session",
     );
     assert!(
         after_login.rss <= RSS_PER_CONN * N as i64,
@@ -344,14 +345,10 @@ async fn websocket_messages_announced_large_before_login_cost_little() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held = Mem::now().since(base);
-    println!(
-        "{N} WebSockets announcing a 1 MiB message before login: {held} in all, {} per connection",
-        held.per(N)
-    );
-    assert!(
-        held.heap <= HELD_PER_CONN * N as i64,
-        "the server holds {} per WebSocket",
-        held.per(N)
+    held_within(
+        held,
+        "WebSockets announcing a 1 MiB message before login",
+        "WebSocket",
     );
     let mut tasks = JoinSet::new();
     for (i, mut s) in socks.into_iter().enumerate() {
