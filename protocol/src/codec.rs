@@ -11,9 +11,9 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::consts::{DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
 use crate::error::ProtocolError;
 use crate::frame::{Flags, Frame, MIN_LENGTH_FIELD, TRAILER_LEN};
-use crate::{DEFAULT_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION};
 
 /// Decodes and encodes [`Frame`]s. After an error the stream is out of step and must be closed.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::io::Read;
 
 use crate::command::{Command, Packet};
+use crate::consts::{MAGIC, PROTOCOL_VERSION};
 use crate::error::ProtocolError;
-use crate::{MAGIC, PROTOCOL_VERSION};
+
+// Lives in `hexbytes` (which the generated `pb` types use); public here, where the CLI and
+// the test vectors have always found it.
+pub use crate::hexbytes::parse_hex;
 
 /// Bytes before the body: length, magic, version, flags, command, request id.
 pub const HEADER_LEN: usize = 14;
@@ -145,22 +149,4 @@ impl Frame {
         self.write_to(&mut buf);
         buf.freeze()
     }
-}
-
-/// Parses hex, ignoring ASCII white space (as in the test vectors and the CLI).
-pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
-    }
-    let val = |d: u8| match d {
-        b'0'..=b'9' => Ok(d - b'0'),
-        b'a'..=b'f' => Ok(d - b'a' + 10),
-        b'A'..=b'F' => Ok(d - b'A' + 10),
-        _ => Err(format!("not a hex digit: {:?}", d as char)),
-    };
-    digits
-        .chunks(2)
-        .map(|pair| Ok(val(pair[0])? << 4 | val(pair[1])?))
-        .collect()
 }

@@ -1,4 +1,5 @@
-//! Serde helper: `bytes` fields as lowercase hex strings, so test vectors stay readable.
+//! Serde helper: `bytes` fields as lowercase hex strings, so test vectors stay readable; and
+//! [`parse_hex`], which reads them (re-exported as `frame::parse_hex`).
 
 use serde::{Deserialize, Deserializer, Serializer};
 
@@ -14,5 +15,23 @@ pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let text = String::deserialize(d)?;
-    crate::frame::parse_hex(&text).map_err(serde::de::Error::custom)
+    parse_hex(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses hex, ignoring ASCII white space (as in the test vectors and the CLI).
+pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    let val = |d: u8| match d {
+        b'0'..=b'9' => Ok(d - b'0'),
+        b'a'..=b'f' => Ok(d - b'a' + 10),
+        b'A'..=b'F' => Ok(d - b'A' + 10),
+        _ => Err(format!("not a hex digit: {:?}", d as char)),
+    };
+    digits
+        .chunks(2)
+        .map(|pair| Ok(val(pair[0])? << 4 | val(pair[1])?))
+        .collect()
 }

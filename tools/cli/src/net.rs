@@ -9,8 +9,8 @@ use missive_client::{
 };
 use missive_protocol::{token, Packet};
 
+use crate::args::{Cmd, Global, GroupCmd, Target};
 use crate::output;
-use crate::{Cmd, Global, GroupCmd, Target};
 
 /// The secret: `--secret`, else `<data-dir>/secret` (trimmed, as the server reads it).
 fn secret(g: &Global) -> Result<String> {

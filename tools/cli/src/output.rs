@@ -6,7 +6,7 @@ use missive_client::{pb, ClientError, ClientEvent, DisconnectReason};
 use missive_protocol::Packet;
 use serde_json::{json, Value};
 
-use crate::wire::{FrameInfo, StreamEnd};
+use crate::decoded::{FrameInfo, StreamEnd};
 
 /// The error and its causes, each once (some errors repeat their source in their message).
 fn error_text(e: &anyhow::Error) -> String {

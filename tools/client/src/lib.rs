@@ -77,16 +77,20 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod client;
+mod config;
 pub mod connection;
 mod driver;
 pub mod error;
+mod event;
 pub mod transport;
 pub mod versions;
 
-pub use client::{
-    direct, group, new_client_msg_id, Backoff, Client, ClientConfig, ClientEvent, DisconnectReason,
-};
+pub use client::{direct, group, new_client_msg_id, Client};
+pub use config::{Backoff, ClientConfig};
 pub use connection::Connection;
 pub use error::{ClientError, Result};
+pub use event::{ClientEvent, DisconnectReason};
 pub use missive_protocol::pb;

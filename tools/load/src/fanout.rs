@@ -18,7 +18,7 @@ use missive_protocol::ErrorCode;
 
 use crate::common::{Common, Env};
 use crate::stats::{progress, Latency, Report};
-use crate::Unsupported;
+use crate::unsupported::Unsupported;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -16,6 +16,7 @@ mod connect;
 mod fanout;
 mod offline;
 mod stats;
+mod unsupported;
 mod verify;
 
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use common::{Common, Env};
+use unsupported::Unsupported;
 
 const AFTER_HELP: &str = "\
 Tokens are minted with the server's secret (--secret S, or the file <data-dir>/secret), for users
@@ -80,18 +82,6 @@ impl Scenario {
         }
     }
 }
-
-/// The server lacks a feature the scenario needs (exit code 2).
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unsupported {}
 
 /// mimalloc instead of glibc's malloc: every message allocates and frees on different worker
 /// threads (the send, its reply, the delivery event), which glibc serves slowly (in `chat` at

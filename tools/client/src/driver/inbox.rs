@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use missive_protocol::{pb, Frame, Packet};
 
-use super::{Driver, Pending, OWN_ENTRY_GRACE};
-use crate::client::ClientEvent;
+use super::state::{Driver, Pending, OWN_ENTRY_GRACE};
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::event::ClientEvent;
 use crate::versions::Verdict;
 
 impl Driver {

@@ -1,118 +1,27 @@
 //! The background task behind [`Client`](crate::Client): one connection at a time, its
 //! heartbeat, the version rules, acks, gap SYNC and reconnects. See the crate docs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use missive_protocol::{pb, Frame, Packet, DEFAULT_MAX_FRAME_LEN};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::client::{ClientConfig, ClientEvent, DisconnectReason};
 use crate::connection::{heartbeat_body, Connection};
 use crate::error::{ClientError, Result};
-use crate::versions::VersionTracker;
+use crate::event::{ClientEvent, DisconnectReason};
 
 mod inbox;
 mod policy;
+mod state;
 
 pub(crate) use policy::connect_and_login;
 use policy::{
     error_reason, login_refused, may_reconnect, redirect_addr, retry_safe, server_reason,
 };
-
-/// Used when LOGIN_ACK says 0.
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
-/// How long to wait for the push of an entry the client's own request created (READ_SYNC,
-/// RECALL, DELETE) before fetching it with SYNC.
-const OWN_ENTRY_GRACE: Duration = Duration::from_secs(1);
-
-/// What the [`Client`](crate::Client) handle asks of the task.
-pub(crate) enum Cmd {
-    Request {
-        /// Boxed: a packet is large, and most commands on the channel are small.
-        packet: Box<Packet>,
-        reply: oneshot::Sender<Result<Packet>>,
-    },
-    Close(oneshot::Sender<()>),
-}
-
-struct UserRequest {
-    packet: Packet,
-    reply: oneshot::Sender<Result<Packet>>,
-}
-
-/// A request sent on the current connection, by request id.
-enum Pending {
-    User(Box<UserRequest>),
-    Sync,
-    Heartbeat,
-}
-
-pub(crate) struct Driver {
-    config: ClientConfig,
-    cmds: mpsc::UnboundedReceiver<Cmd>,
-    events: mpsc::UnboundedSender<ClientEvent>,
-    held_shared: Arc<AtomicU64>,
-    versions: VersionTracker,
-    user_id: String,
-    /// Sent on the current connection, waiting for the reply.
-    pending: HashMap<u32, Pending>,
-    /// Not sent yet: submitted while disconnected, or to be resent after a reconnect.
-    waiting: VecDeque<UserRequest>,
-    syncing: bool,
-    heartbeat: Duration,
-    last_received: Instant,
-    heartbeat_sent: Option<Instant>,
-    /// The highest version our own request created, and when to SYNC if no push brings it.
-    expect_own: Option<(u64, Instant)>,
-    /// Entries our own SENDs created whose acks came before the entries below them (a PUSH
-    /// of the same commit may follow the SEND_ACK): applied as soon as they are next
-    /// (PROTOCOL.md 12.3, the set `own`). Cleared with the connection: a reconnect SYNCs.
-    own: BTreeMap<u64, pb::InboxEntry>,
-    addr_index: usize,
-    current_addr: String,
-    redirect: Option<String>,
-    /// Wait at least this long before the next reconnect (KICK reconnect_after_ms).
-    min_delay: Duration,
-    close_done: Option<oneshot::Sender<()>>,
-    /// Entries were applied since the last PUSH_ACK, which goes out by this time at the latest:
-    /// with the next frames the client sends, or on its own (`ClientConfig::ack_delay`).
-    ack_due: Option<Instant>,
-}
+pub(crate) use state::{Cmd, Driver};
+use state::{Pending, UserRequest, DEFAULT_HEARTBEAT};
 
 impl Driver {
-    pub(crate) fn new(
-        config: ClientConfig,
-        cmds: mpsc::UnboundedReceiver<Cmd>,
-        events: mpsc::UnboundedSender<ClientEvent>,
-        held_shared: Arc<AtomicU64>,
-    ) -> Driver {
-        Driver {
-            versions: VersionTracker::new(config.last_version),
-            config,
-            cmds,
-            events,
-            held_shared,
-            user_id: String::new(),
-            pending: HashMap::new(),
-            waiting: VecDeque::new(),
-            syncing: false,
-            heartbeat: DEFAULT_HEARTBEAT,
-            last_received: Instant::now(),
-            heartbeat_sent: None,
-            expect_own: None,
-            own: BTreeMap::new(),
-            addr_index: 0,
-            current_addr: String::new(),
-            redirect: None,
-            min_delay: Duration::ZERO,
-            close_done: None,
-            ack_due: None,
-        }
-    }
-
     /// Runs until closed, or until the connection ends and may not (or cannot) be remade.
     pub(crate) async fn run(mut self, conn: Connection, ack: pb::LoginAck, addr: String) {
         self.addr_index = self

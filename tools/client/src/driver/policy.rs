@@ -3,9 +3,10 @@
 
 use missive_protocol::{pb, Command, ErrorCode};
 
-use crate::client::{ClientConfig, DisconnectReason};
+use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
+use crate::event::DisconnectReason;
 
 /// Requests whose repetition is harmless: reads, and writes the server deduplicates
 /// (SEND by client_msg_id) or ignores when repeated (MARK_READ, RECALL, GROUP_SET_ROLE).

@@ -8,8 +8,9 @@ use missive_client::{direct, pb};
 use missive_protocol::Packet;
 
 use super::figures::{self, bytes_text, short_ms};
+use super::outcome::Outcome;
 use super::raw::{self, Raw};
-use super::{Outcome, Rig};
+use super::rig::Rig;
 
 /// Requests in flight while an attacker sets up or pipelines (the server handles at most 64
 /// of a connection's requests at once; more only wait in its socket).

@@ -11,8 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::figures::{bytes_text, per_connection_bytes, short_ms};
+use super::outcome::Outcome;
 use super::prelogin::until;
-use super::{server, Outcome, Rig};
+use super::rig::Rig;
+use super::server;
 
 /// `--http-connections` request heads left unfinished and as many requests whose body is
 /// shorter than their Content-Length, on the Server API, watched for `--http-hold`.

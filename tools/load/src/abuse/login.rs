@@ -11,8 +11,9 @@ use missive_protocol::{Frame, Packet, DEFAULT_MAX_FRAME_LEN};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::figures::{self, bytes_text};
+use super::outcome::Outcome;
 use super::raw::{self, Raw};
-use super::{Outcome, Rig};
+use super::rig::Rig;
 
 /// A loopback source address for connection loop `i` (127.0.0.2 ... 127.0.0.9): tens of
 /// thousands of short connections from one address would run through its ephemeral ports.

@@ -11,26 +11,33 @@
 //! Only requests and fields of today's protocol are used, so the same tool measures a fixed
 //! server: a refusal of the attack is a figure (the reply's code), not a failure of the tool.
 
+mod args;
 mod attacks;
 mod figures;
 mod honest;
 mod http;
 mod login;
+mod outcome;
 mod prelogin;
 mod raw;
 mod replies;
+mod rig;
 mod server;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::common::{Common, Env};
 use figures::{latency_json, latency_text, mib, short_ms, Phase, Phases};
-use honest::{Honest, Log, Plan, Probe};
-use server::{RssSampler, ServerProc};
+use honest::{Log, Probe};
+use outcome::Outcome;
+use rig::Rig;
+use server::ServerProc;
+
+pub use args::Args;
 
 pub const AFTER_HELP: &str = "\
 Attacks (issue #18; --attack NAME[,NAME...] or all, in this order):
@@ -71,203 +78,6 @@ run or measured (see its line); the server binary missing is an error at once.
 
 Example:
   missive-load abuse --server-bin target/release/missived --attack all --json > before.jsonl";
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The `missived` binary to attack (a fresh server is started for each attack).
-    #[arg(long)]
-    pub server_bin: PathBuf,
-    /// Attacks to run (comma-separated or repeated), or `all`.
-    #[arg(long, default_value = "all")]
-    pub attack: Vec<String>,
-    /// One JSON object per attack on stdout (the lines go to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds of honest traffic alone before each attack.
-    #[arg(long, default_value_t = 3.0)]
-    pub baseline: f64,
-    /// Seconds of honest traffic alone after each attack.
-    #[arg(long, default_value_t = 2.0)]
-    pub after: f64,
-    /// Seconds of the sustained attacks (mark-read, login-garbage, zlib-bomb).
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Longest wait, in seconds, for the reply to one attacking request (group-create-huge,
-    /// unread-many-groups, group-list-many).
-    #[arg(long, default_value_t = 180)]
-    pub bound: u64,
-    /// Members of the huge GROUP_CREATE.
-    #[arg(long, default_value_t = 200_000)]
-    pub members: usize,
-    /// Groups of the user in unread-many-groups and of the victim in group-list-many.
-    #[arg(long, default_value_t = 10_000)]
-    pub groups: usize,
-    /// UNREADs pipelined in unread-many-groups.
-    #[arg(long, default_value_t = 150)]
-    pub unreads: usize,
-    /// Connections (devices of one user) of mark-read.
-    #[arg(long, default_value_t = 1)]
-    pub mark_read_connections: usize,
-    /// Connections of the pipeline attacks (the user's devices: at most 5 stay online).
-    #[arg(long, default_value_t = 3)]
-    pub pipeline_connections: usize,
-    /// Seconds the pipeline attacks hold their connections without reading (past the
-    /// server's 10 s write timeout).
-    #[arg(long, default_value_t = 15.0)]
-    pub hold: f64,
-    /// Connections of the pre-login attacks (each is one file descriptor here).
-    #[arg(long, default_value_t = 2000)]
-    pub prelogin_connections: usize,
-    /// Seconds the pre-login connections are held after the last one is up (the server's
-    /// login timeout, 10 s from each connect, ends them).
-    #[arg(long, default_value_t = 6.0)]
-    pub prelogin_hold: f64,
-    /// Concurrent connect+LOGIN loops of login-garbage.
-    #[arg(long, default_value_t = 32)]
-    pub garbage_workers: usize,
-    /// Connections of zlib-bomb.
-    #[arg(long, default_value_t = 2)]
-    pub bomb_connections: usize,
-    /// Connections of each kind in http-slow.
-    #[arg(long, default_value_t = 100)]
-    pub http_connections: usize,
-    /// Seconds http-slow watches its connections.
-    #[arg(long, default_value_t = 30.0)]
-    pub http_hold: f64,
-    /// Milliseconds between two messages of the honest pair.
-    #[arg(long, default_value_t = 20)]
-    pub pace_ms: u64,
-    /// Where the servers' temp data directories go.
-    #[arg(long, default_value_os_t = std::env::temp_dir())]
-    pub work_dir: PathBuf,
-    /// A label put into every JSON object (e.g. "before", a commit).
-    #[arg(long, default_value = "")]
-    pub label: String,
-    /// Keep each server's directory (data and log) for a look afterwards.
-    #[arg(long)]
-    pub keep: bool,
-    /// Runtime threads of the attacking side (0: one per core less one, at least one). The
-    /// honest side has a thread of its own besides.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-}
-
-impl Args {
-    pub fn threads(&self) -> usize {
-        Common {
-            addr: String::new(),
-            addrs: Vec::new(),
-            secret: None,
-            data_dir: PathBuf::new(),
-            prefix: None,
-            json: false,
-            threads: self.threads,
-        }
-        .threads()
-    }
-
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s.max(0.0))
-    }
-}
-
-/// What an attack reports besides the common figures: its own figures, the head of its line,
-/// and whether it could be measured at all.
-pub struct Outcome {
-    pub figures: Map<String, Value>,
-    pub headline: String,
-    /// Something made the measurement incomplete (said in the line and the JSON).
-    pub problems: Vec<String>,
-}
-
-impl Outcome {
-    pub fn new(headline: impl Into<String>) -> Outcome {
-        Outcome {
-            figures: Map::new(),
-            headline: headline.into(),
-            problems: Vec::new(),
-        }
-    }
-
-    pub fn set(&mut self, key: &str, v: impl Into<Value>) {
-        self.figures.insert(key.into(), v.into());
-    }
-}
-
-/// One attack's server, honest side and phases.
-pub struct Rig<'a> {
-    pub args: &'a Args,
-    pub server: ServerProc,
-    pub env: Env,
-    honest: Option<Honest>,
-    baseline_at: Option<Instant>,
-    attack_at: Option<Instant>,
-    after_at: Option<Instant>,
-    rss_start: Option<u64>,
-    pub rss_before: Option<u64>,
-    cpu_before: Option<f64>,
-    cpu_after: Option<f64>,
-    sampler: Option<RssSampler>,
-    pub samples: Vec<(Instant, u64)>,
-    /// /proc/loadavg when the server was started.
-    loadavg: String,
-}
-
-impl<'a> Rig<'a> {
-    /// Starts the honest side (with the bulk load if asked) and lets it run alone for the
-    /// baseline; then the attack may begin ([`Rig::attack_begins`]).
-    pub async fn honest(&mut self, bulk: Option<(usize, usize)>, http: bool) -> Result<()> {
-        let plan = Plan {
-            env: self.env.clone(),
-            pace: Duration::from_millis(self.args.pace_ms.max(1)),
-            ping_every: Duration::from_millis(200),
-            login_every: Duration::from_millis(200),
-            http_addr: http.then(|| self.server.http_addr.clone()),
-            bulk,
-        };
-        self.honest = Some(Honest::start(plan).await?);
-        self.baseline_at = Some(Instant::now());
-        tokio::time::sleep(Args::secs(self.args.baseline)).await;
-        Ok(())
-    }
-
-    /// The attack starts now: reads the server's RSS and CPU, starts sampling RSS.
-    pub async fn attack_begins(&mut self) {
-        self.rss_before = self.server.rss_kib();
-        self.cpu_before = self.server.cpu_secs();
-        self.sampler = Some(RssSampler::start(self.server.pid));
-        self.attack_at = Some(Instant::now());
-    }
-
-    /// The attack is over (its connections may still be open; the attack closes them).
-    pub fn attack_ends(&mut self) {
-        if self.after_at.is_none() {
-            self.after_at = Some(Instant::now());
-            self.cpu_after = self.server.cpu_secs();
-            if let Some(s) = self.sampler.take() {
-                self.samples = s.finish();
-            }
-        }
-    }
-
-    /// The highest RSS sampled during the attack, KiB.
-    pub fn peak_kib(&self) -> Option<u64> {
-        self.samples.iter().map(|s| s.1).max()
-    }
-
-    /// The server's CPU seconds during the attack.
-    pub fn attack_cpu(&self) -> Option<f64> {
-        Some(self.cpu_after? - self.cpu_before?)
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.server.addr
-    }
-
-    pub fn token(&self, user: &str, device: &str) -> String {
-        server::token(user, device)
-    }
-}
 
 pub async fn run(args: &Args) -> Result<bool> {
     server::check_binary(&args.server_bin)?;

@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::figures::{self, bytes_text, mib, per_connection_bytes};
-use super::{server, Outcome, Rig};
+use super::outcome::Outcome;
+use super::rig::Rig;
+use super::server;
 
 /// Connections being opened (and written to) at once.
 const RAMP_CONCURRENCY: usize = 64;

@@ -10,8 +10,10 @@ use rand::Rng;
 
 use super::attacks::{attacker, create_groups};
 use super::figures::{bytes_text, fit_in_read, mib, per_connection_bytes};
+use super::outcome::Outcome;
 use super::raw::{self, Raw};
-use super::{server, Outcome, Rig};
+use super::rig::Rig;
+use super::server;
 
 /// Messages that fill the pages: 12 of 60 KiB, more than the server's page budget (half the
 /// frame limit, 512 KiB) can hold, of random bytes so that compression does not shrink them.

@@ -4,109 +4,27 @@
 //! moment its recipient's client delivers it. Every message must be acked (SEND_ACK) and
 //! delivered exactly once, to the right user: the content carries its number and recipient.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use missive_client::{direct, pb, Client, ClientEvent};
 
-use crate::common::{cpu_secs, Common, Env};
+use crate::common::{cpu_secs, Env};
 use crate::stats::{progress, Latency, Report};
 
+mod args;
 mod report;
-use report::report;
+mod shared;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub common: Common,
-    /// Online users (one connection each); every message goes from one to another at random.
-    #[arg(short = 'u', long, default_value_t = 200)]
-    pub users: usize,
-    /// Aggregate messages per second (open loop).
-    #[arg(long, default_value_t = 1000.0)]
-    pub rate: f64,
-    /// Seconds of sending.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u64,
-    /// Seconds to wait after the last scheduled send for acks and deliveries in flight.
-    #[arg(long, default_value_t = 15)]
-    pub grace: u64,
-    /// Content bytes per message (at least 20: number, scheduled time, recipient).
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// The server's pid, to report its CPU use during the sending window.
-    #[arg(long)]
-    pub server_pid: Option<String>,
-}
+pub use args::Args;
+use report::report;
+use shared::{pair, Counters, Shared, ACKED, FAILED};
 
 /// The pacing thread's shortest sleep (see `run`).
 const PACE: Duration = Duration::from_micros(200);
-
-/// Per-message flags.
-const ACKED: u8 = 1;
-const FAILED: u8 = 2;
-
-#[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    ack_duplicate: AtomicU64,
-    send_errors: AtomicU64,
-    delivered: AtomicU64,
-    duplicated: AtomicU64,
-    misrouted: AtomicU64,
-    foreign: AtomicU64,
-    disconnects: AtomicU64,
-    last_delivery_us: AtomicU64,
-    last_ack_us: AtomicU64,
-    errors: Mutex<Vec<String>>,
-}
-
-impl Counters {
-    fn error(&self, what: String) {
-        let mut errors = self.errors.lock().expect("errors lock");
-        if errors.len() < 5 {
-            errors.push(what);
-        }
-    }
-}
-
-struct Shared {
-    start: Instant,
-    rate: f64,
-    /// Per message: ACKED / FAILED.
-    state: Vec<AtomicU8>,
-    /// Per message: how many times its recipient received it.
-    seen: Vec<AtomicU8>,
-    c: Counters,
-    delivery: Latency,
-    ack: Latency,
-}
-
-impl Shared {
-    fn due(&self, k: u64) -> Duration {
-        Duration::from_secs_f64(k as f64 / self.rate)
-    }
-}
-
-/// A well-mixed 64-bit hash (splitmix64), to pick senders and recipients.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Sender and recipient of message `k` (distinct users).
-fn pair(k: u64, users: usize) -> (usize, usize) {
-    let u = users as u64;
-    let s = mix(k) % u;
-    let r = (s + 1 + mix(k ^ 0x5555) % (u - 1)) % u;
-    (s as usize, r as usize)
-}
 
 pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     if args.users < 2 {

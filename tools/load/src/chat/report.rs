@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::{pair, Args, Shared, ACKED};
+use super::args::Args;
+use super::shared::{pair, Shared, ACKED};
 use crate::stats::Report;
 
 pub(super) fn report(

@@ -1,0 +1,295 @@
+//! The command line: [`Cli`], the options every command takes ([`Global`]) and the commands
+//! ([`Cmd`], [`GroupCmd`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Missive protocol test CLI: send and watch messages, inspect and forge frames.";
+
+const AFTER_HELP: &str = "\
+Credentials: --token TOKEN, or --user U [--device D] to mint a token with the server's secret
+(--secret S, or the file <data-dir>/secret; the HMAC key is the secret string's UTF-8 bytes).
+
+Output is for people by default; --json prints JSON (one object, or one line per event for
+`watch`). Any error exits non-zero; server errors print their code name and number, e.g.
+`server error INVALID_ARGUMENT (11): content_type is 0`.
+
+Examples:
+  missive token --user alice --data-dir /var/lib/missive
+  missive --user alice send --to bob --text 'hello'
+  missive --user bob watch --count 1
+  missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
+  missive --user alice sync --since 0 --all --json
+  missive encode --command HEARTBEAT --request-id 1 --body '{\"client_time_ms\": 5}'
+  missive decode 000000104d5301000002000000010805d6008e13
+  missive raw --wait 1 000000104d5301000002000000010805d6008e13";
+
+#[derive(Parser, Debug)]
+#[command(name = "missive", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Options every command accepts (before or after the command name).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Server address, host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_ADDR",
+        default_value = "127.0.0.1:443"
+    )]
+    pub addr: String,
+    /// Connect over a WebSocket (ws://ADDR/ws) instead of plain TCP, as a client on a network
+    /// that only lets HTTP through would. `--addr ws://host:port/path` does the same.
+    #[arg(long, global = true, env = "MISSIVE_WS")]
+    pub ws: bool,
+    /// Log in as this user (a token is minted with the secret).
+    #[arg(long, global = true, env = "MISSIVE_USER")]
+    pub user: Option<String>,
+    /// Device id for the minted token and LOGIN [default: `cli`; `cli-watch` for `watch`, so
+    /// that a watching terminal stays online while other commands log in as the same user
+    /// (a second login of one device replaces the first)].
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+    /// Log in with this token instead of minting one.
+    #[arg(long, global = true, env = "MISSIVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server's token secret (else read from <data-dir>/secret).
+    #[arg(long, global = true, env = "MISSIVE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// The server's data directory, for its `secret` file.
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_DATA_DIR",
+        default_value = "./missive-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Lifetime of a minted token, in seconds.
+    #[arg(long, global = true, default_value_t = 86_400)]
+    pub ttl: u64,
+    /// Seconds to wait for the connection, the login and each reply.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// The address to connect to: `--addr`, as a `ws://` URL with `--ws`.
+    pub fn endpoint(&self) -> String {
+        if self.ws && !self.addr.starts_with("ws://") {
+            let addr = self.addr.strip_prefix("tcp://").unwrap_or(&self.addr);
+            format!("ws://{addr}/ws")
+        } else {
+            self.addr.clone()
+        }
+    }
+}
+
+/// A DIRECT peer or a group.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The other user of a direct conversation.
+    #[arg(long, visible_alias = "conv")]
+    pub to: Option<String>,
+    /// A group id.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Mint a login token (needs the secret) and print it.
+    Token,
+    /// Send a message and print the SEND_ACK.
+    Send {
+        #[command(flatten)]
+        target: Target,
+        /// The content (UTF-8 text).
+        #[arg(long)]
+        text: String,
+        /// content_type (application-defined; 0 is invalid).
+        #[arg(long = "type", default_value_t = 1)]
+        content_type: u32,
+        /// Dedup key; a random one if not given. Resending with the same id stores nothing new.
+        #[arg(long)]
+        client_msg_id: Option<String>,
+    },
+    /// Stay connected; print inbox entries as they arrive (acked after printing).
+    Watch {
+        /// Deliver entries after this version (default: only new ones).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Exit after this many entries.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit after this many seconds.
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<u64>,
+    },
+    /// Print inbox entries after a version (one SYNC page, or all with --all).
+    Sync {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Page size (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Follow has_more to the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List recent conversations, newest first.
+    Contacts {
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// next_cursor of the previous page, in hex.
+        #[arg(long, default_value = "")]
+        cursor: String,
+    },
+    /// Show unread counts.
+    Unread,
+    /// Mark a conversation read up to a seq.
+    Read {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Recall a message you sent.
+    Recall {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        msg_id: u64,
+    },
+    /// Delete a message from your own view.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        msg_id: u64,
+    },
+    /// Group commands.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Measure the HEARTBEAT round trip.
+    Ping {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Decode frames from hex (argument or stdin) or a binary capture file.
+    Decode {
+        /// Hex digits (white space ignored); read from stdin when absent.
+        hex: Vec<String>,
+        /// A file of raw frame bytes.
+        #[arg(long, conflicts_with = "hex")]
+        file: Option<PathBuf>,
+    },
+    /// Encode one frame and print it as hex.
+    Encode {
+        /// Command name (SEND) or number (0x0003).
+        #[arg(long)]
+        command: String,
+        #[arg(long, default_value_t = 0)]
+        request_id: u32,
+        /// The body as JSON, field names as in missive.proto (bytes fields in hex).
+        #[arg(long, default_value = "{}")]
+        body: String,
+        /// The flags byte, as is (bit 0 also zlib-compresses the body). Reserved bits are
+        /// allowed, to forge invalid frames.
+        #[arg(long, default_value_t = 0)]
+        flags: u8,
+    },
+    /// Send raw bytes (hex) and print, decoded, whatever comes back.
+    Raw {
+        /// Hex digits to send (white space ignored).
+        hex: Vec<String>,
+        /// Stop waiting this many seconds after sending.
+        #[arg(long, default_value_t = 2.0)]
+        wait: f64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group; you become its owner.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Initial members besides you, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// New members see messages from their join on (default: the whole history).
+        #[arg(long)]
+        from_join: bool,
+        /// Anyone who knows the group id may join it (default: invite only).
+        #[arg(long)]
+        open: bool,
+    },
+    /// Join an open group, or add users to a group (owner or admin).
+    Join {
+        #[arg(long)]
+        group: String,
+        /// Users to add, comma-separated (default: yourself).
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+    },
+    /// Leave a group, or remove a user from it (owner or admin).
+    Leave {
+        #[arg(long)]
+        group: String,
+        /// The user to remove (default: yourself).
+        #[arg(long, default_value = "")]
+        user: String,
+    },
+    /// List a group's members.
+    Members {
+        #[arg(long)]
+        group: String,
+    },
+    /// List your groups.
+    List,
+    /// Make a member an admin, or a member again (owner only).
+    Role {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        user: String,
+        /// `admin` or `member`.
+        #[arg(long)]
+        role: String,
+    },
+    /// Page through a group's messages.
+    History {
+        #[arg(long)]
+        group: String,
+        /// Messages before this seq, newest first (0: from the newest).
+        #[arg(long, default_value_t = 0)]
+        before: u64,
+        /// Messages after this seq, oldest first (catch-up).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Oldest first from the start (with --after 0); implied by --after above 0.
+        #[arg(long)]
+        oldest_first: bool,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+}
+
+impl Global {
+    /// The device id to log in as (see `--device`).
+    pub fn device(&self) -> &str {
+        self.device.as_deref().unwrap_or("cli")
+    }
+}
