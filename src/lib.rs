@@ -1,48 +1,46 @@
 //! missived: the Missive instant-messaging server.
 //!
-//! # Layout
-//! - [`config`]: settings with their defaults; file, environment and flags.
-//! - [`server`]: listeners, the accept loop, the heartbeat sweep, shutdown.
-//! - [`session`]: one task per connection: login, requests (SENDs pipelined), pushes, acks and
-//!   retransmits.
-//! - [`router`]: user -> online sessions; delivers pushes without ever waiting on a client.
-//! - [`store`]: RocksDB: column families, key codecs, the single writer thread that applies
-//!   every change in order and commits them in groups (one batch, one fsync), queries.
-//! - [`limits`]: connection permits and token buckets.
-//! - [`metrics`]: process-wide counters.
-//! - [`tls`]: the rustls acceptor; TLS and plain connections share a port.
-//! - [`http`]: the HTTP API for the app's backend (send, groups, devices, kick, tokens, drain),
-//!   health, readiness and `/metrics`, on its own address (axum).
-//! - [`drain`]: moving clients off a server gradually (SIGUSR1 or the API).
-//! - `check` (hidden): invariant checks for the crash test and the fuzz targets.
-//! - [`web`]: HTTP on the same ports: the WebSocket transport and the `GET /v1/entry` entry
-//!   point, told from the binary protocol by the first byte.
-//! - [`push`]: offline push: notifications queued with the message, sent to a webhook.
+//! # Layers
 //!
-//! Dependencies point one way: `missive-protocol` <- `store` <- `session`/`router` <- `server`.
+//! Each module may use the modules of the layers below it, and none above; within a layer,
+//! modules use each other in one direction only, and inside a module a file never imports its
+//! parent (`mod.rs` re-exports its children; siblings share what lives in a file of its own).
+//! `.ci/cycles.py` fails CI on any import cycle; `.ci/layers.py` on an import against this
+//! table (it reads the table from this comment).
+//!
+//! | layer | modules | what it is |
+//! |---|---|---|
+//! | 7 | `server` | starts and stops everything: listeners, the accept loop, the heartbeat sweep |
+//! | 6 | `session`, `http` | the transports: frames <-> `service` (sockets), JSON <-> `service` (the HTTP API) |
+//! | 5 | `service` | what each request means, for both transports: checks (one id validator), the store change or read, the answer or a `Refusal` |
+//! | 4 | `context` | what every task of a running server holds (`Shared`) |
+//! | 3 | `net`, `push` | bytes below frames (listeners, TLS, the framed connection, WebSocket, the entry point, the poller of idle sockets); the offline-push webhook worker |
+//! | 2 | `router`, `drain`, `check` | user -> online sessions, delivering pushes; the drain's state; invariant checks for the crash test and fuzzing |
+//! | 1 | `config`, `store`, `limits`, `metrics` | settings; RocksDB (families, keys, the writer, queries); permits and token buckets; counters |
+//! | 0 | `clock` | the wall clock |
+//!
+//! Below them all is the `missive-protocol` crate (frames, bodies, error codes, ids, tokens).
+//! `docs/ARCHITECTURE.md` walks a message through these layers.
 
-#[doc(hidden)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "test-hooks")]
 pub mod check;
+pub mod clock;
 pub mod config;
+pub mod context;
 pub mod drain;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod push;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod store;
-pub mod tls;
-pub mod web;
 
+pub use clock::now_ms;
 pub use config::Config;
 pub use server::{Server, ServerHandle};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -75,7 +75,7 @@ impl SessionHandle {
 
     /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
     /// consumer (its client reconnects and syncs, so nothing is lost).
-    pub fn push(&self, out: Outbound) {
+    pub fn enqueue(&self, out: Outbound) {
         let len = match &out {
             Outbound::Push { frame, .. } | Outbound::Frame(frame) => frame.encoded_len(),
         };
@@ -259,7 +259,7 @@ impl Router {
                 0,
             );
             for s in sessions.iter().filter(|s| Some(s.id) != exclude) {
-                s.push(Outbound::Push {
+                s.enqueue(Outbound::Push {
                     version,
                     frame: frame.clone(),
                 });
@@ -286,7 +286,7 @@ impl Router {
                 continue;
             };
             for s in sessions.iter().filter(|s| Some(s.id) != n.exclude) {
-                s.push(Outbound::Frame(frame.clone()));
+                s.enqueue(Outbound::Frame(frame.clone()));
             }
         }
     }
@@ -305,8 +305,9 @@ impl Router {
     }
 
     /// The online sessions last seen before `before_ms`. Read under the lock without cloning
-    /// the others: the heartbeat sweep looks at every session, and cloning 19,000 handles into a
-    /// vector (two atomic operations and a cache miss each) was most of an idle server's CPU.
+    /// the others: the heartbeat sweep looks at every session, and cloning every handle into a
+    /// vector (two atomic operations and a cache miss each) cost most of an idle server's CPU
+    /// (BENCHMARKS.md, "Decisions").
     pub fn silent_since(&self, before_ms: i64) -> Vec<Arc<SessionHandle>> {
         self.users
             .read()

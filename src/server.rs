@@ -12,51 +12,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
+use crate::context::Shared;
+use crate::net::listen::BindError;
 use crate::router::Router;
 use crate::store::{Store, StoreError};
-
-/// What every session shares.
-pub struct Shared {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub router: Arc<Router>,
-    pub secret: Vec<u8>,
-    pub shutdown: CancellationToken,
-    /// Present when a certificate is configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub connections: Arc<crate::limits::Connections>,
-    pub logins: parking_lot::Mutex<crate::limits::Bucket>,
-    /// Failed logins per source address; an address over its budget is refused at accept.
-    pub login_failures: crate::limits::LoginFailures,
-    /// Counters for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// Whether the server is draining (logins refused, sessions moved away).
-    pub drain: crate::drain::Drain,
-    /// The bound listener addresses (for the entry point).
-    pub bound: Vec<SocketAddr>,
-    /// What the offline-push worker did (for `/metrics` and tests).
-    pub push: Arc<crate::push::Counters>,
-    /// The runtime and the server's task tracker, for sessions woken without a task of their
-    /// own (a parked session is revived from whichever thread wakes it; see `session::park`).
-    pub runtime: tokio::runtime::Handle,
-    pub tasks: TaskTracker,
-    /// Where parked plain connections wait for their sockets.
-    pub parker: Arc<crate::session::Parker>,
-    /// Turns for reads that may touch many keys (SYNC, CONTACTS, UNREAD, group reads):
-    /// `session::heavy`.
-    pub heavy_reads: Arc<tokio::sync::Semaphore>,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    // The io::Error is part of the message, not a `source`, so it is printed once.
-    #[error("cannot listen on {addr}: {error}. {hint}")]
-    Bind {
-        addr: String,
-        error: io::Error,
-        hint: String,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("data directory {path}: {error}")]
     DataDir { path: PathBuf, error: io::Error },
     #[error(transparent)]
@@ -104,12 +69,12 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir).map_err(data_err(&config.data_dir))?;
         let secret = load_or_create_secret(&config)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(crate::net::tls::acceptor(cert, key)?),
             _ => None,
         };
         let mut listeners = Vec::new();
         for addr in &config.listen {
-            listeners.push(bind(addr).await?);
+            listeners.push(crate::net::listen::bind(addr).await?);
         }
         let http = match config.http_listen.as_str() {
             "" => None,
@@ -132,7 +97,7 @@ impl Server {
         });
         let mut bound = Vec::new();
         for listener in &listeners {
-            bound.push(listener.local_addr().map_err(|error| ServerError::Bind {
+            bound.push(listener.local_addr().map_err(|error| BindError {
                 addr: "?".into(),
                 error,
                 hint: String::new(),
@@ -164,10 +129,10 @@ impl Server {
             push: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             tasks: tasks.clone(),
-            parker: crate::session::Parker::start()
+            parker: crate::net::parker::Parker::start()
                 .map_err(|error| ServerError::Parker { error })?,
             heavy_reads: Arc::new(tokio::sync::Semaphore::new(
-                crate::session::heavy_read_slots(),
+                crate::service::run::heavy_read_slots(),
             )),
         });
         let addrs = bound;
@@ -224,7 +189,7 @@ impl ServerHandle {
     /// Starts draining with the configured rate and redirect (what SIGUSR1 does).
     pub fn drain(&self) {
         let plan = crate::drain::Plan::from_config(&self.shared.config);
-        crate::drain::start(&self.shared, plan);
+        crate::service::drain::start(&self.shared, plan);
     }
 
     /// The server's counters.
@@ -249,7 +214,7 @@ impl ServerHandle {
     /// Fault injection for tests: what the server does if the parker thread's epoll_wait fails
     /// (only a bug can cause it): every session parked there is served by a task again, and
     /// later ones park with tokio.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn break_parker(&self) {
         self.shared.parker.fail();
         self.shared.parker.stop();
@@ -279,43 +244,6 @@ impl ServerHandle {
         }
         tracing::info!("missived stopped");
     }
-}
-
-pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
-    let sock_addr: SocketAddr = addr.parse().map_err(|_| ServerError::Bind {
-        addr: addr.to_owned(),
-        error: io::Error::new(io::ErrorKind::InvalidInput, "not an address"),
-        hint: "Write it as IP:PORT, for example 0.0.0.0:443.".into(),
-    })?;
-    let socket = if sock_addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    };
-    let result = socket.and_then(|s| {
-        s.set_reuseaddr(true)?;
-        s.bind(sock_addr)?;
-        s.listen(4096)
-    });
-    result.map_err(|error| {
-        let choose = "choose other ports with --listen 0.0.0.0:8443,0.0.0.0:8000 \
-                      (environment MISSIVE_LISTEN, config setting `listen`)";
-        let hint = match error.kind() {
-            io::ErrorKind::PermissionDenied => format!(
-                "Ports below 1024 need root or the CAP_NET_BIND_SERVICE capability \
-                 (sudo setcap cap_net_bind_service=+ep $(which missived)); or {choose}."
-            ),
-            io::ErrorKind::AddrInUse => format!(
-                "Another process listens there (`ss -ltnp` shows which); stop it, or {choose}."
-            ),
-            _ => format!("Check the address, or {choose}."),
-        };
-        ServerError::Bind {
-            addr: addr.to_owned(),
-            error,
-            hint,
-        }
-    })
 }
 
 fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
@@ -398,25 +326,51 @@ fn accepted_within_limits(
     }
 }
 
-/// Closes connections silent for more than two heartbeat intervals, and prunes the table of
-/// failed logins. One sweep for all connections, so an idle connection has no timer of its own. It runs every eighth of the
-/// limit (at most every 5 s: 7.5 s would be the eighth of the default 60 s), so a dead
-/// connection is closed within an eighth of the limit after it; each sweep reads every
-/// session's last sign of life.
+/// The heartbeat timeout: a connection silent for more than two heartbeat intervals is closed.
+/// One sweep for all connections, so an idle connection has no timer of its own.
+struct Sweep {
+    limit_ms: i64,
+}
+
+impl Sweep {
+    fn new(heartbeat_secs: u32) -> Sweep {
+        Sweep {
+            limit_ms: 2 * i64::from(heartbeat_secs) * 1000,
+        }
+    }
+
+    /// How often the sweep runs: every eighth of the limit, at most every 5 s (7.5 s would be
+    /// the eighth of the default 60 s), at least every 100 ms. A dead connection is closed
+    /// within an eighth of the limit after it.
+    fn period(&self) -> Duration {
+        Duration::from_millis((self.limit_ms as u64 / 8).clamp(100, 5000))
+    }
+
+    fn interval(&self) -> tokio::time::Interval {
+        let mut tick = tokio::time::interval(self.period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    }
+
+    /// Closes every session of `router` last heard from more than the limit before `now_ms`.
+    fn once(&self, router: &Router, now_ms: i64) {
+        for s in router.silent_since(now_ms - self.limit_ms) {
+            tracing::debug!(session = s.id, user = %s.user, "heartbeat timeout");
+            s.close(None);
+        }
+    }
+}
+
+/// Runs the heartbeat sweep ([`Sweep`]) until shutdown, and prunes the table of failed logins.
 async fn heartbeat_sweep(shared: Arc<Shared>) {
-    let limit_ms = 2 * shared.config.heartbeat_secs as i64 * 1000;
-    let period = Duration::from_millis((limit_ms as u64 / 8).clamp(100, 5000));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep = Sweep::new(shared.config.heartbeat_secs);
+    let mut tick = sweep.interval();
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for s in shared.router.silent_since(crate::now_ms() - limit_ms) {
-            tracing::debug!(session = s.id, user = %s.user, "heartbeat timeout");
-            s.close(None);
-        }
+        sweep.once(&shared.router, crate::clock::now_ms());
         // Addresses whose failed logins are forgotten again (their buckets refilled).
         shared.login_failures.prune(tokio::time::Instant::now());
     }
@@ -427,4 +381,68 @@ pub fn shutdown_kick() -> missive_protocol::pb::Kick {
     let mut k = crate::router::kick(KickReason::Shutdown, "server shutting down");
     k.reconnect_after_ms = rand::random_range(1000..3000);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweep run as the server runs it, in virtual time: a connection heard from every
+    /// heartbeat interval stays; one silent since `t0` is closed after two intervals, within an
+    /// eighth of that.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_after_two_heartbeats_and_a_live_one_stays() {
+        let heartbeat_secs = 30;
+        let router = Router::default();
+        let base_ms = 1_000_000;
+        let silent = router.register("alice", "phone", 16, 10, base_ms);
+        let live = router.register("bob", "phone", 16, 10, base_ms);
+        let sweep = Sweep::new(heartbeat_secs);
+        assert_eq!(sweep.period(), Duration::from_secs(5));
+        let mut tick = sweep.interval();
+        let start = tokio::time::Instant::now();
+        let limit = Duration::from_secs(2 * u64::from(heartbeat_secs));
+        let closed_after = loop {
+            tick.tick().await;
+            let elapsed = start.elapsed();
+            let now_ms = base_ms + elapsed.as_millis() as i64;
+            // bob's heartbeat, every interval.
+            if elapsed.as_secs().is_multiple_of(u64::from(heartbeat_secs)) {
+                live.touch(now_ms);
+            }
+            sweep.once(&router, now_ms);
+            if silent.is_closing() {
+                break elapsed;
+            }
+            assert!(elapsed < limit * 2, "never closed");
+        };
+        assert!(closed_after > limit, "closed after {closed_after:?}");
+        assert!(
+            closed_after <= limit + sweep.period(),
+            "closed after {closed_after:?}"
+        );
+        assert!(
+            !live.is_closing(),
+            "a connection that heartbeats was closed"
+        );
+        // Ten more minutes of heartbeats: still open.
+        for _ in 0..(600 / 5) {
+            tick.tick().await;
+            let elapsed = start.elapsed();
+            let now_ms = base_ms + elapsed.as_millis() as i64;
+            if elapsed.as_secs().is_multiple_of(u64::from(heartbeat_secs)) {
+                live.touch(now_ms);
+            }
+            sweep.once(&router, now_ms);
+        }
+        assert!(!live.is_closing());
+    }
+
+    #[test]
+    fn the_sweep_period_is_an_eighth_of_the_limit_within_bounds() {
+        assert_eq!(Sweep::new(30).period(), Duration::from_secs(5));
+        assert_eq!(Sweep::new(10).period(), Duration::from_millis(2500));
+        assert_eq!(Sweep::new(1).period(), Duration::from_millis(250));
+        assert_eq!(Sweep::new(3600).period(), Duration::from_secs(5));
+    }
 }

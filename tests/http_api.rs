@@ -699,3 +699,122 @@ async fn shutdown_answers_the_request_in_flight_and_closes_idle_connections() {
         .expect("the server stops")
         .unwrap();
 }
+
+/// The socket's answer to `packet`: INVALID_ARGUMENT's message, or a panic naming what came.
+async fn socket_refusal(conn: &mut Connection, packet: Packet) -> String {
+    match conn.request(packet).await {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::InvalidArgument as u32, "{message}");
+            message
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+/// The API's answer: 400 with INVALID_ARGUMENT, and its message.
+fn api_refusal(answer: &common::http::Answer) -> String {
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.error_code(), ErrorCode::InvalidArgument as u64);
+    answer.json()["error"]["message"]
+        .as_str()
+        .expect("an error message")
+        .to_owned()
+}
+
+/// Percent-encodes every byte of a path segment.
+fn encoded(segment: &str) -> String {
+    segment.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// The socket and the HTTP API go through the same service functions: each bad id (empty, too
+/// long, a control character, a text-direction override) is refused by both with the same code
+/// and the same message, naming the same field.
+#[tokio::test]
+async fn sockets_and_the_api_refuse_the_same_bad_ids_with_the_same_message() {
+    let server = TestServer::start_api(|_| {}).await;
+    let api = server.api();
+    let (mut alice, _) = server.login("alice", "phone").await;
+    let created = api
+        .post("/v1/groups", json!({"owner": "alice", "members": ["bob"]}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let group_id = created.json()["group"]["group_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let long = "x".repeat(65);
+    for bad in ["", long.as_str(), "a\nb", "a\u{202E}b"] {
+        // A SEND's client_msg_id.
+        let send = |client_msg_id: &str, to: pb::Conversation| {
+            Packet::Send(pb::Send {
+                client_msg_id: client_msg_id.into(),
+                to: Some(to),
+                content_type: 1,
+                content: b"hi".to_vec(),
+            })
+        };
+        let socket = socket_refusal(&mut alice, send(bad, direct("bob"))).await;
+        let http = api
+            .post(
+                "/v1/messages",
+                json!({"from": "alice", "to": {"user": "bob"}, "client_msg_id": bad, "content": "hi"}),
+            )
+            .await;
+        assert_eq!(socket, api_refusal(&http), "client_msg_id {bad:?}");
+        assert!(socket.starts_with("client_msg_id: "), "{socket}");
+
+        // The user a message goes to.
+        let socket = socket_refusal(&mut alice, send("m-1", direct(bad))).await;
+        let http = api
+            .post(
+                "/v1/messages",
+                json!({"from": "alice", "to": {"user": bad}, "client_msg_id": "m-1", "content": "hi"}),
+            )
+            .await;
+        assert_eq!(socket, api_refusal(&http), "recipient {bad:?}");
+        assert!(socket.starts_with("conversation id: "), "{socket}");
+
+        // A user added to a group.
+        let join = Packet::GroupJoin(pb::GroupJoin {
+            group_id: group_id.clone(),
+            user_ids: vec![bad.into()],
+        });
+        let socket = socket_refusal(&mut alice, join).await;
+        let http = api
+            .post(
+                &format!("/v1/groups/{group_id}/members"),
+                json!({"users": [bad], "by": "alice"}),
+            )
+            .await;
+        assert_eq!(socket, api_refusal(&http), "user to add {bad:?}");
+        assert!(socket.starts_with("user id: "), "{socket}");
+
+        // A group's id (in the API, a path segment).
+        if !bad.is_empty() {
+            let join = Packet::GroupJoin(pb::GroupJoin {
+                group_id: bad.into(),
+                user_ids: vec!["carol".into()],
+            });
+            let socket = socket_refusal(&mut alice, join).await;
+            let http = api
+                .post(
+                    &format!("/v1/groups/{}/members", encoded(bad)),
+                    json!({"users": ["carol"], "by": "alice"}),
+                )
+                .await;
+            assert_eq!(socket, api_refusal(&http), "group id {bad:?}");
+            assert!(socket.starts_with("group_id: "), "{socket}");
+        }
+    }
+    // Nothing was stored: bob has no message, the group still has its two members.
+    let group = api.get(&format!("/v1/groups/{group_id}")).await.json();
+    assert_eq!(group["group"]["member_count"], 2);
+    let (mut bob, _) = server.login("bob", "phone").await;
+    let entries = sync_all(&mut bob, 0).await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| !matches!(e.body, Some(pb::inbox_entry::Body::Message(_)))),
+        "a refused send was stored: {entries:?}"
+    );
+}

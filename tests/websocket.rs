@@ -289,13 +289,13 @@ async fn bad_upgrades_get_http_errors_other_requests_are_read_as_frames() {
 
 mod tls {
     use super::*;
-    use missive::web::WsIo;
+    use missive::net::ws::WsIo;
     use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
     use tokio_rustls::rustls::{self, RootCertStore};
     use tokio_rustls::TlsConnector;
     use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-    async fn tls_connect(addr: &str, root: CertificateDer<'static>) -> impl missive::web::Io {
+    async fn tls_connect(addr: &str, root: CertificateDer<'static>) -> impl missive::net::ws::Io {
         let mut roots = RootCertStore::empty();
         roots.add(root).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -1,6 +1,6 @@
 //! The server API's settings (http_listen, api_key, system_user, drain_*, http_*): checks.
 
-use super::{Config, ConfigError};
+use super::settings::{Config, ConfigError};
 
 impl Config {
     /// The server API's settings.

@@ -1,7 +1,7 @@
 //! `MISSIVE_<SETTING>` environment variables for every setting, and the redacted TOML of
 //! `missived --print-config`.
 
-use super::{Config, ConfigError};
+use super::settings::{Config, ConfigError};
 
 impl Config {
     /// Sets each setting named by a `MISSIVE_<SETTING>` variable (upper case, e.g.

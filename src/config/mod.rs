@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-pub use address::{Address, WS_PATH};
+pub use address::{valid_host as address_host_is_valid, Address, WS_PATH};
 pub use api::parse_host_port;
 pub use settings::{Config, ConfigError, Preview, PREVIEW_CHARS};
 
@@ -29,7 +29,7 @@ use crate::store::Durability;
     about = "The Missive instant-messaging server"
 )]
 pub struct Args {
-    /// TOML configuration file (settings as in README.md).
+    /// TOML configuration file (settings as in docs/configuration.md).
     #[arg(long, env = "MISSIVE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (repeat, or comma-separate in the environment).

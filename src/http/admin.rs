@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, OptionalBody};
-use super::AppState;
-use crate::drain::{self, Plan};
+use super::state::AppState;
+use crate::drain::Plan;
+use crate::service::drain;
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> Json<Value> {

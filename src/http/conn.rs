@@ -40,8 +40,9 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
-use super::{ApiError, AppState};
-use crate::server::Shared;
+use super::error::ApiError;
+use super::state::AppState;
+use crate::context::Shared;
 
 /// `Retry-After` of the answer to a connection beyond the limit.
 const BUSY_RETRY_MS: u32 = 1000;

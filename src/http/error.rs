@@ -7,7 +7,7 @@ use axum::Json;
 use missive_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 
-use crate::session::Refusal;
+use crate::service::Refusal;
 
 /// A refused API call: a protocol error code, a message, and for SERVER_BUSY and RATE_LIMITED
 /// when to retry (also sent as `Retry-After`, in whole seconds).

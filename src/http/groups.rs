@@ -1,19 +1,22 @@
-//! Groups: create, look at, add and remove members, set roles. Each change is the protocol's
-//! request (GROUP_CREATE, GROUP_JOIN, GROUP_LEAVE, GROUP_SET_ROLE) made as a user, by default
-//! the group's owner, through the same function as the socket's, so the rules, the limits and
-//! the events members receive are the same. The protocol has no rename, so neither has the API.
+//! Groups: create, look at, add and remove members, set roles. Each change is the one the
+//! protocol's request (GROUP_CREATE, GROUP_JOIN, GROUP_LEAVE, GROUP_SET_ROLE) makes, made as a
+//! user, by default the group's owner, through the same `service::groups` function as the
+//! socket's, so the checks, the rules, the limits and the events members receive are the same.
+//! The protocol has no rename, so neither has the API.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use missive_protocol::pb::{self, FanoutMode, GroupRole, HistoryVisibility, JoinPolicy};
-use missive_protocol::{ErrorCode, Packet};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Body, Path, Query};
-use super::AppState;
-use crate::session::{blocking, check_id, group_change};
+use super::state::AppState;
+use crate::service::groups;
+use crate::service::ids::check_id;
+use crate::service::run::blocking;
+use crate::store::GroupChange;
 
 /// Members per page of `GET /v1/groups/{group}` (default and most).
 const MEMBERS_DEFAULT: usize = 1000;
@@ -95,13 +98,13 @@ pub async fn create(
             )))
         }
     };
-    let req = Packet::GroupCreate(pb::GroupCreate {
+    let change = GroupChange::Create {
         name: body.name,
         members: body.members,
-        history: history as i32,
-        join_policy: join_policy as i32,
-    });
-    let group = group_ack(group_change(&shared, &owner, crate::now_ms(), req).await?)?;
+        history,
+        join_policy,
+    };
+    let group = groups::change(&shared, &owner, change).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "group": group_json(&group) })),
@@ -115,13 +118,10 @@ pub async fn get(
     Path(group_id): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_id("group_id", &group_id)?;
     let limit = page.limit.unwrap_or(MEMBERS_DEFAULT).clamp(1, MEMBERS_MAX);
     let cursor = page.after.unwrap_or_default().into_bytes();
-    let (group, (members, next)) = blocking(&shared, move |s| {
-        s.store.group_members(None, &group_id, &cursor, limit)
-    })
-    .await?;
+    let read = groups::members(None, &group_id, cursor, limit)?;
+    let (group, (members, next)) = blocking(&shared, read).await?;
     let members: Vec<Value> = members
         .iter()
         .map(|m| {
@@ -156,11 +156,8 @@ pub async fn add_members(
     } else {
         body.users
     };
-    let req = Packet::GroupJoin(pb::GroupJoin {
-        group_id,
-        user_ids: users,
-    });
-    let group = group_ack(group_change(&shared, &by, crate::now_ms(), req).await?)?;
+    let change = GroupChange::Join { group_id, users };
+    let group = groups::change(&shared, &by, change).await?;
     Ok(Json(json!({ "group": group_json(&group) })))
 }
 
@@ -172,11 +169,11 @@ pub async fn remove_member(
 ) -> Result<Json<Value>, ApiError> {
     check_id("user", &user)?;
     let by = acting_user(&shared, &group_id, query.by).await?;
-    let req = Packet::GroupLeave(pb::GroupLeave {
+    let change = GroupChange::Leave {
         group_id,
-        user_id: user,
-    });
-    let group = group_ack(group_change(&shared, &by, crate::now_ms(), req).await?)?;
+        user: Some(user),
+    };
+    let group = groups::change(&shared, &by, change).await?;
     Ok(Json(json!({ "group": group_json(&group) })))
 }
 
@@ -198,12 +195,12 @@ pub async fn set_role(
         }
     };
     let owner = acting_user(&shared, &group_id, None).await?;
-    let req = Packet::GroupSetRole(pb::GroupSetRole {
+    let change = GroupChange::SetRole {
         group_id,
-        user_id: user,
-        role: role as i32,
-    });
-    let group = group_ack(group_change(&shared, &owner, crate::now_ms(), req).await?)?;
+        user,
+        role,
+    };
+    let group = groups::change(&shared, &owner, change).await?;
     Ok(Json(json!({ "group": group_json(&group) })))
 }
 
@@ -217,25 +214,7 @@ async fn acting_user(
         check_id("by", &by)?;
         return Ok(by);
     }
-    check_id("group_id", group_id)?;
-    let id = group_id.to_owned();
-    let info = blocking(shared, move |s| s.store.group(&id)).await?;
-    Ok(info.owner)
-}
-
-fn group_ack(reply: Packet) -> Result<pb::GroupInfo, ApiError> {
-    match reply {
-        Packet::GroupCreateAck(a)
-        | Packet::GroupJoinAck(a)
-        | Packet::GroupLeaveAck(a)
-        | Packet::GroupSetRoleAck(a) => a
-            .group
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "group missing from the reply")),
-        other => Err(ApiError::new(
-            ErrorCode::Internal,
-            format!("unexpected reply {}", other.command().name()),
-        )),
-    }
+    Ok(groups::info(shared, group_id).await?.owner)
 }
 
 fn group_json(g: &pb::GroupInfo) -> Value {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Body};
-use super::AppState;
-use crate::session::{submit_send, Via};
+use super::state::AppState;
+use crate::service::messages::{submit_send, Via};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,8 +51,6 @@ pub async fn send(
     let from = body
         .from
         .unwrap_or_else(|| shared.config.system_user.clone());
-    missive_protocol::token::check_id(&from)
-        .map_err(|e| ApiError::invalid(format!("from: {e}")))?;
     let to = match (body.to.user, body.to.group) {
         (Some(id), None) => Some(conversation(ConversationKind::Direct, id)),
         (None, Some(id)) => Some(conversation(ConversationKind::Group, id)),

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::AppState;
+use super::state::AppState;
 use crate::metrics::Text;
 
 pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {

@@ -18,6 +18,9 @@
 //! - [`users`]: online devices, kick, token revocation, login tokens.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
+//!
+//! Each handler turns JSON into a `service` call and its answer back into JSON; what a request
+//! means is `service`'s.
 
 mod admin;
 mod conn;
@@ -25,6 +28,7 @@ mod error;
 mod groups;
 mod messages;
 mod metrics;
+mod state;
 mod users;
 
 use std::net::SocketAddr;
@@ -43,22 +47,21 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{status_of, ApiError};
 
-use crate::server::{ServerError, Shared};
-
-type AppState = Arc<Shared>;
+use crate::context::Shared;
+use crate::net::listen::BindError;
+use state::AppState;
 
 /// Binds `http_listen`; the error names the setting and how to change or disable it.
-pub(crate) async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
-    crate::server::bind(addr).await.map_err(|e| match e {
-        ServerError::Bind { addr, error, .. } => ServerError::Bind {
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    crate::net::listen::bind(addr)
+        .await
+        .map_err(|BindError { addr, error, .. }| BindError {
             addr: format!("{addr} (http_listen, the HTTP API)"),
             error,
             hint: "Choose another address with --http-listen (environment MISSIVE_HTTP_LISTEN, \
                    config setting `http_listen`), or set it to \"\" to turn the HTTP API off."
                 .into(),
-        },
-        other => other,
-    })
+        })
 }
 
 /// Serves the API on `listener` until the server shuts down (requests in flight finish), with
@@ -67,8 +70,8 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     tasks: &TaskTracker,
-) -> Result<SocketAddr, ServerError> {
-    let addr = listener.local_addr().map_err(|error| ServerError::Bind {
+) -> Result<SocketAddr, BindError> {
+    let addr = listener.local_addr().map_err(|error| BindError {
         addr: shared.config.http_listen.clone(),
         error,
         hint: String::new(),
@@ -167,7 +170,7 @@ async fn count(State(shared): State<AppState>, req: Request, next: Next) -> Resp
 async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
-        "no such endpoint (see README.md, Server API)",
+        "no such endpoint (see docs/server-api.md)",
     )
 }
 

@@ -2,7 +2,7 @@
 //! readiness first and only then reads) and no write buffer (frames are gathered into one while
 //! there is something to write, and it is freed after the write). A TLS connection waits in
 //! `read_buf`, so it keeps a small read buffer (rustls keeps its own too), and so does a
-//! WebSocket connection (`crate::web::WsIo`, over TCP or TLS), which carries the same bytes in
+//! WebSocket connection (`crate::net::ws::WsIo`, over TCP or TLS), which carries the same bytes in
 //! binary messages.
 
 use std::io;
@@ -25,7 +25,7 @@ const READ_CHUNK: usize = 4096;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-    Ws(Box<crate::web::WsIo>),
+    Ws(Box<crate::net::ws::WsIo>),
 }
 
 pub struct Conn {
@@ -140,7 +140,7 @@ impl Conn {
                 Ok(_) => Ok(Filled::Eof),
             },
             Ok(_) => Ok(Filled::Data),
-            Err(e) => Err(match crate::web::ws::MessageTooLong::of(&e) {
+            Err(e) => Err(match crate::net::ws::MessageTooLong::of(&e) {
                 // A WebSocket message over the limit: refused like the frame it would carry.
                 Some(m) => ProtocolError::TooLarge {
                     len: m.size.saturating_sub(4),

@@ -9,9 +9,6 @@
 //! the session serves exactly like a TCP connection; `GET /v1/entry` is answered with JSON and
 //! the connection closed; anything else gets an HTTP error and is closed.
 
-pub mod entry;
-pub mod ws;
-
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -20,14 +17,16 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::config::{Config, ConfigError};
-use crate::server::Shared;
-pub use ws::{Io, WsIo};
+use tokio_util::sync::CancellationToken;
+
+use super::entry;
+use super::ws::{Io, WsIo};
+use crate::config::Config;
 
 /// The first byte of an HTTP request this server answers (`GET`).
 pub const HTTP_FIRST: u8 = b'G';
 /// The WebSocket endpoint.
-pub const WS_PATH: &str = "/ws";
+pub use crate::config::WS_PATH;
 /// The entry-point endpoint.
 pub const ENTRY_PATH: &str = "/v1/entry";
 /// The subprotocol the server confirms when the client offers it.
@@ -173,11 +172,20 @@ fn error(status: &str, message: &str) -> Vec<u8> {
     )
 }
 
+/// What answering HTTP on the public ports needs to know of the server.
+pub struct Site<'a> {
+    pub config: &'a Config,
+    /// The bound listener addresses (for the entry point).
+    pub bound: &'a [std::net::SocketAddr],
+    /// Cancelled at shutdown: a request still arriving is abandoned.
+    pub shutdown: &'a CancellationToken,
+}
+
 /// Serves an HTTP request on a public port: `buf` holds what was already read of it, `secure`
 /// says whether it came inside TLS, `local` is the address it arrived at. Returns the WebSocket
 /// to serve as a session, or `None` once the request was answered (or the client went away).
 pub async fn accept(
-    shared: &Shared,
+    site: &Site<'_>,
     mut io: Box<dyn Io>,
     mut buf: BytesMut,
     secure: bool,
@@ -199,7 +207,7 @@ pub async fn accept(
         buf.reserve(1024);
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => r,
-            _ = shared.shutdown.cancelled() => return None,
+            _ = site.shutdown.cancelled() => return None,
         };
         match read {
             Ok(Ok(n)) if n > 0 => {}
@@ -218,7 +226,7 @@ pub async fn accept(
         }
     };
     let part = buf[end..].to_vec();
-    let (reply, upgrade) = route(shared, &head, secure, local);
+    let (reply, upgrade) = route(site, &head, secure, local);
     if !upgrade {
         answer_and_close(io, &reply).await;
         return None;
@@ -267,7 +275,7 @@ async fn answer_and_close(mut io: Box<dyn Io>, reply: &[u8]) {
 }
 
 /// The response to `head`, and whether it switches the connection to WebSocket.
-fn route(shared: &Shared, head: &Head, secure: bool, local: SocketAddr) -> (Vec<u8>, bool) {
+fn route(site: &Site<'_>, head: &Head, secure: bool, local: SocketAddr) -> (Vec<u8>, bool) {
     if head.method != "GET" {
         let reply = response(
             "405 Method Not Allowed",
@@ -279,11 +287,11 @@ fn route(shared: &Shared, head: &Head, secure: bool, local: SocketAddr) -> (Vec<
     }
     match head.path.as_str() {
         ENTRY_PATH => {
-            let body = entry::document(&shared.config, &shared.bound, head.header("host"), local);
+            let body = entry::document(site.config, site.bound, head.header("host"), local);
             let reply = response("200 OK", "application/json", &[], &body);
             (reply, false)
         }
-        WS_PATH => websocket(&shared.config, head, secure),
+        WS_PATH => websocket(site.config, head, secure),
         _ => (error("404 Not Found", "not found"), false),
     }
 }
@@ -329,20 +337,6 @@ fn websocket(config: &Config, head: &Head, secure: bool) -> (Vec<u8>, bool) {
     }
     reply.push_str("\r\n");
     (reply.into_bytes(), true)
-}
-
-/// Checks the entry-point settings (called by [`Config::validate`]).
-pub fn validate(c: &Config) -> Result<(), ConfigError> {
-    for a in &c.entry_addresses {
-        entry::Address::parse(a)
-            .map_err(|why| ConfigError(format!("entry_addresses: {a:?}: {why}")))?;
-    }
-    if c.reconnect_initial_ms == 0 || c.reconnect_max_ms < c.reconnect_initial_ms {
-        return Err(ConfigError(
-            "reconnect_initial_ms: at least 1, and reconnect_max_ms at least that".into(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use missive_protocol::pb::ConversationKind;
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::{Preview, PREVIEW_CHARS};
+use crate::config::{Preview, PREVIEW_CHARS};
 use crate::store::PushItem;
 
 /// The signature header's name.

@@ -19,8 +19,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{payload, Counters, Preview};
+use super::counters::Counters;
+use super::payload;
 use crate::config::Config;
+use crate::config::Preview;
 use crate::store::{PushItem, PushKey, Store, StoreError};
 
 /// Queued entries the worker holds at once.
@@ -196,7 +198,7 @@ impl Worker {
                 .collect::<crate::store::Result<Vec<_>>>()
         })
         .await?;
-        let now_ms = crate::now_ms();
+        let now_ms = crate::clock::now_ms();
         for (key, item) in due.into_iter().zip(items) {
             let Some(item) = item else {
                 Counters::add(&self.counters.obsolete, 1);
@@ -315,7 +317,7 @@ fn retry_delay(s: &Settings, tries: u32) -> Duration {
 
 /// POSTs the notification of `item`; a 2xx within the timeout is success.
 async fn post(client: &HttpClient, s: &Settings, item: &PushItem, attempt: u32) -> Outcome {
-    let body = payload::body(item, s.preview, attempt, crate::now_ms());
+    let body = payload::body(item, s.preview, attempt, crate::clock::now_ms());
     let request = hyper::Request::post(s.url.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(

@@ -1,14 +1,20 @@
-//! Requests after login: validate, run the store change on the blocking pool, reply.
+//! Requests after login, as frames: each decoded body becomes a `service` call, and its answer
+//! the reply body. What a request means is `service`'s; this file only translates, and runs the
+//! heavy reads so that their replies are framed and compressed off the connection threads.
 
 use std::sync::Arc;
 
-use missive_protocol::pb::{self, Conversation, ConversationKind};
+use missive_protocol::pb::{self, GroupRole, HistoryVisibility, JoinPolicy};
 use missive_protocol::{ErrorCode, Frame, Packet};
 
-use super::Refusal;
+use crate::context::Shared;
 use crate::router::SessionHandle;
-use crate::server::Shared;
-use crate::store::{self, GroupLimits, SendRequest, StoreError};
+use crate::service::groups::{self, page_limit};
+use crate::service::messages::{self, submit_send, Via};
+use crate::service::reads;
+use crate::service::run::{blocking, heavy_turn};
+use crate::service::Refusal;
+use crate::store::{self, GroupChange};
 
 const SYNC_DEFAULT: u32 = 200;
 const SYNC_MAX: u32 = 5000;
@@ -16,6 +22,12 @@ const CONTACTS_DEFAULT: u32 = 50;
 const CONTACTS_MAX: u32 = 200;
 const UNREAD_DEFAULT: u32 = 200;
 const UNREAD_MAX: u32 = 1000;
+const HISTORY_DEFAULT: u32 = 50;
+const HISTORY_MAX: u32 = 500;
+const LIST_DEFAULT: u32 = 100;
+const LIST_MAX: u32 = 500;
+const MEMBERS_DEFAULT: u32 = 500;
+const MEMBERS_MAX: u32 = 1000;
 
 /// A reply: a body to frame, or a frame already made (and compressed) where it was read.
 pub enum Answer {
@@ -32,13 +44,14 @@ impl From<Packet> for Answer {
 
 /// Runs a read that may touch many keys (SYNC, CONTACTS, UNREAD, the group reads) on the
 /// blocking pool, and frames and compresses its reply there too, so neither the reading nor
-/// the compressing of a large page holds a connection thread. At most [`HEAVY_READS`] run at
-/// once, server-wide, the rest wait their turn in order; a connection has at most one (its
-/// requests are answered in order), and stops reading requests while its replies are unwritten
-/// (`serve`), so one client cannot queue more than one page's work and bytes.
-pub(crate) async fn heavy<F>(shared: &Arc<Shared>, f: F) -> Result<Answer, Refusal>
+/// the compressing of a large page holds a connection thread. It waits for a turn among the
+/// heavy reads (`service::run::heavy_turn`); a connection has at most one (its requests are
+/// answered in order), and stops reading requests while its replies are unwritten (`serve`),
+/// so one client cannot queue more than one page's work and bytes.
+async fn heavy<T, F>(shared: &Arc<Shared>, f: F, body: fn(T) -> Packet) -> Result<Answer, Refusal>
 where
-    F: FnOnce(&Shared) -> store::Result<Packet> + Send + 'static,
+    T: 'static,
+    F: FnOnce(&Shared) -> store::Result<T> + Send + 'static,
 {
     let permit = heavy_turn(shared).await?;
     let threshold = shared.config.compress_threshold;
@@ -46,131 +59,10 @@ where
     // free its place for another before the work is done.
     let frame = blocking(shared, move |s| {
         let _turn = permit;
-        f(s).map(|p| Frame::compressed_above(&p, 0, threshold))
+        f(s).map(|t| Frame::compressed_above(&body(t), 0, threshold))
     })
     .await?;
     Ok(Answer::Frame(frame))
-}
-
-/// Read fan-out groups a user's unread total may visit in place (on a connection thread, from
-/// memory); a user in more is totalled as a heavy read.
-const TOTAL_IN_PLACE: usize = 16;
-
-/// The user's unread total (LOGIN_ACK, MARK_READ_ACK): in place while it is a few reads, else
-/// as a heavy read.
-pub(crate) async fn unread_total(shared: &Arc<Shared>, user: &str) -> Result<u64, Refusal> {
-    let who = user.to_owned();
-    let few = small_read(shared, move |s| {
-        s.store.unread_total_if_few(&who, TOTAL_IN_PLACE)
-    })
-    .await?;
-    if let Some(total) = few {
-        return Ok(total);
-    }
-    let permit = heavy_turn(shared).await?;
-    let who = user.to_owned();
-    blocking(shared, move |s| {
-        let _turn = permit;
-        s.store.unread_total(&who)
-    })
-    .await
-}
-
-/// A turn among the heavy reads (FIFO).
-async fn heavy_turn(shared: &Arc<Shared>) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
-    shared
-        .heavy_reads
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| Refusal::new(ErrorCode::ShuttingDown, "server shutting down"))
-}
-
-/// Heavy reads running at once, server-wide: the cores, and at least two.
-pub(crate) fn heavy_read_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
-}
-/// Runs store reads on the blocking pool and maps their errors to wire codes.
-pub(crate) async fn blocking<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
-where
-    T: Send + 'static,
-    F: FnOnce(&Shared) -> store::Result<T> + Send + 'static,
-{
-    let s = shared.clone();
-    match tokio::task::spawn_blocking(move || f(&s)).await {
-        Ok(r) => refusal(shared, r),
-        Err(e) => {
-            tracing::error!("store task failed: {e}");
-            Err(Refusal::new(ErrorCode::Internal, "internal error"))
-        }
-    }
-}
-
-/// Runs a small store read (a few keys) at once on this task when what it reads is in memory
-/// (memtables, block cache), which is the usual case; only a read that needs the disk goes to
-/// the blocking pool. Saves a thread handoff per LOGIN and per UNREAD.
-pub(crate) async fn small_read<T, F>(shared: &Arc<Shared>, f: F) -> Result<T, Refusal>
-where
-    T: Send + 'static,
-    F: Fn(&Shared) -> store::Result<T> + Send + 'static,
-{
-    match shared.store.in_memory(|| f(shared)) {
-        Some(r) => refusal(shared, r),
-        None => blocking(shared, f).await,
-    }
-}
-
-/// Maps a store result to the reply: a refusal keeps its code; a storage failure starts a clean
-/// shutdown, since the server cannot go on safely.
-pub(crate) fn refusal<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refusal> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(StoreError::Refused { code, message }) => {
-            let mut r = Refusal::new(code, message);
-            if code == ErrorCode::ServerBusy {
-                r.retry_after_ms = 1000 + rand::random_range(0..2000);
-            }
-            Err(r)
-        }
-        Err(e) => {
-            tracing::error!("store failure, shutting down: {e}");
-            shared.shutdown.cancel();
-            Err(Refusal::new(ErrorCode::Internal, "storage failure"))
-        }
-    }
-}
-
-/// The one check of an id from a client or the Server API (`missive_protocol::ids`):
-/// INVALID_ARGUMENT naming the field and the reason.
-pub(crate) fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
-    missive_protocol::ids::check(id)
-        .map_err(|e| Refusal::new(ErrorCode::InvalidArgument, format!("{what}: {e}")))
-}
-
-/// Checks a conversation named by the client (groups are checked by the store).
-fn check_conv(user: &str, conv: Option<&Conversation>) -> Result<Conversation, Refusal> {
-    let conv =
-        conv.ok_or_else(|| Refusal::new(ErrorCode::InvalidArgument, "conversation missing"))?;
-    check_id("conversation id", &conv.id)?;
-    match ConversationKind::try_from(conv.kind) {
-        Ok(ConversationKind::Direct) if conv.id == user => Err(Refusal::new(
-            ErrorCode::InvalidArgument,
-            "a direct conversation needs another user",
-        )),
-        Ok(ConversationKind::Direct) => Ok(conv.clone()),
-        Ok(ConversationKind::Group) => Ok(conv.clone()),
-        _ => Err(Refusal::new(
-            ErrorCode::InvalidArgument,
-            "conversation kind must be DIRECT or GROUP",
-        )),
-    }
-}
-
-/// Where a send came from (for the metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Socket,
-    Http,
 }
 
 /// A SEND from a logged-in session; resolves to the reply once it is committed.
@@ -183,77 +75,18 @@ pub fn send(
     async move { Ok(Answer::Packet(Packet::SendAck(ack.await?))) }
 }
 
-/// Starts a send by `from`, the one path for SENDs from sockets and the HTTP API: validates it
-/// and hands it to the store's writer at once (so sends are stored in the order they arrived);
-/// the returned future resolves to the ack once it is committed. `session` (the sender's own
-/// connection) gets no push of the message; every other online device of both sides does.
-pub fn submit_send(
-    shared: &Arc<Shared>,
-    from: &str,
-    session: Option<u64>,
-    via: Via,
-    req: pb::Send,
-) -> impl std::future::Future<Output = Result<pb::SendAck, Refusal>> + Send + 'static {
-    let started = start_send(shared, from, session, req);
-    let shared = shared.clone();
-    async move {
-        let out = refusal(&shared, started?.await)?;
-        let counter = match (out.ack.duplicate, via) {
-            (true, _) => &shared.metrics.sends_duplicate,
-            (false, Via::Socket) => &shared.metrics.messages_in_socket,
-            (false, Via::Http) => &shared.metrics.messages_in_http,
-        };
-        counter.inc();
-        Ok(out.ack)
-    }
-}
-
-fn start_send(
-    shared: &Shared,
-    from: &str,
-    session: Option<u64>,
-    req: pb::Send,
-) -> Result<store::Pending<store::SendOutcome>, Refusal> {
-    check_id("client_msg_id", &req.client_msg_id)?;
-    let to = check_conv(from, req.to.as_ref())?;
-    if req.content_type == 0 {
-        return Err(Refusal::new(
-            ErrorCode::InvalidArgument,
-            "content_type 0 is invalid",
-        ));
-    }
-    if req.content.len() > shared.config.max_content_len {
-        return Err(Refusal::new(
-            ErrorCode::ContentTooLarge,
-            format!(
-                "content is limited to {} bytes",
-                shared.config.max_content_len
-            ),
-        ));
-    }
-    let r = SendRequest {
-        from: from.to_owned(),
-        client_msg_id: req.client_msg_id,
-        to,
-        content_type: req.content_type,
-        content: req.content,
-        now_ms: crate::now_ms(),
-    };
-    Ok(if r.to.kind == ConversationKind::Group as i32 {
-        shared.store.send_group(r, session)
-    } else {
-        shared.store.send_direct(r, session)
-    })
-}
-
 /// What a request costs against the connection's rate of changes (`sends_per_sec`): every
-/// request the writer runs costs 1, a group change 1 more per user id it names; reads cost
-/// nothing (they are bounded by `heavy`). `None`: not a change.
+/// request the writer runs costs 1, a group change 1 more per user id it names
+/// (`service::groups::cost`); reads cost nothing (they are bounded by `heavy`). `None`: not a
+/// change.
 pub fn change_cost(packet: &Packet) -> Option<u32> {
-    match packet {
-        Packet::Send(_) | Packet::MarkRead(_) | Packet::Recall(_) | Packet::Delete(_) => Some(1),
-        other => super::groups::cost(other),
-    }
+    Some(match packet {
+        Packet::Send(_) | Packet::MarkRead(_) | Packet::Recall(_) | Packet::Delete(_) => 1,
+        Packet::GroupCreate(r) => groups::cost(r.members.len()),
+        Packet::GroupJoin(r) => groups::cost(r.user_ids.len()),
+        Packet::GroupLeave(_) | Packet::GroupSetRole(_) => groups::cost(0),
+        _ => return None,
+    })
 }
 
 /// Handles one request from a logged-in session.
@@ -262,106 +95,124 @@ pub async fn handle(
     session: &Arc<SessionHandle>,
     packet: Packet,
 ) -> Result<Answer, Refusal> {
-    let user = session.user.to_string();
-    let now = crate::now_ms();
+    let user: &str = &session.user;
+    // Half the frame limit leaves room for one maximal message past the budget.
+    let max_bytes = shared.config.max_frame_len / 2;
     match packet {
         Packet::Send(req) => send(shared, session, req).await,
         Packet::Sync(req) => {
-            let limit = match req.limit {
-                0 => SYNC_DEFAULT,
-                n => n.min(SYNC_MAX),
-            } as usize;
-            // Half the frame limit leaves room for one maximal message past the budget.
-            let max_bytes = shared.config.max_frame_len / 2;
-            heavy(shared, move |s| {
-                let page = s
-                    .store
-                    .inbox_after(&user, req.since_version, limit, max_bytes)?;
-                s.metrics.sync_pages.inc();
-                let new_version = page
-                    .entries
-                    .last()
-                    .map(|e| e.version)
-                    .unwrap_or(req.since_version);
-                Ok(Packet::SyncAck(pb::SyncAck {
-                    entries: page.entries,
-                    new_version,
-                    has_more: page.has_more,
-                    current_version: page.current_version,
-                }))
-            })
-            .await
+            let limit = page_limit(req.limit, SYNC_DEFAULT, SYNC_MAX);
+            let read = reads::sync(user, req.since_version, limit, max_bytes);
+            heavy(shared, read, Packet::SyncAck).await
         }
         Packet::Contacts(req) => {
-            let limit = match req.limit {
-                0 => CONTACTS_DEFAULT,
-                n => n.min(CONTACTS_MAX),
-            } as usize;
-            let max_bytes = shared.config.max_frame_len / 2;
-            heavy(shared, move |s| {
-                let (contacts, next_cursor) =
-                    s.store.contacts(&user, &req.cursor, limit, max_bytes)?;
-                Ok(Packet::ContactsAck(pb::ContactsAck {
-                    contacts,
-                    next_cursor,
-                }))
-            })
-            .await
+            let limit = page_limit(req.limit, CONTACTS_DEFAULT, CONTACTS_MAX);
+            let read = reads::contacts(user, req.cursor, limit, max_bytes);
+            heavy(shared, read, Packet::ContactsAck).await
         }
         Packet::Unread(req) => {
-            let limit = match req.limit {
-                0 => UNREAD_DEFAULT,
-                n => n.min(UNREAD_MAX),
-            } as usize;
-            heavy(shared, move |s| {
-                let ack = s.store.unread_page(&user, &req.cursor, limit)?;
-                Ok(Packet::UnreadAck(ack))
-            })
+            let limit = page_limit(req.limit, UNREAD_DEFAULT, UNREAD_MAX);
+            heavy(
+                shared,
+                reads::unread(user, req.cursor, limit),
+                Packet::UnreadAck,
+            )
             .await
         }
         Packet::MarkRead(req) => {
-            let conv = check_conv(&user, req.conversation.as_ref())?;
-            let pending = shared.store.mark_read(&user, &conv, req.up_to_seq, now);
-            let mut ack = refusal(shared, pending.await)?;
-            // The total over every conversation is read once the change is stored, here rather
-            // than on the writer (it visits each read fan-out group of the user).
-            ack.total = unread_total(shared, &user).await?;
+            let conv = req.conversation.as_ref();
+            let ack = messages::mark_read(shared, user, conv, req.up_to_seq).await?;
             Ok(Packet::MarkReadAck(ack).into())
         }
         Packet::Recall(req) => {
-            let conv = check_conv(&user, req.conversation.as_ref())?;
-            let window = shared.config.recall_window_secs as i64 * 1000;
-            let pending = if conv.kind == ConversationKind::Group as i32 {
-                shared
-                    .store
-                    .recall_group(&user, &conv.id, req.msg_id, now, window)
-            } else {
-                shared.store.recall(&user, &conv, req.msg_id, now, window)
-            };
-            let version = refusal(shared, pending.await)?;
+            let conv = req.conversation.as_ref();
+            let version = messages::recall(shared, user, conv, req.msg_id).await?;
             Ok(Packet::RecallAck(pb::RecallAck { version }).into())
         }
         Packet::Delete(req) => {
-            let conv = check_conv(&user, req.conversation.as_ref())?;
-            let pending = shared.store.delete(&user, &conv, req.msg_id, now);
-            let version = refusal(shared, pending.await)?;
+            let conv = req.conversation.as_ref();
+            let version = messages::delete(shared, user, conv, req.msg_id).await?;
             Ok(Packet::DeleteAck(pb::DeleteAck { version }).into())
         }
-        p @ (Packet::GroupCreate(_)
-        | Packet::GroupJoin(_)
-        | Packet::GroupLeave(_)
-        | Packet::GroupSetRole(_)) => super::groups::change(shared, &user, now, p)
-            .await
-            .map(Answer::from),
-        other => super::groups::read(shared, &user, other).await,
+        Packet::GroupCreate(req) => {
+            let history = HistoryVisibility::try_from(req.history);
+            let join_policy = JoinPolicy::try_from(req.join_policy);
+            let change = GroupChange::Create {
+                name: req.name,
+                members: req.members,
+                history: history.unwrap_or_default(),
+                join_policy: join_policy.unwrap_or_default(),
+            };
+            // The name and the list are checked before the settings (PROTOCOL.md 20: a list's
+            // length before anything else).
+            groups::check(shared, user, &change)?;
+            history.map_err(|_| {
+                Refusal::new(ErrorCode::InvalidArgument, "unknown history visibility")
+            })?;
+            join_policy
+                .map_err(|_| Refusal::new(ErrorCode::InvalidArgument, "unknown join policy"))?;
+            group_change(shared, user, change, Packet::GroupCreateAck).await
+        }
+        Packet::GroupJoin(req) => {
+            let change = GroupChange::Join {
+                group_id: req.group_id,
+                users: req.user_ids,
+            };
+            group_change(shared, user, change, Packet::GroupJoinAck).await
+        }
+        Packet::GroupLeave(req) => {
+            let change = GroupChange::Leave {
+                group_id: req.group_id,
+                user: (!req.user_id.is_empty()).then_some(req.user_id),
+            };
+            group_change(shared, user, change, Packet::GroupLeaveAck).await
+        }
+        Packet::GroupSetRole(req) => {
+            // An unknown role number is refused by the service as any role it does not set.
+            let role = GroupRole::try_from(req.role).unwrap_or(GroupRole::Owner);
+            let change = GroupChange::SetRole {
+                group_id: req.group_id,
+                user: req.user_id,
+                role,
+            };
+            group_change(shared, user, change, Packet::GroupSetRoleAck).await
+        }
+        Packet::GroupMembers(req) => {
+            let limit = page_limit(req.limit, MEMBERS_DEFAULT, MEMBERS_MAX);
+            let read = groups::members(Some(user), &req.group_id, req.cursor, limit)?;
+            let ack = |(group, (members, next_cursor))| {
+                Packet::GroupMembersAck(pb::GroupMembersAck {
+                    group: Some(group),
+                    members,
+                    next_cursor,
+                })
+            };
+            heavy(shared, read, ack).await
+        }
+        Packet::GroupList(req) => {
+            let limit = page_limit(req.limit, LIST_DEFAULT, LIST_MAX);
+            let read = groups::list(user, req.cursor, limit, max_bytes);
+            heavy(shared, read, Packet::GroupListAck).await
+        }
+        Packet::GroupHistory(req) => {
+            let limit = page_limit(req.limit, HISTORY_DEFAULT, HISTORY_MAX);
+            let read = groups::history(user, req, limit, max_bytes)?;
+            heavy(shared, read, Packet::GroupHistoryAck).await
+        }
+        other => Err(Refusal::new(
+            ErrorCode::UnknownCommand,
+            format!("{} is not a request", other.command().name()),
+        )),
     }
 }
 
-/// The store's view of the group settings.
-pub fn group_limits(shared: &Shared) -> GroupLimits {
-    GroupLimits {
-        fanout_threshold: shared.config.fanout_threshold,
-        max_group_size: shared.config.max_group_size,
-        max_groups_per_user: shared.config.max_groups_per_user,
-    }
+/// A group change by `user`, answered with `ack` of the group as it is after it.
+async fn group_change(
+    shared: &Arc<Shared>,
+    user: &str,
+    change: GroupChange,
+    ack: fn(pb::GroupAck) -> Packet,
+) -> Result<Answer, Refusal> {
+    let group = groups::change(shared, user, change).await?;
+    Ok(ack(pb::GroupAck { group: Some(group) }).into())
 }

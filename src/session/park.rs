@@ -29,7 +29,6 @@
 //! shutdown).
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -39,13 +38,36 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::conn::{Conn, Filled, Stream};
-use super::serve::{heartbeat_ack, Session};
+use super::serve::{heartbeat_ack, Exit, Session};
+use crate::context::Shared;
+use crate::net::conn::{Conn, Filled, Stream};
+use crate::net::parker::Sleeper;
 use crate::router::SessionHandle;
-use crate::server::Shared;
 
 /// Bytes the parker reads from one socket before handing it to a task (a heartbeat is ~20).
 const READ_LIMIT: usize = 4096;
+
+/// Serves a session until it closes or is parked (its task ends then, and a wake-up serves it
+/// again on a new one: `park`).
+pub(super) async fn serve(mut session: Box<Session>) {
+    loop {
+        match session.serve().await {
+            Exit::Closed => break,
+            Exit::Idle => match park(session) {
+                Parking::Parked => return,
+                Parking::Resume(s) => session = s,
+                Parking::Closed(shared, handle) => return closed(&shared, &handle),
+            },
+        }
+    }
+    closed(&session.shared, &session.handle);
+}
+
+/// A session is over: it leaves the router.
+fn closed(shared: &Shared, handle: &Arc<SessionHandle>) {
+    shared.router.unregister(handle);
+    tracing::debug!(session = handle.id, "closed");
+}
 
 /// What a parked session keeps: everything else is empty when it is idle, or rebuilt from the
 /// configuration when it is revived.
@@ -98,6 +120,16 @@ impl Wake for Nest {
     }
 }
 
+impl Sleeper for Nest {
+    fn readable(&self) {
+        Nest::readable(self)
+    }
+
+    fn evict(self: Arc<Self>) {
+        self.wake()
+    }
+}
+
 impl Nest {
     /// The parker saw the plain socket readable: answers HEARTBEATs in place, or revives.
     fn readable(&self) {
@@ -133,7 +165,7 @@ impl Nest {
                     "the parker panicked; connection closed"
                 );
                 drop(p);
-                return super::closed(&shared, &handle);
+                return closed(&shared, &handle);
             }
         }
         let mut state = self.state.lock();
@@ -182,7 +214,7 @@ impl Parked {
         if read.is_empty() {
             return Ok(());
         }
-        self.handle.touch(crate::now_ms());
+        self.handle.touch(crate::clock::now_ms());
         let max = self.shared.config.max_frame_len;
         let mut codec = FrameCodec::new(max);
         let mut rest = read.clone();
@@ -215,7 +247,7 @@ impl Parked {
 /// sweep's `last_seen`), as any read of a session does.
 fn unread(handle: &SessionHandle, bytes: BytesMut) -> Carry {
     if !bytes.is_empty() {
-        handle.touch(crate::now_ms());
+        handle.touch(crate::clock::now_ms());
     }
     Carry {
         unread: bytes,
@@ -242,7 +274,7 @@ pub(super) enum Parking {
 
 /// Parks an idle session (one whose `serve` returned `Exit::Idle`), unless something is
 /// already waiting for it.
-pub(super) fn park(mut session: Box<Session>) -> Parking {
+fn park(mut session: Box<Session>) -> Parking {
     let nest = Arc::new(Nest::default());
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
@@ -257,8 +289,8 @@ pub(super) fn park(mut session: Box<Session>) -> Parking {
         match session.conn.poll_fill(&mut cx) {
             Poll::Pending => {}
             Poll::Ready(Ok(Filled::Data)) => {
-                session.handle.touch(crate::now_ms());
-                session.idle_since = Instant::now();
+                session.handle.touch(crate::clock::now_ms());
+                session.timers.active(Instant::now());
                 return Parking::Resume(session);
             }
             Poll::Ready(r) => {
@@ -288,7 +320,7 @@ pub(super) fn park(mut session: Box<Session>) -> Parking {
                     return Parking::Closed(shared, handle);
                 }
             };
-            match shared.parker.add(&mut socket, &nest) {
+            match shared.parker.add(&mut socket, nest.clone()) {
                 Ok(token) => Waiting::Plain { socket, token },
                 Err(e) => {
                     // The parker stopped meanwhile (or epoll refused the socket): back to
@@ -359,145 +391,12 @@ fn revive(p: Parked, carry: Carry) {
     shared.tasks.spawn_on(
         async move {
             match unpark(p, carry) {
-                Ok(session) => super::serve(session).await,
-                Err((shared, handle)) => super::closed(&shared, &handle),
+                Ok(session) => serve(session).await,
+                Err((shared, handle)) => closed(&shared, &handle),
             }
         },
         &shared.runtime,
     );
-}
-
-/// The epoll set of parked plain connections and the thread that watches it.
-pub struct Parker {
-    registry: mio::Registry,
-    slots: Mutex<Slots>,
-    stop: AtomicBool,
-    /// Set (under the slots' lock) if the thread's poll failed: nothing more is parked here.
-    broken: AtomicBool,
-    waker: mio::Waker,
-}
-
-/// The nest of each parked socket, by the low 32 bits of its token; the high 32 bits are the
-/// slot's generation, so that an event for a socket already gone finds nothing.
-#[derive(Default)]
-struct Slots {
-    slots: Vec<(u32, Option<Arc<Nest>>)>,
-    free: Vec<u32>,
-}
-
-const STOP: mio::Token = mio::Token(usize::MAX);
-
-impl Parker {
-    /// Starts the parker's thread.
-    pub fn start() -> io::Result<Arc<Parker>> {
-        let poll = mio::Poll::new()?;
-        let parker = Arc::new(Parker {
-            registry: poll.registry().try_clone()?,
-            slots: Mutex::default(),
-            stop: AtomicBool::new(false),
-            broken: AtomicBool::new(false),
-            waker: mio::Waker::new(poll.registry(), STOP)?,
-        });
-        let p = parker.clone();
-        std::thread::Builder::new()
-            .name("missive-park".into())
-            .spawn(move || p.run(poll))?;
-        Ok(parker)
-    }
-
-    /// Ends the parker's thread (at shutdown, once every session is done).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
-    }
-
-    fn run(self: Arc<Self>, mut poll: mio::Poll) {
-        let mut events = mio::Events::with_capacity(256);
-        while !self.stop.load(Ordering::Acquire) {
-            if let Err(e) = poll.poll(&mut events, None) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Only a bug can make epoll_wait fail. The sessions parked here are served
-                // again by tasks, and later ones park with tokio (as TLS sessions do).
-                tracing::error!("the parker's poll failed, its sessions go back to tokio: {e}");
-                self.fail();
-                return;
-            }
-            for event in events.iter() {
-                if let Some(nest) = self.nest(event.token()) {
-                    nest.readable();
-                }
-            }
-        }
-    }
-
-    /// Whether the parker's thread has stopped watching its sockets.
-    pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
-    }
-
-    /// Stops parking here and serves every session parked here again (their sockets go back to
-    /// tokio). A session being parked meanwhile is refused by [`Parker::add`] (the flag is set
-    /// under the same lock) and serves on.
-    pub(crate) fn fail(&self) {
-        let nests: Vec<Arc<Nest>> = {
-            let s = self.slots.lock();
-            self.broken.store(true, Ordering::Release);
-            s.slots.iter().filter_map(|(_, n)| n.clone()).collect()
-        };
-        for nest in nests {
-            nest.wake_by_ref();
-        }
-    }
-
-    fn add(&self, socket: &mut mio::net::TcpStream, nest: &Arc<Nest>) -> io::Result<mio::Token> {
-        let mut s = self.slots.lock();
-        if self.broken.load(Ordering::Acquire) {
-            return Err(io::Error::other("the parker has stopped"));
-        }
-        let index = match s.free.pop() {
-            Some(i) => i,
-            None => {
-                s.slots.push((0, None));
-                (s.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut s.slots[index as usize];
-        slot.1 = Some(nest.clone());
-        let token = mio::Token(index as usize | (slot.0 as usize) << 32);
-        if let Err(e) = self
-            .registry
-            .register(socket, token, mio::Interest::READABLE)
-        {
-            slot.1 = None;
-            s.free.push(index);
-            return Err(e);
-        }
-        Ok(token)
-    }
-
-    fn remove(&self, socket: &mut mio::net::TcpStream, token: mio::Token) {
-        let _ = self.registry.deregister(socket);
-        let index = token.0 as u32;
-        let mut s = self.slots.lock();
-        let slot = &mut s.slots[index as usize];
-        slot.0 = slot.0.wrapping_add(1);
-        slot.1 = None;
-        s.free.push(index);
-    }
-
-    fn nest(&self, token: mio::Token) -> Option<Arc<Nest>> {
-        if token == STOP {
-            return None;
-        }
-        let s = self.slots.lock();
-        let (generation, nest) = s.slots.get(token.0 as u32 as usize)?;
-        if *generation as usize != token.0 >> 32 {
-            return None;
-        }
-        nest.clone()
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use missive_protocol::Frame;
 use tokio::time::Instant;
 
-struct Pending {
+struct Unacked {
     frame: Frame,
     attempts: u32,
     due: Instant,
@@ -14,7 +14,7 @@ struct Pending {
 
 /// Unacknowledged pushes of one connection, by version.
 pub struct Retransmits {
-    pending: BTreeMap<u64, Pending>,
+    pending: BTreeMap<u64, Unacked>,
     ack_timeout: Duration,
     max_retransmits: u32,
 }
@@ -39,7 +39,7 @@ impl Retransmits {
     pub fn sent(&mut self, version: u64, frame: Frame, now: Instant) {
         self.pending.insert(
             version,
-            Pending {
+            Unacked {
                 frame,
                 attempts: 0,
                 due: now + self.ack_timeout,

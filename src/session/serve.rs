@@ -18,12 +18,15 @@ use missive_protocol::pb::{self, KickReason};
 use missive_protocol::{Command, ErrorCode, Frame, Packet};
 use tokio::time::Instant;
 
-use super::conn::{Conn, Filled};
 use super::handlers::{self, Answer};
+use super::order;
 use super::retransmit::{self, Retransmits};
-use super::Refusal;
+use super::timers::{self, Due, Timers};
+use crate::context::Shared;
+use crate::net::conn::{Conn, Filled};
 use crate::router::{kick, Outbound, SessionHandle};
-use crate::server::Shared;
+use crate::service::refusal::error_frame;
+use crate::service::Refusal;
 
 /// SENDs of one connection in flight at once; past this the session reads no more until the
 /// oldest is answered (the client's pipelining is bounded by the server, not by memory).
@@ -53,24 +56,16 @@ pub(super) struct Session {
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place within the connection limits, given back when the session ends.
     pub permit: crate::limits::Permit,
-    /// Since when nothing has happened on the connection (reads, queued frames, replies): after
-    /// `park_idle_ms` of it with nothing in flight the session is parked (`super::park`).
-    pub idle_since: Instant,
-    /// Times the timer found the session busy again before it could park: each doubles the
-    /// wait for the next try, up to `MAX_PARK_BACKOFF` doublings, so a chatting session is not
-    /// woken every `park_idle_ms` only to find it has work (nor parked in every short pause).
-    pub park_backoff: u8,
+    /// The frame timeout, retransmit and park decisions (`super::timers`).
+    pub timers: Timers,
     /// Pushes of versions up to this are not sent: the LOGIN_ACK's `current_version` counted
     /// them (the client SYNCs them). The session registers before it reads that version, so
     /// the pushes of a commit the router had not handed out yet can still come in behind it.
     pub pushed_through: u64,
 }
 
-/// At most `park_idle_ms` × 2^this of nothing in flight before a busy session is parked.
-const MAX_PARK_BACKOFF: u8 = 4;
-
 /// Why [`Session::serve`] returned.
-pub(super) enum Exit {
+pub enum Exit {
     /// The connection is done.
     Closed,
     /// Nothing in flight for `park_idle_ms`: the session may be parked.
@@ -94,11 +89,17 @@ impl Session {
         permit: crate::limits::Permit,
     ) -> Box<Session> {
         let config = &shared.config;
+        let retransmits = Retransmits::new(
+            Duration::from_millis(config.ack_timeout_ms),
+            config.max_retransmits,
+        );
+        let timers = Timers::new(
+            Duration::from_millis(config.frame_timeout_ms),
+            Duration::from_millis(config.park_idle_ms),
+            Instant::now(),
+        );
         Box::new(Session {
-            retransmits: Retransmits::new(
-                Duration::from_millis(config.ack_timeout_ms),
-                config.max_retransmits,
-            ),
+            retransmits,
             shared,
             conn,
             handle,
@@ -106,8 +107,7 @@ impl Session {
             in_flight: VecDeque::new(),
             timer: None,
             permit,
-            idle_since: Instant::now(),
-            park_backoff: 0,
+            timers,
             pushed_through: 0,
         })
     }
@@ -124,7 +124,7 @@ impl Session {
                 // The turn stopped at the reply budget with requests still read; its replies
                 // are written now (`work` flushed them): take the next ones without waiting
                 // for more bytes, which may never come.
-                self.idle_since = Instant::now();
+                self.timers.active(Instant::now());
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -135,7 +135,7 @@ impl Session {
             // session).
             let woke = std::future::poll_fn(|cx| self.poll_wait(cx, reading)).await;
             if !matches!(woke, Woke::Timer) {
-                self.idle_since = Instant::now();
+                self.timers.active(Instant::now());
             }
             match woke {
                 Woke::Queue => {}
@@ -147,7 +147,7 @@ impl Session {
                         }
                     }
                 }
-                Woke::Read(Ok(Filled::Data)) => self.handle.touch(crate::now_ms()),
+                Woke::Read(Ok(Filled::Data)) => self.handle.touch(crate::clock::now_ms()),
                 Woke::Read(Ok(Filled::Eof)) => return Exit::Closed,
                 Woke::Read(Err(e)) => {
                     tracing::debug!(session = self.handle.id, "read: {e}");
@@ -204,18 +204,24 @@ impl Session {
         }
     }
 
+    /// What the timers need to know of the connection now.
+    fn timer_state(&self) -> timers::State {
+        timers::State {
+            partial_since: self.conn.partial_since(),
+            retransmit_due: self.retransmits.next_due(),
+            idle: self.in_flight.is_empty()
+                && self.retransmits.len() == 0
+                && self.conn.partial_since().is_none()
+                && !self.conn.holds_a_frame(),
+        }
+    }
+
     /// Arms the one timer for the earliest of: the incomplete frame's deadline (slowloris), the
-    /// next retransmit and, with nothing in flight, the time to park. A timer already set
-    /// earlier is left as it is (it wakes the session early, which only looks again): moving it
-    /// on every turn would cost a timer-wheel update per message.
+    /// next retransmit and, with nothing in flight, the time to park (`Timers::next_wake`). A
+    /// timer already set earlier is left as it is (it wakes the session early, which only looks
+    /// again): moving it on every turn would cost a timer-wheel update per message.
     fn set_timer(&mut self) {
-        let frame_deadline = self.conn.partial_since().map(|t| t + self.frame_timeout());
-        let park = self.park_at();
-        let next = [frame_deadline, self.retransmits.next_due(), park]
-            .into_iter()
-            .flatten()
-            .min();
-        match (next, &mut self.timer) {
+        match (self.timers.next_wake(&self.timer_state()), &mut self.timer) {
             (None, _) => self.timer = None,
             (Some(at), Some(t)) => {
                 if t.is_elapsed() || t.deadline() > at {
@@ -226,40 +232,22 @@ impl Session {
         }
     }
 
-    /// When the session is to be parked, if it is idle: nothing in flight, no push awaiting its
-    /// ack, no frame half read.
-    fn park_at(&self) -> Option<Instant> {
-        let after = self.shared.config.park_idle_ms << self.park_backoff;
-        let idle = self.in_flight.is_empty()
-            && self.retransmits.len() == 0
-            && self.conn.partial_since().is_none()
-            && !self.conn.holds_a_frame();
-        (after > 0 && idle).then(|| self.idle_since + Duration::from_millis(after))
-    }
-
     fn on_timer(&mut self) -> Timed {
-        let now = Instant::now();
-        if let Some(since) = self.conn.partial_since() {
-            if since + self.frame_timeout() <= now {
+        let state = self.timer_state();
+        match self.timers.on_wake(Instant::now(), &state) {
+            Due::FrameTimeout => {
                 let msg = "frame not completed within frame_timeout_ms";
                 self.shared.metrics.error(ErrorCode::BadFrame);
-                self.conn
-                    .queue(&super::error_frame(0, ErrorCode::BadFrame, msg));
-                return Timed::Close;
+                self.conn.queue(&error_frame(0, ErrorCode::BadFrame, msg));
+                Timed::Close
             }
-        }
-        if self.retransmits.next_due().is_some_and(|due| due <= now) {
-            return match self.retransmit() {
+            Due::Retransmit => match self.retransmit() {
                 Flow::Continue => Timed::Continue,
                 Flow::Close => Timed::Close,
-            };
+            },
+            Due::Park => Timed::Park,
+            Due::Nothing => Timed::Continue,
         }
-        if self.park_at().is_some_and(|at| at <= now) {
-            return Timed::Park;
-        }
-        // Woken to park, but there was something to do since (or still is).
-        self.park_backoff = (self.park_backoff + 1).min(MAX_PARK_BACKOFF);
-        Timed::Continue
     }
 
     /// One turn: handle the frames read, collect finished replies, take queued pushes. Queues
@@ -276,31 +264,25 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     self.shared.metrics.error(e.code());
-                    self.conn
-                        .queue(&super::error_frame(0, e.code(), &e.to_string()));
+                    self.conn.queue(&error_frame(0, e.code(), &e.to_string()));
                     return Flow::Close;
                 }
             }
         }
-        // Pushes are taken before the replies are looked at, and queued after them: the
-        // committer completes a group's replies before it hands out the group's pushes, so
-        // every reply (that is not waiting behind an earlier request) of a group whose push is
-        // taken here is written before that push: the client never sees a PUSH of a version
-        // after that of a SEND_ACK still to come.
-        let taken = self.handle.take();
-        // Replies already there, in order.
-        while let Some((_, reply)) = self.in_flight.front_mut() {
-            let Poll::Ready(r) = reply.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-            else {
-                break;
-            };
-            let Some((rid, _)) = self.in_flight.pop_front() else {
-                break;
-            };
+        // Pushes taken first, then the replies complete by then, written in that order: the
+        // ordering rule (`super::order`).
+        let writes = order::collect(&self.handle, &mut self.in_flight, |reply| {
+            match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            }
+        });
+        for (rid, r) in writes.replies {
             if let Flow::Close = self.reply(rid, r) {
                 return Flow::Close;
             }
         }
+        let taken = writes.taken;
         self.queue_pushes(taken)
     }
 
@@ -363,10 +345,6 @@ impl Session {
         self.conn
             .queue(&Frame::new(&Packet::Kick(kick(reason, message)), 0));
         Flow::Close
-    }
-
-    fn frame_timeout(&self) -> Duration {
-        Duration::from_millis(self.shared.config.frame_timeout_ms)
     }
 
     /// Queues the reply to request `rid`; a fatal refusal closes the connection.
@@ -487,7 +465,7 @@ impl Session {
 /// The answer to a HEARTBEAT (also given by a parked session, `super::park`).
 pub(super) fn heartbeat_ack(h: &pb::Heartbeat) -> Packet {
     Packet::HeartbeatAck(pb::HeartbeatAck {
-        server_time_ms: crate::now_ms(),
+        server_time_ms: crate::clock::now_ms(),
         client_time_ms: h.client_time_ms,
     })
 }

@@ -1,4 +1,4 @@
-//! [`Txn`]: one change, run by the writer against the pending group.
+//! [`Change`]: one change, run by the writer against the pending group.
 //!
 //! Reads see what is committed plus every change before this one in the group (the overlay),
 //! plus this change's own writes. Nothing is visible to readers outside the writer until the
@@ -10,8 +10,13 @@ use std::sync::Arc;
 use missive_protocol::pb::{self, inbox_entry::Body, Conversation, InboxEntry};
 use prost::Message as _;
 
-use super::writer::{is_counter_family, Completion, Group, Notify, Post};
-use super::{cf, keys, Core, Delivery, Reader, Result, StoreError};
+use super::commit::{is_counter_family, CommitGroup, Completion, Notify, Post};
+use super::core::Core;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys;
+use super::outbox::Delivery;
+use super::read::Reader;
 
 /// The version of `user`'s entry among `deliveries` (0 if none).
 pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
@@ -22,26 +27,18 @@ pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The index of a column family in `cf::ALL`.
-fn family(name: &str) -> u8 {
-    cf::ALL
-        .iter()
-        .position(|f| *f == name)
-        .expect("family listed in cf::ALL") as u8
-}
-
 /// One change, on the writer thread.
-pub struct Txn<'a> {
+pub struct Change<'a> {
     core: &'a Core,
-    group: &'a mut Group,
+    group: &'a mut CommitGroup,
     posts_mark: usize,
     writes: usize,
 }
 
-impl<'a> Txn<'a> {
-    pub(super) fn new(core: &'a Core, group: &'a mut Group) -> Self {
+impl<'a> Change<'a> {
+    pub(super) fn new(core: &'a Core, group: &'a mut CommitGroup) -> Self {
         let posts_mark = group.posts.len();
-        Txn {
+        Change {
             core,
             group,
             posts_mark,
@@ -49,7 +46,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// The committed store, for scans (which see only committed data: call [`Txn::fresh`]
+    /// The committed store, for scans (which see only committed data: call [`Change::fresh`]
     /// first).
     pub fn core(&self) -> &'a Core {
         self.core
@@ -72,66 +69,64 @@ impl<'a> Txn<'a> {
     /// Calls `f` with the current value of a key (`None` if absent or deleted).
     pub fn read<T>(
         &self,
-        family_name: &str,
+        family: Family,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> T,
     ) -> Result<T> {
-        if let Some(v) = self.group.pending(family(family_name), key) {
+        if let Some(v) = self.group.pending(family, key) {
             return Ok(f(v));
         }
-        let v = self
-            .core
-            .db()
-            .get_pinned_cf(self.core.cf(family_name), key)?;
+        let v = self.core.db().get_pinned_cf(self.core.cf(family), key)?;
         Ok(f(v.as_deref()))
     }
 
-    fn write(&mut self, family_name: &str, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let f = family(family_name);
+    fn write(&mut self, family: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
         self.group.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        self.group.overlay[f as usize].insert(key, value);
+        self.group.overlay[family.index()].insert(key, value);
         self.group.writes += 1;
         self.writes += 1;
     }
 
     /// A put.
-    pub fn put(&mut self, family_name: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.write(family_name, key.into(), Some(value.into()));
+    pub fn put(&mut self, family: Family, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.write(family, key.into(), Some(value.into()));
     }
 
     /// A delete.
-    pub fn delete(&mut self, family_name: &str, key: impl Into<Vec<u8>>) {
-        self.write(family_name, key.into(), None);
+    pub fn delete(&mut self, family: Family, key: impl Into<Vec<u8>>) {
+        self.write(family, key.into(), None);
     }
 
     /// A counter (0 if absent), as of this change. Committed values come from the writer's
     /// cache when they are there.
-    pub fn counter(&mut self, family_name: &str, key: &[u8]) -> Result<u64> {
-        let f = family(family_name);
-        if let Some(v) = self.group.pending(f, key) {
+    pub fn counter(&mut self, family: Family, key: &[u8]) -> Result<u64> {
+        if let Some(v) = self.group.pending(family, key) {
             return match v.map(keys::u64_value) {
                 None => Ok(0),
                 Some(Some(n)) => Ok(n),
-                Some(None) => Err(StoreError::Corrupt(format!("u64 value in {family_name}"))),
+                Some(None) => Err(StoreError::Corrupt(format!(
+                    "u64 value in {}",
+                    family.name()
+                ))),
             };
         }
-        if let Some(n) = self.group.counters.get(f, key) {
+        if let Some(n) = self.group.counters.get(family, key) {
             return Ok(n);
         }
-        let n = self.core.get_u64(family_name, key)?;
-        if is_counter_family(f) {
-            self.group.counters.insert(f, key.to_vec(), n);
+        let n = self.core.get_u64(family, key)?;
+        if is_counter_family(family) {
+            self.group.counters.insert(family, key.to_vec(), n);
         }
         Ok(n)
     }
 
     /// Sets a counter; 0 deletes it (an absent counter reads as 0), so scans of counts meet
     /// only the ones that are not 0.
-    pub fn set_counter(&mut self, family_name: &str, key: Vec<u8>, value: u64) {
+    pub fn set_counter(&mut self, family: Family, key: Vec<u8>, value: u64) {
         if value == 0 {
-            self.delete(family_name, key);
+            self.delete(family, key);
         } else {
-            self.put(family_name, key, value.to_be_bytes().to_vec());
+            self.put(family, key, value.to_be_bytes().to_vec());
         }
     }
 
@@ -139,28 +134,27 @@ impl<'a> Txn<'a> {
     /// that no pending change touched, plus the pending puts. Costs a seek, a step per key in
     /// the range, and a look at the family's pending keys (few, for the families it is used
     /// on: recalled messages).
-    pub fn count_range(&self, family_name: &str, start: &[u8], end: &[u8]) -> Result<u64> {
-        let f = family(family_name);
+    pub fn count_range(&self, family: Family, start: &[u8], end: &[u8]) -> Result<u64> {
         let mut n = 0;
         // A pending key is not counted from RocksDB: the committer may be writing it now.
-        for item in self.core.iter_from(family_name, start) {
+        for item in self.core.iter_from(family, start) {
             let (k, _) = item?;
             if &*k >= end {
                 break;
             }
-            if self.group.pending(f, &k).is_none() {
+            if self.group.pending(family, &k).is_none() {
                 n += 1;
             }
         }
-        n += self.group.pending_puts_in(f, start, end);
+        n += self.group.pending_puts_in(family, start, end);
         Ok(n)
     }
 
     /// Adds `delta` to a counter, clamped at zero; returns the new value.
-    pub fn add_counter(&mut self, family_name: &str, key: Vec<u8>, delta: i64) -> Result<u64> {
-        let old = self.counter(family_name, &key)?;
+    pub fn add_counter(&mut self, family: Family, key: Vec<u8>, delta: i64) -> Result<u64> {
+        let old = self.counter(family, &key)?;
         let new = (old as i64).saturating_add(delta).max(0) as u64;
-        self.set_counter(family_name, key, new);
+        self.set_counter(family, key, new);
         Ok(new)
     }
 
@@ -198,7 +192,7 @@ impl<'a> Txn<'a> {
             _ => entry.clone(),
         };
         self.put(
-            cf::INBOX,
+            Family::Inbox,
             keys::inbox(user, version),
             stored.encode_to_vec(),
         );
@@ -285,7 +279,7 @@ impl<'a> Txn<'a> {
         self.group.cache_members(group_id, Arc::new(list))
     }
 
-    /// Adds `users` to the cached member list of `group_id` (read with [`Txn::members`]
+    /// Adds `users` to the cached member list of `group_id` (read with [`Change::members`]
     /// first) and returns it.
     pub fn add_members(&mut self, group_id: &str, users: &[String]) -> Arc<Vec<String>> {
         let mut list = self.cached_members(group_id);
@@ -293,7 +287,7 @@ impl<'a> Txn<'a> {
         self.group.cache_members(group_id, list)
     }
 
-    /// Takes `user` out of the cached member list of `group_id` (read with [`Txn::members`]
+    /// Takes `user` out of the cached member list of `group_id` (read with [`Change::members`]
     /// first) and returns it.
     pub fn remove_member(&mut self, group_id: &str, user: &str) -> Arc<Vec<String>> {
         let mut list = self.cached_members(group_id);
@@ -345,7 +339,7 @@ impl<'a> Txn<'a> {
             None => users.to_vec(),
         };
         for user in offline {
-            self.put(cf::PUSH_QUEUE, keys::push(msg_id, user), Vec::new());
+            self.put(Family::PushQueue, keys::push(msg_id, user), Vec::new());
             self.group.push_queued = true;
         }
     }
@@ -363,5 +357,16 @@ impl<'a> Txn<'a> {
             core.fail();
         }
         self.group.posts.truncate(self.posts_mark);
+    }
+}
+
+impl Reader for Change<'_> {
+    fn value<T>(
+        &self,
+        family: Family,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Result<T> {
+        self.read(family, key, f)
     }
 }

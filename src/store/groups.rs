@@ -13,30 +13,30 @@
 //! the member list is read only where every member must be told.
 
 use missive_protocol::pb::{
-    self, inbox_entry::Body, Conversation, ConversationKind, FanoutMode, GroupEvent,
-    GroupEventKind, GroupInfo, GroupMember, GroupRole, HistoryOrder, HistoryVisibility, InboxEntry,
-    JoinPolicy, SendAck,
+    self, inbox_entry::Body, FanoutMode, GroupEvent, GroupEventKind, GroupInfo, GroupMember,
+    GroupRole, HistoryOrder, HistoryVisibility, InboxEntry, JoinPolicy, SendAck,
 };
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
+use super::change::{version_of, Change};
+use super::conversation::{
+    group_conv, message_in, put_message, touch_contact, SendOutcome, SendRequest,
+};
+use super::core::Core;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
 use super::membership::{
     add_member, check_group_caps, forget_count, group_info, group_view, is_open, member_of,
-    mode_of, no_such_group, remove_member, require_manager, require_member, switch_mode, unique,
-    GroupLimits, Joining,
+    mode_of, no_such_group, remove_member, require_manager, require_member, unique, GroupLimits,
+    Joining,
 };
-use super::messages::{message_in, put_message, touch_contact};
-use super::{
-    cf, keys, ConvKey, Core, Delivery, Pending, Reader, Result, SendOutcome, SendRequest, Store,
-    StoreError, Txn,
-};
-
-pub fn group_conv(id: &str) -> Conversation {
-    Conversation {
-        kind: ConversationKind::Group as i32,
-        id: id.to_owned(),
-    }
-}
+use super::outbox::Delivery;
+use super::pending::Pending;
+use super::read::Reader;
+use super::unread::group_unread_in;
+use super::writer::Store;
 
 /// GROUP_NOTIFY carries a read fan-out message whose content is at most this long.
 pub const NOTIFY_INLINE_MAX: usize = 4096;
@@ -83,7 +83,7 @@ pub enum GroupChange {
 /// member's first join.
 pub(crate) fn last_visible(r: &impl Reader, user: &str, group_id: &str) -> Result<Option<u64>> {
     let ck = ConvKey::group(group_id);
-    let last = r.get_u64(cf::CONVS, &ck.0)?;
+    let last = r.get_u64(Family::Convs, &ck.0)?;
     if last == 0 {
         return Ok(None);
     }
@@ -94,7 +94,7 @@ pub(crate) fn last_visible(r: &impl Reader, user: &str, group_id: &str) -> Resul
             return Ok(None);
         }
     }
-    r.value(cf::CONV_LOG, &keys::conv_log(&ck, last), |v| {
+    r.value(Family::ConvLog, &keys::conv_log(&ck, last), |v| {
         v.and_then(keys::u64_value)
     })
 }
@@ -127,7 +127,7 @@ impl Core {
         }
         let mut out = Vec::new();
         let mut next = Vec::new();
-        for item in self.iter_from(cf::MEMBERS, &start) {
+        for item in self.iter_from(Family::Members, &start) {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -187,7 +187,7 @@ impl Core {
         }
         let mut out = Vec::new();
         let mut next = Vec::new();
-        for item in self.iter_from(cf::USER_GROUPS, &start) {
+        for item in self.iter_from(Family::UserGroups, &start) {
             let (k, _) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -261,7 +261,7 @@ impl Core {
             0
         };
         let ck = ConvKey::group(group_id);
-        let last = self.get_u64(cf::CONVS, &ck.0)?;
+        let last = self.get_u64(Family::Convs, &ck.0)?;
         let oldest_first = match order {
             HistoryOrder::OldestFirst => true,
             HistoryOrder::NewestFirst => false,
@@ -292,7 +292,7 @@ impl Core {
                 has_more = true;
                 break;
             }
-            let Some(msg_id) = self.value(cf::CONV_LOG, &keys::conv_log(&ck, seq), |v| {
+            let Some(msg_id) = self.value(Family::ConvLog, &keys::conv_log(&ck, seq), |v| {
                 v.map(keys::u64_value)
             })?
             else {
@@ -300,7 +300,7 @@ impl Core {
             };
             let msg_id = msg_id.ok_or_else(|| StoreError::Corrupt("conv_log".into()))?;
             let mut msg = self
-                .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
+                .get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))?
                 .ok_or_else(|| StoreError::Corrupt(format!("message {msg_id} missing")))?;
             msg.conversation = Some(group_conv(group_id));
             bytes += msg.encoded_len() + 4;
@@ -379,7 +379,7 @@ impl Store {
 /// GROUP_NOTIFY with the event to the online members (`notify`).
 #[allow(clippy::too_many_arguments)]
 fn announce(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     group_id: &str,
     mode: FanoutMode,
     to: &[String],
@@ -395,14 +395,56 @@ fn announce(
     let deliveries = txn.append_each(views, now_ms, &Body::GroupEvent(event.clone()))?;
     txn.deliver(deliveries, None);
     if let (FanoutMode::Read, Some(members)) = (mode, notify) {
-        let last_seq = txn.counter(cf::CONVS, &ConvKey::group(group_id).0)?;
+        let last_seq = txn.counter(Family::Convs, &ConvKey::group(group_id).0)?;
         txn.notify_group(group_id, last_seq, None, Some(event), members, None);
     }
     Ok(())
 }
 
+/// Switches a group's `members` from one fan-out to the other. Write to read: their stored
+/// counts leave their totals (read fan-out counts are computed), and each gets a read-group
+/// index entry. Read to write: each gets its computed count stored (and added to its total)
+/// and a contact entry with the group's last message, since read fan-out touched none.
+/// O(members): a switch happens at the fan-out threshold, so there are about that many.
+fn switch_mode(
+    txn: &mut Change<'_>,
+    group_id: &str,
+    members: &[String],
+    to: FanoutMode,
+) -> Result<()> {
+    let ck = ConvKey::group(group_id);
+    match to {
+        FanoutMode::Read => {
+            for m in members {
+                forget_count(txn, m, &ck)?;
+                txn.put(Family::Unread, keys::read_group(m, group_id), Vec::new());
+            }
+        }
+        FanoutMode::Write => {
+            for m in members {
+                // Read fan-out kept no contact entry: each member gets one with the last
+                // message it may see.
+                let last_msg = last_visible(txn, m, group_id)?;
+                let count = group_unread_in(txn, m, &ck)?;
+                txn.delete(Family::Unread, keys::read_group(m, group_id));
+                if count > 0 {
+                    txn.set_counter(Family::Unread, keys::unread_conv(m, &ck), count);
+                    txn.add_counter(Family::Unread, keys::unread_total(m), count as i64)?;
+                }
+                if let Some(msg_id) = last_msg {
+                    // The contact's time is its last message's (the id's millisecond part).
+                    let at = (msg_id >> 22) as i64;
+                    let view = group_conv(group_id);
+                    touch_contact(txn, m, &ck, view, msg_id, at)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn group_create(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     owner: &str,
     name: &str,
     members: Vec<String>,
@@ -419,7 +461,7 @@ fn group_create(
     }
     check_group_caps(txn, &all, limits)?;
     let mut group_id = new_group_id();
-    while txn.exists(cf::GROUPS, &keys::group(&group_id))? {
+    while txn.exists(Family::Groups, &keys::group(&group_id))? {
         group_id = new_group_id();
     }
     let mode = limits.mode(all.len());
@@ -433,7 +475,7 @@ fn group_create(
         last_seq: 0,
         join_policy: join_policy as i32,
     };
-    txn.put(cf::GROUPS, keys::group(&group_id), info.encode_to_vec());
+    txn.put(Family::Groups, keys::group(&group_id), info.encode_to_vec());
     for user in &all {
         let role = if user == owner {
             GroupRole::Owner
@@ -455,7 +497,7 @@ fn group_create(
 }
 
 fn group_join(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     by: &str,
     group_id: &str,
     users: Vec<String>,
@@ -498,7 +540,7 @@ fn group_join(
     let (old_mode, mode) = (mode_of(&info), limits.mode(count));
     // Read everything that needs the committed store before the first write.
     let members = txn.members(group_id)?;
-    let last_seq = txn.counter(cf::CONVS, &ConvKey::group(group_id).0)?;
+    let last_seq = txn.counter(Family::Convs, &ConvKey::group(group_id).0)?;
     if old_mode != mode {
         switch_mode(txn, group_id, &members, mode)?;
     }
@@ -511,7 +553,7 @@ fn group_join(
     }
     info.member_count = count as u32;
     info.fanout = mode as i32;
-    txn.put(cf::GROUPS, keys::group(group_id), info.encode_to_vec());
+    txn.put(Family::Groups, keys::group(group_id), info.encode_to_vec());
     let everyone = txn.add_members(group_id, &new);
     for user in &new {
         let event = GroupEvent {
@@ -534,7 +576,7 @@ fn group_join(
 }
 
 fn group_leave(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     by: &str,
     group_id: &str,
     user: Option<&str>,
@@ -575,7 +617,7 @@ fn group_leave(
     }
     info.member_count = count as u32;
     info.fanout = mode as i32;
-    txn.put(cf::GROUPS, keys::group(group_id), info.encode_to_vec());
+    txn.put(Family::Groups, keys::group(group_id), info.encode_to_vec());
     let kind = if target == by {
         GroupEventKind::Left
     } else {
@@ -603,7 +645,7 @@ fn group_leave(
 }
 
 fn set_role(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     by: &str,
     group_id: &str,
     user: &str,
@@ -635,7 +677,7 @@ fn set_role(
     let members = txn.members(group_id)?;
     member.role = role as i32;
     txn.put(
-        cf::MEMBERS,
+        Family::Members,
         keys::member(group_id, user),
         member.encode_to_vec(),
     );
@@ -658,14 +700,14 @@ fn set_role(
 }
 
 fn send_group(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     mut req: SendRequest,
     exclude: Option<u64>,
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let group_id = req.to.id.clone();
     if let Some(mut ack) =
-        txn.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(&req.from, &req.client_msg_id))?
+        txn.get_msg::<SendAck>(Family::Dedup, &keys::dedup(&req.from, &req.client_msg_id))?
     {
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
@@ -696,8 +738,8 @@ fn send_group(
         if *user == req.from {
             version = entry.version;
         } else {
-            txn.add_counter(cf::UNREAD, keys::unread_conv(user, &ck), 1)?;
-            txn.add_counter(cf::UNREAD, keys::unread_total(user), 1)?;
+            txn.add_counter(Family::Unread, keys::unread_conv(user, &ck), 1)?;
+            txn.add_counter(Family::Unread, keys::unread_total(user), 1)?;
         }
         deliveries.push(Delivery {
             user: user.clone(),
@@ -705,7 +747,7 @@ fn send_group(
         });
     }
     // Sending means the sender has seen the group up to here.
-    txn.set_counter(cf::UNREAD, keys::read_pos(&req.from, &ck), seq);
+    txn.set_counter(Family::Unread, keys::read_pos(&req.from, &ck), seq);
     if write_mode {
         forget_count(txn, &req.from, &ck)?;
     }
@@ -718,7 +760,7 @@ fn send_group(
         duplicate: false,
     };
     txn.put(
-        cf::DEDUP,
+        Family::Dedup,
         keys::dedup(&req.from, &req.client_msg_id),
         ack.encode_to_vec(),
     );
@@ -742,7 +784,7 @@ fn send_group(
 }
 
 fn recall_group(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     group_id: &str,
     msg_id: u64,
@@ -774,11 +816,11 @@ fn recall_group(
     if write_mode {
         // Each member who had not read it counts one unread message fewer.
         for m in members.iter().filter(|m| **m != msg.from_user) {
-            let pos = txn.counter(cf::UNREAD, &keys::read_pos(m, &ck))?;
-            let count = txn.counter(cf::UNREAD, &keys::unread_conv(m, &ck))?;
+            let pos = txn.counter(Family::Unread, &keys::read_pos(m, &ck))?;
+            let count = txn.counter(Family::Unread, &keys::unread_conv(m, &ck))?;
             if msg.seq > pos && count > 0 {
-                txn.set_counter(cf::UNREAD, keys::unread_conv(m, &ck), count - 1);
-                txn.add_counter(cf::UNREAD, keys::unread_total(m), -1)?;
+                txn.set_counter(Family::Unread, keys::unread_conv(m, &ck), count - 1);
+                txn.add_counter(Family::Unread, keys::unread_total(m), -1)?;
             }
         }
     }
@@ -788,11 +830,15 @@ fn recall_group(
         ..msg
     };
     txn.put(
-        cf::CONTENT,
+        Family::Content,
         keys::content(recalled.msg_id).to_vec(),
         recalled.encode_to_vec(),
     );
-    txn.put(cf::RECALLED, keys::recalled(&ck, recalled.seq), Vec::new());
+    txn.put(
+        Family::Recalled,
+        keys::recalled(&ck, recalled.seq),
+        Vec::new(),
+    );
     let own = [user.to_owned()];
     let to: &[String] = if write_mode { &members } else { &own };
     let body = Body::Recall(pb::Recall {
@@ -802,10 +848,10 @@ fn recall_group(
     });
     let views = to.iter().map(|m| (m.as_str(), group_conv(group_id)));
     let deliveries = txn.append_each(views, now_ms, &body)?;
-    let version = super::txn::version_of(&deliveries, user);
+    let version = version_of(&deliveries, user);
     txn.deliver(deliveries, None);
     if !write_mode {
-        let last_seq = txn.counter(cf::CONVS, &ck.0)?;
+        let last_seq = txn.counter(Family::Convs, &ck.0)?;
         txn.notify_group(group_id, last_seq, None, None, members, None);
     }
     Ok(version)

@@ -1,6 +1,7 @@
 //! Group membership: the group record, member records, the rules that admit or refuse a
 //! member, and the bookkeeping a member brings with it (the user's group index and count, its
-//! read position and unread counter, the switch between write and read fan-out).
+//! read position and unread counter). The switch between write and read fan-out, which also
+//! needs the unread counts and the contacts, is in `groups.rs`.
 //!
 //! A non-member learns nothing about a group: every request about a group it is not in is
 //! answered as if the group did not exist (NOT_FOUND), so group ids cannot be probed. Only an
@@ -12,7 +13,11 @@ use missive_protocol::pb::{FanoutMode, GroupInfo, GroupMember, GroupRole, JoinPo
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
-use super::{cf, keys, ConvKey, Reader, Result, StoreError, Txn};
+use super::change::Change;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
+use super::read::Reader;
 
 /// Group settings the store needs.
 #[derive(Debug, Clone, Copy)]
@@ -42,13 +47,13 @@ pub(crate) fn no_such_group() -> StoreError {
 
 /// The group's record; NOT_FOUND if there is none.
 pub(crate) fn group_info(r: &impl Reader, id: &str) -> Result<GroupInfo> {
-    r.get_msg::<GroupInfo>(cf::GROUPS, &keys::group(id))?
+    r.get_msg::<GroupInfo>(Family::Groups, &keys::group(id))?
         .ok_or_else(no_such_group)
 }
 
 /// The group as clients see it: its last seq filled in.
 pub(crate) fn group_view(r: &impl Reader, mut info: GroupInfo) -> Result<GroupInfo> {
-    info.last_seq = r.get_u64(cf::CONVS, &ConvKey::group(&info.group_id).0)?;
+    info.last_seq = r.get_u64(Family::Convs, &ConvKey::group(&info.group_id).0)?;
     Ok(info)
 }
 
@@ -57,7 +62,7 @@ pub(crate) fn member_of(
     group_id: &str,
     user: &str,
 ) -> Result<Option<GroupMember>> {
-    r.get_msg(cf::MEMBERS, &keys::member(group_id, user))
+    r.get_msg(Family::Members, &keys::member(group_id, user))
 }
 
 /// The member record of `user`; NOT_FOUND if `user` is not a member, whether or not the group
@@ -98,12 +103,13 @@ pub(crate) fn unique(users: impl IntoIterator<Item = String>) -> Vec<String> {
 
 /// LIMIT_EXCEEDED naming the first of `users` already in `limits.max_groups_per_user` groups.
 pub(crate) fn check_group_caps(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     users: &[String],
     limits: GroupLimits,
 ) -> Result<()> {
     for u in users {
-        if txn.counter(cf::UNREAD, &keys::group_count(u))? >= limits.max_groups_per_user as u64 {
+        if txn.counter(Family::Unread, &keys::group_count(u))? >= limits.max_groups_per_user as u64
+        {
             return Err(StoreError::refused(
                 ErrorCode::LimitExceeded,
                 format!(
@@ -139,7 +145,7 @@ impl Joining {
 
 /// Adds `user` to the group, reading from the join's last seq on.
 pub(crate) fn add_member(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     group_id: &str,
     user: &str,
     role: GroupRole,
@@ -154,10 +160,10 @@ pub(crate) fn add_member(
     let mut joined_seq = last_seq;
     if rejoin {
         let former: Option<GroupMember> =
-            txn.get_msg(cf::MEMBERS, &keys::former_member(group_id, user))?;
+            txn.get_msg(Family::Members, &keys::former_member(group_id, user))?;
         if let Some(f) = former {
             joined_seq = f.joined_seq;
-            txn.delete(cf::MEMBERS, keys::former_member(group_id, user));
+            txn.delete(Family::Members, keys::former_member(group_id, user));
         }
     }
     let member = GroupMember {
@@ -167,21 +173,21 @@ pub(crate) fn add_member(
         joined_seq,
     };
     txn.put(
-        cf::MEMBERS,
+        Family::Members,
         keys::member(group_id, user),
         member.encode_to_vec(),
     );
     txn.put(
-        cf::USER_GROUPS,
+        Family::UserGroups,
         keys::user_group(user, group_id),
         Vec::new(),
     );
-    txn.add_counter(cf::UNREAD, keys::group_count(user), 1)?;
+    txn.add_counter(Family::Unread, keys::group_count(user), 1)?;
     // Older history is not unread: the member has read up to the group's last seq.
     let ck = ConvKey::group(group_id);
-    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), last_seq);
+    txn.set_counter(Family::Unread, keys::read_pos(user, &ck), last_seq);
     if mode == FanoutMode::Read {
-        txn.put(cf::UNREAD, keys::read_group(user, group_id), Vec::new());
+        txn.put(Family::Unread, keys::read_group(user, group_id), Vec::new());
     }
     Ok(())
 }
@@ -189,78 +195,36 @@ pub(crate) fn add_member(
 /// Removes `member` from the group (in `mode`): its record moves to the former members, its
 /// unread count leaves its total, its read position and indexes go.
 pub(crate) fn remove_member(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     group_id: &str,
     member: &GroupMember,
     mode: FanoutMode,
 ) -> Result<()> {
     let user = member.user_id.as_str();
-    txn.delete(cf::MEMBERS, keys::member(group_id, user));
+    txn.delete(Family::Members, keys::member(group_id, user));
     txn.put(
-        cf::MEMBERS,
+        Family::Members,
         keys::former_member(group_id, user),
         member.encode_to_vec(),
     );
-    txn.delete(cf::USER_GROUPS, keys::user_group(user, group_id));
-    txn.add_counter(cf::UNREAD, keys::group_count(user), -1)?;
+    txn.delete(Family::UserGroups, keys::user_group(user, group_id));
+    txn.add_counter(Family::Unread, keys::group_count(user), -1)?;
     let ck = ConvKey::group(group_id);
     if mode == FanoutMode::Write {
         forget_count(txn, user, &ck)?;
     } else {
-        txn.delete(cf::UNREAD, keys::read_group(user, group_id));
+        txn.delete(Family::Unread, keys::read_group(user, group_id));
     }
-    txn.delete(cf::UNREAD, keys::read_pos(user, &ck));
+    txn.delete(Family::Unread, keys::read_pos(user, &ck));
     Ok(())
 }
 
 /// Drops `user`'s stored count of `ck` (and takes it out of the user's total).
-pub(crate) fn forget_count(txn: &mut Txn<'_>, user: &str, ck: &ConvKey) -> Result<u64> {
-    let count = txn.counter(cf::UNREAD, &keys::unread_conv(user, ck))?;
+pub(crate) fn forget_count(txn: &mut Change<'_>, user: &str, ck: &ConvKey) -> Result<u64> {
+    let count = txn.counter(Family::Unread, &keys::unread_conv(user, ck))?;
     if count > 0 {
-        txn.set_counter(cf::UNREAD, keys::unread_conv(user, ck), 0);
-        txn.add_counter(cf::UNREAD, keys::unread_total(user), -(count as i64))?;
+        txn.set_counter(Family::Unread, keys::unread_conv(user, ck), 0);
+        txn.add_counter(Family::Unread, keys::unread_total(user), -(count as i64))?;
     }
     Ok(count)
-}
-
-/// Switches a group's `members` from one fan-out to the other. Write to read: their stored
-/// counts leave their totals (read fan-out counts are computed), and each gets a read-group
-/// index entry. Read to write: each gets its computed count stored (and added to its total)
-/// and a contact entry with the group's last message, since read fan-out touched none.
-/// O(members): a switch happens at the fan-out threshold, so there are about that many.
-pub(crate) fn switch_mode(
-    txn: &mut Txn<'_>,
-    group_id: &str,
-    members: &[String],
-    to: FanoutMode,
-) -> Result<()> {
-    let ck = ConvKey::group(group_id);
-    match to {
-        FanoutMode::Read => {
-            for m in members {
-                forget_count(txn, m, &ck)?;
-                txn.put(cf::UNREAD, keys::read_group(m, group_id), Vec::new());
-            }
-        }
-        FanoutMode::Write => {
-            for m in members {
-                // Read fan-out kept no contact entry: each member gets one with the last
-                // message it may see.
-                let last_msg = super::groups::last_visible(txn, m, group_id)?;
-                let count = super::unread::group_unread_in(txn, m, &ck)?;
-                txn.delete(cf::UNREAD, keys::read_group(m, group_id));
-                if count > 0 {
-                    txn.set_counter(cf::UNREAD, keys::unread_conv(m, &ck), count);
-                    txn.add_counter(cf::UNREAD, keys::unread_total(m), count as i64)?;
-                }
-                if let Some(msg_id) = last_msg {
-                    // The contact's time is its last message's (the id's millisecond part).
-                    let at = (msg_id >> 22) as i64;
-                    let view = super::groups::group_conv(group_id);
-                    super::messages::touch_contact(txn, m, &ck, view, msg_id, at)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }

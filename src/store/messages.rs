@@ -1,52 +1,30 @@
-//! Changes: send, mark read, recall, delete. Each is one [`Txn`].
+//! Changes: a direct send, a recall of a direct message, a delete (in any conversation). Each is
+//! one [`Change`]. Mark read is in `unread.rs`, group sends and recalls are in `groups.rs`.
 
 use missive_protocol::pb::{
-    self, inbox_entry::Body, Contact, Conversation, ConversationKind, InboxEntry, MarkReadAck,
-    SendAck,
+    self, inbox_entry::Body, Conversation, ConversationKind, InboxEntry, SendAck,
 };
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
+use super::change::{version_of, Change};
+use super::conversation::{
+    message_in, msg_conv, put_message, touch_contact, SendOutcome, SendRequest,
+};
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
 use super::membership::{forget_count, require_member};
-use super::{cf, keys, ConvKey, Core, Pending, Reader, Result, Store, StoreError, Txn};
-
-/// An inbox entry to push to every online device of `user`.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub user: String,
-    pub entry: InboxEntry,
-}
-
-/// A validated send.
-#[derive(Debug, Clone)]
-pub struct SendRequest {
-    pub from: String,
-    pub client_msg_id: String,
-    pub to: Conversation,
-    pub content_type: u32,
-    pub content: Vec<u8>,
-    pub now_ms: i64,
-}
-
-/// The result of a send.
-#[derive(Debug, Clone)]
-pub struct SendOutcome {
-    pub ack: SendAck,
-    /// Storage writes the send cost (0 for a duplicate).
-    pub writes: usize,
-}
+use super::outbox::Delivery;
+use super::pending::Pending;
+use super::read::Reader;
+use super::writer::Store;
 
 fn direct(peer: &str) -> Conversation {
     Conversation {
         kind: ConversationKind::Direct as i32,
         id: peer.to_owned(),
     }
-}
-
-/// The canonical key of a stored message's conversation.
-fn msg_conv(msg: &pb::Message) -> ConvKey {
-    let to = msg.conversation.clone().unwrap_or_default();
-    ConvKey::for_view(&msg.from_user, &to)
 }
 
 impl Store {
@@ -56,22 +34,6 @@ impl Store {
     /// send's ack, flagged duplicate, and stores nothing.
     pub fn send_direct(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
         self.change(false, move |txn| send_direct(txn, req, exclude))
-    }
-
-    /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
-    /// the previous read position changes nothing and returns version 0. The ack's `total` is
-    /// 0: read it with [`Core::unread_total`] once this is committed.
-    pub fn mark_read(
-        &self,
-        user: &str,
-        conv: &Conversation,
-        up_to_seq: u64,
-        now_ms: i64,
-    ) -> Pending<MarkReadAck> {
-        let (user, conv) = (user.to_owned(), conv.clone());
-        self.change(false, move |txn| {
-            super::unread::mark_read(txn, &user, &conv, up_to_seq, now_ms)
-        })
     }
 
     /// Recalls `msg_id` (sent by `user` within `window_ms`): a RECALL entry in both inboxes, the
@@ -106,14 +68,14 @@ impl Store {
 }
 
 fn send_direct(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     mut req: SendRequest,
     exclude: Option<u64>,
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let (from, to) = (req.from.as_str(), req.to.id.as_str());
     if let Some(mut ack) =
-        txn.get_msg::<SendAck>(cf::DEDUP, &keys::dedup(from, &req.client_msg_id))?
+        txn.get_msg::<SendAck>(Family::Dedup, &keys::dedup(from, &req.client_msg_id))?
     {
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
@@ -143,10 +105,10 @@ fn send_direct(
             entry,
         });
     }
-    txn.add_counter(cf::UNREAD, keys::unread_conv(to, &conv), 1)?;
-    txn.add_counter(cf::UNREAD, keys::unread_total(to), 1)?;
+    txn.add_counter(Family::Unread, keys::unread_conv(to, &conv), 1)?;
+    txn.add_counter(Family::Unread, keys::unread_total(to), 1)?;
     // Replying means the sender has read the conversation up to here (as in groups).
-    txn.set_counter(cf::UNREAD, keys::read_pos(from, &conv), seq);
+    txn.set_counter(Family::Unread, keys::read_pos(from, &conv), seq);
     forget_count(txn, from, &conv)?;
     let ack = SendAck {
         client_msg_id: req.client_msg_id.clone(),
@@ -157,7 +119,7 @@ fn send_direct(
         duplicate: false,
     };
     txn.put(
-        cf::DEDUP,
+        Family::Dedup,
         keys::dedup(from, &req.client_msg_id),
         ack.encode_to_vec(),
     );
@@ -167,104 +129,8 @@ fn send_direct(
     Ok(SendOutcome { ack, writes })
 }
 
-/// Allocates the conversation's next seq and a message id, and puts the message (content) and
-/// its entry in the conversation log. `to` is the conversation as the sender addressed it.
-pub(crate) fn put_message(
-    txn: &mut Txn<'_>,
-    req: &SendRequest,
-    content: Vec<u8>,
-    conv: &ConvKey,
-    to: Conversation,
-) -> Result<pb::Message> {
-    let seq = txn.add_counter(cf::CONVS, conv.0.clone(), 1)?;
-    let msg_id = txn.core().next_msg_id(req.now_ms);
-    let msg = pb::Message {
-        msg_id,
-        from_user: req.from.clone(),
-        conversation: Some(to),
-        seq,
-        timestamp_ms: req.now_ms,
-        content_type: req.content_type,
-        content,
-        client_msg_id: req.client_msg_id.clone(),
-        recalled: false,
-    };
-    txn.put(
-        cf::CONTENT,
-        keys::content(msg_id).to_vec(),
-        msg.encode_to_vec(),
-    );
-    txn.put(
-        cf::CONV_LOG,
-        keys::conv_log(conv, seq),
-        msg_id.to_be_bytes().to_vec(),
-    );
-    Ok(msg)
-}
-
-impl Core {
-    /// Messages from others in `conv` after `after_seq` that `user` still sees (not recalled,
-    /// not deleted by `user`).
-    pub(crate) fn count_unread_after(
-        &self,
-        user: &str,
-        conv: &ConvKey,
-        after_seq: u64,
-    ) -> Result<u64> {
-        let mut n = 0;
-        // Group counts are computed from read positions and ignore deletes (see groups.rs).
-        let respect_hidden = conv.0.first() != Some(&b'g');
-        for msg_id in self.conv_log_after(conv, after_seq)? {
-            if self.counts_as_unread(user, msg_id, respect_hidden)? {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    fn counts_as_unread(&self, user: &str, msg_id: u64, respect_hidden: bool) -> Result<bool> {
-        let Some(msg) = self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
-            return Ok(false);
-        };
-        let hidden = respect_hidden && self.exists(cf::UNREAD, &keys::hidden(user, msg_id))?;
-        Ok(msg.from_user != user && !msg.recalled && !hidden)
-    }
-
-    /// Message ids in `conv` with seq > `after_seq`, in seq order.
-    pub(crate) fn conv_log_after(&self, conv: &ConvKey, after_seq: u64) -> Result<Vec<u64>> {
-        let start = keys::conv_log(conv, after_seq.saturating_add(1));
-        let mut out = Vec::new();
-        let iter = self.iter_from(cf::CONV_LOG, &start);
-        for item in iter {
-            let (k, v) = item?;
-            if !k.starts_with(&conv.0) || k.len() != conv.0.len() + 8 {
-                break;
-            }
-            out.push(keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("conv_log".into()))?);
-        }
-        Ok(out)
-    }
-}
-
-/// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
-pub(crate) fn message_in(
-    r: &impl Reader,
-    user: &str,
-    conv: &Conversation,
-    msg_id: u64,
-) -> Result<pb::Message> {
-    let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
-    let msg = r
-        .get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
-        .ok_or_else(not_found)?;
-    if msg_conv(&msg) != ConvKey::for_view(user, conv) {
-        return Err(not_found());
-    }
-    Ok(msg)
-}
-
 fn recall(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     conv: &Conversation,
     msg_id: u64,
@@ -297,7 +163,7 @@ fn recall(
         ..before
     };
     txn.put(
-        cf::CONTENT,
+        Family::Content,
         keys::content(msg_id).to_vec(),
         msg.encode_to_vec(),
     );
@@ -308,13 +174,13 @@ fn recall(
     });
     let to = [(peer, direct(user)), (user, direct(peer))];
     let deliveries = txn.append_each(to, now_ms, &recall)?;
-    let own_version = super::txn::version_of(&deliveries, user);
+    let own_version = version_of(&deliveries, user);
     txn.deliver(deliveries, None);
     Ok(own_version)
 }
 
 fn delete(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     conv: &Conversation,
     msg_id: u64,
@@ -325,7 +191,7 @@ fn delete(
     }
     let msg = message_in(txn, user, conv, msg_id)?;
     let hidden_key = keys::hidden(user, msg_id);
-    if txn.exists(cf::UNREAD, &hidden_key)? {
+    if txn.exists(Family::Unread, &hidden_key)? {
         return Ok(0);
     }
     let ck = msg_conv(&msg);
@@ -333,14 +199,14 @@ fn delete(
     if conv.kind != ConversationKind::Group as i32 {
         uncount_if_unread(txn, user, &ck, &msg)?;
     }
-    txn.put(cf::UNREAD, hidden_key, Vec::new());
+    txn.put(Family::Unread, hidden_key, Vec::new());
     txn.append_own(user, conv, now_ms, Body::Delete(pb::Delete { msg_id }))
 }
 
 /// Lowers `user`'s unread counts by one if `msg` currently counts as unread for them.
 /// Must run before the change that stops it counting (recall flag, hidden mark) is written.
 fn uncount_if_unread(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     conv: &ConvKey,
     msg: &pb::Message,
@@ -348,40 +214,14 @@ fn uncount_if_unread(
     if msg.from_user == user || msg.recalled {
         return Ok(());
     }
-    if txn.exists(cf::UNREAD, &keys::hidden(user, msg.msg_id))? {
+    if txn.exists(Family::Unread, &keys::hidden(user, msg.msg_id))? {
         return Ok(());
     }
-    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, conv))?;
-    let count = txn.counter(cf::UNREAD, &keys::unread_conv(user, conv))?;
+    let pos = txn.counter(Family::Unread, &keys::read_pos(user, conv))?;
+    let count = txn.counter(Family::Unread, &keys::unread_conv(user, conv))?;
     if msg.seq > pos && count > 0 {
-        txn.set_counter(cf::UNREAD, keys::unread_conv(user, conv), count - 1);
-        txn.add_counter(cf::UNREAD, keys::unread_total(user), -1)?;
+        txn.set_counter(Family::Unread, keys::unread_conv(user, conv), count - 1);
+        txn.add_counter(Family::Unread, keys::unread_total(user), -1)?;
     }
-    Ok(())
-}
-
-/// Updates `user`'s recent-contact entry for `conv` to `msg_id` at `now_ms`.
-pub(crate) fn touch_contact(
-    txn: &mut Txn<'_>,
-    user: &str,
-    conv: &ConvKey,
-    view: Conversation,
-    msg_id: u64,
-    now_ms: i64,
-) -> Result<()> {
-    let contact = Contact {
-        conversation: Some(view),
-        last_message: Some(pb::Message {
-            msg_id,
-            ..Default::default()
-        }),
-        unread: 0,
-        updated_ms: now_ms,
-    };
-    txn.put(
-        cf::CONTACTS,
-        keys::contact(user, conv),
-        contact.encode_to_vec(),
-    );
     Ok(())
 }

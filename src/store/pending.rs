@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use super::{Result, StoreError};
+use super::error::{Result, StoreError};
 
 /// The result of a change, available once the writer has committed (or refused) it.
 /// Await it from async code, or [`Pending::wait`] from a thread that may block.

@@ -1,5 +1,5 @@
 //! The offline-push queue (`push_queue`): written by sends in the batch of their message (see
-//! [`Txn::queue_offline_pushes`]), read and emptied by the push worker (`src/push`).
+//! [`Change::queue_offline_pushes`]), read and emptied by the push worker (`src/push`).
 //!
 //! An entry is only a key (message id + user): what the notification says is read from the
 //! stored message when it is sent, so a message recalled, deleted or read in the meantime is not
@@ -9,7 +9,13 @@ use std::sync::Arc;
 
 use missive_protocol::pb::{self, Conversation, ConversationKind};
 
-use super::{cf, keys, ConvKey, Core, Pending, Reader, Result, Store};
+use super::core::Core;
+use super::error::Result;
+use super::family::Family;
+use super::keys::{self, ConvKey};
+use super::pending::Pending;
+use super::read::Reader;
+use super::writer::Store;
 
 /// The key of one queued notification: message id, then user.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,7 +62,7 @@ impl Store {
     pub fn push_remove(&self, done: Vec<PushKey>) -> Pending<()> {
         self.change(false, move |txn| {
             for key in done {
-                txn.delete(cf::PUSH_QUEUE, key.0);
+                txn.delete(Family::PushQueue, key.0);
             }
             Ok(())
         })
@@ -64,15 +70,10 @@ impl Store {
 }
 
 impl Core {
-    /// Whether sends queue offline-push notifications.
-    pub(crate) fn push_enabled(&self) -> bool {
-        self.push_wake.get().is_some()
-    }
-
     /// Up to `limit` queued notifications after `after` (from the start if `None`), oldest
     /// message first (committed data).
     pub fn push_queue_after(&self, after: Option<&PushKey>, limit: usize) -> Result<Vec<PushKey>> {
-        let mut it = self.db().raw_iterator_cf(self.cf(cf::PUSH_QUEUE));
+        let mut it = self.db().raw_iterator_cf(self.cf(Family::PushQueue));
         match after {
             Some(k) => {
                 it.seek(&k.0);
@@ -103,10 +104,11 @@ impl Core {
         let Some((msg_id, user)) = keys::push_parts(&key.0) else {
             return Ok(None);
         };
-        let Some(msg) = self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
+        let Some(msg) = self.get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))?
+        else {
             return Ok(None);
         };
-        if msg.recalled || self.exists(cf::UNREAD, &keys::hidden(user, msg_id))? {
+        if msg.recalled || self.exists(Family::Unread, &keys::hidden(user, msg_id))? {
             return Ok(None);
         }
         let addressed = msg.conversation.clone().unwrap_or_default();
@@ -119,7 +121,7 @@ impl Core {
             }
         };
         let ck = ConvKey::for_view(user, &conversation);
-        if self.get_u64(cf::UNREAD, &keys::read_pos(user, &ck))? >= msg.seq {
+        if self.get_u64(Family::Unread, &keys::read_pos(user, &ck))? >= msg.seq {
             return Ok(None);
         }
         Ok(Some(PushItem {

@@ -1,8 +1,12 @@
-//! Reads: inbox pages, recent contacts, unread counts, and an invariant check for tests.
+//! Reads: inbox pages, recent contacts, unread counts.
 
-use missive_protocol::pb::{self, inbox_entry::Body, Contact, GroupInfo, GroupMember, InboxEntry};
+use missive_protocol::pb::{self, inbox_entry::Body, Contact, InboxEntry};
 
-use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError};
+use super::core::Core;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
+use super::read::Reader;
 
 /// A key and its value, as RocksDB's iterator returns them.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -16,9 +20,9 @@ pub struct InboxPage {
 }
 
 impl Core {
-    fn scan_prefix<'a>(
+    pub(super) fn scan_prefix<'a>(
         &'a self,
-        family: &str,
+        family: Family,
         prefix: &'a [u8],
         start: &[u8],
     ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
@@ -45,7 +49,7 @@ impl Core {
         let mut entries = Vec::with_capacity(limit.min(1024));
         let mut has_more = false;
         let mut bytes = 0;
-        for item in self.scan_prefix(cf::INBOX, &prefix, &start) {
+        for item in self.scan_prefix(Family::Inbox, &prefix, &start) {
             let (_, v) = item?;
             if entries.len() == limit || (bytes >= max_bytes && !entries.is_empty()) {
                 has_more = true;
@@ -75,7 +79,7 @@ impl Core {
     }
 
     fn load_message(&self, msg_id: u64) -> Result<pb::Message> {
-        self.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))?
+        self.get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))?
             .ok_or_else(|| StoreError::Corrupt(format!("message {msg_id} missing")))
     }
 
@@ -112,7 +116,7 @@ impl Core {
                 order.push((sort, conv));
             }
         };
-        for item in self.scan_prefix(cf::CONTACTS, &prefix, &prefix) {
+        for item in self.scan_prefix(Family::Contacts, &prefix, &prefix) {
             let (k, v) = item?;
             let conv = ConvKey(k[prefix.len()..].to_vec());
             if is_read_group(&conv) {
@@ -164,7 +168,7 @@ impl Core {
 
     fn contact(&self, user: &str, conv: &ConvKey) -> Result<Contact> {
         let mut c: Contact = self
-            .get_msg(cf::CONTACTS, &keys::contact(user, conv))?
+            .get_msg(Family::Contacts, &keys::contact(user, conv))?
             .ok_or_else(|| StoreError::Corrupt("contact without entry".into()))?;
         if let Some(stub) = &c.last_message {
             let mut msg = self.load_message(stub.msg_id)?;
@@ -175,87 +179,8 @@ impl Core {
             Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
                 self.group_unread(user, &v.id)?
             }
-            _ => self.get_u64(cf::UNREAD, &keys::unread_conv(user, conv))?,
+            _ => self.get_u64(Family::Unread, &keys::unread_conv(user, conv))?,
         };
         Ok(c)
-    }
-
-    /// A conversation's log as stored: (seq, message id) in seq order. For the invariant checks
-    /// ([`crate::check`]).
-    pub fn conv_log(&self, conv: &ConvKey) -> Result<Vec<(u64, u64)>> {
-        let mut out = Vec::new();
-        for item in self.scan_prefix(cf::CONV_LOG, &conv.0, &conv.0) {
-            let (k, v) = item?;
-            if k.len() != conv.0.len() + 8 {
-                continue;
-            }
-            let seq = keys::u64_value(&k[conv.0.len()..]).unwrap_or(0);
-            let msg_id =
-                keys::u64_value(&v).ok_or_else(|| StoreError::Corrupt("conv_log".into()))?;
-            out.push((seq, msg_id));
-        }
-        Ok(out)
-    }
-
-    /// A conversation's last seq (0 if it has no message).
-    pub fn last_seq(&self, conv: &ConvKey) -> Result<u64> {
-        self.get_u64(cf::CONVS, &conv.0)
-    }
-
-    /// The stored message `msg_id` (its conversation as the sender addressed it), if any.
-    pub fn message(&self, msg_id: u64) -> Result<Option<pb::Message>> {
-        self.get_msg(cf::CONTENT, &keys::content(msg_id))
-    }
-
-    /// A group's record and its current members as stored (no membership check), if the group
-    /// exists. For the invariant checks.
-    pub fn group_record(&self, group_id: &str) -> Result<Option<(GroupInfo, Vec<GroupMember>)>> {
-        let Some(info) = self.get_msg::<GroupInfo>(cf::GROUPS, &keys::group(group_id))? else {
-            return Ok(None);
-        };
-        Ok(Some((info, self.member_page(group_id, &[], usize::MAX)?.0)))
-    }
-
-    /// Checks `user`'s stored invariants: inbox versions are 1..=n without gaps or repeats, and
-    /// the unread total equals the sum of the per-conversation counts, each of which equals a
-    /// recount from the conversation log. Returns the number of inbox entries.
-    pub fn check_user(&self, user: &str) -> Result<u64, String> {
-        let err = |e: StoreError| e.to_string();
-        let prefix = keys::user_prefix(user);
-        let mut expect = 1;
-        for item in self.scan_prefix(cf::INBOX, &prefix, &prefix) {
-            let (k, _) = item.map_err(err)?;
-            let v = keys::inbox_version(&k).ok_or("bad inbox key")?;
-            if v != expect {
-                return Err(format!("{user}: inbox version {v} where {expect} was due"));
-            }
-            expect += 1;
-        }
-        let summary = self.unread(user).map_err(err)?;
-        let sum: u64 = summary.conversations.iter().map(|c| c.unread).sum();
-        if sum != summary.total {
-            return Err(format!(
-                "{user}: unread total {} but sum {sum}",
-                summary.total
-            ));
-        }
-        for c in &summary.conversations {
-            let conv = c
-                .conversation
-                .as_ref()
-                .ok_or("unread without conversation")?;
-            let ck = ConvKey::for_view(user, conv);
-            let pos = self
-                .get_u64(cf::UNREAD, &keys::read_pos(user, &ck))
-                .map_err(err)?;
-            let recount = self.count_unread_after(user, &ck, pos).map_err(err)?;
-            if recount != c.unread {
-                return Err(format!(
-                    "{user}: conversation {:?} unread {} but recount {recount}",
-                    conv.id, c.unread
-                ));
-            }
-        }
-        Ok(expect - 1)
     }
 }

@@ -3,12 +3,18 @@
 //! issue time). Written through the writer like every change; read at each LOGIN of a user
 //! (one point read) and when the API mints a token.
 
-use super::{cf, keys, Core, Pending, Reader, Result, Store};
+use super::core::Core;
+use super::error::Result;
+use super::family::Family;
+use super::keys;
+use super::pending::Pending;
+use super::read::Reader;
+use super::writer::Store;
 
 impl Core {
     /// Through when `user`'s tokens are revoked (Unix seconds), if they ever were.
     pub fn revoked_through(&self, user: &str) -> Result<Option<u64>> {
-        let r = self.get_u64(cf::REVOKED, &keys::revoked(user))?;
+        let r = self.get_u64(Family::Revoked, &keys::revoked(user))?;
         Ok((r > 0).then_some(r))
     }
 }
@@ -22,9 +28,9 @@ impl Store {
         let user = user.to_owned();
         self.change(false, move |txn| {
             let key = keys::revoked(&user);
-            let old = txn.get_u64(cf::REVOKED, &key)?;
+            let old = txn.get_u64(Family::Revoked, &key)?;
             let through = now_s.max(old.saturating_add(1));
-            txn.put(cf::REVOKED, key, through.to_be_bytes().to_vec());
+            txn.put(Family::Revoked, key, through.to_be_bytes().to_vec());
             Ok(through)
         })
     }
@@ -32,7 +38,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Durability, Store};
+    use super::super::core::Durability;
+    use super::super::writer::Store;
 
     #[test]
     fn revocation_grows_with_each_call_and_is_kept() {

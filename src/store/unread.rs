@@ -16,21 +16,29 @@
 //! So UNREAD, LOGIN's total and MARK_READ cost O(read fan-out groups of the user), bounded by
 //! `max_groups_per_user`, not O(every group or conversation).
 
-use missive_protocol::pb::{self, inbox_entry::Body, ConversationKind, MarkReadAck};
+use missive_protocol::pb::{self, inbox_entry::Body, Conversation, ConversationKind, MarkReadAck};
 use missive_protocol::pb::{ConversationUnread, FanoutMode, UnreadAck};
 use missive_protocol::ErrorCode;
 
+use super::change::Change;
+use super::conversation::group_conv;
+use super::core::Core;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
 use super::membership::{group_info, mode_of, require_member};
-use super::{cf, keys, ConvKey, Core, Reader, Result, StoreError, Txn};
+use super::pending::Pending;
+use super::read::Reader;
+use super::writer::Store;
 
 /// `user`'s computed count in a read fan-out group, as of the running change (pending writes
 /// included).
-pub(crate) fn group_unread_in(txn: &mut Txn<'_>, user: &str, ck: &ConvKey) -> Result<u64> {
-    let last = txn.counter(cf::CONVS, &ck.0)?;
-    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, ck))?;
+pub(crate) fn group_unread_in(txn: &mut Change<'_>, user: &str, ck: &ConvKey) -> Result<u64> {
+    let last = txn.counter(Family::Convs, &ck.0)?;
+    let pos = txn.counter(Family::Unread, &keys::read_pos(user, ck))?;
     recount_group(last, pos, |from, to| {
         txn.count_range(
-            cf::RECALLED,
+            Family::Recalled,
             &keys::recalled(ck, from),
             &keys::recalled(ck, to),
         )
@@ -55,25 +63,25 @@ impl Core {
     /// `user`'s count in a group as stored or computed (committed data).
     pub(crate) fn group_unread(&self, user: &str, group_id: &str) -> Result<u64> {
         let ck = ConvKey::group(group_id);
-        if self.exists(cf::UNREAD, &keys::read_group(user, group_id))? {
-            let last = self.get_u64(cf::CONVS, &ck.0)?;
-            let pos = self.get_u64(cf::UNREAD, &keys::read_pos(user, &ck))?;
+        if self.exists(Family::Unread, &keys::read_group(user, group_id))? {
+            let last = self.get_u64(Family::Convs, &ck.0)?;
+            let pos = self.get_u64(Family::Unread, &keys::read_pos(user, &ck))?;
             return recount_group(last, pos, |from, to| {
                 self.count_keys(
-                    cf::RECALLED,
+                    Family::Recalled,
                     &keys::recalled(&ck, from),
                     &keys::recalled(&ck, to),
                 )
             });
         }
-        self.get_u64(cf::UNREAD, &keys::unread_conv(user, &ck))
+        self.get_u64(Family::Unread, &keys::unread_conv(user, &ck))
     }
 
     /// The ids of `user`'s read fan-out groups, in id order.
     pub(crate) fn read_groups(&self, user: &str) -> Result<Vec<String>> {
         let prefix = keys::read_group_prefix(user);
         let mut out = Vec::new();
-        for item in self.iter_prefix(cf::UNREAD, &prefix) {
+        for item in self.iter_prefix(Family::Unread, &prefix) {
             let (k, _) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -92,15 +100,16 @@ impl Core {
         let pos_keys: Vec<Vec<u8>> = convs.iter().map(|c| keys::read_pos(user, c)).collect();
         let opts = self.read_opts();
         let db = self.db();
-        let lasts = db.batched_multi_get_cf_opt(self.cf(cf::CONVS), &last_keys, false, &opts);
-        let positions = db.batched_multi_get_cf_opt(self.cf(cf::UNREAD), &pos_keys, false, &opts);
+        let lasts = db.batched_multi_get_cf_opt(self.cf(Family::Convs), &last_keys, false, &opts);
+        let positions =
+            db.batched_multi_get_cf_opt(self.cf(Family::Unread), &pos_keys, false, &opts);
         let number =
             |v: std::result::Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>| match v?
             {
                 None => Ok(0),
                 Some(b) => keys::u64_value(&b).ok_or_else(|| StoreError::Corrupt("counter".into())),
             };
-        let mut recalled = self.raw_iter(cf::RECALLED);
+        let mut recalled = self.raw_iter(Family::Recalled);
         let mut out = Vec::with_capacity(groups.len());
         for ((ck, last), pos) in convs.iter().zip(lasts).zip(positions) {
             let (last, pos) = (number(last)?, number(pos)?);
@@ -125,7 +134,7 @@ impl Core {
     /// The user's total unread count: the stored total (direct conversations and write fan-out
     /// groups) plus each read fan-out group's computed count.
     pub fn unread_total(&self, user: &str) -> Result<u64> {
-        let stored = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        let stored = self.get_u64(Family::Unread, &keys::unread_total(user))?;
         let groups = self.read_groups(user)?;
         Ok(stored + self.read_group_counts(user, &groups)?.iter().sum::<u64>())
     }
@@ -134,7 +143,7 @@ impl Core {
     /// (for callers that run it in place only while it is a few reads).
     pub fn unread_total_if_few(&self, user: &str, max: usize) -> Result<Option<u64>> {
         let prefix = keys::read_group_prefix(user);
-        for (n, item) in self.iter_prefix(cf::UNREAD, &prefix).enumerate() {
+        for (n, item) in self.iter_prefix(Family::Unread, &prefix).enumerate() {
             item?;
             if n >= max {
                 return Ok(None);
@@ -149,7 +158,7 @@ impl Core {
     pub fn unread_page(&self, user: &str, cursor: &[u8], limit: usize) -> Result<UnreadAck> {
         let limit = limit.max(1);
         let base = keys::user_prefix(user);
-        let stored_total = self.get_u64(cf::UNREAD, &keys::unread_total(user))?;
+        let stored_total = self.get_u64(Family::Unread, &keys::unread_total(user))?;
         let groups = self.read_groups(user)?;
         let counts = self.read_group_counts(user, &groups)?;
         let total = stored_total + counts.iter().sum::<u64>();
@@ -166,7 +175,7 @@ impl Core {
             None
         };
         if let Some(start) = start {
-            for item in self.iter_prefix_from(cf::UNREAD, &counts_prefix, &start) {
+            for item in self.iter_prefix_from(Family::Unread, &counts_prefix, &start) {
                 let (k, v) = item?;
                 let Some(rest) = k.strip_prefix(counts_prefix.as_slice()) else {
                     break;
@@ -181,7 +190,7 @@ impl Core {
                     continue;
                 }
                 let ck = ConvKey(rest.to_vec());
-                let last_seq = self.get_u64(cf::CONVS, &ck.0)?;
+                let last_seq = self.get_u64(Family::Convs, &ck.0)?;
                 let listed = ConversationUnread {
                     conversation: ck.view(user),
                     unread,
@@ -200,9 +209,9 @@ impl Core {
                     next_cursor = listed_cursor(&base, &conversations);
                     break;
                 }
-                let last_seq = self.get_u64(cf::CONVS, &ConvKey::group(g).0)?;
+                let last_seq = self.get_u64(Family::Convs, &ConvKey::group(g).0)?;
                 let listed = ConversationUnread {
-                    conversation: Some(super::groups::group_conv(g)),
+                    conversation: Some(group_conv(g)),
                     unread,
                     last_seq,
                 };
@@ -224,7 +233,7 @@ impl Core {
     }
 
     /// Keys of `family` in `start..end` (committed).
-    pub(crate) fn count_keys(&self, family: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+    pub(crate) fn count_keys(&self, family: Family, start: &[u8], end: &[u8]) -> Result<u64> {
         let mut n = 0;
         for item in self.iter_from(family, start) {
             let (k, _) = item?;
@@ -245,6 +254,24 @@ fn listed_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u
         .unwrap_or_default()
 }
 
+impl Store {
+    /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
+    /// the previous read position changes nothing and returns version 0. The ack's `total` is
+    /// 0: read it with [`Core::unread_total`] once this is committed.
+    pub fn mark_read(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        up_to_seq: u64,
+        now_ms: i64,
+    ) -> Pending<MarkReadAck> {
+        let (user, conv) = (user.to_owned(), conv.clone());
+        self.change(false, move |txn| {
+            mark_read(txn, &user, &conv, up_to_seq, now_ms)
+        })
+    }
+}
+
 /// MARK_READ: moves `user`'s read position in `conv` to `up_to_seq` (clamped to the last seq)
 /// and writes a READ_SYNC entry, unless it is not past the current position (then nothing is
 /// written and the version is 0). The reply's `total` is left 0: the caller reads it after the
@@ -254,7 +281,7 @@ fn listed_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u
 /// whichever is fewer (each seq is passed once: amortized O(1) per message received); no scan
 /// of the committed store, so it never makes the writer commit first.
 pub(crate) fn mark_read(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     conv: &pb::Conversation,
     up_to_seq: u64,
@@ -268,7 +295,7 @@ pub(crate) fn mark_read(
         FanoutMode::Write
     };
     let ck = ConvKey::for_view(user, conv);
-    let last = txn.counter(cf::CONVS, &ck.0)?;
+    let last = txn.counter(Family::Convs, &ck.0)?;
     if last == 0 && !group {
         return Err(StoreError::refused(
             ErrorCode::NotFound,
@@ -276,10 +303,10 @@ pub(crate) fn mark_read(
         ));
     }
     let up = up_to_seq.min(last);
-    let pos = txn.counter(cf::UNREAD, &keys::read_pos(user, &ck))?;
+    let pos = txn.counter(Family::Unread, &keys::read_pos(user, &ck))?;
     let stored = mode == FanoutMode::Write;
     let current = if stored {
-        txn.counter(cf::UNREAD, &keys::unread_conv(user, &ck))?
+        txn.counter(Family::Unread, &keys::unread_conv(user, &ck))?
     } else {
         group_unread_in(txn, user, &ck)?
     };
@@ -293,7 +320,7 @@ pub(crate) fn mark_read(
     let unread = if group {
         // Messages after `up`, less the recalled ones.
         let gone = txn.count_range(
-            cf::RECALLED,
+            Family::Recalled,
             &keys::recalled(&ck, up.saturating_add(1)),
             &keys::recalled(&ck, last.saturating_add(1)),
         )?;
@@ -303,11 +330,11 @@ pub(crate) fn mark_read(
     } else {
         counted_between(txn, user, &ck, up, last)?.min(current)
     };
-    txn.set_counter(cf::UNREAD, keys::read_pos(user, &ck), up);
+    txn.set_counter(Family::Unread, keys::read_pos(user, &ck), up);
     if stored {
-        txn.set_counter(cf::UNREAD, keys::unread_conv(user, &ck), unread);
+        txn.set_counter(Family::Unread, keys::unread_conv(user, &ck), unread);
         let delta = unread as i64 - current as i64;
-        txn.add_counter(cf::UNREAD, keys::unread_total(user), delta)?;
+        txn.add_counter(Family::Unread, keys::unread_total(user), delta)?;
     }
     let read = Body::ReadSync(pb::ReadSync {
         up_to_seq: up,
@@ -325,7 +352,7 @@ pub(crate) fn mark_read(
 /// `user`: from the peer, not recalled, not deleted by `user`. Point reads through the running
 /// change (so pending messages count), one seq after the other.
 fn counted_between(
-    txn: &mut Txn<'_>,
+    txn: &mut Change<'_>,
     user: &str,
     ck: &ConvKey,
     after: u64,
@@ -333,18 +360,18 @@ fn counted_between(
 ) -> Result<u64> {
     let mut n = 0;
     for seq in after.saturating_add(1)..=through {
-        let Some(msg_id) = txn.value(cf::CONV_LOG, &keys::conv_log(ck, seq), |v| {
+        let Some(msg_id) = txn.value(Family::ConvLog, &keys::conv_log(ck, seq), |v| {
             v.and_then(keys::u64_value)
         })?
         else {
             continue;
         };
-        let Some(msg) = txn.get_msg::<pb::Message>(cf::CONTENT, &keys::content(msg_id))? else {
+        let Some(msg) = txn.get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))? else {
             continue;
         };
         if msg.from_user != user
             && !msg.recalled
-            && !txn.exists(cf::UNREAD, &keys::hidden(user, msg_id))?
+            && !txn.exists(Family::Unread, &keys::hidden(user, msg_id))?
         {
             n += 1;
         }

@@ -1,0 +1,123 @@
+//! Every setting's range, checked once at start (`Config::validate`): the core settings here,
+//! the server API's in `api`.
+
+use super::address::Address;
+use super::settings::{Config, ConfigError};
+
+impl Config {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError(what.to_owned()));
+        if self.listen.is_empty() {
+            return bad("listen: at least one address is needed");
+        }
+        for addr in &self.listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError(format!(
+                    "listen: {addr:?} is not an address like 0.0.0.0:443"
+                )));
+            }
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
+            return bad("heartbeat_secs: must be 1..=3600");
+        }
+        if self.max_frame_len < 1024 || self.max_frame_len > 64 << 20 {
+            return bad("max_frame_len: must be 1024..=67108864");
+        }
+        // A reply page holds up to half a frame plus one whole message.
+        if self.max_content_len == 0 || self.max_content_len > self.max_frame_len / 2 - 1024 {
+            return bad("max_content_len: must be 1..=(max_frame_len / 2 - 1024)");
+        }
+        if self.outbound_queue < 16 {
+            return bad("outbound_queue: must be at least 16");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return bad("max_connections and max_connections_per_ip: must be at least 1");
+        }
+        if self.logins_per_sec == 0 || self.sends_per_sec == 0 || self.frame_timeout_ms == 0 {
+            return bad("logins_per_sec, sends_per_sec and frame_timeout_ms: must be above 0");
+        }
+        if self.login_failures_per_sec == 0 || self.login_failures_burst == 0 {
+            return bad("login_failures_per_sec and login_failures_burst: must be above 0");
+        }
+        if self.worker_threads > 1024 {
+            return bad("worker_threads: must be 0..=1024 (0: one per core less one)");
+        }
+        if self.park_idle_ms > 3_600_000 {
+            return bad("park_idle_ms: must be 0..=3600000 (0: never park)");
+        }
+        if self.max_group_size < 2 || self.fanout_threshold == 0 {
+            return bad("max_group_size: at least 2; fanout_threshold: at least 1");
+        }
+        if !(1..=100_000).contains(&self.max_groups_per_user) {
+            return bad("max_groups_per_user: 1 to 100000");
+        }
+        if self.max_devices_per_user == 0 {
+            return bad("max_devices_per_user: must be at least 1");
+        }
+        if self.login_timeout_ms == 0 || self.ack_timeout_ms == 0 {
+            return bad("login_timeout_ms and ack_timeout_ms: must be above 0");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return bad("tls_cert and tls_key: set both or neither")
+            }
+            (None, None) if !self.allow_plain => {
+                return bad("allow_plain: false needs tls_cert and tls_key")
+            }
+            _ => {}
+        }
+        if let Some(s) = &self.secret {
+            if s.len() < 16 {
+                return bad("secret: must be at least 16 characters");
+            }
+        }
+        validate_push(self)?;
+        validate_entry(self)?;
+        self.validate_api()
+    }
+}
+
+/// Checks the push settings (part of [`Config::validate`]).
+fn validate_push(c: &Config) -> Result<(), ConfigError> {
+    if c.push_webhook_url.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: &str| Err(ConfigError(m.to_owned()));
+    let uri: hyper::Uri = match c.push_webhook_url.parse() {
+        Ok(u) => u,
+        Err(_) => return bad("push_webhook_url: not a URL like http://10.0.0.5:8080/missive"),
+    };
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return bad(
+            "push_webhook_url: must be an http:// URL with a host (for HTTPS, put a TLS proxy \
+             on the same host in front of the webhook)",
+        );
+    }
+    if c.push_webhook_secret.len() < 16 {
+        return bad("push_webhook_secret: at least 16 characters are needed with push_webhook_url");
+    }
+    if c.push_max_attempts == 0 || c.push_max_age_secs == 0 {
+        return bad("push_max_attempts and push_max_age_secs: must be at least 1");
+    }
+    if c.push_retry_initial_ms == 0 || c.push_retry_max_ms < c.push_retry_initial_ms {
+        return bad("push_retry_initial_ms: at least 1, and push_retry_max_ms at least that");
+    }
+    if c.push_timeout_ms == 0 {
+        return bad("push_timeout_ms: must be above 0");
+    }
+    Ok(())
+}
+
+/// Checks the entry-point settings (part of [`Config::validate`]).
+fn validate_entry(c: &Config) -> Result<(), ConfigError> {
+    for a in &c.entry_addresses {
+        Address::parse(a).map_err(|why| ConfigError(format!("entry_addresses: {a:?}: {why}")))?;
+    }
+    if c.reconnect_initial_ms == 0 || c.reconnect_max_ms < c.reconnect_initial_ms {
+        return Err(ConfigError(
+            "reconnect_initial_ms: at least 1, and reconnect_max_ms at least that".into(),
+        ));
+    }
+    Ok(())
+}

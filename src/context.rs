@@ -1,0 +1,44 @@
+//! What every task of a running server holds: the settings, the store, the router, the limits,
+//! the counters. Built once by `server`, below every module that uses it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::router::Router;
+use crate::store::Store;
+
+/// What every task of the server shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub router: Arc<Router>,
+    pub secret: Vec<u8>,
+    pub shutdown: CancellationToken,
+    /// Present when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub connections: Arc<crate::limits::Connections>,
+    pub logins: parking_lot::Mutex<crate::limits::Bucket>,
+    /// Failed logins per source address; an address over its budget is refused at accept.
+    pub login_failures: crate::limits::LoginFailures,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Whether the server is draining (logins refused, sessions moved away).
+    pub drain: crate::drain::Drain,
+    /// The bound listener addresses (for the entry point).
+    pub bound: Vec<SocketAddr>,
+    /// What the offline-push worker did (for `/metrics` and tests).
+    pub push: Arc<crate::push::Counters>,
+    /// The runtime and the server's task tracker, for sessions woken without a task of their
+    /// own (a parked session is revived from whichever thread wakes it; see `session::park`).
+    pub runtime: tokio::runtime::Handle,
+    pub tasks: TaskTracker,
+    /// Where parked plain connections wait for their sockets.
+    pub parker: Arc<crate::net::parker::Parker>,
+    /// Turns for reads that may touch many keys (SYNC, CONTACTS, UNREAD, group reads):
+    /// `session::heavy`.
+    pub heavy_reads: Arc<tokio::sync::Semaphore>,
+}

@@ -1,0 +1,41 @@
+//! What the push worker did since the server started (for `/metrics` and tests).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the push worker did since the server started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Notifications answered with a 2xx.
+    pub sent: AtomicU64,
+    /// Requests that failed (each is retried, or dropped below).
+    pub failed: AtomicU64,
+    /// Dropped after `push_max_attempts` tries or `push_max_age_secs`.
+    pub dropped: AtomicU64,
+    /// Not sent: the message was recalled, deleted or read before its notification was due.
+    pub obsolete: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub obsolete: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            sent: get(&self.sent),
+            failed: get(&self.failed),
+            dropped: get(&self.dropped),
+            obsolete: get(&self.obsolete),
+        }
+    }
+
+    pub(super) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}

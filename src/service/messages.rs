@@ -1,0 +1,136 @@
+//! Messages: send (from a socket or the HTTP API: one path), mark read, recall, delete. Each is
+//! checked here and then handed to the store's writer; the answer comes once it is committed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use missive_protocol::pb::{self, Conversation, ConversationKind};
+use missive_protocol::ErrorCode;
+
+use super::ids::{check_conv, check_id};
+use super::refusal::Refusal;
+use super::run::{outcome, unread_total};
+use crate::clock::now_ms;
+use crate::context::Shared;
+use crate::store::{self, SendRequest};
+
+/// Where a send came from (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Socket,
+    Http,
+}
+
+/// Starts a send by `from`, the one path for SENDs from sockets and the HTTP API: checks it
+/// and hands it to the store's writer at once (so sends are stored in the order they arrived);
+/// the returned future resolves to the ack once it is committed. `session` (the sender's own
+/// connection) gets no push of the message; every other online device of both sides does.
+pub fn submit_send(
+    shared: &Arc<Shared>,
+    from: &str,
+    session: Option<u64>,
+    via: Via,
+    req: pb::Send,
+) -> impl Future<Output = Result<pb::SendAck, Refusal>> + Send + 'static {
+    let started = start_send(shared, from, session, req);
+    let shared = shared.clone();
+    async move {
+        let out = outcome(&shared, started?.await)?;
+        let counter = match (out.ack.duplicate, via) {
+            (true, _) => &shared.metrics.sends_duplicate,
+            (false, Via::Socket) => &shared.metrics.messages_in_socket,
+            (false, Via::Http) => &shared.metrics.messages_in_http,
+        };
+        counter.inc();
+        Ok(out.ack)
+    }
+}
+
+fn start_send(
+    shared: &Shared,
+    from: &str,
+    session: Option<u64>,
+    req: pb::Send,
+) -> Result<store::Pending<store::SendOutcome>, Refusal> {
+    check_id("from", from)?;
+    check_id("client_msg_id", &req.client_msg_id)?;
+    let to = check_conv(from, req.to.as_ref())?;
+    if req.content_type == 0 {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "content_type 0 is invalid",
+        ));
+    }
+    if req.content.len() > shared.config.max_content_len {
+        return Err(Refusal::new(
+            ErrorCode::ContentTooLarge,
+            format!(
+                "content is limited to {} bytes",
+                shared.config.max_content_len
+            ),
+        ));
+    }
+    let r = SendRequest {
+        from: from.to_owned(),
+        client_msg_id: req.client_msg_id,
+        to,
+        content_type: req.content_type,
+        content: req.content,
+        now_ms: now_ms(),
+    };
+    Ok(if r.to.kind == ConversationKind::Group as i32 {
+        shared.store.send_group(r, session)
+    } else {
+        shared.store.send_direct(r, session)
+    })
+}
+
+/// `user` has read `conv` up to `up_to_seq`; the ack carries the user's new unread total.
+pub async fn mark_read(
+    shared: &Arc<Shared>,
+    user: &str,
+    conv: Option<&Conversation>,
+    up_to_seq: u64,
+) -> Result<pb::MarkReadAck, Refusal> {
+    let conv = check_conv(user, conv)?;
+    let pending = shared.store.mark_read(user, &conv, up_to_seq, now_ms());
+    let mut ack = outcome(shared, pending.await)?;
+    // The total over every conversation is read once the change is stored, here rather than on
+    // the writer (it visits each read fan-out group of the user).
+    ack.total = unread_total(shared, user).await?;
+    Ok(ack)
+}
+
+/// `user` recalls message `msg_id` of `conv` (within `recall_window_secs`); the answer is the
+/// user's version of the change.
+pub async fn recall(
+    shared: &Arc<Shared>,
+    user: &str,
+    conv: Option<&Conversation>,
+    msg_id: u64,
+) -> Result<u64, Refusal> {
+    let conv = check_conv(user, conv)?;
+    let window = shared.config.recall_window_secs as i64 * 1000;
+    let now = now_ms();
+    let pending = if conv.kind == ConversationKind::Group as i32 {
+        shared
+            .store
+            .recall_group(user, &conv.id, msg_id, now, window)
+    } else {
+        shared.store.recall(user, &conv, msg_id, now, window)
+    };
+    outcome(shared, pending.await)
+}
+
+/// `user` deletes message `msg_id` of `conv` for itself; the answer is the version of the
+/// change.
+pub async fn delete(
+    shared: &Arc<Shared>,
+    user: &str,
+    conv: Option<&Conversation>,
+    msg_id: u64,
+) -> Result<u64, Refusal> {
+    let conv = check_conv(user, conv)?;
+    let pending = shared.store.delete(user, &conv, msg_id, now_ms());
+    outcome(shared, pending.await)
+}

@@ -1,0 +1,429 @@
+//! Opening a connection: TLS or plain, the WebSocket and entry-point requests told apart by
+//! the first byte, then LOGIN within the login timeout, and the session registered.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use missive_protocol::pb;
+use missive_protocol::token::{self, TokenError};
+use missive_protocol::{Command, ErrorCode, Frame, Packet, ProtocolError};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::serve::Session;
+use crate::context::Shared;
+use crate::net::conn::{Conn, Filled, Stream};
+use crate::net::web::Site;
+use crate::router::SessionHandle;
+use crate::service::refusal::error_frame;
+use crate::service::run::{small_read, unread_total};
+use crate::service::Refusal;
+
+/// Opens the connection (TLS or plain), waits for LOGIN and registers the session.
+pub(super) async fn start(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: crate::limits::Permit,
+) -> Option<Box<Session>> {
+    let _ = stream.set_nodelay(true);
+    // One deadline for the TLS handshake (if any) and LOGIN together.
+    let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
+    let (stream, read) = open(&shared, stream, deadline).await?;
+    // Until it has logged in, a connection may send frames of the login cap only: nobody
+    // unauthenticated makes the server wait for (or buffer) a large frame.
+    let mut conn = Conn::new(stream, missive_protocol::MAX_LOGIN_FRAME_LEN);
+    conn.unread(read);
+    let (handle, current_version) = login(&shared, &mut conn, deadline, peer.ip()).await?;
+    // Frames pipelined behind the LOGIN are decoded from here on, with the full limit.
+    conn.set_max_frame_len(shared.config.max_frame_len);
+    tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
+    let rate = shared.config.sends_per_sec;
+    let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
+    let mut session = Session::new(shared, conn, handle, sends, permit);
+    session.pushed_through = current_version;
+    Some(session)
+}
+
+/// Tells TLS, HTTP (WebSocket, entry point) and the plain protocol apart by the first byte
+/// (inside TLS too) and completes the TLS or WebSocket handshake, all within the login timeout.
+/// Plain connections are refused (TLS_REQUIRED) unless allowed. Returns the stream and what was
+/// already read of it.
+async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(Stream, BytesMut)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Err(_) => {
+            // Silent since connecting: the plain protocol's LOGIN_TIMEOUT.
+            let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
+            let msg = "no LOGIN within the login timeout";
+            fatal(shared, &mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+            return None;
+        }
+        _ => return None,
+    }
+    let local = stream.local_addr().ok()?;
+    // Without a certificate the byte is just the top byte of a (far too large) frame length:
+    // the codec refuses it with FRAME_TOO_LARGE like any other oversized frame.
+    if let (crate::net::tls::TLS_HANDSHAKE, Some(acceptor)) = (first[0], shared.tls.as_ref()) {
+        let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            _ => return None,
+        };
+        // The first bytes inside TLS tell the binary protocol from HTTP.
+        let mut buf = BytesMut::with_capacity(4096);
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)) => r,
+            _ = shared.shutdown.cancelled() => return None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return None,
+            Err(_) => {
+                let mut conn = Conn::new(Stream::Tls(Box::new(tls)), shared.config.max_frame_len);
+                let msg = "no LOGIN within the login timeout";
+                fatal(shared, &mut conn, 0, ErrorCode::LoginTimeout, msg).await;
+                return None;
+            }
+        }
+        let site = Site {
+            config: &shared.config,
+            bound: &shared.bound,
+            shutdown: &shared.shutdown,
+        };
+        if buf[0] == crate::net::web::HTTP_FIRST
+            && crate::net::web::sniff(&mut tls, &mut buf, deadline).await?
+        {
+            let ws =
+                crate::net::web::accept(&site, Box::new(tls), buf, true, local, deadline).await?;
+            return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
+        }
+        return Some((Stream::Tls(Box::new(tls)), buf));
+    }
+    let mut stream = stream;
+    let mut read = BytesMut::new();
+    let site = Site {
+        config: &shared.config,
+        bound: &shared.bound,
+        shutdown: &shared.shutdown,
+    };
+    if first[0] == crate::net::web::HTTP_FIRST
+        && crate::net::web::sniff(&mut stream, &mut read, deadline).await?
+    {
+        let io = Box::new(stream);
+        let ws = crate::net::web::accept(&site, io, read, false, local, deadline).await?;
+        return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
+    }
+    if !shared.config.allow_plain {
+        let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
+        fatal(
+            shared,
+            &mut conn,
+            0,
+            ErrorCode::TlsRequired,
+            "this server accepts TLS only",
+        )
+        .await;
+        return None;
+    }
+    Some((Stream::Plain(stream), read))
+}
+
+async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
+    shared.metrics.error(code);
+    let _ = conn
+        .write_frames(&[error_frame(request_id, code, message)])
+        .await;
+}
+
+/// Counts a failed login against the source address `ip` (`limits::LoginFailures`): a refused
+/// token, an undecodable or compressed LOGIN, another frame before LOGIN, a framing error or
+/// an unfinished frame before login. Not counted: silence (LOGIN_TIMEOUT), a connection
+/// closed or reset, and the server's own refusals (SERVER_BUSY, SHUTTING_DOWN).
+fn charge(shared: &Shared, ip: IpAddr) {
+    shared.login_failures.charge(ip, Instant::now());
+}
+
+/// The next frame before login, within the login deadline; a frame begun but not completed
+/// within `frame_timeout_ms` is refused as after login (BAD_FRAME). `None`: the connection is
+/// done (the fatal ERROR, if any, was written; a framing error is charged to `ip`).
+async fn next_frame(
+    shared: &Shared,
+    conn: &mut Conn,
+    deadline: Instant,
+    ip: IpAddr,
+) -> Option<Frame> {
+    let frame_timeout = Duration::from_millis(shared.config.frame_timeout_ms);
+    loop {
+        match conn.buffered_frame() {
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => {}
+            Err(e) => {
+                charge(shared, ip);
+                fatal(shared, conn, 0, e.code(), &e.to_string()).await;
+                return None;
+            }
+        }
+        conn.release_idle();
+        let frame_deadline = conn.partial_since().map(|t| t + frame_timeout);
+        let wake = frame_deadline.map_or(deadline, |f| f.min(deadline));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                if frame_deadline.is_some_and(|f| f < deadline) {
+                    charge(shared, ip);
+                    let msg = "frame not completed within frame_timeout_ms";
+                    fatal(shared, conn, 0, ErrorCode::BadFrame, msg).await;
+                } else {
+                    let msg = "no LOGIN within the login timeout";
+                    fatal(shared, conn, 0, ErrorCode::LoginTimeout, msg).await;
+                }
+                return None;
+            }
+            _ = shared.shutdown.cancelled() => {
+                fatal(shared, conn, 0, ErrorCode::ShuttingDown, "server shutting down").await;
+                return None;
+            }
+            r = conn.fill() => {
+                match r {
+                    Ok(Filled::Data) => {}
+                    Ok(Filled::Eof) | Err(ProtocolError::Truncated { .. }) => return None,
+                    Err(e) => {
+                        // A failed connection is not the client's doing; a WebSocket message
+                        // over the limit is.
+                        if !matches!(e, ProtocolError::Io(_)) {
+                            charge(shared, ip);
+                        }
+                        fatal(shared, conn, 0, e.code(), &e.to_string()).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes ERROR `code` marked fatal, whatever the code's own fatal flag (BAD_BODY before login),
+/// for a connection that is closed after it.
+async fn fatal_anyway(
+    shared: &Shared,
+    conn: &mut Conn,
+    request_id: u32,
+    code: ErrorCode,
+    message: &str,
+) {
+    shared.metrics.error(code);
+    let error = Packet::Error(pb::Error {
+        code: code as u32,
+        message: message.to_owned(),
+        fatal: true,
+        retry_after_ms: 0,
+    });
+    let _ = conn.write_frames(&[Frame::new(&error, request_id)]).await;
+}
+
+/// Waits for LOGIN (within the login timeout) and registers the session.
+///
+/// Any other command, known or not, is NOT_LOGGED_IN (fatal), whatever its body. A LOGIN with
+/// the COMPRESSED flag is BAD_BODY, fatal: inflating is the costly part of decoding a body, and
+/// nobody unauthenticated gets it done (a LOGIN is small; nothing is inflated). The first LOGIN
+/// whose body does not decode gets BAD_BODY, not fatal: the connection still waits for a LOGIN,
+/// within the same deadline; a second one is fatal.
+///
+/// Every refusal for the client's doing is charged to `ip` (see [`charge`]).
+async fn login(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    deadline: Instant,
+    ip: IpAddr,
+) -> Option<(Arc<SessionHandle>, u64)> {
+    let mut forgiven = false;
+    let (rid, login) = loop {
+        let frame = next_frame(shared, conn, deadline, ip).await?;
+        let rid = frame.request_id;
+        if frame.command != Command::Login as u16 {
+            let name = Command::from_u16(frame.command)
+                .map(|c| c.name().to_owned())
+                .unwrap_or_else(|_| format!("unknown command {:#06x}", frame.command));
+            let msg = format!("{name} before LOGIN");
+            charge(shared, ip);
+            fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+            return None;
+        }
+        if frame.flags.compressed() {
+            charge(shared, ip);
+            shared.metrics.login(Err(ErrorCode::BadBody));
+            let msg = "a compressed frame before login: send LOGIN uncompressed";
+            fatal_anyway(shared, conn, rid, ErrorCode::BadBody, msg).await;
+            return None;
+        }
+        // Not compressed: the body is at most the login cap, the limit is never reached.
+        match frame.packet(missive_protocol::MAX_LOGIN_FRAME_LEN) {
+            Ok(Packet::Login(l)) => break (rid, l),
+            Ok(other) => {
+                // Not reached: a LOGIN frame decodes to a Login body.
+                let msg = format!("{} before LOGIN", other.command().name());
+                fatal(shared, conn, rid, ErrorCode::NotLoggedIn, &msg).await;
+                return None;
+            }
+            Err(e) if forgiven => {
+                charge(shared, ip);
+                shared.metrics.login(Err(e.code()));
+                let msg = format!("{e}; a second undecodable LOGIN closes the connection");
+                fatal_anyway(shared, conn, rid, e.code(), &msg).await;
+                return None;
+            }
+            Err(e) => {
+                forgiven = true;
+                charge(shared, ip);
+                shared.metrics.login(Err(e.code()));
+                shared.metrics.error(e.code());
+                let refusal = error_frame(rid, e.code(), &e.to_string());
+                if conn.write_frames(&[refusal]).await.is_err() || e.code().is_fatal() {
+                    return None;
+                }
+            }
+        }
+    };
+    let admitted = admit(shared, conn, rid, login, ip).await;
+    shared
+        .metrics
+        .login(admitted.as_ref().map(|_| ()).map_err(|code| *code));
+    admitted.ok().flatten()
+}
+
+/// Why a token with `claims` is void when the user's tokens are revoked through `revoked` (Unix
+/// seconds), if it is: a v2 token issued at or before then, or any v1 token (no issue time).
+fn revoked_token(claims: &token::Claims, revoked: Option<u64>) -> Option<String> {
+    let through = revoked?;
+    match claims.issued {
+        Some(issued) if issued > through => None,
+        Some(issued) => Some(format!(
+            "token revoked: issued at {issued}, and this user's tokens issued through \
+             {through} are revoked; get a new token"
+        )),
+        None => Some(format!(
+            "token revoked: a v1 token has no issue time, and this user's tokens issued \
+             through {through} are revoked; get a new (v2) token"
+        )),
+    }
+}
+
+/// Checks a LOGIN (drain, token, login rate, revocation) and registers its session; returns it
+/// with the LOGIN_ACK's `current_version`. A refusal has been written when its code is
+/// returned; `Ok(None)`: accepted, but the connection failed.
+///
+/// The token is checked first (an HMAC: cheap), and only a valid one takes a token of the
+/// server-wide login rate, so a flood of garbage cannot use up the rate that real logins need;
+/// a refused token is charged to `ip` instead.
+async fn admit(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    rid: u32,
+    login: pb::Login,
+    ip: IpAddr,
+) -> Result<Option<(Arc<SessionHandle>, u64)>, ErrorCode> {
+    if shared.drain.is_active() {
+        let msg = "server draining: reconnect (to another server)";
+        fatal(shared, conn, rid, ErrorCode::ShuttingDown, msg).await;
+        return Err(ErrorCode::ShuttingDown);
+    }
+    let now_s = (crate::clock::now_ms() / 1000) as u64;
+    let claims = match token::verify(&shared.secret, &login.token, now_s) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired(_) => ErrorCode::TokenExpired,
+                _ => ErrorCode::AuthFailed,
+            };
+            charge(shared, ip);
+            fatal(shared, conn, rid, code, &e.to_string()).await;
+            return Err(code);
+        }
+    };
+    if claims.device_id != login.device_id {
+        charge(shared, ip);
+        let msg = "device_id differs from the token's device";
+        fatal(shared, conn, rid, ErrorCode::AuthFailed, msg).await;
+        return Err(ErrorCode::AuthFailed);
+    }
+    let allowed = shared.logins.lock().take(Instant::now());
+    if let Err(wait) = allowed {
+        let mut r = Refusal::new(ErrorCode::ServerBusy, "too many logins; retry later");
+        r.retry_after_ms = wait.max(100);
+        shared.metrics.error(r.code);
+        let _ = conn.write_frames(&[r.frame(rid)]).await;
+        return Err(r.code);
+    }
+    // A revoked token is refused before it is registered: registering kicks the connection of
+    // the same device (REPLACED) and, past the device limit, the user's oldest one.
+    let user = claims.user_id.clone();
+    let revoked = small_read(shared, move |s| s.store.revoked_through(&user)).await;
+    let why = match revoked {
+        Ok(r) => revoked_token(&claims, r),
+        Err(r) => {
+            fatal(shared, conn, rid, r.code, &r.message).await;
+            return Err(r.code);
+        }
+    };
+    if let Some(why) = why {
+        charge(shared, ip);
+        fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
+        return Err(ErrorCode::AuthFailed);
+    }
+    // Register before reading the version, so no entry after it can be missed.
+    let handle = shared.router.register(
+        &claims.user_id,
+        &claims.device_id,
+        shared.config.outbound_queue,
+        shared.config.max_devices_per_user,
+        crate::clock::now_ms(),
+    );
+    // The revocation is read again, after registering: a revocation committed since the read
+    // above kicked the user's sessions registered then, maybe not this one.
+    let user = claims.user_id.clone();
+    let read = small_read(shared, move |s| {
+        Ok((
+            s.store.current_version(&user)?,
+            s.store.revoked_through(&user)?,
+        ))
+    })
+    .await;
+    let state = match read {
+        Ok((version, revoked)) => unread_total(shared, &claims.user_id)
+            .await
+            .map(|unread| (version, unread, revoked)),
+        Err(r) => Err(r),
+    };
+    let (current_version, unread_total) = match state {
+        Ok((version, unread, revoked)) => match revoked_token(&claims, revoked) {
+            None => (version, unread),
+            Some(why) => {
+                shared.router.unregister(&handle);
+                charge(shared, ip);
+                fatal(shared, conn, rid, ErrorCode::AuthFailed, &why).await;
+                return Err(ErrorCode::AuthFailed);
+            }
+        },
+        Err(r) => {
+            shared.router.unregister(&handle);
+            fatal(shared, conn, rid, r.code, &r.message).await;
+            return Err(r.code);
+        }
+    };
+    let ack = Packet::LoginAck(pb::LoginAck {
+        user_id: claims.user_id,
+        server_time_ms: crate::clock::now_ms(),
+        heartbeat_interval_secs: shared.config.heartbeat_secs,
+        current_version,
+        unread_total,
+        session_id: handle.id,
+    });
+    if conn.write_frames(&[Frame::new(&ack, rid)]).await.is_err() {
+        shared.router.unregister(&handle);
+        return Ok(None);
+    }
+    Ok(Some((handle, current_version)))
+}

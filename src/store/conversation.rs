@@ -1,0 +1,124 @@
+//! What direct and group conversations share: a send ([`SendRequest`], [`SendOutcome`]) and
+//! putting its message in the conversation's log, a group's conversation, a stored message's
+//! conversation, and the recent-contact entry.
+
+use missive_protocol::pb::{self, Contact, Conversation, ConversationKind, SendAck};
+use missive_protocol::ErrorCode;
+use prost::Message as _;
+
+use super::change::Change;
+use super::error::{Result, StoreError};
+use super::family::Family;
+use super::keys::{self, ConvKey};
+use super::read::Reader;
+
+/// A validated send.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub from: String,
+    pub client_msg_id: String,
+    pub to: Conversation,
+    pub content_type: u32,
+    pub content: Vec<u8>,
+    pub now_ms: i64,
+}
+
+/// The result of a send.
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    pub ack: SendAck,
+    /// Storage writes the send cost (0 for a duplicate).
+    pub writes: usize,
+}
+
+/// A group's conversation (as every member sees it).
+pub(crate) fn group_conv(id: &str) -> Conversation {
+    Conversation {
+        kind: ConversationKind::Group as i32,
+        id: id.to_owned(),
+    }
+}
+
+/// The canonical key of a stored message's conversation.
+pub(crate) fn msg_conv(msg: &pb::Message) -> ConvKey {
+    let to = msg.conversation.clone().unwrap_or_default();
+    ConvKey::for_view(&msg.from_user, &to)
+}
+
+/// Allocates the conversation's next seq and a message id, and puts the message (content) and
+/// its entry in the conversation log. `to` is the conversation as the sender addressed it.
+pub(crate) fn put_message(
+    txn: &mut Change<'_>,
+    req: &SendRequest,
+    content: Vec<u8>,
+    conv: &ConvKey,
+    to: Conversation,
+) -> Result<pb::Message> {
+    let seq = txn.add_counter(Family::Convs, conv.0.clone(), 1)?;
+    let msg_id = txn.core().next_msg_id(req.now_ms);
+    let msg = pb::Message {
+        msg_id,
+        from_user: req.from.clone(),
+        conversation: Some(to),
+        seq,
+        timestamp_ms: req.now_ms,
+        content_type: req.content_type,
+        content,
+        client_msg_id: req.client_msg_id.clone(),
+        recalled: false,
+    };
+    txn.put(
+        Family::Content,
+        keys::content(msg_id).to_vec(),
+        msg.encode_to_vec(),
+    );
+    txn.put(
+        Family::ConvLog,
+        keys::conv_log(conv, seq),
+        msg_id.to_be_bytes().to_vec(),
+    );
+    Ok(msg)
+}
+
+/// Loads message `msg_id` and checks it belongs to `conv` as `user` sees it.
+pub(crate) fn message_in(
+    r: &impl Reader,
+    user: &str,
+    conv: &Conversation,
+    msg_id: u64,
+) -> Result<pb::Message> {
+    let not_found = || StoreError::refused(ErrorCode::NotFound, "no such message");
+    let msg = r
+        .get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))?
+        .ok_or_else(not_found)?;
+    if msg_conv(&msg) != ConvKey::for_view(user, conv) {
+        return Err(not_found());
+    }
+    Ok(msg)
+}
+
+/// Updates `user`'s recent-contact entry for `conv` to `msg_id` at `now_ms`.
+pub(crate) fn touch_contact(
+    txn: &mut Change<'_>,
+    user: &str,
+    conv: &ConvKey,
+    view: Conversation,
+    msg_id: u64,
+    now_ms: i64,
+) -> Result<()> {
+    let contact = Contact {
+        conversation: Some(view),
+        last_message: Some(pb::Message {
+            msg_id,
+            ..Default::default()
+        }),
+        unread: 0,
+        updated_ms: now_ms,
+    };
+    txn.put(
+        Family::Contacts,
+        keys::contact(user, conv),
+        contact.encode_to_vec(),
+    );
+    Ok(())
+}
