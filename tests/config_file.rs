@@ -1,5 +1,6 @@
-//! The configuration as an operator meets it: the example file, the README table, the
-//! environment, `--print-config`, and a bad setting stopping the real binary at start.
+//! The configuration as an operator meets it: the example file, the table in
+//! docs/configuration.md, the environment, `--print-config`, and a bad setting stopping the real
+//! binary at start.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use clap::Parser;
 use missive::config::{Args, Config};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/missived.example.toml");
-const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+const CONFIGURATION_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
 
 /// Every setting's name (optional ones included: they serialize as null in JSON).
 fn settings() -> Vec<String> {
@@ -41,12 +42,12 @@ fn the_example_file_parses_to_the_defaults_and_names_every_setting() {
 }
 
 #[test]
-fn the_readme_table_lists_every_setting() {
-    let readme = std::fs::read_to_string(README).unwrap();
+fn the_configuration_doc_table_lists_every_setting() {
+    let doc = std::fs::read_to_string(CONFIGURATION_DOC).unwrap();
     for name in settings() {
         assert!(
-            readme.contains(&format!("| `{name}`")) || readme.contains(&format!(", `{name}`")),
-            "README.md's configuration table does not list `{name}`"
+            doc.contains(&format!("| `{name}`")) || doc.contains(&format!(", `{name}`")),
+            "docs/configuration.md's table does not list `{name}`"
         );
     }
 }
