@@ -330,7 +330,7 @@ pub fn stored_inbox(store: &Core, user: &str) -> CheckResult<Vec<InboxEntry>> {
     let mut since = 0;
     loop {
         let page = store
-            .inbox_after(user, since, 1000, 1 << 20)
+            .inbox_after(user, crate::ids::Version(since), 1000, 1 << 20)
             .map_err(|e| format!("{user}: inbox page after {since}: {e}"))?;
         since = page.entries.last().map(|e| e.version).unwrap_or(since);
         entries.extend(page.entries);

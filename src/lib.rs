@@ -17,7 +17,7 @@
 //! | 3 | `net`, `push` | bytes below frames (listeners, TLS, the framed connection, WebSocket, the entry point, the poller of idle sockets); the offline-push webhook worker |
 //! | 2 | `router`, `drain`, `check` | user -> online sessions, delivering pushes; the drain's state; invariant checks for the crash test and fuzzing |
 //! | 1 | `config`, `store`, `limits`, `metrics` | settings; RocksDB (families, keys, the writer, queries); permits and token buckets; counters |
-//! | 0 | `clock` | the wall clock |
+//! | 0 | `clock`, `ids` | the wall clock; numeric ids as types (session, message, seq, version) |
 //!
 //! Below them all is the `missive-protocol` crate (frames, bodies, error codes, ids, tokens).
 //! `docs/ARCHITECTURE.md` walks a message through these layers.
@@ -31,6 +31,7 @@ pub mod config;
 pub mod context;
 pub mod drain;
 pub mod http;
+pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod net;

@@ -11,6 +11,7 @@ use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
 
+use crate::ids::SessionId;
 use crate::store::{Delivery, GroupNotice, Outbox};
 
 /// Bytes of frames queued for one session past which it counts as a slow consumer, whatever
@@ -53,7 +54,7 @@ pub struct Taken {
 /// The router's view of one logged-in connection.
 #[derive(Debug)]
 pub struct SessionHandle {
-    pub id: u64,
+    pub id: SessionId,
     /// Shared with the router's table key.
     pub user: Arc<str>,
     pub device: Box<str>,
@@ -194,7 +195,7 @@ impl Router {
             None => Arc::from(user),
         };
         let handle = Arc::new(SessionHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            id: SessionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1),
             user: key.clone(),
             device: device.into(),
             last_seen: AtomicI64::new(now_ms),
@@ -240,7 +241,7 @@ impl Router {
     }
 
     /// Pushes each delivery to every online session of its user, except session `exclude`.
-    pub fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
+    pub fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<SessionId>) {
         let users = self.users.read();
         for d in deliveries {
             let Some(sessions) = users.get(d.user.as_str()) else {
@@ -329,7 +330,7 @@ impl Router {
 }
 
 impl Outbox for Router {
-    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
+    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<SessionId>) {
         Router::deliver(self, deliveries, exclude)
     }
 

@@ -355,7 +355,7 @@ impl Sweep {
     /// Closes every session of `router` last heard from more than the limit before `now_ms`.
     fn once(&self, router: &Router, now_ms: i64) {
         for s in router.silent_since(now_ms - self.limit_ms) {
-            tracing::debug!(session = s.id, user = %s.user, "heartbeat timeout");
+            tracing::debug!(session = %s.id, user = %s.user, "heartbeat timeout");
             s.close(None);
         }
     }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use missive::ids::{MsgId, Seq};
 use missive::store::{Delivery, Durability, Outbox, SendRequest, Store, StoreError};
 use missive_protocol::pb;
 use missive_protocol::ErrorCode;
@@ -179,7 +180,7 @@ fn check(store: &Store, model: &Model, step: &str) -> Result<(), TestCaseError> 
 struct Recorder(std::sync::Mutex<Vec<Delivery>>);
 
 impl Outbox for Recorder {
-    fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<u64>) {
+    fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<missive::ids::SessionId>) {
         self.0.lock().unwrap().extend(deliveries);
     }
     fn notify_group(&self, _: missive::store::GroupNotice<'_>) {}
@@ -251,7 +252,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let peer = (user + peer) % USERS.len();
                 let c = conv(user, peer);
                 let r = store
-                    .mark_read(USERS[user], &direct(peer), up_to, now)
+                    .mark_read(USERS[user], &direct(peer), Seq(up_to), now)
                     .wait();
                 let last = m.conv_last.get(&c).copied().unwrap_or(0);
                 if last == 0 {
@@ -285,7 +286,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     (x.id, x.from, x.to, x.recalled)
                 };
                 let r = store
-                    .recall(USERS[user], &direct(peer), id, now, WINDOW_MS)
+                    .recall(USERS[user], &direct(peer), MsgId(id), now, WINDOW_MS)
                     .wait();
                 if user != from && user != to {
                     prop_assert_eq!(refusal(r), Some(ErrorCode::NotFound), "{}", step);
@@ -307,7 +308,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let idx = msg % m.msgs.len();
                 let peer = m.conv_for(user, &m.msgs[idx]);
                 let (id, from, to) = (m.msgs[idx].id, m.msgs[idx].from, m.msgs[idx].to);
-                let r = store.delete(USERS[user], &direct(peer), id, now).wait();
+                let r = store
+                    .delete(USERS[user], &direct(peer), MsgId(id), now)
+                    .wait();
                 if user != from && user != to {
                     prop_assert_eq!(refusal(r), Some(ErrorCode::NotFound), "{}", step);
                 } else if !m.hidden.insert((user, id)) {

@@ -15,6 +15,7 @@ use super::refusal::Refusal;
 use super::run::{blocking, outcome};
 use crate::clock::now_ms;
 use crate::context::Shared;
+use crate::ids::Seq;
 use crate::store::{self, GroupChange, GroupLimits, Page};
 
 /// Longest group name, in bytes.
@@ -161,8 +162,8 @@ pub fn history(
             &user,
             &req.group_id,
             order,
-            req.before_seq,
-            req.after_seq,
+            Seq(req.before_seq),
+            Seq(req.after_seq),
             limit,
             max_bytes,
         )?;

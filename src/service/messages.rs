@@ -12,6 +12,7 @@ use super::refusal::Refusal;
 use super::run::{outcome, unread_total};
 use crate::clock::now_ms;
 use crate::context::Shared;
+use crate::ids::{MsgId, Seq, SessionId};
 use crate::store::{self, SendRequest};
 
 /// Where a send came from (for the metrics).
@@ -28,7 +29,7 @@ pub enum Via {
 pub fn submit_send(
     shared: &Arc<Shared>,
     from: &str,
-    session: Option<u64>,
+    session: Option<SessionId>,
     via: Via,
     req: pb::Send,
 ) -> impl Future<Output = Result<pb::SendAck, Refusal>> + Send + 'static {
@@ -49,7 +50,7 @@ pub fn submit_send(
 fn start_send(
     shared: &Shared,
     from: &str,
-    session: Option<u64>,
+    session: Option<SessionId>,
     req: pb::Send,
 ) -> Result<store::Pending<store::SendOutcome>, Refusal> {
     check_id("from", from)?;
@@ -93,7 +94,9 @@ pub async fn mark_read(
     up_to_seq: u64,
 ) -> Result<pb::MarkReadAck, Refusal> {
     let conv = check_conv(user, conv)?;
-    let pending = shared.store.mark_read(user, &conv, up_to_seq, now_ms());
+    let pending = shared
+        .store
+        .mark_read(user, &conv, Seq(up_to_seq), now_ms());
     let mut ack = outcome(shared, pending.await)?;
     // The total over every conversation is read once the change is stored, here rather than on
     // the writer (it visits each read fan-out group of the user).
@@ -115,9 +118,9 @@ pub async fn recall(
     let pending = if conv.kind == ConversationKind::Group as i32 {
         shared
             .store
-            .recall_group(user, &conv.id, msg_id, now, window)
+            .recall_group(user, &conv.id, MsgId(msg_id), now, window)
     } else {
-        shared.store.recall(user, &conv, msg_id, now, window)
+        shared.store.recall(user, &conv, MsgId(msg_id), now, window)
     };
     outcome(shared, pending.await)
 }
@@ -131,6 +134,6 @@ pub async fn delete(
     msg_id: u64,
 ) -> Result<u64, Refusal> {
     let conv = check_conv(user, conv)?;
-    let pending = shared.store.delete(user, &conv, msg_id, now_ms());
+    let pending = shared.store.delete(user, &conv, MsgId(msg_id), now_ms());
     outcome(shared, pending.await)
 }

@@ -5,6 +5,7 @@
 use missive_protocol::pb;
 
 use crate::context::Shared;
+use crate::ids::Version;
 use crate::store;
 
 /// The inbox after `since`: at most `limit` entries and about `max_bytes`.
@@ -16,7 +17,9 @@ pub fn sync(
 ) -> impl FnOnce(&Shared) -> store::Result<pb::SyncAck> + Send + 'static {
     let user = user.to_owned();
     move |s: &Shared| {
-        let page = s.store.inbox_after(&user, since, limit, max_bytes)?;
+        let page = s
+            .store
+            .inbox_after(&user, Version(since), limit, max_bytes)?;
         s.metrics.sync_pages.inc();
         let new_version = page.entries.last().map(|e| e.version).unwrap_or(since);
         Ok(pb::SyncAck {

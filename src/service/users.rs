@@ -36,7 +36,7 @@ pub fn devices(shared: &Shared, user: &str) -> Result<Vec<Device>, Refusal> {
         .filter(|s| !s.is_closing())
         .map(|s| Device {
             device: s.device.to_string(),
-            session_id: s.id,
+            session_id: s.id.0,
             last_seen_ms: s.last_seen(),
         })
         .collect())

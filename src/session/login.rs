@@ -40,7 +40,7 @@ pub(super) async fn start(
     let (handle, current_version) = login(&shared, &mut conn, deadline, peer.ip()).await?;
     // Frames pipelined behind the LOGIN are decoded from here on, with the full limit.
     conn.set_max_frame_len(shared.config.max_frame_len);
-    tracing::debug!(%peer, session = handle.id, user = %handle.user, "logged in");
+    tracing::debug!(%peer, session = %handle.id, user = %handle.user, "logged in");
     let rate = shared.config.sends_per_sec;
     let sends = crate::limits::Bucket::new(rate, rate.saturating_mul(2));
     let mut session = Session::new(shared, conn, handle, sends, permit);
@@ -419,7 +419,7 @@ async fn admit(
         heartbeat_interval_secs: shared.config.heartbeat_secs,
         current_version,
         unread_total,
-        session_id: handle.id,
+        session_id: handle.id.0,
     });
     if conn.write_frames(&[Frame::new(&ack, rid)]).await.is_err() {
         shared.router.unregister(&handle);

@@ -66,7 +66,7 @@ pub(super) async fn serve(mut session: Box<Session>) {
 /// A session is over: it leaves the router.
 fn closed(shared: &Shared, handle: &Arc<SessionHandle>) {
     shared.router.unregister(handle);
-    tracing::debug!(session = handle.id, "closed");
+    tracing::debug!(session = %handle.id, "closed");
 }
 
 /// What a parked session keeps: everything else is empty when it is idle, or rebuilt from the
@@ -161,7 +161,7 @@ impl Nest {
             Err(_) => {
                 // A bug, not the client's doing: this connection is closed, the others stay.
                 tracing::error!(
-                    session = handle.id,
+                    session = %handle.id,
                     "the parker panicked; connection closed"
                 );
                 drop(p);
@@ -295,7 +295,7 @@ fn park(mut session: Box<Session>) -> Parking {
             }
             Poll::Ready(r) => {
                 if let Err(e) = r {
-                    tracing::debug!(session = session.handle.id, "read: {e}");
+                    tracing::debug!(session = %session.handle.id, "read: {e}");
                 }
                 let Session { shared, handle, .. } = *session;
                 return Parking::Closed(shared, handle);
@@ -316,7 +316,7 @@ fn park(mut session: Box<Session>) -> Parking {
             let mut socket = match tcp.into_std() {
                 Ok(s) => mio::net::TcpStream::from_std(s),
                 Err(e) => {
-                    tracing::warn!(session = handle.id, "cannot park: {e}");
+                    tracing::warn!(session = %handle.id, "cannot park: {e}");
                     return Parking::Closed(shared, handle);
                 }
             };
@@ -325,7 +325,7 @@ fn park(mut session: Box<Session>) -> Parking {
                 Err(e) => {
                     // The parker stopped meanwhile (or epoll refused the socket): back to
                     // tokio, and the session serves on.
-                    tracing::debug!(session = handle.id, "not parked: {e}");
+                    tracing::debug!(session = %handle.id, "not parked: {e}");
                     let std: std::net::TcpStream = socket.into();
                     return match tokio::net::TcpStream::from_std(std) {
                         Ok(tcp) => {
@@ -333,7 +333,7 @@ fn park(mut session: Box<Session>) -> Parking {
                             Parking::Resume(Session::new(shared, conn, handle, sends, permit))
                         }
                         Err(e) => {
-                            tracing::warn!(session = handle.id, "cannot serve: {e}");
+                            tracing::warn!(session = %handle.id, "cannot serve: {e}");
                             Parking::Closed(shared, handle)
                         }
                     };
@@ -372,7 +372,7 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
             match tokio::net::TcpStream::from_std(std) {
                 Ok(s) => Stream::Plain(s),
                 Err(e) => {
-                    tracing::warn!(session = p.handle.id, "cannot serve a parked session: {e}");
+                    tracing::warn!(session = %p.handle.id, "cannot serve a parked session: {e}");
                     return Err((p.shared, p.handle));
                 }
             }

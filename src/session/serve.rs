@@ -150,7 +150,7 @@ impl Session {
                 Woke::Read(Ok(Filled::Data)) => self.handle.touch(crate::clock::now_ms()),
                 Woke::Read(Ok(Filled::Eof)) => return Exit::Closed,
                 Woke::Read(Err(e)) => {
-                    tracing::debug!(session = self.handle.id, "read: {e}");
+                    tracing::debug!(session = %self.handle.id, "read: {e}");
                     return Exit::Closed;
                 }
                 Woke::Timer => match self.on_timer() {

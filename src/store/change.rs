@@ -17,6 +17,7 @@ use super::family::Family;
 use super::keys;
 use super::outbox::Delivery;
 use super::read::Reader;
+use crate::ids::SessionId;
 
 /// The version of `user`'s entry among `deliveries` (0 if none).
 pub fn version_of(deliveries: &[Delivery], user: &str) -> u64 {
@@ -301,7 +302,7 @@ impl<'a> Change<'a> {
 
     /// Pushes `deliveries` once the group is committed (to every online session of each user
     /// except session `exclude`).
-    pub fn deliver(&mut self, deliveries: Vec<Delivery>, exclude: Option<u64>) {
+    pub fn deliver(&mut self, deliveries: Vec<Delivery>, exclude: Option<SessionId>) {
         if !deliveries.is_empty() {
             self.group.posts.push(Post::Deliver(deliveries, exclude));
         }
@@ -316,7 +317,7 @@ impl<'a> Change<'a> {
         message: Option<pb::Message>,
         event: Option<pb::GroupEvent>,
         members: Arc<Vec<String>>,
-        exclude: Option<u64>,
+        exclude: Option<SessionId>,
     ) {
         self.group.posts.push(Post::Notify(Box::new(Notify {
             group_id: group_id.to_owned(),

@@ -14,6 +14,7 @@ use super::error::{Result, StoreError};
 use super::family::Family;
 use super::keys;
 use super::outbox::{Delivery, GroupNotice};
+use crate::ids::SessionId;
 
 /// A change's result, sent once its group is committed (or failed to commit).
 pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
@@ -21,7 +22,7 @@ pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// What a committed change hands to the outbox. Small (the rare `Notify` is boxed): a group
 /// holds one per change.
 pub(super) enum Post {
-    Deliver(Vec<Delivery>, Option<u64>),
+    Deliver(Vec<Delivery>, Option<SessionId>),
     Notify(Box<Notify>),
 }
 
@@ -31,7 +32,7 @@ pub(super) struct Notify {
     pub message: Option<pb::Message>,
     pub event: Option<pb::GroupEvent>,
     pub members: Arc<Vec<String>>,
-    pub exclude: Option<u64>,
+    pub exclude: Option<SessionId>,
 }
 
 /// The changes run since the last commit, and the writer's caches.

@@ -37,6 +37,7 @@ use super::pending::Pending;
 use super::read::Reader;
 use super::unread::group_unread_in;
 use super::writer::Store;
+use crate::ids::{MsgId, Seq, SessionId};
 
 /// GROUP_NOTIFY carries a read fan-out message whose content is at most this long.
 pub const NOTIFY_INLINE_MAX: usize = 4096;
@@ -248,11 +249,12 @@ impl Core {
         user: &str,
         group_id: &str,
         order: HistoryOrder,
-        before_seq: u64,
-        after_seq: u64,
+        before: Seq,
+        after: Seq,
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<pb::Message>, bool)> {
+        let (before_seq, after_seq) = (before.0, after.0);
         let me = require_member(self, group_id, user)?;
         let info = group_info(self, group_id)?;
         let floor = if info.history == HistoryVisibility::FromJoin as i32 {
@@ -353,7 +355,7 @@ impl Store {
     /// Stores a group message. Write fan-out: an inbox entry per member, pushed, and each
     /// other member's unread count. Read fan-out: the content, the log and the sender's own
     /// entry; online members are notified.
-    pub fn send_group(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
+    pub fn send_group(&self, req: SendRequest, exclude: Option<SessionId>) -> Pending<SendOutcome> {
         self.change(false, move |txn| send_group(txn, req, exclude))
     }
 
@@ -363,13 +365,13 @@ impl Store {
         &self,
         user: &str,
         group_id: &str,
-        msg_id: u64,
+        msg_id: MsgId,
         now_ms: i64,
         window_ms: i64,
     ) -> Pending<u64> {
         let (user, group_id) = (user.to_owned(), group_id.to_owned());
         self.change(false, move |txn| {
-            recall_group(txn, &user, &group_id, msg_id, now_ms, window_ms)
+            recall_group(txn, &user, &group_id, msg_id.0, now_ms, window_ms)
         })
     }
 }
@@ -702,7 +704,7 @@ fn set_role(
 fn send_group(
     txn: &mut Change<'_>,
     mut req: SendRequest,
-    exclude: Option<u64>,
+    exclude: Option<SessionId>,
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let group_id = req.to.id.clone();

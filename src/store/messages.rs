@@ -19,6 +19,7 @@ use super::outbox::Delivery;
 use super::pending::Pending;
 use super::read::Reader;
 use super::writer::Store;
+use crate::ids::{MsgId, SessionId};
 
 fn direct(peer: &str) -> Conversation {
     Conversation {
@@ -32,7 +33,11 @@ impl Store {
     /// counts and the dedup record, in one change; pushes both inbox entries once committed
     /// (not to session `exclude`, the sender's). A repeated client message id gets the first
     /// send's ack, flagged duplicate, and stores nothing.
-    pub fn send_direct(&self, req: SendRequest, exclude: Option<u64>) -> Pending<SendOutcome> {
+    pub fn send_direct(
+        &self,
+        req: SendRequest,
+        exclude: Option<SessionId>,
+    ) -> Pending<SendOutcome> {
         self.change(false, move |txn| send_direct(txn, req, exclude))
     }
 
@@ -43,13 +48,13 @@ impl Store {
         &self,
         user: &str,
         conv: &Conversation,
-        msg_id: u64,
+        msg_id: MsgId,
         now_ms: i64,
         window_ms: i64,
     ) -> Pending<u64> {
         let (user, conv) = (user.to_owned(), conv.clone());
         self.change(false, move |txn| {
-            recall(txn, &user, &conv, msg_id, now_ms, window_ms)
+            recall(txn, &user, &conv, msg_id.0, now_ms, window_ms)
         })
     }
 
@@ -59,18 +64,20 @@ impl Store {
         &self,
         user: &str,
         conv: &Conversation,
-        msg_id: u64,
+        msg_id: MsgId,
         now_ms: i64,
     ) -> Pending<u64> {
         let (user, conv) = (user.to_owned(), conv.clone());
-        self.change(false, move |txn| delete(txn, &user, &conv, msg_id, now_ms))
+        self.change(false, move |txn| {
+            delete(txn, &user, &conv, msg_id.0, now_ms)
+        })
     }
 }
 
 fn send_direct(
     txn: &mut Change<'_>,
     mut req: SendRequest,
-    exclude: Option<u64>,
+    exclude: Option<SessionId>,
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let (from, to) = (req.from.as_str(), req.to.id.as_str());

@@ -42,7 +42,7 @@ impl Watch {
 }
 
 impl Outbox for Watch {
-    fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<u64>) {
+    fn deliver(&self, deliveries: Vec<Delivery>, _exclude: Option<crate::ids::SessionId>) {
         self.collect();
         let acked = self.acked.lock();
         for d in deliveries {

@@ -3,6 +3,8 @@
 
 use missive_protocol::pb::{self, InboxEntry};
 
+use crate::ids::SessionId;
+
 /// An inbox entry to push to every online device of `user`.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -15,7 +17,7 @@ pub struct Delivery {
 /// must never block.
 pub trait Outbox: Send + Sync {
     /// Pushes each delivery to every online session of its user, except session `exclude`.
-    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<u64>);
+    fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<SessionId>);
     /// Of `users`, those with no online session: they get an offline push (`src/push`) when it
     /// is on. Asked on the writer thread while a send runs, before its commit, so that the
     /// notification is written in the same batch as the message. Never blocks. The default
@@ -35,5 +37,5 @@ pub struct GroupNotice<'a> {
     pub message: Option<pb::Message>,
     pub event: Option<pb::GroupEvent>,
     pub members: &'a [String],
-    pub exclude: Option<u64>,
+    pub exclude: Option<SessionId>,
 }

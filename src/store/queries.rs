@@ -7,6 +7,7 @@ use super::error::{Result, StoreError};
 use super::family::Family;
 use super::keys::{self, ConvKey};
 use super::read::Reader;
+use crate::ids::Version;
 
 /// A key and its value, as RocksDB's iterator returns them.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -39,10 +40,11 @@ impl Core {
     pub fn inbox_after(
         &self,
         user: &str,
-        since: u64,
+        since: Version,
         limit: usize,
         max_bytes: usize,
     ) -> Result<InboxPage> {
+        let since = since.0;
         let current = self.current_version(user)?;
         let prefix = keys::user_prefix(user);
         let start = keys::inbox(user, since.saturating_add(1));

@@ -30,6 +30,7 @@ use super::membership::{group_info, mode_of, require_member};
 use super::pending::Pending;
 use super::read::Reader;
 use super::writer::Store;
+use crate::ids::Seq;
 
 /// `user`'s computed count in a read fan-out group, as of the running change (pending writes
 /// included).
@@ -255,19 +256,19 @@ fn listed_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u
 }
 
 impl Store {
-    /// Marks `conv` read up to `up_to_seq` (clamped) for `user`. Idempotent: a read at or below
+    /// Marks `conv` read up to `up_to` (clamped) for `user`. Idempotent: a read at or below
     /// the previous read position changes nothing and returns version 0. The ack's `total` is
     /// 0: read it with [`Core::unread_total`] once this is committed.
     pub fn mark_read(
         &self,
         user: &str,
         conv: &Conversation,
-        up_to_seq: u64,
+        up_to: Seq,
         now_ms: i64,
     ) -> Pending<MarkReadAck> {
         let (user, conv) = (user.to_owned(), conv.clone());
         self.change(false, move |txn| {
-            mark_read(txn, &user, &conv, up_to_seq, now_ms)
+            mark_read(txn, &user, &conv, up_to.0, now_ms)
         })
     }
 }
