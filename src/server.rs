@@ -238,7 +238,7 @@ impl ServerHandle {
         }
         let store = self.shared.store.clone();
         drop(self.shared);
-        let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+        let flushed = tokio::task::spawn_blocking(move || store.core().flush()).await;
         if let Ok(Err(e)) = flushed {
             tracing::error!("flush at shutdown failed: {e}");
         }

@@ -617,7 +617,7 @@ async fn expired_and_badly_signed_tokens_are_refused_at_login() {
     let store = server.handle().store();
     for u in ["alice", "bob", "carol"] {
         assert_eq!(
-            store.current_version(u).unwrap(),
+            store.core().current_version(u).unwrap(),
             0,
             "{u} has nothing stored"
         );

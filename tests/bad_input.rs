@@ -752,9 +752,13 @@ async fn bad_connections_get_their_documented_error_while_honest_clients_chat() 
     let store = server.handle().store();
     for i in 0..count {
         let u = bad_user(i);
-        assert_eq!(store.current_version(&u).unwrap(), 0, "{u} stored nothing");
+        assert_eq!(
+            store.core().current_version(&u).unwrap(),
+            0,
+            "{u} stored nothing"
+        );
     }
-    assert_eq!(store.current_version("intruder").unwrap(), 0);
+    assert_eq!(store.core().current_version("intruder").unwrap(), 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while server.handle().online_sessions() > 2 * PAIRS {
         assert!(

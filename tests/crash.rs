@@ -714,13 +714,13 @@ async fn check_dedup(ledger: &Ledger, user: &str, conn: &mut Connection) {
 fn check_store(ledger: &Ledger, store: &Store) -> u64 {
     let mut total = 0;
     for user in USERS {
-        let entries = check::check_store_user(store, user).unwrap_or_else(|e| panic!("{e}"));
+        let entries = check::check_store_user(store.core(), user).unwrap_or_else(|e| panic!("{e}"));
         let n = entries.len() as u64;
         check_inbox(ledger, user, &entries, "store after the last SIGKILL");
         // Nobody marks anything read, so a message is unread unless its recipient sent a
         // message in the conversation after it (replying reads).
         let want = check::direct_unread_from_inbox(user, &entries);
-        let unread = store.unread(user).expect("unread");
+        let unread = store.core().unread(user).expect("unread");
         let got: BTreeMap<String, u64> = unread
             .conversations
             .iter()

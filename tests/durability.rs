@@ -10,7 +10,7 @@ use missive_client::direct;
 async fn sync_mode_fsyncs_and_keeps_every_acknowledged_send() {
     let mut server = TestServer::start_with(|c| c.durability = Durability::Sync).await;
     let store = server.handle().store().clone();
-    let syncs_before = store.wal_syncs();
+    let syncs_before = store.core().wal_syncs();
     let senders = 32;
     let per_sender = 5;
     let mut tasks = Vec::new();
@@ -30,7 +30,7 @@ async fn sync_mode_fsyncs_and_keeps_every_acknowledged_send() {
         t.await.unwrap();
     }
     let sends = (senders * per_sender) as u64;
-    let syncs = store.wal_syncs() - syncs_before;
+    let syncs = store.core().wal_syncs() - syncs_before;
     println!("{sends} acknowledged sends over the network, {syncs} WAL fsyncs");
     assert!(syncs >= 1, "sync mode fsyncs");
     assert!(syncs <= sends, "at most one fsync per send");
@@ -40,7 +40,7 @@ async fn sync_mode_fsyncs_and_keeps_every_acknowledged_send() {
     for s in 0..senders {
         let store = server.handle().store();
         assert_eq!(
-            store.check_user(&format!("r{s}")).unwrap(),
+            store.core().check_user(&format!("r{s}")).unwrap(),
             per_sender as u64
         );
     }
@@ -56,7 +56,7 @@ fn concurrent_writers_share_fsyncs() {
     let store = std::sync::Arc::new(
         missive::store::Store::open(&dir.path().join("db"), Durability::Sync).unwrap(),
     );
-    let before = store.wal_syncs();
+    let before = store.core().wal_syncs();
     let writers = 64;
     let per_writer = 8;
     let threads: Vec<_> = (0..writers)
@@ -84,7 +84,7 @@ fn concurrent_writers_share_fsyncs() {
         t.join().unwrap();
     }
     let sends = (writers * per_writer) as u64;
-    let syncs = store.wal_syncs() - before;
+    let syncs = store.core().wal_syncs() - before;
     println!("{sends} sends from {writers} concurrent writers, {syncs} WAL fsyncs");
     assert!(syncs >= 1);
     assert!(
@@ -97,7 +97,7 @@ fn concurrent_writers_share_fsyncs() {
 async fn async_mode_does_not_fsync_per_send() {
     let server = TestServer::start_with(|c| c.durability = Durability::Async).await;
     let store = server.handle().store().clone();
-    let before = store.wal_syncs();
+    let before = store.core().wal_syncs();
     let (alice, _e) = server.client("alice", "d").await;
     for i in 0..20 {
         alice
@@ -105,7 +105,7 @@ async fn async_mode_does_not_fsync_per_send() {
             .await
             .unwrap();
     }
-    assert_eq!(store.wal_syncs() - before, 0);
+    assert_eq!(store.core().wal_syncs() - before, 0);
     drop(store);
     server.stop().await;
 }
@@ -118,7 +118,7 @@ async fn one_connections_pipelined_sends_share_fsyncs() {
     let mut server = TestServer::start_with(|c| c.durability = Durability::Sync).await;
     let store = server.handle().store().clone();
     let (alice, _e) = server.client("alice", "d").await;
-    let before = store.wal_syncs();
+    let before = store.core().wal_syncs();
     let sends = 64u64;
     let alice = std::sync::Arc::new(alice);
     let mut tasks = tokio::task::JoinSet::new();
@@ -130,7 +130,7 @@ async fn one_connections_pipelined_sends_share_fsyncs() {
     while let Some(ack) = tasks.join_next().await {
         seqs.push(ack.unwrap().unwrap().seq);
     }
-    let syncs = store.wal_syncs() - before;
+    let syncs = store.core().wal_syncs() - before;
     println!("{sends} pipelined sends on one connection, {syncs} WAL fsyncs");
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=sends).collect::<Vec<_>>(), "each stored once");
@@ -143,7 +143,12 @@ async fn one_connections_pipelined_sends_share_fsyncs() {
     drop(store);
     server.restart().await;
     assert_eq!(
-        server.handle().store().current_version("bob").unwrap(),
+        server
+            .handle()
+            .store()
+            .core()
+            .current_version("bob")
+            .unwrap(),
         sends
     );
     server.stop().await;

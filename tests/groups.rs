@@ -23,6 +23,7 @@ fn check_users(server: &TestServer, users: &[&str]) {
         server
             .handle()
             .store()
+            .core()
             .check_user(u)
             .unwrap_or_else(|e| panic!("store invariants of {u}: {e}"));
     }
@@ -1487,10 +1488,10 @@ async fn read_fanout_store_writes_per_message_do_not_depend_on_member_count() {
         text: &str,
     ) -> u64 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let before = store.keys_written();
+        let before = store.core().keys_written();
         ap.send(gid, text).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
-        store.keys_written() - before
+        store.core().keys_written() - before
     }
     // Warm up: the first message of a conversation may create per-conversation keys.
     writes_of_one_send(&store, &mut ap, &g6.group_id, "warm 6").await;

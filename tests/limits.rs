@@ -86,7 +86,12 @@ async fn sends_beyond_the_rate_get_rate_limited_and_the_connection_stays() {
     );
     // The connection is still usable, and nothing refused was stored.
     alice.heartbeat().await.unwrap();
-    let stored = server.handle().store().current_version("bob").unwrap();
+    let stored = server
+        .handle()
+        .store()
+        .core()
+        .current_version("bob")
+        .unwrap();
     assert_eq!(stored, first_refused as u64);
     server.stop().await;
 }

@@ -17,6 +17,7 @@ fn check_users(server: &TestServer, users: &[&str]) {
         server
             .handle()
             .store()
+            .core()
             .check_user(u)
             .unwrap_or_else(|e| panic!("store invariants of {u}: {e}"));
     }
@@ -316,9 +317,9 @@ async fn concurrent_resends_from_two_devices_store_one_message() {
     );
     assert_eq!((a.msg_id, a.seq, a.version), (b.msg_id, b.seq, b.version));
     let store = server.handle().store();
-    assert_eq!(store.current_version("bob").unwrap(), 1);
-    assert_eq!(store.current_version("alice").unwrap(), 1);
-    assert_eq!(store.unread_total("bob").unwrap(), 1);
+    assert_eq!(store.core().current_version("bob").unwrap(), 1);
+    assert_eq!(store.core().current_version("alice").unwrap(), 1);
+    assert_eq!(store.core().unread_total("bob").unwrap(), 1);
     check_users(&server, &["alice", "bob"]);
     server.stop().await;
 }
@@ -636,8 +637,8 @@ async fn recall_of_an_unread_message() {
     expect_no_entry(&mut b_ev, Duration::from_millis(300)).await;
     assert_eq!(bob.unread().await.unwrap().total, 1);
     let store = server.handle().store();
-    assert_eq!(store.current_version("bob").unwrap(), 3);
-    assert_eq!(store.current_version("alice").unwrap(), 3);
+    assert_eq!(store.core().current_version("bob").unwrap(), 3);
+    assert_eq!(store.core().current_version("alice").unwrap(), 3);
     check_users(&server, &["alice", "bob"]);
     server.stop().await;
 }
@@ -759,7 +760,7 @@ async fn delete_touches_only_the_deleting_users_view() {
     // Alice sees no change.
     expect_no_entry(&mut a_ev, Duration::from_millis(300)).await;
     let store = server.handle().store();
-    assert_eq!(store.current_version("alice").unwrap(), 3);
+    assert_eq!(store.core().current_version("alice").unwrap(), 3);
     let alice_view = alice.sync_page(0, 0).await.unwrap();
     assert_eq!(alice_view.entries.len(), 3);
     let am1 = message(&alice_view.entries[1]);
@@ -788,9 +789,9 @@ async fn delete_touches_only_the_deleting_users_view() {
     // Reading past the deleted message leaves nothing unread.
     let read = bob.mark_read(direct("alice"), m2.seq).await.unwrap();
     assert_eq!((read.unread, read.total), (0, 0));
-    assert_eq!(store.current_version("alice").unwrap(), 3);
+    assert_eq!(store.core().current_version("alice").unwrap(), 3);
     assert_eq!(
-        store.unread_total("alice").unwrap(),
+        store.core().unread_total("alice").unwrap(),
         alice_unread,
         "bob's deletes and reads change nothing for alice"
     );
@@ -869,8 +870,16 @@ async fn invalid_sends_are_refused_and_the_connection_stays_usable() {
         heartbeat_ok(&mut alice, i as i64).await;
     }
     let store = server.handle().store();
-    assert_eq!(store.current_version("alice").unwrap(), 0, "nothing stored");
-    assert_eq!(store.current_version("bob").unwrap(), 0, "nothing stored");
+    assert_eq!(
+        store.core().current_version("alice").unwrap(),
+        0,
+        "nothing stored"
+    );
+    assert_eq!(
+        store.core().current_version("bob").unwrap(),
+        0,
+        "nothing stored"
+    );
 
     // Exactly at the limit is fine, and the connection still sends.
     let body = send_body("c-max", "bob", &[b'z'; 1000]);

@@ -167,7 +167,7 @@ fn signature_of(body: &[u8]) -> String {
 /// Waits until the server's push queue is empty (every notification sent or dropped).
 async fn wait_queue_empty(server: &TestServer) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while server.handle().store().push_queue_len().unwrap() > 0 {
+    while server.handle().store().core().push_queue_len().unwrap() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "push queue not emptied"
@@ -296,7 +296,7 @@ async fn webhook_down_then_up_every_notification_arrives_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
-        server.handle().store().push_queue_len().unwrap(),
+        server.handle().store().core().push_queue_len().unwrap(),
         5,
         "kept while failing"
     );
@@ -335,7 +335,7 @@ async fn queued_notifications_are_delivered_after_a_restart() {
         ids.push(format!("{}:carol", ack.msg_id));
     }
     // Stored with the messages: the queue holds them once the sends are acknowledged.
-    assert_eq!(server.handle().store().push_queue_len().unwrap(), 3);
+    assert_eq!(server.handle().store().core().push_queue_len().unwrap(), 3);
     alice.close().await;
     hook.start().await;
     server.restart().await;
@@ -398,7 +398,7 @@ async fn without_a_webhook_nothing_is_queued() {
     let server = TestServer::start().await;
     let (alice, _a) = server.client("alice", "phone").await;
     alice.send(direct("carol"), 1, "hi", None).await.unwrap();
-    assert_eq!(server.handle().store().push_queue_len().unwrap(), 0);
+    assert_eq!(server.handle().store().core().push_queue_len().unwrap(), 0);
     server.stop().await;
 }
 

@@ -44,6 +44,7 @@ fn check_all(server: &TestServer) {
         server
             .handle()
             .store()
+            .core()
             .check_user(u)
             .unwrap_or_else(|e| panic!("store invariants of {u}: {e}"));
     }

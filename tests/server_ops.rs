@@ -132,8 +132,8 @@ async fn concurrent_senders_to_one_user_leave_gapless_versions() {
         t.await.unwrap();
     }
     let store = server.handle().store().clone();
-    assert_eq!(store.check_user("bob").unwrap(), 150);
-    assert_eq!(store.unread_total("bob").unwrap(), 150);
+    assert_eq!(store.core().check_user("bob").unwrap(), 150);
+    assert_eq!(store.core().unread_total("bob").unwrap(), 150);
     let (mut bob, _) = server.login("bob", "d").await;
     let entries = sync_all(&mut bob, 0).await;
     // Each sender's messages arrive in the order sent.

@@ -123,7 +123,15 @@ async fn command_before_login_is_fatal() {
         .await
         .unwrap();
     expect_fatal(&mut conn, rid, ErrorCode::NotLoggedIn).await;
-    assert_eq!(server.handle().store().current_version("bob").unwrap(), 0);
+    assert_eq!(
+        server
+            .handle()
+            .store()
+            .core()
+            .current_version("bob")
+            .unwrap(),
+        0
+    );
     server.stop().await;
 }
 
@@ -397,11 +405,12 @@ async fn malformed_input_closes_only_the_offending_connection() {
     let store = server.handle().store();
     for u in ["alice", "bob", "mallory"] {
         store
+            .core()
             .check_user(u)
             .unwrap_or_else(|e| panic!("store invariants of {u}: {e}"));
     }
     assert_eq!(
-        store.current_version("mallory").unwrap(),
+        store.core().current_version("mallory").unwrap(),
         0,
         "mallory stored nothing"
     );

@@ -129,6 +129,7 @@ fn refusal(r: Result<impl std::fmt::Debug, StoreError>) -> Option<ErrorCode> {
 fn check(store: &Store, model: &Model, step: &str) -> Result<(), TestCaseError> {
     for (u, name) in USERS.iter().enumerate() {
         let entries = store
+            .core()
             .check_user(name)
             .map_err(|e| TestCaseError::fail(format!("after {step}: check_user: {e}")))?;
         prop_assert_eq!(
@@ -139,13 +140,13 @@ fn check(store: &Store, model: &Model, step: &str) -> Result<(), TestCaseError> 
             name
         );
         prop_assert_eq!(
-            store.current_version(name).unwrap(),
+            store.core().current_version(name).unwrap(),
             model.versions[u],
             "after {}: {} version",
             step,
             name
         );
-        let unread = store.unread(name).unwrap();
+        let unread = store.core().unread(name).unwrap();
         let sum: u64 = unread.conversations.iter().map(|c| c.unread).sum();
         prop_assert_eq!(unread.total, sum, "after {}: {} total vs sum", step, name);
         prop_assert_eq!(
@@ -271,7 +272,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(ack.unread, m.unread(user, peer), "{}: ack unread", step);
                     // The store leaves the total to the caller, who reads it after the commit.
                     prop_assert_eq!(ack.total, 0, "{}: ack total", step);
-                    let total = store.unread_total(USERS[user]).unwrap();
+                    let total = store.core().unread_total(USERS[user]).unwrap();
                     prop_assert_eq!(total, m.total(user), "{}: total after the read", step);
                 }
             }

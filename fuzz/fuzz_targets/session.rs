@@ -619,8 +619,8 @@ impl World {
         token::mint(SECRET.as_bytes(), user, device, expires)
     }
 
-    fn store(&self) -> &missive::store::Store {
-        self.h.server.store()
+    fn store(&self) -> &missive::store::Core {
+        self.h.server.store().core()
     }
 
     /// Group index of a selector byte; `None`: a group that does not exist.
@@ -2177,7 +2177,8 @@ impl World {
             let _ = conn.shutdown().await;
             while let Ok(Ok(Some(_))) = tokio::time::timeout(WAIT, conn.recv_frame()).await {}
         }
-        let store = self.h.server.store().clone();
+        let held = self.h.server.store().clone();
+        let store = held.core();
 
         // An honest client is still served: login, heartbeat, SYNC from 0 as stored.
         let mut conn = self.connect().await;

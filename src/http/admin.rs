@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: 200 when the store is open and the server accepts logins; 503 (with the
 /// reason) while draining, shutting down, or after a store failure.
 pub async fn readyz(State(shared): State<AppState>) -> (StatusCode, Json<Value>) {
-    let reason = if shared.store.check_failed().is_err() {
+    let reason = if shared.store.core().check_failed().is_err() {
         Some("store failed")
     } else if shared.shutdown.is_cancelled() {
         Some("shutting down")

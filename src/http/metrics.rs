@@ -34,7 +34,7 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
     out.gauge(
         "missive_store_queue_depth",
         "Changes waiting for the store's writer.",
-        shared.store.queued_changes() as u64,
+        shared.store.core().queued_changes() as u64,
     );
     out.gauge(
         "missive_draining",
@@ -43,7 +43,7 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
     );
     shared.metrics.render(&mut out);
     let store = &shared.store;
-    store.commit_latency().render(
+    store.core().commit_latency().render(
         &mut out,
         "missive_store_commit_seconds",
         "Time to write one group commit's batch to RocksDB, including the fsync in sync durability.",
@@ -51,12 +51,12 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
     out.counter(
         "missive_store_keys_written_total",
         "Keys written or deleted by committed store changes.",
-        store.keys_written(),
+        store.core().keys_written(),
     );
     out.counter(
         "missive_store_wal_syncs_total",
         "Write-ahead-log fsyncs.",
-        store.wal_syncs(),
+        store.core().wal_syncs(),
     );
     let push = shared.push.snapshot();
     out.counter(

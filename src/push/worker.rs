@@ -161,7 +161,7 @@ impl Worker {
         let room = WINDOW - self.window.len();
         let after = self.cursor.clone();
         let store = self.store.clone();
-        let keys = blocking(move || store.push_queue_after(after.as_ref(), room)).await?;
+        let keys = blocking(move || store.core().push_queue_after(after.as_ref(), room)).await?;
         self.drained = keys.len() < room;
         let now = Instant::now();
         for key in keys {
@@ -194,7 +194,7 @@ impl Worker {
         let keys = due.clone();
         let items = blocking(move || {
             keys.iter()
-                .map(|k| store.push_item(k))
+                .map(|k| store.core().push_item(k))
                 .collect::<crate::store::Result<Vec<_>>>()
         })
         .await?;

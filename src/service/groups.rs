@@ -97,7 +97,7 @@ pub async fn change(
 pub async fn info(shared: &Arc<Shared>, group_id: &str) -> Result<GroupInfo, Refusal> {
     check_id("group_id", group_id)?;
     let id = group_id.to_owned();
-    blocking(shared, move |s| s.store.group(&id)).await
+    blocking(shared, move |s| s.store.core().group(&id)).await
 }
 
 /// A page size asked for: `default` for 0, at most `max`.
@@ -125,6 +125,7 @@ pub fn members(
     let group_id = group_id.to_owned();
     Ok(move |s: &Shared| {
         s.store
+            .core()
             .group_members(viewer.as_deref(), &group_id, &cursor, limit)
     })
 }
@@ -138,7 +139,10 @@ pub fn list(
 ) -> impl FnOnce(&Shared) -> store::Result<pb::GroupListAck> + Send + 'static {
     let user = user.to_owned();
     move |s: &Shared| {
-        let (groups, next_cursor) = s.store.group_list(&user, &cursor, limit, max_bytes)?;
+        let (groups, next_cursor) = s
+            .store
+            .core()
+            .group_list(&user, &cursor, limit, max_bytes)?;
         Ok(pb::GroupListAck {
             groups,
             next_cursor,
@@ -158,7 +162,7 @@ pub fn history(
         .map_err(|_| Refusal::new(ErrorCode::InvalidArgument, "unknown history order"))?;
     let user = user.to_owned();
     Ok(move |s: &Shared| {
-        let (messages, has_more) = s.store.group_history(
+        let (messages, has_more) = s.store.core().group_history(
             &user,
             &req.group_id,
             order,

@@ -19,6 +19,7 @@ pub fn sync(
     move |s: &Shared| {
         let page = s
             .store
+            .core()
             .inbox_after(&user, Version(since), limit, max_bytes)?;
         s.metrics.sync_pages.inc();
         let new_version = page.entries.last().map(|e| e.version).unwrap_or(since);
@@ -40,7 +41,7 @@ pub fn contacts(
 ) -> impl FnOnce(&Shared) -> store::Result<pb::ContactsAck> + Send + 'static {
     let user = user.to_owned();
     move |s: &Shared| {
-        let (contacts, next_cursor) = s.store.contacts(&user, &cursor, limit, max_bytes)?;
+        let (contacts, next_cursor) = s.store.core().contacts(&user, &cursor, limit, max_bytes)?;
         Ok(pb::ContactsAck {
             contacts,
             next_cursor,
@@ -55,5 +56,5 @@ pub fn unread(
     limit: usize,
 ) -> impl FnOnce(&Shared) -> store::Result<pb::UnreadAck> + Send + 'static {
     let user = user.to_owned();
-    move |s: &Shared| s.store.unread_page(&user, &cursor, limit)
+    move |s: &Shared| s.store.core().unread_page(&user, &cursor, limit)
 }

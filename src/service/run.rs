@@ -20,7 +20,7 @@ const TOTAL_IN_PLACE: usize = 16;
 pub async fn unread_total(shared: &Arc<Shared>, user: &str) -> Result<u64, Refusal> {
     let who = user.to_owned();
     let few = small_read(shared, move |s| {
-        s.store.unread_total_if_few(&who, TOTAL_IN_PLACE)
+        s.store.core().unread_total_if_few(&who, TOTAL_IN_PLACE)
     })
     .await?;
     if let Some(total) = few {
@@ -30,7 +30,7 @@ pub async fn unread_total(shared: &Arc<Shared>, user: &str) -> Result<u64, Refus
     let who = user.to_owned();
     blocking(shared, move |s| {
         let _turn = permit;
-        s.store.unread_total(&who)
+        s.store.core().unread_total(&who)
     })
     .await
 }
@@ -75,7 +75,7 @@ where
     T: Send + 'static,
     F: Fn(&Shared) -> store::Result<T> + Send + 'static,
 {
-    match shared.store.in_memory(|| f(shared)) {
+    match shared.store.core().in_memory(|| f(shared)) {
         Some(r) => outcome(shared, r),
         None => blocking(shared, f).await,
     }

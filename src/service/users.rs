@@ -104,7 +104,7 @@ pub async fn mint_token(
         ));
     }
     let who = user.to_owned();
-    let revoked = small_read(shared, move |s| s.store.revoked_through(&who)).await?;
+    let revoked = small_read(shared, move |s| s.store.core().revoked_through(&who)).await?;
     let now_s = (now_ms() / 1000) as u64;
     let issued = revoked.map_or(now_s, |r| now_s.max(r + 1));
     let expires = issued + ttl;

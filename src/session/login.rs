@@ -360,7 +360,7 @@ async fn admit(
     // A revoked token is refused before it is registered: registering kicks the connection of
     // the same device (REPLACED) and, past the device limit, the user's oldest one.
     let user = claims.user_id.clone();
-    let revoked = small_read(shared, move |s| s.store.revoked_through(&user)).await;
+    let revoked = small_read(shared, move |s| s.store.core().revoked_through(&user)).await;
     let why = match revoked {
         Ok(r) => revoked_token(&claims, r),
         Err(r) => {
@@ -386,8 +386,8 @@ async fn admit(
     let user = claims.user_id.clone();
     let read = small_read(shared, move |s| {
         Ok((
-            s.store.current_version(&user)?,
-            s.store.revoked_through(&user)?,
+            s.store.core().current_version(&user)?,
+            s.store.core().revoked_through(&user)?,
         ))
     })
     .await;

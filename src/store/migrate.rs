@@ -153,35 +153,37 @@ mod tests {
         let ck = ConvKey::group("g1");
         let count = |u: &str| {
             store
+                .core()
                 .get_u64(Family::Unread, &keys::unread_conv(u, &ck))
                 .unwrap()
         };
         // Messages after the position, less the recalled seq 4.
         assert_eq!((count("alice"), count("bob"), count("carol")), (0, 2, 4));
         assert_eq!(
-            store.unread_total("bob").unwrap(),
+            store.core().unread_total("bob").unwrap(),
             2,
             "the stored total gets the group's"
         );
-        assert_eq!(store.unread_total("carol").unwrap(), 4);
+        assert_eq!(store.core().unread_total("carol").unwrap(), 4);
         for u in ["alice", "bob", "carol"] {
             assert_eq!(
                 store
+                    .core()
                     .get_u64(Family::Unread, &keys::group_count(u))
                     .unwrap(),
                 1
             );
-            assert!(store.read_groups(u).unwrap().is_empty());
+            assert!(store.core().read_groups(u).unwrap().is_empty());
         }
-        let info = store.group("g1").unwrap();
+        let info = store.core().group("g1").unwrap();
         assert_eq!(info.fanout(), FanoutMode::Write);
         for u in ["alice", "bob", "carol"] {
-            store.check_user(u).unwrap();
+            store.core().check_user(u).unwrap();
         }
         drop(store);
         // Opening again changes nothing (the schema is 3 now).
         let store = Store::open_with(dir.path(), Durability::Async, 100).unwrap();
-        assert_eq!(store.unread_total("bob").unwrap(), 2);
+        assert_eq!(store.core().unread_total("bob").unwrap(), 2);
     }
 
     #[test]
@@ -189,16 +191,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         schema_2(dir.path());
         let store = Store::open_with(dir.path(), Durability::Async, 2).unwrap();
-        assert_eq!(store.group("g1").unwrap().fanout(), FanoutMode::Read);
+        assert_eq!(store.core().group("g1").unwrap().fanout(), FanoutMode::Read);
         for u in ["alice", "bob", "carol"] {
-            assert_eq!(store.read_groups(u).unwrap(), ["g1"], "{u}");
+            assert_eq!(store.core().read_groups(u).unwrap(), ["g1"], "{u}");
         }
         // Computed, not stored: the same counts.
-        assert_eq!(store.unread_total("bob").unwrap(), 2);
-        assert_eq!(store.unread_total("carol").unwrap(), 4);
-        assert_eq!(store.unread_total("alice").unwrap(), 0);
+        assert_eq!(store.core().unread_total("bob").unwrap(), 2);
+        assert_eq!(store.core().unread_total("carol").unwrap(), 4);
+        assert_eq!(store.core().unread_total("alice").unwrap(), 0);
         for u in ["alice", "bob", "carol"] {
-            store.check_user(u).unwrap();
+            store.core().check_user(u).unwrap();
         }
     }
 }

@@ -8,7 +8,7 @@
 //! written are committed as one atomic `WriteBatch` (fsynced in `sync` durability: group commit)
 //! by a second thread, the committer, which only then answers them and hands their pushes to the
 //! [`Outbox`]. Reads that only look run on the
-//! caller's thread against the committed data ([`Core`], which [`Store`] derefs to).
+//! caller's thread against the committed data ([`Core`], reached with [`Store::core`]).
 
 // The files, bottom-up: each file imports only files listed before it (`mod.rs` only declares
 // them and re-exports the API; no file imports it). `Core`'s and `Store`'s methods are defined

@@ -188,8 +188,8 @@ mod tests {
     fn schema_2_directory_without_push_queue_opens() {
         let dir = schema_2_dir_without(Family::PushQueue);
         let store = Store::open(dir.path(), Durability::Async).unwrap();
-        assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
-        assert_eq!(store.push_queue_len().unwrap(), 0);
+        assert_eq!(store.core().unread_total("bob").unwrap(), 3, "data kept");
+        assert_eq!(store.core().push_queue_len().unwrap(), 0);
         store.enable_push(Arc::new(tokio::sync::Notify::new()));
         let req = SendRequest {
             from: "alice".into(),
@@ -203,20 +203,21 @@ mod tests {
             now_ms: 1_764_000_000_000,
         };
         let ack = store.send_direct(req, None).wait().unwrap().ack;
-        let queued = store.push_queue_after(None, 10).unwrap();
+        let queued = store.core().push_queue_after(None, 10).unwrap();
         assert_eq!(
             queued,
             vec![PushKey::new(ack.msg_id, "bob")],
             "no outbox: offline"
         );
-        let item = store.push_item(&queued[0]).unwrap().expect("due");
+        let item = store.core().push_item(&queued[0]).unwrap().expect("due");
         assert_eq!(
             (item.sender.as_str(), item.seq, item.unread_total),
             ("alice", 1, 4)
         );
         let schema = store
+            .core()
             .db()
-            .get_cf(store.cf(Family::Meta), b"schema")
+            .get_cf(store.core().cf(Family::Meta), b"schema")
             .unwrap();
         assert_eq!(schema.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
         drop(store);
@@ -233,10 +234,10 @@ mod tests {
     fn schema_2_directory_without_revoked_opens() {
         let dir = schema_2_dir_without(Family::Revoked);
         let store = Store::open(dir.path(), Durability::Async).unwrap();
-        assert_eq!(store.unread_total("bob").unwrap(), 3, "data kept");
-        assert_eq!(store.revoked_through("bob").unwrap(), None);
+        assert_eq!(store.core().unread_total("bob").unwrap(), 3, "data kept");
+        assert_eq!(store.core().revoked_through("bob").unwrap(), None);
         assert_eq!(store.revoke("bob", 1_000).wait().unwrap(), 1_000);
-        assert_eq!(store.revoked_through("bob").unwrap(), Some(1_000));
+        assert_eq!(store.core().revoked_through("bob").unwrap(), Some(1_000));
         drop(store);
         let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
         assert!(
@@ -255,26 +256,34 @@ mod tests {
             let store = Store::open(dir.path(), Durability::Async).unwrap();
             let mut batch = rocksdb::WriteBatch::default();
             batch.put_cf(
-                store.cf(Family::Unread),
+                store.core().cf(Family::Unread),
                 keys::unread_total("bob"),
                 5u64.to_be_bytes(),
             );
-            store.write_batch(batch, 1).unwrap();
-            let fresh = store.in_memory(|| store.unread_total("bob"));
+            store.core().write_batch(batch, 1).unwrap();
+            let fresh = store.core().in_memory(|| store.core().unread_total("bob"));
             assert_eq!(fresh.unwrap().unwrap(), 5, "in the memtable");
-            store.flush().unwrap();
+            store.core().flush().unwrap();
         }
         let store = Store::open(dir.path(), Durability::Async).unwrap();
         assert!(
-            store.in_memory(|| store.unread_total("bob")).is_none(),
+            store
+                .core()
+                .in_memory(|| store.core().unread_total("bob"))
+                .is_none(),
             "on disk only after reopening"
         );
-        assert_eq!(store.unread_total("bob").unwrap(), 5, "a normal read");
-        let cached = store.in_memory(|| store.unread_total("bob"));
+        assert_eq!(
+            store.core().unread_total("bob").unwrap(),
+            5,
+            "a normal read"
+        );
+        let cached = store.core().in_memory(|| store.core().unread_total("bob"));
         assert_eq!(cached.unwrap().unwrap(), 5, "in the block cache now");
         assert_eq!(
             store
-                .in_memory(|| store.current_version("carol"))
+                .core()
+                .in_memory(|| store.core().current_version("carol"))
                 .unwrap()
                 .unwrap(),
             0
@@ -302,17 +311,18 @@ mod tests {
                 .unwrap();
         }
         let store = Store::open(dir.path(), Durability::Async).unwrap();
-        assert_eq!(store.unread_total("bob").unwrap(), 7, "data kept");
-        assert!(store.db().cf_handle(Family::DROPPED_IN_2).is_none());
+        assert_eq!(store.core().unread_total("bob").unwrap(), 7, "data kept");
+        assert!(store.core().db().cf_handle(Family::DROPPED_IN_2).is_none());
         let schema = store
+            .core()
             .db()
-            .get_cf(store.cf(Family::Meta), b"schema")
+            .get_cf(store.core().cf(Family::Meta), b"schema")
             .unwrap();
         assert_eq!(schema.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
         drop(store);
         // And it opens again as it is now.
         let store = Store::open(dir.path(), Durability::Async).unwrap();
-        assert_eq!(store.unread_total("bob").unwrap(), 7);
+        assert_eq!(store.core().unread_total("bob").unwrap(), 7);
         let listed = DB::list_cf(&Options::default(), dir.path()).unwrap();
         assert!(
             !listed.iter().any(|n| n == Family::DROPPED_IN_2),

@@ -85,7 +85,7 @@ fn results_are_complete_before_their_pushes_are_handed_out() {
             let pending = store.send_direct(req, None);
             watch.pending.lock().push(Some(pending));
         }
-        store.flush().unwrap();
+        store.core().flush().unwrap();
         // Every send was delivered (to bob and to its sender), none before its result.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while *watch.delivered.lock() < 2 * sends {

@@ -46,17 +46,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), Durability::Async).unwrap();
-            assert_eq!(store.revoked_through("alice").unwrap(), None);
+            assert_eq!(store.core().revoked_through("alice").unwrap(), None);
             assert_eq!(store.revoke("alice", 1_000).wait().unwrap(), 1_000);
             // Twice in one second: one later each time.
             assert_eq!(store.revoke("alice", 1_000).wait().unwrap(), 1_001);
             assert_eq!(store.revoke("alice", 999).wait().unwrap(), 1_002);
             assert_eq!(store.revoke("alice", 5_000).wait().unwrap(), 5_000);
-            assert_eq!(store.revoked_through("alice").unwrap(), Some(5_000));
-            assert_eq!(store.revoked_through("alicea").unwrap(), None);
-            store.flush().unwrap();
+            assert_eq!(store.core().revoked_through("alice").unwrap(), Some(5_000));
+            assert_eq!(store.core().revoked_through("alicea").unwrap(), None);
+            store.core().flush().unwrap();
         }
         let store = Store::open(dir.path(), Durability::Async).unwrap();
-        assert_eq!(store.revoked_through("alice").unwrap(), Some(5_000));
+        assert_eq!(store.core().revoked_through("alice").unwrap(), Some(5_000));
     }
 }

@@ -39,7 +39,7 @@ use super::error::{Result, StoreError};
 use super::outbox::Outbox;
 use super::pending::Pending;
 
-/// The store: committed data to read ([`Core`], through `Deref`) and the writer that changes it.
+/// The store: committed data to read ([`Core`], [`Store::core`]) and the writer that changes it.
 pub struct Store {
     pub(super) core: Arc<Core>,
     pub(super) writer: Handle,
@@ -48,9 +48,10 @@ pub struct Store {
 /// Most changes waiting for the writer; beyond it a change is refused with SERVER_BUSY.
 const MAX_QUEUED: usize = 65_536;
 
-impl std::ops::Deref for Store {
-    type Target = Core;
-    fn deref(&self) -> &Core {
+impl Store {
+    /// The committed data, to read: every query is a method of [`Core`] (the store's writes are
+    /// methods of `Store`, each queued for the writer).
+    pub fn core(&self) -> &Core {
         &self.core
     }
 }

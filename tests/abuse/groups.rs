@@ -182,8 +182,8 @@ async fn private_groups_cannot_be_found_joined_or_read() {
     };
     assert_eq!(members.members.len(), 2, "{members:?}");
     let store = server.handle().store();
-    assert_eq!(store.current_version("mallory").unwrap(), 0);
-    assert!(store.group_ids_of("mallory").unwrap().is_empty());
+    assert_eq!(store.core().current_version("mallory").unwrap(), 0);
+    assert!(store.core().group_ids_of("mallory").unwrap().is_empty());
 
     // Roles: the owner makes bob an admin; bob then adds carol; a plain member cannot.
     let (mut bob, _) = server.login("bob", "phone").await;
@@ -352,11 +352,15 @@ async fn ids_with_control_or_invisible_characters_are_refused_everywhere() {
         let refused = c.login(&token, "phone", 0).await;
         assert!(refused.is_err(), "a token for {id:?} logs in");
         let store = server.handle().store();
-        assert_eq!(store.current_version(id).unwrap(), 0, "{id:?} has an inbox");
+        assert_eq!(
+            store.core().current_version(id).unwrap(),
+            0,
+            "{id:?} has an inbox"
+        );
     }
     let store = server.handle().store();
     assert_eq!(
-        store.current_version("alice").unwrap(),
+        store.core().current_version("alice").unwrap(),
         0,
         "nothing was sent"
     );

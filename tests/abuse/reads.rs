@@ -232,7 +232,7 @@ async fn pipelined_large_replies_to_a_client_that_does_not_read_are_bounded() {
     println!(
         "pipelined SYNC{{5000}} x195 ({sent} bytes sent) on a {} entry inbox, never read: the \
          server's memory grew by at most {:.1} MiB; {}",
-        store.current_version("reader").unwrap(),
+        store.core().current_version("reader").unwrap(),
         held as f64 / (1 << 20) as f64,
         report.summary()
     );

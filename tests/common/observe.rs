@@ -68,6 +68,7 @@ pub fn check_store(server: &TestServer, users: &[&str]) {
     let store = server.handle().store();
     for u in users {
         store
+            .core()
             .check_user(u)
             .unwrap_or_else(|e| panic!("store invariants of {u}: {e}"));
     }
