@@ -402,15 +402,19 @@ mod tests {
         let mut tick = sweep.interval();
         let start = tokio::time::Instant::now();
         let limit = Duration::from_secs(2 * u64::from(heartbeat_secs));
-        let closed_after = loop {
+        // One tick: bob heartbeats every interval, then the sweep runs. The time it ran at.
+        let mut step = async || {
             tick.tick().await;
             let elapsed = start.elapsed();
             let now_ms = base_ms + elapsed.as_millis() as i64;
-            // bob's heartbeat, every interval.
             if elapsed.as_secs().is_multiple_of(u64::from(heartbeat_secs)) {
                 live.touch(now_ms);
             }
             sweep.once(&router, now_ms);
+            elapsed
+        };
+        let closed_after = loop {
+            let elapsed = step().await;
             if silent.is_closing() {
                 break elapsed;
             }
@@ -427,13 +431,7 @@ mod tests {
         );
         // Ten more minutes of heartbeats: still open.
         for _ in 0..(600 / 5) {
-            tick.tick().await;
-            let elapsed = start.elapsed();
-            let now_ms = base_ms + elapsed.as_millis() as i64;
-            if elapsed.as_secs().is_multiple_of(u64::from(heartbeat_secs)) {
-                live.touch(now_ms);
-            }
-            sweep.once(&router, now_ms);
+            step().await;
         }
         assert!(!live.is_closing());
     }
