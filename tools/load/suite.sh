@@ -25,8 +25,9 @@ status=0
 
 # The connect scenario opens 19,000 connections at 20,000/s from four loopback addresses (one
 # address's ephemeral ports run short: past about 10,000 connections, with the TIME_WAIT sockets
-# of the previous run, the kernel's port search in connect() slows the ramp to 2,000/s); the
-# per-address and login-rate limits (5,000 and 2,000/s by default, an abuse guard) are raised.
+# of the previous run, the kernel's port search in connect() slows the ramp to a crawl:
+# docs/history/benchmarks.md); the per-address and login-rate limits (5,000 and 2,000/s by
+# default, an abuse guard) are raised.
 cat >"$OUT/connect.toml" <<'EOF'
 max_connections = 20000
 max_connections_per_ip = 20000

@@ -69,8 +69,8 @@ impl Counters {
 /// The server's resident memory once it has stopped growing by itself (two readings 200 ms
 /// apart agree; at most 6 s): a server that has just opened its listener may still be
 /// starting (its threads touching their first pages), and what it then grows to with no
-/// client is part of its empty footprint, not the connections' cost. Seen here: 17.0 MiB at
-/// the moment the listener was up, 22.3 MiB half a second later, unchanged after that.
+/// client is part of its empty footprint, not the connections' cost (it grew by several MiB in
+/// the first half second, then held).
 async fn settled_rss_kib(pid: &str) -> Option<u64> {
     let mut last = vm_rss_kib(pid)?;
     for _ in 0..30 {

@@ -84,9 +84,8 @@ impl Scenario {
 }
 
 /// mimalloc instead of glibc's malloc: every message allocates and frees on different worker
-/// threads (the send, its reply, the delivery event), which glibc serves slowly (in `chat` at
-/// capacity a sixth of the harness's CPU was in `_int_malloc`, `unlink_chunk` and
-/// `malloc_consolidate`); see BENCHMARKS.md.
+/// threads (the send, its reply, the delivery event), which glibc serves slowly (profiles of
+/// `chat` at capacity: docs/history/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
