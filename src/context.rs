@@ -31,7 +31,7 @@ pub struct Shared {
     /// The bound listener addresses (for the entry point).
     pub bound: Vec<SocketAddr>,
     /// What the offline-push worker did (for `/metrics` and tests).
-    pub push: Arc<crate::push::Counters>,
+    pub push: Arc<crate::offline_push::Counters>,
     /// The runtime and the server's task tracker, for sessions woken without a task of their
     /// own (a parked session is revived from whichever thread wakes it; see `session::park`).
     pub runtime: tokio::runtime::Handle,

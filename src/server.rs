@@ -41,7 +41,7 @@ pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
     http_addr: Option<SocketAddr>,
     tasks: TaskTracker,
-    push: Arc<crate::push::Counters>,
+    push: Arc<crate::offline_push::Counters>,
     /// When the handle goes (shut down, or dropped without): closes every session left and ends
     /// the parker's thread.
     _parker: StopParker,
@@ -145,7 +145,7 @@ impl Server {
         };
         let push = shared.push.clone();
         if let Some(wake) = push_wake {
-            let worker = crate::push::worker::Worker::new(
+            let worker = crate::offline_push::worker::Worker::new(
                 &shared.config,
                 shared.store.clone(),
                 wake,
@@ -203,7 +203,7 @@ impl ServerHandle {
     }
 
     /// What the offline-push worker did (all zero when offline push is off).
-    pub fn push_stats(&self) -> crate::push::Stats {
+    pub fn push_stats(&self) -> crate::offline_push::Stats {
         self.push.snapshot()
     }
 

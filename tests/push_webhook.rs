@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use hmac::{Hmac, Mac};
 use missive::config::Config;
-use missive::push::Preview;
+use missive::config::Preview;
 use missive_client::{direct, group, pb};
 use serde_json::Value;
 use sha2::Sha256;
@@ -237,7 +237,7 @@ async fn offline_recipient_gets_one_signed_webhook_per_message_online_one_none()
     assert_eq!(b["unread_total"].as_u64(), Some(2), "the badge counts both");
     assert_eq!(
         b["text"].as_str().unwrap().chars().count(),
-        missive::push::PREVIEW_CHARS
+        missive::config::PREVIEW_CHARS
     );
     assert_eq!(b["truncated"], true);
 

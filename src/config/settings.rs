@@ -117,7 +117,7 @@ pub struct Config {
     /// needed when `push_webhook_url` is set).
     pub push_webhook_secret: String,
     /// What a notification says of the message: `none`, `type` (content type) or `text` (also
-    /// the content, cut to `push::PREVIEW_CHARS` characters).
+    /// the content, cut to [`PREVIEW_CHARS`] characters).
     pub push_preview: Preview,
     /// Tries of one notification before it is dropped (and counted).
     pub push_max_attempts: u32,

@@ -37,7 +37,7 @@ pub enum Family {
     UserGroups,
     /// conversation + seq -> (): recalled messages of groups (for computed unread counts).
     Recalled,
-    /// message id + user -> (): offline-push notifications to send (`src/push`). Added to
+    /// message id + user -> (): offline-push notifications to send (`src/offline_push`). Added to
     /// schema 2 without a version change: it is created empty when a directory without it is
     /// opened, and an older missived opens it as an unknown family and ignores it.
     PushQueue,

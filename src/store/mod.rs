@@ -31,7 +31,7 @@
 //   unread.rs        unread counts (stored and computed), MARK_READ
 //   messages.rs      direct sends, their recall, deletes
 //   groups.rs        group changes, group messages and recalls, the fan-out switch, group reads
-//   push.rs          the offline-push queue
+//   push_queue.rs    the offline-push queue
 //   revoked.rs       token revocation
 //   queries.rs       inbox pages, recent contacts, unread counts
 //   invariants.rs    reads of the data as stored, for the invariant checks (tests only)
@@ -57,7 +57,7 @@ mod open;
 mod ordering_tests;
 mod outbox;
 mod pending;
-mod push;
+mod push_queue;
 mod queries;
 mod read;
 mod revoked;
@@ -75,6 +75,6 @@ pub use membership::GroupLimits;
 pub use open::DEFAULT_FANOUT_THRESHOLD;
 pub use outbox::{Delivery, GroupNotice, Outbox};
 pub use pending::Pending;
-pub use push::{PushItem, PushKey};
+pub use push_queue::{PushItem, PushKey};
 pub use read::Reader;
 pub use writer::Store;

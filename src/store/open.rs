@@ -157,7 +157,7 @@ impl Core {
 mod tests {
     use super::super::conversation::SendRequest;
     use super::super::keys;
-    use super::super::push::PushKey;
+    use super::super::push_queue::PushKey;
     use super::*;
 
     /// A schema 2 data directory with every column family but `missing` (one added later),

@@ -18,7 +18,7 @@ pub struct Delivery {
 pub trait Outbox: Send + Sync {
     /// Pushes each delivery to every online session of its user, except session `exclude`.
     fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<SessionId>);
-    /// Of `users`, those with no online session: they get an offline push (`src/push`) when it
+    /// Of `users`, those with no online session: they get an offline push (`src/offline_push`) when it
     /// is on. Asked on the writer thread while a send runs, before its commit, so that the
     /// notification is written in the same batch as the message. Never blocks. The default
     /// (an outbox that knows no presence) counts everyone as online.

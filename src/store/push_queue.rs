@@ -1,5 +1,5 @@
 //! The offline-push queue (`push_queue`): written by sends in the batch of their message (see
-//! [`Change::queue_offline_pushes`]), read and emptied by the push worker (`src/push`).
+//! [`Change::queue_offline_pushes`]), read and emptied by the push worker (`src/offline_push`).
 //!
 //! An entry is only a key (message id + user): what the notification says is read from the
 //! stored message when it is sent, so a message recalled, deleted or read in the meantime is not
