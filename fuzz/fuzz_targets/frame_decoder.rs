@@ -7,7 +7,7 @@
 //!     CRC32 trailer, so mutations get past the CRC check into the buffering and body paths;
 //!   - bit 3: hold frames: every decoded frame is kept until the end, so the body `Bytes` still
 //!     share the read buffer when it grows (the buffer is not uniquely owned);
-//!   - bit 4: reader: 0 = the server's read loop (`src/session/conn.rs`), 1 = tokio-util's
+//!   - bit 4: reader: 0 = the server's read loop (`src/net/conn.rs`), 1 = tokio-util's
 //!     `FramedRead` (the client tools);
 //!   - bits 5..8: the largest read, one of [`MAX_READS`]; each read's size is drawn from a
 //!     small PRNG seeded by byte 1 (and always capped by the buffer's spare capacity, as a real
@@ -42,7 +42,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// tokio-util's `FramedRead` starts with (and keeps at least) this much buffer.
 const FRAMED_READ_INITIAL: usize = 8 * 1024;
 /// The server's read loop grows a full buffer by this much (`READ_CHUNK` in
-/// src/session/conn.rs).
+/// src/net/conn.rs).
 const SERVER_READ_CHUNK: usize = 4096;
 /// What a reader may add on top of one whole frame.
 const SLACK: usize = 8 * 1024;
@@ -218,7 +218,7 @@ impl Run<'_> {
     }
 
     /// The server's loop, a copy of `Conn::fill`, `reserve` and `release_idle` in
-    /// src/session/conn.rs and of `serve` in src/session/mod.rs (keep them in step): drain
+    /// src/net/conn.rs and of the serving loop in src/session/serve.rs (keep them in step): drain
     /// frames, free an empty buffer, move a full buffer into a fresh one READ_CHUNK larger, read
     /// what fits; at end of stream, `decode_eof` once.
     fn server(&mut self, rng: &mut Rng, max_read: usize) {
