@@ -20,31 +20,30 @@ use std::collections::VecDeque;
 
 use crate::router::{SessionHandle, Taken};
 
-/// One turn's writes, in the order they go out: first the replies that were complete, in
-/// request order, then what the router had queued for the session.
-pub struct Writes<A> {
-    pub replies: Vec<(u32, A)>,
-    pub taken: Taken,
-}
+/// `write` refused a reply (a fatal one): the connection closes, the turn ends there.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stopped;
 
-/// Takes the session's pushes, then the replies at the front of `in_flight` that are complete
-/// (`ready` polls one without waiting), in that order: see the module's rule.
+/// Takes the session's pushes, then hands `write` the replies at the front of `in_flight`
+/// that are complete (`ready` polls one without waiting), in request order, and returns the
+/// pushes for the caller to write after them: see the module's rule. Nothing is gathered on
+/// the way (this runs every turn of every busy connection).
 pub fn collect<R, A>(
     handle: &SessionHandle,
     in_flight: &mut VecDeque<(u32, R)>,
     mut ready: impl FnMut(&mut R) -> Option<A>,
-) -> Writes<A> {
+    mut write: impl FnMut(u32, A) -> Result<(), Stopped>,
+) -> Result<Taken, Stopped> {
     let taken = handle.take();
-    let mut replies = Vec::new();
     while let Some((_, reply)) = in_flight.front_mut() {
         let Some(answer) = ready(reply) else {
             break;
         };
         if let Some((rid, _)) = in_flight.pop_front() {
-            replies.push((rid, answer));
+            write(rid, answer)?;
         }
     }
-    Writes { replies, taken }
+    Ok(taken)
 }
 
 #[cfg(test)]
@@ -78,9 +77,23 @@ mod tests {
     /// What the client sees, in order: `Ok(v)` a reply of version v, `Err(v)` a push of v.
     type Seen = Vec<Result<u64, u64>>;
 
-    fn write(seen: &mut Seen, writes: Writes<u64>) {
-        seen.extend(writes.replies.into_iter().map(|(_, v)| Ok(v)));
-        for out in writes.taken.frames {
+    /// Writes one turn as the session does: the replies `collect` hands over, then its pushes.
+    fn turn<R>(
+        seen: &mut Seen,
+        handle: &SessionHandle,
+        in_flight: &mut VecDeque<(u32, R)>,
+        ready: impl FnMut(&mut R) -> Option<u64>,
+    ) {
+        let taken = collect(handle, in_flight, ready, |_, v| {
+            seen.push(Ok(v));
+            Ok(())
+        })
+        .expect("nothing stops");
+        pushes(seen, taken);
+    }
+
+    fn pushes(seen: &mut Seen, taken: Taken) {
+        for out in taken.frames {
             if let Outbound::Push { version, .. } = out {
                 seen.push(Err(version));
             }
@@ -131,36 +144,31 @@ mod tests {
                 if commit_at == 0 {
                     commit(&done, &handle, 5);
                 }
-                let writes = if wrong_order {
+                if wrong_order {
                     // Replies looked at first, pushes taken after.
-                    let mut replies = Vec::new();
                     while let Some(v) = in_flight.front_mut().and_then(|(_, r)| ready(r)) {
                         in_flight.pop_front();
-                        replies.push((7, v));
+                        seen.push(Ok(v));
                     }
                     if commit_at == 1 {
                         commit(&done, &handle, 5);
                     }
-                    Writes {
-                        replies,
-                        taken: handle.take(),
-                    }
+                    pushes(&mut seen, handle.take());
                 } else {
-                    let mut ready_after_take = |r: &mut Reply| {
+                    let ready_after_take = |r: &mut Reply| {
                         // The take has happened: a commit now lands between it and the look.
                         if commit_at == 1 && done.load(Ordering::SeqCst) == 0 {
                             commit(&done, &handle, 5);
                         }
                         ready(r)
                     };
-                    collect(&handle, &mut in_flight, &mut ready_after_take)
-                };
-                write(&mut seen, writes);
+                    turn(&mut seen, &handle, &mut in_flight, ready_after_take);
+                }
                 if commit_at == 2 {
                     commit(&done, &handle, 5);
                 }
                 // The next turn writes what is left.
-                write(&mut seen, collect(&handle, &mut in_flight, ready));
+                turn(&mut seen, &handle, &mut in_flight, ready);
                 assert_eq!(seen.len(), 2, "{seen:?}");
                 if wrong_order && commit_at == 1 {
                     assert!(!in_order(&seen), "the wrong order went unnoticed: {seen:?}");
@@ -182,13 +190,42 @@ mod tests {
             done: done.clone(),
         };
         let mut in_flight = VecDeque::from([(1, reply(3)), (2, reply(2)), (3, reply(4))]);
+        let mut rids = Vec::new();
+        let mut written = |rid, _| {
+            rids.push(rid);
+            Ok(())
+        };
         done.store(2, Ordering::SeqCst);
-        let w = collect(&handle, &mut in_flight, ready);
-        assert!(w.replies.is_empty(), "request 2 overtook request 1");
+        collect(&handle, &mut in_flight, ready, &mut written).unwrap();
         done.store(3, Ordering::SeqCst);
-        let w = collect(&handle, &mut in_flight, ready);
-        let rids: Vec<u32> = w.replies.iter().map(|(rid, _)| *rid).collect();
-        assert_eq!(rids, [1, 2]);
+        collect(&handle, &mut in_flight, ready, &mut written).unwrap();
+        assert_eq!(rids, [1, 2], "request 2 overtook request 1, or was lost");
         assert_eq!(in_flight.len(), 1);
+    }
+
+    /// A fatal reply ends the turn: nothing after it is written, and the pushes stay untaken by
+    /// the caller (the connection closes).
+    #[test]
+    fn a_refused_write_stops_the_turn() {
+        let router = Router::default();
+        let handle = router.register("alice", "phone", 64, 4, 0);
+        let done = Arc::new(AtomicU64::new(10));
+        let reply = |version| Reply {
+            version,
+            done: done.clone(),
+        };
+        let mut in_flight = VecDeque::from([(1, reply(1)), (2, reply(2)), (3, reply(3))]);
+        let mut written = Vec::new();
+        let r = collect(&handle, &mut in_flight, ready, |rid, _| {
+            written.push(rid);
+            if rid == 2 {
+                Err(Stopped)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r.err(), Some(Stopped));
+        assert_eq!(written, [1, 2]);
+        assert_eq!(in_flight.len(), 1, "request 3 left in flight");
     }
 }

@@ -271,18 +271,22 @@ impl Session {
         }
         // Pushes taken first, then the replies complete by then, written in that order: the
         // ordering rule (`super::order`).
-        let writes = order::collect(&self.handle, &mut self.in_flight, |reply| {
-            match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        let (conn, shared) = (&mut self.conn, &self.shared);
+        let written = order::collect(
+            &self.handle,
+            &mut self.in_flight,
+            |reply| match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(r) => Some(r),
                 Poll::Pending => None,
-            }
-        });
-        for (rid, r) in writes.replies {
-            if let Flow::Close = self.reply(rid, r) {
-                return Flow::Close;
-            }
-        }
-        let taken = writes.taken;
+            },
+            |rid, r| match queue_reply(conn, shared, rid, r) {
+                Flow::Continue => Ok(()),
+                Flow::Close => Err(order::Stopped),
+            },
+        );
+        let Ok(taken) = written else {
+            return Flow::Close;
+        };
         self.queue_pushes(taken)
     }
 
@@ -349,28 +353,7 @@ impl Session {
 
     /// Queues the reply to request `rid`; a fatal refusal closes the connection.
     fn reply(&mut self, rid: u32, reply: Result<Answer, Refusal>) -> Flow {
-        match reply {
-            Ok(Answer::Packet(p)) => {
-                let threshold = self.shared.config.compress_threshold;
-                self.conn
-                    .queue(&Frame::compressed_above(&p, rid, threshold));
-                Flow::Continue
-            }
-            Ok(Answer::Frame(mut f)) => {
-                f.request_id = rid;
-                self.conn.queue(&f);
-                Flow::Continue
-            }
-            Err(r) => {
-                self.shared.metrics.error(r.code);
-                self.conn.queue(&r.frame(rid));
-                if r.code.is_fatal() {
-                    Flow::Close
-                } else {
-                    Flow::Continue
-                }
-            }
-        }
+        queue_reply(&mut self.conn, &self.shared, rid, reply)
     }
 
     /// Waits for every request in flight and queues their replies, in order.
@@ -458,6 +441,31 @@ impl Session {
             self.in_flight
                 .push_back((rid, Box::pin(std::future::ready(reply))));
             Flow::Continue
+        }
+    }
+}
+
+/// Queues the reply to request `rid` on `conn`; a fatal refusal closes the connection.
+fn queue_reply(conn: &mut Conn, shared: &Shared, rid: u32, reply: Result<Answer, Refusal>) -> Flow {
+    match reply {
+        Ok(Answer::Packet(p)) => {
+            let threshold = shared.config.compress_threshold;
+            conn.queue(&Frame::compressed_above(&p, rid, threshold));
+            Flow::Continue
+        }
+        Ok(Answer::Frame(mut f)) => {
+            f.request_id = rid;
+            conn.queue(&f);
+            Flow::Continue
+        }
+        Err(r) => {
+            shared.metrics.error(r.code);
+            conn.queue(&r.frame(rid));
+            if r.code.is_fatal() {
+                Flow::Close
+            } else {
+                Flow::Continue
+            }
         }
     }
 }
