@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use missive_protocol::pb::{self, GroupInfo, GroupMember, GroupRole, HistoryOrder};
+use missive_protocol::pb::{
+    self, GroupInfo, GroupMember, GroupRole, HistoryOrder, HistoryVisibility, JoinPolicy,
+};
 use missive_protocol::ErrorCode;
 
 use super::ids::{check_id, check_users, MAX_IDS_PER_REQUEST};
@@ -87,6 +89,42 @@ pub async fn change(
     change: GroupChange,
 ) -> Result<GroupInfo, Refusal> {
     check(shared, by, &change)?;
+    run(shared, by, change).await
+}
+
+/// GROUP_CREATE by `by`, its settings as the protocol's enum values: the name and the member
+/// list are checked before the settings (PROTOCOL.md 20: a list's length before anything else).
+pub async fn create(
+    shared: &Arc<Shared>,
+    by: &str,
+    name: String,
+    members: Vec<String>,
+    history: i32,
+    join_policy: i32,
+) -> Result<GroupInfo, Refusal> {
+    let mut change = GroupChange::Create {
+        name,
+        members,
+        history: HistoryVisibility::default(),
+        join_policy: JoinPolicy::default(),
+    };
+    check(shared, by, &change)?;
+    let invalid = |what| Refusal::new(ErrorCode::InvalidArgument, what);
+    if let GroupChange::Create {
+        history: h,
+        join_policy: j,
+        ..
+    } = &mut change
+    {
+        *h = HistoryVisibility::try_from(history)
+            .map_err(|_| invalid("unknown history visibility"))?;
+        *j = JoinPolicy::try_from(join_policy).map_err(|_| invalid("unknown join policy"))?;
+    }
+    run(shared, by, change).await
+}
+
+/// Runs a checked change on the writer.
+async fn run(shared: &Arc<Shared>, by: &str, change: GroupChange) -> Result<GroupInfo, Refusal> {
     let pending = shared
         .store
         .group_change(by, change, now_ms(), limits(shared));

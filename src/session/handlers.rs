@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use missive_protocol::pb::{self, GroupRole, HistoryVisibility, JoinPolicy};
+use missive_protocol::pb::{self, GroupRole};
 use missive_protocol::{ErrorCode, Frame, Packet};
 
 use crate::context::Shared;
@@ -135,23 +135,10 @@ pub async fn handle(
             Ok(Packet::DeleteAck(pb::DeleteAck { version }).into())
         }
         Packet::GroupCreate(req) => {
-            let history = HistoryVisibility::try_from(req.history);
-            let join_policy = JoinPolicy::try_from(req.join_policy);
-            let change = GroupChange::Create {
-                name: req.name,
-                members: req.members,
-                history: history.unwrap_or_default(),
-                join_policy: join_policy.unwrap_or_default(),
-            };
-            // The name and the list are checked before the settings (PROTOCOL.md 20: a list's
-            // length before anything else).
-            groups::check(shared, user, &change)?;
-            history.map_err(|_| {
-                Refusal::new(ErrorCode::InvalidArgument, "unknown history visibility")
-            })?;
-            join_policy
-                .map_err(|_| Refusal::new(ErrorCode::InvalidArgument, "unknown join policy"))?;
-            group_change(shared, user, change, Packet::GroupCreateAck).await
+            let (name, members) = (req.name, req.members);
+            let group =
+                groups::create(shared, user, name, members, req.history, req.join_policy).await?;
+            Ok(Packet::GroupCreateAck(pb::GroupAck { group: Some(group) }).into())
         }
         Packet::GroupJoin(req) => {
             let change = GroupChange::Join {
