@@ -16,7 +16,7 @@
 //! | 4 | `context` | what every task of a running server holds (`Shared`) |
 //! | 3 | `net`, `offline_push` | bytes below frames (listeners, TLS, the framed connection, WebSocket, the entry point, the poller of idle sockets); the offline-push webhook worker |
 //! | 2 | `router`, `drain`, `check` | user -> online sessions, delivering pushes; the drain's state; invariant checks for the crash test and fuzzing |
-//! | 1 | `config`, `store`, `limits`, `metrics` | settings; RocksDB (families, keys, the writer, queries); permits and token buckets; counters |
+//! | 1 | `config`, `store`, `limits`, `metrics`, `unacked` | settings; RocksDB (families, keys, the writer, queries); permits and token buckets; counters; pushes awaiting an ack, and when to announce them |
 //! | 0 | `clock`, `ids` | the wall clock; numeric ids as types (session, message, seq, version) |
 //!
 //! Below them all is the `missive-protocol` crate (frames, bodies, error codes, ids, tokens).
@@ -41,6 +41,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod unacked;
 
 pub use clock::now_ms;
 pub use config::Config;

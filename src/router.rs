@@ -3,16 +3,18 @@
 //! other clients and never drops a message silently.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use missive_protocol::pb::inbox_entry::Body;
 use missive_protocol::pb::{GroupNotify, Kick, KickReason, Push};
 use missive_protocol::{Frame, Packet};
 use parking_lot::{Mutex, RwLock};
 
 use crate::ids::SessionId;
 use crate::store::{Delivery, GroupNotice, Outbox};
+use crate::unacked::{Due, Unacked};
 
 /// Bytes of frames queued for one session past which it counts as a slow consumer, whatever
 /// their number (`outbound_queue`): 1024 pushes of large messages would otherwise hold 64 MiB.
@@ -60,6 +62,11 @@ pub struct SessionHandle {
     pub device: Box<str>,
     /// Last time anything arrived from the client, ms since the epoch (coarse; set per read).
     last_seen: AtomicI64,
+    /// The heartbeat interval in force (LOGIN, HEARTBEAT), seconds; 0: the server's default.
+    heartbeat_secs: AtomicU32,
+    /// The app is in the background (LOGIN, HEARTBEAT): the device gets pushes, and its user
+    /// offline notifications too.
+    background: AtomicBool,
     queue: Mutex<Queue>,
     /// Most frames queued at once before the session counts as a slow consumer.
     limit: usize,
@@ -72,6 +79,24 @@ impl SessionHandle {
 
     pub fn last_seen(&self) -> i64 {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Sets the heartbeat interval in force (seconds, already within the server's bounds).
+    pub fn set_heartbeat_secs(&self, secs: u32) {
+        self.heartbeat_secs.store(secs, Ordering::Relaxed);
+    }
+
+    /// The heartbeat interval in force; 0: the server's default.
+    pub fn heartbeat_secs(&self) -> u32 {
+        self.heartbeat_secs.load(Ordering::Relaxed)
+    }
+
+    pub fn set_background(&self, background: bool) {
+        self.background.store(background, Ordering::Relaxed);
+    }
+
+    pub fn is_background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
     }
 
     /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
@@ -175,9 +200,20 @@ pub struct Router {
     next_id: AtomicU64,
     /// Set at shutdown: every session, also one registering later, is closed with a kick.
     closing: Mutex<Option<fn() -> Kick>>,
+    /// Pushes of messages that no foreground device acknowledged yet (`crate::unacked`).
+    unacked: Unacked,
 }
 
 impl Router {
+    /// A router that watches pushes of messages for an ack and announces them after
+    /// `push_unacked_ms` without one (0: never; see `crate::unacked`).
+    pub fn new(push_unacked_ms: u64) -> Router {
+        Router {
+            unacked: Unacked::new(push_unacked_ms),
+            ..Router::default()
+        }
+    }
+
     /// Registers a logged-in session. The same device's older session is kicked (REPLACED); if
     /// the user then has more than `max_devices` sessions, the oldest are kicked.
     /// `queue_limit` frames may wait for the session before it counts as a slow consumer.
@@ -199,6 +235,8 @@ impl Router {
             user: key.clone(),
             device: device.into(),
             last_seen: AtomicI64::new(now_ms),
+            heartbeat_secs: AtomicU32::new(0),
+            background: AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
         });
@@ -229,21 +267,57 @@ impl Router {
         handle
     }
 
-    /// Removes a session (if it is still registered).
+    /// Removes a session (if it is still registered). If it was the user's last foreground
+    /// one, the messages no foreground device acknowledged are due to be announced now.
     pub fn unregister(&self, handle: &SessionHandle) {
         let mut users = self.users.write();
+        let mut last_foreground = !handle.is_background();
         if let Some(list) = users.get_mut(&handle.user) {
             list.retain(|s| s.id != handle.id);
+            last_foreground &= list.iter().all(|s| s.is_background());
             if list.is_empty() {
                 users.remove(&handle.user);
             }
         }
+        if last_foreground {
+            self.unacked.hurry(&handle.user);
+        }
     }
 
-    /// Pushes each delivery to every online session of its user, except session `exclude`.
+    /// Session `handle` acknowledged (or was told to sync) every inbox version up to
+    /// `version`: if it is in the foreground, those messages count as delivered.
+    pub fn acked(&self, handle: &SessionHandle, version: u64) {
+        if !handle.is_background() {
+            self.unacked.acked(&handle.user, version);
+        }
+    }
+
+    /// The messages to announce now: pushed to a user found online, and not acknowledged by a
+    /// foreground device in time (`crate::unacked`). Each is returned once.
+    pub fn unacked_due(&self, now_ms: i64) -> Vec<Due> {
+        self.unacked.take_due(now_ms)
+    }
+
+    /// Messages watched for an ack now.
+    pub fn unacked_len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Pushes each delivery to every online session of its user, except session `exclude`, and
+    /// watches those marked `watch` for an ack (also when the user has gone offline since).
     pub fn deliver(&self, deliveries: Vec<Delivery>, exclude: Option<SessionId>) {
         let users = self.users.read();
         for d in deliveries {
+            if d.watch {
+                if let Some(Body::Message(m)) = &d.entry.body {
+                    let user = match users.get_key_value(d.user.as_str()) {
+                        Some((k, _)) => k.clone(),
+                        None => Arc::from(d.user.as_str()),
+                    };
+                    let now = crate::clock::now_ms();
+                    self.unacked.watch(&user, d.entry.version, m.msg_id, now);
+                }
+            }
             let Some(sessions) = users.get(d.user.as_str()) else {
                 continue;
             };
@@ -305,16 +379,23 @@ impl Router {
         self.users.read().values().flatten().cloned().collect()
     }
 
-    /// The online sessions last seen before `before_ms`. Read under the lock without cloning
-    /// the others: the heartbeat sweep looks at every session, and cloning every handle into a
+    /// The online sessions silent at `now_ms` for more than twice their heartbeat interval
+    /// (`default_secs` for a session that set none). Read under the lock without cloning the
+    /// others: the heartbeat sweep looks at every session, and cloning every handle into a
     /// vector (two atomic operations and a cache miss each) cost most of an idle server's CPU
     /// (BENCHMARKS.md, "Decisions").
-    pub fn silent_since(&self, before_ms: i64) -> Vec<Arc<SessionHandle>> {
+    pub fn silent(&self, now_ms: i64, default_secs: u32) -> Vec<Arc<SessionHandle>> {
         self.users
             .read()
             .values()
             .flatten()
-            .filter(|s| s.last_seen() < before_ms)
+            .filter(|s| {
+                let secs = match s.heartbeat_secs() {
+                    0 => default_secs,
+                    n => n,
+                };
+                now_ms - s.last_seen() > 2_000 * i64::from(secs)
+            })
             .cloned()
             .collect()
     }
@@ -334,15 +415,19 @@ impl Outbox for Router {
         Router::deliver(self, deliveries, exclude)
     }
 
-    /// Users with no registered session. A session is registered from its LOGIN until its
-    /// connection closes (a dead connection counts as online until the heartbeat sweep or a
-    /// failed write closes it).
+    /// Users with no registered session in the foreground. A session is registered from its
+    /// LOGIN until its connection closes (a dead connection counts as online until the
+    /// heartbeat sweep or a failed write closes it: `crate::unacked` covers that time).
     fn offline<'a>(&self, users: &[&'a str]) -> Vec<&'a str> {
         let online = self.users.read();
         users
             .iter()
             .copied()
-            .filter(|u| !online.contains_key(*u))
+            .filter(|u| {
+                online
+                    .get(*u)
+                    .is_none_or(|list| list.iter().all(|s| s.is_background()))
+            })
             .collect()
     }
 

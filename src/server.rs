@@ -87,7 +87,11 @@ impl Server {
             tokio::task::spawn_blocking(move || Store::open_with(&db_dir, durability, threshold))
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
-        let router = Arc::new(Router::default());
+        let router = Arc::new(Router::new(if config.push_webhook_url.is_empty() {
+            0
+        } else {
+            config.push_unacked_ms
+        }));
         store.set_outbox(router.clone());
         // Offline push is on before the first change, so no send misses it.
         let push_wake = (!config.push_webhook_url.is_empty()).then(|| {
@@ -154,6 +158,15 @@ impl Server {
             );
             if let Some(worker) = worker {
                 tasks.spawn(worker.run());
+            }
+            if shared.config.push_unacked_ms > 0 {
+                tasks.spawn(crate::offline_push::unacked::run(
+                    shared.router.clone(),
+                    shared.store.clone(),
+                    push.clone(),
+                    shared.shutdown.clone(),
+                    crate::offline_push::unacked::period(shared.config.push_unacked_ms),
+                ));
             }
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
@@ -326,22 +339,28 @@ fn accepted_within_limits(
     }
 }
 
-/// The heartbeat timeout: a connection silent for more than two heartbeat intervals is closed.
-/// One sweep for all connections, so an idle connection has no timer of its own.
+/// The heartbeat timeout: a connection silent for more than two of its heartbeat intervals
+/// (its own, negotiated at LOGIN or by HEARTBEAT, or the server's default) is closed. One sweep
+/// for all connections, so an idle connection has no timer of its own.
 struct Sweep {
+    /// The server's default interval, for sessions that set none.
+    default_secs: u32,
     limit_ms: i64,
 }
 
 impl Sweep {
     fn new(heartbeat_secs: u32) -> Sweep {
         Sweep {
+            default_secs: heartbeat_secs,
             limit_ms: 2 * i64::from(heartbeat_secs) * 1000,
         }
     }
 
-    /// How often the sweep runs: every eighth of the limit, at most every 5 s (7.5 s would be
-    /// the eighth of the default 60 s), at least every 100 ms. A dead connection is closed
-    /// within an eighth of the limit after it.
+    /// How often the sweep runs: every eighth of the default limit, at most every 5 s (7.5 s
+    /// would be the eighth of the default 60 s), at least every 100 ms. A dead connection with
+    /// the default interval is closed within an eighth of the limit after it; one with a
+    /// negotiated interval within the same period (so a shorter interval than the default is
+    /// enforced less tightly, and the sweep costs what it always did).
     fn period(&self) -> Duration {
         Duration::from_millis((self.limit_ms as u64 / 8).clamp(100, 5000))
     }
@@ -352,9 +371,9 @@ impl Sweep {
         tick
     }
 
-    /// Closes every session of `router` last heard from more than the limit before `now_ms`.
+    /// Closes every session of `router` silent for more than twice its interval at `now_ms`.
     fn once(&self, router: &Router, now_ms: i64) {
-        for s in router.silent_since(now_ms - self.limit_ms) {
+        for s in router.silent(now_ms, self.default_secs) {
             tracing::debug!(session = %s.id, user = %s.user, "heartbeat timeout");
             s.close(None);
         }
@@ -389,7 +408,9 @@ mod tests {
 
     /// The sweep run as the server runs it, in virtual time: a connection heard from every
     /// heartbeat interval stays; one silent since `t0` is closed after two intervals, within an
-    /// eighth of that.
+    /// eighth of that. A connection that negotiated 240 s and heartbeats every 240 s stays
+    /// while the default one is closed at about 60 s, and is closed itself after 480 s of
+    /// silence.
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_is_closed_after_two_heartbeats_and_a_live_one_stays() {
         let heartbeat_secs = 30;
@@ -397,6 +418,10 @@ mod tests {
         let base_ms = 1_000_000;
         let silent = router.register("alice", "phone", 16, 10, base_ms);
         let live = router.register("bob", "phone", 16, 10, base_ms);
+        let slow = router.register("carol", "phone", 16, 10, base_ms);
+        slow.set_heartbeat_secs(240);
+        let slow_silent = router.register("dave", "phone", 16, 10, base_ms);
+        slow_silent.set_heartbeat_secs(240);
         let sweep = Sweep::new(heartbeat_secs);
         assert_eq!(sweep.period(), Duration::from_secs(5));
         let mut tick = sweep.interval();
@@ -409,6 +434,9 @@ mod tests {
             let now_ms = base_ms + elapsed.as_millis() as i64;
             if elapsed.as_secs().is_multiple_of(u64::from(heartbeat_secs)) {
                 live.touch(now_ms);
+            }
+            if elapsed.as_secs().is_multiple_of(240) {
+                slow.touch(now_ms);
             }
             sweep.once(&router, now_ms);
             elapsed
@@ -429,11 +457,27 @@ mod tests {
             !live.is_closing(),
             "a connection that heartbeats was closed"
         );
-        // Ten more minutes of heartbeats: still open.
+        assert!(!slow.is_closing() && !slow_silent.is_closing());
+        // Ten more minutes of heartbeats: still open. The silent one with 240 s is closed after
+        // 480 s, within a period.
+        let mut slow_closed = None;
         for _ in 0..(600 / 5) {
-            step().await;
+            let elapsed = step().await;
+            if slow_silent.is_closing() && slow_closed.is_none() {
+                slow_closed = Some(elapsed);
+            }
         }
         assert!(!live.is_closing());
+        assert!(
+            !slow.is_closing(),
+            "a 240 s heartbeat every 240 s was closed"
+        );
+        let slow_closed = slow_closed.expect("the silent 240 s connection was never closed");
+        let slow_limit = Duration::from_secs(480);
+        assert!(
+            slow_closed > slow_limit && slow_closed <= slow_limit + sweep.period(),
+            "closed after {slow_closed:?}"
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn login_body(token: String, device: &str) -> Packet {
         platform: pb::Platform::Ios as i32,
         last_version: 0,
         client_version: "authz-test".into(),
+        ..Default::default()
     })
 }
 
@@ -661,6 +662,7 @@ async fn a_token_for_one_user_cannot_log_in_as_a_device_of_another() {
         platform: 0,
         last_version: 0,
         client_version: String::new(),
+        ..Default::default()
     }
     .encode_to_vec();
     body.extend(claims("bob"));

@@ -93,7 +93,13 @@ fn bytes_of(packet: &Packet, rid: u32) -> Vec<u8> {
 }
 
 fn heartbeat(rid: u32) -> Vec<u8> {
-    bytes_of(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 7 }), rid)
+    bytes_of(
+        &Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 7,
+            ..Default::default()
+        }),
+        rid,
+    )
 }
 
 fn send_packet(content_len: usize) -> Packet {
@@ -120,6 +126,7 @@ fn login_packet(user: &str, device: &str) -> Packet {
         platform: pb::Platform::Android as i32,
         last_version: 0,
         client_version: "bad-input".into(),
+        ..Default::default()
     })
 }
 
@@ -315,7 +322,13 @@ fn battery() -> Vec<Case> {
             b,
             Fatal(UnsupportedVersion, 0),
         ));
-        let mut f = Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 }), 4);
+        let mut f = Frame::new(
+            &Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: 1,
+                ..Default::default()
+            }),
+            4,
+        );
         f.flags = Flags(0x04);
         cases.push(case(
             p("reserved flag bit"),
@@ -463,7 +476,10 @@ fn battery() -> Vec<Case> {
     for (name, packet) in [
         (
             "HEARTBEAT",
-            Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 }),
+            Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: 1,
+                ..Default::default()
+            }),
         ),
         ("SEND", send_packet(3)),
         (

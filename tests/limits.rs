@@ -100,7 +100,13 @@ async fn sends_beyond_the_rate_get_rate_limited_and_the_connection_stays() {
 async fn a_frame_that_never_completes_is_timed_out() {
     let server = TestServer::start_with(|c| c.frame_timeout_ms = 300).await;
     let (mut conn, _) = server.login("alice", "d").await;
-    let frame = Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 }), 9);
+    let frame = Frame::new(
+        &Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 1,
+            ..Default::default()
+        }),
+        9,
+    );
     let bytes = frame.to_bytes();
     conn.write_raw(&bytes[..6]).await.unwrap();
     let e = expect_error(&mut conn, ErrorCode::BadFrame).await;

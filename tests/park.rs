@@ -210,6 +210,7 @@ async fn heartbeats_of_a_parked_connection_are_answered_without_waking_it() {
         Frame::new(
             &Packet::Heartbeat(pb::Heartbeat {
                 client_time_ms: stamp,
+                ..Default::default()
             }),
             rid,
         )

@@ -504,3 +504,205 @@ async fn notifications_of_acknowledged_sends_survive_sigkill() {
     let got = hook.wait_delivered(5).await;
     assert_once_each(&got, &ids);
 }
+
+/// The notifications delivered for `user`, by id.
+fn delivered_for(hook: &Hook, user: &str) -> Vec<String> {
+    hook.delivered()
+        .into_iter()
+        .filter(|r| r.body["user"] == user)
+        .map(|r| r.delivery)
+        .collect()
+}
+
+/// A client of the reference library, logged in as `user` on `device`, in the background or not.
+async fn client_in(
+    server: &TestServer,
+    user: &str,
+    device: &str,
+    background: bool,
+) -> (
+    missive_client::Client,
+    tokio::sync::mpsc::UnboundedReceiver<missive_client::ClientEvent>,
+) {
+    let mut cfg =
+        missive_client::ClientConfig::new(&server.addr, server.token(user, device), device);
+    cfg.auto_reconnect = false;
+    cfg.background = background;
+    let mut client = missive_client::Client::connect(cfg).await.unwrap();
+    let events = client.events().unwrap();
+    (client, events)
+}
+
+/// PROTOCOL.md 13.1, rule 2: a device whose socket is black-holed (it never reads, acks or
+/// closes: no FIN) looks online, so its message is not notified when stored; it is notified
+/// once `push_unacked_ms` after the push, and never again, also when the heartbeat sweep closes
+/// the dead connection later with the push still unacknowledged. A device that acks in time
+/// gets no notification.
+#[tokio::test]
+async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.push_unacked_ms = 1000;
+        c.heartbeat_secs = 2;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    // Bob's connection: logged in, then nothing read, written or closed.
+    let (_black_hole, _) = server.login("bob", "phone").await;
+    let (_carol, mut carol_events) = server.client("carol", "phone").await;
+
+    let sent = std::time::Instant::now();
+    let to_bob = alice
+        .send(direct("bob"), 1, "are you there?", None)
+        .await
+        .unwrap();
+    let to_carol = alice
+        .send(direct("carol"), 1, "hi carol", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&next_entry(&mut carol_events).await).msg_id,
+        to_carol.msg_id
+    );
+    assert!(
+        delivered_for(&hook, "bob").is_empty(),
+        "an online device is not notified when the message is stored"
+    );
+    let got = hook.wait_delivered(1).await;
+    let after = sent.elapsed();
+    assert_eq!(got[0].delivery, format!("{}:bob", to_bob.msg_id));
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(3000),
+        "notified {after:?} after the push, push_unacked_ms is 1000"
+    );
+    // The sweep closes bob's dead connection after 2 × 2 s of silence; that notifies nothing
+    // more, and carol, who acked, is never notified.
+    let closed = tokio::time::Instant::now() + Duration::from_secs(6);
+    while server.handle().online_sessions() > 2 {
+        assert!(tokio::time::Instant::now() < closed, "bob never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        delivered_for(&hook, "bob"),
+        vec![format!("{}:bob", to_bob.msg_id)],
+        "exactly one notification for the black-holed device"
+    );
+    assert!(delivered_for(&hook, "carol").is_empty(), "carol acked");
+    let stats = server.handle().push_stats();
+    assert_eq!(stats.unacked, 1);
+    server.stop().await;
+}
+
+/// PROTOCOL.md 11.2: a device in the background still gets its pushes, and its user is notified
+/// at once, as if offline; back in the foreground (HEARTBEAT app_state), acks count again and
+/// nothing is notified; in the background again, notified again.
+#[tokio::test]
+async fn a_background_device_gets_the_push_and_its_user_the_notification() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.push_unacked_ms = 500;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (dave, mut dave_events) = client_in(&server, "dave", "phone", true).await;
+
+    let first = alice.send(direct("dave"), 1, "one", None).await.unwrap();
+    assert_eq!(
+        message(&next_entry(&mut dave_events).await).msg_id,
+        first.msg_id
+    );
+    let got = hook.wait_delivered(1).await;
+    assert_eq!(got[0].delivery, format!("{}:dave", first.msg_id));
+    assert_eq!(
+        server.handle().push_stats().unacked,
+        0,
+        "rule 1: when stored"
+    );
+
+    let ack = dave.set_background(false, 0).await.unwrap();
+    assert_eq!(ack.app_state, pb::AppState::Foreground as i32);
+    let second = alice.send(direct("dave"), 1, "two", None).await.unwrap();
+    assert_eq!(
+        message(&next_entry(&mut dave_events).await).msg_id,
+        second.msg_id
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        delivered_for(&hook, "dave").len(),
+        1,
+        "acked in the foreground"
+    );
+
+    let ack = dave.set_background(true, 600).await.unwrap();
+    assert_eq!(
+        (ack.app_state, ack.interval_secs),
+        (pb::AppState::Background as i32, 600)
+    );
+    let third = alice.send(direct("dave"), 1, "three", None).await.unwrap();
+    assert_eq!(
+        message(&next_entry(&mut dave_events).await).msg_id,
+        third.msg_id
+    );
+    let got = hook.wait_delivered(2).await;
+    assert_eq!(got[1].delivery, format!("{}:dave", third.msg_id));
+    server.stop().await;
+}
+
+/// PROTOCOL.md 13.1: the user's last foreground connection closing with a push unacknowledged
+/// notifies at once, long before `push_unacked_ms`; another device of the user in the
+/// foreground that acks keeps it from being notified.
+#[tokio::test]
+async fn a_connection_closed_with_an_unacked_push_is_notified_at_once() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.push_unacked_ms = 20_000;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let (mut frank, _) = server.login("frank", "phone").await;
+    let sent = alice.send(direct("frank"), 1, "hello", None).await.unwrap();
+    let (_, push) = e2e_recv_push(&mut frank).await;
+    assert_eq!(push.version, 1);
+    let closed = std::time::Instant::now();
+    drop(frank);
+    let got = hook.wait_delivered(1).await;
+    assert_eq!(got[0].delivery, format!("{}:frank", sent.msg_id));
+    assert!(
+        closed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        closed.elapsed()
+    );
+
+    // Grace has two devices: the phone goes away unacked, the tablet acks.
+    let (mut phone, _) = server.login("grace", "phone").await;
+    let (_tablet, mut tablet_events) = server.client("grace", "tablet").await;
+    let to_grace = alice.send(direct("grace"), 1, "hi", None).await.unwrap();
+    e2e_recv_push(&mut phone).await;
+    assert_eq!(
+        message(&next_entry(&mut tablet_events).await).msg_id,
+        to_grace.msg_id
+    );
+    drop(phone);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(delivered_for(&hook, "grace").is_empty(), "the tablet acked");
+    server.stop().await;
+}
+
+/// The next PUSH on a raw connection (other frames skipped), within 5 s.
+async fn e2e_recv_push(conn: &mut missive_client::Connection) -> (u32, pb::Push) {
+    let deadline = Duration::from_secs(5);
+    loop {
+        let (frame, packet) = conn
+            .recv_packet_timeout(deadline)
+            .await
+            .unwrap()
+            .expect("connection open");
+        if let missive_protocol::Packet::Push(p) = packet {
+            return (frame.request_id, p);
+        }
+    }
+}

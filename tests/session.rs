@@ -20,6 +20,7 @@ fn login_body(token: String, device: &str) -> Packet {
         platform: pb::Platform::Unspecified as i32,
         last_version: 0,
         client_version: "session-test".into(),
+        ..Default::default()
     })
 }
 
@@ -38,6 +39,124 @@ async fn silent_connection_is_closed_after_about_two_heartbeats() {
         start.elapsed() >= Duration::from_millis(1500),
         "closed after {:?}, before about 2 heartbeat intervals",
         start.elapsed()
+    );
+    server.stop().await;
+}
+
+/// The heartbeat is negotiated per connection (PROTOCOL.md 11): a client that proposed a long
+/// interval at LOGIN (here 4 s; the server default 1 s) and heartbeats every 3 s stays
+/// connected, while a default client that is as quiet is closed after about 2 s. A proposal
+/// is clamped to the server's bounds, and HEARTBEAT changes it later without reconnecting:
+/// after asking for 2 s, 3 s of silence closes the connection. Both connections are parked
+/// between heartbeats, so the parker applies the new interval too.
+#[tokio::test]
+async fn a_negotiated_heartbeat_keeps_a_quiet_client_that_the_default_would_close() {
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_secs = 1;
+        c.heartbeat_min_secs = 1;
+        c.heartbeat_max_secs = 6;
+    })
+    .await;
+    let login = |user: &str, secs: u32| {
+        let token = server.token(user, "phone");
+        let addr = server.addr.clone();
+        async move {
+            let mut conn = Connection::connect(&addr).await.unwrap();
+            let ack = conn
+                .login_with(pb::Login {
+                    token,
+                    device_id: "phone".into(),
+                    heartbeat_secs: secs,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (conn, ack)
+        }
+    };
+    let (mut slow, ack) = login("alice", 4).await;
+    assert_eq!(
+        (ack.heartbeat_interval_secs, ack.heartbeat_timeout_secs),
+        (4, 8)
+    );
+    let (mut default, ack) = login("bob", 0).await;
+    assert_eq!(
+        (ack.heartbeat_interval_secs, ack.heartbeat_timeout_secs),
+        (1, 2)
+    );
+    let (_clamped, ack) = login("carol", 3600).await;
+    assert_eq!(
+        ack.heartbeat_interval_secs, 6,
+        "clamped to heartbeat_max_secs"
+    );
+
+    let start = Instant::now();
+    expect_closed(&mut default, Duration::from_secs(4)).await;
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    // Three heartbeats 3 s apart: more than the default allows, less than 4 s.
+    for _ in 0..3 {
+        expect_silence(&mut slow, Duration::from_secs(3)).await;
+        let ack = slow.heartbeat().await.expect("still connected");
+        assert_eq!((ack.interval_secs, ack.timeout_secs), (4, 8));
+        assert_eq!(ack.app_state, pb::AppState::Foreground as i32);
+    }
+    // Asks for 2 s (as when the app comes to the foreground), then goes quiet.
+    let reply = slow
+        .request(Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 5,
+            set_interval_secs: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let Packet::HeartbeatAck(ack) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (ack.client_time_ms, ack.interval_secs, ack.timeout_secs),
+        (5, 2, 4)
+    );
+    let quiet = Instant::now();
+    expect_closed(&mut slow, Duration::from_secs(7)).await;
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(3500) && after < Duration::from_millis(6500),
+        "closed after {after:?} with a 2 s interval (4 s timeout)"
+    );
+    server.stop().await;
+}
+
+/// An unknown app state is refused with INVALID_ARGUMENT and changes nothing, also when the
+/// parker reads it.
+#[tokio::test]
+async fn a_heartbeat_with_an_unknown_app_state_is_refused() {
+    let server = TestServer::start_with(|c| c.park_idle_ms = 10).await;
+    let (mut conn, _) = server.login("alice", "phone").await;
+    server.wait_parked(1).await;
+    let reply = conn
+        .request(Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 1,
+            set_interval_secs: 100,
+            app_state: 9,
+        }))
+        .await;
+    match reply {
+        Err(missive_client::ClientError::Server {
+            code,
+            message,
+            fatal,
+            ..
+        }) => {
+            assert_eq!(code, ErrorCode::InvalidArgument as u32);
+            assert!(message.contains("app_state"), "{message}");
+            assert!(!fatal);
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    let ack = conn.heartbeat().await.unwrap();
+    assert_eq!(
+        ack.interval_secs, 30,
+        "the refused heartbeat changed nothing"
     );
     server.stop().await;
 }
@@ -83,6 +202,7 @@ async fn heartbeating_connection_stays_open_and_gets_echoes() {
             &mut conn,
             Packet::Heartbeat(pb::Heartbeat {
                 client_time_ms: stamp,
+                ..Default::default()
             }),
         )
         .await;
@@ -112,7 +232,10 @@ async fn command_before_login_is_fatal() {
     let server = TestServer::start().await;
     let mut conn = server.connect().await;
     let rid = conn
-        .send_packet(Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 }))
+        .send_packet(Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 1,
+            ..Default::default()
+        }))
         .await
         .unwrap();
     expect_fatal(&mut conn, rid, ErrorCode::NotLoggedIn).await;
@@ -292,9 +415,15 @@ async fn mallory(server: &TestServer) -> Connection {
 }
 
 fn valid_frame_bytes(rid: u32) -> Vec<u8> {
-    Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 9 }), rid)
-        .to_bytes()
-        .to_vec()
+    Frame::new(
+        &Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 9,
+            ..Default::default()
+        }),
+        rid,
+    )
+    .to_bytes()
+    .to_vec()
 }
 
 #[tokio::test]
@@ -349,7 +478,13 @@ async fn malformed_input_closes_only_the_offending_connection() {
 
     // Reserved flag bits.
     let mut conn = mallory(&server).await;
-    let mut frame = Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 }), 5);
+    let mut frame = Frame::new(
+        &Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 1,
+            ..Default::default()
+        }),
+        5,
+    );
     frame.flags.0 = 0x80;
     conn.write_raw(&frame.to_bytes()).await.unwrap();
     expect_fatal(&mut conn, 0, ErrorCode::BadFrame).await;

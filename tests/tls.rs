@@ -218,7 +218,10 @@ async fn a_parked_tls_session_is_woken_by_a_push_and_by_its_client() {
     write_packet(&mut tls, Packet::PushAck(push_ack), 0).await;
     server.wait_parked(2).await;
 
-    let hb = pb::Heartbeat { client_time_ms: 99 };
+    let hb = pb::Heartbeat {
+        client_time_ms: 99,
+        ..Default::default()
+    };
     write_packet(&mut tls, Packet::Heartbeat(hb), 5).await;
     let (f, reply) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut tls, &mut buf))
         .await

@@ -154,7 +154,15 @@ async fn a_message_may_hold_several_frames_or_part_of_one() {
             device_id: "d1".into(),
             ..Default::default()
         });
-        let beat = |rid| Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 5 }), rid);
+        let beat = |rid| {
+            Frame::new(
+                &Packet::Heartbeat(pb::Heartbeat {
+                    client_time_ms: 5,
+                    ..Default::default()
+                }),
+                rid,
+            )
+        };
         let mut both = Frame::new(&login, 1).to_bytes().to_vec();
         both.extend_from_slice(&beat(2).to_bytes());
         ws.send(Message::Binary(both.into())).unwrap();

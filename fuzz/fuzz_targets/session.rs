@@ -1042,7 +1042,10 @@ impl World {
                 since_version: since,
                 limit: 0,
             })),
-            2 => packets.push(Packet::Heartbeat(pb::Heartbeat { client_time_ms: 7 })),
+            2 => packets.push(Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: 7,
+                ..Default::default()
+            })),
             _ => {}
         }
         let replies = if packets.len() == 1 {
@@ -2021,7 +2024,10 @@ impl World {
         };
         let mut alive = conn.send_frame(&frame).await.is_ok();
         if alive {
-            let hb = Packet::Heartbeat(pb::Heartbeat { client_time_ms: 1 });
+            let hb = Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: 1,
+                ..Default::default()
+            });
             match tokio::time::timeout(WAIT, conn.request(hb)).await {
                 Ok(Ok(Packet::HeartbeatAck(_))) => {}
                 Ok(Ok(other)) => panic!("HEARTBEAT answered with {other:?}"),
@@ -2143,7 +2149,10 @@ impl World {
             }
             Action::Heartbeat { who } => {
                 let (u, d) = self.who(*who);
-                let hb = Packet::Heartbeat(pb::Heartbeat { client_time_ms: 42 });
+                let hb = Packet::Heartbeat(pb::Heartbeat {
+                    client_time_ms: 42,
+                    ..Default::default()
+                });
                 let reply = self.request(u, d, hb).await;
                 let Ok(Packet::HeartbeatAck(ack)) = reply else {
                     panic!("HEARTBEAT answered {reply:?}")

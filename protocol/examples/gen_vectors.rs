@@ -222,6 +222,7 @@ fn valid_vectors(g: &mut Gen) {
             platform: pb::Platform::Ios as i32,
             last_version: 41,
             client_version: "MyApp/3.2 iOS/17".into(),
+            ..Default::default()
         }),
         1,
         "First frame of a connection; token minted with secret \"secret\" for alice/phone, expires 1900000000",
@@ -235,14 +236,44 @@ fn valid_vectors(g: &mut Gen) {
             current_version: 42,
             unread_total: 3,
             session_id: 7,
+            heartbeat_timeout_secs: 60,
         }),
         1,
         "current_version 42 > last_version 41: the client SYNCs from 41",
     );
     g.frame(
+        "login_background_long_heartbeat",
+        Packet::Login(pb::Login {
+            token: token::mint(b"secret", "alice", "phone", 1_900_000_000),
+            device_id: "phone".into(),
+            platform: pb::Platform::Android as i32,
+            last_version: 41,
+            client_version: "MyApp/3.2 Android/15".into(),
+            heartbeat_secs: 240,
+            background: true,
+        }),
+        1,
+        "Proposes a 240 s heartbeat and starts in the background (section 11)",
+    );
+    g.frame(
+        "login_ack_long_heartbeat",
+        Packet::LoginAck(pb::LoginAck {
+            user_id: "alice".into(),
+            server_time_ms: T,
+            heartbeat_interval_secs: 240,
+            current_version: 42,
+            unread_total: 3,
+            session_id: 8,
+            heartbeat_timeout_secs: 480,
+        }),
+        1,
+        "The proposal was within the server's bounds: 240 s in force, closed after 480 s of silence",
+    );
+    g.frame(
         "heartbeat",
         Packet::Heartbeat(pb::Heartbeat {
             client_time_ms: T + 30_000,
+            ..Default::default()
         }),
         2,
         "Annotated byte by byte in PROTOCOL.md",
@@ -252,13 +283,41 @@ fn valid_vectors(g: &mut Gen) {
         Packet::HeartbeatAck(pb::HeartbeatAck {
             server_time_ms: T + 30_012,
             client_time_ms: T + 30_000,
+            interval_secs: 30,
+            timeout_secs: 60,
+            app_state: pb::AppState::Foreground as i32,
         }),
         2,
-        "Echoes client_time_ms",
+        "Echoes client_time_ms; the interval, timeout and app state in force",
+    );
+    g.frame(
+        "heartbeat_to_background",
+        Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: T + 60_000,
+            set_interval_secs: 600,
+            app_state: pb::AppState::Background as i32,
+        }),
+        4,
+        "The app went to the background: asks for 600 s in the same frame",
+    );
+    g.frame(
+        "heartbeat_ack_background",
+        Packet::HeartbeatAck(pb::HeartbeatAck {
+            server_time_ms: T + 60_009,
+            client_time_ms: T + 60_000,
+            interval_secs: 600,
+            timeout_secs: 1200,
+            app_state: pb::AppState::Background as i32,
+        }),
+        4,
+        "600 s in force (within heartbeat_max_secs), background",
     );
     g.frame(
         "heartbeat_zero",
-        Packet::Heartbeat(pb::Heartbeat { client_time_ms: 0 }),
+        Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms: 0,
+            ..Default::default()
+        }),
         3,
         "All fields at their defaults: the body is empty (length field 14)",
     );
@@ -967,6 +1026,7 @@ fn invalid_vectors(g: &mut Gen) {
     let hb = Frame::new(
         &Packet::Heartbeat(pb::Heartbeat {
             client_time_ms: T + 30_000,
+            ..Default::default()
         }),
         2,
     )

@@ -218,7 +218,13 @@ mod tests {
     #[test]
     fn two_frames_in_one_read_and_a_split_third() {
         let a = sample();
-        let b = Frame::new(&Packet::Heartbeat(pb::Heartbeat { client_time_ms: 5 }), 8);
+        let b = Frame::new(
+            &Packet::Heartbeat(pb::Heartbeat {
+                client_time_ms: 5,
+                ..Default::default()
+            }),
+            8,
+        );
         let mut wire = BytesMut::new();
         a.write_to(&mut wire);
         b.write_to(&mut wire);

@@ -19,8 +19,13 @@ pub struct Config {
     pub secret: Option<String>,
     /// `sync`: fsync the write-ahead log (group commit) before acknowledging; `async`: don't.
     pub durability: Durability,
-    /// Heartbeat interval told to clients; silent connections close after about twice this.
+    /// Heartbeat interval told to clients that propose none; a connection silent for twice its
+    /// interval is closed.
     pub heartbeat_secs: u32,
+    /// The bounds of the interval a client may propose (LOGIN, HEARTBEAT): clamped to these,
+    /// widened to take in `heartbeat_secs` ([`Config::heartbeat_secs_for`]).
+    pub heartbeat_min_secs: u32,
+    pub heartbeat_max_secs: u32,
     /// A connection must log in within this time.
     pub login_timeout_ms: u64,
     /// First retransmit of an unacknowledged push after this long; then doubling.
@@ -128,6 +133,10 @@ pub struct Config {
     pub push_retry_max_ms: u64,
     /// One webhook request (connect, send, answer) may take this long.
     pub push_timeout_ms: u64,
+    /// A message pushed to an online user is announced to the webhook all the same when no
+    /// foreground device of the user acknowledged it within this time (or when the connection
+    /// it was pushed on closes first). `0`: only users offline when the message is stored.
+    pub push_unacked_ms: u64,
     /// What `GET /v1/entry` tells clients to try, in order: `tls://`, `tcp://`, `wss://` or
     /// `ws://` URLs (`wss://host:443/ws`). Empty: derived from `listen` and the TLS settings,
     /// with the host the client asked for.
@@ -146,6 +155,8 @@ impl Default for Config {
             secret: None,
             durability: Durability::Sync,
             heartbeat_secs: 30,
+            heartbeat_min_secs: 10,
+            heartbeat_max_secs: 900,
             login_timeout_ms: 10_000,
             ack_timeout_ms: 5_000,
             max_retransmits: 3,
@@ -190,6 +201,7 @@ impl Default for Config {
             push_retry_initial_ms: 1_000,
             push_retry_max_ms: 300_000,
             push_timeout_ms: 10_000,
+            push_unacked_ms: 4_000,
             entry_addresses: Vec::new(),
             reconnect_initial_ms: 1_000,
             reconnect_max_ms: 60_000,
@@ -218,6 +230,19 @@ pub enum Preview {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// The heartbeat interval in force for a client that proposes `proposed` seconds (0: none):
+    /// `heartbeat_secs` for none, else the proposal clamped to `heartbeat_min_secs..=
+    /// heartbeat_max_secs`, bounds widened to take in `heartbeat_secs` (so that lowering the
+    /// default, as tests do, needs no other setting).
+    pub fn heartbeat_secs_for(&self, proposed: u32) -> u32 {
+        if proposed == 0 {
+            return self.heartbeat_secs;
+        }
+        let min = self.heartbeat_min_secs.min(self.heartbeat_secs);
+        let max = self.heartbeat_max_secs.max(self.heartbeat_secs);
+        proposed.clamp(min, max)
+    }
+
     /// The threads to serve connections with: `worker_threads`, or if 0, the cores this process
     /// may use less one (at least one). The store's writer and committer are threads of their
     /// own, busy under load; on a 2-core box two connection threads as well made the four

@@ -21,6 +21,10 @@ impl Config {
         if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
             return bad("heartbeat_secs: must be 1..=3600");
         }
+        let (min, max) = (self.heartbeat_min_secs, self.heartbeat_max_secs);
+        if min == 0 || min > max || max > 3600 {
+            return bad("heartbeat_min_secs and heartbeat_max_secs: need 1 <= min <= max <= 3600");
+        }
         if self.max_frame_len < 1024 || self.max_frame_len > 64 << 20 {
             return bad("max_frame_len: must be 1024..=67108864");
         }
@@ -105,6 +109,9 @@ fn validate_push(c: &Config) -> Result<(), ConfigError> {
     }
     if c.push_timeout_ms == 0 {
         return bad("push_timeout_ms: must be above 0");
+    }
+    if c.push_unacked_ms > 600_000 {
+        return bad("push_unacked_ms: must be 0..=600000");
     }
     Ok(())
 }

@@ -79,6 +79,16 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         "Notifications not sent: the message was recalled, deleted or read first.",
         push.obsolete,
     );
+    out.counter(
+        "missive_push_unacked_total",
+        "Notifications queued for a user found online whose push no foreground device acknowledged within push_unacked_ms (or whose last foreground connection closed first).",
+        push.unacked,
+    );
+    out.gauge(
+        "missive_push_watched",
+        "Pushes to online users now waiting for a foreground device's ack (push_unacked_ms).",
+        shared.router.unacked_len() as u64,
+    );
     (
         [(
             header::CONTENT_TYPE,

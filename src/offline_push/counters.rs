@@ -13,6 +13,9 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Not sent: the message was recalled, deleted or read before its notification was due.
     pub obsolete: AtomicU64,
+    /// Queued for a user found online: no foreground device acknowledged the push in time, or
+    /// the last foreground connection closed first (`crate::unacked`).
+    pub unacked: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -22,6 +25,7 @@ pub struct Stats {
     pub failed: u64,
     pub dropped: u64,
     pub obsolete: u64,
+    pub unacked: u64,
 }
 
 impl Counters {
@@ -32,10 +36,11 @@ impl Counters {
             failed: get(&self.failed),
             dropped: get(&self.dropped),
             obsolete: get(&self.obsolete),
+            unacked: get(&self.unacked),
         }
     }
 
-    pub(super) fn add(c: &AtomicU64, n: u64) {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 }

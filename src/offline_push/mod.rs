@@ -2,12 +2,13 @@
 //!
 //! # How
 //! - **Deciding.** A send asks the router ([`crate::store::Outbox::offline`]) which recipients
-//!   have no registered session, on the writer thread while the send runs, and writes one
-//!   `push_queue` key per such recipient in the same batch as the message: once the sender has
-//!   its SEND_ACK, the notification survives any crash. The decision is taken at write time, so
-//!   a device that logs in a moment later gets the message pushed on its connection *and* the
-//!   webhook may announce it; a device whose connection is dead but not yet detected (heartbeat
-//!   sweep) counts as online and gets no webhook for that message.
+//!   have no registered session in the foreground, on the writer thread while the send runs,
+//!   and writes one `push_queue` key per such recipient in the same batch as the message: once
+//!   the sender has its SEND_ACK, the notification survives any crash. The pushes to the other
+//!   recipients are watched ([`crate::unacked`]): one that no foreground device acknowledges in
+//!   `push_unacked_ms`, or whose user's last foreground connection closes first, is queued then
+//!   ([`unacked`]), so a device whose connection is dead but not yet detected (heartbeat sweep)
+//!   is notified within seconds. Each message is queued at most once per recipient.
 //! - **Sending** ([`worker`]). One task reads the queue in message order (at most
 //!   [`worker::WINDOW`] entries at a time) and POSTs each notification ([`payload`]) to
 //!   `push_webhook_url`, up to [`worker::IN_FLIGHT`] at once. A 2xx answer removes the entry
@@ -28,6 +29,7 @@
 
 pub mod counters;
 pub mod payload;
+pub mod unacked;
 pub mod worker;
 
 pub use crate::config::{Preview, PREVIEW_CHARS};

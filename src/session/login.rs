@@ -381,6 +381,9 @@ async fn admit(
         shared.config.max_devices_per_user,
         crate::clock::now_ms(),
     );
+    let heartbeat_secs = shared.config.heartbeat_secs_for(login.heartbeat_secs);
+    handle.set_heartbeat_secs(heartbeat_secs);
+    handle.set_background(login.background);
     // The revocation is read again, after registering: a revocation committed since the read
     // above kicked the user's sessions registered then, maybe not this one.
     let user = claims.user_id.clone();
@@ -413,13 +416,16 @@ async fn admit(
             return Err(r.code);
         }
     };
+    // Told to sync through `current_version`: a foreground device has those messages.
+    shared.router.acked(&handle, current_version);
     let ack = Packet::LoginAck(pb::LoginAck {
         user_id: claims.user_id,
         server_time_ms: crate::clock::now_ms(),
-        heartbeat_interval_secs: shared.config.heartbeat_secs,
+        heartbeat_interval_secs: heartbeat_secs,
         current_version,
         unread_total,
         session_id: handle.id.0,
+        heartbeat_timeout_secs: 2 * heartbeat_secs,
     });
     if conn.write_frames(&[Frame::new(&ack, rid)]).await.is_err() {
         shared.router.unregister(&handle);

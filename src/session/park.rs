@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::serve::{heartbeat_ack, Exit, Session};
+use super::serve::{heartbeat, Exit, Session};
 use crate::context::Shared;
 use crate::net::conn::{Conn, Filled, Stream};
 use crate::net::parker::Sleeper;
@@ -223,8 +223,12 @@ impl Parked {
             match codec.decode(&mut rest) {
                 Ok(Some(frame)) => match frame.packet(max) {
                     Ok(Packet::Heartbeat(h)) => {
+                        // Its interval and app state apply here; a refused one wakes the
+                        // session, which refuses it in order.
+                        let Ok(ack) = heartbeat(&self.shared, &self.handle, &h) else {
+                            return Err(unread(&self.handle, read));
+                        };
                         let threshold = self.shared.config.compress_threshold;
-                        let ack = heartbeat_ack(&h);
                         Frame::compressed_above(&ack, frame.request_id, threshold)
                             .write_to(&mut acks)
                     }

@@ -389,9 +389,13 @@ impl Session {
         match packet {
             Packet::PushAck(a) => {
                 self.retransmits.ack(a.version);
+                self.shared.router.acked(&self.handle, a.version);
                 Flow::Continue
             }
-            Packet::Heartbeat(h) => self.answer(rid, Ok(heartbeat_ack(&h).into())).await,
+            Packet::Heartbeat(h) => {
+                let r = heartbeat(&self.shared, &self.handle, &h).map(Answer::from);
+                self.answer(rid, r).await
+            }
             Packet::Login(_) => {
                 let r = Refusal::new(
                     ErrorCode::AlreadyLoggedIn,
@@ -470,12 +474,49 @@ fn queue_reply(conn: &mut Conn, shared: &Shared, rid: u32, reply: Result<Answer,
     }
 }
 
-/// The answer to a HEARTBEAT (also given by a parked session, `super::park`).
-pub(super) fn heartbeat_ack(h: &pb::Heartbeat) -> Packet {
-    Packet::HeartbeatAck(pb::HeartbeatAck {
+/// Answers a HEARTBEAT (also for a parked session, `super::park`): applies the interval and
+/// the app state it sets (PROTOCOL.md section 11) and tells those in force. An unknown app
+/// state is refused (INVALID_ARGUMENT) and nothing is applied.
+pub(super) fn heartbeat(
+    shared: &Shared,
+    handle: &SessionHandle,
+    h: &pb::Heartbeat,
+) -> Result<Packet, Refusal> {
+    let background = match pb::AppState::try_from(h.app_state) {
+        Ok(pb::AppState::Unchanged) => None,
+        Ok(pb::AppState::Foreground) => Some(false),
+        Ok(pb::AppState::Background) => Some(true),
+        Err(_) => {
+            let msg = format!("app_state: unknown value {}", h.app_state);
+            return Err(Refusal::new(ErrorCode::InvalidArgument, msg));
+        }
+    };
+    if h.set_interval_secs > 0 {
+        handle.set_heartbeat_secs(shared.config.heartbeat_secs_for(h.set_interval_secs));
+    }
+    if let Some(b) = background {
+        handle.set_background(b);
+    }
+    let interval = match handle.heartbeat_secs() {
+        0 => shared.config.heartbeat_secs,
+        n => n,
+    };
+    Ok(Packet::HeartbeatAck(pb::HeartbeatAck {
         server_time_ms: crate::clock::now_ms(),
         client_time_ms: h.client_time_ms,
-    })
+        interval_secs: interval,
+        timeout_secs: 2 * interval,
+        app_state: app_state(handle) as i32,
+    }))
+}
+
+/// The app state in force for a session.
+pub(super) fn app_state(handle: &SessionHandle) -> pb::AppState {
+    if handle.is_background() {
+        pb::AppState::Background
+    } else {
+        pb::AppState::Foreground
+    }
 }
 
 /// What ended a wait of the serving loop. The reply is boxed, so that the room for a `Packet`

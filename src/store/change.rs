@@ -229,6 +229,7 @@ impl<'a> Change<'a> {
             vec![Delivery {
                 user: user.to_owned(),
                 entry,
+                watch: false,
             }],
             None,
         );
@@ -257,6 +258,7 @@ impl<'a> Change<'a> {
             out.push(Delivery {
                 user: user.to_owned(),
                 entry,
+                watch: false,
             });
         }
         Ok(out)
@@ -329,17 +331,45 @@ impl<'a> Change<'a> {
         })));
     }
 
-    /// Queues an offline-push notification of message `msg_id` for each of `users` that has no
-    /// online session (none when offline push is off), in this change's batch.
-    pub fn queue_offline_pushes(&mut self, msg_id: u64, users: &[&str]) {
-        if !self.core.push_enabled() || users.is_empty() {
+    /// Queues an offline-push notification of message `msg_id` for each recipient of
+    /// `deliveries` (every user but `from`) that has no online session in the foreground, in
+    /// this change's batch; marks the others' deliveries to be watched for an ack
+    /// (`crate::unacked`). Nothing when offline push is off.
+    pub fn queue_offline_pushes(&mut self, msg_id: u64, from: &str, deliveries: &mut [Delivery]) {
+        if !self.core.push_enabled() {
+            return;
+        }
+        let users: Vec<&str> = deliveries
+            .iter()
+            .map(|d| d.user.as_str())
+            .filter(|u| *u != from)
+            .collect();
+        if users.is_empty() {
             return;
         }
         let offline = match self.core.outbox.get() {
-            Some(outbox) => outbox.offline(users),
-            None => users.to_vec(),
+            Some(outbox) => outbox.offline(&users),
+            None => users,
         };
-        for user in offline {
+        let offline: std::collections::HashSet<String> =
+            offline.into_iter().map(str::to_owned).collect();
+        for d in deliveries.iter_mut().filter(|d| d.user != from) {
+            if offline.contains(&d.user) {
+                self.put(Family::PushQueue, keys::push(msg_id, &d.user), Vec::new());
+                self.group.push_queued = true;
+            } else {
+                d.watch = true;
+            }
+        }
+    }
+
+    /// Queues an offline-push notification of message `msg_id` for each of `users` whoever is
+    /// online: mentioned members of read fan-out groups and watched messages whose time is up.
+    pub fn queue_pushes(&mut self, msg_id: u64, users: &[&str]) {
+        if !self.core.push_enabled() {
+            return;
+        }
+        for user in users {
             self.put(Family::PushQueue, keys::push(msg_id, user), Vec::new());
             self.group.push_queued = true;
         }

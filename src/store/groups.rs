@@ -746,6 +746,7 @@ fn send_group(
         deliveries.push(Delivery {
             user: user.clone(),
             entry,
+            watch: false,
         });
     }
     // Sending means the sender has seen the group up to here.
@@ -768,12 +769,7 @@ fn send_group(
     );
     if write_mode {
         // Read fan-out groups get no offline push: it would cost a write per member.
-        let others: Vec<&str> = members
-            .iter()
-            .map(String::as_str)
-            .filter(|m| *m != req.from)
-            .collect();
-        txn.queue_offline_pushes(msg_id, &others);
+        txn.queue_offline_pushes(msg_id, &req.from, &mut deliveries);
     }
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);

@@ -110,6 +110,7 @@ fn send_direct(
         deliveries.push(Delivery {
             user: user.to_owned(),
             entry,
+            watch: false,
         });
     }
     txn.add_counter(Family::Unread, keys::unread_conv(to, &conv), 1)?;
@@ -130,7 +131,7 @@ fn send_direct(
         keys::dedup(from, &req.client_msg_id),
         ack.encode_to_vec(),
     );
-    txn.queue_offline_pushes(msg_id, &[to]);
+    txn.queue_offline_pushes(msg_id, from, &mut deliveries);
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     Ok(SendOutcome { ack, writes })

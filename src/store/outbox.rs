@@ -10,6 +10,9 @@ use crate::ids::SessionId;
 pub struct Delivery {
     pub user: String,
     pub entry: InboxEntry,
+    /// A message for a recipient found online when it was stored (offline push on): announced
+    /// all the same if no foreground device acknowledges it in time (`crate::unacked`).
+    pub watch: bool,
 }
 
 /// Where committed changes send what must reach online devices. Implemented by the router; called

@@ -58,6 +58,18 @@ impl Store {
         let _ = self.core.push_wake.set(wake);
     }
 
+    /// Queues a notification for each (user, message id) whatever the user's presence: pushes
+    /// that no foreground device acknowledged in time (`crate::unacked`). What is said, and
+    /// whether it is still due, is decided when it is sent, as for any notification.
+    pub fn queue_unacked(&self, due: Vec<(Arc<str>, u64)>) -> Pending<()> {
+        self.change(false, move |txn| {
+            for (user, msg_id) in &due {
+                txn.queue_pushes(*msg_id, &[&**user]);
+            }
+            Ok(())
+        })
+    }
+
     /// Removes notifications from the queue (sent, expired or obsolete).
     pub fn push_remove(&self, done: Vec<PushKey>) -> Pending<()> {
         self.change(false, move |txn| {

@@ -214,7 +214,15 @@ pub async fn raw_mark_read(conn: &mut Connection, peer: &str, up_to_seq: u64) ->
 
 /// A HEARTBEAT that must be answered with the echo of `client_time_ms`.
 pub async fn heartbeat_ok(conn: &mut Connection, client_time_ms: i64) {
-    match request(conn, Packet::Heartbeat(pb::Heartbeat { client_time_ms })).await {
+    match request(
+        conn,
+        Packet::Heartbeat(pb::Heartbeat {
+            client_time_ms,
+            ..Default::default()
+        }),
+    )
+    .await
+    {
         Packet::HeartbeatAck(a) => assert_eq!(a.client_time_ms, client_time_ms, "echo"),
         other => panic!("expected HEARTBEAT_ACK, got {other:?}"),
     }

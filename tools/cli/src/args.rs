@@ -81,6 +81,14 @@ pub struct Global {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log in as an app in the background: pushes still arrive, and the user also gets
+    /// offline-push notifications (PROTOCOL.md 11.2).
+    #[arg(long, global = true)]
+    pub background: bool,
+    /// Propose this heartbeat interval at login (seconds; 0: the server's default). The server
+    /// clamps it; the LOGIN_ACK says the value in force (PROTOCOL.md 11.1).
+    #[arg(long, global = true, default_value_t = 0, value_name = "SECS")]
+    pub heartbeat_secs: u32,
 }
 
 impl Global {

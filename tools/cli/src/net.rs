@@ -73,7 +73,16 @@ async fn connect(g: &Global) -> Result<(Connection, pb::LoginAck)> {
     let mut conn = Connection::connect_timeout(&g.endpoint(), timeout(g))
         .await
         .with_context(|| format!("cannot connect to {}", g.endpoint()))?;
-    let ack = tokio::time::timeout(timeout(g), conn.login(&tok, g.device(), 0))
+    let login = pb::Login {
+        token: tok,
+        device_id: g.device().to_owned(),
+        platform: pb::Platform::Desktop as i32,
+        client_version: format!("missive-cli/{}", env!("CARGO_PKG_VERSION")),
+        heartbeat_secs: g.heartbeat_secs,
+        background: g.background,
+        ..Default::default()
+    };
+    let ack = tokio::time::timeout(timeout(g), conn.login_with(login))
         .await
         .map_err(|_| anyhow!("no LOGIN_ACK within {}s", g.timeout))??;
     Ok((conn, ack))
@@ -249,6 +258,8 @@ pub async fn watch(
     let mut config = ClientConfig::new(g.endpoint(), tok, g.device());
     config.last_version = since;
     config.platform = pb::Platform::Desktop;
+    config.background = g.background;
+    config.heartbeat_secs = g.heartbeat_secs;
     config.connect_timeout = timeout(g);
     config.request_timeout = timeout(g);
     let mut client = Client::connect(config)

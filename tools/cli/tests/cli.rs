@@ -29,6 +29,14 @@ async fn run(mut cmd: Command) -> Output {
 
 /// Accepts one connection and answers its LOGIN (checking the minted token).
 async fn accept_login(listener: &TcpListener, current_version: u64) -> Connection {
+    accept_login_body(listener, current_version).await.0
+}
+
+/// [`accept_login`], also returning the LOGIN body.
+async fn accept_login_body(
+    listener: &TcpListener,
+    current_version: u64,
+) -> (Connection, pb::Login) {
     let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
         .await
         .unwrap()
@@ -47,10 +55,42 @@ async fn accept_login(listener: &TcpListener, current_version: u64) -> Connectio
         current_version,
         unread_total: 0,
         session_id: 1,
+        ..Default::default()
     };
     let reply = Frame::new(&Packet::LoginAck(ack), frame.request_id);
     conn.send_frame(&reply).await.unwrap();
-    conn
+    (conn, login)
+}
+
+/// `--background` and `--heartbeat-secs` go into the LOGIN of any command (PROTOCOL.md 11).
+#[tokio::test]
+async fn background_and_heartbeat_flags_reach_the_login() {
+    let (l, addr) = listener().await;
+    let args = [
+        "--addr",
+        &addr,
+        "--secret",
+        SECRET,
+        "--user",
+        "alice",
+        "--background",
+        "--heartbeat-secs",
+        "240",
+        "unread",
+    ];
+    let fake = async {
+        let (mut conn, login) = accept_login_body(&l, 0).await;
+        assert!(login.background);
+        assert_eq!(login.heartbeat_secs, 240);
+        let (frame, packet) = conn.recv_packet_timeout(WAIT).await.unwrap().unwrap();
+        assert!(matches!(packet, Packet::Unread(_)), "{packet:?}");
+        let ack = Packet::UnreadAck(pb::UnreadAck::default());
+        conn.send_frame(&Frame::new(&ack, frame.request_id))
+            .await
+            .unwrap();
+    };
+    let (out, ()) = tokio::join!(run(missive(&args)), fake);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 async fn listener() -> (TcpListener, String) {

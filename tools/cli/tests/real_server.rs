@@ -243,7 +243,10 @@ async fn decode_annotates_a_captured_frame() {
     assert!(stdout(&raw).contains("NOT_LOGGED_IN"), "{}", stdout(&raw));
     // A capture file of a real frame decodes with every field named.
     let frame = missive_protocol::Frame::new(
-        &missive_protocol::Packet::Heartbeat(missive_protocol::pb::Heartbeat { client_time_ms: 5 }),
+        &missive_protocol::Packet::Heartbeat(missive_protocol::pb::Heartbeat {
+            client_time_ms: 5,
+            ..Default::default()
+        }),
         1,
     );
     let capture = s.dir.path().join("capture.bin");

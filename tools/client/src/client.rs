@@ -363,6 +363,40 @@ impl Client {
         )
     }
 
+    /// Asks for heartbeat interval `secs` on this connection (when the app moves between the
+    /// foreground, the background and networks): the answer says the interval in force, which
+    /// the client then keeps to. Ask again after a reconnect (or set
+    /// [`crate::ClientConfig::heartbeat_secs`], which every LOGIN proposes).
+    pub async fn set_heartbeat(&self, secs: u32) -> Result<pb::HeartbeatAck> {
+        let body = pb::Heartbeat {
+            set_interval_secs: secs,
+            ..heartbeat_body()
+        };
+        reply!(self.request(Packet::Heartbeat(body)).await?, HeartbeatAck)
+    }
+
+    /// Tells the server the app moved to the background (`true`) or the foreground: a
+    /// backgrounded device still gets pushes on this connection, and its user also gets the
+    /// offline-push notifications (PROTOCOL.md section 11.2). Optionally with a new heartbeat
+    /// interval (0: unchanged), in the same frame.
+    pub async fn set_background(
+        &self,
+        background: bool,
+        heartbeat_secs: u32,
+    ) -> Result<pb::HeartbeatAck> {
+        let state = if background {
+            pb::AppState::Background
+        } else {
+            pb::AppState::Foreground
+        };
+        let body = pb::Heartbeat {
+            set_interval_secs: heartbeat_secs,
+            app_state: state as i32,
+            ..heartbeat_body()
+        };
+        reply!(self.request(Packet::Heartbeat(body)).await?, HeartbeatAck)
+    }
+
     /// Sends a HEARTBEAT and returns the round trip to its HEARTBEAT_ACK.
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();

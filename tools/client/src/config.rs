@@ -67,6 +67,12 @@ pub struct ClientConfig {
     /// client sends anyway (one write for both), or on its own once this has passed. Zero: one
     /// PUSH_ACK right after each burst of frames received.
     pub ack_delay: Duration,
+    /// The heartbeat interval proposed at LOGIN (0: the server's default). The server clamps it
+    /// and says the value in force; change it later with [`crate::Client::set_heartbeat`].
+    pub heartbeat_secs: u32,
+    /// Log in as an app in the background (PROTOCOL.md section 11.2); change it later with
+    /// [`crate::Client::set_background`].
+    pub background: bool,
 }
 
 impl ClientConfig {
@@ -84,6 +90,8 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             client_version: CLIENT_VERSION.to_string(),
             ack_delay: Duration::from_millis(50),
+            heartbeat_secs: 0,
+            background: false,
         }
     }
 }

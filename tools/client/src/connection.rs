@@ -237,6 +237,7 @@ impl Connection {
             platform: pb::Platform::Unspecified as i32,
             last_version,
             client_version: CLIENT_VERSION.to_string(),
+            ..Default::default()
         })
         .await
     }
@@ -308,6 +309,7 @@ pub fn reply_command(request: Command) -> Command {
 pub(crate) fn heartbeat_body() -> pb::Heartbeat {
     pb::Heartbeat {
         client_time_ms: now_ms(),
+        ..Default::default()
     }
 }
 

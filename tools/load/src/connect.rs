@@ -253,7 +253,7 @@ async fn hold_one(
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep_until(due.into()) => {
-                let body = pb::Heartbeat { client_time_ms: 0 };
+                let body = pb::Heartbeat { client_time_ms: 0, ..Default::default() };
                 if conn.send_packet(Packet::Heartbeat(body)).await.is_err() {
                     c.closed.fetch_add(1, Relaxed);
                     return;

@@ -299,6 +299,12 @@ impl Driver {
                 return Ok(None);
             }
         };
+        if let Packet::HeartbeatAck(ack) = &packet {
+            // The interval in force, also after the app asked for another one.
+            if ack.interval_secs > 0 {
+                self.heartbeat = Duration::from_secs(ack.interval_secs.into());
+            }
+        }
         match packet {
             Packet::Push(push) => {
                 self.on_push(conn, push).await?;

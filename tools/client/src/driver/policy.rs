@@ -85,6 +85,8 @@ pub(crate) async fn connect_and_login(
                 platform: config.platform as i32,
                 last_version,
                 client_version: config.client_version.clone(),
+                heartbeat_secs: config.heartbeat_secs,
+                background: config.background,
             })
             .await?;
         Ok((conn, ack))

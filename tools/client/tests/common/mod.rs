@@ -68,6 +68,7 @@ impl Peer {
                 let ack = pb::HeartbeatAck {
                     server_time_ms: 1,
                     client_time_ms: hb.client_time_ms,
+                    ..Default::default()
                 };
                 self.send(Packet::HeartbeatAck(ack), frame.request_id).await;
                 continue;
@@ -104,6 +105,7 @@ impl Peer {
             current_version,
             unread_total: 0,
             session_id: 7,
+            heartbeat_timeout_secs: 2 * heartbeat_secs,
         };
         self.send(Packet::LoginAck(ack), id).await;
         login

@@ -99,6 +99,7 @@ async fn garbage_login(addr: &str, src: std::net::IpAddr, w: usize, k: u64) -> S
             platform: 0,
             last_version: 0,
             client_version: String::new(),
+            ..Default::default()
         });
         match raw.request(&login, Duration::from_secs(5)).await {
             Ok((p, _)) => {
@@ -127,6 +128,7 @@ pub fn bomb() -> Frame {
         platform: 0,
         last_version: 0,
         client_version: String::new(),
+        ..Default::default()
     });
     Frame::compressed_above(&login, 1, 0)
 }

@@ -163,6 +163,7 @@ impl Raw {
             platform: 0,
             last_version: 0,
             client_version: "missive-load-abuse".into(),
+            ..Default::default()
         });
         match self.request(&login, Duration::from_secs(30)).await?.0 {
             Packet::LoginAck(a) => Ok(a),
