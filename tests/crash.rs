@@ -366,6 +366,7 @@ async fn raw_sender(shared: Arc<Shared>, user: &'static str, seed: u64) -> u64 {
             to: Some(direct(to.clone())),
             content_type: 1,
             content: content(user, &cmid),
+            ..Default::default()
         };
         let mut tries = 0;
         let mut resent = false;
@@ -688,6 +689,7 @@ async fn check_dedup(ledger: &Ledger, user: &str, conn: &mut Connection) {
                     to: Some(direct(a.to.clone())),
                     content_type: 1,
                     content: content(&a.from, &a.client_msg_id),
+                    ..Default::default()
                 }),
                 Duration::from_secs(10),
             )

@@ -73,6 +73,7 @@ fn concurrent_writers_share_fsyncs() {
                         to: to.clone(),
                         content_type: 1,
                         content: b"x".to_vec(),
+                        mentions: Vec::new(),
                         now_ms: missive::now_ms(),
                     };
                     store.send_direct(req, None).wait().unwrap();

@@ -114,6 +114,7 @@ async fn refusals_carry_the_socket_protocols_codes() {
                 to: Some(direct("alice")),
                 content_type: 1,
                 content: b"me".to_vec(),
+                ..Default::default()
             },
             400,
         ),
@@ -124,6 +125,7 @@ async fn refusals_carry_the_socket_protocols_codes() {
                 to: Some(direct("bob")),
                 content_type: 0,
                 content: Vec::new(),
+                ..Default::default()
             },
             400,
         ),
@@ -134,6 +136,7 @@ async fn refusals_carry_the_socket_protocols_codes() {
                 to: Some(direct("bob")),
                 content_type: 1,
                 content: b"no id".to_vec(),
+                ..Default::default()
             },
             400,
         ),
@@ -144,6 +147,7 @@ async fn refusals_carry_the_socket_protocols_codes() {
                 to: Some(direct("bob")),
                 content_type: 1,
                 content: vec![b'x'; 101],
+                ..Default::default()
             },
             413,
         ),
@@ -154,6 +158,7 @@ async fn refusals_carry_the_socket_protocols_codes() {
                 to: Some(group("g-none")),
                 content_type: 1,
                 content: b"hi".to_vec(),
+                ..Default::default()
             },
             404,
         ),
@@ -577,6 +582,7 @@ async fn metrics_count_real_traffic() {
                 to: Some(direct("frank")),
                 content_type: 1,
                 content: b"hi".to_vec(),
+                ..Default::default()
             }))
             .await;
         assert!(matches!(reply, Ok(Packet::SendAck(_))), "{reply:?}");
@@ -587,6 +593,7 @@ async fn metrics_count_real_traffic() {
             to: Some(direct("erin")),
             content_type: 1,
             content: b"me".to_vec(),
+            ..Default::default()
         }))
         .await;
     assert!(refused.is_err());
@@ -751,6 +758,7 @@ async fn sockets_and_the_api_refuse_the_same_bad_ids_with_the_same_message() {
                 to: Some(to),
                 content_type: 1,
                 content: b"hi".to_vec(),
+                ..Default::default()
             })
         };
         let socket = socket_refusal(&mut alice, send(bad, direct("bob"))).await;

@@ -69,6 +69,7 @@ async fn sends_beyond_the_rate_get_rate_limited_and_the_connection_stays() {
             to: Some(direct("bob")),
             content_type: 1,
             content: b"x".to_vec(),
+            ..Default::default()
         });
         match alice.request(send).await {
             Ok(Packet::SendAck(_)) => {}

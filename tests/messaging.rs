@@ -917,6 +917,7 @@ async fn a_send_ack_comes_before_the_pushes_of_later_versions() {
                 to: Some(direct(to)),
                 content_type: 1,
                 content: format!("m{i}").into_bytes(),
+                ..Default::default()
             };
             let id = conn.next_request_id();
             let frame = missive_protocol::Frame::new(&Packet::Send(send), id);

@@ -484,6 +484,7 @@ async fn notifications_of_acknowledged_sends_survive_sigkill() {
             to: Some(direct("carol")),
             content_type: 1,
             content: format!("m{i}").into_bytes(),
+            ..Default::default()
         };
         match conn
             .request(missive_protocol::Packet::Send(send))
@@ -705,4 +706,141 @@ async fn e2e_recv_push(conn: &mut missive_client::Connection) -> (u32, pb::Push)
             return (frame.request_id, p);
         }
     }
+}
+
+/// PROTOCOL.md 15.6: a muted conversation is not notified, except for a message that
+/// @mentions the user; a read fan-out group notifies only the members it @mentions; unmuting
+/// notifies again. CONTACTS shows the muted flag; bad mutes and mentions are refused.
+#[tokio::test]
+async fn muted_conversations_and_read_fanout_groups_notify_only_mentions() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.fanout_threshold = 3;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let small = alice
+        .group_create(
+            "small",
+            vec!["bob".into(), "carol".into()],
+            pb::HistoryVisibility::Full,
+        )
+        .await
+        .unwrap()
+        .group
+        .unwrap();
+    let big_members = ["bob", "carol", "dave", "erin"].map(String::from).to_vec();
+    let big = alice
+        .group_create("big", big_members, pb::HistoryVisibility::Full)
+        .await
+        .unwrap()
+        .group
+        .unwrap();
+    assert_eq!(small.fanout, pb::FanoutMode::Write as i32);
+    assert_eq!(big.fanout, pb::FanoutMode::Read as i32);
+    {
+        // Bob mutes his chat with alice and the small group, then goes offline.
+        let (bob, _b) = server.client("bob", "phone").await;
+        assert!(bob.mute(direct("alice"), true).await.unwrap());
+        assert!(bob.mute(group(&small.group_id), true).await.unwrap());
+        assert!(
+            bob.mute(group(&small.group_id), true).await.unwrap(),
+            "idempotent"
+        );
+        let refused = bob.mute(group("g-nobody-is-in"), true).await.unwrap_err();
+        assert!(refused.to_string().contains("NOT_FOUND"), "{refused}");
+        bob.close().await;
+    }
+    while server.handle().online_sessions() > 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = |ack: &pb::SendAck, user: &str| format!("{}:{user}", ack.msg_id);
+    let mut want = Vec::new();
+    alice
+        .send(direct("bob"), 1, "muted chat", None)
+        .await
+        .unwrap();
+    let plain = alice
+        .send(group(&small.group_id), 1, "hi all", None)
+        .await
+        .unwrap();
+    want.push(id(&plain, "carol"));
+    let mention = alice
+        .send_mentioning(&small.group_id, 1, "@bob look", vec!["bob".into()], None)
+        .await
+        .unwrap();
+    want.extend([id(&mention, "bob"), id(&mention, "carol")]);
+    alice
+        .send(group(&big.group_id), 1, "to the big group", None)
+        .await
+        .unwrap();
+    let in_big = alice
+        .send_mentioning(
+            &big.group_id,
+            1,
+            "@dave @stranger",
+            vec!["dave".into(), "stranger".into(), "dave".into()],
+            None,
+        )
+        .await
+        .unwrap();
+    want.push(id(&in_big, "dave"));
+    let (bob, _b) = server.client("bob", "tablet").await;
+    assert!(!bob.mute(direct("alice"), false).await.unwrap());
+    bob.close().await;
+    while server.handle().online_sessions() > 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unmuted = alice.send(direct("bob"), 1, "unmuted", None).await.unwrap();
+    want.push(id(&unmuted, "bob"));
+
+    let got = hook.wait_delivered(want.len()).await;
+    wait_queue_empty(&server).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_once_each(&hook.delivered(), &want);
+    let mentioned = got
+        .iter()
+        .find(|r| r.delivery == id(&in_big, "dave"))
+        .unwrap();
+    assert_eq!(mentioned.body["conversation"]["kind"], "group");
+
+    // What bob's devices see: the mentions, and muted in CONTACTS.
+    let (bob, _b) = server.client("bob", "phone").await;
+    let contacts = bob.contacts(Vec::new(), 50).await.unwrap().contacts;
+    let muted = |conv: pb::Conversation| {
+        contacts
+            .iter()
+            .find(|c| c.conversation.as_ref() == Some(&conv))
+            .map(|c| c.muted)
+    };
+    assert_eq!(muted(direct("alice")), Some(false));
+    assert_eq!(muted(group(&small.group_id)), Some(true));
+    assert_eq!(muted(group(&big.group_id)), Some(false));
+    let small_last = contacts
+        .iter()
+        .find(|c| c.conversation.as_ref() == Some(&group(&small.group_id)))
+        .and_then(|c| c.last_message.clone())
+        .unwrap();
+    assert_eq!(small_last.mentions, vec!["bob".to_string()]);
+
+    // Mentions belong to group messages, at most 50.
+    let err = alice
+        .request(missive_protocol::Packet::Send(pb::Send {
+            client_msg_id: "m-direct".into(),
+            to: Some(direct("bob")),
+            content_type: 1,
+            content: b"@bob".to_vec(),
+            mentions: vec!["bob".into()],
+        }))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("INVALID_ARGUMENT"), "{err}");
+    let many = (0..51).map(|i| format!("u{i}")).collect();
+    let err = alice
+        .send_mentioning(&small.group_id, 1, "all", many, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 50"), "{err}");
+    server.stop().await;
 }

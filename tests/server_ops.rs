@@ -67,6 +67,7 @@ async fn ten_thousand_missed_messages_arrive_in_a_few_round_trips() {
                     to: direct("bob"),
                     content_type: 1,
                     content: format!("message number {i}").into_bytes(),
+                    mentions: Vec::new(),
                     now_ms: missive::now_ms(),
                 },
                 None,

@@ -132,6 +132,7 @@ async fn a_tls_client_and_a_plain_client_chat_through_one_port() {
         to: Some(direct("bob")),
         content_type: 1,
         content: b"over TLS".to_vec(),
+        ..Default::default()
     };
     write_packet(&mut tls, Packet::Send(send), 2).await;
     let (f, reply) = read_frame(&mut tls, &mut buf).await.unwrap();

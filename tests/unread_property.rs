@@ -218,6 +218,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     to: to_conv,
                     content_type: 1,
                     content: b"x".to_vec(),
+                    mentions: Vec::new(),
                     now_ms: now,
                 };
                 let out = store.send_direct(req, None).wait().unwrap();

@@ -894,6 +894,7 @@ impl World {
             to: Some(to),
             content_type: 1,
             content,
+            ..Default::default()
         })
     }
 

@@ -53,6 +53,7 @@ fn text(from: &str, conv: Option<pb::Conversation>, seq: u64, at: i64, body: &st
         content: body.as_bytes().to_vec(),
         client_msg_id: format!("{from}-{seq:08}"),
         recalled: false,
+        ..Default::default()
     }
 }
 
@@ -332,6 +333,7 @@ fn valid_vectors(g: &mut Gen) {
             to: direct("bob"),
             content_type: 1,
             content: b"hello bob".to_vec(),
+            ..Default::default()
         }),
         4,
         "alice -> bob, content_type 1 (application-defined), content is raw bytes",
@@ -366,6 +368,7 @@ fn valid_vectors(g: &mut Gen) {
             to: group(G_HIKING),
             content_type: 2,
             content: vec![0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a],
+            ..Default::default()
         }),
         10,
         "To a group; content is arbitrary bytes (here the first bytes of a PNG)",
@@ -545,12 +548,14 @@ fn valid_vectors(g: &mut Gen) {
                     last_message: Some(bob_msg.clone()),
                     unread: 1,
                     updated_ms: bob_at,
+                    ..Default::default()
                 },
                 pb::Contact {
                     conversation: group(G_HIKING),
                     last_message: Some(text("carol", group(G_HIKING), 5, T - 60_000, "lunch?")),
                     unread: 2,
                     updated_ms: T - 60_000,
+                    ..Default::default()
                 },
             ],
             next_cursor: vec![0x01, 0x9a, 0xb4, 0x4c, 0x72, 0x60, 0x00, 0x03],
@@ -661,6 +666,33 @@ fn valid_vectors(g: &mut Gen) {
         Packet::DeleteAck(pb::DeleteAck { version: 51 }),
         19,
         "The DELETE entry's version in alice's inbox",
+    );
+    g.frame(
+        "mute",
+        Packet::Mute(pb::Mute {
+            conversation: group(G_HIKING),
+            muted: true,
+        }),
+        20,
+        "No offline notifications for this group but @mentions (section 15.6)",
+    );
+    g.frame(
+        "mute_ack",
+        Packet::MuteAck(pb::MuteAck { muted: true }),
+        20,
+        "The state now",
+    );
+    g.frame(
+        "send_with_mentions",
+        Packet::Send(pb::Send {
+            client_msg_id: "0c9d3a7e-2f41-4b8a-9e6d-5a1b2c3d4e5f".into(),
+            to: group(G_HIKING),
+            content_type: 1,
+            content: b"@bob @carol lunch?".to_vec(),
+            mentions: vec!["bob".into(), "carol".into()],
+        }),
+        21,
+        "A group message that @mentions bob and carol: they are notified even if they muted the group",
     );
 
     // Groups.
@@ -918,6 +950,7 @@ fn valid_vectors(g: &mut Gen) {
                 content: b"hi all".to_vec(),
                 client_msg_id: "c-77".into(),
                 recalled: false,
+                ..Default::default()
             }),
         }),
         0,

@@ -186,6 +186,7 @@ mod tests {
                 }),
                 content_type: 1,
                 content: b"hello".to_vec(),
+                ..Default::default()
             }),
             7,
         )
@@ -336,6 +337,7 @@ mod tests {
                     to: None,
                     content_type: 1,
                     content: vec![7; n],
+                    ..Default::default()
                 }),
                 rid,
             )
@@ -377,6 +379,7 @@ mod tests {
             to: None,
             content_type: 1,
             content: vec![b'a'; 10_000],
+            ..Default::default()
         });
         let frame = Frame::compressed_above(&packet, 1, 256);
         assert!(frame.flags.compressed());

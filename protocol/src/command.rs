@@ -163,6 +163,10 @@ commands! {
     GroupSetRole = 0x0016, "GROUP_SET_ROLE", GroupSetRole;
     /// Reply to GROUP_SET_ROLE.
     GroupSetRoleAck = 0x8016, "GROUP_SET_ROLE_ACK", GroupAck;
+    /// Client mutes or unmutes a conversation.
+    Mute = 0x001A, "MUTE", Mute;
+    /// Reply to MUTE.
+    MuteAck = 0x801A, "MUTE_ACK", MuteAck;
     /// Server pushes one inbox entry.
     Push = 0x4001, "PUSH", Push;
     /// Server notifies new messages in a read-fan-out group.

@@ -28,6 +28,9 @@ pub struct SendBody {
     content: Option<String>,
     /// ... or as base64 (standard or URL-safe alphabet, padding optional).
     content_base64: Option<String>,
+    /// Group messages: the members to @mention (user ids, at most 50).
+    #[serde(default)]
+    mentions: Vec<String>,
 }
 
 fn text() -> u32 {
@@ -69,6 +72,7 @@ pub async fn send(
         to,
         content_type: body.content_type,
         content,
+        mentions: body.mentions,
     };
     let ack = submit_send(&shared, &from, None, Via::Http, req).await?;
     let status = if ack.duplicate {

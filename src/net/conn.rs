@@ -313,6 +313,7 @@ mod tests {
             to: None,
             content_type: 1,
             content: vec![1; limit - 64],
+            ..Default::default()
         });
         let wire = Frame::new(&packet, 1).to_bytes();
         assert!(wire.len() > limit - 64 && wire.len() <= limit + 4);

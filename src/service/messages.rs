@@ -71,12 +71,14 @@ fn start_send(
             ),
         ));
     }
+    let mentions = check_mentions(&to, req.mentions)?;
     let r = SendRequest {
         from: from.to_owned(),
         client_msg_id: req.client_msg_id,
         to,
         content_type: req.content_type,
         content: req.content,
+        mentions,
         now_ms: now_ms(),
     };
     Ok(if r.to.kind == ConversationKind::Group as i32 {
@@ -84,6 +86,48 @@ fn start_send(
     } else {
         shared.store.send_direct(r, session)
     })
+}
+
+/// @mentions a message may carry.
+pub const MAX_MENTIONS: usize = 50;
+
+/// A send's @mentions: group messages only, at most [`MAX_MENTIONS`] valid user ids; repeats
+/// are dropped (the first kept, in order). Non-members may be named: they are never notified.
+fn check_mentions(to: &Conversation, mentions: Vec<String>) -> Result<Vec<String>, Refusal> {
+    if mentions.is_empty() {
+        return Ok(mentions);
+    }
+    if to.kind != ConversationKind::Group as i32 {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "mentions: only group messages @mention members",
+        ));
+    }
+    if mentions.len() > MAX_MENTIONS {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!("mentions: at most {MAX_MENTIONS} user ids"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(mentions.len());
+    for m in mentions {
+        check_id("mentions", &m)?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// `user` mutes (`muted`) or unmutes `conv` on every device; the answer is the state now.
+pub async fn mute(
+    shared: &Arc<Shared>,
+    user: &str,
+    conv: Option<&Conversation>,
+    muted: bool,
+) -> Result<bool, Refusal> {
+    let conv = check_conv(user, conv)?;
+    outcome(shared, shared.store.set_muted(user, &conv, muted).await)
 }
 
 /// `user` has read `conv` up to `up_to_seq`; the ack carries the user's new unread total.

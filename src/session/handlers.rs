@@ -30,6 +30,9 @@ const MEMBERS_DEFAULT: u32 = 500;
 const MEMBERS_MAX: u32 = 1000;
 
 /// A reply: a body to frame, or a frame already made (and compressed) where it was read.
+/// Not boxed: an answer lives for one request, and where it waits (`serve`'s wake-up state) it
+/// is boxed already; a box here would cost an allocation per reply.
+#[allow(clippy::large_enum_variant)]
 pub enum Answer {
     Packet(Packet),
     /// Its request id is set when it is queued.
@@ -81,7 +84,11 @@ pub fn send(
 /// change.
 pub fn change_cost(packet: &Packet) -> Option<u32> {
     Some(match packet {
-        Packet::Send(_) | Packet::MarkRead(_) | Packet::Recall(_) | Packet::Delete(_) => 1,
+        Packet::Send(_)
+        | Packet::MarkRead(_)
+        | Packet::Recall(_)
+        | Packet::Delete(_)
+        | Packet::Mute(_) => 1,
         Packet::GroupCreate(r) => groups::cost(r.members.len()),
         Packet::GroupJoin(r) => groups::cost(r.user_ids.len()),
         Packet::GroupLeave(_) | Packet::GroupSetRole(_) => groups::cost(0),
@@ -185,6 +192,11 @@ pub async fn handle(
             let limit = page_limit(req.limit, HISTORY_DEFAULT, HISTORY_MAX);
             let read = groups::history(user, req, limit, max_bytes)?;
             heavy(shared, read, Packet::GroupHistoryAck).await
+        }
+        Packet::Mute(req) => {
+            let conv = req.conversation.as_ref();
+            let muted = messages::mute(shared, user, conv, req.muted).await?;
+            Ok(Packet::MuteAck(pb::MuteAck { muted }).into())
         }
         other => Err(Refusal::new(
             ErrorCode::UnknownCommand,

@@ -363,8 +363,22 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// Queues an offline-push notification of message `msg_id` for each of `users` that has no
+    /// online session in the foreground (@mentioned members of a read fan-out group, whose
+    /// pushes are not watched: GROUP_NOTIFY is not acknowledged).
+    pub fn queue_offline_only(&mut self, msg_id: u64, users: &[&str]) {
+        if !self.core.push_enabled() || users.is_empty() {
+            return;
+        }
+        let offline = match self.core.outbox.get() {
+            Some(outbox) => outbox.offline(users),
+            None => users.to_vec(),
+        };
+        self.queue_pushes(msg_id, &offline);
+    }
+
     /// Queues an offline-push notification of message `msg_id` for each of `users` whoever is
-    /// online: mentioned members of read fan-out groups and watched messages whose time is up.
+    /// online: watched messages whose time is up.
     pub fn queue_pushes(&mut self, msg_id: u64, users: &[&str]) {
         if !self.core.push_enabled() {
             return;

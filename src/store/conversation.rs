@@ -20,6 +20,8 @@ pub struct SendRequest {
     pub to: Conversation,
     pub content_type: u32,
     pub content: Vec<u8>,
+    /// Group members @mentioned (checked ids, no duplicates; empty for direct messages).
+    pub mentions: Vec<String>,
     pub now_ms: i64,
 }
 
@@ -66,6 +68,7 @@ pub(crate) fn put_message(
         content,
         client_msg_id: req.client_msg_id.clone(),
         recalled: false,
+        mentions: req.mentions.clone(),
     };
     txn.put(
         Family::Content,
@@ -114,6 +117,7 @@ pub(crate) fn touch_contact(
         }),
         unread: 0,
         updated_ms: now_ms,
+        muted: false,
     };
     txn.put(
         Family::Contacts,

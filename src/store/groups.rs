@@ -771,6 +771,17 @@ fn send_group(
         // Read fan-out groups get no offline push: it would cost a write per member.
         txn.queue_offline_pushes(msg_id, &req.from, &mut deliveries);
     }
+    if !write_mode && !req.mentions.is_empty() {
+        // Read fan-out groups notify nobody offline, except the members @mentioned: a point
+        // read per mention (at most 50), not a write per member.
+        let mut mentioned = Vec::with_capacity(req.mentions.len());
+        for m in &req.mentions {
+            if *m != req.from && member_of(txn, &group_id, m)?.is_some() {
+                mentioned.push(m.as_str());
+            }
+        }
+        txn.queue_offline_only(msg_id, &mentioned);
+    }
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     if !write_mode {

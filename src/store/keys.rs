@@ -117,6 +117,7 @@ const READ_POS: u8 = 2;
 const HIDDEN: u8 = 3;
 const READ_GROUP: u8 = 4;
 const GROUP_COUNT: u8 = 5;
+const MUTED: u8 = 6;
 
 /// `unread`: user + 0: the user's total unread count.
 pub fn unread_total(user: &str) -> Vec<u8> {
@@ -169,6 +170,15 @@ pub fn read_group(user: &str, group_id: &str) -> Vec<u8> {
 pub fn group_count(user: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(GROUP_COUNT);
+    k
+}
+
+/// `unread`: user + 6 + conversation: the user muted the conversation (no offline push but
+/// @mentions).
+pub fn muted(user: &str, conv: &ConvKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(MUTED);
+    k.extend_from_slice(&conv.0);
     k
 }
 

@@ -29,6 +29,7 @@
 //   conversation.rs  a send's request and outcome, putting a message in its conversation,
 //                    group conversations, message lookup, recent-contact entries
 //   unread.rs        unread counts (stored and computed), MARK_READ
+//   mute.rs          muted conversations (MUTE)
 //   messages.rs      direct sends, their recall, deletes
 //   groups.rs        group changes, group messages and recalls, the fan-out switch, group reads
 //   push_queue.rs    the offline-push queue
@@ -52,6 +53,7 @@ mod keys;
 mod membership;
 mod messages;
 mod migrate;
+mod mute;
 mod open;
 #[cfg(test)]
 mod ordering_tests;

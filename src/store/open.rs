@@ -200,6 +200,7 @@ mod tests {
             },
             content_type: 1,
             content: b"hi".to_vec(),
+            mentions: Vec::new(),
             now_ms: 1_764_000_000_000,
         };
         let ack = store.send_direct(req, None).wait().unwrap().ack;

@@ -79,6 +79,7 @@ fn results_are_complete_before_their_pushes_are_handed_out() {
                 },
                 content_type: 1,
                 content: b"hi".to_vec(),
+                mentions: Vec::new(),
                 now_ms: 1,
             };
             // Queued without waiting, so that many land in one commit group.

@@ -13,6 +13,7 @@ use super::core::Core;
 use super::error::Result;
 use super::family::Family;
 use super::keys::{self, ConvKey};
+use super::mute::is_muted;
 use super::pending::Pending;
 use super::read::Reader;
 use super::writer::Store;
@@ -111,7 +112,8 @@ impl Core {
     }
 
     /// What the notification `key` announces, or `None` if it is obsolete: the message is gone,
-    /// recalled, deleted by the user, or the user has read its conversation past it.
+    /// recalled, deleted by the user, or the user has read its conversation past it or muted
+    /// it (unless the message @mentions the user).
     pub fn push_item(&self, key: &PushKey) -> Result<Option<PushItem>> {
         let Some((msg_id, user)) = keys::push_parts(&key.0) else {
             return Ok(None);
@@ -134,6 +136,10 @@ impl Core {
         };
         let ck = ConvKey::for_view(user, &conversation);
         if self.get_u64(Family::Unread, &keys::read_pos(user, &ck))? >= msg.seq {
+            return Ok(None);
+        }
+        // A muted conversation is announced only for a message that @mentions the user.
+        if is_muted(self, user, &ck)? && !msg.mentions.iter().any(|m| m == user) {
             return Ok(None);
         }
         Ok(Some(PushItem {

@@ -6,6 +6,7 @@ use super::core::Core;
 use super::error::{Result, StoreError};
 use super::family::Family;
 use super::keys::{self, ConvKey};
+use super::mute::is_muted;
 use super::read::Reader;
 use crate::ids::Version;
 
@@ -141,11 +142,12 @@ impl Core {
                 next = order[i - 1].0.clone();
                 break;
             }
-            let contact = if is_read_group(conv) {
+            let mut contact = if is_read_group(conv) {
                 self.read_group_contact(user, conv)?
             } else {
                 self.contact(user, conv)?
             };
+            contact.muted = is_muted(self, user, conv)?;
             bytes += prost::Message::encoded_len(&contact) + 4;
             contacts.push(contact);
         }
@@ -165,6 +167,7 @@ impl Core {
             updated_ms: msg.timestamp_ms,
             conversation: Some(view),
             last_message: Some(msg),
+            muted: false,
         })
     }
 

@@ -62,6 +62,7 @@ fn send(to: pb::Conversation, cmid: &str, text: &str) -> Packet {
         to: Some(to),
         content_type: 1,
         content: text.as_bytes().to_vec(),
+        ..Default::default()
     })
 }
 

@@ -49,6 +49,7 @@ async fn many_groups(server: &TestServer, user: &str, groups: usize) -> Vec<Stri
                 to: Some(missive_client::group(&gid)),
                 content_type: 1,
                 content: b"hello".to_vec(),
+                ..Default::default()
             }))
             .await
             .expect("SEND");
@@ -179,6 +180,7 @@ async fn pipelined_large_replies_to_a_client_that_does_not_read_are_bounded() {
             to: Some(missive_client::direct("reader")),
             content_type: 1,
             content: noise(1024),
+            ..Default::default()
         });
         bytes.extend_from_slice(&Frame::new(&p, i + 1).to_bytes());
     }

@@ -146,6 +146,7 @@ pub fn send_body(client_msg_id: &str, to: &str, content: &[u8]) -> pb::Send {
         to: Some(dm(to)),
         content_type: 1,
         content: content.to_vec(),
+        ..Default::default()
     }
 }
 

@@ -304,6 +304,7 @@ impl Member {
             to: Some(to),
             content_type: 1,
             content: content.as_bytes().to_vec(),
+            ..Default::default()
         };
         match self.request(Packet::Send(body)).await {
             Packet::SendAck(a) => {
@@ -327,6 +328,7 @@ impl Member {
             to: Some(grp(group_id)),
             content_type: 1,
             content: content.as_bytes().to_vec(),
+            ..Default::default()
         })
     }
 

@@ -132,6 +132,17 @@ pub enum Cmd {
         /// Dedup key; a random one if not given. Resending with the same id stores nothing new.
         #[arg(long)]
         client_msg_id: Option<String>,
+        /// Group messages: members to @mention (comma-separated user ids).
+        #[arg(long = "mention", value_delimiter = ',', value_name = "USERS")]
+        mentions: Vec<String>,
+    },
+    /// Mute a conversation (no offline notifications but @mentions), or unmute it with --off.
+    Mute {
+        #[command(flatten)]
+        target: Target,
+        /// Unmute.
+        #[arg(long)]
+        off: bool,
     },
     /// Stay connected; print inbox entries as they arrive (acked after printing).
     Watch {

@@ -104,11 +104,17 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             text,
             content_type,
             client_msg_id,
+            mentions,
         } => Packet::Send(pb::Send {
             client_msg_id: client_msg_id.unwrap_or_else(missive_client::new_client_msg_id),
             to: Some(conversation(&target)),
             content_type,
             content: text.into_bytes(),
+            mentions,
+        }),
+        Cmd::Mute { target, off } => Packet::Mute(pb::Mute {
+            conversation: Some(conversation(&target)),
+            muted: !off,
         }),
         Cmd::Sync { since, limit, .. } => Packet::Sync(pb::Sync {
             since_version: since,

@@ -203,6 +203,7 @@ pub fn reply_text(reply: &Packet) -> String {
         )),
         Packet::RecallAck(a) => out.push(format!("recalled, version {}", a.version)),
         Packet::DeleteAck(a) => out.push(format!("deleted, version {}", a.version)),
+        Packet::MuteAck(a) => out.push(if a.muted { "muted" } else { "not muted" }.to_owned()),
         Packet::GroupCreateAck(a) | Packet::GroupJoinAck(a) | Packet::GroupLeaveAck(a) => {
             out.push(group_text(a.group.as_ref()))
         }

@@ -137,8 +137,39 @@ impl Client {
             to: Some(to),
             content_type,
             content: content.into(),
+            mentions: Vec::new(),
         };
         reply!(self.request(Packet::Send(body)).await?, SendAck)
+    }
+
+    /// Sends a group message that @mentions `mentions` (user ids, at most 50): they are
+    /// notified even if they muted the group, and in a read fan-out group (PROTOCOL.md 15.6).
+    pub async fn send_mentioning(
+        &self,
+        group_id: &str,
+        content_type: u32,
+        content: impl Into<Vec<u8>>,
+        mentions: Vec<String>,
+        client_msg_id: Option<String>,
+    ) -> Result<pb::SendAck> {
+        let body = pb::Send {
+            client_msg_id: client_msg_id.unwrap_or_else(new_client_msg_id),
+            to: Some(group(group_id)),
+            content_type,
+            content: content.into(),
+            mentions,
+        };
+        reply!(self.request(Packet::Send(body)).await?, SendAck)
+    }
+
+    /// Mutes (`true`) or unmutes a conversation for this user, on every device: no offline
+    /// notifications for it but @mentions; CONTACTS shows `muted`. Returns the state now.
+    pub async fn mute(&self, conversation: pb::Conversation, muted: bool) -> Result<bool> {
+        let body = pb::Mute {
+            conversation: Some(conversation),
+            muted,
+        };
+        reply!(self.request(Packet::Mute(body)).await?, MuteAck).map(|a| a.muted)
     }
 
     /// One SYNC page, as the server returns it. It does not change what the client delivers.

@@ -90,6 +90,7 @@ async fn error_reply_becomes_server_error() {
         to: Some(common::bob()),
         content_type: 1,
         content: b"x".to_vec(),
+        ..Default::default()
     });
     let fake = async {
         let (id, _) = peer.expect(Command::Send).await;

@@ -156,6 +156,7 @@ fn own_entry(send: &pb::Send, ack: &pb::SendAck, user_id: &str) -> pb::InboxEntr
             content: send.content.clone(),
             client_msg_id: send.client_msg_id.clone(),
             recalled: false,
+            ..Default::default()
         })),
     }
 }

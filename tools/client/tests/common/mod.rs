@@ -157,6 +157,7 @@ pub fn entry(version: u64) -> pb::InboxEntry {
             content: format!("m{version}").into_bytes(),
             client_msg_id: format!("c{version}"),
             recalled: false,
+            ..Default::default()
         })),
     }
 }

@@ -228,6 +228,7 @@ pub async fn mark_read(rig: &mut Rig<'_>) -> Result<Outcome> {
             to: Some(direct("mallory")),
             content_type: 1,
             content: format!("unread {k}").into_bytes(),
+            ..Default::default()
         })
     });
     let counts = raw::pipeline(&mut friend, sends, WINDOW, SETUP_REPLY, |_| {}).await?;

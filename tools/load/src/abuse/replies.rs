@@ -37,6 +37,7 @@ fn big_send(to: pb::Conversation, k: usize) -> Packet {
         to: Some(to),
         content_type: 1,
         content: random_content(),
+        ..Default::default()
     })
 }
 
