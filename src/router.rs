@@ -439,7 +439,10 @@ mod signal_tests {
         assert!(!bob.is_closing(), "a signal closed the session");
         assert_eq!(bob.queued(), 2);
         bob.enqueue(Outbound::Frame(signal()));
-        assert!(bob.is_closing(), "a full queue no longer closes for other frames");
+        assert!(
+            bob.is_closing(),
+            "a full queue no longer closes for other frames"
+        );
     }
 
     /// Parked sessions and the sender's own sessions get nothing; the others get one each.
