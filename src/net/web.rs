@@ -1,6 +1,6 @@
 //! HTTP on the public ports: the WebSocket transport (`GET /ws`) and the entry point
 //! (`GET /v1/entry`), for clients on networks that only let HTTP through, and a user's send
-//! over HTTP (`POST /v1/send`, answered by `session::http_send`: this layer cannot call the
+//! over HTTP (`POST /v1/send`, answered by `http::user_send`: this layer cannot call the
 //! service).
 //!
 //! A connection (plain, or inside TLS) whose first bytes are `GET /ws` or `GET /v1/entry`,
@@ -201,8 +201,8 @@ pub struct Site<'a> {
 /// What an HTTP request on a public port turned into, once its head was read.
 pub enum Accepted {
     /// A WebSocket, to serve as a session.
-    Ws(WsIo),
-    /// `POST /v1/send`: for the caller to answer (`session::http_send`). Its body is not read
+    Ws(Box<WsIo>),
+    /// `POST /v1/send`: for the caller to answer (`http::user_send`). Its body is not read
     /// yet ([`read_body`]), so that a request without a valid token costs no body's memory.
     Send(Post),
 }
@@ -291,7 +291,12 @@ pub async fn accept(
         .write_buffer_size(0)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    Some(Accepted::Ws(WsIo::new(io, part, Role::Server, config)))
+    Some(Accepted::Ws(Box::new(WsIo::new(
+        io,
+        part,
+        Role::Server,
+        config,
+    ))))
 }
 
 /// Why a POST's body could not be read: the answer to give (already made), or nothing when the

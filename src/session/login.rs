@@ -149,7 +149,7 @@ async fn http_accepted(
     deadline: Instant,
 ) -> Option<(Stream, BytesMut)> {
     match accepted {
-        crate::net::web::Accepted::Ws(ws) => Some((Stream::Ws(Box::new(ws)), BytesMut::new())),
+        crate::net::web::Accepted::Ws(ws) => Some((Stream::Ws(ws), BytesMut::new())),
         crate::net::web::Accepted::Send(post) => {
             crate::http::user_send::serve(shared, post, ip, deadline).await;
             None
