@@ -50,6 +50,11 @@ pub struct Metrics {
     /// Idle sessions parked (task, timer and buffers given up), and parked sessions revived.
     pub sessions_parked: Counter,
     pub sessions_revived: Counter,
+    /// SIGNAL_NOTIFY frames queued for sessions; those not queued (the session parked, closing
+    /// or its queue full); SIGNALs dropped unread over the sender's rate.
+    pub signals_relayed: Counter,
+    pub signals_dropped: Counter,
+    pub signals_rate_limited: Counter,
 }
 
 impl Metrics {
@@ -188,6 +193,21 @@ impl Metrics {
             "missive_session_parks_total",
             "Times an idle session was parked (park_idle_ms without anything to do).",
             parked,
+        );
+        out.counter(
+            "missive_signals_relayed_total",
+            "SIGNAL_NOTIFY frames queued for online, unparked sessions (ephemeral: typing and the like).",
+            self.signals_relayed.get(),
+        );
+        out.counter(
+            "missive_signals_dropped_total",
+            "SIGNAL_NOTIFY frames not queued because the session was parked, closing or its queue full.",
+            self.signals_dropped.get(),
+        );
+        out.counter(
+            "missive_signals_rate_limited_total",
+            "SIGNAL requests dropped unread because the connection sent them over its signal rate.",
+            self.signals_rate_limited.get(),
         );
     }
 }

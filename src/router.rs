@@ -27,6 +27,9 @@ pub enum Outbound {
     Push { version: u64, frame: Frame },
     /// A frame that is not acknowledged (GROUP_NOTIFY).
     Frame(Frame),
+    /// An ephemeral SIGNAL_NOTIFY: dropped rather than queued when the queue is full or the
+    /// session parked ([`SessionHandle::offer_signal`]); a signal never costs a connection.
+    Signal(Frame),
 }
 
 /// Frames queued for a session, and whether it must close. Holds no allocation while empty.
@@ -70,6 +73,9 @@ pub struct SessionHandle {
     queue: Mutex<Queue>,
     /// Most frames queued at once before the session counts as a slow consumer.
     limit: usize,
+    /// Set while the session is parked (`session::park`): ephemeral signals are dropped for it
+    /// instead of waking it.
+    parked: AtomicBool,
 }
 
 impl SessionHandle {
@@ -103,7 +109,9 @@ impl SessionHandle {
     /// consumer (its client reconnects and syncs, so nothing is lost).
     pub fn enqueue(&self, out: Outbound) {
         let len = match &out {
-            Outbound::Push { frame, .. } | Outbound::Frame(frame) => frame.encoded_len(),
+            Outbound::Push { frame, .. } | Outbound::Frame(frame) | Outbound::Signal(frame) => {
+                frame.encoded_len()
+            }
         };
         let mut q = self.queue.lock();
         if q.closing {
@@ -172,6 +180,41 @@ impl SessionHandle {
             kick: q.kick.take(),
         }
     }
+
+    /// Marks the session parked or not (`session::park`: set before its queue's waker becomes
+    /// the nest, cleared when it is served again).
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Queues an ephemeral SIGNAL_NOTIFY unless the session is parked, closing or its queue is
+    /// full: then the signal is dropped (`false`) and the session is neither woken nor closed.
+    /// Typing is worth less than the connection that would be lost as a slow consumer, or the
+    /// task a parked phone would be revived into. The parked flag is read under the queue's
+    /// lock: `park` sets it before it makes the nest the queue's waker (which takes this lock),
+    /// so no signal queued after that can wake the nest.
+    pub fn offer_signal(&self, frame: Frame) -> bool {
+        let len = frame.encoded_len();
+        let mut q = self.queue.lock();
+        if q.closing
+            || self.is_parked()
+            || q.frames.len() >= self.limit
+            || q.bytes + len > MAX_QUEUED_BYTES
+        {
+            return false;
+        }
+        let was_empty = q.frames.is_empty();
+        q.bytes += len;
+        q.frames.push_back(Outbound::Signal(frame));
+        if was_empty {
+            wake(q);
+        }
+        true
+    }
 }
 
 /// Leaves word that the session has something to take (its next wait ends at once, also if it
@@ -239,6 +282,7 @@ impl Router {
             background: AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
+            parked: AtomicBool::new(false),
         });
         // Most users have one device online: room for one, not the four of a first push.
         let list = users.entry(key).or_insert_with(|| Vec::with_capacity(1));
@@ -366,6 +410,29 @@ impl Router {
         }
     }
 
+    /// Offers SIGNAL_NOTIFY `frame` to every online session of `users`, except those of the
+    /// sender `from` ([`SessionHandle::offer_signal`]: parked and full sessions are skipped).
+    /// Returns how many sessions got it and how many did not. The frame is encoded once.
+    pub fn relay_signal<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        from: &str,
+        frame: &Frame,
+    ) -> (u64, u64) {
+        let (mut sent, mut dropped) = (0, 0);
+        let online = self.users.read();
+        for user in users.into_iter().filter(|u| *u != from) {
+            for s in online.get(user).into_iter().flatten() {
+                if s.offer_signal(frame.clone()) {
+                    sent += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        (sent, dropped)
+    }
+
     /// Closes every session, now and from now on, each with its own `kick()`.
     pub fn close_all(&self, kick: fn() -> Kick) {
         *self.closing.lock() = Some(kick);
@@ -433,5 +500,51 @@ impl Outbox for Router {
 
     fn notify_group(&self, notice: GroupNotice<'_>) {
         Router::notify_group(self, notice)
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use missive_protocol::pb::SignalNotify;
+
+    use super::*;
+
+    fn signal() -> Frame {
+        Frame::new(&Packet::SignalNotify(SignalNotify::default()), 0)
+    }
+
+    /// A full queue drops a signal and keeps the session; a push in its place would close it.
+    #[test]
+    fn a_signal_to_a_full_queue_is_dropped_not_a_slow_consumer() {
+        let router = Router::default();
+        let bob = router.register("bob", "phone", 2, 4, 0);
+        assert!(bob.offer_signal(signal()));
+        assert!(bob.offer_signal(signal()));
+        assert!(!bob.offer_signal(signal()), "queued past the limit");
+        assert!(!bob.is_closing(), "a signal closed the session");
+        assert_eq!(bob.queued(), 2);
+        bob.enqueue(Outbound::Frame(signal()));
+        assert!(
+            bob.is_closing(),
+            "a full queue no longer closes for other frames"
+        );
+    }
+
+    /// Parked sessions and the sender's own sessions get nothing; the others get one each.
+    #[test]
+    fn relays_skip_the_sender_and_parked_sessions() {
+        let router = Router::default();
+        let alice_phone = router.register("alice", "phone", 8, 4, 0);
+        let alice_tablet = router.register("alice", "tablet", 8, 4, 0);
+        let bob_phone = router.register("bob", "phone", 8, 4, 0);
+        let bob_tablet = router.register("bob", "tablet", 8, 4, 0);
+        bob_tablet.set_parked(true);
+        let got = router.relay_signal(["alice", "bob", "carol"], "alice", &signal());
+        assert_eq!(got, (1, 1));
+        assert_eq!(bob_phone.queued(), 1);
+        assert_eq!(bob_tablet.queued(), 0);
+        assert_eq!(alice_phone.queued() + alice_tablet.queued(), 0);
+        bob_tablet.set_parked(false);
+        assert_eq!(router.relay_signal(["bob"], "alice", &signal()), (2, 0));
     }
 }

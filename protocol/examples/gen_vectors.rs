@@ -1053,6 +1053,50 @@ fn valid_vectors(g: &mut Gen) {
         1,
         "Answer to LOGIN (request 1); get a new token before reconnecting",
     );
+
+    // Ephemeral signals (section 26).
+    g.frame(
+        "signal_typing",
+        Packet::Signal(pb::Signal {
+            to: direct("bob"),
+            kind: pb::SignalKind::Typing as i32,
+            payload: Vec::new(),
+        }),
+        31,
+        "alice is typing to bob; no reply unless refused (an ERROR with request id 31)",
+    );
+    g.frame(
+        "signal_app",
+        Packet::Signal(pb::Signal {
+            to: group(G_HIKING),
+            kind: pb::SignalKind::App as i32,
+            payload: b"recording-audio".to_vec(),
+        }),
+        32,
+        "An app-defined signal to a group: the payload (at most 256 bytes) is the app's",
+    );
+    g.frame(
+        "signal_notify_typing",
+        Packet::SignalNotify(pb::SignalNotify {
+            conversation: direct("alice"),
+            from_user: "alice".into(),
+            kind: pb::SignalKind::Typing as i32,
+            payload: Vec::new(),
+        }),
+        0,
+        "What bob receives: the direct conversation as bob sees it (id = alice); not acknowledged",
+    );
+    g.frame(
+        "signal_notify_typing_stopped_group",
+        Packet::SignalNotify(pb::SignalNotify {
+            conversation: group(G_HIKING),
+            from_user: "alice".into(),
+            kind: pb::SignalKind::TypingStopped as i32,
+            payload: Vec::new(),
+        }),
+        0,
+        "alice stopped typing in a group, as every other member online sees it",
+    );
 }
 
 fn invalid_vectors(g: &mut Gen) {

@@ -173,6 +173,10 @@ commands! {
     GroupNotify = 0x4002, "GROUP_NOTIFY", GroupNotify;
     /// Server tells the client to go away (and where to).
     Kick = 0x4003, "KICK", Kick;
+    /// Client relays an ephemeral signal (typing). No reply unless refused.
+    Signal = 0x0019, "SIGNAL", Signal;
+    /// Server relays another user's ephemeral signal. Not acknowledged.
+    SignalNotify = 0x4005, "SIGNAL_NOTIFY", SignalNotify;
     /// Server reports an error.
     Error = 0xFFFF, "ERROR", Error;
 }

@@ -51,36 +51,21 @@ pub async fn send(
     State(shared): State<AppState>,
     Body(body): Body<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let from = body
-        .from
-        .unwrap_or_else(|| shared.config.system_user.clone());
-    let to = match (body.to.user, body.to.group) {
-        (Some(id), None) => Some(conversation(ConversationKind::Direct, id)),
-        (None, Some(id)) => Some(conversation(ConversationKind::Group, id)),
-        (None, None) => None,
-        (Some(_), Some(_)) => return Err(ApiError::invalid("to: a user or a group, not both")),
-    };
-    let content = match (body.content, body.content_base64) {
-        (Some(t), None) => t.into_bytes(),
-        (None, Some(b)) => base64_decode(&b)
-            .ok_or_else(|| ApiError::invalid("content_base64: not valid base64"))?,
-        (None, None) => Vec::new(),
-        (Some(_), Some(_)) => return Err(ApiError::invalid("content or content_base64, not both")),
-    };
-    let req = pb::Send {
-        client_msg_id: body.client_msg_id,
-        to,
-        content_type: body.content_type,
-        content,
-        mentions: body.mentions,
-    };
+    let (from, req) = body.into_send()?;
+    let from = from.unwrap_or_else(|| shared.config.system_user.clone());
     let ack = submit_send(&shared, &from, None, Via::Http, req).await?;
+    Ok(answer(&from, &ack))
+}
+
+/// The answer to a send: 201 when stored, 200 for a duplicate (the first send's ack), with the
+/// SEND_ACK's fields (also for a user's own send, `POST /v1/send` on the public ports).
+pub fn answer(from: &str, ack: &pb::SendAck) -> (StatusCode, Json<Value>) {
     let status = if ack.duplicate {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((
+    (
         status,
         Json(json!({
             "from": from,
@@ -92,7 +77,38 @@ pub async fn send(
             "version": ack.version,
             "duplicate": ack.duplicate,
         })),
-    ))
+    )
+}
+
+impl SendBody {
+    /// The sender the body names (if any) and the SEND it asks for, checked as the API checks
+    /// its JSON (the service checks the rest, as for a socket's SEND).
+    pub fn into_send(self) -> Result<(Option<String>, pb::Send), ApiError> {
+        let body = self;
+        let to = match (body.to.user, body.to.group) {
+            (Some(id), None) => Some(conversation(ConversationKind::Direct, id)),
+            (None, Some(id)) => Some(conversation(ConversationKind::Group, id)),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(ApiError::invalid("to: a user or a group, not both")),
+        };
+        let content = match (body.content, body.content_base64) {
+            (Some(t), None) => t.into_bytes(),
+            (None, Some(b)) => base64_decode(&b)
+                .ok_or_else(|| ApiError::invalid("content_base64: not valid base64"))?,
+            (None, None) => Vec::new(),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("content or content_base64, not both"))
+            }
+        };
+        let req = pb::Send {
+            client_msg_id: body.client_msg_id,
+            to,
+            content_type: body.content_type,
+            content,
+            mentions: body.mentions,
+        };
+        Ok((body.from, req))
+    }
 }
 
 fn conversation(kind: ConversationKind, id: String) -> Conversation {

@@ -18,6 +18,8 @@
 //! - [`users`]: online devices, kick, token revocation, login tokens.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
+//! - [`user_send`]: `POST /v1/send` on the *public* ports (a user's own token, not the API
+//!   key), called from `session::login` where those ports' HTTP requests arrive.
 //!
 //! Each handler turns JSON into a `service` call and its answer back into JSON; what a request
 //! means is `service`'s.
@@ -29,6 +31,7 @@ mod groups;
 mod messages;
 mod metrics;
 mod state;
+pub mod user_send;
 mod users;
 
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
 //! HTTP on the public ports: the WebSocket transport (`GET /ws`) and the entry point
-//! (`GET /v1/entry`), for clients on networks that only let HTTP through.
+//! (`GET /v1/entry`), for clients on networks that only let HTTP through, and a user's send
+//! over HTTP (`POST /v1/send`, answered by `http::user_send`: this layer cannot call the
+//! service).
 //!
 //! A connection (plain, or inside TLS) whose first bytes are `GET /ws` or `GET /v1/entry`,
 //! then a space or `?`, is an HTTP request: a binary frame starts with the top byte of its
@@ -25,6 +27,10 @@ use crate::config::Config;
 
 /// The first byte of an HTTP request this server answers (`GET`).
 pub const HTTP_FIRST: u8 = b'G';
+/// The first byte of `POST /v1/send`: as a frame's first byte it would announce over 1.3 GB.
+pub const HTTP_POST_FIRST: u8 = b'P';
+/// A user's send over HTTP, with the user's login token.
+pub const SEND_PATH: &str = "/v1/send";
 /// The WebSocket endpoint.
 pub use crate::config::WS_PATH;
 /// The entry-point endpoint.
@@ -36,7 +42,18 @@ pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// The request-line starts that are HTTP here; each must be followed by a space or `?`.
-const ENDPOINTS: [&[u8]; 2] = [b"GET /ws", b"GET /v1/entry"];
+/// (`GET /v1/send` is answered too, with 405: a browser or a mistyped curl learns the method.)
+const ENDPOINTS: [&[u8]; 4] = [
+    b"GET /ws",
+    b"GET /v1/entry",
+    b"POST /v1/send",
+    b"GET /v1/send",
+];
+
+/// Whether a connection's first byte may start a request for one of the endpoints.
+pub fn may_be_http(first: u8) -> bool {
+    first == HTTP_FIRST || first == HTTP_POST_FIRST
+}
 
 /// Whether `buf`, the first bytes of a connection, start a request for one of the endpoints
 /// (`None`: not yet known). Anything else, other HTTP requests included, is read as frames.
@@ -181,9 +198,27 @@ pub struct Site<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
+/// What an HTTP request on a public port turned into, once its head was read.
+pub enum Accepted {
+    /// A WebSocket, to serve as a session.
+    Ws(Box<WsIo>),
+    /// `POST /v1/send`: for the caller to answer (`http::user_send`). Its body is not read
+    /// yet ([`read_body`]), so that a request without a valid token costs no body's memory.
+    Send(Post),
+}
+
+/// A `POST` whose head was read and whose body was not (`part` is what arrived with the head).
+pub struct Post {
+    pub io: Box<dyn Io>,
+    pub head: Head,
+    pub part: Vec<u8>,
+    pub secure: bool,
+}
+
 /// Serves an HTTP request on a public port: `buf` holds what was already read of it, `secure`
 /// says whether it came inside TLS, `local` is the address it arrived at. Returns the WebSocket
-/// to serve as a session, or `None` once the request was answered (or the client went away).
+/// to serve as a session or the POST to answer, or `None` once the request was answered (or
+/// the client went away).
 pub async fn accept(
     site: &Site<'_>,
     mut io: Box<dyn Io>,
@@ -191,7 +226,7 @@ pub async fn accept(
     secure: bool,
     local: SocketAddr,
     deadline: Instant,
-) -> Option<WsIo> {
+) -> Option<Accepted> {
     let end = loop {
         if let Some(end) = head_end(&buf) {
             break end;
@@ -226,6 +261,14 @@ pub async fn accept(
         }
     };
     let part = buf[end..].to_vec();
+    if head.method == "POST" && head.path == SEND_PATH {
+        return Some(Accepted::Send(Post {
+            io,
+            head,
+            part,
+            secure,
+        }));
+    }
     let (reply, upgrade) = route(site, &head, secure, local);
     if !upgrade {
         answer_and_close(io, &reply).await;
@@ -248,7 +291,88 @@ pub async fn accept(
         .write_buffer_size(0)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    Some(WsIo::new(io, part, Role::Server, config))
+    Some(Accepted::Ws(Box::new(WsIo::new(
+        io,
+        part,
+        Role::Server,
+        config,
+    ))))
+}
+
+/// Why a POST's body could not be read: the answer to give (already made), or nothing when the
+/// client went away.
+pub type BodyError = Option<Vec<u8>>;
+
+/// Reads the body of `post`, of the length its `Content-Length` announces, at most `max`
+/// bytes, within `deadline`; the length is checked before anything more is read, so a client
+/// costs at most `max` bytes of memory. A chunked body (no length) is refused with 411, a
+/// longer one with 413, one too slow with 408 (as JSON errors: CONTENT_TOO_LARGE and
+/// BAD_BODY carry the protocol's code names, like the send's other refusals).
+pub async fn read_body(
+    post: &mut Post,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, BodyError> {
+    use missive_protocol::ErrorCode;
+    let Some(len) = post.head.header("content-length") else {
+        return Err(Some(json_error(
+            "411 Length Required",
+            ErrorCode::BadBody,
+            "a Content-Length is required (no chunked bodies)",
+        )));
+    };
+    let Ok(len) = len.parse::<usize>() else {
+        let msg = "Content-Length is not a number";
+        return Err(Some(json_error("400 Bad Request", ErrorCode::BadBody, msg)));
+    };
+    if len > max {
+        let msg = format!("the body is limited to {max} bytes");
+        return Err(Some(json_error(
+            "413 Payload Too Large",
+            ErrorCode::ContentTooLarge,
+            &msg,
+        )));
+    }
+    let mut body = std::mem::take(&mut post.part);
+    if body.len() > len {
+        let msg = "more bytes than Content-Length (one request per connection)";
+        return Err(Some(json_error("400 Bad Request", ErrorCode::BadBody, msg)));
+    }
+    if body.len() < len && post.head.has_token("expect", "100-continue") {
+        // curl waits a second for this before it sends a body over 1 KiB.
+        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+        if tokio::time::timeout_at(deadline, post.io.write_all(cont))
+            .await
+            .is_err()
+        {
+            return Err(None);
+        }
+    }
+    body.reserve_exact(len - body.len());
+    while body.len() < len {
+        let mut limited = (&mut post.io).take((len - body.len()) as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut body)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(None),
+            Err(_) => {
+                let msg = "the body did not arrive within the login timeout";
+                return Err(Some(json_error(
+                    "408 Request Timeout",
+                    ErrorCode::BadBody,
+                    msg,
+                )));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// A JSON error answer, `{"error": {"code", "name", "message"}}` as the HTTP API gives.
+pub fn json_error(status: &str, code: missive_protocol::ErrorCode, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": { "code": code as u32, "name": code.name(), "message": message }
+    });
+    response(status, "application/json", &[], body.to_string().as_bytes())
 }
 
 /// How long an answered connection is drained before it is closed.
@@ -257,7 +381,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Writes a final answer, ends the stream and reads (and drops) what the client still sends for
 /// up to [`LINGER`] or 64 KiB, so that closing with unread input does not reset the connection
 /// before the client has read the answer.
-async fn answer_and_close(mut io: Box<dyn Io>, reply: &[u8]) {
+pub async fn answer_and_close(mut io: Box<dyn Io>, reply: &[u8]) {
     let finish = async {
         io.write_all(reply).await?;
         io.shutdown().await?;
@@ -276,12 +400,17 @@ async fn answer_and_close(mut io: Box<dyn Io>, reply: &[u8]) {
 
 /// The response to `head`, and whether it switches the connection to WebSocket.
 fn route(site: &Site<'_>, head: &Head, secure: bool, local: SocketAddr) -> (Vec<u8>, bool) {
-    if head.method != "GET" {
+    if head.method != "GET" || head.path == SEND_PATH {
+        let allow = if head.path == SEND_PATH {
+            "POST"
+        } else {
+            "GET"
+        };
         let reply = response(
             "405 Method Not Allowed",
             "text/plain; charset=utf-8",
-            &[("Allow", "GET")],
-            b"only GET\n",
+            &[("Allow", allow)],
+            format!("only {allow}\n").as_bytes(),
         );
         return (reply, false);
     }
@@ -369,6 +498,10 @@ mod tests {
         assert_eq!(is_endpoint_request(b"GET /wsx "), Some(false));
         assert_eq!(is_endpoint_request(b"GET /ws\r\n"), Some(false));
         assert_eq!(is_endpoint_request(b"\x00\x00\x00\x10MS"), Some(false));
+        assert_eq!(is_endpoint_request(b"POST /v1/send HTTP/1.1"), Some(true));
+        assert_eq!(is_endpoint_request(b"POST /v1/sen"), None);
+        assert_eq!(is_endpoint_request(b"POST /v1/sendx "), Some(false));
+        assert_eq!(is_endpoint_request(b"POST /ws "), Some(false));
     }
 
     #[test]

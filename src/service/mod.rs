@@ -13,6 +13,7 @@ pub mod messages;
 pub mod reads;
 pub mod refusal;
 pub mod run;
+pub mod signals;
 pub mod users;
 
 pub use refusal::Refusal;

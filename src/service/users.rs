@@ -115,3 +115,23 @@ pub async fn mint_token(
         expires,
     })
 }
+
+/// Why a token with `claims` is void (for LOGIN and the HTTP send) when the user's tokens are revoked through `revoked` (Unix
+/// seconds), if it is: a v2 token issued at or before then, or any v1 token (no issue time).
+pub fn revoked_token(
+    claims: &missive_protocol::token::Claims,
+    revoked: Option<u64>,
+) -> Option<String> {
+    let through = revoked?;
+    match claims.issued {
+        Some(issued) if issued > through => None,
+        Some(issued) => Some(format!(
+            "token revoked: issued at {issued}, and this user's tokens issued through \
+             {through} are revoked; get a new token"
+        )),
+        None => Some(format!(
+            "token revoked: a v1 token has no issue time, and this user's tokens issued \
+             through {through} are revoked; get a new (v2) token"
+        )),
+    }
+}

@@ -215,3 +215,13 @@ async fn group_change(
     let group = groups::change(shared, user, change).await?;
     Ok(ack(pb::GroupAck { group: Some(group) }).into())
 }
+
+/// A SIGNAL from a logged-in session (over its rate it never gets here: `serve` drops it). No
+/// reply when relayed; a refusal is answered as ERROR.
+pub async fn signal(
+    shared: &Arc<Shared>,
+    session: &SessionHandle,
+    req: pb::Signal,
+) -> Result<(), Refusal> {
+    crate::service::signals::relay(shared, &session.user, req).await
+}

@@ -20,6 +20,7 @@ use crate::net::web::Site;
 use crate::router::SessionHandle;
 use crate::service::refusal::error_frame;
 use crate::service::run::{small_read, unread_total};
+use crate::service::users::revoked_token;
 use crate::service::Refusal;
 
 /// Opens the connection (TLS or plain), waits for LOGIN and registers the session.
@@ -32,7 +33,7 @@ pub(super) async fn start(
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
-    let (stream, read) = open(&shared, stream, deadline).await?;
+    let (stream, read) = open(&shared, stream, deadline, peer.ip()).await?;
     // Until it has logged in, a connection may send frames of the login cap only: nobody
     // unauthenticated makes the server wait for (or buffer) a large frame.
     let mut conn = Conn::new(stream, missive_protocol::MAX_LOGIN_FRAME_LEN);
@@ -52,7 +53,15 @@ pub(super) async fn start(
 /// (inside TLS too) and completes the TLS or WebSocket handshake, all within the login timeout.
 /// Plain connections are refused (TLS_REQUIRED) unless allowed. Returns the stream and what was
 /// already read of it.
-async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(Stream, BytesMut)> {
+///
+/// A `POST /v1/send` (a user's send over HTTP) is answered here and the connection closed
+/// (`None`): this layer may call the service, `net::web` may not.
+async fn open(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    deadline: Instant,
+    ip: IpAddr,
+) -> Option<(Stream, BytesMut)> {
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
@@ -94,12 +103,12 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
             bound: &shared.bound,
             shutdown: &shared.shutdown,
         };
-        if buf[0] == crate::net::web::HTTP_FIRST
+        if crate::net::web::may_be_http(buf[0])
             && crate::net::web::sniff(&mut tls, &mut buf, deadline).await?
         {
-            let ws =
+            let accepted =
                 crate::net::web::accept(&site, Box::new(tls), buf, true, local, deadline).await?;
-            return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
+            return http_accepted(shared, accepted, ip, deadline).await;
         }
         return Some((Stream::Tls(Box::new(tls)), buf));
     }
@@ -110,12 +119,12 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
         bound: &shared.bound,
         shutdown: &shared.shutdown,
     };
-    if first[0] == crate::net::web::HTTP_FIRST
+    if crate::net::web::may_be_http(first[0])
         && crate::net::web::sniff(&mut stream, &mut read, deadline).await?
     {
         let io = Box::new(stream);
-        let ws = crate::net::web::accept(&site, io, read, false, local, deadline).await?;
-        return Some((Stream::Ws(Box::new(ws)), BytesMut::new()));
+        let accepted = crate::net::web::accept(&site, io, read, false, local, deadline).await?;
+        return http_accepted(shared, accepted, ip, deadline).await;
     }
     if !shared.config.allow_plain {
         let mut conn = Conn::new(Stream::Plain(stream), shared.config.max_frame_len);
@@ -130,6 +139,22 @@ async fn open(shared: &Shared, stream: TcpStream, deadline: Instant) -> Option<(
         return None;
     }
     Some((Stream::Plain(stream), read))
+}
+
+/// A WebSocket becomes the session's stream; a user's send over HTTP is answered and closed.
+async fn http_accepted(
+    shared: &Arc<Shared>,
+    accepted: crate::net::web::Accepted,
+    ip: IpAddr,
+    deadline: Instant,
+) -> Option<(Stream, BytesMut)> {
+    match accepted {
+        crate::net::web::Accepted::Ws(ws) => Some((Stream::Ws(ws), BytesMut::new())),
+        crate::net::web::Accepted::Send(post) => {
+            crate::http::user_send::serve(shared, post, ip, deadline).await;
+            None
+        }
+    }
 }
 
 async fn fatal(shared: &Shared, conn: &mut Conn, request_id: u32, code: ErrorCode, message: &str) {
@@ -292,23 +317,6 @@ async fn login(
         .metrics
         .login(admitted.as_ref().map(|_| ()).map_err(|code| *code));
     admitted.ok().flatten()
-}
-
-/// Why a token with `claims` is void when the user's tokens are revoked through `revoked` (Unix
-/// seconds), if it is: a v2 token issued at or before then, or any v1 token (no issue time).
-fn revoked_token(claims: &token::Claims, revoked: Option<u64>) -> Option<String> {
-    let through = revoked?;
-    match claims.issued {
-        Some(issued) if issued > through => None,
-        Some(issued) => Some(format!(
-            "token revoked: issued at {issued}, and this user's tokens issued through \
-             {through} are revoked; get a new token"
-        )),
-        None => Some(format!(
-            "token revoked: a v1 token has no issue time, and this user's tokens issued \
-             through {through} are revoked; get a new (v2) token"
-        )),
-    }
 }
 
 /// Checks a LOGIN (drain, token, login rate, revocation) and registers its session; returns it

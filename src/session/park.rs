@@ -277,8 +277,20 @@ pub(super) enum Parking {
 }
 
 /// Parks an idle session (one whose `serve` returned `Exit::Idle`), unless something is
-/// already waiting for it.
-fn park(mut session: Box<Session>) -> Parking {
+/// already waiting for it. The handle is marked parked first, before the nest becomes the
+/// waker of its queue, so that no ephemeral signal can wake the nest (`router::offer_signal`
+/// drops them); the mark is taken off if the session is not parked after all.
+fn park(session: Box<Session>) -> Parking {
+    let handle = session.handle.clone();
+    handle.set_parked(true);
+    let parking = try_park(session);
+    if !matches!(parking, Parking::Parked) {
+        handle.set_parked(false);
+    }
+    parking
+}
+
+fn try_park(mut session: Box<Session>) -> Parking {
     let nest = Arc::new(Nest::default());
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
@@ -391,6 +403,7 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
 /// Serves a parked session again, on a task of its own (from the thread that woke it).
 fn revive(p: Parked, carry: Carry) {
     let shared = p.shared.clone();
+    p.handle.set_parked(false);
     shared.metrics.sessions_revived.inc();
     shared.tasks.spawn_on(
         async move {

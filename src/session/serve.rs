@@ -26,6 +26,7 @@ use crate::context::Shared;
 use crate::net::conn::{Conn, Filled};
 use crate::router::{kick, Outbound, SessionHandle};
 use crate::service::refusal::error_frame;
+use crate::service::signals;
 use crate::service::Refusal;
 
 /// SENDs of one connection in flight at once; past this the session reads no more until the
@@ -62,6 +63,9 @@ pub(super) struct Session {
     /// them (the client SYNCs them). The session registers before it reads that version, so
     /// the pushes of a commit the router had not handed out yet can still come in behind it.
     pub pushed_through: u64,
+    /// The connection's rate of SIGNALs (`service::signals::PER_SEC`). Not kept while parked:
+    /// a session parks only after `park_idle_ms` without a request, by which time it is full.
+    pub signals: crate::limits::Bucket,
 }
 
 /// Why [`Session::serve`] returned.
@@ -109,6 +113,7 @@ impl Session {
             permit,
             timers,
             pushed_through: 0,
+            signals: crate::limits::Bucket::new(signals::PER_SEC, signals::BURST),
         })
     }
 
@@ -306,6 +311,8 @@ impl Session {
                     self.conn.queue(&frame);
                     frames += 1;
                 }
+                // Counted when the router queued it (`metrics.signals_relayed`).
+                Outbound::Signal(frame) => self.conn.queue(&frame),
             }
         }
         let metrics = &self.shared.metrics;
@@ -395,6 +402,20 @@ impl Session {
             Packet::Heartbeat(h) => {
                 let r = heartbeat(&self.shared, &self.handle, &h).map(Answer::from);
                 self.answer(rid, r).await
+            }
+            Packet::Signal(req) => {
+                // Over the rate a signal is dropped unread, without an ERROR: typing is best
+                // effort, and a client that types fast should not see failures for it.
+                if self.signals.take(Instant::now()).is_err() {
+                    self.shared.metrics.signals_rate_limited.inc();
+                    return Flow::Continue;
+                }
+                // Relayed at once, not after the SENDs in flight (no order with messages is
+                // promised); only a refusal is answered, in request order.
+                match handlers::signal(&self.shared, &self.handle, req).await {
+                    Ok(()) => Flow::Continue,
+                    Err(r) => self.answer(rid, Err(r)).await,
+                }
             }
             Packet::Login(_) => {
                 let r = Refusal::new(

@@ -18,6 +18,8 @@ Output is for people by default; --json prints JSON (one object, or one line per
 Examples:
   missive token --user alice --data-dir /var/lib/missive
   missive --user alice send --to bob --text 'hello'
+  missive --user alice send --http --addr chat.example:80 --to bob --text 'hi'   # POST /v1/send
+  missive --user alice typing --to bob             # bob's online devices see it; nothing stored
   missive --user bob watch --count 1
   missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
   missive --user alice sync --since 0 --all --json
@@ -132,6 +134,10 @@ pub enum Cmd {
         /// Dedup key; a random one if not given. Resending with the same id stores nothing new.
         #[arg(long)]
         client_msg_id: Option<String>,
+        /// Send over HTTP (`POST http://ADDR/v1/send` with the login token) instead of a
+        /// connection, as an app without one would (PROTOCOL.md 27). Prints the same ack.
+        #[arg(long, conflicts_with = "ws")]
+        http: bool,
         /// Group messages: members to @mention (comma-separated user ids).
         #[arg(long = "mention", value_delimiter = ',', value_name = "USERS")]
         mentions: Vec<String>,
@@ -228,6 +234,18 @@ pub enum Cmd {
         /// allowed, to forge invalid frames.
         #[arg(long, default_value_t = 0)]
         flags: u8,
+    },
+    /// Tell a conversation you are typing (or stopped, or an app-defined signal). Nothing is
+    /// stored; only the other side's online devices see it (PROTOCOL.md 26).
+    Typing {
+        #[command(flatten)]
+        target: Target,
+        /// TYPING_STOPPED instead of TYPING.
+        #[arg(long, conflicts_with = "app")]
+        stop: bool,
+        /// An APP signal with this payload (UTF-8, at most 256 bytes) instead of TYPING.
+        #[arg(long)]
+        app: Option<String>,
     },
     /// Send raw bytes (hex) and print, decoded, whatever comes back.
     Raw {

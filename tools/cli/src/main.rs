@@ -55,6 +55,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => wire::encode(g, &command, request_id, &body, flags),
         Cmd::Raw { hex, wait } => wire::raw(g, &hex, wait).await,
         Cmd::Token => net::token(g),
+        Cmd::Send { http: true, .. } => net::send_http(g, cli.command).await,
+        Cmd::Typing { target, stop, app } => net::typing(g, &target, stop, app).await,
         Cmd::Watch {
             since,
             count,

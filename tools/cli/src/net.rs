@@ -105,6 +105,7 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             content_type,
             client_msg_id,
             mentions,
+            ..
         } => Packet::Send(pb::Send {
             client_msg_id: client_msg_id.unwrap_or_else(missive_client::new_client_msg_id),
             to: Some(conversation(&target)),
@@ -239,6 +240,57 @@ pub async fn one_shot(g: &Global, cmd: Cmd) -> Result<ExitCode> {
             let reply = conn.request_timeout(request_for(cmd)?, timeout(g)).await?;
             output::print_reply(&reply, g.json);
         }
+    }
+    let _ = conn.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `missive send --http`: the message over `POST /v1/send` with the login token, no connection.
+pub async fn send_http(g: &Global, cmd: Cmd) -> Result<ExitCode> {
+    let tok = login_token(g)?;
+    let Packet::Send(req) = request_for(cmd)? else {
+        bail!("not a send");
+    };
+    let addr = g.addr.strip_prefix("tcp://").unwrap_or(&g.addr);
+    let ack = missive_client::send_over_http(addr, &tok, &req, timeout(g)).await?;
+    output::print_reply(&Packet::SendAck(ack), g.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `missive typing`: one SIGNAL. It has no reply on success, so a HEARTBEAT follows it: a
+/// refusal (an ERROR with the SIGNAL's request id) arrives before the HEARTBEAT_ACK.
+pub async fn typing(
+    g: &Global,
+    target: &Target,
+    stop: bool,
+    app: Option<String>,
+) -> Result<ExitCode> {
+    let (mut conn, _ack) = connect(g).await?;
+    let (kind, payload) = match app {
+        Some(p) => (pb::SignalKind::App, p.into_bytes()),
+        None if stop => (pb::SignalKind::TypingStopped, Vec::new()),
+        None => (pb::SignalKind::Typing, Vec::new()),
+    };
+    let rid = conn.signal(conversation(target), kind, payload).await?;
+    tokio::time::timeout(timeout(g), conn.heartbeat())
+        .await
+        .map_err(|_| anyhow!("no HEARTBEAT_ACK within {}s", g.timeout))??;
+    // Frames that came before the HEARTBEAT_ACK are kept by the connection: look for the
+    // refusal among them.
+    while let Ok(Some(frame)) = conn.recv_frame_timeout(Duration::from_millis(1)).await {
+        if frame.request_id == rid {
+            if let Ok(Packet::Error(e)) = frame.packet(missive_protocol::DEFAULT_MAX_FRAME_LEN) {
+                return Err(missive_client::ClientError::from_server(&e).into());
+            }
+        }
+    }
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"signal": kind.as_str_name(), "sent": true})
+        );
+    } else {
+        println!("sent {}", kind.as_str_name());
     }
     let _ = conn.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -268,6 +268,7 @@ pub fn print_event(event: &ClientEvent, json: bool) {
             ClientEvent::Connected(a) => json!({"event": "connected", "login": a}),
             ClientEvent::Entry(e) => json!({"event": "entry", "entry": e}),
             ClientEvent::GroupNotify(n) => json!({"event": "group_notify", "notify": n}),
+            ClientEvent::Signal(n) => json!({"event": "signal", "signal": n}),
             ClientEvent::Kicked(k) => json!({"event": "kicked", "kick": k}),
             ClientEvent::Disconnected {
                 reason,
@@ -287,6 +288,17 @@ pub fn print_event(event: &ClientEvent, json: bool) {
         ClientEvent::GroupNotify(n) => println!(
             "group {} has messages up to seq {} ({} unread)",
             n.group_id, n.last_seq, n.unread
+        ),
+        ClientEvent::Signal(n) => eprintln!(
+            "{} in {}: {}{}",
+            n.from_user,
+            conv_text(n.conversation.as_ref()),
+            n.kind().as_str_name(),
+            if n.payload.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", String::from_utf8_lossy(&n.payload))
+            }
         ),
         ClientEvent::Kicked(k) => eprintln!("kicked: {} {:?}", k.reason().as_str_name(), k.message),
         ClientEvent::Disconnected {

@@ -319,3 +319,78 @@ async fn ws_flag_talks_over_a_websocket_on_the_same_port() {
     assert!(stdout(&ping).contains(&want), "{}", stdout(&ping));
     s.server.shutdown().await;
 }
+
+/// `missive typing` reaches a watching terminal (as a JSON event) and nothing is stored;
+/// `missive send --http` sends without a connection, and the same client_msg_id over the
+/// socket afterwards is the same message (duplicate).
+#[tokio::test]
+async fn typing_and_a_send_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir: dir.path().to_path_buf(),
+        durability: Durability::Async,
+        http_listen: String::new(),
+        // The watch stays idle while it waits: parked, it would get no signal (PROTOCOL.md 26).
+        park_idle_ms: 0,
+        ..Config::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    let addr = server.local_addrs()[0].to_string();
+    let s = Setup { server, addr, dir };
+    let watch = s
+        .cli("bob", &["--json", "watch", "--count", "1", "--for", "15"])
+        .output();
+    let watcher =
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), watch).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let typed = run(s.cli("alice", &["typing", "--to", "bob"])).await;
+    assert!(
+        typed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&typed.stderr)
+    );
+    assert!(
+        stdout(&typed).contains("SIGNAL_KIND_TYPING"),
+        "{}",
+        stdout(&typed)
+    );
+    let to_self = run(s.cli("alice", &["typing", "--to", "alice"])).await;
+    assert!(!to_self.status.success());
+    let err = String::from_utf8_lossy(&to_self.stderr);
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+
+    let args = [
+        "--json",
+        "send",
+        "--to",
+        "bob",
+        "--text",
+        "hi",
+        "--client-msg-id",
+        "c-h1",
+    ];
+    let over_http = json(&run(s.cli("alice", &[&args[..], &["--http"]].concat())).await);
+    assert_eq!(over_http["duplicate"], false);
+    let again = json(&run(s.cli("alice", &args)).await);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["msg_id"], over_http["msg_id"]);
+
+    let watched = watcher.await.unwrap().expect("watch ends").unwrap();
+    let lines: Vec<serde_json::Value> = stdout(&watched)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(kinds, ["connected", "signal", "entry"], "{lines:?}");
+    assert_eq!(lines[1]["signal"]["from_user"], "alice");
+    // One message stored (the typing signal is not an entry, the resend not a second one).
+    let synced = json(&run(s.cli("bob", &["--json", "sync"])).await);
+    assert_eq!(
+        synced["entries"].as_array().map(Vec::len),
+        Some(1),
+        "{synced}"
+    );
+    s.server.shutdown().await;
+}

@@ -428,6 +428,46 @@ impl Client {
         reply!(self.request(Packet::Heartbeat(body)).await?, HeartbeatAck)
     }
 
+    /// Sends an ephemeral signal to a conversation: `payload` only with [`pb::SignalKind::App`]
+    /// (at most 256 bytes). Returns once it is written: no reply comes, nothing is stored, and
+    /// it is not sent again after a reconnect (while disconnected it fails with
+    /// [`ClientError::Closed`]). The server drops signals over 5 a second per connection.
+    pub async fn signal(
+        &self,
+        to: pb::Conversation,
+        kind: pb::SignalKind,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<()> {
+        let body = pb::Signal {
+            to: Some(to),
+            kind: kind as i32,
+            payload: payload.into(),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Request {
+                packet: Box::new(Packet::Signal(body)),
+                reply: tx,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        tokio::time::timeout(self.request_timeout, rx)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Closed)??;
+        Ok(())
+    }
+
+    /// TYPING (or TYPING_STOPPED when `typing` is false) to a conversation: [`Client::signal`].
+    /// Send TYPING again every few seconds while the user types, not on every key.
+    pub async fn typing(&self, to: pb::Conversation, typing: bool) -> Result<()> {
+        let kind = if typing {
+            pb::SignalKind::Typing
+        } else {
+            pb::SignalKind::TypingStopped
+        };
+        self.signal(to, kind, Vec::new()).await
+    }
+
     /// Sends a HEARTBEAT and returns the round trip to its HEARTBEAT_ACK.
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();

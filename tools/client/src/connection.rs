@@ -270,6 +270,22 @@ impl Connection {
             .await
     }
 
+    /// Sends a SIGNAL (no reply comes unless the server refuses it: an ERROR with the returned
+    /// request id).
+    pub async fn signal(
+        &mut self,
+        to: pb::Conversation,
+        kind: pb::SignalKind,
+        payload: Vec<u8>,
+    ) -> Result<u32> {
+        let body = pb::Signal {
+            to: Some(to),
+            kind: kind as i32,
+            payload,
+        };
+        self.send_packet(Packet::Signal(body)).await
+    }
+
     /// Writes bytes as they are, for tools that send malformed frames on purpose.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         // Anything the codec still buffers goes first, so the byte order stays the caller's.

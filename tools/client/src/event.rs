@@ -36,6 +36,9 @@ pub enum ClientEvent {
     /// A read-fan-out group has new messages, or its membership changed: pull messages with
     /// [`Client::group_history_after`](crate::Client::group_history_after).
     GroupNotify(pb::GroupNotify),
+    /// Another user's ephemeral signal (typing, ...): not stored, never repeated; show it
+    /// for a few seconds at most (PROTOCOL.md 26).
+    Signal(pb::SignalNotify),
     /// The server sent KICK; a `Disconnected` follows.
     Kicked(pb::Kick),
     /// The connection is gone. With `reconnecting` false the client has stopped for good.

@@ -85,6 +85,7 @@ pub mod connection;
 mod driver;
 pub mod error;
 mod event;
+pub mod http_send;
 pub mod transport;
 pub mod versions;
 
@@ -93,4 +94,5 @@ pub use config::{Backoff, ClientConfig};
 pub use connection::Connection;
 pub use error::{ClientError, Result};
 pub use event::{ClientEvent, DisconnectReason};
+pub use http_send::send_over_http;
 pub use missive_protocol::pb;

@@ -435,3 +435,39 @@ async fn with_no_ack_delay_each_burst_is_acked_at_once() {
     assert_eq!(packet, Packet::PushAck(pb::PushAck { version: 1 }));
     assert_eq!(next_entry(&mut events).await, 1);
 }
+
+/// A signal is written without waiting for a reply (none comes), a SIGNAL_NOTIFY becomes an
+/// event, and a refusal of the signal (an ERROR nobody waits for) leaves the connection up.
+#[tokio::test]
+async fn typing_is_written_at_once_and_signals_become_events() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    client.typing(common::bob(), true).await.unwrap();
+    let (rid, packet) = peer.expect(Command::Signal).await;
+    let Packet::Signal(s) = packet else {
+        panic!("expected SIGNAL, got {packet:?}");
+    };
+    assert_eq!(
+        (s.to, s.kind),
+        (Some(common::bob()), pb::SignalKind::Typing as i32)
+    );
+    // Refused: nothing waits for it, the client carries on.
+    let refusal = pb::Error {
+        code: 11,
+        message: "no".into(),
+        fatal: false,
+        retry_after_ms: 0,
+    };
+    peer.send(Packet::Error(refusal), rid).await;
+    let notify = pb::SignalNotify {
+        conversation: Some(common::bob()),
+        from_user: "bob".into(),
+        kind: pb::SignalKind::TypingStopped as i32,
+        payload: Vec::new(),
+    };
+    peer.send(Packet::SignalNotify(notify.clone()), 0).await;
+    assert_eq!(next(&mut events).await, ClientEvent::Signal(notify));
+    client.typing(common::bob(), false).await.unwrap();
+    let (_, packet) = peer.expect(Command::Signal).await;
+    assert!(matches!(packet, Packet::Signal(s) if s.kind == pb::SignalKind::TypingStopped as i32));
+}

@@ -220,6 +220,13 @@ impl Driver {
         }
         let id = conn.next_request_id();
         let frame = Frame::new(&req.packet, id);
+        if let Packet::Signal(_) = req.packet {
+            // No reply on success: done once written. A refusal comes back as an ERROR that
+            // matches nothing pending, and is logged.
+            conn.feed_frame(&frame).await?;
+            let _ = req.reply.send(Ok(req.packet));
+            return Ok(());
+        }
         self.pending.insert(id, Pending::User(Box::new(req)));
         conn.feed_frame(&frame).await
     }
@@ -312,6 +319,10 @@ impl Driver {
             }
             Packet::GroupNotify(notify) => {
                 self.emit(ClientEvent::GroupNotify(notify));
+                Ok(None)
+            }
+            Packet::SignalNotify(signal) => {
+                self.emit(ClientEvent::Signal(signal));
                 Ok(None)
             }
             Packet::Kick(kick) => {
@@ -412,6 +423,12 @@ impl Driver {
     /// Handles a command while disconnected; false means stop.
     fn offline_cmd(&mut self, cmd: Option<Cmd>) -> bool {
         match cmd {
+            Some(Cmd::Request { packet, reply }) if matches!(*packet, Packet::Signal(_)) => {
+                // A signal is worth nothing later: it fails now rather than wait for a
+                // connection.
+                let _ = reply.send(Err(ClientError::Closed));
+                true
+            }
             Some(Cmd::Request { packet, reply }) => {
                 self.waiting.push_back(UserRequest {
                     packet: *packet,
