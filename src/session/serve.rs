@@ -304,7 +304,8 @@ impl Session {
                 }
                 Outbound::Frame(frame) => {
                     self.conn.queue(&frame);
-                    frames += 1;
+                    // GROUP_NOTIFY, or a RECEIPT (counted where it is sent: `receipts`).
+                    frames += u64::from(frame.command == Command::GroupNotify as u16);
                 }
             }
         }

@@ -114,6 +114,7 @@ pub(crate) fn touch_contact(
         }),
         unread: 0,
         updated_ms: now_ms,
+        ..Contact::default()
     };
     txn.put(
         Family::Contacts,

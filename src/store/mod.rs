@@ -31,6 +31,8 @@
 //   unread.rs        unread counts (stored and computed), MARK_READ
 //   messages.rs      direct sends, their recall, deletes
 //   groups.rs        group changes, group messages and recalls, the fan-out switch, group reads
+//   history.rs       one walk of any conversation's log (HISTORY, GROUP_HISTORY), read
+//                    positions, who in a group read a message (READERS)
 //   push_queue.rs    the offline-push queue
 //   revoked.rs       token revocation
 //   queries.rs       inbox pages, recent contacts, unread counts
@@ -46,6 +48,7 @@ mod core;
 mod error;
 mod family;
 mod groups;
+mod history;
 #[cfg(any(test, feature = "test-hooks"))]
 mod invariants;
 mod keys;
@@ -70,6 +73,7 @@ pub use conversation::{SendOutcome, SendRequest};
 pub use error::{Result, StoreError};
 pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};
+pub use history::{HistoryPage, HistoryQuery, SCAN_PER_MESSAGE};
 pub use keys::ConvKey;
 pub use membership::GroupLimits;
 pub use open::DEFAULT_FANOUT_THRESHOLD;
@@ -77,4 +81,5 @@ pub use outbox::{Delivery, GroupNotice, Outbox};
 pub use pending::Pending;
 pub use push_queue::{PushItem, PushKey};
 pub use read::Reader;
+pub use unread::MarkedRead;
 pub use writer::Store;

@@ -36,6 +36,12 @@ pub enum ClientEvent {
     /// A read-fan-out group has new messages, or its membership changed: pull messages with
     /// [`Client::group_history_after`](crate::Client::group_history_after).
     GroupNotify(pb::GroupNotify),
+    /// The other user of a direct conversation has read it up to `up_to_seq` (RECEIPT, server
+    /// -> client, coalesced by the server; not stored and not acknowledged). Keep the highest
+    /// seen per conversation; after a reconnect read it back from
+    /// [`Client::history`](crate::Client::history) (`peer_read_seq`) or
+    /// [`Client::contacts`](crate::Client::contacts).
+    Receipt(pb::Receipt),
     /// The server sent KICK; a `Disconnected` follows.
     Kicked(pb::Kick),
     /// The connection is gone. With `reconnecting` false the client has stopped for good.

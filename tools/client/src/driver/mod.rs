@@ -308,6 +308,10 @@ impl Driver {
                 self.emit(ClientEvent::GroupNotify(notify));
                 Ok(None)
             }
+            Packet::Receipt(receipt) => {
+                self.emit(ClientEvent::Receipt(receipt));
+                Ok(None)
+            }
             Packet::Kick(kick) => {
                 let reason = kick.reason();
                 self.min_delay = Duration::from_millis(kick.reconnect_after_ms.into());
