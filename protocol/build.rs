@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "missive.v1.ContactsAck.next_cursor",
         "missive.v1.Signal.payload",
         "missive.v1.SignalNotify.payload",
+        "missive.v1.Readers.cursor",
+        "missive.v1.ReadersAck.next_cursor",
     ] {
         config.field_attribute(field, "#[serde(with = \"crate::hexbytes\")]");
     }

@@ -41,4 +41,6 @@ pub struct Shared {
     /// Turns for reads that may touch many keys (SYNC, CONTACTS, UNREAD, group reads):
     /// `session::heavy`.
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
+    /// Read receipts of direct conversations, coalesced (`receipt_coalesce_ms`).
+    pub receipts: crate::receipts::Receipts,
 }

@@ -108,6 +108,7 @@ impl Server {
             })?);
         }
         let tasks = TaskTracker::new();
+        let receipts = crate::receipts::Receipts::new(config.receipt_coalesce_ms);
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             router,
@@ -138,6 +139,7 @@ impl Server {
             heavy_reads: Arc::new(tokio::sync::Semaphore::new(
                 crate::service::run::heavy_read_slots(),
             )),
+            receipts,
         });
         let addrs = bound;
         for listener in listeners {
@@ -170,6 +172,7 @@ impl Server {
             }
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
+        tasks.spawn(receipts_flush(shared.clone()));
         // At shutdown (asked for, or after a store failure) every session is told to go.
         let s = shared.clone();
         tasks.spawn(async move {
@@ -392,6 +395,24 @@ async fn heartbeat_sweep(shared: Arc<Shared>) {
         sweep.once(&shared.router, crate::clock::now_ms());
         // Addresses whose failed logins are forgotten again (their buckets refilled).
         shared.login_failures.prune(tokio::time::Instant::now());
+    }
+}
+
+/// Sends the read receipts held back by `receipts` when their coalescing window ends, until
+/// shutdown (PROTOCOL.md 25). Sleeps until the next window's end, or while none is open until
+/// one opens: an idle server is not woken.
+async fn receipts_flush(shared: Arc<Shared>) {
+    use tokio::time::Instant as Now;
+    let receipts = &shared.receipts;
+    loop {
+        let due = receipts.next_end();
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = receipts.opened(), if due.is_none() => {}
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Now::now)), if due.is_some() => {
+                receipts.flush(&shared.router, Now::now());
+            }
+        }
     }
 }
 

@@ -690,6 +690,8 @@ impl World {
                 None
             }
             Ok(Packet::GroupNotify(_)) => None,
+            // A direct conversation's read receipt (not stored, coalesced): nothing to check.
+            Ok(Packet::Receipt(_)) => None,
             Ok(Packet::Kick(k)) => Some(k),
             Ok(Packet::Error(e)) => panic!("{}: unsolicited ERROR {e:?}", self.names[user]),
             Ok(other) => panic!("{}: unexpected frame {other:?}", self.names[user]),

@@ -548,20 +548,26 @@ fn valid_vectors(g: &mut Gen) {
                     last_message: Some(bob_msg.clone()),
                     unread: 1,
                     updated_ms: bob_at,
-                    ..Default::default()
+                    read_seq: 17,
+                    peer_read_seq: 18,
+                    muted: false,
                 },
                 pb::Contact {
                     conversation: group(G_HIKING),
                     last_message: Some(text("carol", group(G_HIKING), 5, T - 60_000, "lunch?")),
                     unread: 2,
                     updated_ms: T - 60_000,
-                    ..Default::default()
+                    read_seq: 3,
+                    peer_read_seq: 0,
+                    muted: false,
                 },
             ],
             next_cursor: vec![0x01, 0x9a, 0xb4, 0x4c, 0x72, 0x60, 0x00, 0x03],
         }),
         13,
-        "Newest activity first; next_cursor is opaque bytes, send it back as Contacts.cursor",
+        "Newest activity first; next_cursor is opaque bytes, send it back as Contacts.cursor. \
+         alice has read bob's chat up to seq 17 (read_seq), bob has read it up to 18 \
+         (peer_read_seq: his own message 18); groups have no peer_read_seq (READERS)",
     );
     g.frame(
         "contacts_next_page",
@@ -596,11 +602,13 @@ fn valid_vectors(g: &mut Gen) {
                     conversation: direct("bob"),
                     unread: 1,
                     last_seq: 18,
+                    read_seq: 17,
                 },
                 pb::ConversationUnread {
                     conversation: group(G_HIKING),
                     unread: 2,
                     last_seq: 5,
+                    read_seq: 3,
                 },
             ],
             next_cursor: vec![],
@@ -1097,6 +1105,95 @@ fn valid_vectors(g: &mut Gen) {
         0,
         "alice stopped typing in a group, as every other member online sees it",
     );
+
+    // Conversation history, read positions and receipts (PROTOCOL.md 24, 25).
+    g.frame(
+        "history_direct_newest",
+        Packet::History(pb::History {
+            conversation: direct("bob"),
+            before_seq: 0,
+            after_seq: 0,
+            limit: 3,
+            order: pb::HistoryOrder::NewestFirst as i32,
+        }),
+        30,
+        "A fresh device opens the chat with bob: the newest messages (3 here; 0 = 50), newest \
+         first, in one round trip (no SYNC from version 0)",
+    );
+    let page: Vec<pb::Message> = (99_998..=100_000u64)
+        .rev()
+        .map(|s| {
+            let from = if s.is_multiple_of(2) { "bob" } else { "alice" };
+            let at = T + 200_000 + (s as i64 - 99_998) * 1_000;
+            text(from, direct("bob"), s, at, &format!("message {s}"))
+        })
+        .collect();
+    g.frame(
+        "history_ack",
+        Packet::HistoryAck(pb::HistoryAck {
+            messages: page,
+            has_more: true,
+            last_seq: 100_000,
+            read_seq: 99_990,
+            peer_read_seq: 100_000,
+            next_seq: 99_998,
+        }),
+        30,
+        "Seqs 100000 down to 99998; has_more: ask again with before_seq = next_seq (99998). \
+         alice has read up to 99990, bob up to 100000",
+    );
+    g.frame(
+        "history_ack_empty",
+        Packet::HistoryAck(pb::HistoryAck::default()),
+        31,
+        "A direct conversation without messages: an empty page, not an error (empty body)",
+    );
+    g.frame(
+        "history_group_catch_up",
+        Packet::History(pb::History {
+            conversation: group(G_BIG),
+            before_seq: 0,
+            after_seq: 1230,
+            limit: 0,
+            order: pb::HistoryOrder::OldestFirst as i32,
+        }),
+        32,
+        "A group through HISTORY (as GROUP_HISTORY, for members only): seqs after 1230, oldest \
+         first; limit 0 = 50",
+    );
+    g.frame(
+        "readers",
+        Packet::Readers(pb::Readers {
+            group_id: G_HIKING.into(),
+            seq: 5,
+            cursor: vec![],
+            limit: 0,
+        }),
+        33,
+        "Who has read message 5 of Hiking? First page of members (limit 0 = 500)",
+    );
+    g.frame(
+        "readers_ack",
+        Packet::ReadersAck(pb::ReadersAck {
+            read_by: vec!["alice".into(), "dave".into()],
+            next_cursor: vec![],
+        }),
+        33,
+        "Members whose read position is at or past seq 5, the sender (carol) left out; empty \
+         next_cursor: the last page",
+    );
+    g.frame(
+        "receipt",
+        Packet::Receipt(pb::Receipt {
+            conversation: direct("bob"),
+            reader: "bob".into(),
+            up_to_seq: 100_000,
+            read_ms: T + 300_000,
+        }),
+        0,
+        "Server-initiated, not acknowledged: bob (seen by alice as the conversation direct:bob) \
+         has read up to seq 100000. Coalesced: at most one per receipt_coalesce_ms",
+    );
 }
 
 fn invalid_vectors(g: &mut Gen) {
@@ -1231,8 +1328,8 @@ fn invalid_vectors(g: &mut Gen) {
     );
     g.bad(
         "unknown_command_server_range",
-        &raw(None, MAGIC, PROTOCOL_VERSION, 0, 0x4004, 0, &[0x08, 0x01]),
-        "Command 0x4004: not in the table (a newer server's frame); a client ignores it",
+        &raw(None, MAGIC, PROTOCOL_VERSION, 0, 0x40FF, 0, &[0x08, 0x01]),
+        "Command 0x40FF: not in the table (a newer server's frame); a client ignores it",
     );
     g.bad(
         "bad_body_truncated_field",

@@ -163,6 +163,14 @@ commands! {
     GroupSetRole = 0x0016, "GROUP_SET_ROLE", GroupSetRole;
     /// Reply to GROUP_SET_ROLE.
     GroupSetRoleAck = 0x8016, "GROUP_SET_ROLE_ACK", GroupAck;
+    /// Client pages through any conversation's history (direct or group).
+    History = 0x0017, "HISTORY", History;
+    /// Reply to HISTORY.
+    HistoryAck = 0x8017, "HISTORY_ACK", HistoryAck;
+    /// Client asks which group members have read a message.
+    Readers = 0x0018, "READERS", Readers;
+    /// Reply to READERS.
+    ReadersAck = 0x8018, "READERS_ACK", ReadersAck;
     /// Client mutes or unmutes a conversation.
     Mute = 0x001A, "MUTE", Mute;
     /// Reply to MUTE.
@@ -173,6 +181,8 @@ commands! {
     GroupNotify = 0x4002, "GROUP_NOTIFY", GroupNotify;
     /// Server tells the client to go away (and where to).
     Kick = 0x4003, "KICK", Kick;
+    /// Server tells a user that the other side of a direct conversation read it up to a seq.
+    Receipt = 0x4004, "RECEIPT", Receipt;
     /// Client relays an ephemeral signal (typing). No reply unless refused.
     Signal = 0x0019, "SIGNAL", Signal;
     /// Server relays another user's ephemeral signal. Not acknowledged.

@@ -145,6 +145,12 @@ pub struct Config {
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
     // ---- end of offline push, WebSocket fallback, entry point --------------------------------
+    // ---- Read receipts (PROTOCOL.md section 25) ----
+    /// Read receipts of a direct conversation are coalesced: at most one RECEIPT per reader and
+    /// conversation in this many milliseconds, carrying the latest read position. 0: each read
+    /// is sent at once.
+    pub receipt_coalesce_ms: u64,
+    // ---- end of read receipts ----
 }
 
 impl Default for Config {
@@ -205,6 +211,8 @@ impl Default for Config {
             entry_addresses: Vec::new(),
             reconnect_initial_ms: 1_000,
             reconnect_max_ms: 60_000,
+            // Read receipts.
+            receipt_coalesce_ms: 1_000,
         }
     }
 }

@@ -76,6 +76,9 @@ impl Config {
                 return bad("secret: must be at least 16 characters");
             }
         }
+        if self.receipt_coalesce_ms > 60_000 {
+            return bad("receipt_coalesce_ms: must be 0..=60000 (0: every receipt at once)");
+        }
         validate_push(self)?;
         validate_entry(self)?;
         self.validate_api()

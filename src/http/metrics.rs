@@ -42,6 +42,7 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         u64::from(shared.drain.is_active()),
     );
     shared.metrics.render(&mut out);
+    shared.receipts.render(&mut out);
     let store = &shared.store;
     store.core().commit_latency().render(
         &mut out,

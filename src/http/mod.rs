@@ -16,6 +16,7 @@
 //! - [`messages`]: `POST /v1/messages`.
 //! - [`groups`]: `POST /v1/groups`, `GET /v1/groups/{id}`, members added and removed.
 //! - [`users`]: online devices, kick, token revocation, login tokens.
+//! - [`history`]: `GET /v1/users/{user}/history`, a page of one of the user's conversations.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
 //! - [`user_send`]: `POST /v1/send` on the *public* ports (a user's own token, not the API
@@ -28,6 +29,7 @@ mod admin;
 mod conn;
 mod error;
 mod groups;
+mod history;
 mod messages;
 mod metrics;
 mod state;
@@ -100,6 +102,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/users/{user}/devices", get(users::devices))
         .route("/users/{user}/kick", post(users::kick))
         .route("/users/{user}/revoke", post(users::revoke))
+        .route("/users/{user}/history", get(history::get))
         .route("/tokens", post(users::mint_token))
         .route(
             "/drain",

@@ -131,6 +131,8 @@ pub async fn mute(
 }
 
 /// `user` has read `conv` up to `up_to_seq`; the ack carries the user's new unread total.
+/// Once the read is stored, if it moved the read position in a direct conversation, the other
+/// user's online devices are told with a RECEIPT (coalesced: `crate::receipts`).
 pub async fn mark_read(
     shared: &Arc<Shared>,
     user: &str,
@@ -138,10 +140,19 @@ pub async fn mark_read(
     up_to_seq: u64,
 ) -> Result<pb::MarkReadAck, Refusal> {
     let conv = check_conv(user, conv)?;
+    let read_ms = now_ms();
     let pending = shared
         .store
-        .mark_read(user, &conv, Seq(up_to_seq), now_ms());
-    let mut ack = outcome(shared, pending.await)?;
+        .mark_read_to(user, &conv, Seq(up_to_seq), read_ms);
+    let marked = outcome(shared, pending.await)?;
+    if marked.moved_to > 0 && conv.kind == ConversationKind::Direct as i32 {
+        let now = tokio::time::Instant::now();
+        let (router, to) = (&shared.router, marked.moved_to);
+        shared
+            .receipts
+            .offer(router, user, &conv.id, to, read_ms, now);
+    }
+    let mut ack = marked.ack;
     // The total over every conversation is read once the change is stored, here rather than on
     // the writer (it visits each read fan-out group of the user).
     ack.total = unread_total(shared, user).await?;

@@ -4,10 +4,11 @@
 //! type ([`Refusal`]), mapped to an ERROR frame or an HTTP status in one place each.
 //!
 //! Files, bottom-up: `refusal`, `ids`, `run` (where store work runs, and store errors to
-//! refusals), then `messages`, `groups`, `reads`, `drain`, `users`.
+//! refusals), then `messages`, `groups`, `reads`, `history`, `drain`, `users`.
 
 pub mod drain;
 pub mod groups;
+pub mod history;
 pub mod ids;
 pub mod messages;
 pub mod reads;

@@ -10,6 +10,7 @@ use missive_protocol::{ErrorCode, Frame, Packet};
 use crate::context::Shared;
 use crate::router::SessionHandle;
 use crate::service::groups::{self, page_limit};
+use crate::service::history;
 use crate::service::messages::{self, submit_send, Via};
 use crate::service::reads;
 use crate::service::run::{blocking, heavy_turn};
@@ -197,6 +198,18 @@ pub async fn handle(
             let conv = req.conversation.as_ref();
             let muted = messages::mute(shared, user, conv, req.muted).await?;
             Ok(Packet::MuteAck(pb::MuteAck { muted }).into())
+        }
+        Packet::History(req) => {
+            use history::{HISTORY_DEFAULT as DEFAULT, HISTORY_MAX as MAX};
+            let limit = page_limit(req.limit, DEFAULT, MAX);
+            let read = history::history(user, req, limit, max_bytes)?;
+            heavy(shared, read, Packet::HistoryAck).await
+        }
+        Packet::Readers(req) => {
+            use history::{READERS_DEFAULT as DEFAULT, READERS_MAX as MAX};
+            let limit = page_limit(req.limit, DEFAULT, MAX);
+            let read = history::readers(user, req, limit)?;
+            heavy(shared, read, Packet::ReadersAck).await
         }
         other => Err(Refusal::new(
             ErrorCode::UnknownCommand,

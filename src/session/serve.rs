@@ -309,7 +309,8 @@ impl Session {
                 }
                 Outbound::Frame(frame) => {
                     self.conn.queue(&frame);
-                    frames += 1;
+                    // GROUP_NOTIFY, or a RECEIPT (counted where it is sent: `receipts`).
+                    frames += u64::from(frame.command == Command::GroupNotify as u16);
                 }
                 // Counted when the router queued it (`metrics.signals_relayed`).
                 Outbound::Signal(frame) => self.conn.queue(&frame),

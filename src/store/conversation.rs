@@ -117,7 +117,7 @@ pub(crate) fn touch_contact(
         }),
         unread: 0,
         updated_ms: now_ms,
-        muted: false,
+        ..Contact::default()
     };
     txn.put(
         Family::Contacts,

@@ -1,5 +1,5 @@
 //! Groups: create, join, leave, roles, messages (write and read fan-out), recall, and the reads
-//! of members, lists and history.
+//! of members and lists (a group's history is read in `history.rs`, with every conversation's).
 //!
 //! A group's messages are stored once (content and the group log, keyed by seq). A group with
 //! at most `fanout_threshold` members also gets an inbox entry per member for each message
@@ -14,7 +14,7 @@
 
 use missive_protocol::pb::{
     self, inbox_entry::Body, FanoutMode, GroupEvent, GroupEventKind, GroupInfo, GroupMember,
-    GroupRole, HistoryOrder, HistoryVisibility, InboxEntry, JoinPolicy, SendAck,
+    GroupRole, HistoryVisibility, InboxEntry, JoinPolicy, SendAck,
 };
 use missive_protocol::ErrorCode;
 use prost::Message as _;
@@ -37,7 +37,7 @@ use super::pending::Pending;
 use super::read::Reader;
 use super::unread::group_unread_in;
 use super::writer::Store;
-use crate::ids::{MsgId, Seq, SessionId};
+use crate::ids::{MsgId, SessionId};
 
 /// GROUP_NOTIFY carries a read fan-out message whose content is at most this long.
 pub const NOTIFY_INLINE_MAX: usize = 4096;
@@ -235,80 +235,6 @@ impl Core {
             out.push(info);
         }
         Ok((out, next))
-    }
-
-    /// A page of the group's log visible to `user` (a member): OLDEST_FIRST, the messages
-    /// after `after_seq`; NEWEST_FIRST, those before `before_seq` (0: the newest). UNSPECIFIED
-    /// reads as OLDEST_FIRST when `after_seq` is above 0, else NEWEST_FIRST. At most `limit`
-    /// messages and (after the first) about `max_bytes` encoded. FROM_JOIN groups show a member
-    /// nothing at or below its first join, whatever the bounds asked for (they are
-    /// peer-supplied: every step below saturates instead of wrapping).
-    #[allow(clippy::too_many_arguments)]
-    pub fn group_history(
-        &self,
-        user: &str,
-        group_id: &str,
-        order: HistoryOrder,
-        before: Seq,
-        after: Seq,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<pb::Message>, bool)> {
-        let (before_seq, after_seq) = (before.0, after.0);
-        let me = require_member(self, group_id, user)?;
-        let info = group_info(self, group_id)?;
-        let floor = if info.history == HistoryVisibility::FromJoin as i32 {
-            me.joined_seq
-        } else {
-            0
-        };
-        let ck = ConvKey::group(group_id);
-        let last = self.get_u64(Family::Convs, &ck.0)?;
-        let oldest_first = match order {
-            HistoryOrder::OldestFirst => true,
-            HistoryOrder::NewestFirst => false,
-            HistoryOrder::Unspecified => after_seq > 0,
-        };
-        // Seqs in (lo, hi], walked from one end; `take` bounds the walk.
-        let (lo, hi) = if oldest_first {
-            (after_seq.max(floor), last)
-        } else {
-            let top = match before_seq {
-                0 => last,
-                b => (b - 1).min(last),
-            };
-            (floor, top)
-        };
-        let seqs: Vec<u64> = if lo >= hi {
-            Vec::new()
-        } else if oldest_first {
-            (lo + 1..=hi).take(limit.saturating_add(1)).collect()
-        } else {
-            (lo + 1..=hi).rev().take(limit.saturating_add(1)).collect()
-        };
-        let mut has_more = seqs.len() > limit;
-        let mut out = Vec::with_capacity(limit.min(seqs.len()));
-        let mut bytes = 0;
-        for seq in seqs.into_iter().take(limit) {
-            if bytes >= max_bytes && !out.is_empty() {
-                has_more = true;
-                break;
-            }
-            let Some(msg_id) = self.value(Family::ConvLog, &keys::conv_log(&ck, seq), |v| {
-                v.map(keys::u64_value)
-            })?
-            else {
-                continue;
-            };
-            let msg_id = msg_id.ok_or_else(|| StoreError::Corrupt("conv_log".into()))?;
-            let mut msg = self
-                .get_msg::<pb::Message>(Family::Content, &keys::content(msg_id))?
-                .ok_or_else(|| StoreError::Corrupt(format!("message {msg_id} missing")))?;
-            msg.conversation = Some(group_conv(group_id));
-            bytes += msg.encoded_len() + 4;
-            out.push(msg);
-        }
-        Ok((out, has_more))
     }
 }
 

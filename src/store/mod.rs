@@ -32,6 +32,8 @@
 //   mute.rs          muted conversations (MUTE)
 //   messages.rs      direct sends, their recall, deletes
 //   groups.rs        group changes, group messages and recalls, the fan-out switch, group reads
+//   history.rs       one walk of any conversation's log (HISTORY, GROUP_HISTORY), read
+//                    positions, who in a group read a message (READERS)
 //   push_queue.rs    the offline-push queue
 //   revoked.rs       token revocation
 //   queries.rs       inbox pages, recent contacts, unread counts
@@ -47,6 +49,7 @@ mod core;
 mod error;
 mod family;
 mod groups;
+mod history;
 #[cfg(any(test, feature = "test-hooks"))]
 mod invariants;
 mod keys;
@@ -72,6 +75,7 @@ pub use conversation::{SendOutcome, SendRequest};
 pub use error::{Result, StoreError};
 pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};
+pub use history::{HistoryPage, HistoryQuery, SCAN_PER_MESSAGE};
 pub use keys::ConvKey;
 pub use membership::GroupLimits;
 pub use open::DEFAULT_FANOUT_THRESHOLD;
@@ -79,4 +83,5 @@ pub use outbox::{Delivery, GroupNotice, Outbox};
 pub use pending::Pending;
 pub use push_queue::{PushItem, PushKey};
 pub use read::Reader;
+pub use unread::MarkedRead;
 pub use writer::Store;

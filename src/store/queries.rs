@@ -87,8 +87,9 @@ impl Core {
     }
 
     /// Recent conversations of `user`, newest first, after `cursor` (empty: from the newest),
-    /// at most `limit` and (after the first) about `max_bytes` encoded. Returns the page and the
-    /// cursor of the next page (empty when there is none).
+    /// at most `limit` and (after the first) about `max_bytes` encoded, each with the user's
+    /// read position and, for a direct conversation, the other user's (point reads). Returns
+    /// the page and the cursor of the next page (empty when there is none).
     ///
     /// The order is computed here from the user's contact entries (one per conversation), so a
     /// send writes one contact entry per side and no separate time index. The cursor is the
@@ -167,6 +168,8 @@ impl Core {
             updated_ms: msg.timestamp_ms,
             conversation: Some(view),
             last_message: Some(msg),
+            read_seq: self.read_position(user, conv)?,
+            peer_read_seq: 0,
             muted: false,
         })
     }
@@ -184,8 +187,13 @@ impl Core {
             Some(v) if v.kind == pb::ConversationKind::Group as i32 => {
                 self.group_unread(user, &v.id)?
             }
-            _ => self.get_u64(Family::Unread, &keys::unread_conv(user, conv))?,
+            Some(peer) => {
+                c.peer_read_seq = self.read_position(&peer.id, conv)?;
+                self.get_u64(Family::Unread, &keys::unread_conv(user, conv))?
+            }
+            None => self.get_u64(Family::Unread, &keys::unread_conv(user, conv))?,
         };
+        c.read_seq = self.read_position(user, conv)?;
         Ok(c)
     }
 }

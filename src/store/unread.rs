@@ -155,7 +155,8 @@ impl Core {
 
     /// One page of `user`'s unread counts: the total over everything, and up to `limit`
     /// conversations with unread messages after `cursor` (empty: from the start), stored counts
-    /// first, then read fan-out groups. `next_cursor` is empty when nothing follows.
+    /// first, then read fan-out groups, each with the user's read position (a point read).
+    /// `next_cursor` is empty when nothing follows.
     pub fn unread_page(&self, user: &str, cursor: &[u8], limit: usize) -> Result<UnreadAck> {
         let limit = limit.max(1);
         let base = keys::user_prefix(user);
@@ -196,6 +197,7 @@ impl Core {
                     conversation: ck.view(user),
                     unread,
                     last_seq,
+                    read_seq: self.get_u64(Family::Unread, &keys::read_pos(user, &ck))?,
                 };
                 conversations.push((k.to_vec(), listed));
             }
@@ -210,11 +212,13 @@ impl Core {
                     next_cursor = listed_cursor(&base, &conversations);
                     break;
                 }
-                let last_seq = self.get_u64(Family::Convs, &ConvKey::group(g).0)?;
+                let ck = ConvKey::group(g);
+                let last_seq = self.get_u64(Family::Convs, &ck.0)?;
                 let listed = ConversationUnread {
                     conversation: Some(group_conv(g)),
                     unread,
                     last_seq,
+                    read_seq: self.get_u64(Family::Unread, &keys::read_pos(user, &ck))?,
                 };
                 conversations.push((key, listed));
             }
@@ -255,6 +259,14 @@ fn listed_cursor(base: &[u8], listed: &[(Vec<u8>, ConversationUnread)]) -> Vec<u
         .unwrap_or_default()
 }
 
+/// What a MARK_READ did: its ack, and the read position it moved to (0 if it moved nothing),
+/// which the other side of a direct conversation is told as a receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkedRead {
+    pub ack: MarkReadAck,
+    pub moved_to: u64,
+}
+
 impl Store {
     /// Marks `conv` read up to `up_to` (clamped) for `user`. Idempotent: a read at or below
     /// the previous read position changes nothing and returns version 0. The ack's `total` is
@@ -266,6 +278,20 @@ impl Store {
         up_to: Seq,
         now_ms: i64,
     ) -> Pending<MarkReadAck> {
+        let (user, conv) = (user.to_owned(), conv.clone());
+        self.change(false, move |txn| {
+            mark_read(txn, &user, &conv, up_to.0, now_ms).map(|m| m.ack)
+        })
+    }
+
+    /// [`Store::mark_read`], also saying where the read position moved to.
+    pub fn mark_read_to(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        up_to: Seq,
+        now_ms: i64,
+    ) -> Pending<MarkedRead> {
         let (user, conv) = (user.to_owned(), conv.clone());
         self.change(false, move |txn| {
             mark_read(txn, &user, &conv, up_to.0, now_ms)
@@ -287,7 +313,7 @@ pub(crate) fn mark_read(
     conv: &pb::Conversation,
     up_to_seq: u64,
     now_ms: i64,
-) -> Result<MarkReadAck> {
+) -> Result<MarkedRead> {
     let group = conv.kind == ConversationKind::Group as i32;
     let mode = if group {
         require_member(txn, &conv.id, user)?;
@@ -312,11 +338,12 @@ pub(crate) fn mark_read(
         group_unread_in(txn, user, &ck)?
     };
     if up <= pos {
-        return Ok(MarkReadAck {
+        let ack = MarkReadAck {
             unread: current,
             total: 0,
             version: 0,
-        });
+        };
+        return Ok(MarkedRead { ack, moved_to: 0 });
     }
     let unread = if group {
         // Messages after `up`, less the recalled ones.
@@ -342,11 +369,12 @@ pub(crate) fn mark_read(
         unread,
     });
     let version = txn.append_own(user, conv, now_ms, read)?;
-    Ok(MarkReadAck {
+    let ack = MarkReadAck {
         unread,
         total: 0,
         version,
-    })
+    };
+    Ok(MarkedRead { ack, moved_to: up })
 }
 
 /// Messages of a direct conversation with seq in (`after`, `through`] that count as unread for

@@ -23,6 +23,8 @@ Examples:
   missive --user bob watch --count 1
   missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
   missive --user alice sync --since 0 --all --json
+  missive --user alice history --to bob --limit 20       # the newest 20 messages, newest first
+  missive --user alice receipts --to bob --watch         # print bob's read receipts live
   missive encode --command HEARTBEAT --request-id 1 --body '{\"client_time_ms\": 5}'
   missive decode 000000104d5301000002000000010805d6008e13
   missive raw --wait 1 000000104d5301000002000000010805d6008e13";
@@ -203,6 +205,46 @@ pub enum Cmd {
         target: Target,
         #[arg(long)]
         msg_id: u64,
+    },
+    /// Page through any conversation's messages, direct or group (HISTORY), with the read
+    /// positions of both sides.
+    History {
+        #[command(flatten)]
+        target: Target,
+        /// Messages before this seq, newest first (0: from the newest).
+        #[arg(long, default_value_t = 0)]
+        before: u64,
+        /// Messages after this seq, oldest first (catch-up).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Oldest first from the start (with --after 0); implied by --after above 0.
+        #[arg(long)]
+        oldest_first: bool,
+        /// Page size (0: the server's default, 50; at most 500).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Follow has_more (from next_seq) to the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Read receipts: how far the other user has read a direct conversation (--to; with
+    /// --watch, print RECEIPTs as they arrive), or who has read a group message (--group with
+    /// --seq).
+    Receipts {
+        #[command(flatten)]
+        target: Target,
+        /// The group message's seq (READERS).
+        #[arg(long)]
+        seq: Option<u64>,
+        /// Stay connected and print RECEIPT frames as they arrive (any conversation).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: exit after this many receipts.
+        #[arg(long)]
+        count: Option<u64>,
+        /// With --watch: exit after this many seconds.
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<u64>,
     },
     /// Group commands.
     #[command(subcommand)]

@@ -20,7 +20,11 @@ use args::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if cli.global.device.is_none() && matches!(cli.command, Cmd::Watch { .. }) {
+    let watching = matches!(
+        cli.command,
+        Cmd::Watch { .. } | Cmd::Receipts { watch: true, .. }
+    );
+    if cli.global.device.is_none() && watching {
         cli.global.device = Some("cli-watch".into());
     }
     let json = cli.global.json;
@@ -62,6 +66,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             count,
             for_secs,
         } => net::watch(g, since, count, for_secs).await,
+        Cmd::Receipts {
+            watch: true,
+            count,
+            for_secs,
+            ..
+        } => net::watch_receipts(g, count, for_secs).await,
         other => net::one_shot(g, other).await,
     }
 }

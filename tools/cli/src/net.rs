@@ -138,6 +138,24 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             conversation: Some(conversation(&target)),
             msg_id,
         }),
+        Cmd::History {
+            target,
+            before,
+            after,
+            oldest_first,
+            limit,
+            ..
+        } => Packet::History(pb::History {
+            conversation: Some(conversation(&target)),
+            before_seq: before,
+            after_seq: after,
+            limit,
+            order: if oldest_first || after > 0 {
+                pb::HistoryOrder::OldestFirst as i32
+            } else {
+                pb::HistoryOrder::NewestFirst as i32
+            },
+        }),
         Cmd::Group(gc) => match gc {
             GroupCmd::Create {
                 name,
@@ -236,6 +254,28 @@ pub async fn one_shot(g: &Global, cmd: Cmd) -> Result<ExitCode> {
                 since = next;
             }
         }
+        cmd @ Cmd::History { all: true, .. } => {
+            let mut request = request_for(cmd)?;
+            loop {
+                let reply = conn.request_timeout(request.clone(), timeout(g)).await?;
+                let Packet::HistoryAck(page) = &reply else {
+                    bail!("unexpected reply {}", reply.command().name());
+                };
+                output::print_reply(&reply, g.json);
+                let Packet::History(h) = &mut request else {
+                    unreachable!("a HISTORY request");
+                };
+                if !page.has_more || page.next_seq == 0 {
+                    break;
+                }
+                if h.order == pb::HistoryOrder::OldestFirst as i32 {
+                    h.after_seq = page.next_seq;
+                } else {
+                    h.before_seq = page.next_seq;
+                }
+            }
+        }
+        Cmd::Receipts { target, seq, .. } => receipts(g, &mut conn, &target, seq).await?,
         cmd => {
             let reply = conn.request_timeout(request_for(cmd)?, timeout(g)).await?;
             output::print_reply(&reply, g.json);
@@ -293,6 +333,115 @@ pub async fn typing(
         println!("sent {}", kind.as_str_name());
     }
     let _ = conn.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `missive receipts` without `--watch`: a direct conversation's read positions (one HISTORY of
+/// one message), or the readers of a group message (every page of READERS).
+async fn receipts(
+    g: &Global,
+    conn: &mut Connection,
+    target: &Target,
+    seq: Option<u64>,
+) -> Result<()> {
+    match (&target.group, seq) {
+        (Some(group_id), Some(seq)) => {
+            let mut read_by = Vec::new();
+            let mut cursor = Vec::new();
+            loop {
+                let body = pb::Readers {
+                    group_id: group_id.clone(),
+                    seq,
+                    cursor,
+                    limit: 0,
+                };
+                let reply = conn
+                    .request_timeout(Packet::Readers(body), timeout(g))
+                    .await?;
+                let Packet::ReadersAck(page) = reply else {
+                    bail!("unexpected reply {}", reply.command().name());
+                };
+                read_by.extend(page.read_by);
+                cursor = page.next_cursor;
+                if cursor.is_empty() {
+                    break;
+                }
+            }
+            output::print_readers(group_id, seq, &read_by, g.json);
+        }
+        (Some(_), None) => bail!("--group needs --seq: the message whose readers to list"),
+        (None, _) => {
+            let body = pb::History {
+                conversation: Some(conversation(target)),
+                limit: 1,
+                order: pb::HistoryOrder::NewestFirst as i32,
+                ..Default::default()
+            };
+            let reply = conn
+                .request_timeout(Packet::History(body), timeout(g))
+                .await?;
+            let Packet::HistoryAck(page) = reply else {
+                bail!("unexpected reply {}", reply.command().name());
+            };
+            output::print_positions(&conversation(target), &page, g.json);
+        }
+    }
+    Ok(())
+}
+
+/// `missive receipts --watch`: the reliable client, printing RECEIPTs until told to stop.
+pub async fn watch_receipts(
+    g: &Global,
+    count: Option<u64>,
+    for_secs: Option<u64>,
+) -> Result<ExitCode> {
+    let tok = login_token(g)?;
+    // Only receipts: start from the version the server has now, so no entry is replayed.
+    let (mut conn, ack) = connect(g).await?;
+    let _ = conn.shutdown().await;
+    let mut config = ClientConfig::new(g.endpoint(), tok, g.device());
+    config.last_version = ack.current_version;
+    config.platform = pb::Platform::Desktop;
+    config.connect_timeout = timeout(g);
+    config.request_timeout = timeout(g);
+    let mut client = Client::connect(config)
+        .await
+        .with_context(|| format!("cannot log in at {}", g.endpoint()))?;
+    let mut events = client
+        .events()
+        .ok_or_else(|| anyhow!("event stream already taken"))?;
+    let deadline = for_secs.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        let event = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, events.recv()).await {
+                Ok(ev) => ev,
+                Err(_) => break,
+            },
+            None => events.recv().await,
+        };
+        let Some(event) = event else { break };
+        match event {
+            ClientEvent::Receipt(_) => {
+                output::print_event(&event, g.json);
+                seen += 1;
+            }
+            ClientEvent::Disconnected {
+                reason,
+                reconnecting: false,
+            } => {
+                if reason == DisconnectReason::ClientClosed {
+                    break;
+                }
+                bail!("disconnected for good: {}", output::reason_text(&reason));
+            }
+            ClientEvent::Disconnected { .. } | ClientEvent::Kicked(_) => {
+                output::print_event(&event, g.json)
+            }
+            _ => {}
+        }
+    }
+    client.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -228,6 +228,34 @@ pub fn reply_text(reply: &Packet) -> String {
                 if a.has_more { ", more follow" } else { "" }
             ));
         }
+        Packet::HistoryAck(a) => {
+            out.extend(a.messages.iter().map(message_text));
+            out.push(format!(
+                "-- {} messages, last seq {}, you read up to {}{}",
+                a.messages.len(),
+                a.last_seq,
+                a.read_seq,
+                match a.messages.first().and_then(|m| m.conversation.as_ref()) {
+                    Some(c) if c.kind == pb::ConversationKind::Direct as i32 =>
+                        format!(", {} read up to {}", c.id, a.peer_read_seq),
+                    _ => String::new(),
+                }
+            ));
+            if a.has_more {
+                let next = match a.messages.first().zip(a.messages.last()) {
+                    Some((first, last)) if first.seq > last.seq => "--before",
+                    Some(_) => "--after",
+                    None => "--before/--after",
+                };
+                out.push(format!("more: {next} {}", a.next_seq));
+            }
+        }
+        Packet::ReadersAck(a) => {
+            out.push(format!("read by: {}", a.read_by.join(", ")));
+            if !a.next_cursor.is_empty() {
+                out.push(format!("next page: {}", hex::encode(&a.next_cursor)));
+            }
+        }
         other => out.push(format!(
             "{} {}",
             other.command().name(),
@@ -269,6 +297,7 @@ pub fn print_event(event: &ClientEvent, json: bool) {
             ClientEvent::Entry(e) => json!({"event": "entry", "entry": e}),
             ClientEvent::GroupNotify(n) => json!({"event": "group_notify", "notify": n}),
             ClientEvent::Signal(n) => json!({"event": "signal", "signal": n}),
+            ClientEvent::Receipt(r) => json!({"event": "receipt", "receipt": r}),
             ClientEvent::Kicked(k) => json!({"event": "kicked", "kick": k}),
             ClientEvent::Disconnected {
                 reason,
@@ -300,6 +329,7 @@ pub fn print_event(event: &ClientEvent, json: bool) {
                 format!(" {:?}", String::from_utf8_lossy(&n.payload))
             }
         ),
+        ClientEvent::Receipt(r) => println!("{}", receipt_text(r)),
         ClientEvent::Kicked(k) => eprintln!("kicked: {} {:?}", k.reason().as_str_name(), k.message),
         ClientEvent::Disconnected {
             reason,
@@ -309,6 +339,58 @@ pub fn print_event(event: &ClientEvent, json: bool) {
             reason_text(reason),
             if *reconnecting { "; reconnecting" } else { "" }
         ),
+    }
+}
+
+/// `receipt direct:bob: bob read up to seq 12 (at 1764000000000)`.
+pub fn receipt_text(r: &pb::Receipt) -> String {
+    format!(
+        "receipt {}: {} read up to seq {} (at {})",
+        conv_text(r.conversation.as_ref()),
+        r.reader,
+        r.up_to_seq,
+        r.read_ms
+    )
+}
+
+/// `missive receipts --to U`: both sides' read positions in a direct conversation.
+pub fn print_positions(conv: &pb::Conversation, a: &pb::HistoryAck, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"conversation": conv, "last_seq": a.last_seq, "read_seq": a.read_seq,
+                   "peer_read_seq": a.peer_read_seq})
+        );
+        return;
+    }
+    let conv_name = conv_text(Some(conv));
+    if conv.kind == pb::ConversationKind::Direct as i32 {
+        println!(
+            "{conv_name}: last seq {}, you read up to {}, {} read up to {}",
+            a.last_seq, a.read_seq, conv.id, a.peer_read_seq
+        );
+    } else {
+        println!(
+            "{conv_name}: last seq {}, you read up to {} (for a group: --seq N lists who read message N)",
+            a.last_seq, a.read_seq
+        );
+    }
+}
+
+/// `missive receipts --group G --seq N`: who has read the message.
+pub fn print_readers(group_id: &str, seq: u64, read_by: &[String], json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"group_id": group_id, "seq": seq, "read_by": read_by})
+        );
+    } else {
+        println!(
+            "group {group_id} seq {seq}: read by {} member(s){}{}",
+            read_by.len(),
+            if read_by.is_empty() { "" } else { ": " },
+            read_by.join(", ")
+        );
     }
 }
 

@@ -394,3 +394,116 @@ async fn typing_and_a_send_over_http() {
     );
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn history_and_receipts_commands() {
+    let s = start().await;
+    for text in ["one", "two", "three"] {
+        let sent = run(s.cli("alice", &["send", "--to", "bob", "--text", text])).await;
+        assert!(sent.status.success());
+    }
+    // Alice waits for bob's read receipt.
+    let watch = s
+        .cli(
+            "alice",
+            &[
+                "receipts", "--to", "bob", "--watch", "--count", "1", "--for", "15",
+            ],
+        )
+        .output();
+    let watcher =
+        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), watch).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Bob's newest two, then everything page by page.
+    let page = json(
+        &run(s.cli(
+            "bob",
+            &["--json", "history", "--to", "alice", "--limit", "2"],
+        ))
+        .await,
+    );
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 2]);
+    assert_eq!(
+        (page["has_more"].as_bool(), page["next_seq"].as_u64()),
+        (Some(true), Some(2))
+    );
+    let all = run(s.cli(
+        "bob",
+        &["history", "--to", "alice", "--limit", "1", "--all"],
+    ))
+    .await;
+    let out = stdout(&all);
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    assert!(
+        out.contains("\"one\"") && out.contains("\"two\"") && out.contains("\"three\""),
+        "{out}"
+    );
+    let read = run(s.cli("bob", &["read", "--conv", "alice", "--seq", "3"])).await;
+    assert!(read.status.success());
+    let watched = watcher.await.unwrap().expect("watch ends").unwrap();
+    let out = stdout(&watched);
+    assert!(
+        watched.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert!(out.contains("bob read up to seq 3"), "{out}");
+    let positions = json(&run(s.cli("alice", &["--json", "receipts", "--to", "bob"])).await);
+    assert_eq!(positions["peer_read_seq"], 3);
+    assert_eq!(positions["read_seq"], 3, "alice sent them all");
+
+    // A group: who read message 1.
+    let created = json(
+        &run(s.cli(
+            "alice",
+            &[
+                "--json",
+                "group",
+                "create",
+                "--name",
+                "t",
+                "--members",
+                "bob,carol",
+            ],
+        ))
+        .await,
+    );
+    let gid = created["group"]["group_id"].as_str().unwrap().to_owned();
+    assert!(
+        run(s.cli("alice", &["send", "--group", &gid, "--text", "hi"]))
+            .await
+            .status
+            .success()
+    );
+    assert!(run(s.cli("bob", &["read", "--group", &gid, "--seq", "1"]))
+        .await
+        .status
+        .success());
+    let readers = json(
+        &run(s.cli(
+            "alice",
+            &["--json", "receipts", "--group", &gid, "--seq", "1"],
+        ))
+        .await,
+    );
+    assert_eq!(readers["read_by"], serde_json::json!(["bob"]));
+    let text = run(s.cli("carol", &["receipts", "--group", &gid, "--seq", "1"])).await;
+    assert!(
+        stdout(&text).contains("read by 1 member(s): bob"),
+        "{}",
+        stdout(&text)
+    );
+    let no_seq = run(s.cli("alice", &["receipts", "--group", &gid])).await;
+    assert!(!no_seq.status.success());
+    s.server.shutdown().await;
+}

@@ -468,6 +468,83 @@ impl Client {
         self.signal(to, kind, Vec::new()).await
     }
 
+    /// A page of any conversation's messages (HISTORY, PROTOCOL.md 24): `body` as the server
+    /// takes it. The ack also carries the conversation's `last_seq`, this user's `read_seq`
+    /// and, for a direct conversation, the other user's `peer_read_seq`.
+    pub async fn history(&self, body: pb::History) -> Result<pb::HistoryAck> {
+        reply!(self.request(Packet::History(body)).await?, HistoryAck)
+    }
+
+    /// The newest messages of `conversation` before `before_seq` (0: from the newest), newest
+    /// first: what a phone shows when a chat is opened, and, with `before_seq = next_seq` of
+    /// the previous page, scrolling back. `limit` 0: the server's default (50).
+    pub async fn history_before(
+        &self,
+        conversation: pb::Conversation,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<pb::HistoryAck> {
+        self.history(pb::History {
+            conversation: Some(conversation),
+            before_seq,
+            limit,
+            order: pb::HistoryOrder::NewestFirst as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The messages of `conversation` after `after_seq` (0: from the first), oldest first:
+    /// catching up on a conversation from the last seq held. Repeat from `next_seq` while
+    /// `has_more`.
+    pub async fn history_after(
+        &self,
+        conversation: pb::Conversation,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<pb::HistoryAck> {
+        self.history(pb::History {
+            conversation: Some(conversation),
+            after_seq,
+            limit,
+            order: pb::HistoryOrder::OldestFirst as i32,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// One page of READERS: of up to `limit` members after `cursor` (0: the server's default,
+    /// 500), those who have read the group message at `seq`.
+    pub async fn readers_page(
+        &self,
+        group_id: &str,
+        seq: u64,
+        cursor: Vec<u8>,
+        limit: u32,
+    ) -> Result<pb::ReadersAck> {
+        let body = pb::Readers {
+            group_id: group_id.to_string(),
+            seq,
+            cursor,
+            limit,
+        };
+        reply!(self.request(Packet::Readers(body)).await?, ReadersAck)
+    }
+
+    /// Every member who has read the group message at `seq` (all pages of READERS).
+    pub async fn readers(&self, group_id: &str, seq: u64) -> Result<Vec<String>> {
+        let mut read_by = Vec::new();
+        let mut cursor = Vec::new();
+        loop {
+            let page = self.readers_page(group_id, seq, cursor, 0).await?;
+            read_by.extend(page.read_by);
+            cursor = page.next_cursor;
+            if cursor.is_empty() {
+                return Ok(read_by);
+            }
+        }
+    }
+
     /// Sends a HEARTBEAT and returns the round trip to its HEARTBEAT_ACK.
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();

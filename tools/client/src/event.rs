@@ -39,6 +39,12 @@ pub enum ClientEvent {
     /// Another user's ephemeral signal (typing, ...): not stored, never repeated; show it
     /// for a few seconds at most (PROTOCOL.md 26).
     Signal(pb::SignalNotify),
+    /// The other user of a direct conversation has read it up to `up_to_seq` (RECEIPT, server
+    /// -> client, coalesced by the server; not stored and not acknowledged). Keep the highest
+    /// seen per conversation; after a reconnect read it back from
+    /// [`Client::history`](crate::Client::history) (`peer_read_seq`) or
+    /// [`Client::contacts`](crate::Client::contacts).
+    Receipt(pb::Receipt),
     /// The server sent KICK; a `Disconnected` follows.
     Kicked(pb::Kick),
     /// The connection is gone. With `reconnecting` false the client has stopped for good.

@@ -61,6 +61,48 @@
 //! reconnects. An app persists each entry with its version and starts the next session with
 //! that version as `last_version`.
 //!
+//! # Conversations on a phone: HISTORY and read receipts
+//!
+//! The inbox (steps 1-7) is what *arrives*; a chat screen also needs what is *already there*.
+//! A new phone, or a reinstalled app, must not SYNC a user's whole inbox from version 0 to show
+//! one chat: it asks the conversation itself ([`Client::history_before`], PROTOCOL.md 24). A
+//! Swift or Kotlin client keeps, per conversation (key: kind + id), a store of messages by seq
+//! (`[UInt64: Message]` / `TreeMap<Long, Message>`) with `lowest` and `highest` seq held, and
+//! `read_seq` / `peer_read_seq`, and does this:
+//!
+//! 1. **Fresh install.** LOGIN with `last_version = 0`, then, instead of SYNC from 0, set
+//!    `held = LoginAck.current_version` (the inbox before it is what HISTORY shows; later
+//!    entries arrive as pushes) and list the conversations with CONTACTS (each has its last
+//!    message, `unread`, `read_seq` and, for a direct chat, `peer_read_seq`).
+//! 2. **Opening a chat.** `HISTORY {conversation, order: NEWEST_FIRST, before_seq: 0}`: the
+//!    newest 50 messages, newest first, in one round trip however long the chat is. Store them,
+//!    `lowest` = the last one's seq. The ack's `read_seq` places the "unread" divider, its
+//!    `peer_read_seq` the "seen" mark on your own messages, `last_seq` says whether anything is
+//!    missing at the top.
+//! 3. **Scrolling up.** While `has_more`: `HISTORY {NEWEST_FIRST, before_seq: next_seq}`
+//!    (`next_seq`, not the lowest seq returned: messages you deleted for yourself are skipped,
+//!    and a page can end on them).
+//! 4. **Coming back** to a chat whose `highest` is below `last_seq` (after being offline, or
+//!    for a read fan-out group): `HISTORY {OLDEST_FIRST, after_seq: highest}`, repeated from
+//!    `next_seq` while `has_more`. Messages reach a client both as inbox entries and through
+//!    HISTORY: key them by seq (or `msg_id`) and keep one.
+//! 5. **Reading.** MARK_READ `{conversation, up_to_seq}` when messages are on screen; one per
+//!    screenful is plenty, but the server copes with one per message (below).
+//! 6. **Receipts.** A direct chat's other user sends no ack of its own: when its read position
+//!    moves, the server sends you [`ClientEvent::Receipt`] `{conversation, reader, up_to_seq}`
+//!    (RECEIPT 0x4004; not acknowledged). Set `peer_read_seq = max(peer_read_seq, up_to_seq)`
+//!    and mark your messages up to it "seen". The server coalesces them: the first read after a
+//!    quiet second comes at once, further reads within the second become one receipt with the
+//!    latest position, so a peer reading 500 messages costs you one or two frames. Receipts
+//!    are not stored: after a reconnect take `peer_read_seq` from CONTACTS or HISTORY. Your
+//!    peer's own message also means it read everything before it (sending moves the sender's
+//!    read position; no receipt is sent for that).
+//! 7. **Groups** get no receipts (a read would fan out to every member); a "read by" screen
+//!    asks [`Client::readers`] (READERS) for one message, paged by member.
+//!
+//! HISTORY, READERS and CONTACTS are reads: the client repeats them after a reconnect, as any
+//! request that is safe to repeat (step 7 of the list before).
+//!
 //! ```no_run
 //! # async fn demo() -> missive_client::Result<()> {
 //! use missive_client::{direct, Client, ClientConfig, ClientEvent};

@@ -471,3 +471,64 @@ async fn typing_is_written_at_once_and_signals_become_events() {
     let (_, packet) = peer.expect(Command::Signal).await;
     assert!(matches!(packet, Packet::Signal(s) if s.kind == pb::SignalKind::TypingStopped as i32));
 }
+
+#[tokio::test]
+async fn receipts_become_events_and_history_and_readers_page() {
+    let server = FakeServer::bind().await;
+    let (client, mut events, mut peer) = start(&server, config(&server.addr()), 0, 30).await;
+    let receipt = pb::Receipt {
+        conversation: Some(direct("bob")),
+        reader: "bob".into(),
+        up_to_seq: 12,
+        read_ms: 5,
+    };
+    peer.send(Packet::Receipt(receipt.clone()), 0).await;
+    match next(&mut events).await {
+        ClientEvent::Receipt(r) => assert_eq!(r, receipt),
+        other => panic!("{other:?}"),
+    }
+    let fake = async {
+        let (id, packet) = peer.expect(Command::History).await;
+        let Packet::History(h) = packet else {
+            unreachable!()
+        };
+        assert_eq!(h.conversation, Some(direct("bob")));
+        assert_eq!(h.order, pb::HistoryOrder::NewestFirst as i32);
+        assert_eq!((h.before_seq, h.after_seq, h.limit), (40, 0, 20));
+        let ack = pb::HistoryAck {
+            has_more: true,
+            next_seq: 20,
+            last_seq: 99,
+            ..Default::default()
+        };
+        peer.send(Packet::HistoryAck(ack), id).await;
+        // READERS, two pages.
+        for (cursor, read_by, next) in [
+            (Vec::new(), vec!["ann"], b"ann".to_vec()),
+            (b"ann".to_vec(), vec!["zoe"], Vec::new()),
+        ] {
+            let (id, packet) = peer.expect(Command::Readers).await;
+            let Packet::Readers(r) = packet else {
+                unreachable!()
+            };
+            assert_eq!((r.group_id.as_str(), r.seq, r.cursor), ("g1", 3, cursor));
+            let ack = pb::ReadersAck {
+                read_by: read_by.into_iter().map(String::from).collect(),
+                next_cursor: next,
+            };
+            peer.send(Packet::ReadersAck(ack), id).await;
+        }
+        peer
+    };
+    let requests = async {
+        let page = client.history_before(direct("bob"), 40, 20).await.unwrap();
+        (page, client.readers("g1", 3).await.unwrap())
+    };
+    let ((page, readers), _peer) = tokio::join!(requests, fake);
+    assert_eq!(
+        (page.has_more, page.next_seq, page.last_seq),
+        (true, 20, 99)
+    );
+    assert_eq!(readers, ["ann", "zoe"]);
+    client.close().await;
+}

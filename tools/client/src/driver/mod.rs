@@ -325,6 +325,11 @@ impl Driver {
                 self.emit(ClientEvent::Signal(signal));
                 Ok(None)
             }
+
+            Packet::Receipt(receipt) => {
+                self.emit(ClientEvent::Receipt(receipt));
+                Ok(None)
+            }
             Packet::Kick(kick) => {
                 let reason = kick.reason();
                 self.min_delay = Duration::from_millis(kick.reconnect_after_ms.into());

@@ -23,6 +23,8 @@ pub(super) fn retry_safe(command: Command) -> bool {
             | GroupList
             | GroupHistory
             | GroupSetRole
+            | History
+            | Readers
             | Heartbeat
     )
 }
