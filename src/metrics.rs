@@ -50,8 +50,9 @@ pub struct Metrics {
     /// Idle sessions parked (task, timer and buffers given up), and parked sessions revived.
     pub sessions_parked: Counter,
     pub sessions_revived: Counter,
-    /// SIGNAL_NOTIFY frames queued for sessions; those not queued (the session parked, closing
-    /// or its queue full); SIGNALs dropped unread over the sender's rate.
+    /// SIGNAL_NOTIFY frames queued for sessions or written in place to parked ones; those not
+    /// sent (the device in the background, the session closing, its queue full, or its parked
+    /// socket full); SIGNALs dropped unread over the sender's rate.
     pub signals_relayed: Counter,
     pub signals_dropped: Counter,
     pub signals_rate_limited: Counter,
@@ -196,12 +197,12 @@ impl Metrics {
         );
         out.counter(
             "missive_signals_relayed_total",
-            "SIGNAL_NOTIFY frames queued for online, unparked sessions (ephemeral: typing and the like).",
+            "SIGNAL_NOTIFY frames queued for online sessions or written in place to parked ones (ephemeral: typing and the like).",
             self.signals_relayed.get(),
         );
         out.counter(
             "missive_signals_dropped_total",
-            "SIGNAL_NOTIFY frames not queued because the session was parked, closing or its queue full.",
+            "SIGNAL_NOTIFY frames not sent: the device in the background, the session closing, its queue full or its parked socket full.",
             self.signals_dropped.get(),
         );
         out.counter(

@@ -46,6 +46,17 @@ struct Queue {
     /// Set by every wake, cleared when the session takes the queue: while set, the session's
     /// wait ends at once.
     woken: bool,
+    /// While the session is parked (`session::park`): what writes an ephemeral frame straight
+    /// to its socket without waking it.
+    sleeping: Option<Arc<dyn Sleeping>>,
+}
+
+/// A parked session's socket, written to in place (`session::park`): an ephemeral frame
+/// (SIGNAL_NOTIFY) reaches an idle connection without reviving its task.
+pub trait Sleeping: Send + Sync + std::fmt::Debug {
+    /// Writes `frame` now if the socket takes it without waiting; `false`: it was not written
+    /// (the socket is full, or the session is no longer parked here), and is dropped.
+    fn write_now(&self, frame: &Frame) -> bool;
 }
 
 /// What a session takes from its queue.
@@ -73,9 +84,6 @@ pub struct SessionHandle {
     queue: Mutex<Queue>,
     /// Most frames queued at once before the session counts as a slow consumer.
     limit: usize,
-    /// Set while the session is parked (`session::park`): ephemeral signals are dropped for it
-    /// instead of waking it.
-    parked: AtomicBool,
 }
 
 impl SessionHandle {
@@ -181,30 +189,38 @@ impl SessionHandle {
         }
     }
 
-    /// Marks the session parked or not (`session::park`: set before its queue's waker becomes
-    /// the nest, cleared when it is served again).
-    pub fn set_parked(&self, parked: bool) {
-        self.parked.store(parked, Ordering::Relaxed);
+    /// Marks the session parked (`Some`: how to write to it in place) or served again
+    /// (`session::park`: set before its queue's waker becomes the nest, cleared when it is
+    /// revived).
+    pub fn set_parked(&self, sleeping: Option<Arc<dyn Sleeping>>) {
+        self.queue.lock().sleeping = sleeping;
     }
 
     pub fn is_parked(&self) -> bool {
-        self.parked.load(Ordering::Relaxed)
+        self.queue.lock().sleeping.is_some()
     }
 
-    /// Queues an ephemeral SIGNAL_NOTIFY unless the session is parked, closing or its queue is
-    /// full: then the signal is dropped (`false`) and the session is neither woken nor closed.
-    /// Typing is worth less than the connection that would be lost as a slow consumer, or the
-    /// task a parked phone would be revived into. The parked flag is read under the queue's
-    /// lock: `park` sets it before it makes the nest the queue's waker (which takes this lock),
-    /// so no signal queued after that can wake the nest.
+    /// Hands an ephemeral SIGNAL_NOTIFY to the session: queued for a session that is being
+    /// served, written straight to the socket of a parked one (without waking it). Dropped
+    /// (`false`), the session neither woken nor closed, when the session is closing, in the
+    /// background, its queue is full or a parked socket does not take it at once: typing is
+    /// worth less than the connection that would be lost as a slow consumer, or the task a
+    /// parked phone would be revived into. The parked state is read under the queue's lock:
+    /// `park` sets it before it makes the nest the queue's waker (which takes this lock), so no
+    /// signal queued after that can wake the nest.
     pub fn offer_signal(&self, frame: Frame) -> bool {
         let len = frame.encoded_len();
         let mut q = self.queue.lock();
-        if q.closing
-            || self.is_parked()
-            || q.frames.len() >= self.limit
-            || q.bytes + len > MAX_QUEUED_BYTES
-        {
+        if q.closing || self.is_background() {
+            return false;
+        }
+        if let Some(sleeping) = q.sleeping.clone() {
+            // Outside the queue's lock: a write that the socket takes only in part revives the
+            // session, which takes that lock.
+            drop(q);
+            return sleeping.write_now(&frame);
+        }
+        if q.frames.len() >= self.limit || q.bytes + len > MAX_QUEUED_BYTES {
             return false;
         }
         let was_empty = q.frames.is_empty();
@@ -282,7 +298,6 @@ impl Router {
             background: AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.max(1),
-            parked: AtomicBool::new(false),
         });
         // Most users have one device online: room for one, not the four of a first push.
         let list = users.entry(key).or_insert_with(|| Vec::with_capacity(1));
@@ -530,21 +545,52 @@ mod signal_tests {
         );
     }
 
-    /// Parked sessions and the sender's own sessions get nothing; the others get one each.
+    /// A parked socket that takes what is written, or not.
+    #[derive(Debug, Default)]
+    struct Socket {
+        full: std::sync::atomic::AtomicBool,
+        written: AtomicU64,
+    }
+
+    impl Sleeping for Socket {
+        fn write_now(&self, _frame: &Frame) -> bool {
+            if self.full.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.written.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+
+    /// The sender's own sessions and background ones get nothing; a parked session gets the
+    /// signal written in place (nothing queued, nothing woken), or loses it if its socket is
+    /// full; the others get it queued.
     #[test]
-    fn relays_skip_the_sender_and_parked_sessions() {
+    fn relays_skip_the_sender_and_write_parked_sessions_in_place() {
         let router = Router::default();
         let alice_phone = router.register("alice", "phone", 8, 4, 0);
         let alice_tablet = router.register("alice", "tablet", 8, 4, 0);
         let bob_phone = router.register("bob", "phone", 8, 4, 0);
         let bob_tablet = router.register("bob", "tablet", 8, 4, 0);
-        bob_tablet.set_parked(true);
+        let carol = router.register("carol", "phone", 8, 4, 0);
+        carol.set_background(true);
+        let socket = Arc::new(Socket::default());
+        bob_tablet.set_parked(Some(socket.clone()));
         let got = router.relay_signal(["alice", "bob", "carol"], "alice", &signal());
-        assert_eq!(got, (1, 1));
+        assert_eq!(got, (2, 1));
         assert_eq!(bob_phone.queued(), 1);
-        assert_eq!(bob_tablet.queued(), 0);
+        assert_eq!(
+            bob_tablet.queued(),
+            0,
+            "a parked session's queue stays empty"
+        );
+        assert_eq!(socket.written.load(Ordering::Relaxed), 1);
+        assert_eq!(carol.queued(), 0, "background");
         assert_eq!(alice_phone.queued() + alice_tablet.queued(), 0);
-        bob_tablet.set_parked(false);
+        socket.full.store(true, Ordering::Relaxed);
+        assert_eq!(router.relay_signal(["bob"], "alice", &signal()), (1, 1));
+        bob_tablet.set_parked(None);
         assert_eq!(router.relay_signal(["bob"], "alice", &signal()), (2, 0));
+        assert_eq!(bob_tablet.queued(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! End to end: ephemeral signals (SIGNAL -> SIGNAL_NOTIFY, PROTOCOL.md 26). Relayed to the
 //! other members' online devices and to nobody else; never stored, counted or acknowledged;
-//! dropped for parked sessions without waking them; over the sender's rate dropped without
+//! written in place to parked sessions without waking them; not sent to background devices;
+//! over the sender's rate dropped without
 //! costing anyone the connection; refused with the documented codes.
 
 mod common;
@@ -101,24 +102,37 @@ async fn typing_reaches_the_other_side_only_and_nothing_is_stored() {
     server.stop().await;
 }
 
+/// A parked device (idle on the server) gets the signal written straight to its socket by
+/// the relaying thread: it arrives, and the session is not woken (no task revived for it) and
+/// stays parked; a message afterwards still reaches it. Over plain TCP (the parker's socket) and
+/// over a WebSocket (a stream parked with tokio).
 #[tokio::test]
-async fn a_parked_device_gets_no_signal_and_is_not_woken_but_still_gets_messages() {
+async fn a_parked_device_gets_the_signal_in_place_without_being_woken() {
     let server = TestServer::start_with(|c| c.park_idle_ms = 50).await;
-    let (mut bob, _) = server.login("bob", "phone").await;
+    let (bob, _) = server.login("bob", "phone").await;
+    let mut bob_ws = Connection::connect(&format!("ws://{}/ws", server.addr))
+        .await
+        .expect("WebSocket connects");
+    bob_ws
+        .login(&server.token("bob", "tablet"), "tablet", 0)
+        .await
+        .expect("login");
+    let mut bob = bob;
     let (mut alice, _) = server.login("alice", "phone").await;
-    server.wait_parked(2).await;
+    server.wait_parked(3).await;
     let metrics = server.handle().metrics();
     let revived = metrics.sessions_revived.get();
 
-    // Alice's own bytes wake her session (one revival); Bob's must stay parked.
+    // Alice's own bytes wake her session (one revival); Bob's two stay parked.
     signal_accepted(&mut alice, typing("bob")).await;
-    assert_eq!(
-        metrics.signals_dropped.get(),
-        1,
-        "dropped for the parked bob"
-    );
-    assert_eq!(metrics.signals_relayed.get(), 0);
-    server.wait_parked(2).await;
+    for conn in [&mut bob, &mut bob_ws] {
+        let got = expect_signal(conn).await;
+        assert_eq!(got.from_user, "alice");
+        assert_eq!(got.kind, pb::SignalKind::Typing as i32);
+    }
+    assert_eq!(metrics.signals_relayed.get(), 2);
+    assert_eq!(metrics.signals_dropped.get(), 0);
+    server.wait_parked(3).await;
     assert_eq!(
         metrics.sessions_revived.get(),
         revived + 1,
@@ -127,10 +141,30 @@ async fn a_parked_device_gets_no_signal_and_is_not_woken_but_still_gets_messages
     expect_silence(&mut bob, Duration::from_millis(200)).await;
     assert_eq!(metrics.sessions_revived.get(), revived + 1);
 
-    // A message still wakes bob, and the push is the first thing he gets.
+    // A message still wakes bob, and the push is the first thing he gets next.
     let sent = raw_send(&mut alice, "bob", "are you there").await;
     let (_, push) = recv_push(&mut bob).await;
     assert_eq!(message(pushed(&push)).msg_id, sent.msg_id);
+    server.stop().await;
+}
+
+/// A device in the background (PROTOCOL.md 11.2) gets no signals: its user is not looking.
+#[tokio::test]
+async fn a_background_device_gets_no_signal() {
+    let server = TestServer::start_with(|c| c.park_idle_ms = 0).await;
+    let mut bob = server.connect().await;
+    bob.login_with(pb::Login {
+        token: server.token("bob", "phone"),
+        device_id: "phone".into(),
+        background: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (mut alice, _) = server.login("alice", "phone").await;
+    signal_accepted(&mut alice, typing("bob")).await;
+    expect_silence(&mut bob, Duration::from_millis(300)).await;
+    assert_eq!(server.handle().metrics().signals_dropped.get(), 1);
     server.stop().await;
 }
 

@@ -28,6 +28,71 @@ pub enum Stream {
     Ws(Box<crate::net::ws::WsIo>),
 }
 
+/// What a write that does not wait ([`Stream::write_now`]) came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// All of it is on its way (in the socket, or in a TLS or WebSocket layer that has sent it).
+    All,
+    /// None of it was taken.
+    None,
+    /// Part was taken, and the rest is this (possibly empty, when a TLS or WebSocket layer
+    /// took it all but could not pass it on yet): whoever writes next must write it first.
+    Part(BytesMut),
+    /// The stream failed.
+    Failed,
+}
+
+impl Written {
+    /// `n` of `bytes` taken, and passed on (`flushed`) or not.
+    pub fn of(bytes: &[u8], n: usize, flushed: bool) -> Written {
+        match n {
+            0 => Written::None,
+            n if n >= bytes.len() && flushed => Written::All,
+            n => Written::Part(BytesMut::from(&bytes[n.min(bytes.len())..])),
+        }
+    }
+}
+
+impl Stream {
+    /// Writes `bytes` without waiting: what the socket (and the TLS or WebSocket layer) takes
+    /// now. For a parked session (`session::park`), whose stream is registered with tokio with
+    /// the nest as its waker: the write registers no waker of its own (a no-op one).
+    pub fn write_now(&mut self, bytes: &[u8]) -> Written {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        fn push<S: tokio::io::AsyncWrite + Unpin>(
+            s: &mut S,
+            cx: &mut Context<'_>,
+            bytes: &[u8],
+        ) -> Written {
+            let mut n = 0;
+            while n < bytes.len() {
+                match Pin::new(&mut *s).poll_write(cx, &bytes[n..]) {
+                    Poll::Ready(Ok(0)) | Poll::Pending => break,
+                    Poll::Ready(Ok(k)) => n += k,
+                    Poll::Ready(Err(_)) => return Written::Failed,
+                }
+            }
+            if n == 0 {
+                return Written::None;
+            }
+            match Pin::new(&mut *s).poll_flush(cx) {
+                Poll::Ready(Ok(())) => Written::of(bytes, n, true),
+                Poll::Pending => Written::of(bytes, n, false),
+                Poll::Ready(Err(_)) => Written::Failed,
+            }
+        }
+        match self {
+            Stream::Plain(s) => match s.try_write(bytes) {
+                Ok(n) => Written::of(bytes, n, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Written::None,
+                Err(_) => Written::Failed,
+            },
+            Stream::Tls(s) => push(&mut **s, &mut cx, bytes),
+            Stream::Ws(s) => push(&mut **s, &mut cx, bytes),
+        }
+    }
+}
+
 pub struct Conn {
     stream: Stream,
     rbuf: BytesMut,

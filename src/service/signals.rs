@@ -24,8 +24,9 @@ pub const MAX_GROUP_MEMBERS: usize = 100;
 pub const PER_SEC: u32 = 5;
 pub const BURST: u32 = 10;
 
-/// Checks a SIGNAL from `from` and relays it as SIGNAL_NOTIFY to the online, unparked devices
-/// of the conversation's other members (none of `from`'s own). `Ok` also when nobody got it.
+/// Checks a SIGNAL from `from` and relays it as SIGNAL_NOTIFY to the online devices in the
+/// foreground of the conversation's other members (none of `from`'s own; a parked one gets it
+/// written in place, `router::SessionHandle::offer_signal`). `Ok` also when nobody got it.
 pub async fn relay(shared: &Arc<Shared>, from: &str, req: pb::Signal) -> Result<(), Refusal> {
     let to = check_conv(from, req.to.as_ref())?;
     let kind = check_kind(req.kind, &req.payload)?;

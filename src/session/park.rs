@@ -40,9 +40,10 @@ use tokio_util::codec::Decoder;
 
 use super::serve::{heartbeat, Exit, Session};
 use crate::context::Shared;
+use crate::net::conn::Written;
 use crate::net::conn::{Conn, Filled, Stream};
 use crate::net::parker::Sleeper;
-use crate::router::SessionHandle;
+use crate::router::{SessionHandle, Sleeping};
 
 /// Bytes the parker reads from one socket before handing it to a task (a heartbeat is ~20).
 const READ_LIMIT: usize = 4096;
@@ -116,6 +117,52 @@ impl Wake for Nest {
         };
         if let Some(p) = parked {
             revive(p, Carry::default());
+        }
+    }
+}
+
+impl std::fmt::Debug for Nest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nest")
+    }
+}
+
+impl Sleeping for Nest {
+    /// Writes an ephemeral frame to the parked session's socket, if the socket takes it at once
+    /// (a few dozen bytes into an idle connection's empty send buffer: it does). The session
+    /// stays parked. A socket that takes only part of it revives the session with the rest
+    /// (the frame is never cut); one that takes none drops it. A session that is not in the
+    /// nest (being parked, woken, or answering heartbeats in the parker) drops it too.
+    fn write_now(&self, frame: &Frame) -> bool {
+        let mut state = self.state.lock();
+        let Some(p) = state.parked.as_mut() else {
+            return false;
+        };
+        let bytes = frame.to_bytes();
+        let outcome = match &mut p.waiting {
+            Waiting::Plain { socket, .. } => match socket.write(&bytes) {
+                Ok(n) => Written::of(&bytes, n, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Written::None,
+                Err(_) => Written::Failed,
+            },
+            Waiting::Stream(stream) => stream.write_now(&bytes),
+        };
+        match outcome {
+            Written::All => true,
+            Written::None => false,
+            Written::Part(rest) => {
+                let p = state.parked.take().expect("checked above");
+                drop(state);
+                revive(p, unwritten(rest));
+                true
+            }
+            Written::Failed => {
+                // The revived session meets the error on its own and closes.
+                let p = state.parked.take().expect("checked above");
+                drop(state);
+                revive(p, Carry::default());
+                false
+            }
         }
     }
 }
@@ -277,21 +324,22 @@ pub(super) enum Parking {
 }
 
 /// Parks an idle session (one whose `serve` returned `Exit::Idle`), unless something is
-/// already waiting for it. The handle is marked parked first, before the nest becomes the
-/// waker of its queue, so that no ephemeral signal can wake the nest (`router::offer_signal`
-/// drops them); the mark is taken off if the session is not parked after all.
+/// already waiting for it. The handle is marked parked first, with the nest, before the nest
+/// becomes the waker of its queue, so that no ephemeral signal can wake the nest
+/// (`router::offer_signal` hands them to [`Nest::write_now`] instead); the mark is taken off if
+/// the session is not parked after all.
 fn park(session: Box<Session>) -> Parking {
     let handle = session.handle.clone();
-    handle.set_parked(true);
-    let parking = try_park(session);
+    let nest = Arc::new(Nest::default());
+    handle.set_parked(Some(nest.clone()));
+    let parking = try_park(session, nest);
     if !matches!(parking, Parking::Parked) {
-        handle.set_parked(false);
+        handle.set_parked(None);
     }
     parking
 }
 
-fn try_park(mut session: Box<Session>) -> Parking {
-    let nest = Arc::new(Nest::default());
+fn try_park(mut session: Box<Session>, nest: Arc<Nest>) -> Parking {
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
     // From here on, frames queued for the session wake the nest rather than this task.
@@ -403,7 +451,7 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
 /// Serves a parked session again, on a task of its own (from the thread that woke it).
 fn revive(p: Parked, carry: Carry) {
     let shared = p.shared.clone();
-    p.handle.set_parked(false);
+    p.handle.set_parked(None);
     shared.metrics.sessions_revived.inc();
     shared.tasks.spawn_on(
         async move {

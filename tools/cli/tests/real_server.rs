@@ -331,8 +331,8 @@ async fn typing_and_a_send_over_http() {
         data_dir: dir.path().to_path_buf(),
         durability: Durability::Async,
         http_listen: String::new(),
-        // The watch stays idle while it waits: parked, it would get no signal (PROTOCOL.md 26).
-        park_idle_ms: 0,
+        // The watch stays idle while it waits: parked, it gets the signal written in place.
+        park_idle_ms: 10,
         ..Config::default()
     };
     let server = Server::start(config).await.unwrap();
