@@ -3,7 +3,7 @@
 //! other clients and never drops a message silently.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -33,30 +33,39 @@ pub enum Outbound {
 }
 
 /// Frames queued for a session, and whether it must close. Holds no allocation while empty.
+/// Every idle connection has one: its size counts (BENCHMARKS.md, bytes per idle connection).
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<Outbound>,
-    /// Bytes of the queued frames.
-    bytes: usize,
+    /// Bytes of the queued frames (at most [`MAX_QUEUED_BYTES`] + one frame).
+    bytes: u32,
     closing: bool,
-    kick: Option<Box<Kick>>,
-    /// The waker of the session while it waits for its queue ([`SessionHandle::poll_ready`]):
-    /// its task's, or the nest of a parked session (`session::park`).
-    waker: Option<Waker>,
     /// Set by every wake, cleared when the session takes the queue: while set, the session's
     /// wait ends at once.
     woken: bool,
-    /// While the session is parked (`session::park`): what writes an ephemeral frame straight
-    /// to its socket without waking it.
-    sleeping: Option<Arc<dyn Sleeping>>,
+    kick: Option<Box<Kick>>,
+    /// Who waits for the queue ([`SessionHandle::poll_ready`]): the session's task, or the nest
+    /// of a parked session ([`SessionHandle::park`]).
+    waiter: Option<Waiter>,
 }
 
-/// A parked session's socket, written to in place (`session::park`): an ephemeral frame
-/// (SIGNAL_NOTIFY) reaches an idle connection without reviving its task.
+/// Who waits for a session's queue.
+#[derive(Debug)]
+enum Waiter {
+    Task(Waker),
+    /// A parked session (`session::park`): woken through it, and ephemeral frames are written
+    /// through it straight to the socket.
+    Parked(Arc<dyn Sleeping>),
+}
+
+/// A parked session (`session::park`): what wakes it, and writes to its socket in place, so
+/// that an ephemeral frame (SIGNAL_NOTIFY) reaches an idle connection without reviving its task.
 pub trait Sleeping: Send + Sync + std::fmt::Debug {
     /// Writes `frame` now if the socket takes it without waiting; `false`: it was not written
     /// (the socket is full, or the session is no longer parked here), and is dropped.
     fn write_now(&self, frame: &Frame) -> bool;
+    /// Something was queued for the session, or it must close: serve it again.
+    fn wake(self: Arc<Self>);
 }
 
 /// What a session takes from its queue.
@@ -76,15 +85,18 @@ pub struct SessionHandle {
     pub device: Box<str>,
     /// Last time anything arrived from the client, ms since the epoch (coarse; set per read).
     last_seen: AtomicI64,
-    /// The heartbeat interval in force (LOGIN, HEARTBEAT), seconds; 0: the server's default.
-    heartbeat_secs: AtomicU32,
-    /// The app is in the background (LOGIN, HEARTBEAT): the device gets pushes, and its user
-    /// offline notifications too.
-    background: AtomicBool,
-    queue: Mutex<Queue>,
+    /// What the client set (LOGIN, HEARTBEAT): the heartbeat interval in force in seconds (0:
+    /// the server's default) in the low bits, and [`BACKGROUND`]: the app is in the background
+    /// (the device gets pushes, and its user offline notifications too). One word, so that a
+    /// handle is no larger than before them.
+    client: AtomicU32,
     /// Most frames queued at once before the session counts as a slow consumer.
-    limit: usize,
+    limit: u32,
+    queue: Mutex<Queue>,
 }
+
+/// The background bit of [`SessionHandle::client`]; the bits below it hold the interval.
+const BACKGROUND: u32 = 1 << 31;
 
 impl SessionHandle {
     pub fn touch(&self, now_ms: i64) {
@@ -95,22 +107,32 @@ impl SessionHandle {
         self.last_seen.load(Ordering::Relaxed)
     }
 
-    /// Sets the heartbeat interval in force (seconds, already within the server's bounds).
+    /// Sets the heartbeat interval in force (seconds, already within the server's bounds, at
+    /// most 3600).
     pub fn set_heartbeat_secs(&self, secs: u32) {
-        self.heartbeat_secs.store(secs, Ordering::Relaxed);
+        let secs = secs.min(BACKGROUND - 1);
+        let _ = self
+            .client
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c & BACKGROUND | secs)
+            });
     }
 
     /// The heartbeat interval in force; 0: the server's default.
     pub fn heartbeat_secs(&self) -> u32 {
-        self.heartbeat_secs.load(Ordering::Relaxed)
+        self.client.load(Ordering::Relaxed) & !BACKGROUND
     }
 
     pub fn set_background(&self, background: bool) {
-        self.background.store(background, Ordering::Relaxed);
+        if background {
+            self.client.fetch_or(BACKGROUND, Ordering::Relaxed);
+        } else {
+            self.client.fetch_and(!BACKGROUND, Ordering::Relaxed);
+        }
     }
 
     pub fn is_background(&self) -> bool {
-        self.background.load(Ordering::Relaxed)
+        self.client.load(Ordering::Relaxed) & BACKGROUND != 0
     }
 
     /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
@@ -125,7 +147,7 @@ impl SessionHandle {
         if q.closing {
             return;
         }
-        if q.frames.len() >= self.limit || q.bytes + len > MAX_QUEUED_BYTES {
+        if q.frames.len() >= self.limit as usize || q.bytes as usize + len > MAX_QUEUED_BYTES {
             q.closing = true;
             q.kick = Some(Box::new(kick(
                 KickReason::SlowConsumer,
@@ -135,7 +157,7 @@ impl SessionHandle {
             return;
         }
         let was_empty = q.frames.is_empty();
-        q.bytes += len;
+        q.bytes += len as u32;
         q.frames.push_back(out);
         if was_empty {
             wake(q);
@@ -160,11 +182,33 @@ impl SessionHandle {
         if std::mem::take(&mut q.woken) {
             return Poll::Ready(());
         }
-        match &q.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => q.waker = Some(cx.waker().clone()),
+        match &q.waiter {
+            Some(Waiter::Task(w)) if w.will_wake(cx.waker()) => {}
+            _ => q.waiter = Some(Waiter::Task(cx.waker().clone())),
         }
         Poll::Pending
+    }
+
+    /// Parks the session (`session::park`): from now on `nest` is woken for what is queued
+    /// (and ephemeral frames are written through it in place, [`SessionHandle::offer_signal`]).
+    /// `false`: something is waiting for the session already (as [`SessionHandle::poll_ready`]
+    /// being ready); it is not parked then.
+    pub fn park(&self, nest: Arc<dyn Sleeping>) -> bool {
+        let mut q = self.queue.lock();
+        if std::mem::take(&mut q.woken) {
+            return false;
+        }
+        q.waiter = Some(Waiter::Parked(nest));
+        true
+    }
+
+    /// The session is served by a task again (or was not parked after all): its nest no longer
+    /// waits for the queue.
+    pub fn unpark(&self) {
+        let mut q = self.queue.lock();
+        if matches!(q.waiter, Some(Waiter::Parked(_))) {
+            q.waiter = None;
+        }
     }
 
     /// Whether the session was asked to close (it is unregistered once its task ends).
@@ -189,15 +233,8 @@ impl SessionHandle {
         }
     }
 
-    /// Marks the session parked (`Some`: how to write to it in place) or served again
-    /// (`session::park`: set before its queue's waker becomes the nest, cleared when it is
-    /// revived).
-    pub fn set_parked(&self, sleeping: Option<Arc<dyn Sleeping>>) {
-        self.queue.lock().sleeping = sleeping;
-    }
-
     pub fn is_parked(&self) -> bool {
-        self.queue.lock().sleeping.is_some()
+        matches!(self.queue.lock().waiter, Some(Waiter::Parked(_)))
     }
 
     /// Hands an ephemeral SIGNAL_NOTIFY to the session: queued for a session that is being
@@ -205,26 +242,26 @@ impl SessionHandle {
     /// (`false`), the session neither woken nor closed, when the session is closing, in the
     /// background, its queue is full or a parked socket does not take it at once: typing is
     /// worth less than the connection that would be lost as a slow consumer, or the task a
-    /// parked phone would be revived into. The parked state is read under the queue's lock:
-    /// `park` sets it before it makes the nest the queue's waker (which takes this lock), so no
-    /// signal queued after that can wake the nest.
+    /// parked phone would be revived into. The parked state is read under the queue's lock, the
+    /// one [`SessionHandle::park`] sets it under, so no signal can wake a parked session.
     pub fn offer_signal(&self, frame: Frame) -> bool {
         let len = frame.encoded_len();
         let mut q = self.queue.lock();
         if q.closing || self.is_background() {
             return false;
         }
-        if let Some(sleeping) = q.sleeping.clone() {
+        if let Some(Waiter::Parked(nest)) = &q.waiter {
             // Outside the queue's lock: a write that the socket takes only in part revives the
             // session, which takes that lock.
+            let nest = nest.clone();
             drop(q);
-            return sleeping.write_now(&frame);
+            return nest.write_now(&frame);
         }
-        if q.frames.len() >= self.limit || q.bytes + len > MAX_QUEUED_BYTES {
+        if q.frames.len() >= self.limit as usize || q.bytes as usize + len > MAX_QUEUED_BYTES {
             return false;
         }
         let was_empty = q.frames.is_empty();
-        q.bytes += len;
+        q.bytes += len as u32;
         q.frames.push_back(Outbound::Signal(frame));
         if was_empty {
             wake(q);
@@ -237,9 +274,16 @@ impl SessionHandle {
 /// is not waiting now) and wakes its task (outside the lock).
 fn wake(mut q: parking_lot::MutexGuard<'_, Queue>) {
     q.woken = true;
-    if let Some(w) = q.waker.take() {
-        drop(q);
-        w.wake();
+    match q.waiter.take() {
+        Some(Waiter::Task(w)) => {
+            drop(q);
+            w.wake();
+        }
+        Some(Waiter::Parked(nest)) => {
+            drop(q);
+            nest.wake();
+        }
+        None => {}
     }
 }
 
@@ -294,10 +338,9 @@ impl Router {
             user: key.clone(),
             device: device.into(),
             last_seen: AtomicI64::new(now_ms),
-            heartbeat_secs: AtomicU32::new(0),
-            background: AtomicBool::new(false),
+            client: AtomicU32::new(0),
             queue: Mutex::new(Queue::default()),
-            limit: queue_limit.max(1),
+            limit: queue_limit.clamp(1, u32::MAX as usize) as u32,
         });
         // Most users have one device online: room for one, not the four of a first push.
         let list = users.entry(key).or_insert_with(|| Vec::with_capacity(1));
@@ -560,6 +603,8 @@ mod signal_tests {
             self.written.fetch_add(1, Ordering::Relaxed);
             true
         }
+
+        fn wake(self: Arc<Self>) {}
     }
 
     /// The sender's own sessions and background ones get nothing; a parked session gets the
@@ -575,7 +620,7 @@ mod signal_tests {
         let carol = router.register("carol", "phone", 8, 4, 0);
         carol.set_background(true);
         let socket = Arc::new(Socket::default());
-        bob_tablet.set_parked(Some(socket.clone()));
+        assert!(bob_tablet.park(socket.clone()));
         let got = router.relay_signal(["alice", "bob", "carol"], "alice", &signal());
         assert_eq!(got, (2, 1));
         assert_eq!(bob_phone.queued(), 1);
@@ -589,8 +634,20 @@ mod signal_tests {
         assert_eq!(alice_phone.queued() + alice_tablet.queued(), 0);
         socket.full.store(true, Ordering::Relaxed);
         assert_eq!(router.relay_signal(["bob"], "alice", &signal()), (1, 1));
-        bob_tablet.set_parked(None);
+        bob_tablet.unpark();
         assert_eq!(router.relay_signal(["bob"], "alice", &signal()), (2, 0));
         assert_eq!(bob_tablet.queued(), 1);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection, idle or not, has a handle: with its `Arc` counts it fits mimalloc's
+    /// 160-byte size class (BENCHMARKS.md counts the bytes per idle connection). The client's
+    /// heartbeat and background state share one word, the waker and the parked nest one field.
+    #[test]
+    fn a_session_handle_fits_160_bytes_with_its_counts() {
+        let with_counts = std::mem::size_of::<super::SessionHandle>() + 16;
+        assert!(with_counts <= 160, "{with_counts} bytes");
     }
 }

@@ -844,3 +844,51 @@ async fn muted_conversations_and_read_fanout_groups_notify_only_mentions() {
     assert!(err.to_string().contains("at most 50"), "{err}");
     server.stop().await;
 }
+
+/// Mute and @mentions apply to rule 2 as to rule 1 (PROTOCOL.md 13.1, 15.6): a black-holed
+/// device whose user muted the conversation is not notified when its push goes unacknowledged;
+/// a message that @mentions the user in a muted group is, once.
+#[tokio::test]
+async fn a_black_holed_device_in_a_muted_conversation_is_notified_only_when_mentioned() {
+    let hook = Hook::running().await;
+    let server = TestServer::start_with(|c| {
+        push_config(c, &hook);
+        c.push_unacked_ms = 500;
+    })
+    .await;
+    let (alice, _a) = server.client("alice", "phone").await;
+    let g = alice
+        .group_create("pair", vec!["bob".into()], pb::HistoryVisibility::Full)
+        .await
+        .unwrap()
+        .group
+        .unwrap();
+    let (bob, _b) = server.client("bob", "tablet").await;
+    bob.mute(direct("alice"), true).await.unwrap();
+    bob.mute(group(&g.group_id), true).await.unwrap();
+    bob.close().await;
+    // Bob's phone: logged in, then nothing read, acked or closed.
+    let (_black_hole, _) = server.login("bob", "phone").await;
+    alice.send(direct("bob"), 1, "muted", None).await.unwrap();
+    alice
+        .send(group(&g.group_id), 1, "muted too", None)
+        .await
+        .unwrap();
+    let mention = alice
+        .send_mentioning(&g.group_id, 1, "@bob", vec!["bob".into()], None)
+        .await
+        .unwrap();
+    let got = hook.wait_delivered(1).await;
+    assert_eq!(got[0].delivery, format!("{}:bob", mention.msg_id));
+    wait_queue_empty(&server).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        delivered_for(&hook, "bob").len(),
+        1,
+        "{:?}",
+        hook.delivered()
+    );
+    // All three were watched and queued (rule 2); two were muted when sent.
+    assert_eq!(server.handle().push_stats().unacked, 3);
+    server.stop().await;
+}

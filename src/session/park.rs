@@ -128,6 +128,10 @@ impl std::fmt::Debug for Nest {
 }
 
 impl Sleeping for Nest {
+    fn wake(self: Arc<Self>) {
+        Wake::wake(self)
+    }
+
     /// Writes an ephemeral frame to the parked session's socket, if the socket takes it at once
     /// (a few dozen bytes into an idle connection's empty send buffer: it does). The session
     /// stays parked. A socket that takes only part of it revives the session with the rest
@@ -173,7 +177,7 @@ impl Sleeper for Nest {
     }
 
     fn evict(self: Arc<Self>) {
-        self.wake()
+        Wake::wake(self)
     }
 }
 
@@ -331,10 +335,13 @@ pub(super) enum Parking {
 fn park(session: Box<Session>) -> Parking {
     let handle = session.handle.clone();
     let nest = Arc::new(Nest::default());
-    handle.set_parked(Some(nest.clone()));
+    // From here on, frames queued for the session wake the nest rather than this task.
+    if !handle.park(nest.clone()) {
+        return Parking::Resume(session);
+    }
     let parking = try_park(session, nest);
     if !matches!(parking, Parking::Parked) {
-        handle.set_parked(None);
+        handle.unpark();
     }
     parking
 }
@@ -342,10 +349,6 @@ fn park(session: Box<Session>) -> Parking {
 fn try_park(mut session: Box<Session>, nest: Arc<Nest>) -> Parking {
     let waker = Waker::from(nest.clone());
     let mut cx = Context::from_waker(&waker);
-    // From here on, frames queued for the session wake the nest rather than this task.
-    if session.handle.poll_ready(&mut cx).is_ready() {
-        return Parking::Resume(session);
-    }
     // A plain socket goes to the parker's epoll set, unless the parker has stopped.
     let to_parker = session.conn.is_plain() && !session.shared.parker.is_broken();
     if !to_parker {
@@ -451,7 +454,7 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
 /// Serves a parked session again, on a task of its own (from the thread that woke it).
 fn revive(p: Parked, carry: Carry) {
     let shared = p.shared.clone();
-    p.handle.set_parked(None);
+    p.handle.unpark();
     shared.metrics.sessions_revived.inc();
     shared.tasks.spawn_on(
         async move {
