@@ -65,7 +65,9 @@ pub(super) struct Session {
     pub pushed_through: u64,
     /// The connection's rate of SIGNALs (`service::signals::PER_SEC`). Not kept while parked:
     /// a session parks only after `park_idle_ms` without a request, by which time it is full.
-    pub signals: crate::limits::Bucket,
+    /// Made at the first SIGNAL: most connections never send one, and the session's size is
+    /// what a burst of new connections costs.
+    pub signals: Option<Box<crate::limits::Bucket>>,
 }
 
 /// Why [`Session::serve`] returned.
@@ -113,7 +115,7 @@ impl Session {
             permit,
             timers,
             pushed_through: 0,
-            signals: crate::limits::Bucket::new(signals::PER_SEC, signals::BURST),
+            signals: None,
         })
     }
 
@@ -407,7 +409,10 @@ impl Session {
             Packet::Signal(req) => {
                 // Over the rate a signal is dropped unread, without an ERROR: typing is best
                 // effort, and a client that types fast should not see failures for it.
-                if self.signals.take(Instant::now()).is_err() {
+                let bucket = self.signals.get_or_insert_with(|| {
+                    Box::new(crate::limits::Bucket::new(signals::PER_SEC, signals::BURST))
+                });
+                if bucket.take(Instant::now()).is_err() {
                     self.shared.metrics.signals_rate_limited.inc();
                     return Flow::Continue;
                 }
