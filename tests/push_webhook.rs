@@ -552,6 +552,21 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
     // Bob's connection: logged in, then nothing read, written or closed.
     let (_black_hole, _) = server.login("bob", "phone").await;
     let (_carol, mut carol_events) = server.client("carol", "phone").await;
+    // Erin's too, but her app said it is in the background: rule 1, notified when stored.
+    let mut erin_hole = server.connect().await;
+    erin_hole
+        .login_with(pb::Login {
+            token: server.token("erin", "phone"),
+            device_id: "phone".into(),
+            background: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let to_erin = alice.send(direct("erin"), 1, "hi erin", None).await.unwrap();
+    let got = hook.wait_delivered(1).await;
+    assert_eq!(got[0].delivery, format!("{}:erin", to_erin.msg_id));
+    assert_eq!(server.handle().push_stats().unacked, 0, "erin's by rule 1");
 
     let sent = std::time::Instant::now();
     let to_bob = alice
@@ -570,9 +585,9 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
         delivered_for(&hook, "bob").is_empty(),
         "an online device is not notified when the message is stored"
     );
-    let got = hook.wait_delivered(1).await;
+    let got = hook.wait_delivered(2).await;
     let after = sent.elapsed();
-    assert_eq!(got[0].delivery, format!("{}:bob", to_bob.msg_id));
+    assert_eq!(got[1].delivery, format!("{}:bob", to_bob.msg_id));
     assert!(
         after >= Duration::from_millis(900) && after < Duration::from_millis(3000),
         "notified {after:?} after the push, push_unacked_ms is 1000"
@@ -581,7 +596,7 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
     // more, and carol, who acked, is never notified.
     let closed = tokio::time::Instant::now() + Duration::from_secs(6);
     while server.handle().online_sessions() > 2 {
-        assert!(tokio::time::Instant::now() < closed, "bob never closed");
+        assert!(tokio::time::Instant::now() < closed, "the dead connections were never closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
