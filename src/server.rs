@@ -154,21 +154,24 @@ impl Server {
             let worker = crate::offline_push::worker::Worker::new(
                 &shared.config,
                 shared.store.clone(),
-                wake,
+                wake.clone(),
                 shared.shutdown.clone(),
                 push.clone(),
             );
             if let Some(worker) = worker {
+                if shared.config.push_unacked_ms > 0 {
+                    use crate::offline_push::unacked;
+                    tasks.spawn(unacked::run(unacked::Announcer {
+                        router: shared.router.clone(),
+                        store: shared.store.clone(),
+                        counters: push.clone(),
+                        shutdown: shared.shutdown.clone(),
+                        period: unacked::period(shared.config.push_unacked_ms),
+                        wake,
+                        rewind: worker.rewinder(),
+                    }));
+                }
                 tasks.spawn(worker.run());
-            }
-            if shared.config.push_unacked_ms > 0 {
-                tasks.spawn(crate::offline_push::unacked::run(
-                    shared.router.clone(),
-                    shared.store.clone(),
-                    push.clone(),
-                    shared.shutdown.clone(),
-                    crate::offline_push::unacked::period(shared.config.push_unacked_ms),
-                ));
             }
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));

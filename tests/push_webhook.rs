@@ -563,7 +563,10 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
         })
         .await
         .unwrap();
-    let to_erin = alice.send(direct("erin"), 1, "hi erin", None).await.unwrap();
+    let to_erin = alice
+        .send(direct("erin"), 1, "hi erin", None)
+        .await
+        .unwrap();
     let got = hook.wait_delivered(1).await;
     assert_eq!(got[0].delivery, format!("{}:erin", to_erin.msg_id));
     assert_eq!(server.handle().push_stats().unacked, 0, "erin's by rule 1");
@@ -577,6 +580,12 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
         .send(direct("carol"), 1, "hi carol", None)
         .await
         .unwrap();
+    // Dave is offline: his notification is queued (and sent) at once, after bob's message; the
+    // worker has read past bob's message id by the time bob's notification is queued.
+    let to_dave = alice
+        .send(direct("dave"), 1, "hi dave", None)
+        .await
+        .unwrap();
     assert_eq!(
         message(&next_entry(&mut carol_events).await).msg_id,
         to_carol.msg_id
@@ -586,8 +595,10 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
         "an online device is not notified when the message is stored"
     );
     let got = hook.wait_delivered(2).await;
+    assert_eq!(got[1].delivery, format!("{}:dave", to_dave.msg_id));
+    let got = hook.wait_delivered(3).await;
     let after = sent.elapsed();
-    assert_eq!(got[1].delivery, format!("{}:bob", to_bob.msg_id));
+    assert_eq!(got[2].delivery, format!("{}:bob", to_bob.msg_id));
     assert!(
         after >= Duration::from_millis(900) && after < Duration::from_millis(3000),
         "notified {after:?} after the push, push_unacked_ms is 1000"
@@ -596,7 +607,10 @@ async fn a_black_holed_device_is_notified_once_in_time_and_an_acking_one_never()
     // more, and carol, who acked, is never notified.
     let closed = tokio::time::Instant::now() + Duration::from_secs(6);
     while server.handle().online_sessions() > 2 {
-        assert!(tokio::time::Instant::now() < closed, "the dead connections were never closed");
+        assert!(
+            tokio::time::Instant::now() < closed,
+            "the dead connections were never closed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -7,6 +7,7 @@
 //! and the writer says it queued more.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub struct Worker {
     settings: Settings,
     client: HttpClient,
     wake: Arc<Notify>,
+    /// Set when entries were queued behind the cursor (`super::unacked`: a late notification
+    /// keeps its message's id): the next refill reads the queue from its start again.
+    rewind: Arc<AtomicBool>,
     shutdown: CancellationToken,
     counters: Arc<Counters>,
     window: BTreeMap<PushKey, Slot>,
@@ -112,6 +116,7 @@ impl Worker {
             settings,
             client,
             wake,
+            rewind: Arc::default(),
             shutdown,
             counters,
             window: BTreeMap::new(),
@@ -156,8 +161,18 @@ impl Worker {
         }
     }
 
-    /// Reads the entries after the cursor into the window.
+    /// What tells the worker that entries were queued behind its cursor.
+    pub fn rewinder(&self) -> Arc<AtomicBool> {
+        self.rewind.clone()
+    }
+
+    /// Reads the entries after the cursor into the window. After a rewind the cursor starts
+    /// again from the queue's first key: what is in the window already keeps its state, and
+    /// what was sent or dropped but is not removed yet (`done`) is not read again.
     async fn refill(&mut self) -> Result<(), String> {
+        if self.rewind.swap(false, Ordering::Relaxed) {
+            self.cursor = None;
+        }
         let room = WINDOW - self.window.len();
         let after = self.cursor.clone();
         let store = self.store.clone();
@@ -166,12 +181,14 @@ impl Worker {
         let now = Instant::now();
         for key in keys {
             self.cursor = Some(key.clone());
-            let slot = Slot {
+            if self.done.contains(&key) {
+                continue;
+            }
+            self.window.entry(key).or_insert(Slot {
                 tries: 0,
                 due: now,
                 busy: false,
-            };
-            self.window.insert(key, slot);
+            });
         }
         Ok(())
     }
