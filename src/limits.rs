@@ -10,6 +10,37 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+/// A rate limit in one word, for state kept per connection for its whole life (the generic
+/// cell rate algorithm): `tat` holds when, in ms, the next request would be on time at `per_sec`;
+/// a request is allowed when that is at most `burst - 1` intervals ahead of `now_ms`, and
+/// moves it one interval on. The same limit as a token bucket of `per_sec` holding `burst`.
+pub fn take_rate(
+    tat: &std::sync::atomic::AtomicU64,
+    now_ms: u64,
+    per_sec: u32,
+    burst: u32,
+) -> bool {
+    use std::sync::atomic::Ordering;
+    let interval = 1000 / u64::from(per_sec.max(1));
+    let tolerance = interval * u64::from(burst.max(1) - 1);
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        let base = current.max(now_ms);
+        if base - now_ms > tolerance {
+            return false;
+        }
+        match tat.compare_exchange_weak(
+            current,
+            base + interval,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(seen) => current = seen,
+        }
+    }
+}
+
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug)]
 pub struct Bucket {
@@ -358,5 +389,29 @@ mod tests {
         f.charge(ip("10.0.0.9"), later);
         assert_eq!(f.tracked(), 1);
         assert!(f.check(ip("10.0.0.9"), later).is_err());
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::take_rate;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let tat = AtomicU64::new(0);
+        let t0 = 1_000_000;
+        let allowed = (0..50).filter(|_| take_rate(&tat, t0, 5, 10)).count();
+        assert_eq!(allowed, 10, "the burst");
+        assert!(!take_rate(&tat, t0 + 199, 5, 10));
+        assert!(take_rate(&tat, t0 + 200, 5, 10), "one more each 200 ms");
+        assert!(!take_rate(&tat, t0 + 200, 5, 10));
+        // Quiet for long enough: the whole burst again, and no more.
+        let later = t0 + 10_000;
+        assert_eq!(
+            (0..50).filter(|_| take_rate(&tat, later, 5, 10)).count(),
+            10
+        );
     }
 }

@@ -93,6 +93,9 @@ pub struct SessionHandle {
     /// Most frames queued at once before the session counts as a slow consumer.
     limit: u32,
     queue: Mutex<Queue>,
+    /// The rate of the session's SIGNALs (`crate::limits::take_rate`): kept with the handle, so
+    /// that parking and waking again does not start it afresh.
+    signal_rate: AtomicU64,
 }
 
 /// The background bit of [`SessionHandle::client`]; the bits below it hold the interval.
@@ -133,6 +136,12 @@ impl SessionHandle {
 
     pub fn is_background(&self) -> bool {
         self.client.load(Ordering::Relaxed) & BACKGROUND != 0
+    }
+
+    /// Takes one SIGNAL from the session's rate (`per_sec`, `burst`) at `now_ms`; `false`: over
+    /// the rate.
+    pub fn take_signal(&self, now_ms: i64, per_sec: u32, burst: u32) -> bool {
+        crate::limits::take_rate(&self.signal_rate, now_ms.max(0) as u64, per_sec, burst)
     }
 
     /// Queues a frame for the session. Never blocks: a full queue closes the session as a slow
@@ -339,6 +348,7 @@ impl Router {
             device: device.into(),
             last_seen: AtomicI64::new(now_ms),
             client: AtomicU32::new(0),
+            signal_rate: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.clamp(1, u32::MAX as usize) as u32,
         });

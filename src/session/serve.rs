@@ -63,11 +63,6 @@ pub(super) struct Session {
     /// them (the client SYNCs them). The session registers before it reads that version, so
     /// the pushes of a commit the router had not handed out yet can still come in behind it.
     pub pushed_through: u64,
-    /// The connection's rate of SIGNALs (`service::signals::PER_SEC`). Not kept while parked:
-    /// a session parks only after `park_idle_ms` without a request, by which time it is full.
-    /// Made at the first SIGNAL: most connections never send one, and the session's size is
-    /// what a burst of new connections costs.
-    pub signals: Option<Box<crate::limits::Bucket>>,
 }
 
 /// Why [`Session::serve`] returned.
@@ -115,7 +110,6 @@ impl Session {
             permit,
             timers,
             pushed_through: 0,
-            signals: None,
         })
     }
 
@@ -409,10 +403,11 @@ impl Session {
             Packet::Signal(req) => {
                 // Over the rate a signal is dropped unread, without an ERROR: typing is best
                 // effort, and a client that types fast should not see failures for it.
-                let bucket = self.signals.get_or_insert_with(|| {
-                    Box::new(crate::limits::Bucket::new(signals::PER_SEC, signals::BURST))
-                });
-                if bucket.take(Instant::now()).is_err() {
+                let now = crate::clock::now_ms();
+                if !self
+                    .handle
+                    .take_signal(now, signals::PER_SEC, signals::BURST)
+                {
                     self.shared.metrics.signals_rate_limited.inc();
                     return Flow::Continue;
                 }
