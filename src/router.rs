@@ -392,7 +392,7 @@ impl Router {
             }
         }
         if last_foreground {
-            self.unacked.hurry(&handle.user);
+            self.unacked.hurry(&handle.user, crate::clock::now_ms());
         }
     }
 
@@ -413,6 +413,11 @@ impl Router {
     /// Messages watched for an ack now.
     pub fn unacked_len(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// Messages not watched since the start because the table was full (`crate::unacked`).
+    pub fn unacked_refused(&self) -> u64 {
+        self.unacked.refused()
     }
 
     /// Pushes each delivery to every online session of its user, except session `exclude`, and
@@ -487,15 +492,22 @@ impl Router {
         from: &str,
         frame: &Frame,
     ) -> (u64, u64) {
+        // The sessions first, then the offers outside the table's lock: an offer to a parked
+        // session is a write to its socket, and the store's threads read the table.
+        let sessions: Vec<Arc<SessionHandle>> = {
+            let online = self.users.read();
+            users
+                .into_iter()
+                .filter(|u| *u != from)
+                .flat_map(|u| online.get(u).into_iter().flatten().cloned())
+                .collect()
+        };
         let (mut sent, mut dropped) = (0, 0);
-        let online = self.users.read();
-        for user in users.into_iter().filter(|u| *u != from) {
-            for s in online.get(user).into_iter().flatten() {
-                if s.offer_signal(frame.clone()) {
-                    sent += 1;
-                } else {
-                    dropped += 1;
-                }
+        for s in sessions {
+            if s.offer_signal(frame.clone()) {
+                sent += 1;
+            } else {
+                dropped += 1;
             }
         }
         (sent, dropped)

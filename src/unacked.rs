@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -41,10 +41,9 @@ struct Shard {
     /// Per user, in version order.
     users: HashMap<Arc<str>, VecDeque<Entry>>,
     /// When users have an entry falling due, in time order (entries were all given the same
-    /// delay). An item whose entries were acknowledged meanwhile finds nothing and is dropped.
+    /// delay; a hurried user's item goes to the front). An item whose entries were acknowledged
+    /// meanwhile finds nothing and is dropped.
     timeline: VecDeque<(i64, Arc<str>)>,
-    /// Users whose last foreground connection closed: every entry is due now.
-    urgent: Vec<Arc<str>>,
 }
 
 /// A message to announce: its recipient and id.
@@ -56,6 +55,8 @@ pub struct Unacked {
     delay_ms: i64,
     shards: Box<[Mutex<Shard>]>,
     len: AtomicUsize,
+    /// Messages not watched because a bound was reached.
+    refused: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -73,6 +74,7 @@ impl Unacked {
             delay_ms: delay_ms.min(i64::MAX as u64) as i64,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             len: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
             hasher: Default::default(),
         }
     }
@@ -94,10 +96,26 @@ impl Unacked {
         &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
     }
 
+    /// Messages not watched so far because a bound was reached (counted, not announced).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Watches message `msg_id`, pushed to `user` as inbox version `version` at `now_ms`.
-    /// `false`: not watched (a bound was reached).
+    /// `false`: not watched (a bound was reached; counted in [`Unacked::refused`]).
     pub fn watch(&self, user: &Arc<str>, version: u64, msg_id: u64, now_ms: i64) -> bool {
-        if !self.is_on() || self.len() >= MAX_TOTAL {
+        if !self.is_on() {
+            return false;
+        }
+        let watched = self.try_watch(user, version, msg_id, now_ms);
+        if !watched {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        watched
+    }
+
+    fn try_watch(&self, user: &Arc<str>, version: u64, msg_id: u64, now_ms: i64) -> bool {
+        if self.len() >= MAX_TOTAL {
             return false;
         }
         let due_ms = now_ms.saturating_add(self.delay_ms);
@@ -144,16 +162,21 @@ impl Unacked {
         self.len.fetch_sub(removed, Ordering::Relaxed);
     }
 
-    /// The last foreground connection of `user` closed: whatever it left unacknowledged is due
-    /// at the next [`Unacked::take_due`].
-    pub fn hurry(&self, user: &Arc<str>) {
+    /// The last foreground connection of `user` closed at `now_ms`: what is watched for the
+    /// user now is due at the next [`Unacked::take_due`] (what is watched later, after a
+    /// reconnect, keeps its own time).
+    pub fn hurry(&self, user: &Arc<str>, now_ms: i64) {
         if !self.is_on() || self.is_empty() {
             return;
         }
         let mut shard = self.shard(user).lock();
-        if shard.users.contains_key(&**user) {
-            shard.urgent.push(user.clone());
+        let Some(list) = shard.users.get_mut(&**user) else {
+            return;
+        };
+        for e in list.iter_mut() {
+            e.due_ms = e.due_ms.min(now_ms);
         }
+        shard.timeline.push_front((now_ms, user.clone()));
     }
 
     /// Takes out the messages due at `now_ms`, in each user's version order: each is announced
@@ -166,12 +189,6 @@ impl Unacked {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             let shard = &mut *shard;
-            for user in std::mem::take(&mut shard.urgent) {
-                if let Some(list) = shard.users.remove(&user) {
-                    self.len.fetch_sub(list.len(), Ordering::Relaxed);
-                    out.extend(list.into_iter().map(|e| (user.clone(), e.msg_id)));
-                }
-            }
             while shard
                 .timeline
                 .front()
@@ -239,14 +256,17 @@ mod tests {
         t.watch(&alice, 1, 101, 0);
         t.watch(&alice, 2, 102, 0);
         t.acked("alice", 1);
-        t.hurry(&alice);
-        assert_eq!(t.take_due(1), vec![(alice.clone(), 102)]);
-        assert!(t.take_due(5000).is_empty());
+        t.hurry(&alice, 1);
+        // Watched after the close (the user reconnected): not hurried.
+        t.watch(&alice, 3, 103, 2);
+        assert_eq!(t.take_due(2), vec![(alice.clone(), 102)]);
+        assert!(t.take_due(4001).is_empty());
+        assert_eq!(t.take_due(4002), vec![(alice.clone(), 103)]);
         // Hurrying a user with nothing watched remembers nothing.
-        t.hurry(&alice);
-        t.watch(&alice, 3, 103, 10_000);
+        t.hurry(&alice, 5000);
+        t.watch(&alice, 4, 104, 10_000);
         assert!(t.take_due(10_001).is_empty());
-        assert_eq!(t.take_due(14_000), vec![(alice, 103)]);
+        assert_eq!(t.take_due(14_000), vec![(alice, 104)]);
     }
 
     #[test]
@@ -258,6 +278,7 @@ mod tests {
             assert_eq!(watched, v <= MAX_PER_USER as u64, "version {v}");
         }
         assert_eq!(t.len(), MAX_PER_USER);
+        assert_eq!(t.refused(), 10);
         assert!(!t.watch(&alice, 1, 1, 0), "versions only grow");
         let off = Unacked::new(0);
         assert!(!off.watch(&alice, 1, 1, 0));

@@ -85,6 +85,11 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         "Notifications queued for a user found online whose push no foreground device acknowledged within push_unacked_ms (or whose last foreground connection closed first).",
         push.unacked,
     );
+    out.counter(
+        "missive_push_unwatched_total",
+        "Pushes to online users not watched for an ack because the table was full (64 per user, 262,144 in all): not announced if unacknowledged.",
+        shared.router.unacked_refused(),
+    );
     out.gauge(
         "missive_push_watched",
         "Pushes to online users now waiting for a foreground device's ack (push_unacked_ms).",
