@@ -337,6 +337,27 @@ impl Router {
         max_devices: usize,
         now_ms: i64,
     ) -> Arc<SessionHandle> {
+        self.register_as(user, device, queue_limit, max_devices, now_ms, 0, false)
+    }
+
+    /// [`Router::register`], with the heartbeat interval in force (0: the default) and the
+    /// app's state as LOGIN set them: in place from the moment the session is registered (a
+    /// send racing the login sees a background device as one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn register_as(
+        &self,
+        user: &str,
+        device: &str,
+        queue_limit: usize,
+        max_devices: usize,
+        now_ms: i64,
+        heartbeat_secs: u32,
+        background: bool,
+    ) -> Arc<SessionHandle> {
+        let mut client = heartbeat_secs.min(BACKGROUND - 1);
+        if background {
+            client |= BACKGROUND;
+        }
         let mut users = self.users.write();
         let key: Arc<str> = match users.get_key_value(user) {
             Some((k, _)) => k.clone(),
@@ -347,7 +368,7 @@ impl Router {
             user: key.clone(),
             device: device.into(),
             last_seen: AtomicI64::new(now_ms),
-            client: AtomicU32::new(0),
+            client: AtomicU32::new(client),
             signal_rate: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
             limit: queue_limit.clamp(1, u32::MAX as usize) as u32,

@@ -382,16 +382,16 @@ async fn admit(
         return Err(ErrorCode::AuthFailed);
     }
     // Register before reading the version, so no entry after it can be missed.
-    let handle = shared.router.register(
+    let heartbeat_secs = shared.config.heartbeat_secs_for(login.heartbeat_secs);
+    let handle = shared.router.register_as(
         &claims.user_id,
         &claims.device_id,
         shared.config.outbound_queue,
         shared.config.max_devices_per_user,
         crate::clock::now_ms(),
+        heartbeat_secs,
+        login.background,
     );
-    let heartbeat_secs = shared.config.heartbeat_secs_for(login.heartbeat_secs);
-    handle.set_heartbeat_secs(heartbeat_secs);
-    handle.set_background(login.background);
     // The revocation is read again, after registering: a revocation committed since the read
     // above kicked the user's sessions registered then, maybe not this one.
     let user = claims.user_id.clone();
@@ -424,8 +424,6 @@ async fn admit(
             return Err(r.code);
         }
     };
-    // Told to sync through `current_version`: a foreground device has those messages.
-    shared.router.acked(&handle, current_version);
     let ack = Packet::LoginAck(pb::LoginAck {
         user_id: claims.user_id,
         server_time_ms: crate::clock::now_ms(),

@@ -157,7 +157,11 @@ impl Sleeping for Nest {
             Written::Part(rest) => {
                 let p = state.parked.take().expect("checked above");
                 drop(state);
-                revive(p, unwritten(rest));
+                let carry = Carry {
+                    flush: true,
+                    ..unwritten(rest)
+                };
+                revive(p, carry);
                 true
             }
             Written::Failed => {
@@ -235,6 +239,8 @@ impl Nest {
 struct Carry {
     unread: BytesMut,
     unwritten: BytesMut,
+    /// A TLS or WebSocket layer may hold bytes written in place, not passed on yet.
+    flush: bool,
 }
 
 impl Parked {
@@ -332,7 +338,9 @@ pub(super) enum Parking {
 /// becomes the waker of its queue, so that no ephemeral signal can wake the nest
 /// (`router::offer_signal` hands them to [`Nest::write_now`] instead); the mark is taken off if
 /// the session is not parked after all.
-fn park(session: Box<Session>) -> Parking {
+fn park(mut session: Box<Session>) -> Parking {
+    // The revived session will not know what LOGIN_ACK told the client to SYNC.
+    session.heard_from_client();
     let handle = session.handle.clone();
     let nest = Arc::new(Nest::default());
     // From here on, frames queued for the session wake the nest rather than this task.
@@ -448,6 +456,9 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
     let mut conn = Conn::new(stream, p.shared.config.max_frame_len);
     conn.unread(carry.unread);
     conn.queue_bytes(&carry.unwritten);
+    if carry.flush {
+        conn.must_flush();
+    }
     Ok(Session::new(p.shared, conn, p.handle, p.sends, p.permit))
 }
 

@@ -63,6 +63,10 @@ pub(super) struct Session {
     /// them (the client SYNCs them). The session registers before it reads that version, so
     /// the pushes of a commit the router had not handed out yet can still come in behind it.
     pub pushed_through: u64,
+    /// The entries up to `pushed_through`, which the client was told to SYNC, count as
+    /// delivered (`router::Router::acked`) once a frame came from it after LOGIN_ACK, or it
+    /// stayed up until it was parked: not before the connection showed it works.
+    heard: bool,
 }
 
 /// Why [`Session::serve`] returned.
@@ -110,7 +114,18 @@ impl Session {
             permit,
             timers,
             pushed_through: 0,
+            heard: false,
         })
+    }
+
+    /// The client showed its connection works (see `heard`).
+    pub(super) fn heard_from_client(&mut self) {
+        if !self.heard {
+            self.heard = true;
+            if self.pushed_through > 0 {
+                self.shared.router.acked(&self.handle, self.pushed_through);
+            }
+        }
     }
 
     pub async fn serve(&mut self) -> Exit {
@@ -373,6 +388,7 @@ impl Session {
 
     async fn on_frame(&mut self, frame: Frame) -> Flow {
         let rid = frame.request_id;
+        self.heard_from_client();
         // A command only the server sends (a reply, PUSH, KICK, ERROR) is not in the table of
         // requests the server accepts: UNKNOWN_COMMAND, before its body is looked at.
         if let Ok(c) = Command::from_u16(frame.command) {
