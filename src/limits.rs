@@ -10,28 +10,37 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// A rate limit in one word, for state kept per connection for its whole life (the generic
-/// cell rate algorithm): `tat` holds when, in ms, the next request would be on time at `per_sec`;
-/// a request is allowed when that is at most `burst - 1` intervals ahead of `now_ms`, and
-/// moves it one interval on. The same limit as a token bucket of `per_sec` holding `burst`.
+/// A rate limit in 32 bits, for state kept per connection for its whole life (the generic cell
+/// rate algorithm): `tat` holds when, in ms (the clock's low 32 bits, wrapping every 49.7
+/// days), the next request would be on time at `per_sec`; a request is allowed when that is at
+/// most `burst - 1` intervals ahead of `now_ms`, and moves it one interval on. The same limit as
+/// a token bucket of `per_sec` holding `burst`. A time not within one burst ahead of now is
+/// stale (the connection was quiet) and counts as now; a stale time that happens to fall there
+/// after a wrap (one chance in about two million) limits the connection for at most one burst.
 pub fn take_rate(
-    tat: &std::sync::atomic::AtomicU64,
+    tat: &std::sync::atomic::AtomicU32,
     now_ms: u64,
     per_sec: u32,
     burst: u32,
 ) -> bool {
     use std::sync::atomic::Ordering;
-    let interval = 1000 / u64::from(per_sec.max(1));
-    let tolerance = interval * u64::from(burst.max(1) - 1);
+    let now = now_ms as u32;
+    let interval = 1000 / per_sec.clamp(1, 1000);
+    let tolerance = interval.saturating_mul(burst.max(1) - 1);
     let mut current = tat.load(Ordering::Relaxed);
     loop {
-        let base = current.max(now_ms);
-        if base - now_ms > tolerance {
+        let ahead = current.wrapping_sub(now);
+        let base = if ahead == 0 || ahead > tolerance.saturating_add(interval) {
+            now
+        } else {
+            current
+        };
+        if base.wrapping_sub(now) > tolerance {
             return false;
         }
         match tat.compare_exchange_weak(
             current,
-            base + interval,
+            base.wrapping_add(interval),
             Ordering::Relaxed,
             Ordering::Relaxed,
         ) {
@@ -394,13 +403,13 @@ mod tests {
 
 #[cfg(test)]
 mod rate_tests {
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::AtomicU32;
 
     use super::take_rate;
 
     #[test]
     fn a_burst_then_the_rate() {
-        let tat = AtomicU64::new(0);
+        let tat = AtomicU32::new(0);
         let t0 = 1_000_000;
         let allowed = (0..50).filter(|_| take_rate(&tat, t0, 5, 10)).count();
         assert_eq!(allowed, 10, "the burst");

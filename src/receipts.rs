@@ -208,7 +208,7 @@ impl Receipts {
             0,
         );
         for s in sessions {
-            s.enqueue(Outbound::Frame(frame.clone()));
+            s.enqueue(Outbound::Frame(frame.clone()), router.queue_limit());
         }
         self.sent.inc();
     }

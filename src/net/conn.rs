@@ -101,9 +101,6 @@ pub struct Conn {
     codec: FrameCodec,
     /// When the bytes of the incomplete frame now buffered began to arrive.
     partial_since: Option<tokio::time::Instant>,
-    /// A TLS or WebSocket layer holds bytes written in place ([`Stream::write_now`]) that it
-    /// could not pass on yet: the next flush flushes the stream even with nothing queued.
-    unflushed: bool,
 }
 
 /// What a read brought.
@@ -120,13 +117,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             codec: FrameCodec::new(max_frame_len),
             partial_since: None,
-            unflushed: false,
         }
-    }
-
-    /// The stream's TLS or WebSocket layer may hold bytes not yet passed on: see `unflushed`.
-    pub fn must_flush(&mut self) {
-        self.unflushed = true;
     }
 
     /// Changes the largest frame accepted from now on: a connection opens with
@@ -276,7 +267,7 @@ impl Conn {
     /// Writes every queued frame in one go (many frames, one system call), then frees the
     /// buffer. A write that makes no progress for `WRITE_TIMEOUT` fails.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if self.wbuf.is_empty() && !std::mem::take(&mut self.unflushed) {
+        if self.wbuf.is_empty() {
             return Ok(());
         }
         if let Stream::Plain(s) = &self.stream {

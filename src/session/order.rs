@@ -108,7 +108,7 @@ mod tests {
     /// version after: another device's message stored in the next group).
     fn commit(done: &AtomicU64, handle: &SessionHandle, version: u64) {
         done.store(version, Ordering::SeqCst);
-        handle.enqueue(push(version + 1));
+        handle.enqueue(push(version + 1), 1024);
     }
 
     /// Whether every PUSH of v+1 came after the reply of v.

@@ -154,14 +154,14 @@ impl Sleeping for Nest {
         match outcome {
             Written::All => true,
             Written::None => false,
+            // A TLS or WebSocket layer took it all but could not pass it on yet: it goes out
+            // with the connection's next write (a heartbeat's answer at the latest). Waking the
+            // session would not send it sooner: it has nothing to write.
+            Written::Part(rest) if rest.is_empty() => true,
             Written::Part(rest) => {
                 let p = state.parked.take().expect("checked above");
                 drop(state);
-                let carry = Carry {
-                    flush: true,
-                    ..unwritten(rest)
-                };
-                revive(p, carry);
+                revive(p, unwritten(rest));
                 true
             }
             Written::Failed => {
@@ -239,8 +239,6 @@ impl Nest {
 struct Carry {
     unread: BytesMut,
     unwritten: BytesMut,
-    /// A TLS or WebSocket layer may hold bytes written in place, not passed on yet.
-    flush: bool,
 }
 
 impl Parked {
@@ -456,9 +454,6 @@ fn unpark(p: Parked, carry: Carry) -> Result<Box<Session>, (Arc<Shared>, Arc<Ses
     let mut conn = Conn::new(stream, p.shared.config.max_frame_len);
     conn.unread(carry.unread);
     conn.queue_bytes(&carry.unwritten);
-    if carry.flush {
-        conn.must_flush();
-    }
     Ok(Session::new(p.shared, conn, p.handle, p.sends, p.permit))
 }
 
