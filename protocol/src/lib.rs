@@ -9,12 +9,14 @@
 //!   table sent in ERROR frames).
 //! - [`ids`]: the one check every id passes (users, devices, groups, client message ids).
 //! - [`pb`]: the protobuf types generated from `proto/missive.proto`.
+//! - [`base64`]: the content of messages in the HTTP endpoints' JSON.
 //!
 //! The byte-level specification, written for client implementers, is `PROTOCOL.md` beside this
 //! crate; `vectors/` holds test vectors that `tests/vectors.rs` checks in both directions.
 
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod codec;
 pub mod command;
 mod consts;

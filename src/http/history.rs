@@ -92,7 +92,7 @@ fn message_json(m: &pb::Message) -> Value {
         "seq": m.seq,
         "timestamp_ms": m.timestamp_ms,
         "content_type": m.content_type,
-        "content_base64": base64(&m.content),
+        "content_base64": missive_protocol::base64::encode(&m.content),
         "client_msg_id": m.client_msg_id,
         "recalled": m.recalled,
     });
@@ -100,38 +100,4 @@ fn message_json(m: &pb::Message) -> Value {
         v["content"] = text.into();
     }
     v
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_with_padding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"h"), "aA==");
-        assert_eq!(base64(b"he"), "aGU=");
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
-        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
-    }
 }

@@ -93,7 +93,7 @@ impl SendBody {
         };
         let content = match (body.content, body.content_base64) {
             (Some(t), None) => t.into_bytes(),
-            (None, Some(b)) => base64_decode(&b)
+            (None, Some(b)) => missive_protocol::base64::decode(&b)
                 .ok_or_else(|| ApiError::invalid("content_base64: not valid base64"))?,
             (None, None) => Vec::new(),
             (Some(_), Some(_)) => {
@@ -115,48 +115,5 @@ fn conversation(kind: ConversationKind, id: String) -> Conversation {
     Conversation {
         kind: kind as i32,
         id,
-    }
-}
-
-/// Decodes base64 in the standard or the URL-safe alphabet, with or without `=` padding.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let digits = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in digits {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing digit carries fewer than 8 bits: not a whole encoding.
-    (bits < 6 && acc == 0).then_some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64_decode;
-
-    #[test]
-    fn base64_in_both_alphabets_with_or_without_padding() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("+/8=").unwrap(), [0xfb, 0xff]);
-        assert_eq!(base64_decode("-_8").unwrap(), [0xfb, 0xff]);
-        assert!(base64_decode("a").is_none());
-        assert!(base64_decode("aGVsbG8*").is_none());
     }
 }

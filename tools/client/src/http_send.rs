@@ -80,7 +80,7 @@ fn body_json(req: &pb::Send) -> Result<serde_json::Value> {
         "client_msg_id": req.client_msg_id,
         "to": target,
         "content_type": req.content_type,
-        "content_base64": base64(&req.content),
+        "content_base64": missive_protocol::base64::encode(&req.content),
     });
     if !req.mentions.is_empty() {
         body["mentions"] = serde_json::json!(req.mentions);
@@ -118,38 +118,9 @@ fn invalid(msg: String) -> ClientError {
     ClientError::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
 }
 
-/// Standard base64 with padding.
-fn base64(data: &[u8]) -> String {
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(DIGITS[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet_with_padding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"h"), "aA==");
-        assert_eq!(base64(b"hi"), "aGk=");
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
-        assert_eq!(base64(&[0, 1, 2, 255]), "AAEC/w==");
-    }
 
     #[test]
     fn reads_an_answer_and_its_error() {
