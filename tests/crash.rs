@@ -421,6 +421,7 @@ fn client_config(addr: &str, user: &str, device: &str) -> ClientConfig {
     cfg.backoff = Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
+        ..Default::default()
     };
     cfg.request_timeout = Duration::from_secs(20);
     cfg

@@ -9,19 +9,23 @@ use rand::Rng;
 use crate::connection::CLIENT_VERSION;
 
 /// Capped exponential backoff with full jitter: before attempt `n` (0-based) wait a random time
-/// in `[0, min(max, initial * 2^n)]`.
+/// in `[0, min(max, initial * 2^n)]`. The attempt count goes back to 0 only once a connection
+/// has stayed logged in for `reset_after`, not at LOGIN_ACK: a server that accepts the login
+/// and then drops the connection must still be backed off from (PROTOCOL.md section 21).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub initial: Duration,
     pub max: Duration,
+    pub reset_after: Duration,
 }
 
-/// PROTOCOL.md section 21's numbers: 1 s, doubling, capped at 60 s.
+/// PROTOCOL.md section 21's numbers: 1 s, doubling, capped at 60 s, reset after 60 s logged in.
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(60),
         }
     }
 }

@@ -44,9 +44,10 @@
 //!    have come (a PUSH of the same commit may follow the SEND_ACK); it SYNCs if they have not
 //!    come 1 s later. The same 1 s rule covers MARK_READ, RECALL and DELETE acks.
 //! 6. **Reconnect** when the connection closes, fails, misses its heartbeat or is kicked: wait
-//!    (capped exponential backoff with full jitter, see [`Backoff`]; or exactly
-//!    `Kick.reconnect_after_ms` when the server gave one; to `redirect_host:redirect_port` when
-//!    given), try the next address, LOGIN with `held`, SYNC. Not after KICK REPLACED,
+//!    (capped exponential backoff with full jitter, see [`Backoff`], and at least
+//!    `Kick.reconnect_after_ms` when the server gave one; the attempt count restarts only after
+//!    a connection stayed logged in for 60 s; to `redirect_host:redirect_port` when given), try
+//!    the next address, LOGIN with `held`, SYNC. Not after KICK REPLACED,
 //!    TOO_MANY_DEVICES or ADMIN (another connection took this one's place, or the backend wants
 //!    the device off), nor when the login is refused (AUTH_FAILED, TOKEN_EXPIRED: a new token
 //!    is needed).

@@ -16,6 +16,7 @@ fn config(addr: &str) -> ClientConfig {
     c.backoff = Backoff {
         initial: Duration::from_millis(10),
         max: Duration::from_millis(50),
+        ..Default::default()
     };
     c.request_timeout = WAIT;
     c
@@ -326,6 +327,7 @@ fn backoff_is_capped_and_jittered() {
     let b = Backoff {
         initial: Duration::from_millis(100),
         max: Duration::from_secs(1),
+        ..Default::default()
     };
     assert_eq!(b.cap(0), Duration::from_millis(100));
     assert_eq!(b.cap(3), Duration::from_millis(800));
@@ -531,4 +533,41 @@ async fn receipts_become_events_and_history_and_readers_page() {
     );
     assert_eq!(readers, ["ann", "zoe"]);
     client.close().await;
+}
+
+/// A server that accepts the login and drops the connection at once is backed off from more and
+/// more (PROTOCOL.md 21): the attempt count restarts only after a connection stayed logged in
+/// for `reset_after`, not at each LOGIN_ACK.
+#[tokio::test]
+async fn a_server_that_drops_after_login_is_backed_off_from_more_and_more() {
+    let server = FakeServer::bind().await;
+    let mut cfg = config(&server.addr());
+    cfg.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(60),
+        reset_after: Duration::from_secs(60),
+    };
+    let (_client, _events, peer) = start(&server, cfg, 0, 30).await;
+    drop(peer);
+    let mut closed = std::time::Instant::now();
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let mut p = server.accept().await;
+        waits.push(closed.elapsed());
+        p.accept_login(0, 30).await;
+        drop(p);
+        closed = std::time::Instant::now();
+    }
+    // Wait k is at most 50 ms * 2^k (plus scheduling) ...
+    for (k, w) in waits.iter().enumerate() {
+        assert!(
+            *w <= Duration::from_millis(50 << k) + Duration::from_millis(100),
+            "{waits:?}"
+        );
+    }
+    // ... and one of waits 2..6 (caps 200 ms to 3.2 s) is over 60 ms. A client that started
+    // again at each login would wait at most 50 ms every time; a correct one has all five
+    // under 60 ms with a chance of 0.3 * 0.15 * 0.075 * 0.0375 * 0.019, about 1 in 400,000.
+    let longest = waits[2..].iter().max().unwrap();
+    assert!(*longest > Duration::from_millis(60), "{waits:?}");
 }

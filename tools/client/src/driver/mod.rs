@@ -33,7 +33,11 @@ impl Driver {
         self.current_addr = addr;
         let mut next = Some((conn, ack));
         while let Some((mut conn, ack)) = next.take() {
+            let logged_in = Instant::now();
             let reason = self.session(&mut conn, ack).await;
+            if logged_in.elapsed() >= self.config.backoff.reset_after {
+                self.attempt = 0;
+            }
             drop(conn);
             let reconnecting = self.config.auto_reconnect && may_reconnect(&reason);
             tracing::info!(?reason, reconnecting, "disconnected");
@@ -451,13 +455,15 @@ impl Driver {
 
     /// Reconnects with backoff; None if closed meanwhile or the login is refused for good.
     async fn reconnect(&mut self) -> Option<(Connection, pb::LoginAck)> {
-        let mut attempt = 0u32;
         loop {
-            let delay = if self.min_delay.is_zero() {
-                self.config.backoff.delay(attempt)
-            } else {
-                std::mem::take(&mut self.min_delay)
-            };
+            // Full jitter, and at least what the server asked for (PROTOCOL.md 21).
+            let delay = self
+                .config
+                .backoff
+                .delay(self.attempt)
+                .max(std::mem::take(&mut self.min_delay));
+            let attempt = self.attempt;
+            self.attempt = self.attempt.saturating_add(1);
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
             loop {
@@ -501,7 +507,6 @@ impl Driver {
                 Err(e) => {
                     tracing::debug!(%addr, attempt, error = %e, "reconnect failed");
                     self.addr_index = self.addr_index.wrapping_add(1);
-                    attempt = attempt.saturating_add(1);
                 }
             }
         }

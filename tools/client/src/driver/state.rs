@@ -69,6 +69,9 @@ pub(crate) struct Driver {
     pub(super) redirect: Option<String>,
     /// Wait at least this long before the next reconnect (KICK reconnect_after_ms).
     pub(super) min_delay: Duration,
+    /// Reconnect attempts since a connection last stayed logged in for
+    /// `Backoff::reset_after` (PROTOCOL.md 21).
+    pub(super) attempt: u32,
     pub(super) close_done: Option<oneshot::Sender<()>>,
     /// Entries were applied since the last PUSH_ACK, which goes out by this time at the latest:
     /// with the next frames the client sends, or on its own (`ClientConfig::ack_delay`).
@@ -101,6 +104,7 @@ impl Driver {
             current_addr: String::new(),
             redirect: None,
             min_delay: Duration::ZERO,
+            attempt: 0,
             close_done: None,
             ack_due: None,
         }
