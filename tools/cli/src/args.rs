@@ -5,6 +5,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+const PROXY_HELP: &str = "\
+Fault rules (docs/conformance.md has the details):
+  [up|down] [COMMAND] [#N | #N-M | every:N] ACTION
+      ACTION: drop | dup | corrupt | cut | blackhole | hold | delay MS
+      up: client to server; down: server to client; #N counts matching frames from 1
+  delay MS [jitter MS]       every frame
+  throttle BYTES_PER_SEC     each direction of each connection
+  nat-idle SECS              black-hole a connection idle this long (no FIN)
+  after SECS cut|blackhole   this long after each connection opens
+  refuse N                   close the next N connections at once
+  refuse-after-login N       let the next N log in, then cut them
+
+Examples:
+  missive --addr 127.0.0.1:443 proxy --listen 127.0.0.1:4430 --fault 'down PUSH #3 drop'
+  missive proxy --fault 'down PUSH #2-#3 hold' --fault 'nat-idle 20' --capture run.jsonl
+  missive decode --file run.jsonl";
+
 const ABOUT: &str = "Missive protocol test CLI: send and watch messages, inspect and forge frames.";
 
 const AFTER_HELP: &str = "\
@@ -27,7 +44,10 @@ Examples:
   missive --user alice receipts --to bob --watch         # print bob's read receipts live
   missive encode --command HEARTBEAT --request-id 1 --body '{\"client_time_ms\": 5}'
   missive decode 000000104d5301000002000000010805d6008e13
-  missive raw --wait 1 000000104d5301000002000000010805d6008e13";
+  missive raw --wait 1 000000104d5301000002000000010805d6008e13
+  missive --addr 127.0.0.1:7000 conform      # check your app: point it at 127.0.0.1:4430
+  missive --addr 127.0.0.1:7000 proxy --fault 'down PUSH #3 drop' --capture run.jsonl
+  missive decode --file run.jsonl            # a capture, decoded";
 
 #[derive(Parser, Debug)]
 #[command(name = "missive", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -254,11 +274,19 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
-    /// Decode frames from hex (argument or stdin) or a binary capture file.
+    /// Relay clients to the server (--addr), print every frame both ways, decoded, and inject
+    /// faults (rules below, from --fault or a --scenario file).
+    #[command(after_help = PROXY_HELP)]
+    Proxy(ProxyArgs),
+    /// Check a client under test against PROTOCOL.md's client rules: it connects through a
+    /// fault-injecting proxy, you drive the app as told, conform reports pass/fail per rule.
+    Conform(ConformArgs),
+    /// Decode frames from hex (argument or stdin), a file of raw frames, or a capture of
+    /// `missive proxy` / `missive conform`.
     Decode {
         /// Hex digits (white space ignored); read from stdin when absent.
         hex: Vec<String>,
-        /// A file of raw frame bytes.
+        /// A file of raw frame bytes, or a capture (JSON lines) of `missive proxy --capture`.
         #[arg(long, conflicts_with = "hex")]
         file: Option<PathBuf>,
     },
@@ -371,4 +399,63 @@ impl Global {
     pub fn device(&self) -> &str {
         self.device.as_deref().unwrap_or("cli")
     }
+}
+
+/// `missive proxy`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Where clients connect (repeatable).
+    #[arg(long, default_value = "127.0.0.1:4430")]
+    pub listen: Vec<String>,
+    /// A fault rule (repeatable), e.g. 'down PUSH #3 drop'.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<String>,
+    /// A file of fault rules, one per line (# comments).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Write every event to this capture file (JSON lines; `missive decode --file` reads it).
+    #[arg(long)]
+    pub capture: Option<PathBuf>,
+    /// Print nothing (with --capture).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Exit after this many seconds.
+    #[arg(long)]
+    pub for_secs: Option<u64>,
+}
+
+/// `missive conform`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct ConformArgs {
+    /// Where the app connects (plain TCP).
+    #[arg(long, default_value = "127.0.0.1:4430")]
+    pub listen: String,
+    /// The address a KICK REDIRECT sends the app to.
+    #[arg(long, default_value = "127.0.0.1:4431")]
+    pub redirect_listen: String,
+    /// The peer user conform plays (messages to and from the app's user).
+    #[arg(long, default_value = "conform-peer")]
+    pub peer: String,
+    /// Write every event to this capture file.
+    #[arg(long)]
+    pub capture: Option<PathBuf>,
+    /// Print every frame as it passes.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Connections refused in a row in the backoff step.
+    #[arg(long, default_value_t = 6)]
+    pub refusals: u32,
+    /// The client's backoff base (PROTOCOL.md 21: 1000 ms); for clients configured otherwise.
+    #[arg(long, default_value_t = 1000)]
+    pub backoff_base_ms: u64,
+    /// How long a connection must stay logged in before the client's backoff starts again
+    /// (PROTOCOL.md 21: 60 s).
+    #[arg(long, default_value_t = 60)]
+    pub backoff_reset_secs: u64,
+    /// How long to wait for the app at each step.
+    #[arg(long, default_value_t = 300)]
+    pub wait_secs: u64,
+    /// Messages the peer sends in the receive step (at least 12).
+    #[arg(long, default_value_t = 12)]
+    pub messages: u32,
 }

@@ -45,6 +45,20 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// A command by name (`SEND`) or number (`0x0003`, `3`). Unknown numbers are allowed.
+pub fn parse_command(text: &str) -> anyhow::Result<u16> {
+    if let Some(c) = missive_protocol::Command::from_name(&text.to_ascii_uppercase()) {
+        return Ok(c as u16);
+    }
+    let n = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => text.parse(),
+    };
+    n.map_err(|_| {
+        anyhow::anyhow!("unknown command {text:?} (a name like SEND, or a number like 0x0003)")
+    })
+}
+
 /// Annotates the frame at the start of `raw`, whose header the codec has accepted.
 fn annotate(raw: &[u8], offset: usize) -> FrameInfo {
     let length = be32(raw) as usize;

@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod conform;
 mod decoded;
 mod net;
 mod output;
+mod proxy;
 mod wire;
 
 use std::process::ExitCode;
@@ -58,6 +60,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             flags,
         } => wire::encode(g, &command, request_id, &body, flags),
         Cmd::Raw { hex, wait } => wire::raw(g, &hex, wait).await,
+        Cmd::Proxy(args) => proxy::run::proxy(g, args).await,
+        Cmd::Conform(args) => conform::conform(g, args, net::secret(g)?).await,
         Cmd::Token => net::token(g),
         Cmd::Send { http: true, .. } => net::send_http(g, cli.command).await,
         Cmd::Typing { target, stop, app } => net::typing(g, &target, stop, app).await,

@@ -13,7 +13,7 @@ use crate::args::{Cmd, Global, GroupCmd, Target};
 use crate::output;
 
 /// The secret: `--secret`, else `<data-dir>/secret` (trimmed, as the server reads it).
-fn secret(g: &Global) -> Result<String> {
+pub fn secret(g: &Global) -> Result<String> {
     if let Some(s) = &g.secret {
         return Ok(s.clone());
     }

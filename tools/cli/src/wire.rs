@@ -13,7 +13,7 @@ use missive_protocol::{Command, Flags, Frame, Packet};
 use serde_json::{json, Value};
 
 use crate::args::Global;
-use crate::decoded::{decode_stream, FrameInfo, StreamEnd};
+use crate::decoded::{decode_stream, parse_command, FrameInfo, StreamEnd};
 use crate::output;
 
 /// Whether anything in the stream is wrong.
@@ -61,6 +61,10 @@ pub fn decode(g: &Global, hex: &[String], file: Option<&Path>) -> Result<ExitCod
     if bytes.is_empty() {
         bail!("nothing to decode");
     }
+    if crate::proxy::capture::is_capture(&bytes) {
+        let text = String::from_utf8(bytes).map_err(|_| anyhow!("the capture is not UTF-8"))?;
+        return crate::proxy::run::decode_capture(&text, g.json);
+    }
     let (frames, end) = decode_stream(&bytes);
     print_stream(&frames, &end, g.json, json!({}));
     Ok(if has_errors(&frames, &end) {
@@ -68,18 +72,6 @@ pub fn decode(g: &Global, hex: &[String], file: Option<&Path>) -> Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A command by name (`SEND`) or number (`0x0003`, `3`). Unknown numbers are allowed.
-pub fn parse_command(text: &str) -> Result<u16> {
-    if let Some(c) = Command::from_name(&text.to_ascii_uppercase()) {
-        return Ok(c as u16);
-    }
-    let n = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => text.parse(),
-    };
-    n.map_err(|_| anyhow!("unknown command {text:?} (a name like SEND, or a number like 0x0003)"))
 }
 
 /// Builds the frame `encode` prints.

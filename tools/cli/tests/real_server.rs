@@ -4,9 +4,9 @@
 use std::process::Output;
 use std::time::Duration;
 
-use missive::config::Config;
-use missive::store::Durability;
-use missive::{Server, ServerHandle};
+mod common;
+
+use missive::ServerHandle;
 use tokio::process::Command;
 
 struct Setup {
@@ -17,16 +17,7 @@ struct Setup {
 
 /// A server with no configured secret, so it generates `<data_dir>/secret` as on first start.
 async fn start() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: vec!["127.0.0.1:0".into()],
-        data_dir: dir.path().to_path_buf(),
-        durability: Durability::Async,
-        http_listen: String::new(),
-        ..Config::default()
-    };
-    let server = Server::start(config).await.unwrap();
-    let addr = server.local_addrs()[0].to_string();
+    let (server, addr, dir) = common::server(|_| {}).await;
     Setup { server, addr, dir }
 }
 
@@ -325,18 +316,8 @@ async fn ws_flag_talks_over_a_websocket_on_the_same_port() {
 /// socket afterwards is the same message (duplicate).
 #[tokio::test]
 async fn typing_and_a_send_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: vec!["127.0.0.1:0".into()],
-        data_dir: dir.path().to_path_buf(),
-        durability: Durability::Async,
-        http_listen: String::new(),
-        // The watch stays idle while it waits: parked, it gets the signal written in place.
-        park_idle_ms: 10,
-        ..Config::default()
-    };
-    let server = Server::start(config).await.unwrap();
-    let addr = server.local_addrs()[0].to_string();
+    // The watch stays idle while it waits: parked, it gets the signal written in place.
+    let (server, addr, dir) = common::server(|c| c.park_idle_ms = 10).await;
     let s = Setup { server, addr, dir };
     let watch = s
         .cli("bob", &["--json", "watch", "--count", "1", "--for", "15"])
