@@ -691,6 +691,40 @@ fn valid_vectors(g: &mut Gen) {
         "The state now",
     );
     g.frame(
+        "block",
+        Packet::Block(pb::Block {
+            user_id: "mallory".into(),
+            blocked: true,
+        }),
+        21,
+        "alice blocks mallory: direct messages between them are refused with BLOCKED (section 15.7)",
+    );
+    g.frame(
+        "block_ack",
+        Packet::BlockAck(pb::BlockAck { blocked: true }),
+        21,
+        "The state now",
+    );
+    g.frame(
+        "block_list",
+        Packet::BlockList(pb::BlockList {
+            after: String::new(),
+            limit: 0,
+        }),
+        22,
+        "The first page of the users alice blocked, default size",
+    );
+    g.frame(
+        "block_list_ack",
+        Packet::BlockListAck(pb::BlockListAck {
+            user_ids: vec!["mallory".into()],
+            has_more: false,
+            total: 1,
+        }),
+        22,
+        "One user blocked in all",
+    );
+    g.frame(
         "send_with_mentions",
         Packet::Send(pb::Send {
             client_msg_id: "0c9d3a7e-2f41-4b8a-9e6d-5a1b2c3d4e5f".into(),
@@ -1060,6 +1094,17 @@ fn valid_vectors(g: &mut Gen) {
         }),
         1,
         "Answer to LOGIN (request 1); get a new token before reconnecting",
+    );
+    g.frame(
+        "error_blocked",
+        Packet::Error(pb::Error {
+            code: ErrorCode::Blocked as u32,
+            message: "alice does not accept your messages".into(),
+            fatal: false,
+            retry_after_ms: 0,
+        }),
+        28,
+        "Answer to a SEND (request 28) to a user who blocked the sender: nothing was stored",
     );
 
     // Ephemeral signals (section 26).

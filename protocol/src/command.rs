@@ -175,6 +175,14 @@ commands! {
     Mute = 0x001A, "MUTE", Mute;
     /// Reply to MUTE.
     MuteAck = 0x801A, "MUTE_ACK", MuteAck;
+    /// Client blocks or unblocks another user.
+    Block = 0x001B, "BLOCK", Block;
+    /// Reply to BLOCK.
+    BlockAck = 0x801B, "BLOCK_ACK", BlockAck;
+    /// Client lists the users it blocked.
+    BlockList = 0x001C, "BLOCK_LIST", BlockList;
+    /// Reply to BLOCK_LIST.
+    BlockListAck = 0x801C, "BLOCK_LIST_ACK", BlockListAck;
     /// Server pushes one inbox entry.
     Push = 0x4001, "PUSH", Push;
     /// Server notifies new messages in a read-fan-out group.

@@ -146,4 +146,6 @@ error_codes! {
     TlsRequired = 22, "TLS_REQUIRED", fatal = true;
     /// A per-user limit would be exceeded (e.g. a user in `max_groups_per_user` groups).
     LimitExceeded = 23, "LIMIT_EXCEEDED", fatal = false;
+    /// A direct message (or signal) between two users one of whom blocked the other.
+    Blocked = 24, "BLOCKED", fatal = false;
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub max_group_size: usize,
     /// Most groups one user can belong to; adding a user beyond it is LIMIT_EXCEEDED.
     pub max_groups_per_user: usize,
+    /// Most users one user can block; blocking one more is LIMIT_EXCEEDED.
+    pub max_blocks_per_user: usize,
     /// Open connections in total; beyond it new connections get SERVER_BUSY.
     pub max_connections: usize,
     /// Open connections from one source address (phones behind one carrier NAT share one).
@@ -175,6 +177,7 @@ impl Default for Config {
             fanout_threshold: 100,
             max_group_size: 10_000,
             max_groups_per_user: 1_000,
+            max_blocks_per_user: 10_000,
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,

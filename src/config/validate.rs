@@ -56,6 +56,9 @@ impl Config {
         if !(1..=100_000).contains(&self.max_groups_per_user) {
             return bad("max_groups_per_user: 1 to 100000");
         }
+        if !(1..=1_000_000).contains(&self.max_blocks_per_user) {
+            return bad("max_blocks_per_user: 1 to 1000000");
+        }
         if self.max_devices_per_user == 0 {
             return bad("max_devices_per_user: must be at least 1");
         }

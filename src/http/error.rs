@@ -50,7 +50,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         NotLoggedIn | AuthFailed | TokenExpired => StatusCode::UNAUTHORIZED,
-        Forbidden => StatusCode::FORBIDDEN,
+        Forbidden | Blocked => StatusCode::FORBIDDEN,
         NotFound | UnknownCommand => StatusCode::NOT_FOUND,
         LoginTimeout => StatusCode::REQUEST_TIMEOUT,
         AlreadyLoggedIn | RecallWindowExpired | GroupFull | LimitExceeded => StatusCode::CONFLICT,

@@ -17,6 +17,7 @@
 //! - [`groups`]: `POST /v1/groups`, `GET /v1/groups/{id}`, members added and removed.
 //! - [`users`]: online devices, kick, token revocation, login tokens.
 //! - [`history`]: `GET /v1/users/{user}/history`, a page of one of the user's conversations.
+//! - [`blocks`]: `GET /v1/users/{user}/blocks`, `PUT` and `DELETE .../blocks/{other}`.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
 //! - [`user_send`]: `POST /v1/send` on the *public* ports (a user's own token, not the API
@@ -26,6 +27,7 @@
 //! means is `service`'s.
 
 mod admin;
+mod blocks;
 mod conn;
 mod error;
 mod groups;
@@ -103,6 +105,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/users/{user}/kick", post(users::kick))
         .route("/users/{user}/revoke", post(users::revoke))
         .route("/users/{user}/history", get(history::get))
+        .route("/users/{user}/blocks", get(blocks::list))
+        .route(
+            "/users/{user}/blocks/{other}",
+            axum::routing::put(blocks::block).delete(blocks::unblock),
+        )
         .route("/tokens", post(users::mint_token))
         .route(
             "/drain",

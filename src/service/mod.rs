@@ -4,8 +4,9 @@
 //! type ([`Refusal`]), mapped to an ERROR frame or an HTTP status in one place each.
 //!
 //! Files, bottom-up: `refusal`, `ids`, `run` (where store work runs, and store errors to
-//! refusals), then `messages`, `groups`, `reads`, `history`, `drain`, `users`.
+//! refusals), then `messages`, `blocks`, `groups`, `reads`, `history`, `drain`, `users`.
 
+pub mod blocks;
 pub mod drain;
 pub mod groups;
 pub mod history;

@@ -1,7 +1,7 @@
 //! Ephemeral signals (SIGNAL: typing, typing stopped, app-defined): checked here and relayed at
 //! once to the other members' online devices through the router. Nothing is stored, counted or
 //! acknowledged, and a signal that cannot be delivered now (device offline or parked, queue
-//! full) is dropped: typing is stale within seconds, so neither a retry nor a wake-up is worth
+//! full, or a block between the two users) is dropped: typing is stale within seconds, so neither a retry nor a wake-up is worth
 //! its cost (PROTOCOL.md 26).
 
 use std::sync::Arc;
@@ -40,7 +40,17 @@ pub async fn relay(shared: &Arc<Shared>, from: &str, req: pb::Signal) -> Result<
         Frame::new(&Packet::SignalNotify(body), 0)
     };
     let (sent, dropped) = if to.kind == ConversationKind::Direct as i32 {
-        // Anyone may message anyone directly, so anyone may tell them they are typing: no read.
+        // Anyone may tell anyone they are typing, but for users one of whom blocked the other:
+        // then it is dropped as if the recipient were offline (the sender learns of the block
+        // from its SENDs, not from signals). Two point reads.
+        let (f, t) = (from.to_owned(), to.id.clone());
+        if small_read(shared, move |s| s.store.core().blocked(&f, &t))
+            .await?
+            .is_some()
+        {
+            shared.metrics.signals_dropped.inc();
+            return Ok(());
+        }
         let seen_as = Conversation {
             kind: ConversationKind::Direct as i32,
             id: from.to_owned(),

@@ -9,6 +9,7 @@ use missive_protocol::{ErrorCode, Frame, Packet};
 
 use crate::context::Shared;
 use crate::router::SessionHandle;
+use crate::service::blocks;
 use crate::service::groups::{self, page_limit};
 use crate::service::history;
 use crate::service::messages::{self, submit_send, Via};
@@ -89,7 +90,8 @@ pub fn change_cost(packet: &Packet) -> Option<u32> {
         | Packet::MarkRead(_)
         | Packet::Recall(_)
         | Packet::Delete(_)
-        | Packet::Mute(_) => 1,
+        | Packet::Mute(_)
+        | Packet::Block(_) => 1,
         Packet::GroupCreate(r) => groups::cost(r.members.len()),
         Packet::GroupJoin(r) => groups::cost(r.user_ids.len()),
         Packet::GroupLeave(_) | Packet::GroupSetRole(_) => groups::cost(0),
@@ -198,6 +200,22 @@ pub async fn handle(
             let conv = req.conversation.as_ref();
             let muted = messages::mute(shared, user, conv, req.muted).await?;
             Ok(Packet::MuteAck(pb::MuteAck { muted }).into())
+        }
+        Packet::Block(req) => {
+            let blocked = blocks::block(shared, user, &req.user_id, req.blocked).await?;
+            Ok(Packet::BlockAck(pb::BlockAck { blocked }).into())
+        }
+        Packet::BlockList(req) => {
+            let limit = page_limit(req.limit, blocks::LIST_DEFAULT, blocks::LIST_MAX);
+            let read = blocks::list(user, req.after, limit)?;
+            let ack = |p: store::BlockPage| {
+                Packet::BlockListAck(pb::BlockListAck {
+                    user_ids: p.user_ids,
+                    has_more: p.has_more,
+                    total: p.total.min(u32::MAX as u64) as u32,
+                })
+            };
+            heavy(shared, read, ack).await
         }
         Packet::History(req) => {
             use history::{HISTORY_DEFAULT as DEFAULT, HISTORY_MAX as MAX};

@@ -48,7 +48,8 @@ impl Core {
 
     /// Checks `user`'s stored invariants: inbox versions are 1..=n without gaps or repeats, and
     /// the unread total equals the sum of the per-conversation counts, each of which equals a
-    /// recount from the conversation log. Returns the number of inbox entries.
+    /// recount from the conversation log; the count of the users it blocked equals their keys.
+    /// Returns the number of inbox entries.
     pub fn check_user(&self, user: &str) -> Result<u64, String> {
         let err = |e: StoreError| e.to_string();
         let prefix = keys::user_prefix(user);
@@ -85,6 +86,16 @@ impl Core {
                     conv.id, c.unread
                 ));
             }
+        }
+        let blocks = keys::blocked_prefix(user);
+        let listed = self.iter_prefix(Family::Unread, &blocks).count() as u64;
+        let counted = self
+            .get_u64(Family::Unread, &keys::block_count(user))
+            .map_err(err)?;
+        if listed != counted {
+            return Err(format!(
+                "{user}: {listed} blocks stored but a count of {counted}"
+            ));
         }
         Ok(expect - 1)
     }

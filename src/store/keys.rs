@@ -118,6 +118,8 @@ const HIDDEN: u8 = 3;
 const READ_GROUP: u8 = 4;
 const GROUP_COUNT: u8 = 5;
 const MUTED: u8 = 6;
+const BLOCKED: u8 = 7;
+const BLOCK_COUNT: u8 = 8;
 
 /// `unread`: user + 0: the user's total unread count.
 pub fn unread_total(user: &str) -> Vec<u8> {
@@ -179,6 +181,27 @@ pub fn muted(user: &str, conv: &ConvKey) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(MUTED);
     k.extend_from_slice(&conv.0);
+    k
+}
+
+/// `unread`: user + 7 + other user: the user blocked the other user (BLOCK).
+pub fn blocked(user: &str, other: &str) -> Vec<u8> {
+    let mut k = blocked_prefix(user);
+    k.extend_from_slice(other.as_bytes());
+    k
+}
+
+/// The prefix of the users `user` blocked ([`blocked`] keys, in user id order).
+pub fn blocked_prefix(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(BLOCKED);
+    k
+}
+
+/// `unread`: user + 8: the number of users the user blocked.
+pub fn block_count(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(BLOCK_COUNT);
     k
 }
 

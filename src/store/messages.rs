@@ -7,6 +7,7 @@ use missive_protocol::pb::{
 use missive_protocol::ErrorCode;
 use prost::Message as _;
 
+use super::blocks::{blocked_between, blocked_refusal};
 use super::change::{version_of, Change};
 use super::conversation::{
     message_in, msg_conv, put_message, touch_contact, SendOutcome, SendRequest,
@@ -32,7 +33,8 @@ impl Store {
     /// Stores a one-to-one message: content, both inboxes, both contacts, the recipient's unread
     /// counts and the dedup record, in one change; pushes both inbox entries once committed
     /// (not to session `exclude`, the sender's). A repeated client message id gets the first
-    /// send's ack, flagged duplicate, and stores nothing.
+    /// send's ack, flagged duplicate, and stores nothing. Between users one of whom blocked the
+    /// other it is BLOCKED and stores nothing.
     pub fn send_direct(
         &self,
         req: SendRequest,
@@ -86,6 +88,10 @@ fn send_direct(
     {
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
+    }
+    // After the dedup: a message stored before a block keeps its answer.
+    if let Some(by) = blocked_between(txn, from, to)? {
+        return Err(blocked_refusal(to, by));
     }
     let conv = ConvKey::direct(from, to);
     let msg = put_message(txn, &req, content, &conv, direct(to))?;

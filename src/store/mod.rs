@@ -30,6 +30,7 @@
 //                    group conversations, message lookup, recent-contact entries
 //   unread.rs        unread counts (stored and computed), MARK_READ
 //   mute.rs          muted conversations (MUTE)
+//   blocks.rs        blocked users (BLOCK, BLOCK_LIST), the check a direct send makes
 //   messages.rs      direct sends, their recall, deletes
 //   groups.rs        group changes, group messages and recalls, the fan-out switch, group reads
 //   history.rs       one walk of any conversation's log (HISTORY, GROUP_HISTORY), read
@@ -42,6 +43,7 @@
 //   open.rs          opening a data directory: tuning, families, schema check, `Store::open`
 //   ordering_tests.rs  (tests) the committer completes results before it hands out pushes
 
+mod blocks;
 mod change;
 mod commit;
 mod conversation;
@@ -70,6 +72,7 @@ mod unread;
 mod writer;
 
 pub use self::core::{Core, Durability};
+pub use blocks::{BlockPage, BlockedBy};
 pub use change::Change;
 pub use conversation::{SendOutcome, SendRequest};
 pub use error::{Result, StoreError};

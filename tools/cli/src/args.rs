@@ -172,6 +172,28 @@ pub enum Cmd {
         #[arg(long)]
         off: bool,
     },
+    /// Block a user: direct messages between you are refused (BLOCKED) either way until you
+    /// unblock them.
+    Block {
+        /// The user to block.
+        #[arg(value_name = "USER")]
+        other: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// The user to unblock.
+        #[arg(value_name = "USER")]
+        other: String,
+    },
+    /// List the users you blocked.
+    Blocked {
+        /// Start after this user id (the last one of the page before).
+        #[arg(long, default_value = "")]
+        after: String,
+        /// Users per page (0: the server's default, 200; at most 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Stay connected; print inbox entries as they arrive (acked after printing).
     Watch {
         /// Deliver entries after this version (default: only new ones).

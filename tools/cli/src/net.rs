@@ -117,6 +117,15 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             conversation: Some(conversation(&target)),
             muted: !off,
         }),
+        Cmd::Block { other } => Packet::Block(pb::Block {
+            user_id: other,
+            blocked: true,
+        }),
+        Cmd::Unblock { other } => Packet::Block(pb::Block {
+            user_id: other,
+            blocked: false,
+        }),
+        Cmd::Blocked { after, limit } => Packet::BlockList(pb::BlockList { after, limit }),
         Cmd::Sync { since, limit, .. } => Packet::Sync(pb::Sync {
             since_version: since,
             limit,

@@ -204,6 +204,17 @@ pub fn reply_text(reply: &Packet) -> String {
         Packet::RecallAck(a) => out.push(format!("recalled, version {}", a.version)),
         Packet::DeleteAck(a) => out.push(format!("deleted, version {}", a.version)),
         Packet::MuteAck(a) => out.push(if a.muted { "muted" } else { "not muted" }.to_owned()),
+        Packet::BlockAck(a) => {
+            out.push(if a.blocked { "blocked" } else { "not blocked" }.to_owned())
+        }
+        Packet::BlockListAck(a) => {
+            out.push(format!("{} blocked in all", a.total));
+            out.extend(a.user_ids.iter().cloned());
+            if a.has_more {
+                let last = a.user_ids.last().map(String::as_str).unwrap_or("");
+                out.push(format!("more: --after {last}"));
+            }
+        }
         Packet::GroupCreateAck(a) | Packet::GroupJoinAck(a) | Packet::GroupLeaveAck(a) => {
             out.push(group_text(a.group.as_ref()))
         }

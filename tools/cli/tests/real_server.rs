@@ -488,3 +488,32 @@ async fn history_and_receipts_commands() {
     assert!(!no_seq.status.success());
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn block_unblock_and_the_block_list() {
+    let s = start().await;
+    let blocked = run(s.cli("alice", &["block", "bob"])).await;
+    assert_eq!(stdout(&blocked).trim(), "blocked");
+    run(s.cli("alice", &["block", "carol"])).await;
+    let list = stdout(&run(s.cli("alice", &["blocked", "--limit", "1"])).await);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["2 blocked in all", "bob", "more: --after bob"]
+    );
+    let rest = json(&run(s.cli("alice", &["--json", "blocked", "--after", "bob"])).await);
+    assert_eq!(rest["user_ids"], serde_json::json!(["carol"]));
+    // Bob's message is refused, with the server's code and a non-zero exit.
+    let refused = run(s.cli("bob", &["send", "--to", "alice", "--text", "hi"])).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("BLOCKED") && err.contains("24"), "{err}");
+    let unblocked = run(s.cli("alice", &["unblock", "bob"])).await;
+    assert_eq!(stdout(&unblocked).trim(), "not blocked");
+    let sent = run(s.cli("bob", &["send", "--to", "alice", "--text", "hi"])).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    s.server.shutdown().await;
+}

@@ -172,6 +172,26 @@ impl Client {
         reply!(self.request(Packet::Mute(body)).await?, MuteAck).map(|a| a.muted)
     }
 
+    /// Blocks (`true`) or unblocks `user` for this user, on every device: direct messages
+    /// between the two are refused with BLOCKED either way while it stands (PROTOCOL.md 15.7).
+    /// Returns the state now.
+    pub async fn block(&self, user: &str, blocked: bool) -> Result<bool> {
+        let body = pb::Block {
+            user_id: user.to_owned(),
+            blocked,
+        };
+        reply!(self.request(Packet::Block(body)).await?, BlockAck).map(|a| a.blocked)
+    }
+
+    /// One page of the users this user blocked, in id order, after `after` ("" = the first).
+    pub async fn blocked_page(&self, after: &str, limit: u32) -> Result<pb::BlockListAck> {
+        let body = pb::BlockList {
+            after: after.to_owned(),
+            limit,
+        };
+        reply!(self.request(Packet::BlockList(body)).await?, BlockListAck)
+    }
+
     /// One SYNC page, as the server returns it. It does not change what the client delivers.
     pub async fn sync_page(&self, since_version: u64, limit: u32) -> Result<pb::SyncAck> {
         let body = pb::Sync {
