@@ -43,4 +43,6 @@ pub struct Shared {
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
     /// Read receipts of direct conversations, coalesced (`receipt_coalesce_ms`).
     pub receipts: crate::receipts::Receipts,
+    /// The word filter's list in force (PROTOCOL.md 15.8).
+    pub words: crate::moderation::Words,
 }

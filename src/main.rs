@@ -1,5 +1,5 @@
 //! `missived`: reads the configuration, opens the store, serves until SIGINT or SIGTERM;
-//! SIGUSR1 starts a drain (see `missive::drain`).
+//! SIGUSR1 starts a drain (see `missive::drain`); SIGHUP reloads the word filter's list.
 
 use anyhow::Context;
 use clap::Parser;
@@ -15,6 +15,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.check_words {
+        return match missive::moderation::load(path) {
+            Ok(list) => {
+                println!(
+                    "{}: {} entries to reject, {} to mask",
+                    path.display(),
+                    list.rejects,
+                    list.masks
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("missived: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -65,11 +82,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = server.stopping() => tracing::error!("stopping after a failure"),
+            _ = hup.recv() => {
+                match server.reload_words() {
+                    Ok(_) => tracing::info!("SIGHUP: word filter reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: word filter not reloaded, the list in force stays: {e}"),
+                }
+                continue;
+            }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: draining");
                 server.drain();

@@ -30,6 +30,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("cannot start the poller of idle connections: {error}")]
     Parker { error: io::Error },
+    #[error("word_filter: {0}")]
+    Words(String),
 }
 
 /// Starts servers.
@@ -109,6 +111,11 @@ impl Server {
         }
         let tasks = TaskTracker::new();
         let receipts = crate::receipts::Receipts::new(config.receipt_coalesce_ms);
+        let words = crate::moderation::Words::open(
+            (!config.word_filter.is_empty()).then(|| config.word_filter.clone().into()),
+            config.word_filter_types.clone(),
+        )
+        .map_err(ServerError::Words)?;
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             router,
@@ -140,6 +147,7 @@ impl Server {
                 crate::service::run::heavy_read_slots(),
             )),
             receipts,
+            words,
         });
         let addrs = bound;
         for listener in listeners {
@@ -176,6 +184,9 @@ impl Server {
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         tasks.spawn(receipts_flush(shared.clone()));
+        if shared.words.enabled() && shared.config.word_filter_poll_ms > 0 {
+            tasks.spawn(watch_words(shared.clone()));
+        }
         // At shutdown (asked for, or after a store failure) every session is told to go.
         let s = shared.clone();
         tasks.spawn(async move {
@@ -209,6 +220,12 @@ impl ServerHandle {
     pub fn drain(&self) {
         let plan = crate::drain::Plan::from_config(&self.shared.config);
         crate::service::drain::start(&self.shared, plan);
+    }
+
+    /// Reads the word filter's list file again (what SIGHUP does): whether a new list is in
+    /// force. A file that cannot be read or parsed leaves the list in force and is the error.
+    pub fn reload_words(&self) -> Result<bool, String> {
+        self.shared.words.reload(true)
     }
 
     /// The server's counters.
@@ -415,6 +432,25 @@ async fn receipts_flush(shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(due.unwrap_or_else(Now::now)), if due.is_some() => {
                 receipts.flush(&shared.router, Now::now());
             }
+        }
+    }
+}
+
+/// Looks at the word filter's list file every `word_filter_poll_ms` and reloads it when it
+/// changed; a file that does not parse is logged once per change and the list in force stays.
+/// The file is read on the blocking pool (a large list takes a while to compile).
+async fn watch_words(shared: Arc<Shared>) {
+    let period = Duration::from_millis(shared.config.word_filter_poll_ms);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || s.words.reload(false)).await {
+            Ok(Err(e)) => tracing::error!("word filter not reloaded, the list in force stays: {e}"),
+            Ok(Ok(_)) => {}
+            Err(e) => tracing::error!("word filter reload failed: {e}"),
         }
     }
 }

@@ -59,18 +59,6 @@ async fn send_blocked(conn: &mut Connection, id: &str, to: &str, text: &str) -> 
     }
 }
 
-fn texts(entries: &[pb::InboxEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .filter_map(|e| match &e.body {
-            Some(pb::inbox_entry::Body::Message(m)) => {
-                Some(String::from_utf8_lossy(&m.content).into_owned())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_block_refuses_direct_messages_both_ways_and_keeps_history() {
     let server = TestServer::start().await;
@@ -142,16 +130,16 @@ async fn a_block_refuses_direct_messages_both_ways_and_keeps_history() {
         account(&server, "bob").await,
     );
     assert_eq!(
-        texts(&alice_now.entries)[..2],
-        texts(&alice_before.entries)[..2]
+        message_texts(&alice_now.entries)[..2],
+        message_texts(&alice_before.entries)[..2]
     );
     assert_eq!(
-        texts(&alice_now.entries),
+        message_texts(&alice_now.entries),
         ["hi alice", "hi bob", "in the group"],
         "alice's inbox"
     );
     assert_eq!(
-        texts(&bob_now.entries),
+        message_texts(&bob_now.entries),
         ["hi alice", "hi bob", "in the group"],
         "bob's inbox"
     );
@@ -183,7 +171,7 @@ async fn a_block_refuses_direct_messages_both_ways_and_keeps_history() {
     drop((alice, bob));
     let alice_after = account(&server, "alice").await;
     assert_eq!(
-        texts(&alice_after.entries),
+        message_texts(&alice_after.entries),
         [
             "hi alice",
             "hi bob",
@@ -318,9 +306,9 @@ async fn a_block_and_a_send_racing_are_never_both_half_applied() {
     );
     drop((alice, bob));
 
-    let alice_inbox = texts(&account(&server, "alice").await.entries);
+    let alice_inbox = message_texts(&account(&server, "alice").await.entries);
     let bob_account = account(&server, "bob").await;
-    let bob_inbox = texts(&bob_account.entries);
+    let bob_inbox = message_texts(&bob_account.entries);
     for (text, ack) in &acked {
         assert_eq!(
             alice_inbox.iter().filter(|t| *t == text).count(),

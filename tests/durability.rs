@@ -75,6 +75,7 @@ fn concurrent_writers_share_fsyncs() {
                         content: b"x".to_vec(),
                         mentions: Vec::new(),
                         now_ms: missive::now_ms(),
+                        ..Default::default()
                     };
                     store.send_direct(req, None).wait().unwrap();
                 }

@@ -31,6 +31,7 @@ async fn chat(server: &TestServer, a: &str, b: &str, n: u64) {
             content: format!("m{k}").into_bytes(),
             mentions: Vec::new(),
             now_ms: missive::now_ms(),
+            ..Default::default()
         };
         inflight.push_back(store.send_direct(req, None));
         if inflight.len() >= 4096 {

@@ -416,16 +416,6 @@ async fn bad_push_settings_are_refused_at_start() {
     assert!(err.to_string().contains("push_webhook_secret"), "{err}");
 }
 
-/// A `missived` child process, killed when dropped.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn spawn_missived(config: &std::path::Path, addr: &str) -> Daemon {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_missived"))
         .arg("--config")

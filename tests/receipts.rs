@@ -33,6 +33,7 @@ async fn send_many(server: &TestServer, from: &str, to: &str, n: u64) {
                     content: format!("m{k}").into_bytes(),
                     mentions: Vec::new(),
                     now_ms: missive::now_ms(),
+                    ..Default::default()
                 },
                 None,
             )

@@ -69,6 +69,7 @@ async fn ten_thousand_missed_messages_arrive_in_a_few_round_trips() {
                     content: format!("message number {i}").into_bytes(),
                     mentions: Vec::new(),
                     now_ms: missive::now_ms(),
+                    ..Default::default()
                 },
                 None,
             )

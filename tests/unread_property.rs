@@ -220,6 +220,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     content: b"x".to_vec(),
                     mentions: Vec::new(),
                     now_ms: now,
+                    ..Default::default()
                 };
                 let out = store.send_direct(req, None).wait().unwrap();
                 match m.dedup.get(&(from, cmid.clone())) {

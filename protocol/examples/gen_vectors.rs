@@ -345,6 +345,7 @@ fn valid_vectors(g: &mut Gen) {
         timestamp_ms: sent_at,
         version: 43,
         duplicate: false,
+        content: Vec::new(),
     };
     g.frame(
         "send_ack",
@@ -356,10 +357,22 @@ fn valid_vectors(g: &mut Gen) {
         "send_ack_duplicate",
         Packet::SendAck(pb::SendAck {
             duplicate: true,
-            ..ack
+            ..ack.clone()
         }),
         9,
         "The same client_msg_id sent again (request 9): the original ack with duplicate = true",
+    );
+    g.frame(
+        "send_ack_masked",
+        Packet::SendAck(pb::SendAck {
+            msg_id: ack.msg_id + 1,
+            seq: ack.seq + 1,
+            version: ack.version + 1,
+            content: b"oh ****, see you".to_vec(),
+            ..ack.clone()
+        }),
+        10,
+        "Stored with a word masked by the server's word filter: content is the message as stored (section 15.8)",
     );
     g.frame(
         "send_group",
@@ -1094,6 +1107,17 @@ fn valid_vectors(g: &mut Gen) {
         }),
         1,
         "Answer to LOGIN (request 1); get a new token before reconnecting",
+    );
+    g.frame(
+        "error_content_rejected",
+        Packet::Error(pb::Error {
+            code: ErrorCode::ContentRejected as u32,
+            message: "the message has a word this server does not accept".into(),
+            fatal: false,
+            retry_after_ms: 0,
+        }),
+        29,
+        "Answer to a SEND (request 29) the word filter refused: nothing was stored (section 15.8)",
     );
     g.frame(
         "error_blocked",

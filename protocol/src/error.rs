@@ -148,4 +148,6 @@ error_codes! {
     LimitExceeded = 23, "LIMIT_EXCEEDED", fatal = false;
     /// A direct message (or signal) between two users one of whom blocked the other.
     Blocked = 24, "BLOCKED", fatal = false;
+    /// The message was refused by the server's moderation (a word on the server's list).
+    ContentRejected = 25, "CONTENT_REJECTED", fatal = false;
 }

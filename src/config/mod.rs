@@ -68,6 +68,10 @@ pub struct Args {
     /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check a word list file for the word filter (`word_filter`), print what it holds and exit:
+    /// 0 if the server would load it, 1 (with the line at fault) if not.
+    #[arg(long, value_name = "FILE")]
+    pub check_words: Option<PathBuf>,
 }
 
 impl Config {

@@ -153,6 +153,15 @@ pub struct Config {
     /// is sent at once.
     pub receipt_coalesce_ms: u64,
     // ---- end of read receipts ----
+    // ---- Moderation (PROTOCOL.md section 15.8) ----
+    /// The built-in word filter's list file (format in docs/moderation.md); empty: off.
+    pub word_filter: String,
+    /// Content types whose content the word filter reads as text.
+    pub word_filter_types: Vec<u32>,
+    /// How often the list file is looked at for a change (reloaded when its modification time
+    /// or length changed). 0: only on SIGHUP.
+    pub word_filter_poll_ms: u64,
+    // ---- end of moderation ----
 }
 
 impl Default for Config {
@@ -178,6 +187,9 @@ impl Default for Config {
             max_group_size: 10_000,
             max_groups_per_user: 1_000,
             max_blocks_per_user: 10_000,
+            word_filter: String::new(),
+            word_filter_types: vec![1],
+            word_filter_poll_ms: 1000,
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,

@@ -56,6 +56,9 @@ impl Config {
         if !(1..=100_000).contains(&self.max_groups_per_user) {
             return bad("max_groups_per_user: 1 to 100000");
         }
+        if self.word_filter_types.contains(&0) || self.word_filter_types.len() > 64 {
+            return bad("word_filter_types: at most 64 content types, none of them 0");
+        }
         if !(1..=1_000_000).contains(&self.max_blocks_per_user) {
             return bad("max_blocks_per_user: 1 to 1000000");
         }

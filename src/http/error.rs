@@ -55,6 +55,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         LoginTimeout => StatusCode::REQUEST_TIMEOUT,
         AlreadyLoggedIn | RecallWindowExpired | GroupFull | LimitExceeded => StatusCode::CONFLICT,
         FrameTooLarge | ContentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ContentRejected => StatusCode::UNPROCESSABLE_ENTITY,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ServerBusy | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,

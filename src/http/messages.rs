@@ -65,19 +65,24 @@ pub fn answer(from: &str, ack: &pb::SendAck) -> (StatusCode, Json<Value>) {
     } else {
         StatusCode::CREATED
     };
-    (
-        status,
-        Json(json!({
-            "from": from,
-            "client_msg_id": ack.client_msg_id,
-            // A decimal string: message ids pass 2^53, where JSON numbers stop being exact.
-            "msg_id": ack.msg_id.to_string(),
-            "seq": ack.seq,
-            "timestamp_ms": ack.timestamp_ms,
-            "version": ack.version,
-            "duplicate": ack.duplicate,
-        })),
-    )
+    let mut body = json!({
+        "from": from,
+        "client_msg_id": ack.client_msg_id,
+        // A decimal string: message ids pass 2^53, where JSON numbers stop being exact.
+        "msg_id": ack.msg_id.to_string(),
+        "seq": ack.seq,
+        "timestamp_ms": ack.timestamp_ms,
+        "version": ack.version,
+        "duplicate": ack.duplicate,
+    });
+    // The content as stored, when moderation changed it (PROTOCOL.md 15.8).
+    if !ack.content.is_empty() {
+        body["content_base64"] = missive_protocol::base64::encode(&ack.content).into();
+        if let Ok(text) = std::str::from_utf8(&ack.content) {
+            body["content"] = text.into();
+        }
+    }
+    (status, Json(body))
 }
 
 impl SendBody {

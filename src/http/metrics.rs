@@ -42,6 +42,35 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         u64::from(shared.drain.is_active()),
     );
     shared.metrics.render(&mut out);
+    let words = &shared.words;
+    if words.enabled() {
+        let list = words.list();
+        out.gauge(
+            "missive_word_filter_entries",
+            "Entries of the word filter's list in force (reject and mask lists together).",
+            (list.rejects + list.masks) as u64,
+        );
+    }
+    out.counter(
+        "missive_word_filter_rejected_total",
+        "Messages the word filter refused (CONTENT_REJECTED).",
+        words.rejected.get(),
+    );
+    out.counter(
+        "missive_word_filter_masked_total",
+        "Sends whose content the word filter masked (a resend of a message stored before included).",
+        words.masked.get(),
+    );
+    out.counter(
+        "missive_word_filter_reloads_total",
+        "Times a word list was loaded (at start, on a change of its file, on SIGHUP).",
+        words.reloads.get(),
+    );
+    out.counter(
+        "missive_word_filter_reload_failures_total",
+        "Times the word list file could not be read or parsed; the list in force stayed.",
+        words.reload_failures.get(),
+    );
     shared.receipts.render(&mut out);
     let store = &shared.store;
     store.core().commit_latency().render(

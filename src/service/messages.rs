@@ -13,7 +13,8 @@ use super::run::{outcome, unread_total};
 use crate::clock::now_ms;
 use crate::context::Shared;
 use crate::ids::{MsgId, Seq, SessionId};
-use crate::store::{self, SendRequest};
+use crate::moderation::Verdict;
+use crate::store::{self, Moderated, SendRequest};
 
 /// Where a send came from (for the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +73,39 @@ fn start_send(
         ));
     }
     let mentions = check_mentions(&to, req.mentions)?;
+    let (content, moderated) = moderate(shared, req.content_type, req.content);
     let r = SendRequest {
         from: from.to_owned(),
         client_msg_id: req.client_msg_id,
         to,
         content_type: req.content_type,
-        content: req.content,
+        content,
         mentions,
         now_ms: now_ms(),
+        moderated,
     };
     Ok(if r.to.kind == ConversationKind::Group as i32 {
         shared.store.send_group(r, session)
     } else {
         shared.store.send_direct(r, session)
     })
+}
+
+/// The word filter's verdict on a send's content (PROTOCOL.md 15.8): the content to store and
+/// what moderation decided. A refusal still goes to the store, which answers a client message
+/// id stored before with its ack and refuses the rest, in the order of the sends.
+fn moderate(shared: &Shared, content_type: u32, content: Vec<u8>) -> (Vec<u8>, Moderated) {
+    match shared.words.check(content_type, &content) {
+        Verdict::Pass => (content, Moderated::Unchanged),
+        Verdict::Mask(text) => (text.into_bytes(), Moderated::Changed),
+        Verdict::Reject => (
+            Vec::new(),
+            Moderated::Refused {
+                code: ErrorCode::ContentRejected,
+                message: "the message has a word this server does not accept".into(),
+            },
+        ),
+    }
 }
 
 /// @mentions a message may carry.

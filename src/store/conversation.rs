@@ -12,8 +12,21 @@ use super::family::Family;
 use super::keys::{self, ConvKey};
 use super::read::Reader;
 
+/// What moderation decided of a send before it reached the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Moderated {
+    /// Nothing to say: stored as sent.
+    #[default]
+    Unchanged,
+    /// The content was changed (masked words): stored so, and the ack carries it.
+    Changed,
+    /// Refused: nothing is stored. A client message id stored before still gets its ack (the
+    /// message was delivered then; a resend must not be told otherwise).
+    Refused { code: ErrorCode, message: String },
+}
+
 /// A validated send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SendRequest {
     pub from: String,
     pub client_msg_id: String,
@@ -23,6 +36,28 @@ pub struct SendRequest {
     /// Group members @mentioned (checked ids, no duplicates; empty for direct messages).
     pub mentions: Vec<String>,
     pub now_ms: i64,
+    pub moderated: Moderated,
+}
+
+impl SendRequest {
+    /// Moderation's refusal, if it refused (checked after the dedup record).
+    pub(crate) fn refusal(&self) -> Result<()> {
+        match &self.moderated {
+            Moderated::Refused { code, message } => {
+                Err(StoreError::refused(*code, message.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What the ack says of the content: the stored content if moderation changed it, else
+    /// nothing.
+    pub(crate) fn ack_content(&self, stored: &[u8]) -> Vec<u8> {
+        match self.moderated {
+            Moderated::Changed => stored.to_vec(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The result of a send.

@@ -640,6 +640,7 @@ fn send_group(
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
     }
+    req.refusal()?;
     require_member(txn, &group_id, &req.from)?;
     let info = group_info(txn, &group_id)?;
     let write_mode = mode_of(&info) == FanoutMode::Write;
@@ -687,6 +688,7 @@ fn send_group(
         timestamp_ms: req.now_ms,
         version,
         duplicate: false,
+        content: req.ack_content(&msg.content),
     };
     txn.put(
         Family::Dedup,

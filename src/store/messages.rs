@@ -89,7 +89,8 @@ fn send_direct(
         ack.duplicate = true;
         return Ok(SendOutcome { ack, writes: 0 });
     }
-    // After the dedup: a message stored before a block keeps its answer.
+    // After the dedup: a message stored before a refusal or a block keeps its answer.
+    req.refusal()?;
     if let Some(by) = blocked_between(txn, from, to)? {
         return Err(blocked_refusal(to, by));
     }
@@ -131,6 +132,7 @@ fn send_direct(
         timestamp_ms: req.now_ms,
         version: sender_version,
         duplicate: false,
+        content: req.ack_content(&msg.content),
     };
     txn.put(
         Family::Dedup,

@@ -74,7 +74,7 @@ mod writer;
 pub use self::core::{Core, Durability};
 pub use blocks::{BlockPage, BlockedBy};
 pub use change::Change;
-pub use conversation::{SendOutcome, SendRequest};
+pub use conversation::{Moderated, SendOutcome, SendRequest};
 pub use error::{Result, StoreError};
 pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};

@@ -202,6 +202,7 @@ mod tests {
             content: b"hi".to_vec(),
             mentions: Vec::new(),
             now_ms: 1_764_000_000_000,
+            ..Default::default()
         };
         let ack = store.send_direct(req, None).wait().unwrap().ack;
         let queued = store.core().push_queue_after(None, 10).unwrap();

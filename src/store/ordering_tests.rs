@@ -81,6 +81,7 @@ fn results_are_complete_before_their_pushes_are_handed_out() {
                 content: b"hi".to_vec(),
                 mentions: Vec::new(),
                 now_ms: 1,
+                ..Default::default()
             };
             // Queued without waiting, so that many land in one commit group.
             let pending = store.send_direct(req, None);

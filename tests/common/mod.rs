@@ -119,6 +119,12 @@ impl TestServer {
         missive_protocol::token::mint(SECRET.as_bytes(), user, device, expires)
     }
 
+    /// `user`'s current inbox version, as stored.
+    pub fn current_version(&self, user: &str) -> u64 {
+        let core = self.handle().store().core();
+        core.current_version(user).expect("store read")
+    }
+
     /// A raw connection, not logged in.
     pub async fn connect(&self) -> Connection {
         Connection::connect(&self.addr).await.expect("connects")
@@ -189,5 +195,15 @@ pub async fn sync_all(conn: &mut Connection, since: u64) -> Vec<pb::InboxEntry> 
         if !page.has_more {
             return out;
         }
+    }
+}
+
+/// A `missived` child process, killed when dropped (also when the test panics).
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

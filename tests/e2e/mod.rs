@@ -302,3 +302,14 @@ pub fn command_name(frame: &Frame) -> &'static str {
         .map(|c| c.name())
         .unwrap_or("unknown")
 }
+
+/// The contents of the message entries among `entries`, as text, in order.
+pub fn message_texts(entries: &[pb::InboxEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.body {
+            Some(Body::Message(m)) => Some(String::from_utf8_lossy(&m.content).into_owned()),
+            _ => None,
+        })
+        .collect()
+}

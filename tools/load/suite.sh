@@ -6,6 +6,8 @@
 #
 #   tools/load/suite.sh [OUT] [SCENARIO...]
 #   SCENARIO: chat-max chat-10k chat-sync fanout offline connect   (default: all, ~15 min)
+#             chat-max-words: chat-max with the word filter on, a list of 10,000 entries (not in
+#             the default set: compare it with chat-max, runs alternating: BENCHMARKS.md)
 #
 # Binaries: $BIN/missived and $BIN/missive-load (default $CARGO_TARGET_DIR/release, else
 # target/release): `cargo build --release --locked -p missive -p missive-load --bins`.
@@ -38,6 +40,17 @@ EOF
 cat >"$OUT/offline.toml" <<'EOF'
 sends_per_sec = 100000
 EOF
+
+# The word filter's list for chat-max-words: 10,000 made-up words of 6 to 11 random letters,
+# half to reject and half to mask. None is in the load's messages (plain English text), which
+# all pass: the cost measured is the normalizing and matching every message goes through.
+awk 'BEGIN { srand(7); print "[reject]";
+    for (i = 0; i < 10000; i++) {
+        if (i == 5000) print "[mask]";
+        w = ""; n = 6 + int(rand() * 6);
+        for (j = 0; j < n; j++) w = w sprintf("%c", 97 + int(rand() * 26));
+        print w } }' >"$OUT/words.txt"
+printf 'word_filter = "%s"\n' "$OUT/words.txt" >"$OUT/words.toml"
 
 start_server() { # durability [extra missived flags...]
     rm -rf "$DATA"
@@ -79,6 +92,10 @@ for scenario in $SCENARIOS; do
             # (offered exactly 30,000/s, they could only come out just below it, since the
             # last acks arrive after the sending window)
             start_server async
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
+        chat-max-words) # chat-max with the word filter reading every message
+            start_server async --config "$OUT/words.toml"
             load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
                 --grace 30 --server-pid "$SERVER_PID" ;;
         chat-10k)
@@ -131,7 +148,7 @@ row() { # scenario target figure value op threshold
     for scenario in $SCENARIOS; do
         ls "$OUT/$scenario"-r*.json >/dev/null 2>&1 || continue
         case $scenario in
-        chat-max | chat-sync)
+        chat-max | chat-sync | chat-max-words)
             target=30000
             [ "$scenario" = chat-sync ] && target=15000
             row "$scenario" ">= $target msg/s" "acked msg/s" \

@@ -136,18 +136,23 @@ fn group_text(g: Option<&pb::GroupInfo>) -> String {
 pub fn reply_text(reply: &Packet) -> String {
     let mut out = Vec::new();
     match reply {
-        Packet::SendAck(a) => out.push(format!(
-            "sent msg {} seq {} version {} client_msg_id {}{}",
-            a.msg_id,
-            a.seq,
-            a.version,
-            a.client_msg_id,
-            if a.duplicate {
-                " (duplicate: stored earlier)"
-            } else {
-                ""
+        Packet::SendAck(a) => {
+            out.push(format!(
+                "sent msg {} seq {} version {} client_msg_id {}{}",
+                a.msg_id,
+                a.seq,
+                a.version,
+                a.client_msg_id,
+                if a.duplicate {
+                    " (duplicate: stored earlier)"
+                } else {
+                    ""
+                }
+            ));
+            if !a.content.is_empty() {
+                out.push(format!("stored as: {}", content_text(&a.content)));
             }
-        )),
+        }
         Packet::SyncAck(a) => {
             out.extend(a.entries.iter().map(entry_text));
             out.push(format!(

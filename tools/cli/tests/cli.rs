@@ -202,6 +202,7 @@ async fn send_prints_the_ack_and_server_errors_exit_non_zero() {
             timestamp_ms: 1,
             version: 8,
             duplicate: true,
+            content: Vec::new(),
         };
         conn.send_frame(&Frame::new(&Packet::SendAck(ack), frame.request_id))
             .await

@@ -111,6 +111,10 @@ fn ack_of(j: &serde_json::Value) -> Option<pb::SendAck> {
         timestamp_ms: j["timestamp_ms"].as_i64()?,
         version: j["version"].as_u64()?,
         duplicate: j["duplicate"].as_bool()?,
+        content: match j["content_base64"].as_str() {
+            Some(b) => missive_protocol::base64::decode(b)?,
+            None => Vec::new(),
+        },
     })
 }
 

@@ -79,6 +79,7 @@ fn send_ack(send: &pb::Send, version: u64) -> Packet {
         timestamp_ms: 5,
         version,
         duplicate: false,
+        content: Vec::new(),
     })
 }
 

@@ -18,7 +18,8 @@ pub struct Args {
     /// Seconds to wait after the last scheduled send for acks and deliveries in flight.
     #[arg(long, default_value_t = 15)]
     pub grace: u64,
-    /// Content bytes per message (at least 20: number, scheduled time, recipient).
+    /// Content bytes per message, UTF-8 text (at least 41: number, scheduled time, recipient in
+    /// hex, then words).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// The server's pid, to report its CPU use during the sending window.

@@ -30,7 +30,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     if args.users < 2 {
         bail!("--users must be at least 2");
     }
-    let size = args.size.max(20);
+    let size = args.size.max(HEADER);
     let total = (args.rate * args.duration as f64).round() as u64;
     let names: Vec<String> = (0..args.users).map(|i| env.user("u", i)).collect();
     eprintln!("missive-load: logging in {} users", args.users);
@@ -153,8 +153,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     ticker.abort();
     eprintln!("missive-load: reading every inbox to check what was stored");
     let parse = |i: usize, m: &pb::Message| {
-        let k = u64::from_le_bytes(m.content.get(..8)?.try_into().ok()?);
-        let to = u32::from_le_bytes(m.content.get(16..20)?.try_into().ok()?);
+        let (k, _, to) = header(&m.content)?;
         (to as usize == i).then_some(k as usize)
     };
     let stored = crate::verify::stored_counts(&online, &names, total as usize, parse).await;
@@ -224,14 +223,32 @@ fn cpu_use(before: Option<f64>, after: Option<f64>, window: Duration) -> Option<
     Some((after? - before?) * 100.0 / window.as_secs_f64().max(1e-9))
 }
 
-/// Message content: number, scheduled time (µs after start), recipient index, padding.
+/// Bytes of a message's header: number, scheduled time and recipient in hex, and a space.
+const HEADER: usize = 16 + 16 + 8 + 1;
+
+/// The words the padding is made of: plain chat text, so that a server's word filter reads
+/// every message as it would a user's (it reads UTF-8 text only).
+const PADDING: &[u8] = b"see you at the station at eight, bring the map and some water. ";
+
+/// Message content, all ASCII text: number, scheduled time (µs after start), recipient index
+/// (lowercase hex), a space, then words up to `size` bytes.
 fn content(k: u64, due: Duration, to: usize, size: usize) -> Vec<u8> {
-    let mut body = Vec::with_capacity(size);
-    body.extend_from_slice(&k.to_le_bytes());
-    body.extend_from_slice(&(due.as_micros() as u64).to_le_bytes());
-    body.extend_from_slice(&(to as u32).to_le_bytes());
-    body.resize(size, b'.');
+    let mut body =
+        format!("{k:016x}{:016x}{:08x} ", due.as_micros() as u64, to as u32).into_bytes();
+    while body.len() < size {
+        let n = (size - body.len()).min(PADDING.len());
+        body.extend_from_slice(&PADDING[..n]);
+    }
     body
+}
+
+/// The number, scheduled time and recipient of a message made by [`content`].
+fn header(content: &[u8]) -> Option<(u64, u64, u32)> {
+    let text = std::str::from_utf8(content.get(..HEADER - 1)?).ok()?;
+    let k = u64::from_str_radix(&text[..16], 16).ok()?;
+    let due = u64::from_str_radix(&text[16..32], 16).ok()?;
+    let to = u32::from_str_radix(&text[32..40], 16).ok()?;
+    Some((k, due, to))
 }
 
 fn on_event(shared: &Shared, me_index: usize, me: &str, event: ClientEvent) {
@@ -251,20 +268,11 @@ fn on_event(shared: &Shared, me_index: usize, me: &str, event: ClientEvent) {
     if m.from_user == me {
         return; // our own message, echoed by the client from its SEND_ACK or a SYNC
     }
-    let field = |at: usize| {
-        m.content
-            .get(at..at + 8)
-            .map(|b| b.try_into().expect("8 bytes"))
-    };
-    let (Some(k), Some(due)) = (field(0), field(8)) else {
+    let Some((k, due, to)) = header(&m.content) else {
         c.foreign.fetch_add(1, Relaxed);
         return;
     };
-    let (k, due) = (u64::from_le_bytes(k), u64::from_le_bytes(due));
-    let to = m
-        .content
-        .get(16..20)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    let to = Some(to);
     if k as usize >= shared.seen.len() {
         c.foreign.fetch_add(1, Relaxed);
         return;
