@@ -80,6 +80,9 @@ OP = {name: i for i, name in enumerate(
     "login relogin bad_login send burst send_group burst_group sync drain push_ack mark_read "
     "recall delete group_create group_join group_leave group_members group_list group_history "
     "unread contacts heartbeat disconnect raw_bytes raw_frame group_set_role".split())}
+# Later actions have opcode bytes from 234 (26 * 9) on, which no earlier seed used, so adding them
+# left the meaning of the older inputs alone (bytes below 234 are taken % 26).
+OP.update(block=234, block_list=235)
 OF_MSG, DIRECT, GROUP = 0, 1, 2
 
 
@@ -180,6 +183,30 @@ def session_seeds():
                  + raw_frame(0x0004, b"\x08\xff\x01") + raw_frame(0x0005, b"\x08\x00")
                  + raw_frame(0x0010, b"\x0a\x01n") + raw_frame(0x0002, b"", flags=4)
                  + act("heartbeat", a))
+    # Blocking: b blocks a; a's resend of a message stored before is still its duplicate ack,
+    # a's new sends (one, then in a pipeline with a SYNC behind) and b's are BLOCKED, either way;
+    # a still recalls the earlier message; blocking again is idempotent, blocking oneself
+    # INVALID_ARGUMENT, unblocking what was never blocked answers false; groups are not
+    # affected; after the unblock a refused client_msg_id is stored (no dedup record was kept).
+    seeds.append(act("send", a, 1, 0, 0) + act("group_create", a, 0b0010, 0) + act("block", b, 0, 1)
+                 + act("send", a, 1, 0, 0) + act("send", a, 1, 1, 0) + act("send", b, 0, 0, 0)
+                 + act("burst", a, 1, 0, 2, 1) + act("send_group", a, 0, 0)
+                 + act("send_group", b, 0, 1) + act("recall", a, 0, OF_MSG, 0)
+                 + act("block", b, 0, 1) + act("block", b, 1, 1) + act("block", a, 1, 0)
+                 + act("block_list", b, 0, 0) + act("block_list", a, 0, 0) + act("unread", b)
+                 + act("block", b, 0, 0) + act("send", a, 1, 1, 0) + act("send", b, 0, 0, 0)
+                 + act("drain", b) + act("unread", a) + act("sync", b, 0, 0))
+    # Block limits and the list: a blocks b and c, the third (d, the ghost) is LIMIT_EXCEEDED but
+    # blocking b again is not, an invalid id INVALID_ARGUMENT; the list one and two to a page,
+    # from the first and after an id; blocked both ways, one unblock is not enough; the ghost.
+    seeds.append(act("block", a, 1, 1) + act("block", a, 2, 1) + act("block", a, 3, 1)
+                 + act("block", a, 4, 1) + act("block", a, 1, 1) + act("block", a, 5, 1)
+                 + act("block_list", a, 0, 1) + act("block_list", a, 2, 1)
+                 + act("block_list", a, 5, 2) + act("block", b, 0, 1) + act("block", a, 2, 0)
+                 + act("block", a, 4, 1) + act("send", a, 4, 0, 0) + act("send", c, 0, 0, 0)
+                 + act("block", a, 1, 0) + act("send", a, 1, 0, 0) + act("send", b, 0, 0, 0)
+                 + act("block", b, 0, 0) + act("burst", b, 0, 1, 1, 2)
+                 + act("block_list", who(0, 1), 0, 2) + act("block_list", b, 0, 0))
     # Everything once, interleaved.
     seeds.append(act("login", a) + act("group_create", b, 0b1101, 0) + act("burst", c, 0, 3, 4, 1)
                  + act("send_group", d, 0, 0) + act("raw_bytes", 0, 1) + b"\0\0\0\x01"

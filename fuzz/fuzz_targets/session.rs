@@ -16,7 +16,10 @@
 //!   (NOT_FOUND to non-members, owner and admins, roles), recall (sender, owner or admin,
 //!   within the window), delete, mark read, group create/join/leave/set role/members/list/
 //!   history (members, paging, seqs visible from the join for FROM_JOIN groups), unread counts
-//!   per conversation and total;
+//!   per conversation and total; blocks (BLOCK the state now, idempotent, no inbox entry;
+//!   oneself or an invalid id INVALID_ARGUMENT, past the limit LIMIT_EXCEEDED; BLOCK_LIST pages
+//!   in id order) and direct SENDs between users one of whom blocked the other (BLOCKED, nothing
+//!   stored nor deduplicated; a resend of a message stored before the block still its first ack);
 //! - pushes on one connection come in increasing version order;
 //! - garbage bytes (before or after login) and arbitrary frames never take the server down:
 //!   the connection closes (or answers a HEARTBEAT), and the server closes it at EOF.
@@ -65,6 +68,8 @@ const MAX_GROUP_SIZE: usize = 4;
 const MAX_CONTENT: usize = 1024;
 const MAX_FRAME: usize = 16 * 1024;
 const BOGUS_MSG_ID: u64 = 12345;
+/// `max_blocks_per_user`: small, so LIMIT_EXCEEDED is reachable (4 others to block).
+const MAX_BLOCKS: usize = 2;
 
 // ---------------------------------------------------------------------------------------------
 // One server per process
@@ -102,6 +107,7 @@ fn config(data_dir: PathBuf) -> Config {
         compress_threshold: 64,
         fanout_threshold: FANOUT_THRESHOLD,
         max_group_size: MAX_GROUP_SIZE,
+        max_blocks_per_user: MAX_BLOCKS,
         logins_per_sec: 1_000_000,
         // Every user connects from 127.0.0.1, the raw user's garbage included: the per-address
         // budget of failed logins must not refuse the honest ones.
@@ -319,6 +325,19 @@ enum Action {
         who: u8,
         limit: u8,
     },
+    /// Blocks (`blocked % 2` = 1) or unblocks user `target % 6` (4: the ghost, 5: an invalid id).
+    Block {
+        who: u8,
+        target: u8,
+        blocked: u8,
+    },
+    /// BLOCK_LIST walked page by page (page size `limit % 3`, 0 = default), from the first
+    /// (`after % 6` = 0) or after user `after % 6 - 1`'s id.
+    BlockList {
+        who: u8,
+        after: u8,
+        limit: u8,
+    },
     Heartbeat {
         who: u8,
     },
@@ -340,7 +359,12 @@ enum Action {
     },
 }
 
+/// Opcode bytes below FIRST_EXTRA are taken `% OPS`; those from FIRST_EXTRA on (22 values, none
+/// of them in the corpus written before) pick one of the EXTRA_OPS later actions, so adding
+/// those did not change what earlier inputs mean.
 const OPS: u8 = 26;
+const FIRST_EXTRA: u8 = OPS * 9;
+const EXTRA_OPS: u8 = 2;
 
 fn conv_sel(u: &mut Unstructured<'_>) -> ConvSel {
     let kind = byte(u);
@@ -368,7 +392,10 @@ fn decode(data: &[u8]) -> Vec<Action> {
     let mut u = Unstructured::new(data);
     let mut out = Vec::new();
     while !u.is_empty() && out.len() < MAX_ACTIONS {
-        let op = byte(&mut u) % OPS;
+        let op = match byte(&mut u) {
+            b if b < FIRST_EXTRA => b % OPS,
+            b => OPS + (b - FIRST_EXTRA) % EXTRA_OPS,
+        };
         let who = byte(&mut u);
         let a = match op {
             0 => Action::Login { who },
@@ -482,7 +509,17 @@ fn decode(data: &[u8]) -> Vec<Action> {
                 target: byte(&mut u),
                 role: byte(&mut u),
             },
-            _ => unreachable!("op % OPS"),
+            26 => Action::Block {
+                who,
+                target: byte(&mut u),
+                blocked: byte(&mut u),
+            },
+            27 => Action::BlockList {
+                who,
+                after: byte(&mut u),
+                limit: byte(&mut u),
+            },
+            _ => unreachable!("op % OPS, or OPS + extra op"),
         };
         out.push(a);
     }
@@ -567,6 +604,8 @@ struct World {
     group_inboxes: Vec<(u64, BTreeSet<usize>)>,
     /// Pushes received: (user, entry).
     pushes: Vec<(usize, pb::InboxEntry)>,
+    /// (blocker, blocked): the blocks standing (the ghost can be blocked, never blocks).
+    blocks: BTreeSet<(usize, usize)>,
 }
 
 /// A reply: the packet, or a non-fatal error code.
@@ -607,6 +646,7 @@ impl World {
             direct_seq: HashMap::new(),
             group_inboxes: Vec::new(),
             pushes: Vec::new(),
+            blocks: BTreeSet::new(),
         }
     }
 
@@ -924,6 +964,13 @@ impl World {
         };
         if let Some(ack) = self.first_ack.get(&(u, cmid.to_owned())) {
             return Ok(Some(ack.clone()));
+        }
+        // After the dedup: a message stored before a block keeps its ack. A refused send
+        // leaves no dedup record, so after an unblock the same client_msg_id is stored.
+        if let Conv::Direct(a, b) = conv {
+            if self.blocks.contains(&(a, b)) || self.blocks.contains(&(b, a)) {
+                return Err(ErrorCode::Blocked);
+            }
         }
         // A non-member is told the group does not exist.
         match g {
@@ -1870,6 +1917,109 @@ impl World {
         self.check_unread(u, &all, &ctx);
     }
 
+    /// The users `u` blocked, in bytewise id order (as BLOCK_LIST pages them).
+    fn blocked_names(&self, u: usize) -> Vec<String> {
+        self.blocks
+            .iter()
+            .filter(|(a, _)| *a == u)
+            .map(|&(_, b)| self.names[b].clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    async fn block(&mut self, who: u8, target: u8, blocked: u8) {
+        let (u, d) = self.who(who);
+        let t = target as usize % (USERS + 2);
+        let blocked = blocked % 2 == 1;
+        // USERS + 1: another user's id with a zero-width space in it, which no id may hold.
+        let user_id = match self.names.get(t) {
+            Some(name) => name.clone(),
+            None => format!("{}\u{200b}", self.names[(u + 1) % USERS]),
+        };
+        let count = self.blocks.iter().filter(|(a, _)| *a == u).count();
+        let predicted = if t > USERS || t == u {
+            Err(ErrorCode::InvalidArgument)
+        } else if blocked && !self.blocks.contains(&(u, t)) && count >= MAX_BLOCKS {
+            // Only a new block counts; blocking again and unblocking are always allowed.
+            Err(ErrorCode::LimitExceeded)
+        } else {
+            Ok(blocked)
+        };
+        self.ensure(u, d).await;
+        let versions = |w: &World| {
+            [u, t.min(USERS)].map(|i| w.store().current_version(&w.names[i]).unwrap())
+        };
+        let before = versions(self);
+        let packet = Packet::Block(pb::Block { user_id, blocked });
+        let reply = self.request(u, d, packet).await;
+        let ctx = format!("{} BLOCK {t} {blocked}", self.names[u]);
+        // Nothing in either inbox, whatever the answer.
+        assert_eq!(versions(self), before, "{ctx}: an inbox changed");
+        match predicted {
+            Err(want) => assert_eq!(code_of(&reply), Some(want), "{ctx}: {reply:?}"),
+            Ok(want) => {
+                let Ok(Packet::BlockAck(ack)) = reply else {
+                    panic!("{ctx}: expected BLOCK_ACK, got {reply:?}")
+                };
+                // The state now, whether it changed or not.
+                assert_eq!(ack.blocked, want, "{ctx}: state");
+                if want {
+                    self.blocks.insert((u, t));
+                } else {
+                    self.blocks.remove(&(u, t));
+                }
+            }
+        }
+    }
+
+    /// BLOCK_LIST, page by page, from the first or after a user's id (blocked or not).
+    async fn block_list(&mut self, who: u8, after: u8, limit: u8) {
+        let (u, d) = self.who(who);
+        let start = match after as usize % (USERS + 2) {
+            0 => String::new(),
+            i => self.names[i - 1].clone(),
+        };
+        let limit = Self::page_limit(limit);
+        let ctx = format!("{} BLOCK_LIST after {start:?} limit {limit}", self.names[u]);
+        let all = self.blocked_names(u);
+        let want: Vec<String> = all.iter().filter(|n| **n > start).cloned().collect();
+        let size = if limit == 0 { 200 } else { limit as usize };
+        let mut got: Vec<String> = Vec::new();
+        // The cursor is the last id of the page before ("": the first page, after `start`).
+        let request = |cursor: Vec<u8>| {
+            Packet::BlockList(pb::BlockList {
+                after: if cursor.is_empty() {
+                    start.clone()
+                } else {
+                    String::from_utf8(cursor).unwrap()
+                },
+                limit,
+            })
+        };
+        let walked = self
+            .walk((u, d), MAX_BLOCKS, &ctx, request, |_, reply| {
+                let Ok(Packet::BlockListAck(ack)) = reply else {
+                    panic!("{ctx}: expected BLOCK_LIST_ACK, got {reply:?}")
+                };
+                // Every page: the next ids in order, has_more exactly when more follow, and
+                // the total over all pages.
+                let from = got.len().min(want.len());
+                let page = &want[from..(from + size).min(want.len())];
+                assert_eq!(ack.user_ids, page, "{ctx}: page after {got:?}");
+                assert_eq!(ack.has_more, from + size < want.len(), "{ctx}: has_more");
+                assert_eq!(ack.total as usize, all.len(), "{ctx}: total");
+                got.extend(ack.user_ids.iter().cloned());
+                Some(match (ack.has_more, ack.user_ids.last()) {
+                    (true, Some(last)) => last.clone().into_bytes(),
+                    _ => Vec::new(),
+                })
+            })
+            .await;
+        assert!(walked);
+        assert_eq!(got, want, "{ctx}: every blocked user once");
+    }
+
     async fn sync(&mut self, who: u8, since: u8, limit: u8) {
         let (u, d) = self.who(who);
         let current = self.store().current_version(&self.names[u]).unwrap();
@@ -2166,6 +2316,12 @@ impl World {
                 let (u, d) = self.who(*who);
                 self.close(u, d).await
             }
+            Action::Block {
+                who,
+                target,
+                blocked,
+            } => self.block(*who, *target, *blocked).await,
+            Action::BlockList { who, after, limit } => self.block_list(*who, *after, *limit).await,
             Action::RawBytes { login, bytes } => self.raw_bytes(*login, bytes).await,
             Action::RawFrame {
                 flags,
@@ -2264,6 +2420,21 @@ impl World {
             assert_eq!(members, want, "group {}: stored members vs the model", g.id);
         }
         check::check_group_sends(&store, &ledger).unwrap_or_else(|e| panic!("{e}"));
+
+        // The blocks stored are the model's (their count is checked by `check_store_user`).
+        for (i, user) in self.names.iter().enumerate() {
+            let page = store.blocked_users(user, "", 1000).unwrap();
+            let want = if i < USERS {
+                self.blocked_names(i)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                (page.user_ids, page.total, page.has_more),
+                (want.clone(), want.len() as u64, false),
+                "{user}: stored blocks vs the model"
+            );
+        }
 
         // Group messages are in exactly the inboxes of their fan-out.
         for (msg_id, want) in &self.group_inboxes {
