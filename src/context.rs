@@ -45,4 +45,6 @@ pub struct Shared {
     pub receipts: crate::receipts::Receipts,
     /// The word filter's list in force (PROTOCOL.md 15.8).
     pub words: crate::moderation::Words,
+    /// The before-send webhook, when `send_hook_url` is set (PROTOCOL.md 15.9).
+    pub hook: Option<crate::moderation::hook::Hook>,
 }

@@ -116,6 +116,7 @@ impl Server {
             config.word_filter_types.clone(),
         )
         .map_err(ServerError::Words)?;
+        let hook = crate::moderation::hook::Hook::new(&config);
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             router,
@@ -148,6 +149,7 @@ impl Server {
             )),
             receipts,
             words,
+            hook,
         });
         let addrs = bound;
         for listener in listeners {

@@ -70,19 +70,7 @@ async fn a_block_refuses_direct_messages_both_ways_and_keeps_history() {
         other => panic!("expected SEND_ACK, got {other:?}"),
     };
     raw_send(&mut alice, "bob", "hi bob").await;
-    let gid = match request(
-        &mut alice,
-        Packet::GroupCreate(pb::GroupCreate {
-            name: "both".into(),
-            members: vec!["bob".into()],
-            ..Default::default()
-        }),
-    )
-    .await
-    {
-        Packet::GroupCreateAck(a) => a.group.expect("group").group_id,
-        other => panic!("expected GROUP_CREATE_ACK, got {other:?}"),
-    };
+    let group = create_group(&mut alice, &["bob"]).await;
     drop((alice, bob));
     let (alice_before, bob_before) = (
         account(&server, "alice").await,
@@ -110,10 +98,7 @@ async fn a_block_refuses_direct_messages_both_ways_and_keeps_history() {
     // Groups are not affected: bob's group message reaches alice.
     let to_group = pb::Send {
         client_msg_id: "bob-g".into(),
-        to: Some(pb::Conversation {
-            kind: pb::ConversationKind::Group as i32,
-            id: gid.clone(),
-        }),
+        to: Some(group),
         content_type: 1,
         content: b"in the group".to_vec(),
         ..Default::default()

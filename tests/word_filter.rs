@@ -115,23 +115,7 @@ async fn rejected_messages_store_nothing_and_masked_ones_arrive_masked() {
     );
 
     // Groups too.
-    let gid = match request(
-        &mut alice,
-        Packet::GroupCreate(pb::GroupCreate {
-            name: "g".into(),
-            members: vec!["bob".into()],
-            ..Default::default()
-        }),
-    )
-    .await
-    {
-        Packet::GroupCreateAck(a) => a.group.unwrap().group_id,
-        other => panic!("expected GROUP_CREATE_ACK, got {other:?}"),
-    };
-    let group = pb::Conversation {
-        kind: pb::ConversationKind::Group as i32,
-        id: gid,
-    };
+    let group = create_group(&mut alice, &["bob"]).await;
     rejected(&mut bob, send("b1", group.clone(), 1, b"free crypto!")).await;
     let g = acked(&mut bob, send("b2", group, 1, b"darn it")).await;
     assert_eq!(g.content, b"**** it");

@@ -1120,6 +1120,17 @@ fn valid_vectors(g: &mut Gen) {
         "Answer to a SEND (request 29) the word filter refused: nothing was stored (section 15.8)",
     );
     g.frame(
+        "error_moderation_unavailable",
+        Packet::Error(pb::Error {
+            code: ErrorCode::ModerationUnavailable as u32,
+            message: "moderation is unavailable: send it again later".into(),
+            fatal: false,
+            retry_after_ms: 0,
+        }),
+        30,
+        "Answer to a SEND (request 30) while the app's moderation service is down: send it again later, same client_msg_id (section 15.9)",
+    );
+    g.frame(
         "error_blocked",
         Packet::Error(pb::Error {
             code: ErrorCode::Blocked as u32,

@@ -150,4 +150,7 @@ error_codes! {
     Blocked = 24, "BLOCKED", fatal = false;
     /// The message was refused by the server's moderation (a word on the server's list).
     ContentRejected = 25, "CONTENT_REJECTED", fatal = false;
+    /// The app's moderation service (the before-send hook) did not answer; nothing was stored.
+    /// Send again later, with the same client message id.
+    ModerationUnavailable = 26, "MODERATION_UNAVAILABLE", fatal = false;
 }

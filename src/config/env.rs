@@ -54,7 +54,7 @@ impl Config {
         serde_json::from_value(Value::Object(map)).map_err(to_err)
     }
 
-    /// The configuration as TOML, with `secret` and `api_key` redacted and unset optional
+    /// The configuration as TOML, with `secret`, `api_key` and the webhook secrets redacted and unset optional
     /// settings listed as comments.
     pub fn to_toml_redacted(&self) -> Result<String, ConfigError> {
         let mut shown = self.clone();
@@ -63,6 +63,11 @@ impl Config {
             .flatten()
         {
             *value = format!("<redacted: {} characters>", value.len());
+        }
+        for value in [&mut shown.push_webhook_secret, &mut shown.send_hook_secret] {
+            if !value.is_empty() {
+                *value = format!("<redacted: {} characters>", value.len());
+            }
         }
         let mut out = toml::to_string(&shown).map_err(|e| ConfigError(e.to_string()))?;
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {

@@ -17,7 +17,7 @@ use clap::Parser;
 
 pub use address::{valid_host as address_host_is_valid, Address, WS_PATH};
 pub use api::parse_host_port;
-pub use settings::{Config, ConfigError, Preview, PREVIEW_CHARS};
+pub use settings::{Config, ConfigError, HookFail, Preview, PREVIEW_CHARS};
 
 use crate::store::Durability;
 

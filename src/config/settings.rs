@@ -161,6 +161,20 @@ pub struct Config {
     /// How often the list file is looked at for a change (reloaded when its modification time
     /// or length changed). 0: only on SIGHUP.
     pub word_filter_poll_ms: u64,
+    /// The before-send webhook (PROTOCOL.md 15.9, docs/moderation.md): every send is POSTed to
+    /// it, signed, and it answers allow, reject or replace. Empty: off.
+    pub send_hook_url: String,
+    /// HMAC-SHA256 key of the hook's `X-Missive-Signature` header (at least 16 characters;
+    /// needed when `send_hook_url` is set).
+    pub send_hook_secret: String,
+    /// The hook must answer within this time (waiting for a free request slot included).
+    pub send_hook_timeout_ms: u64,
+    /// When the hook fails (down, slow, a bad answer): `open` stores the message as if it
+    /// allowed it, `closed` refuses it with MODERATION_UNAVAILABLE.
+    pub send_hook_fail: HookFail,
+    /// Hook requests in flight at once, server-wide; a send waits for a slot (within the
+    /// timeout).
+    pub send_hook_max_in_flight: usize,
     // ---- end of moderation ----
 }
 
@@ -190,6 +204,11 @@ impl Default for Config {
             word_filter: String::new(),
             word_filter_types: vec![1],
             word_filter_poll_ms: 1000,
+            send_hook_url: String::new(),
+            send_hook_secret: String::new(),
+            send_hook_timeout_ms: 1000,
+            send_hook_fail: HookFail::Open,
+            send_hook_max_in_flight: 256,
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,
@@ -245,6 +264,16 @@ pub enum Preview {
     Type,
     /// Also the content as text, cut to [`PREVIEW_CHARS`] characters.
     Text,
+}
+
+/// What a send does when the before-send hook fails (`send_hook_fail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFail {
+    /// Stored as if the hook allowed it.
+    Open,
+    /// Refused with MODERATION_UNAVAILABLE; the client retries later.
+    Closed,
 }
 
 /// A configuration that cannot be used; the message names the setting.

@@ -86,6 +86,7 @@ impl Config {
             return bad("receipt_coalesce_ms: must be 0..=60000 (0: every receipt at once)");
         }
         validate_push(self)?;
+        validate_hook(self)?;
         validate_entry(self)?;
         self.validate_api()
     }
@@ -121,6 +122,33 @@ fn validate_push(c: &Config) -> Result<(), ConfigError> {
     }
     if c.push_unacked_ms > 600_000 {
         return bad("push_unacked_ms: must be 0..=600000");
+    }
+    Ok(())
+}
+
+/// Checks the before-send hook's settings (part of [`Config::validate`]).
+fn validate_hook(c: &Config) -> Result<(), ConfigError> {
+    if c.send_hook_url.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: &str| Err(ConfigError(m.to_owned()));
+    let uri: Option<hyper::Uri> = c.send_hook_url.parse().ok();
+    if uri
+        .as_ref()
+        .is_none_or(|u| u.scheme_str() != Some("http") || u.host().is_none())
+    {
+        return bad(
+            "send_hook_url: must be an http:// URL with a host, like http://127.0.0.1:8080/check              (for HTTPS, put a TLS proxy on the same host in front of the hook)",
+        );
+    }
+    if c.send_hook_secret.len() < 16 {
+        return bad("send_hook_secret: at least 16 characters are needed with send_hook_url");
+    }
+    if !(10..=60_000).contains(&c.send_hook_timeout_ms) {
+        return bad("send_hook_timeout_ms: 10 to 60000");
+    }
+    if !(1..=10_000).contains(&c.send_hook_max_in_flight) {
+        return bad("send_hook_max_in_flight: 1 to 10000");
     }
     Ok(())
 }

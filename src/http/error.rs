@@ -57,7 +57,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         FrameTooLarge | ContentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ContentRejected => StatusCode::UNPROCESSABLE_ENTITY,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ServerBusy | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ServerBusy | ShuttingDown | ModerationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Body};
 use super::state::AppState;
-use crate::service::messages::{submit_send, Via};
+use crate::service::messages::{submit_send, Sender, Via};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +53,13 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (from, req) = body.into_send()?;
     let from = from.unwrap_or_else(|| shared.config.system_user.clone());
-    let ack = submit_send(&shared, &from, None, Via::Http, req).await?;
+    let sender = Sender {
+        user: &from,
+        device: "",
+        session: None,
+        via: Via::Http,
+    };
+    let ack = submit_send(&shared, sender, req, None).await?;
     Ok(answer(&from, &ack))
 }
 

@@ -51,6 +51,26 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
             (list.rejects + list.masks) as u64,
         );
     }
+    if let Some(hook) = &shared.hook {
+        out.header(
+            "missive_send_hook_answers_total",
+            "counter",
+            "Before-send hook requests, by outcome (failed: no answer in time, refused, not 2xx, or not an answer).",
+        );
+        for (result, n) in [
+            ("allow", hook.allowed.get()),
+            ("reject", hook.rejected.get()),
+            ("replace", hook.replaced.get()),
+            ("failed", hook.failed.get()),
+        ] {
+            out.sample("missive_send_hook_answers_total", &[("result", result)], n);
+        }
+        out.gauge(
+            "missive_send_hook_in_flight",
+            "Before-send hook requests in flight now (at most send_hook_max_in_flight).",
+            hook.in_flight(shared.config.send_hook_max_in_flight) as u64,
+        );
+    }
     out.counter(
         "missive_word_filter_rejected_total",
         "Messages the word filter refused (CONTENT_REJECTED).",

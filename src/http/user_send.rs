@@ -18,7 +18,7 @@ use super::error::{status_of, ApiError};
 use super::messages::{answer, SendBody};
 use crate::context::Shared;
 use crate::net::web::{self, Post};
-use crate::service::messages::{submit_send, Via};
+use crate::service::messages::{submit_send, Sender, Via};
 use crate::service::run::small_read;
 use crate::service::users::revoked_token;
 
@@ -55,8 +55,8 @@ async fn respond(
         let msg = "server draining: retry (on another server)";
         return Ok(refusal(shared, ApiError::new(ErrorCode::ShuttingDown, msg)));
     }
-    let user = match authenticate(shared, &post.head, ip).await {
-        Ok(user) => user,
+    let (user, device) = match authenticate(shared, &post.head, ip).await {
+        Ok(who) => who,
         Err(e) => return Ok(refusal(shared, e)),
     };
     let limit = max_body(shared.config.max_content_len);
@@ -77,7 +77,13 @@ async fn respond(
         Err(e) => return Ok(refusal(shared, e)),
     };
     // No session to exclude: every online device of the sender gets the PUSH of its message.
-    match submit_send(shared, &user, None, Via::Http, req).await {
+    let sender = Sender {
+        user: &user,
+        device: &device,
+        session: None,
+        via: Via::Http,
+    };
+    match submit_send(shared, sender, req, None).await {
         Ok(ack) => {
             let (status, json) = answer(&user, &ack);
             Ok(json_response(status, &json.0, None))
@@ -86,7 +92,7 @@ async fn respond(
     }
 }
 
-/// The user of the request's `Authorization: Bearer <login token>`, checked as LOGIN checks
+/// The user and device of the request's `Authorization: Bearer <login token>`, checked as LOGIN checks
 /// it: signature and expiry, then (a valid token only) a place in the server-wide login rate,
 /// then revocation. Every refusal that is the client's doing is charged to `ip`'s failed-login
 /// budget, as a refused LOGIN is; past it, the address's connections are refused at accept.
@@ -94,7 +100,7 @@ async fn authenticate(
     shared: &Arc<Shared>,
     head: &web::Head,
     ip: IpAddr,
-) -> Result<String, ApiError> {
+) -> Result<(String, String), ApiError> {
     let charge = || shared.login_failures.charge(ip, Instant::now());
     let bearer = head
         .header("authorization")
@@ -128,7 +134,7 @@ async fn authenticate(
         charge();
         return Err(ApiError::new(ErrorCode::AuthFailed, why));
     }
-    Ok(claims.user_id)
+    Ok((claims.user_id, claims.device_id))
 }
 
 /// A refusal as the HTTP API gives it: its status, `{"error": {...}}`, `Retry-After` when

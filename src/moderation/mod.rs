@@ -1,9 +1,12 @@
 //! Moderation before a message is stored: the built-in word filter (`word_filter`, PROTOCOL.md
-//! 15.8). [`Words`] holds the list in force; `server` reloads it when the file changes or on
-//! SIGHUP, and a list that does not parse leaves the one in force in place.
+//! 15.8), then the before-send webhook (`send_hook_url`, 15.9). [`Words`] holds the list in
+//! force; `server` reloads it when the file changes or on SIGHUP, and a list that does not
+//! parse leaves the one in force in place.
 //!
-//! Files, bottom-up: `words` (the list: parsing, normalizing, matching).
+//! Files, bottom-up: `words` (the list: parsing, normalizing, matching), `hook` (the webhook's
+//! client: the request, the answer, the failure mode).
 
+pub mod hook;
 pub mod words;
 
 use std::path::{Path, PathBuf};

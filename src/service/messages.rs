@@ -13,8 +13,10 @@ use super::run::{outcome, unread_total};
 use crate::clock::now_ms;
 use crate::context::Shared;
 use crate::ids::{MsgId, Seq, SessionId};
+use crate::moderation::hook::{HookRequest, HookVerdict};
 use crate::moderation::Verdict;
 use crate::store::{self, Moderated, SendRequest};
+use tokio::sync::oneshot;
 
 /// Where a send came from (for the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,21 +25,66 @@ pub enum Via {
     Http,
 }
 
-/// Starts a send by `from`, the one path for SENDs from sockets and the HTTP API: checks it
-/// and hands it to the store's writer at once (so sends are stored in the order they arrived);
-/// the returned future resolves to the ack once it is committed. `session` (the sender's own
-/// connection) gets no push of the message; every other online device of both sides does.
+/// Who sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub user: &'a str,
+    /// The sending device ("" for the Server API's `POST /v1/messages`).
+    pub device: &'a str,
+    /// The sender's own connection: it gets no push of the message (every other online device
+    /// of both sides does).
+    pub session: Option<SessionId>,
+    pub via: Via,
+}
+
+/// One connection's sends, in the order they reach the store when the before-send hook is on:
+/// the hook answers them in any order, and each is queued for the writer only after the one
+/// before it.
+#[derive(Debug, Default)]
+pub struct SendOrder(Option<oneshot::Receiver<()>>);
+
+/// Starts a send, the one path for SENDs from sockets and the HTTP API: checks it and runs the
+/// word filter at once, then hands it to the store's writer, at once too (so sends are stored in
+/// the order they arrived) or, with the before-send hook on, once the hook answered, on a task
+/// of its own, in `order`. The returned future resolves to the ack once it is committed.
 pub fn submit_send(
     shared: &Arc<Shared>,
-    from: &str,
-    session: Option<SessionId>,
-    via: Via,
+    sender: Sender<'_>,
     req: pb::Send,
+    order: Option<&mut SendOrder>,
 ) -> impl Future<Output = Result<pb::SendAck, Refusal>> + Send + 'static {
-    let started = start_send(shared, from, session, req);
-    let shared = shared.clone();
+    let started = prepare(shared, sender.user, req).map(|r| match &shared.hook {
+        None => Started::Now(enqueue(shared, r, sender.session)),
+        Some(_) => {
+            let (done, before) = oneshot::channel();
+            let before = order.and_then(|o| o.0.replace(before));
+            let (s, device, via) = (shared.clone(), sender.device.to_owned(), sender.via);
+            let session = sender.session;
+            Started::Hooked(tokio::spawn(async move {
+                let r = consult_hook(&s, r, &device, via).await;
+                if let Some(before) = before {
+                    // Queued (or given up) by the send before: an error only means it is gone.
+                    let _ = before.await;
+                }
+                let pending = enqueue(&s, r, session);
+                let _ = done.send(());
+                pending.await
+            }))
+        }
+    });
+    let (shared, via) = (shared.clone(), sender.via);
     async move {
-        let out = outcome(&shared, started?.await)?;
+        let result = match started? {
+            Started::Now(pending) => pending.await,
+            Started::Hooked(task) => task.await.map_err(|e| {
+                tracing::error!("send task failed: {e}");
+                Refusal::new(ErrorCode::Internal, "internal error")
+            })?,
+        };
+        let out = outcome(&shared, result)?;
+        if let Some((code, message)) = out.refused {
+            return Err(Refusal::new(code, message));
+        }
         let counter = match (out.ack.duplicate, via) {
             (true, _) => &shared.metrics.sends_duplicate,
             (false, Via::Socket) => &shared.metrics.messages_in_socket,
@@ -48,12 +95,74 @@ pub fn submit_send(
     }
 }
 
-fn start_send(
+/// A send handed to the store, or on its way there through the before-send hook.
+enum Started {
+    Now(store::Pending<store::SendOutcome>),
+    Hooked(tokio::task::JoinHandle<store::Result<store::SendOutcome>>),
+}
+
+/// Queues a send for the store's writer.
+fn enqueue(
     shared: &Shared,
-    from: &str,
+    r: SendRequest,
     session: Option<SessionId>,
-    req: pb::Send,
-) -> Result<store::Pending<store::SendOutcome>, Refusal> {
+) -> store::Pending<store::SendOutcome> {
+    if r.to.kind == ConversationKind::Group as i32 {
+        shared.store.send_group(r, session)
+    } else {
+        shared.store.send_direct(r, session)
+    }
+}
+
+/// The before-send hook's verdict on `r` (which the word filter did not refuse): allowed as it
+/// is, refused (remembered for its client message id), its content replaced, or refused for now
+/// when the hook failed and `send_hook_fail` is `closed`.
+async fn consult_hook(shared: &Shared, mut r: SendRequest, device: &str, via: Via) -> SendRequest {
+    let Some(hook) = &shared.hook else {
+        return r;
+    };
+    if matches!(r.moderated, Moderated::Refused { .. }) {
+        return r;
+    }
+    let ask = HookRequest {
+        sender: &r.from,
+        device,
+        conversation: &r.to,
+        client_msg_id: &r.client_msg_id,
+        content_type: r.content_type,
+        content: &r.content,
+        mentions: &r.mentions,
+        via: match via {
+            Via::Socket => "socket",
+            Via::Http => "http",
+        },
+    };
+    match hook.check(&ask).await {
+        HookVerdict::Allow => {}
+        HookVerdict::Reject(message) => {
+            r.moderated = Moderated::Refused {
+                code: ErrorCode::ContentRejected,
+                message,
+                remember: true,
+            }
+        }
+        HookVerdict::Replace(content) => {
+            r.content = content;
+            r.moderated = Moderated::Changed;
+        }
+        HookVerdict::Unavailable(_) => {
+            r.moderated = Moderated::Refused {
+                code: ErrorCode::ModerationUnavailable,
+                message: "moderation is unavailable: send it again later".into(),
+                remember: false,
+            }
+        }
+    }
+    r
+}
+
+/// A send checked and through the word filter, ready for the hook or the store.
+fn prepare(shared: &Shared, from: &str, req: pb::Send) -> Result<SendRequest, Refusal> {
     check_id("from", from)?;
     check_id("client_msg_id", &req.client_msg_id)?;
     let to = check_conv(from, req.to.as_ref())?;
@@ -74,7 +183,7 @@ fn start_send(
     }
     let mentions = check_mentions(&to, req.mentions)?;
     let (content, moderated) = moderate(shared, req.content_type, req.content);
-    let r = SendRequest {
+    Ok(SendRequest {
         from: from.to_owned(),
         client_msg_id: req.client_msg_id,
         to,
@@ -83,11 +192,6 @@ fn start_send(
         mentions,
         now_ms: now_ms(),
         moderated,
-    };
-    Ok(if r.to.kind == ConversationKind::Group as i32 {
-        shared.store.send_group(r, session)
-    } else {
-        shared.store.send_direct(r, session)
     })
 }
 
@@ -103,6 +207,7 @@ fn moderate(shared: &Shared, content_type: u32, content: Vec<u8>) -> (Vec<u8>, M
             Moderated::Refused {
                 code: ErrorCode::ContentRejected,
                 message: "the message has a word this server does not accept".into(),
+                remember: false,
             },
         ),
     }

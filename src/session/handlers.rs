@@ -12,7 +12,7 @@ use crate::router::SessionHandle;
 use crate::service::blocks;
 use crate::service::groups::{self, page_limit};
 use crate::service::history;
-use crate::service::messages::{self, submit_send, Via};
+use crate::service::messages::{self, submit_send, SendOrder, Sender, Via};
 use crate::service::reads;
 use crate::service::run::{blocking, heavy_turn};
 use crate::service::Refusal;
@@ -70,13 +70,21 @@ where
     Ok(Answer::Frame(frame))
 }
 
-/// A SEND from a logged-in session; resolves to the reply once it is committed.
+/// A SEND from a logged-in session; resolves to the reply once it is committed. `order`: the
+/// session's, so its sends reach the store in the order they came.
 pub fn send(
     shared: &Arc<Shared>,
     session: &SessionHandle,
     req: pb::Send,
+    order: &mut SendOrder,
 ) -> impl std::future::Future<Output = Result<Answer, Refusal>> + Send + 'static {
-    let ack = submit_send(shared, &session.user, Some(session.id), Via::Socket, req);
+    let sender = Sender {
+        user: &session.user,
+        device: &session.device,
+        session: Some(session.id),
+        via: Via::Socket,
+    };
+    let ack = submit_send(shared, sender, req, Some(order));
     async move { Ok(Answer::Packet(Packet::SendAck(ack.await?))) }
 }
 
@@ -109,7 +117,7 @@ pub async fn handle(
     // Half the frame limit leaves room for one maximal message past the budget.
     let max_bytes = shared.config.max_frame_len / 2;
     match packet {
-        Packet::Send(req) => send(shared, session, req).await,
+        Packet::Send(req) => send(shared, session, req, &mut SendOrder::default()).await,
         Packet::Sync(req) => {
             let limit = page_limit(req.limit, SYNC_DEFAULT, SYNC_MAX);
             let read = reads::sync(user, req.since_version, limit, max_bytes);

@@ -53,6 +53,8 @@ pub(super) struct Session {
     pub sends: crate::limits::Bucket,
     /// Requests answered in order: (request id, reply to come).
     pub in_flight: VecDeque<(u32, Reply)>,
+    /// The order of this connection's sends through the before-send hook.
+    pub send_order: crate::service::messages::SendOrder,
     /// Armed only while a frame is half read or a push awaits its ack.
     pub timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place within the connection limits, given back when the session ends.
@@ -110,6 +112,7 @@ impl Session {
             handle,
             sends,
             in_flight: VecDeque::new(),
+            send_order: Default::default(),
             timer: None,
             permit,
             timers,
@@ -445,7 +448,7 @@ impl Session {
                 if let Err(r) = self.charge(1) {
                     return self.answer(rid, Err(r)).await;
                 }
-                let reply = handlers::send(&self.shared, &self.handle, req);
+                let reply = handlers::send(&self.shared, &self.handle, req, &mut self.send_order);
                 self.in_flight.push_back((rid, Box::pin(reply)));
                 Flow::Continue
             }

@@ -21,8 +21,46 @@ pub enum Moderated {
     /// The content was changed (masked words): stored so, and the ack carries it.
     Changed,
     /// Refused: nothing is stored. A client message id stored before still gets its ack (the
-    /// message was delivered then; a resend must not be told otherwise).
-    Refused { code: ErrorCode, message: String },
+    /// message was delivered then; a resend must not be told otherwise). `remember`: the
+    /// refusal is stored as the client message id's answer, so that a resend gets it again
+    /// (the before-send hook's; a word-list refusal is judged again with the list in force).
+    Refused {
+        code: ErrorCode,
+        message: String,
+        remember: bool,
+    },
+}
+
+/// What the dedup family holds for a sender's client message id.
+#[derive(Debug, Clone)]
+pub(crate) enum Dedup {
+    /// The message was stored: its ack.
+    Acked(SendAck),
+    /// The message was refused, and the refusal remembered.
+    Refused(ErrorCode, String),
+}
+
+/// First byte of a remembered refusal in `dedup` (then a `pb::Error`). An encoded SendAck never
+/// starts with it: 0xFF would be field 31 with wire type 7, which does not exist.
+const REFUSED: u8 = 0xFF;
+
+/// The dedup record of `from`'s `client_msg_id`, if any.
+pub(crate) fn dedup_record(
+    txn: &Change<'_>,
+    from: &str,
+    client_msg_id: &str,
+) -> Result<Option<Dedup>> {
+    let key = keys::dedup(from, client_msg_id);
+    let record = txn.value(Family::Dedup, &key, |v| {
+        v.map(|v| match v.split_first() {
+            Some((&REFUSED, rest)) => pb::Error::decode(rest).map(|e| {
+                let code = ErrorCode::from_u32(e.code).unwrap_or(ErrorCode::ContentRejected);
+                Dedup::Refused(code, e.message)
+            }),
+            _ => SendAck::decode(v).map(Dedup::Acked),
+        })
+    })?;
+    Ok(record.transpose()?)
 }
 
 /// A validated send.
@@ -40,13 +78,48 @@ pub struct SendRequest {
 }
 
 impl SendRequest {
-    /// Moderation's refusal, if it refused (checked after the dedup record).
-    pub(crate) fn refusal(&self) -> Result<()> {
-        match &self.moderated {
-            Moderated::Refused { code, message } => {
-                Err(StoreError::refused(*code, message.clone()))
+    /// The start of every send's change: the answer already given to this client message id,
+    /// if any (a duplicate's ack, or a remembered refusal), else moderation's refusal, if it
+    /// refused (remembered if it asks to be). `None`: go on and store the message.
+    pub(crate) fn settled(&self, txn: &mut Change<'_>) -> Result<Option<SendOutcome>> {
+        match dedup_record(txn, &self.from, &self.client_msg_id)? {
+            Some(Dedup::Acked(mut ack)) => {
+                ack.duplicate = true;
+                return Ok(Some(SendOutcome {
+                    ack,
+                    writes: 0,
+                    refused: None,
+                }));
             }
-            _ => Ok(()),
+            Some(Dedup::Refused(code, message)) => return Err(StoreError::refused(code, message)),
+            None => {}
+        }
+        match &self.moderated {
+            Moderated::Refused {
+                code,
+                message,
+                remember: false,
+            } => Err(StoreError::refused(*code, message.clone())),
+            Moderated::Refused { code, message, .. } => {
+                let record = pb::Error {
+                    code: *code as u32,
+                    message: message.clone(),
+                    ..Default::default()
+                };
+                let mut value = vec![REFUSED];
+                record.encode(&mut value).expect("a Vec grows");
+                txn.put(
+                    Family::Dedup,
+                    keys::dedup(&self.from, &self.client_msg_id),
+                    value,
+                );
+                Ok(Some(SendOutcome {
+                    ack: SendAck::default(),
+                    writes: txn.writes(),
+                    refused: Some((*code, message.clone())),
+                }))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -66,6 +139,9 @@ pub struct SendOutcome {
     pub ack: SendAck,
     /// Storage writes the send cost (0 for a duplicate).
     pub writes: usize,
+    /// The send was refused, and the refusal remembered for its client message id (the
+    /// before-send hook's): nothing else was stored, and `ack` is empty.
+    pub refused: Option<(ErrorCode, String)>,
 }
 
 /// A group's conversation (as every member sees it).

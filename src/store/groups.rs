@@ -634,13 +634,9 @@ fn send_group(
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let group_id = req.to.id.clone();
-    if let Some(mut ack) =
-        txn.get_msg::<SendAck>(Family::Dedup, &keys::dedup(&req.from, &req.client_msg_id))?
-    {
-        ack.duplicate = true;
-        return Ok(SendOutcome { ack, writes: 0 });
+    if let Some(settled) = req.settled(txn)? {
+        return Ok(settled);
     }
-    req.refusal()?;
     require_member(txn, &group_id, &req.from)?;
     let info = group_info(txn, &group_id)?;
     let write_mode = mode_of(&info) == FanoutMode::Write;
@@ -717,7 +713,11 @@ fn send_group(
         let inline = (msg.content.len() <= NOTIFY_INLINE_MAX).then_some(msg);
         txn.notify_group(&group_id, seq, inline, None, members, exclude);
     }
-    Ok(SendOutcome { ack, writes })
+    Ok(SendOutcome {
+        ack,
+        writes,
+        refused: None,
+    })
 }
 
 fn recall_group(

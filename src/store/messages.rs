@@ -83,14 +83,10 @@ fn send_direct(
 ) -> Result<SendOutcome> {
     let content = std::mem::take(&mut req.content);
     let (from, to) = (req.from.as_str(), req.to.id.as_str());
-    if let Some(mut ack) =
-        txn.get_msg::<SendAck>(Family::Dedup, &keys::dedup(from, &req.client_msg_id))?
-    {
-        ack.duplicate = true;
-        return Ok(SendOutcome { ack, writes: 0 });
+    // First: a message stored before a refusal or a block keeps its answer.
+    if let Some(settled) = req.settled(txn)? {
+        return Ok(settled);
     }
-    // After the dedup: a message stored before a refusal or a block keeps its answer.
-    req.refusal()?;
     if let Some(by) = blocked_between(txn, from, to)? {
         return Err(blocked_refusal(to, by));
     }
@@ -142,7 +138,11 @@ fn send_direct(
     txn.queue_offline_pushes(msg_id, from, &mut deliveries);
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
-    Ok(SendOutcome { ack, writes })
+    Ok(SendOutcome {
+        ack,
+        writes,
+        refused: None,
+    })
 }
 
 fn recall(

@@ -313,3 +313,19 @@ pub fn message_texts(entries: &[pb::InboxEntry]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Creates a group with `members` besides the creator; the group's conversation.
+pub async fn create_group(conn: &mut Connection, members: &[&str]) -> pb::Conversation {
+    let body = pb::GroupCreate {
+        name: "g".into(),
+        members: members.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    };
+    match request(conn, Packet::GroupCreate(body)).await {
+        Packet::GroupCreateAck(a) => pb::Conversation {
+            kind: pb::ConversationKind::Group as i32,
+            id: a.group.expect("group").group_id,
+        },
+        other => panic!("expected GROUP_CREATE_ACK, got {other:?}"),
+    }
+}

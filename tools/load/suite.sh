@@ -6,8 +6,10 @@
 #
 #   tools/load/suite.sh [OUT] [SCENARIO...]
 #   SCENARIO: chat-max chat-10k chat-sync fanout offline connect   (default: all, ~15 min)
-#             chat-max-words: chat-max with the word filter on, a list of 10,000 entries (not in
-#             the default set: compare it with chat-max, runs alternating: BENCHMARKS.md)
+#             chat-max-words: chat-max with the word filter on, a list of 10,000 entries;
+#             chat-max-hook: chat-max with a before-send hook (`missive-load hook`, allowing
+#             everything, on loopback); neither is in the default set: compare each with
+#             chat-max, runs alternating (BENCHMARKS.md)
 #
 # Binaries: $BIN/missived and $BIN/missive-load (default $CARGO_TARGET_DIR/release, else
 # target/release): `cargo build --release --locked -p missive -p missive-load --bins`.
@@ -51,6 +53,11 @@ awk 'BEGIN { srand(7); print "[reject]";
         for (j = 0; j < n; j++) w = w sprintf("%c", 97 + int(rand() * 26));
         print w } }' >"$OUT/words.txt"
 printf 'word_filter = "%s"\n' "$OUT/words.txt" >"$OUT/words.toml"
+HOOK=127.0.0.1:9501
+cat >"$OUT/hook.toml" <<EOF
+send_hook_url = "http://$HOOK/check"
+send_hook_secret = "suite-hook-secret-0123456789"
+EOF
 
 start_server() { # durability [extra missived flags...]
     rm -rf "$DATA"
@@ -71,6 +78,11 @@ start_server() { # durability [extra missived flags...]
 stop_server() {
     kill "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
+    if [ -n "${HOOK_PID:-}" ]; then
+        kill "$HOOK_PID" 2>/dev/null
+        wait "$HOOK_PID" 2>/dev/null
+        HOOK_PID=
+    fi
     sleep 2 # let the sockets of the last run leave TIME_WAIT's port pressure behind
 }
 
@@ -96,6 +108,12 @@ for scenario in $SCENARIOS; do
                 --grace 30 --server-pid "$SERVER_PID" ;;
         chat-max-words) # chat-max with the word filter reading every message
             start_server async --config "$OUT/words.toml"
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
+        chat-max-hook) # chat-max with every message asked about by a local hook
+            "$BIN/missive-load" hook --listen "$HOOK" >"$OUT/$scenario-r$run.hook.json" 2>/dev/null &
+            HOOK_PID=$!
+            start_server async --config "$OUT/hook.toml"
             load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
                 --grace 30 --server-pid "$SERVER_PID" ;;
         chat-10k)
@@ -148,7 +166,7 @@ row() { # scenario target figure value op threshold
     for scenario in $SCENARIOS; do
         ls "$OUT/$scenario"-r*.json >/dev/null 2>&1 || continue
         case $scenario in
-        chat-max | chat-sync | chat-max-words)
+        chat-max | chat-sync | chat-max-words | chat-max-hook)
             target=30000
             [ "$scenario" = chat-sync ] && target=15000
             row "$scenario" ">= $target msg/s" "acked msg/s" \

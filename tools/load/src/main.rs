@@ -7,13 +7,15 @@
 //! end (`--json` for the full result as JSON), and exits non-zero if anything was lost,
 //! duplicated or failed: 1 for a failed run, 2 when the server lacks a feature the scenario
 //! needs. `abuse` is different: it starts a server of its own for each attack of issue #18
-//! and reports what the attack cost (see `missive-load abuse --help`).
+//! and reports what the attack cost (see `missive-load abuse --help`). `hook` is a before-send
+//! hook that allows everything, for measuring what a hook costs the server.
 
 mod abuse;
 mod chat;
 mod common;
 mod connect;
 mod fanout;
+mod hook;
 mod offline;
 mod stats;
 mod unsupported;
@@ -61,6 +63,9 @@ enum Scenario {
     /// honest pair chatting alongside; one line (or JSON object) per attack.
     #[command(after_help = abuse::AFTER_HELP)]
     Abuse(abuse::Args),
+    /// A before-send hook that allows every message (for `send_hook_url`), to measure what a
+    /// hook costs; runs until killed or --for passes.
+    Hook(hook::Args),
 }
 
 impl Scenario {
@@ -71,13 +76,14 @@ impl Scenario {
             Scenario::Chat(a) => Some(&a.common),
             Scenario::Offline(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
-            Scenario::Abuse(_) => None,
+            Scenario::Abuse(_) | Scenario::Hook(_) => None,
         }
     }
 
     fn threads(&self) -> usize {
         match self {
             Scenario::Abuse(a) => a.threads(),
+            Scenario::Hook(_) => 1,
             other => other.common().map_or(1, Common::threads),
         }
     }
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
                 eprintln!("missive-load: open-file limit {nofile}");
                 return abuse::run(a).await;
             }
+            (Scenario::Hook(a), None) => return hook::run(a).await,
             (_, None) => anyhow::bail!("no server settings for this scenario"),
         };
         let env = Env::new(common)?;
@@ -124,7 +131,9 @@ fn main() -> ExitCode {
             Scenario::Chat(a) => chat::run(&env, a).await?,
             Scenario::Offline(a) => offline::run(&env, a).await?,
             Scenario::Fanout(a) => fanout::run(&env, a).await?,
-            Scenario::Abuse(_) => anyhow::bail!("abuse starts its own servers"),
+            Scenario::Abuse(_) | Scenario::Hook(_) => {
+                anyhow::bail!("not a scenario against a server")
+            }
         };
         report.print(env.json);
         anyhow::Ok(report.failures.is_empty())
