@@ -47,4 +47,6 @@ pub struct Shared {
     pub words: crate::moderation::Words,
     /// The before-send webhook, when `send_hook_url` is set (PROTOCOL.md 15.9).
     pub hook: Option<crate::moderation::hook::Hook>,
+    /// What the event webhooks' worker did (all zero when they are off).
+    pub events: Arc<crate::events::Counters>,
 }

@@ -95,6 +95,16 @@ impl Server {
             config.push_unacked_ms
         }));
         store.set_outbox(router.clone());
+        // Events are on before the first change too.
+        let events_wake = (!config.event_webhook_url.is_empty()).then(|| {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let kinds = config
+                .event_webhook_events
+                .iter()
+                .filter_map(|n| crate::store::EventKind::from_name(n));
+            store.enable_events(crate::store::EventKinds::of(kinds), wake.clone());
+            wake
+        });
         // Offline push is on before the first change, so no send misses it.
         let push_wake = (!config.push_webhook_url.is_empty()).then(|| {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -150,6 +160,7 @@ impl Server {
             receipts,
             words,
             hook,
+            events: Arc::default(),
         });
         let addrs = bound;
         for listener in listeners {
@@ -181,6 +192,18 @@ impl Server {
                         rewind: worker.rewinder(),
                     }));
                 }
+                tasks.spawn(worker.run());
+            }
+        }
+        if let Some(wake) = events_wake {
+            let worker = crate::events::Worker::new(
+                &shared.config,
+                shared.store.clone(),
+                wake,
+                shared.shutdown.clone(),
+                shared.events.clone(),
+            );
+            if let Some(worker) = worker {
                 tasks.spawn(worker.run());
             }
         }

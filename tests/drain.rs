@@ -129,13 +129,6 @@ async fn without_a_redirect_clients_reconnect_to_the_same_address_and_bad_plans_
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn sigusr1_drains_the_real_binary() {

@@ -14,12 +14,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
-use hmac::{Hmac, Mac};
 use missive::config::Config;
 use missive::config::Preview;
 use missive_client::{direct, group, pb};
 use serde_json::Value;
-use sha2::Sha256;
 
 const HOOK_SECRET: &str = "hook-secret-0123456789";
 
@@ -153,15 +151,7 @@ fn push_config(c: &mut Config, hook: &Hook) {
 }
 
 fn signature_of(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    common::http::signature(HOOK_SECRET, body)
 }
 
 /// Waits until the server's push queue is empty (every notification sent or dropped).

@@ -17,12 +17,10 @@ use axum::Json;
 use common::observe::{account, check_store};
 use common::*;
 use e2e::*;
-use hmac::{Hmac, Mac};
 use missive::config::HookFail;
 use missive_client::{pb, Connection};
 use missive_protocol::{ErrorCode, Packet};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const HOOK_SECRET: &str = "hook-secret-0123456789";
 const WORDS: &str = "[reject]\nfree crypto\n[mask]\ndarn\n";
@@ -37,18 +35,7 @@ struct Hook {
 }
 
 async fn answer(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: String) -> Json<Value> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let got = headers
-        .get("x-missive-signature")
-        .and_then(|v| v.to_str().ok());
-    if got != Some(&format!("sha256={want}")) {
+    if !common::http::signed(HOOK_SECRET, &headers, body.as_bytes()) {
         *hook.bad_signatures.lock().unwrap() += 1;
     }
     let v: Value = serde_json::from_str(&body).unwrap();

@@ -303,12 +303,7 @@ async fn sighup_reloads_the_real_binary_and_check_words_validates() {
     );
 
     // Polling off: only SIGHUP reloads.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let child = missived()
         .args(["--listen", &addr, "--secret", SECRET, "--log", "warn"])
         .arg("--data-dir")
@@ -318,19 +313,7 @@ async fn sighup_reloads_the_real_binary_and_check_words_validates() {
         .spawn()
         .unwrap();
     let daemon = Daemon(child);
-    let token = {
-        let expires = (missive::now_ms() / 1000) as u64 + 600;
-        missive_protocol::token::mint(SECRET.as_bytes(), "bob", "d", expires)
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut bob = loop {
-        if let Ok(c) = Connection::connect(&addr).await {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "missived did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    bob.login(&token, "d", 0).await.unwrap();
+    let mut bob = connect_when_up(&addr, "bob").await;
     acked(&mut bob, send("s1", dm("alice"), 1, b"secret plan")).await;
     install(&path, &format!("{LIST}[reject]\nsecret plan\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;

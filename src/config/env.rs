@@ -64,7 +64,11 @@ impl Config {
         {
             *value = format!("<redacted: {} characters>", value.len());
         }
-        for value in [&mut shown.push_webhook_secret, &mut shown.send_hook_secret] {
+        for value in [
+            &mut shown.push_webhook_secret,
+            &mut shown.send_hook_secret,
+            &mut shown.event_webhook_secret,
+        ] {
             if !value.is_empty() {
                 *value = format!("<redacted: {} characters>", value.len());
             }

@@ -175,6 +175,19 @@ pub struct Config {
     /// Hook requests in flight at once, server-wide; a send waits for a slot (within the
     /// timeout).
     pub send_hook_max_in_flight: usize,
+    /// Event webhooks (docs/events.md): the app's backend is POSTed each change of the kinds in
+    /// `event_webhook_events`, at least once, from a queue in RocksDB. Empty: off.
+    pub event_webhook_url: String,
+    /// HMAC-SHA256 key of the `X-Missive-Signature` header (at least 16 characters; needed
+    /// when `event_webhook_url` is set).
+    pub event_webhook_secret: String,
+    /// The kinds of events sent (`message.stored`, `message.recalled`, `message.deleted`,
+    /// `conversation.read`, `group.created`, `group.changed`, `user.first_seen`).
+    pub event_webhook_events: Vec<String>,
+    /// One request (connect, send, answer) may take this long.
+    pub event_webhook_timeout_ms: u64,
+    /// An event not delivered this long after it happened is dropped (and counted).
+    pub event_webhook_max_age_secs: u64,
     // ---- end of moderation ----
 }
 
@@ -209,6 +222,14 @@ impl Default for Config {
             send_hook_timeout_ms: 1000,
             send_hook_fail: HookFail::Open,
             send_hook_max_in_flight: 256,
+            event_webhook_url: String::new(),
+            event_webhook_secret: String::new(),
+            event_webhook_events: crate::store::EventKind::ALL
+                .iter()
+                .map(|k| k.name().to_owned())
+                .collect(),
+            event_webhook_timeout_ms: 5000,
+            event_webhook_max_age_secs: 86_400,
             max_connections: 100_000,
             max_connections_per_ip: 5_000,
             logins_per_sec: 2_000,

@@ -87,6 +87,7 @@ impl Config {
         }
         validate_push(self)?;
         validate_hook(self)?;
+        validate_events(self)?;
         validate_entry(self)?;
         self.validate_api()
     }
@@ -149,6 +150,49 @@ fn validate_hook(c: &Config) -> Result<(), ConfigError> {
     }
     if !(1..=10_000).contains(&c.send_hook_max_in_flight) {
         return bad("send_hook_max_in_flight: 1 to 10000");
+    }
+    Ok(())
+}
+
+/// Checks the event webhook's settings (part of [`Config::validate`]).
+fn validate_events(c: &Config) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError(m));
+    for name in &c.event_webhook_events {
+        if crate::store::EventKind::from_name(name).is_none() {
+            let all: Vec<&str> = crate::store::EventKind::ALL
+                .iter()
+                .map(|k| k.name())
+                .collect();
+            return bad(format!(
+                "event_webhook_events: {name:?} is not one of {}",
+                all.join(", ")
+            ));
+        }
+    }
+    if c.event_webhook_url.is_empty() {
+        return Ok(());
+    }
+    let uri: Option<hyper::Uri> = c.event_webhook_url.parse().ok();
+    if uri
+        .as_ref()
+        .is_none_or(|u| u.scheme_str() != Some("http") || u.host().is_none())
+    {
+        return bad(
+            "event_webhook_url: must be an http:// URL with a host (for HTTPS, put a TLS proxy on \
+             the same host in front of it)"
+                .into(),
+        );
+    }
+    if c.event_webhook_secret.len() < 16 {
+        return bad(
+            "event_webhook_secret: at least 16 characters are needed with event_webhook_url".into(),
+        );
+    }
+    if !(10..=60_000).contains(&c.event_webhook_timeout_ms) {
+        return bad("event_webhook_timeout_ms: 10 to 60000".into());
+    }
+    if !(1..=30 * 86_400).contains(&c.event_webhook_max_age_secs) {
+        return bad("event_webhook_max_age_secs: 1 to 2592000 (30 days)".into());
     }
     Ok(())
 }

@@ -72,6 +72,21 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         );
     }
     out.counter(
+        "missive_events_sent_total",
+        "Event webhook requests the app's backend answered with a 2xx.",
+        shared.events.sent.get(),
+    );
+    out.counter(
+        "missive_events_failed_total",
+        "Event webhook requests that failed (tried again after a backoff).",
+        shared.events.failed.get(),
+    );
+    out.counter(
+        "missive_events_dropped_total",
+        "Events dropped undelivered after event_webhook_max_age_secs.",
+        shared.events.dropped.get(),
+    );
+    out.counter(
         "missive_word_filter_rejected_total",
         "Messages the word filter refused (CONTENT_REJECTED).",
         words.rejected.get(),

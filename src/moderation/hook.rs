@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, HookFail};
 use crate::metrics::Counter;
 use crate::offline_push::payload::{signature, SIGNATURE_HEADER};
+use crate::offline_push::worker::connector;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -67,13 +68,10 @@ impl Hook {
     pub fn new(config: &Config) -> Option<Hook> {
         let url = config.send_hook_url.parse().ok()?;
         let timeout = Duration::from_millis(config.send_hook_timeout_ms);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.send_hook_max_in_flight)
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+            .build(connector(timeout));
         Some(Hook {
             client,
             url,

@@ -107,10 +107,7 @@ impl Worker {
             retry_max: Duration::from_millis(config.push_retry_max_ms),
             timeout: Duration::from_millis(config.push_timeout_ms),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new()).build(connector(settings.timeout));
         Some(Worker {
             store,
             settings,
@@ -377,6 +374,15 @@ async fn post(client: &HttpClient, s: &Settings, item: &PushItem, attempt: u32) 
     }
 }
 
+/// The HTTP connector of the server's webhooks (offline push, before-send hook, events):
+/// TCP_NODELAY, and a connect within `timeout`.
+pub(crate) fn connector(timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    connector
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -385,7 +391,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Runs store reads on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
 ) -> Result<T, String> {
     match tokio::task::spawn_blocking(f).await {

@@ -1,4 +1,5 @@
-//! Users, for the app's backend: online devices, kicking, revoking tokens, minting tokens.
+//! Users, for the app's backend: online devices, kicking, revoking tokens, minting tokens; a
+//! login's `user.first_seen` event.
 
 use std::sync::Arc;
 
@@ -134,4 +135,23 @@ pub fn revoked_token(
              through {through} are revoked; get a new (v2) token"
         )),
     }
+}
+
+/// Queues `user.first_seen` the first time `user` logs in, when that event is on (event
+/// webhooks, docs/events.md): a read of the user's marker, and the first time only, a change.
+/// The login does not wait for it.
+pub fn note_login(shared: &Arc<Shared>, user: &str, device: &str) {
+    use crate::store::EventKind;
+    if !shared.store.core().events_on(EventKind::UserFirstSeen) {
+        return;
+    }
+    let (s, user, device) = (shared.clone(), user.to_owned(), device.to_owned());
+    tokio::spawn(async move {
+        let who = user.clone();
+        let seen = small_read(&s, move |s| s.store.core().seen(&who)).await;
+        if let Ok(false) = seen {
+            let queued = s.store.first_seen(&user, &device, now_ms()).await;
+            let _ = outcome(&s, queued);
+        }
+    });
 }

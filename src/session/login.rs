@@ -424,6 +424,7 @@ async fn admit(
             return Err(r.code);
         }
     };
+    crate::service::users::note_login(shared, &claims.user_id, &claims.device_id);
     let ack = Packet::LoginAck(pb::LoginAck {
         user_id: claims.user_id,
         server_time_ms: crate::clock::now_ms(),

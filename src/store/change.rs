@@ -389,6 +389,12 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// Marks the group as one that queued events: the events worker is woken once it is
+    /// committed.
+    pub(super) fn events_queued(&mut self) {
+        self.group.events_queued = true;
+    }
+
     /// Runs `done` once the group is committed, with the commit's outcome.
     pub(super) fn on_commit(&mut self, done: Completion) {
         self.group.done.push(done);

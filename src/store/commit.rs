@@ -51,6 +51,8 @@ pub(super) struct CommitGroup {
     pub writes: usize,
     /// Whether a change since the last commit queued an offline push.
     pub push_queued: bool,
+    /// Whether a change since the last commit queued an event for the app.
+    pub events_queued: bool,
     /// Each user's newest inbox version, committed or pending.
     pub versions: FastMap<String, u64>,
     /// Group members (current), as of the pending state: at most about `MEMBER_CACHE` ids in
@@ -76,6 +78,7 @@ struct Sealed {
     posts: Vec<Post>,
     done: Vec<Completion>,
     push_queued: bool,
+    events_queued: bool,
 }
 
 /// The committer thread, and whether it is writing a group now.
@@ -226,6 +229,7 @@ impl CommitGroup {
             done: Vec::new(),
             writes: 0,
             push_queued: false,
+            events_queued: false,
             versions: FastMap::default(),
             members: FastMap::default(),
             member_ids: 0,
@@ -356,6 +360,7 @@ impl CommitGroup {
             posts: std::mem::replace(&mut self.posts, Vec::with_capacity(posts)),
             done: std::mem::replace(&mut self.done, Vec::with_capacity(done)),
             push_queued: std::mem::take(&mut self.push_queued),
+            events_queued: std::mem::take(&mut self.events_queued),
         };
         self.bytes = 0;
         // After `settle` the committer has stored the group before; it may still be releasing
@@ -475,6 +480,11 @@ fn commit(core: &Core, sealed: Sealed, stored: impl FnOnce(bool)) {
             }
             if sealed.push_queued {
                 if let Some(wake) = core.push_wake.get() {
+                    wake.notify_one();
+                }
+            }
+            if sealed.events_queued {
+                if let Some((_, wake)) = core.events.get() {
                     wake.notify_one();
                 }
             }

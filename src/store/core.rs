@@ -32,6 +32,8 @@ pub struct Core {
     pub(super) outbox: OnceLock<Arc<dyn Outbox>>,
     /// Set when offline push is on: woken after a commit that queued notifications.
     pub(super) push_wake: OnceLock<Arc<tokio::sync::Notify>>,
+    /// Set when events for the app are on: which kinds, and the worker's wake-up.
+    pub(super) events: OnceLock<(super::event_kind::EventKinds, Arc<tokio::sync::Notify>)>,
     /// Changes submitted and not yet run by the writer.
     pub(super) queued: std::sync::atomic::AtomicUsize,
     /// How long writing a group's batch took (including the fsync in `sync` durability).
@@ -180,6 +182,37 @@ impl Core {
         use rocksdb::statistics::Ticker;
         self.options.get_ticker_count(Ticker::WriteDoneBySelf)
             + self.options.get_ticker_count(Ticker::WriteDoneByOther)
+    }
+
+    /// Up to `limit` items of `family` after the key `after` (from the first if `None`), in key
+    /// order: `take` makes an item of a key and its value (`None`: skipped).
+    pub(super) fn scan_after<T>(
+        &self,
+        family: Family,
+        after: Option<&[u8]>,
+        limit: usize,
+        mut take: impl FnMut(&[u8], &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut it = self.raw_iter(family);
+        match after {
+            Some(k) => {
+                it.seek(k);
+                if it.key() == Some(k) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            out.extend(take(k, v));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     pub(super) fn last_key_u64(&self, family: Family) -> Result<u64> {

@@ -21,9 +21,11 @@ pub enum Family {
     /// by sorting a user's entries at query time (see `Core::contacts`).
     Contacts,
     /// user + 0 -> total; user + 1 + conversation -> count; user + 2 + conversation -> read seq;
-    /// user + 3 + message id -> () (hidden by delete).
+    /// user + 3 + message id -> () (hidden by delete); the user's settings: user + 6 +
+    /// conversation -> () (muted), user + 7 + user -> () (blocked), user + 8 -> u64 (blocks).
     Unread,
-    /// sender + client message id -> `SendAck`.
+    /// sender + client message id -> `SendAck`, or 0xFF + `Error`: a refusal remembered as the
+    /// id's answer (the before-send hook's; `conversation::dedup_record`).
     Dedup,
     /// conversation -> u64 last seq.
     Convs,
@@ -47,11 +49,16 @@ pub enum Family {
     /// older missived opens it as an unknown family and ignores it (and so lets revoked
     /// tokens in).
     Revoked,
+    /// event id -> time + JSON, or 0xFF + user + conversation -> time + JSON (a coalesced
+    /// read): events for the app's backend (`store::events`, `src/events`). Added to schema 3
+    /// without a version change, as `push_queue` was: created empty when missing; an older
+    /// missived ignores it.
+    Events,
 }
 
 impl Family {
     /// Every family, in the order of [`Family::index`].
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::Meta,
         Family::Content,
         Family::Inbox,
@@ -66,6 +73,7 @@ impl Family {
         Family::Recalled,
         Family::PushQueue,
         Family::Revoked,
+        Family::Events,
     ];
 
     /// Schema 1 had a time index of contacts; opening such a data directory drops it.
@@ -88,6 +96,7 @@ impl Family {
             Family::Recalled => "recalled",
             Family::PushQueue => "push_queue",
             Family::Revoked => "revoked",
+            Family::Events => "events",
         }
     }
 
@@ -121,6 +130,7 @@ mod tests {
                 "recalled",
                 "push_queue",
                 "revoked",
+                "events",
             ]
         );
         assert!(!Family::ALL

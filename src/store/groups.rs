@@ -18,6 +18,7 @@ use missive_protocol::pb::{
 };
 use missive_protocol::ErrorCode;
 use prost::Message as _;
+use serde_json::json;
 
 use super::change::{version_of, Change};
 use super::conversation::{
@@ -25,6 +26,7 @@ use super::conversation::{
 };
 use super::core::Core;
 use super::error::{Result, StoreError};
+use super::events::{message_fields, stored_fields, EventKind};
 use super::family::Family;
 use super::keys::{self, ConvKey};
 use super::membership::{
@@ -249,32 +251,18 @@ impl Store {
         limits: GroupLimits,
     ) -> Pending<GroupInfo> {
         let by = by.to_owned();
-        self.change(false, move |txn| match change {
-            GroupChange::Create {
-                name,
-                members,
-                history,
-                join_policy,
-            } => group_create(
-                txn,
-                &by,
-                &name,
-                members,
-                (history, join_policy),
-                now_ms,
-                limits,
-            ),
-            GroupChange::Join { group_id, users } => {
-                group_join(txn, &by, &group_id, users, now_ms, limits)
-            }
-            GroupChange::Leave { group_id, user } => {
-                group_leave(txn, &by, &group_id, user.as_deref(), now_ms, limits)
-            }
-            GroupChange::SetRole {
-                group_id,
-                user,
-                role,
-            } => set_role(txn, &by, &group_id, &user, role, now_ms),
+        self.change(false, move |txn| {
+            let (kind, what, users) = describe(&by, &change);
+            let info = group_change(txn, &by, change, now_ms, limits)?;
+            let fields = json!({
+                "group_id": info.group_id,
+                "change": what,
+                "by": by,
+                "users": users,
+                "member_count": info.member_count,
+            });
+            txn.event(kind, now_ms, fields);
+            Ok(info)
         })
     }
 
@@ -299,6 +287,59 @@ impl Store {
         self.change(false, move |txn| {
             recall_group(txn, &user, &group_id, msg_id.0, now_ms, window_ms)
         })
+    }
+}
+
+fn group_change(
+    txn: &mut Change<'_>,
+    by: &str,
+    change: GroupChange,
+    now_ms: i64,
+    limits: GroupLimits,
+) -> Result<GroupInfo> {
+    match change {
+        GroupChange::Create {
+            name,
+            members,
+            history,
+            join_policy,
+        } => group_create(
+            txn,
+            by,
+            &name,
+            members,
+            (history, join_policy),
+            now_ms,
+            limits,
+        ),
+        GroupChange::Join { group_id, users } => {
+            group_join(txn, by, &group_id, users, now_ms, limits)
+        }
+        GroupChange::Leave { group_id, user } => {
+            group_leave(txn, by, &group_id, user.as_deref(), now_ms, limits)
+        }
+        GroupChange::SetRole {
+            group_id,
+            user,
+            role,
+        } => set_role(txn, by, &group_id, &user, role, now_ms),
+    }
+}
+
+/// The event a group change makes: its kind, what changed, and the users it is about.
+fn describe(by: &str, change: &GroupChange) -> (EventKind, &'static str, Vec<String>) {
+    match change {
+        GroupChange::Create { members, .. } => {
+            (EventKind::GroupCreated, "created", members.clone())
+        }
+        GroupChange::Join { users, .. } => (EventKind::GroupChanged, "joined", users.clone()),
+        GroupChange::Leave { user: Some(u), .. } if u != by => {
+            (EventKind::GroupChanged, "removed", vec![u.clone()])
+        }
+        GroupChange::Leave { .. } => (EventKind::GroupChanged, "left", vec![by.to_owned()]),
+        GroupChange::SetRole { user, .. } => {
+            (EventKind::GroupChanged, "role_changed", vec![user.clone()])
+        }
     }
 }
 
@@ -695,6 +736,8 @@ fn send_group(
         // Read fan-out groups get no offline push: it would cost a write per member.
         txn.queue_offline_pushes(msg_id, &req.from, &mut deliveries);
     }
+    let fields = stored_fields(&req.client_msg_id, &conv, &msg);
+    txn.event(EventKind::MessageStored, req.now_ms, fields);
     if !write_mode && !req.mentions.is_empty() {
         // Read fan-out groups notify nobody offline, except the members @mentioned: a point
         // read per mention (at most 50), not a write per member.
@@ -786,6 +829,8 @@ fn recall_group(
     let views = to.iter().map(|m| (m.as_str(), group_conv(group_id)));
     let deliveries = txn.append_each(views, now_ms, &body)?;
     let version = version_of(&deliveries, user);
+    let fields = message_fields(recalled.msg_id, ("by", user), &group_conv(group_id));
+    txn.event(EventKind::MessageRecalled, now_ms, fields);
     txn.deliver(deliveries, None);
     if !write_mode {
         let last_seq = txn.counter(Family::Convs, &ck.0)?;

@@ -120,6 +120,7 @@ const GROUP_COUNT: u8 = 5;
 const MUTED: u8 = 6;
 const BLOCKED: u8 = 7;
 const BLOCK_COUNT: u8 = 8;
+const SEEN: u8 = 9;
 
 /// `unread`: user + 0: the user's total unread count.
 pub fn unread_total(user: &str) -> Vec<u8> {
@@ -202,6 +203,13 @@ pub fn blocked_prefix(user: &str) -> Vec<u8> {
 pub fn block_count(user: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.push(BLOCK_COUNT);
+    k
+}
+
+/// `unread`: user + 9: the user logged in once (`user.first_seen` was queued).
+pub fn seen(user: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.push(SEEN);
     k
 }
 

@@ -13,6 +13,7 @@ use super::conversation::{
     message_in, msg_conv, put_message, touch_contact, SendOutcome, SendRequest,
 };
 use super::error::{Result, StoreError};
+use super::events::{message_fields, stored_fields, EventKind};
 use super::family::Family;
 use super::keys::{self, ConvKey};
 use super::membership::{forget_count, require_member};
@@ -136,6 +137,8 @@ fn send_direct(
         ack.encode_to_vec(),
     );
     txn.queue_offline_pushes(msg_id, from, &mut deliveries);
+    let fields = stored_fields(&req.client_msg_id, &req.to, &msg);
+    txn.event(EventKind::MessageStored, req.now_ms, fields);
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     Ok(SendOutcome {
@@ -191,6 +194,8 @@ fn recall(
     let to = [(peer, direct(user)), (user, direct(peer))];
     let deliveries = txn.append_each(to, now_ms, &recall)?;
     let own_version = version_of(&deliveries, user);
+    let fields = message_fields(msg_id, ("by", user), &direct(peer));
+    txn.event(EventKind::MessageRecalled, now_ms, fields);
     txn.deliver(deliveries, None);
     Ok(own_version)
 }
@@ -216,6 +221,8 @@ fn delete(
         uncount_if_unread(txn, user, &ck, &msg)?;
     }
     txn.put(Family::Unread, hidden_key, Vec::new());
+    let fields = message_fields(msg_id, ("user", user), conv);
+    txn.event(EventKind::MessageDeleted, now_ms, fields);
     txn.append_own(user, conv, now_ms, Body::Delete(pb::Delete { msg_id }))
 }
 

@@ -18,6 +18,7 @@
 //   family.rs        column families (their on-disk names) and the schema version
 //   keys.rs          key codecs, `ConvKey`
 //   outbox.rs        what commits hand to the router: `Delivery`, `GroupNotice`, `Outbox`
+//   event_kind.rs    the kinds of events for the app's backend (`EventKind`, `EventKinds`)
 //   error.rs         `StoreError`, `Result`
 //   core.rs          `Core`: RocksDB and what every reader shares; `Durability`
 //   read.rs          `Reader`: point reads of the committed data
@@ -25,6 +26,7 @@
 //   commit.rs        the writer's pending group (overlay, caches) and the committer thread
 //   change.rs        `Change`: one change as the writer runs it, reading through the pending group
 //   writer.rs        `Store`, `Store::change` and the writer thread
+//   events.rs        the app's event queue (event webhooks): queued in a change's batch
 //   membership.rs    group and member records, admission rules, a member's bookkeeping
 //   conversation.rs  a send's request and outcome, putting a message in its conversation,
 //                    group conversations, message lookup, recent-contact entries
@@ -49,6 +51,8 @@ mod commit;
 mod conversation;
 mod core;
 mod error;
+mod event_kind;
+mod events;
 mod family;
 mod groups;
 mod history;
@@ -76,6 +80,7 @@ pub use blocks::{BlockPage, BlockedBy};
 pub use change::Change;
 pub use conversation::{Moderated, SendOutcome, SendRequest};
 pub use error::{Result, StoreError};
+pub use events::{conversation_json, EventKey, EventKind, EventKinds, QueuedEvent};
 pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};
 pub use history::{HistoryPage, HistoryQuery, SCAN_PER_MESSAGE};

@@ -111,11 +111,15 @@ impl Core {
             failed: AtomicBool::new(false),
             outbox: OnceLock::new(),
             push_wake: OnceLock::new(),
+            events: OnceLock::new(),
             queued: Default::default(),
             commit_latency: Default::default(),
         };
         core.check_schema(fanout_threshold)?;
-        let last = core.last_key_u64(Family::Content)?;
+        // Event ids come from the same counter: above every id stored, also after a restart.
+        let last = core
+            .last_key_u64(Family::Content)?
+            .max(core.last_event_id()?);
         core.last_msg_id.store(last, Ordering::SeqCst);
         Ok(core)
     }

@@ -86,24 +86,10 @@ impl Core {
     /// Up to `limit` queued notifications after `after` (from the start if `None`), oldest
     /// message first (committed data).
     pub fn push_queue_after(&self, after: Option<&PushKey>, limit: usize) -> Result<Vec<PushKey>> {
-        let mut it = self.db().raw_iterator_cf(self.cf(Family::PushQueue));
-        match after {
-            Some(k) => {
-                it.seek(&k.0);
-                if it.key() == Some(&k.0[..]) {
-                    it.next();
-                }
-            }
-            None => it.seek_to_first(),
-        }
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(k) = it.key() else { break };
-            out.push(PushKey(k.to_vec()));
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
+        let after = after.map(|k| &k.0[..]);
+        self.scan_after(Family::PushQueue, after, limit, |k, _| {
+            Some(PushKey(k.to_vec()))
+        })
     }
 
     /// Queued notifications (for tests and operators).

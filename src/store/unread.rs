@@ -364,6 +364,7 @@ pub(crate) fn mark_read(
         let delta = unread as i64 - current as i64;
         txn.add_counter(Family::Unread, keys::unread_total(user), delta)?;
     }
+    txn.read_event(user, &ck, up, now_ms);
     let read = Body::ReadSync(pb::ReadSync {
         up_to_seq: up,
         unread,

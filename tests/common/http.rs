@@ -139,3 +139,26 @@ impl Metrics {
         self.0.contains_key(name)
     }
 }
+
+/// The `X-Missive-Signature` of `body` signed with `secret`: `sha256=` and the hex HMAC-SHA256,
+/// as a webhook receiver computes it.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// Whether the request's `X-Missive-Signature` is `body`'s with `secret`.
+pub fn signed(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let got = headers
+        .get("x-missive-signature")
+        .and_then(|v| v.to_str().ok());
+    got == Some(signature(secret, body).as_str())
+}

@@ -207,3 +207,29 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    l.local_addr().expect("its address").port()
+}
+
+/// Connects to a server that may still be starting (up to 30 s) and logs in as `user` on device
+/// `d`.
+pub async fn connect_when_up(addr: &str, user: &str) -> Connection {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        if let Ok(c) = Connection::connect(addr).await {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missived did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let expires = (missive::now_ms() / 1000) as u64 + 600;
+    let token = missive_protocol::token::mint(SECRET.as_bytes(), user, "d", expires);
+    conn.login(&token, "d", 0).await.expect("login succeeds");
+    conn
+}
