@@ -68,6 +68,8 @@ pub struct Worker {
     counters: Arc<Counters>,
     /// Events that failed: tries so far and when the next is due.
     retry: HashMap<EventKey, (u32, Instant)>,
+    /// The second of the last failure logged.
+    logged: i64,
 }
 
 impl Worker {
@@ -93,6 +95,7 @@ impl Worker {
             shutdown,
             counters,
             retry: HashMap::new(),
+            logged: 0,
         })
     }
 
@@ -209,7 +212,15 @@ impl Worker {
                 *healthy = false;
                 let tries = self.retry.get(&e.key).map_or(0, |r| r.0) + 1;
                 let due = Instant::now() + backoff(tries);
-                tracing::warn!("event webhook failed (try {tries}): {why}");
+                // At most one line a second, whatever the event rate during an outage.
+                let second = crate::clock::now_ms() / 1000;
+                if self.logged != second {
+                    self.logged = second;
+                    let failed = self.counters.failed.get();
+                    tracing::warn!(
+                        "event webhook failed (try {tries}): {why} ({failed} failures so far)"
+                    );
+                }
                 *next_retry = Some(next_retry.map_or(due, |n| n.min(due)));
                 self.retry.insert(e.key, (tries, due));
             }

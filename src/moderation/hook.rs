@@ -5,6 +5,7 @@
 //! within its timeout. Calls run on their own tasks before the store's writer, which never
 //! waits for HTTP.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,6 +62,8 @@ pub struct Hook {
     pub rejected: Counter,
     pub replaced: Counter,
     pub failed: Counter,
+    /// The second of the last failure logged.
+    logged: AtomicU64,
 }
 
 impl Hook {
@@ -84,6 +87,7 @@ impl Hook {
             rejected: Counter::default(),
             replaced: Counter::default(),
             failed: Counter::default(),
+            logged: AtomicU64::new(0),
         })
     }
 
@@ -114,10 +118,15 @@ impl Hook {
             }
             Err(e) => {
                 self.failed.inc();
-                tracing::warn!(
-                    "before-send hook failed ({e}); send_hook_fail = {:?}",
-                    self.fail
-                );
+                // At most one line a second: an outage must not flood the log at the send rate.
+                let second = (crate::clock::now_ms() / 1000) as u64;
+                if self.logged.swap(second, Ordering::Relaxed) != second {
+                    tracing::warn!(
+                        "before-send hook failed ({e}); send_hook_fail = {:?} ({} failures so far)",
+                        self.fail,
+                        self.failed.get()
+                    );
+                }
                 match self.fail {
                     HookFail::Open => HookVerdict::Allow,
                     HookFail::Closed => HookVerdict::Unavailable(e),
