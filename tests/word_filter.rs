@@ -160,6 +160,21 @@ async fn rejected_messages_store_nothing_and_masked_ones_arrive_masked() {
     assert_eq!(m.get("missive_word_filter_entries"), 2.0);
 }
 
+/// The reference client shows its own masked message as stored, from the SEND_ACK.
+#[tokio::test]
+async fn the_reference_client_shows_its_own_message_as_stored() {
+    let (server, _dir, _) = with_list(LIST, 0).await;
+    let (dave, mut events) = server.client("dave", "phone").await;
+    let ack = dave
+        .send(dm("erin"), 1, "darn it".as_bytes().to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(ack.content, b"**** it");
+    let own = next_entry(&mut events).await;
+    assert_eq!(own.version, ack.version);
+    assert_eq!(message(&own).content, b"**** it");
+}
+
 #[tokio::test]
 async fn a_message_stored_before_a_list_change_keeps_its_ack() {
     let (server, _dir, path) = with_list(LIST, 0).await;

@@ -140,7 +140,8 @@ impl Driver {
     }
 }
 
-/// The entry our own SEND created in our inbox, rebuilt from the request and its ack.
+/// The entry our own SEND created in our inbox, rebuilt from the request and its ack (with the
+/// content as stored when the server changed it: `SendAck.content`, PROTOCOL.md 15.8, 15.9).
 fn own_entry(send: &pb::Send, ack: &pb::SendAck, user_id: &str) -> pb::InboxEntry {
     pb::InboxEntry {
         version: ack.version,
@@ -153,7 +154,11 @@ fn own_entry(send: &pb::Send, ack: &pb::SendAck, user_id: &str) -> pb::InboxEntr
             seq: ack.seq,
             timestamp_ms: ack.timestamp_ms,
             content_type: send.content_type,
-            content: send.content.clone(),
+            content: if ack.content.is_empty() {
+                send.content.clone()
+            } else {
+                ack.content.clone()
+            },
             client_msg_id: send.client_msg_id.clone(),
             recalled: false,
             ..Default::default()
