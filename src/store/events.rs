@@ -74,7 +74,7 @@ impl Store {
             txn.event(
                 EventKind::UserFirstSeen,
                 now_ms,
-                json!({"user": user, "device": device}),
+                || json!({"user": user, "device": device}),
             );
             Ok(true)
         })
@@ -133,13 +133,13 @@ impl Core {
 
 impl Change<'_> {
     /// Queues an event of `kind` (if events of that kind are on) in this change's batch: its
-    /// id, type and time are added to `fields`.
-    pub fn event(&mut self, kind: EventKind, now_ms: i64, fields: Value) {
+    /// id, type and time are added to the `fields` made. Nothing is made when they are off.
+    pub fn event(&mut self, kind: EventKind, now_ms: i64, fields: impl FnOnce() -> Value) {
         if !self.core().events_on(kind) {
             return;
         }
         let id = self.core().next_msg_id(now_ms);
-        let body = body(kind, &id.to_string(), now_ms, fields);
+        let body = body(kind, &id.to_string(), now_ms, fields());
         self.put_event(id.to_be_bytes().to_vec(), now_ms, body);
     }
 

@@ -252,16 +252,25 @@ impl Store {
     ) -> Pending<GroupInfo> {
         let by = by.to_owned();
         self.change(false, move |txn| {
-            let (kind, what, users) = describe(&by, &change);
+            // The event's part of the change, before it is consumed; nothing when events of
+            // groups are off.
+            let core = txn.core();
+            let wanted = [EventKind::GroupCreated, EventKind::GroupChanged]
+                .into_iter()
+                .any(|k| core.events_on(k));
+            let described = wanted.then(|| describe(&by, &change));
             let info = group_change(txn, &by, change, now_ms, limits)?;
-            let fields = json!({
-                "group_id": info.group_id,
-                "change": what,
-                "by": by,
-                "users": users,
-                "member_count": info.member_count,
-            });
-            txn.event(kind, now_ms, fields);
+            if let Some((kind, what, users)) = described {
+                txn.event(kind, now_ms, || {
+                    json!({
+                        "group_id": info.group_id,
+                        "change": what,
+                        "by": by,
+                        "users": users,
+                        "member_count": info.member_count,
+                    })
+                });
+            }
             Ok(info)
         })
     }
@@ -736,8 +745,9 @@ fn send_group(
         // Read fan-out groups get no offline push: it would cost a write per member.
         txn.queue_offline_pushes(msg_id, &req.from, &mut deliveries);
     }
-    let fields = stored_fields(&req.client_msg_id, &conv, &msg);
-    txn.event(EventKind::MessageStored, req.now_ms, fields);
+    txn.event(EventKind::MessageStored, req.now_ms, || {
+        stored_fields(&req.client_msg_id, &conv, &msg)
+    });
     if !write_mode && !req.mentions.is_empty() {
         // Read fan-out groups notify nobody offline, except the members @mentioned: a point
         // read per mention (at most 50), not a write per member.
@@ -829,8 +839,9 @@ fn recall_group(
     let views = to.iter().map(|m| (m.as_str(), group_conv(group_id)));
     let deliveries = txn.append_each(views, now_ms, &body)?;
     let version = version_of(&deliveries, user);
-    let fields = message_fields(recalled.msg_id, ("by", user), &group_conv(group_id));
-    txn.event(EventKind::MessageRecalled, now_ms, fields);
+    txn.event(EventKind::MessageRecalled, now_ms, || {
+        message_fields(recalled.msg_id, ("by", user), &group_conv(group_id))
+    });
     txn.deliver(deliveries, None);
     if !write_mode {
         let last_seq = txn.counter(Family::Convs, &ck.0)?;

@@ -137,8 +137,9 @@ fn send_direct(
         ack.encode_to_vec(),
     );
     txn.queue_offline_pushes(msg_id, from, &mut deliveries);
-    let fields = stored_fields(&req.client_msg_id, &req.to, &msg);
-    txn.event(EventKind::MessageStored, req.now_ms, fields);
+    txn.event(EventKind::MessageStored, req.now_ms, || {
+        stored_fields(&req.client_msg_id, &req.to, &msg)
+    });
     let writes = txn.writes();
     txn.deliver(deliveries, exclude);
     Ok(SendOutcome {
@@ -194,8 +195,9 @@ fn recall(
     let to = [(peer, direct(user)), (user, direct(peer))];
     let deliveries = txn.append_each(to, now_ms, &recall)?;
     let own_version = version_of(&deliveries, user);
-    let fields = message_fields(msg_id, ("by", user), &direct(peer));
-    txn.event(EventKind::MessageRecalled, now_ms, fields);
+    txn.event(EventKind::MessageRecalled, now_ms, || {
+        message_fields(msg_id, ("by", user), &direct(peer))
+    });
     txn.deliver(deliveries, None);
     Ok(own_version)
 }
@@ -221,8 +223,9 @@ fn delete(
         uncount_if_unread(txn, user, &ck, &msg)?;
     }
     txn.put(Family::Unread, hidden_key, Vec::new());
-    let fields = message_fields(msg_id, ("user", user), conv);
-    txn.event(EventKind::MessageDeleted, now_ms, fields);
+    txn.event(EventKind::MessageDeleted, now_ms, || {
+        message_fields(msg_id, ("user", user), conv)
+    });
     txn.append_own(user, conv, now_ms, Body::Delete(pb::Delete { msg_id }))
 }
 
