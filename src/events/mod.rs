@@ -2,16 +2,16 @@
 //! worker reads the queue the store writes in the batch of each change (`store::events`), POSTs
 //! each event, signed as the offline push is, and removes it once the backend answered 2xx. At
 //! least once: an event whose answer was lost (or that was in flight at a crash) is sent again,
-//! with the same `id`. A failed one is tried again after a backoff (1 s doubling to 5 min, each
-//! wait cut to a random 50–100 %), until it is `event_webhook_max_age_secs` old; then it is
+//! with the same `id`. An event still queued `event_webhook_max_age_secs` after it happened is
 //! dropped and counted.
 //!
 //! The worker makes passes over the queue, oldest first, a page at a time, at most
 //! [`IN_FLIGHT`] requests at once. After a commit that queued events it makes a pass (at most one
-//! per [`PASS_GAP`]); while the backend fails it only wakes when the next retry is due, so an
-//! outage costs no work per new event.
+//! per [`PASS_GAP`]). A failure stops the pass; the next one starts again at the oldest after a
+//! backoff (1 s doubling to 5 min per failed pass in a row, each wait cut to a random 50–100 %),
+//! whatever is queued meanwhile: an outage costs no work per new event, and the worker holds
+//! no more than a page of events, however long the queue.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,6 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -66,8 +65,6 @@ pub struct Worker {
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     counters: Arc<Counters>,
-    /// Events that failed: tries so far and when the next is due.
-    retry: HashMap<EventKey, (u32, Instant)>,
     /// The second of the last failure logged.
     logged: i64,
 }
@@ -94,91 +91,83 @@ impl Worker {
             wake,
             shutdown,
             counters,
-            retry: HashMap::new(),
             logged: 0,
         })
     }
 
     pub async fn run(mut self) {
+        // Consecutive passes that a failure stopped.
+        let mut failures = 0u32;
         loop {
-            let (healthy, next_retry) = match self.pass().await {
-                Ok(r) => r,
+            let delivered = match self.pass().await {
+                Ok(all) => all,
                 Err(e) => {
                     tracing::error!("events worker: {e}");
-                    (false, Some(Instant::now() + RETRY_FIRST))
+                    false
                 }
             };
-            let gap = tokio::time::sleep(PASS_GAP);
+            failures = if delivered { 0 } else { failures + 1 };
+            // Healthy: the next commit that queues events (after a short gap, so that passes
+            // stay few). Failing: only the backoff, whatever is queued meanwhile.
+            let wait = if failures == 0 {
+                PASS_GAP
+            } else {
+                backoff(failures)
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = gap => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            let wait_retry = async {
-                match next_retry {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            if failures == 0 {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = self.wake.notified() => {}
                 }
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = self.wake.notified(), if healthy => {}
-                _ = wait_retry => {}
             }
         }
     }
 
-    /// One pass over the queue: what is due is sent, what was delivered (or is too old) is
-    /// removed. Whether the backend took everything it was sent, and when the next retry is due.
-    async fn pass(&mut self) -> Result<(bool, Option<Instant>), String> {
+    /// One pass over the queue, oldest first: each event is sent, what was delivered (or is too
+    /// old) is removed. A failure stops the pass once the requests in flight are answered, so
+    /// the next try starts again at the oldest. Whether the pass got through the whole queue.
+    async fn pass(&mut self) -> Result<bool, String> {
         let mut after: Option<EventKey> = None;
-        let mut healthy = true;
-        let mut next_retry: Option<Instant> = None;
         loop {
             let store = self.store.clone();
             let from = after.clone();
             let page = blocking(move || store.core().events_after(from.as_ref(), PAGE)).await?;
             let Some(last) = page.last() else {
-                break;
+                return Ok(true);
             };
             after = Some(last.key.clone());
-            let now = Instant::now();
             let now_ms = crate::clock::now_ms();
             let mut done = Vec::new();
+            let mut failed = false;
             let mut flights = JoinSet::new();
             for e in page {
                 if now_ms.saturating_sub(e.time_ms) > self.max_age_ms {
                     tracing::warn!("event dropped after event_webhook_max_age_secs");
                     self.counters.dropped.inc();
-                    self.retry.remove(&e.key);
                     done.push(e);
                     continue;
                 }
-                if let Some(&(_, due)) = self.retry.get(&e.key) {
-                    if due > now {
-                        next_retry = Some(next_retry.map_or(due, |n| n.min(due)));
-                        continue;
-                    }
+                while flights.len() >= IN_FLIGHT && !failed {
+                    failed |= !self.settle(flights.join_next().await, &mut done);
                 }
-                while flights.len() >= IN_FLIGHT {
-                    self.settle(
-                        flights.join_next().await,
-                        &mut done,
-                        &mut healthy,
-                        &mut next_retry,
-                    );
+                if failed {
+                    break;
                 }
-                let tries = self.retry.get(&e.key).map_or(0, |r| r.0) + 1;
                 let (client, url) = (self.client.clone(), self.url.clone());
                 let (secret, timeout) = (self.secret.clone(), self.timeout);
                 flights.spawn(async move {
-                    let request = post(&client, url, &secret, tries, e.body.clone());
+                    let request = post(&client, url, &secret, e.body.clone());
                     let outcome = tokio::time::timeout(timeout, request).await;
                     let outcome = outcome.unwrap_or_else(|_| Err("no answer in time".into()));
                     (e, outcome)
                 });
             }
             while let Some(r) = flights.join_next().await {
-                self.settle(Some(r), &mut done, &mut healthy, &mut next_retry);
+                failed |= !self.settle(Some(r), &mut done);
             }
             if !done.is_empty() {
                 self.store
@@ -186,49 +175,44 @@ impl Worker {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            if failed {
+                return Ok(false);
+            }
         }
-        Ok((healthy, next_retry))
     }
 
-    /// Takes the outcome of one request.
+    /// Takes the outcome of one request: whether it was delivered.
     fn settle(
         &mut self,
         joined: Option<Result<Tried, tokio::task::JoinError>>,
         done: &mut Vec<QueuedEvent>,
-        healthy: &mut bool,
-        next_retry: &mut Option<Instant>,
-    ) {
+    ) -> bool {
         let Some(Ok((e, outcome))) = joined else {
-            return;
+            return false;
         };
         match outcome {
             Ok(()) => {
                 self.counters.sent.inc();
-                self.retry.remove(&e.key);
                 done.push(e);
+                true
             }
             Err(why) => {
                 self.counters.failed.inc();
-                *healthy = false;
-                let tries = self.retry.get(&e.key).map_or(0, |r| r.0) + 1;
-                let due = Instant::now() + backoff(tries);
                 // At most one line a second, whatever the event rate during an outage.
                 let second = crate::clock::now_ms() / 1000;
                 if self.logged != second {
                     self.logged = second;
                     let failed = self.counters.failed.get();
-                    tracing::warn!(
-                        "event webhook failed (try {tries}): {why} ({failed} failures so far)"
-                    );
+                    tracing::warn!("event webhook failed: {why} ({failed} failures so far)");
                 }
-                *next_retry = Some(next_retry.map_or(due, |n| n.min(due)));
-                self.retry.insert(e.key, (tries, due));
+                false
             }
         }
     }
 }
 
-/// The wait after the `tries`-th failure: 1 s doubling to 5 min, cut to a random 50–100 %.
+/// The wait after the `tries`-th failed pass in a row: 1 s doubling to 5 min, cut to a random
+/// 50–100 %.
 fn backoff(tries: u32) -> Duration {
     let full = RETRY_FIRST
         .saturating_mul(1 << tries.saturating_sub(1).min(16))
@@ -236,12 +220,11 @@ fn backoff(tries: u32) -> Duration {
     full.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-/// POSTs one event's body (try `tries`): `Ok` on a 2xx.
+/// POSTs one event's body: `Ok` on a 2xx.
 async fn post(
     client: &HttpClient,
     url: hyper::Uri,
     secret: &[u8],
-    tries: u32,
     body: Vec<u8>,
 ) -> Result<(), String> {
     let request = hyper::Request::post(url)
@@ -251,7 +234,6 @@ async fn post(
             concat!("missived/", env!("CARGO_PKG_VERSION")),
         )
         .header(SIGNATURE_HEADER, signature(secret, &body))
-        .header("x-missive-attempt", tries.to_string())
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let response =
