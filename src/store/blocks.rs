@@ -1,5 +1,6 @@
-//! Blocks (BLOCK, BLOCK_LIST): per user, a key in `unread` for each user they blocked and a
-//! count of them. A direct send reads both directions inside its own change
+//! Blocks (BLOCK, BLOCK_LIST): per user, a key in `unread` for each user they blocked (listed by
+//! BLOCK_LIST) and a count of them; per pair of users, one byte saying which blocked the other.
+//! A direct send reads that byte (one key, both directions) inside its own change
 //! ([`blocked_between`], called from `messages.rs`), so a block and a send racing each other are
 //! ordered by the writer: the send is either stored before the block or refused after it.
 
@@ -56,6 +57,18 @@ impl Store {
                 txn.delete(Family::Unread, key);
                 txn.add_counter(Family::Unread, count, -1)?;
             }
+            // The pair's byte, which sends read.
+            let pair = keys::block_pair(&user, &other);
+            let mine = side(&user, &other);
+            let before = pair_mask(txn, &pair)?;
+            match if blocked {
+                before | mine
+            } else {
+                before & !mine
+            } {
+                0 => txn.delete(Family::Unread, pair),
+                now => txn.put(Family::Unread, pair, vec![now]),
+            }
             Ok(blocked)
         })
     }
@@ -94,14 +107,31 @@ impl Core {
 }
 
 /// Whether a direct message from `from` to `to` is blocked, and by whom (the recipient's block
-/// is looked at first).
+/// first): one read, the pair's byte.
 pub(crate) fn blocked_between(r: &impl Reader, from: &str, to: &str) -> Result<Option<BlockedBy>> {
-    Ok(if r.exists(Family::Unread, &keys::blocked(to, from))? {
+    let mask = pair_mask(r, &keys::block_pair(from, to))?;
+    Ok(if mask & side(to, from) != 0 {
         Some(BlockedBy::Recipient)
-    } else if r.exists(Family::Unread, &keys::blocked(from, to))? {
+    } else if mask & side(from, to) != 0 {
         Some(BlockedBy::Sender)
     } else {
         None
+    })
+}
+
+/// The bit of a pair's byte that says `user` blocked `other`.
+pub(crate) fn side(user: &str, other: &str) -> u8 {
+    if user <= other {
+        keys::BLOCKED_BY_LOWER
+    } else {
+        keys::BLOCKED_BY_HIGHER
+    }
+}
+
+/// A pair's byte (0 when absent).
+pub(crate) fn pair_mask(r: &impl Reader, pair: &[u8]) -> Result<u8> {
+    r.value(Family::Unread, pair, |v| {
+        v.and_then(|v| v.first().copied()).unwrap_or(0)
     })
 }
 

@@ -22,7 +22,8 @@ pub enum Family {
     Contacts,
     /// user + 0 -> total; user + 1 + conversation -> count; user + 2 + conversation -> read seq;
     /// user + 3 + message id -> () (hidden by delete); the user's settings: user + 6 +
-    /// conversation -> () (muted), user + 7 + user -> () (blocked), user + 8 -> u64 (blocks).
+    /// conversation -> () (muted), user + 7 + user -> () (blocked), user + 8 -> u64 (blocks);
+    /// `b` + direct conversation -> which side blocked the other (one byte, read by sends).
     Unread,
     /// sender + client message id -> `SendAck`, or 0xFF + `Error`: a refusal remembered as the
     /// id's answer (the before-send hook's; `conversation::dedup_record`).

@@ -88,7 +88,19 @@ impl Core {
             }
         }
         let blocks = keys::blocked_prefix(user);
-        let listed = self.iter_prefix(Family::Unread, &blocks).count() as u64;
+        let mut listed = 0u64;
+        for item in self.iter_prefix(Family::Unread, &blocks) {
+            let (k, _) = item.map_err(|e| e.to_string())?;
+            let other = std::str::from_utf8(&k[blocks.len()..]).map_err(|e| e.to_string())?;
+            let mask =
+                super::blocks::pair_mask(self, &keys::block_pair(user, other)).map_err(err)?;
+            if mask & super::blocks::side(user, other) == 0 {
+                return Err(format!(
+                    "{user} blocked {other} but their pair's byte is {mask}"
+                ));
+            }
+            listed += 1;
+        }
         let counted = self
             .get_u64(Family::Unread, &keys::block_count(user))
             .map_err(err)?;

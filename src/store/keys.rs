@@ -199,6 +199,23 @@ pub fn blocked_prefix(user: &str) -> Vec<u8> {
     k
 }
 
+/// `unread`: `b` + the direct conversation of two users: which of them blocked the other (one
+/// byte: [`BLOCKED_BY_LOWER`], [`BLOCKED_BY_HIGHER`], by the ids' order), so that a send reads
+/// one key for both directions. A user key never starts with `b` (its first byte is a length,
+/// at most 64).
+pub fn block_pair(a: &str, b: &str) -> Vec<u8> {
+    let conv = ConvKey::direct(a, b);
+    let mut k = Vec::with_capacity(1 + conv.0.len());
+    k.push(b'b');
+    k.extend_from_slice(&conv.0);
+    k
+}
+
+/// In a [`block_pair`] value: the user whose id sorts first blocked the other.
+pub const BLOCKED_BY_LOWER: u8 = 1;
+/// In a [`block_pair`] value: the user whose id sorts last blocked the other.
+pub const BLOCKED_BY_HIGHER: u8 = 2;
+
 /// `unread`: user + 8: the number of users the user blocked.
 pub fn block_count(user: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
