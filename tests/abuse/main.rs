@@ -13,6 +13,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod blocks;
 mod groups;
 mod heap;
 mod honest;
