@@ -71,6 +71,11 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
             hook.requests(),
         );
         out.gauge(
+            "missive_send_hook_senders",
+            "Senders with a message at the before-send hook or waiting for their turn (send_hook_max_in_flight_per_user).",
+            hook.senders_asking() as u64,
+        );
+        out.gauge(
             "missive_send_hook_in_flight",
             "Before-send hook requests in flight now (at most send_hook_max_in_flight).",
             hook.in_flight(shared.config.send_hook_max_in_flight) as u64,

@@ -7,6 +7,7 @@
 //! that under load the requests grow rather than multiply. Calls run on their own tasks before
 //! the store's writer, which never waits for HTTP.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -79,6 +80,10 @@ pub struct Hook {
     endpoint: Arc<Endpoint>,
     fail: HookFail,
     batch_max: usize,
+    /// `send_hook_max_in_flight_per_user`, and the turns of the senders asking now (an entry
+    /// lives while one of its sends is asking or waiting).
+    per_user: usize,
+    users: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The batch form's queue to its dispatcher task, started by the first check.
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
     pub allowed: Counter,
@@ -110,6 +115,8 @@ impl Hook {
             }),
             fail: config.send_hook_fail,
             batch_max: config.send_hook_batch_max.max(1),
+            per_user: config.send_hook_max_in_flight_per_user.max(1),
+            users: parking_lot::Mutex::new(HashMap::new()),
             queue: OnceLock::new(),
             allowed: Counter::default(),
             rejected: Counter::default(),
@@ -135,20 +142,22 @@ impl Hook {
     pub async fn check(&self, req: &HookRequest<'_>) -> HookVerdict {
         let message = request_body(req, crate::clock::now_ms());
         let timeout = self.endpoint.timeout;
-        let verdict = if self.batch_max == 1 {
-            match tokio::time::timeout(timeout, self.endpoint.ask_one(message)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        let ask = async {
+            let _turn = self.turn(req.sender).await;
+            if self.batch_max == 1 {
+                self.endpoint.ask_one(message).await
+            } else {
+                let (reply, answer) = oneshot::channel();
+                // The dispatcher lives as long as the queue's sender, which is ours.
+                let _ = self.queue().send(Queued { message, reply });
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err("the request was dropped".into()))
             }
-        } else {
-            let (reply, answer) = oneshot::channel();
-            // The dispatcher lives as long as the queue's sender, which is ours.
-            let _ = self.queue().send(Queued { message, reply });
-            match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => Err("the request was dropped".into()),
-                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            }
+        };
+        let verdict = match tokio::time::timeout(timeout, ask).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         match verdict {
             Ok(v) => {
@@ -179,6 +188,33 @@ impl Hook {
         }
     }
 
+    /// One of `sender`'s turns to ask (at most `per_user` at once), waiting for it.
+    async fn turn<'a>(&'a self, sender: &'a str) -> Turn<'a> {
+        let semaphore = {
+            let mut users = self.users.lock();
+            match users.get(sender) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Semaphore::new(self.per_user));
+                    users.insert(sender.to_owned(), s.clone());
+                    s
+                }
+            }
+        };
+        let permit = semaphore.clone().acquire_owned().await.ok();
+        Turn {
+            hook: self,
+            sender,
+            semaphore,
+            permit,
+        }
+    }
+
+    /// Senders with a send asking or waiting now.
+    pub fn senders_asking(&self) -> usize {
+        self.users.lock().len()
+    }
+
     /// The batch form's queue, its dispatcher started on first use (on the runtime that
     /// checks).
     fn queue(&self) -> &mpsc::UnboundedSender<Queued> {
@@ -187,6 +223,26 @@ impl Hook {
             tokio::spawn(dispatch(self.endpoint.clone(), self.batch_max, waiting));
             queue
         })
+    }
+}
+
+/// A sender's turn to ask the hook; its entry goes when its last turn ends.
+struct Turn<'a> {
+    hook: &'a Hook,
+    sender: &'a str,
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.permit.take();
+        let mut users = self.hook.users.lock();
+        // Clones are made under this lock: two are the map's and ours, so nobody else asks or
+        // waits.
+        if Arc::strong_count(&self.semaphore) == 2 {
+            users.remove(self.sender);
+        }
     }
 }
 
@@ -427,6 +483,31 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_sender_has_at_most_its_turns_and_its_entry_goes_with_the_last() {
+        let config = Config {
+            send_hook_url: "http://127.0.0.1:9/check".into(),
+            send_hook_max_in_flight_per_user: 2,
+            ..Config::default()
+        };
+        let hook = Hook::new(&config).unwrap();
+        let a1 = hook.turn("alice").await;
+        let a2 = hook.turn("alice").await;
+        let b1 = hook.turn("bob").await;
+        assert_eq!(hook.senders_asking(), 2);
+        // Alice's third waits for one of hers, not for Bob's.
+        let third = tokio::time::timeout(Duration::from_millis(50), hook.turn("alice")).await;
+        assert!(third.is_err(), "a third turn while two are out");
+        drop(b1);
+        assert_eq!(hook.senders_asking(), 1);
+        drop(a1);
+        let a3 = tokio::time::timeout(Duration::from_millis(50), hook.turn("alice"))
+            .await
+            .expect("a turn once one ended");
+        drop((a2, a3));
+        assert_eq!(hook.senders_asking(), 0, "no entry outlives its turns");
     }
 
     #[test]

@@ -92,7 +92,10 @@ async fn block_floods_and_full_block_lists_are_bounded() {
         let Packet::BlockListAck(page) = reply else {
             panic!("BLOCK_LIST_ACK expected, got {reply:?}")
         };
-        assert_eq!(page.user_ids, expect, "one page of at most 1,000, in id order");
+        assert_eq!(
+            page.user_ids, expect,
+            "one page of at most 1,000, in id order"
+        );
         assert!(!page.has_more);
         assert_eq!(page.total as usize, CAP);
     }
