@@ -102,7 +102,7 @@ async fn a_fresh_device_reads_the_last_50_of_100000_messages_in_one_round_trip()
     let asked = Instant::now();
     let page = history(&mut phone, newest(direct("alice"), 0, 50))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("HISTORY after {:?}: {e}", asked.elapsed()));
     eprintln!("one HISTORY page in {:?}", asked.elapsed());
     // One round trip: LOGIN was request 1, HISTORY request 2, nothing else was sent, and
     // nothing else arrived (no push: the device logged in at the newest version's level).

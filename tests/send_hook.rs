@@ -52,7 +52,7 @@ async fn answer(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: String)
         return Json(json!({"action": "allow"}));
     }
     Json(if text.contains("reject") {
-        json!({"action": "reject", "message": "no spam here"})
+        json!({"action": "reject", "message": "no spam here", "code": "spam"})
     } else if text.contains("replace") {
         json!({"action": "replace", "content": "[removed by moderation]"})
     } else {
@@ -155,14 +155,31 @@ async fn the_hook_allows_rejects_and_replaces_after_the_word_filter() {
         );
     }
 
-    // Rejected: the hook's message reaches the sender; nothing is stored. The resend gets the
-    // same rejection, even once the hook would allow it, without the hook being asked again.
+    // Rejected: the hook's message and code reach the sender; nothing is stored. The resend
+    // gets the same rejection, even once the hook would allow it, without the hook being asked
+    // again.
     for allow_now in [false, true] {
         hook.allow_all.store(allow_now, Ordering::SeqCst);
         let asked = hook.seen.lock().unwrap().len();
         let resend = send("m2", dm("bob"), "please reject me");
-        let msg = refused_with(&mut alice, resend, ErrorCode::ContentRejected).await;
-        assert_eq!(msg, "no spam here", "hook allowing now: {allow_now}");
+        let e = alice
+            .request_timeout(resend, Duration::from_secs(5))
+            .await
+            .expect_err("rejected");
+        let missive_client::ClientError::Server {
+            code,
+            message,
+            reason,
+            fatal,
+            ..
+        } = e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!(code, ErrorCode::ContentRejected as u32);
+        assert!(!fatal);
+        assert_eq!(message, "no spam here", "hook allowing now: {allow_now}");
+        assert_eq!(reason, "spam", "hook allowing now: {allow_now}");
         let asked_now = hook.seen.lock().unwrap().len();
         assert_eq!(asked_now, asked + usize::from(!allow_now), "asked once");
     }
@@ -197,6 +214,7 @@ async fn the_hook_allows_rejects_and_replaces_after_the_word_filter() {
     let body = |id: &str, text: &str| json!({"from": "carol", "to": {"user": "bob"}, "client_msg_id": id, "content": text});
     let no = api.post("/v1/messages", body("c1", "reject this")).await;
     assert_eq!((no.status, no.error_code()), (422, 25), "{}", no.text());
+    assert_eq!(no.json()["error"]["reason"], "spam", "{}", no.text());
     let yes = api.post("/v1/messages", body("c2", "replace this")).await;
     assert_eq!(yes.status, 201, "{}", yes.text());
     assert_eq!(yes.json()["content"], "[removed by moderation]");

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_ms: u32,
+    /// For CONTENT_REJECTED by the before-send hook: its code for why.
+    pub reason: String,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_ms: 0,
+            reason: String::new(),
         }
     }
 
@@ -38,6 +41,7 @@ impl From<Refusal> for ApiError {
             code: r.code,
             message: r.message,
             retry_after_ms: r.retry_after_ms,
+            reason: r.reason,
         }
     }
 }
@@ -63,7 +67,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 }
 
 impl ApiError {
-    /// The body: `{"error": {"code", "name", "message"[, "retry_after_ms"]}}`.
+    /// The body: `{"error": {"code", "name", "message"[, "retry_after_ms"][, "reason"]}}`.
     pub fn json(&self) -> serde_json::Value {
         let mut error = serde_json::json!({
             "code": self.code as u32,
@@ -72,6 +76,9 @@ impl ApiError {
         });
         if self.retry_after_ms > 0 {
             error["retry_after_ms"] = self.retry_after_ms.into();
+        }
+        if !self.reason.is_empty() {
+            error["reason"] = self.reason.clone().into();
         }
         serde_json::json!({ "error": error })
     }

@@ -45,8 +45,11 @@ pub struct HookRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookVerdict {
     Allow,
-    /// Refused, with the text for the sender.
-    Reject(String),
+    /// Refused, with the text for the sender and the hook's code for why (may be empty).
+    Reject {
+        message: String,
+        reason: String,
+    },
     /// Stored with this content instead.
     Replace(Vec<u8>),
     /// The hook failed and `send_hook_fail` is `closed`: refused for now (why, for the log).
@@ -163,7 +166,7 @@ impl Hook {
             Ok(v) => {
                 match &v {
                     HookVerdict::Allow => self.allowed.inc(),
-                    HookVerdict::Reject(_) => self.rejected.inc(),
+                    HookVerdict::Reject { .. } => self.rejected.inc(),
                     HookVerdict::Replace(_) => self.replaced.inc(),
                     HookVerdict::Unavailable(_) => {}
                 }
@@ -417,6 +420,14 @@ pub fn parse_batch_answer(
         .collect())
 }
 
+/// Whether `code` may be a rejection's reason: 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
+fn reason_ok(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
 /// One answer's verdict.
 fn verdict(v: &Value, max_content_len: usize) -> Answer {
     match v["action"].as_str() {
@@ -427,7 +438,16 @@ fn verdict(v: &Value, max_content_len: usize) -> Answer {
                 Value::String(m) => m.chars().take(1000).collect(),
                 _ => return Err("reject: message must be a string".into()),
             };
-            Ok(HookVerdict::Reject(message))
+            let reason = match &v["code"] {
+                Value::Null => String::new(),
+                Value::String(c) if reason_ok(c) => c.clone(),
+                _ => {
+                    return Err(
+                        "reject: code must be 1 to 64 characters of A-Z a-z 0-9 _ . : -".into(),
+                    )
+                }
+            };
+            Ok(HookVerdict::Reject { message, reason })
         }
         Some("replace") => {
             let content = match (&v["content"], &v["content_base64"]) {
@@ -457,11 +477,24 @@ mod tests {
         assert_eq!(p(r#"{"action":"allow"}"#), Ok(HookVerdict::Allow));
         assert_eq!(
             p(r#"{"action":"reject","message":"no links"}"#),
-            Ok(HookVerdict::Reject("no links".into()))
+            Ok(HookVerdict::Reject {
+                message: "no links".into(),
+                reason: String::new()
+            })
         );
         assert_eq!(
             p(r#"{"action":"reject"}"#),
-            Ok(HookVerdict::Reject("the message was not accepted".into()))
+            Ok(HookVerdict::Reject {
+                message: "the message was not accepted".into(),
+                reason: String::new()
+            })
+        );
+        assert_eq!(
+            p(r#"{"action":"reject","message":"no","code":"link_not_allowed"}"#),
+            Ok(HookVerdict::Reject {
+                message: "no".into(),
+                reason: "link_not_allowed".into()
+            })
         );
         assert_eq!(
             p(r#"{"action":"replace","content":"hi *"}"#),
@@ -480,6 +513,9 @@ mod tests {
             r#"{"action":"replace","content":"01234567890"}"#,
             r#"{"action":"replace","content":"a","content_base64":"YQ=="}"#,
             r#"{"action":"reject","message":7}"#,
+            r#"{"action":"reject","code":""}"#,
+            r#"{"action":"reject","code":"no spaces"}"#,
+            r#"{"action":"reject","code":7}"#,
         ] {
             assert!(p(bad).is_err(), "{bad}");
         }
@@ -521,7 +557,10 @@ mod tests {
             Ok(vec![
                 Ok(HookVerdict::Allow),
                 Err(r#"the answer's action must be "allow", "reject" or "replace""#.into()),
-                Ok(HookVerdict::Reject("no".into())),
+                Ok(HookVerdict::Reject {
+                    message: "no".into(),
+                    reason: String::new()
+                }),
             ])
         );
         assert!(p(r#"{"results":[{"action":"allow"}]}"#, 2).is_err());

@@ -82,8 +82,10 @@ pub fn submit_send(
             })?,
         };
         let out = outcome(&shared, result)?;
-        if let Some((code, message)) = out.refused {
-            return Err(Refusal::new(code, message));
+        if let Some(r) = out.refused {
+            let mut refusal = Refusal::new(r.code, r.message);
+            refusal.reason = r.reason;
+            return Err(refusal);
         }
         let counter = match (out.ack.duplicate, via) {
             (true, _) => &shared.metrics.sends_duplicate,
@@ -149,10 +151,11 @@ async fn consult_hook(
     };
     match hook.check(&ask).await {
         HookVerdict::Allow => {}
-        HookVerdict::Reject(message) => {
+        HookVerdict::Reject { message, reason } => {
             r.moderated = Moderated::Refused {
                 code: ErrorCode::ContentRejected,
                 message,
+                reason,
                 remember: true,
             }
         }
@@ -164,6 +167,7 @@ async fn consult_hook(
             r.moderated = Moderated::Refused {
                 code: ErrorCode::ModerationUnavailable,
                 message: "moderation is unavailable: send it again later".into(),
+                reason: String::new(),
                 remember: false,
             }
         }
@@ -217,6 +221,7 @@ fn moderate(shared: &Shared, content_type: u32, content: Vec<u8>) -> (Vec<u8>, M
             Moderated::Refused {
                 code: ErrorCode::ContentRejected,
                 message: "the message has a word this server does not accept".into(),
+                reason: String::new(),
                 remember: false,
             },
         ),

@@ -12,6 +12,8 @@ pub struct Refusal {
     pub message: String,
     /// For RATE_LIMITED and SERVER_BUSY: when to retry.
     pub retry_after_ms: u32,
+    /// For CONTENT_REJECTED by the before-send hook: the hook's code for why (`Error.reason`).
+    pub reason: String,
 }
 
 impl Refusal {
@@ -20,6 +22,7 @@ impl Refusal {
             code,
             message: message.into(),
             retry_after_ms: 0,
+            reason: String::new(),
         }
     }
 
@@ -31,6 +34,7 @@ impl Refusal {
                 message: self.message.clone(),
                 fatal: self.code.is_fatal(),
                 retry_after_ms: self.retry_after_ms,
+                reason: self.reason.clone(),
             }),
             request_id,
         )

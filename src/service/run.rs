@@ -86,8 +86,13 @@ where
 pub fn outcome<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refusal> {
     match r {
         Ok(v) => Ok(v),
-        Err(StoreError::Refused { code, message }) => {
+        Err(StoreError::Refused {
+            code,
+            message,
+            reason,
+        }) => {
             let mut r = Refusal::new(code, message);
+            r.reason = reason;
             if code == ErrorCode::ServerBusy {
                 r.retry_after_ms = 1000 + rand::random_range(0..2000);
             }

@@ -244,7 +244,7 @@ async fn fatal_anyway(
         code: code as u32,
         message: message.to_owned(),
         fatal: true,
-        retry_after_ms: 0,
+        ..Default::default()
     });
     let _ = conn.write_frames(&[Frame::new(&error, request_id)]).await;
 }

@@ -24,11 +24,31 @@ pub enum Moderated {
     /// message was delivered then; a resend must not be told otherwise). `remember`: the
     /// refusal is stored as the client message id's answer, so that a resend gets it again
     /// (the before-send hook's; a word-list refusal is judged again with the list in force).
+    /// `reason`: the before-send hook's code for why (`Error.reason`), else empty.
     Refused {
         code: ErrorCode,
         message: String,
+        reason: String,
         remember: bool,
     },
+}
+
+/// A refusal as the sender gets it: a remembered one, or one of moderation's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reason: String,
+}
+
+impl From<Rejection> for StoreError {
+    fn from(r: Rejection) -> StoreError {
+        StoreError::Refused {
+            code: r.code,
+            message: r.message,
+            reason: r.reason,
+        }
+    }
 }
 
 /// What the dedup family holds for a sender's client message id.
@@ -37,7 +57,7 @@ pub(crate) enum Dedup {
     /// The message was stored: its ack.
     Acked(SendAck),
     /// The message was refused, and the refusal remembered.
-    Refused(ErrorCode, String),
+    Refused(Rejection),
 }
 
 /// First byte of a remembered refusal in `dedup` (then a `pb::Error`). An encoded SendAck never
@@ -55,7 +75,11 @@ pub(crate) fn dedup_record(
         v.map(|v| match v.split_first() {
             Some((&REFUSED, rest)) => pb::Error::decode(rest).map(|e| {
                 let code = ErrorCode::from_u32(e.code).unwrap_or(ErrorCode::ContentRejected);
-                Dedup::Refused(code, e.message)
+                Dedup::Refused(Rejection {
+                    code,
+                    message: e.message,
+                    reason: e.reason,
+                })
             }),
             _ => SendAck::decode(v).map(Dedup::Acked),
         })
@@ -103,19 +127,28 @@ impl SendRequest {
                     refused: None,
                 }));
             }
-            Some(Dedup::Refused(code, message)) => return Err(StoreError::refused(code, message)),
+            Some(Dedup::Refused(rejection)) => return Err(rejection.into()),
             None => {}
         }
         match &self.moderated {
             Moderated::Refused {
                 code,
                 message,
-                remember: false,
-            } => Err(StoreError::refused(*code, message.clone())),
-            Moderated::Refused { code, message, .. } => {
+                reason,
+                remember,
+            } => {
+                let rejection = Rejection {
+                    code: *code,
+                    message: message.clone(),
+                    reason: reason.clone(),
+                };
+                if !remember {
+                    return Err(rejection.into());
+                }
                 let record = pb::Error {
                     code: *code as u32,
                     message: message.clone(),
+                    reason: reason.clone(),
                     ..Default::default()
                 };
                 let mut value = vec![REFUSED];
@@ -128,7 +161,7 @@ impl SendRequest {
                 Ok(Some(SendOutcome {
                     ack: SendAck::default(),
                     writes: txn.writes(),
-                    refused: Some((*code, message.clone())),
+                    refused: Some(rejection),
                 }))
             }
             _ => Ok(None),
@@ -153,7 +186,7 @@ pub struct SendOutcome {
     pub writes: usize,
     /// The send was refused, and the refusal remembered for its client message id (the
     /// before-send hook's): nothing else was stored, and `ack` is empty.
-    pub refused: Option<(ErrorCode, String)>,
+    pub refused: Option<Rejection>,
 }
 
 /// A group's conversation (as every member sees it).

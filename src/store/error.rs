@@ -19,7 +19,12 @@ pub enum StoreError {
     Schema { found: u32 },
     /// The request is refused; nothing was written.
     #[error("{message}")]
-    Refused { code: ErrorCode, message: String },
+    /// `reason`: the before-send hook's code for a rejection it made (else empty).
+    Refused {
+        code: ErrorCode,
+        message: String,
+        reason: String,
+    },
     /// An earlier write failed, or the store is closing: no more changes are taken.
     #[error("storage unavailable: {0}")]
     Failed(String),
@@ -30,6 +35,7 @@ impl StoreError {
         StoreError::Refused {
             code,
             message: message.into(),
+            reason: String::new(),
         }
     }
 }

@@ -33,12 +33,19 @@ pub fn print_error(e: &anyhow::Error, json: bool) {
                 name,
                 message,
                 fatal,
-            }) => Some((*code, name.clone(), message.clone(), *fatal)),
+                reason,
+            }) => Some((*code, name.clone(), message.clone(), *fatal, reason.clone())),
             _ => None,
         });
     if json {
         let v = match server {
-            Some((code, name, message, fatal)) => json!({"error": {
+            Some((code, name, message, fatal, reason)) if !reason.is_empty() => {
+                json!({"error": {
+                    "code": code, "name": name, "message": message, "fatal": fatal,
+                    "reason": reason,
+                }})
+            }
+            Some((code, name, message, fatal, _)) => json!({"error": {
                 "code": code, "name": name, "message": message, "fatal": fatal,
             }}),
             None => json!({"error": {"message": error_text(e)}}),

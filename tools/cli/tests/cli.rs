@@ -224,6 +224,7 @@ async fn send_prints_the_ack_and_server_errors_exit_non_zero() {
             message: "content is over 65536 bytes".into(),
             fatal: false,
             retry_after_ms: 0,
+            reason: String::new(),
         };
         conn.send_frame(&Frame::new(&Packet::Error(err), frame.request_id))
             .await
@@ -294,6 +295,7 @@ async fn raw_prints_what_the_server_answers() {
             message: "bad magic".into(),
             fatal: true,
             retry_after_ms: 0,
+            reason: String::new(),
         };
         conn.send_frame(&Frame::new(&Packet::Error(err), 0))
             .await

@@ -13,7 +13,11 @@ pub enum ClientError {
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     /// The server answered with an ERROR frame.
-    #[error("server error {name} ({code}){}: {message}", if *.fatal { ", fatal" } else { "" })]
+    #[error(
+        "server error {name} ({code}){}{}: {message}",
+        if *.fatal { ", fatal" } else { "" },
+        if .reason.is_empty() { String::new() } else { format!(", reason {}", .reason) }
+    )]
     Server {
         /// The numeric code (`Error.code`); see [`ErrorCode`].
         code: u32,
@@ -23,6 +27,9 @@ pub enum ClientError {
         message: String,
         /// The server closes the connection after a fatal error.
         fatal: bool,
+        /// For CONTENT_REJECTED by the app's moderation service: its code for why
+        /// (`Error.reason`); empty otherwise.
+        reason: String,
     },
     /// The server answered with a frame that is not the reply to the request.
     #[error("unexpected reply: expected {expected}, got {got}")]
@@ -46,6 +53,7 @@ impl ClientError {
             name: code_name(e.code),
             message: e.message.clone(),
             fatal: e.fatal,
+            reason: e.reason.clone(),
         }
     }
 

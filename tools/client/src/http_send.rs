@@ -61,6 +61,7 @@ async fn exchange(authority: &str, token: &str, req: &pb::Send) -> Result<pb::Se
             name: e["name"].as_str().unwrap_or("").to_owned(),
             message: e["message"].as_str().unwrap_or("").to_owned(),
             fatal: false,
+            reason: e["reason"].as_str().unwrap_or("").to_owned(),
         }),
         None => Err(invalid(format!("HTTP {status}: {json}"))),
     }

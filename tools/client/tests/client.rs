@@ -264,6 +264,7 @@ async fn errors_ping_and_close() {
             message: "too late".into(),
             fatal: false,
             retry_after_ms: 0,
+            reason: String::new(),
         };
         peer.send(Packet::Error(err), id).await;
         // expect() answers the HEARTBEAT of ping() on the way.
@@ -460,6 +461,7 @@ async fn typing_is_written_at_once_and_signals_become_events() {
         message: "no".into(),
         fatal: false,
         retry_after_ms: 0,
+        reason: String::new(),
     };
     peer.send(Packet::Error(refusal), rid).await;
     let notify = pb::SignalNotify {

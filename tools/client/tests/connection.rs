@@ -99,6 +99,7 @@ async fn error_reply_becomes_server_error() {
             message: "client_msg_id is empty".into(),
             fatal: false,
             retry_after_ms: 0,
+            reason: String::new(),
         };
         peer.send(Packet::Error(err), id).await;
     };
@@ -109,8 +110,10 @@ async fn error_reply_becomes_server_error() {
             name,
             message,
             fatal,
+            reason,
         }) => {
             assert_eq!(code, 11);
+            assert!(reason.is_empty());
             assert_eq!(name, "INVALID_ARGUMENT");
             assert_eq!(message, "client_msg_id is empty");
             assert!(!fatal);
@@ -130,6 +133,7 @@ async fn fatal_error_with_request_id_zero_ends_the_wait_and_close_is_closed() {
             message: "bad crc".into(),
             fatal: true,
             retry_after_ms: 0,
+            reason: String::new(),
         };
         peer.send(Packet::Error(err), 0).await;
         peer

@@ -367,6 +367,7 @@ mod tests {
                 message: "too large".into(),
                 fatal: true,
                 retry_after_ms: 0,
+                reason: String::new(),
             }),
             0,
         )
@@ -388,6 +389,7 @@ mod tests {
                 message: "no LOGIN".into(),
                 fatal: true,
                 retry_after_ms: 0,
+                reason: String::new(),
             }),
             0,
         );
