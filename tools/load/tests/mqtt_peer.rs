@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,7 @@ impl Drop for Mosquitto {
 }
 
 /// Runs `missive-load` with `args`; its exit status, stdout and stderr. Killed after `limit`.
-fn missive_load(args: &[String], dir: &PathBuf, limit: Duration) -> (ExitStatus, String, String) {
+fn missive_load(args: &[String], dir: &Path, limit: Duration) -> (ExitStatus, String, String) {
     let (out, err) = (dir.join("load.out"), dir.join("load.err"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_missive-load"))
         .args(args)
@@ -109,7 +109,7 @@ fn missive_load(args: &[String], dir: &PathBuf, limit: Duration) -> (ExitStatus,
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     (status, read(&out), read(&err))
 }
 

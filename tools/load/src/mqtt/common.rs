@@ -24,7 +24,8 @@ pub struct Broker {
     /// Missive scenarios).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// QoS 1 publishes a connection has unacknowledged at once; more wait in its queue.
+    /// QoS 1 publishes a connection has unacknowledged at once; more wait in its queue
+    /// (`offline` queues with its --window instead).
     #[arg(long, default_value_t = 256)]
     pub inflight: u16,
     /// Keep-alive of every connection, seconds (a PINGREQ when idle that long). 30: the
