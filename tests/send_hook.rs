@@ -156,12 +156,15 @@ async fn the_hook_allows_rejects_and_replaces_after_the_word_filter() {
     }
 
     // Rejected: the hook's message reaches the sender; nothing is stored. The resend gets the
-    // same rejection, even once the hook would allow it.
+    // same rejection, even once the hook would allow it, without the hook being asked again.
     for allow_now in [false, true] {
         hook.allow_all.store(allow_now, Ordering::SeqCst);
+        let asked = hook.seen.lock().unwrap().len();
         let resend = send("m2", dm("bob"), "please reject me");
         let msg = refused_with(&mut alice, resend, ErrorCode::ContentRejected).await;
         assert_eq!(msg, "no spam here", "hook allowing now: {allow_now}");
+        let asked_now = hook.seen.lock().unwrap().len();
+        assert_eq!(asked_now, asked + usize::from(!allow_now), "asked once");
     }
     hook.allow_all.store(false, Ordering::SeqCst);
 
@@ -256,11 +259,17 @@ async fn a_slow_or_down_hook_fails_open_or_closed() {
                 started.elapsed() < Duration::from_millis(900),
                 "{what} {fail:?}"
             );
-            // A message stored earlier keeps its ack whatever the hook does now.
+            // A message stored earlier keeps its ack whatever the hook does now, at once (the
+            // hook is not asked again).
             if let Some(first) = &stored_before {
-                let again = acked(&mut alice, send("early", dm("bob"), "fast one, slow now")).await;
+                let started = Instant::now();
+                let again = acked(&mut alice, send("early", dm("bob"), "slow, at once")).await;
                 assert!(again.duplicate);
                 assert_eq!(again.msg_id, first.msg_id);
+                assert!(
+                    started.elapsed() < Duration::from_millis(250),
+                    "{what} {fail:?}"
+                );
             }
             drop(alice);
             let bob = message_texts(&account(server, "bob").await.entries);
@@ -326,4 +335,162 @@ async fn pipelined_sends_are_stored_in_the_order_sent() {
         .map(|i| format!("wait:{} message {i}", (N - 1 - i) * 30))
         .collect();
     assert_eq!(bob, expect);
+}
+
+/// A hook of the batch form: what it saw (each request's messages) and its answers, by each
+/// message's text as in [`answer`]; a message whose text has `short` makes the answer one
+/// result short (a malformed answer for the whole request). Each request takes 40 ms, so the
+/// sends that arrive meanwhile queue for the next.
+#[derive(Default)]
+struct BatchHook {
+    batches: Mutex<Vec<Vec<Value>>>,
+    bad_signatures: Mutex<u32>,
+}
+
+async fn answer_batch(
+    State(hook): State<Arc<BatchHook>>,
+    headers: HeaderMap,
+    body: String,
+) -> Json<Value> {
+    if !common::http::signed(HOOK_SECRET, &headers, body.as_bytes()) {
+        *hook.bad_signatures.lock().unwrap() += 1;
+    }
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let messages = v["messages"].as_array().expect("the batch form").clone();
+    hook.batches.lock().unwrap().push(messages.clone());
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let mut results: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let text = m["text"].as_str().unwrap_or("");
+            if text.contains("reject") {
+                json!({"action": "reject", "message": format!("no: {text}")})
+            } else if text.contains("replace") {
+                json!({"action": "replace", "content": format!("[{text} replaced]")})
+            } else {
+                json!({"action": "allow"})
+            }
+        })
+        .collect();
+    if messages
+        .iter()
+        .any(|m| m["text"].as_str().unwrap_or("").contains("short"))
+    {
+        results.pop();
+    }
+    Json(json!({ "results": results }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_form_asks_about_waiting_sends_together_and_answers_each() {
+    let hook = Arc::new(BatchHook::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/check", axum::routing::post(answer_batch))
+        .with_state(hook.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let server = TestServer::start_api(move |c| {
+        c.send_hook_url = url;
+        c.send_hook_secret = HOOK_SECRET.into();
+        c.send_hook_timeout_ms = 5000;
+        c.send_hook_fail = HookFail::Closed;
+        c.send_hook_batch_max = 8;
+        c.send_hook_max_in_flight = 1;
+    })
+    .await;
+    let (mut alice, _) = server.login("alice", "phone").await;
+
+    // 30 sends pipelined: every 5th rejected, every 7th replaced, the rest allowed.
+    let text = |i: u32| match i {
+        i if i % 5 == 4 => format!("reject {i}"),
+        i if i % 7 == 6 => format!("replace {i}"),
+        i => format!("fine {i}"),
+    };
+    let mut rids = Vec::new();
+    for i in 0..30 {
+        let packet = send(&format!("b{i}"), dm("bob"), &text(i));
+        rids.push(alice.send_packet(packet).await.unwrap());
+    }
+    let mut stored = Vec::new();
+    for (i, rid) in (0..30).zip(rids) {
+        let (frame, packet) = recv(&mut alice).await;
+        assert_eq!(frame.request_id, rid, "replies in request order");
+        let t = text(i);
+        match packet {
+            Packet::SendAck(a) => {
+                assert!(!t.starts_with("reject"), "{t} was stored");
+                if t.starts_with("replace") {
+                    assert_eq!(a.content, format!("[{t} replaced]").into_bytes());
+                    stored.push(format!("[{t} replaced]"));
+                } else {
+                    assert!(a.content.is_empty());
+                    stored.push(t);
+                }
+                assert_eq!(a.seq, stored.len() as u64, "stored in the order sent");
+            }
+            Packet::Error(e) => {
+                assert_eq!(e.code, ErrorCode::ContentRejected as u32, "{t}: {e:?}");
+                assert_eq!(e.message, format!("no: {t}"));
+            }
+            other => panic!("expected SEND_ACK or ERROR, got {other:?}"),
+        }
+    }
+    {
+        let batches = hook.batches.lock().unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut ids: Vec<String> = batches
+            .iter()
+            .flatten()
+            .map(|m| m["client_msg_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let mut expect: Vec<String> = (0..30).map(|i| format!("b{i}")).collect();
+        expect.sort();
+        assert_eq!(ids, expect, "each message asked about once");
+        assert!(
+            sizes.iter().all(|&n| n <= 8),
+            "at most send_hook_batch_max: {sizes:?}"
+        );
+        assert!(
+            sizes.len() < 30 && sizes.iter().any(|&n| n > 1),
+            "sends waiting for the one slot went together: {sizes:?}"
+        );
+        assert_eq!(batches[0][0]["sender"], "alice");
+        assert_eq!(
+            batches[0][0]["conversation"],
+            json!({"kind": "direct", "id": "bob"})
+        );
+    }
+    assert_eq!(*hook.bad_signatures.lock().unwrap(), 0);
+
+    // A resend of a rejected message gets the same refusal without asking the hook again.
+    let asked = hook.batches.lock().unwrap().len();
+    let message = refused_with(
+        &mut alice,
+        send("b4", dm("bob"), &text(4)),
+        ErrorCode::ContentRejected,
+    )
+    .await;
+    assert_eq!(message, "no: reject 4");
+    assert_eq!(hook.batches.lock().unwrap().len(), asked);
+
+    // An answer with a result missing fails every message of its request (fail closed:
+    // MODERATION_UNAVAILABLE, nothing stored); the next request is answered again.
+    refused_with(
+        &mut alice,
+        send("s1", dm("bob"), "short answer"),
+        ErrorCode::ModerationUnavailable,
+    )
+    .await;
+    let a = acked(&mut alice, send("s2", dm("bob"), "fine again")).await;
+    stored.push("fine again".into());
+    assert_eq!(a.seq, stored.len() as u64);
+    drop(alice);
+
+    let bob = message_texts(&account(&server, "bob").await.entries);
+    assert_eq!(bob, stored);
+    check_store(&server, &["alice", "bob"]);
 }

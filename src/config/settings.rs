@@ -175,6 +175,13 @@ pub struct Config {
     /// Hook requests in flight at once, server-wide; a send waits for a slot (within the
     /// timeout).
     pub send_hook_max_in_flight: usize,
+    /// Of those, at most this many for one sender (all its devices): a user whose messages the
+    /// hook is slow on waits for its own turns and cannot take every slot from the others.
+    pub send_hook_max_in_flight_per_user: usize,
+    /// Messages per hook request at most. 1: one message per request, the single form. More:
+    /// the batch form (`{"messages": [...]}` answered by `{"results": [...]}`), where the sends
+    /// waiting for a free slot go together in the next request.
+    pub send_hook_batch_max: usize,
     /// Event webhooks (docs/events.md): the app's backend is POSTed each change of the kinds in
     /// `event_webhook_events`, at least once, from a queue in RocksDB. Empty: off.
     pub event_webhook_url: String,
@@ -222,6 +229,8 @@ impl Default for Config {
             send_hook_timeout_ms: 1000,
             send_hook_fail: HookFail::Open,
             send_hook_max_in_flight: 256,
+            send_hook_max_in_flight_per_user: 16,
+            send_hook_batch_max: 1,
             event_webhook_url: String::new(),
             event_webhook_secret: String::new(),
             event_webhook_events: crate::store::EventKind::ALL

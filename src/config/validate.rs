@@ -151,6 +151,12 @@ fn validate_hook(c: &Config) -> Result<(), ConfigError> {
     if !(1..=10_000).contains(&c.send_hook_max_in_flight) {
         return bad("send_hook_max_in_flight: 1 to 10000");
     }
+    if !(1..=10_000).contains(&c.send_hook_max_in_flight_per_user) {
+        return bad("send_hook_max_in_flight_per_user: 1 to 10000");
+    }
+    if !(1..=1000).contains(&c.send_hook_batch_max) {
+        return bad("send_hook_batch_max: 1 to 1000");
+    }
     Ok(())
 }
 

@@ -55,7 +55,7 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         out.header(
             "missive_send_hook_answers_total",
             "counter",
-            "Before-send hook requests, by outcome (failed: no answer in time, refused, not 2xx, or not an answer).",
+            "Messages the before-send hook was asked about, by outcome (failed: no answer in time, refused, not 2xx, or not an answer).",
         );
         for (result, n) in [
             ("allow", hook.allowed.get()),
@@ -65,6 +65,16 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         ] {
             out.sample("missive_send_hook_answers_total", &[("result", result)], n);
         }
+        out.counter(
+            "missive_send_hook_requests_total",
+            "HTTP requests made to the before-send hook (each about up to send_hook_batch_max messages).",
+            hook.requests(),
+        );
+        out.gauge(
+            "missive_send_hook_senders",
+            "Senders with a message at the before-send hook or waiting for their turn (send_hook_max_in_flight_per_user).",
+            hook.senders_asking() as u64,
+        );
         out.gauge(
             "missive_send_hook_in_flight",
             "Before-send hook requests in flight now (at most send_hook_max_in_flight).",

@@ -9,7 +9,7 @@ use missive_protocol::ErrorCode;
 
 use super::ids::{check_conv, check_id};
 use super::refusal::Refusal;
-use super::run::{outcome, unread_total};
+use super::run::{outcome, small_read, unread_total};
 use crate::clock::now_ms;
 use crate::context::Shared;
 use crate::ids::{MsgId, Seq, SessionId};
@@ -117,11 +117,21 @@ fn enqueue(
 /// The before-send hook's verdict on `r` (which the word filter did not refuse): allowed as it
 /// is, refused (remembered for its client message id), its content replaced, or refused for now
 /// when the hook failed and `send_hook_fail` is `closed`.
-async fn consult_hook(shared: &Shared, mut r: SendRequest, device: &str, via: Via) -> SendRequest {
+async fn consult_hook(
+    shared: &Arc<Shared>,
+    mut r: SendRequest,
+    device: &str,
+    via: Via,
+) -> SendRequest {
     let Some(hook) = &shared.hook else {
         return r;
     };
     if matches!(r.moderated, Moderated::Refused { .. }) {
+        return r;
+    }
+    // A resend of a message stored or refused before: the writer answers it as it did then.
+    let (from, id) = (r.from.clone(), r.client_msg_id.clone());
+    if let Ok(true) = small_read(shared, move |s| s.store.core().answered(&from, &id)).await {
         return r;
     }
     let ask = HookRequest {

@@ -63,6 +63,18 @@ pub(crate) fn dedup_record(
     Ok(record.transpose()?)
 }
 
+impl super::core::Core {
+    /// Whether `from`'s `client_msg_id` has its answer already, committed: a stored message or
+    /// a remembered refusal, which its resend gets without asking moderation again.
+    pub fn answered(&self, from: &str, client_msg_id: &str) -> Result<bool> {
+        let key = keys::dedup(from, client_msg_id);
+        let found = self
+            .db()
+            .get_pinned_cf_opt(self.cf(Family::Dedup), &key, &self.read_opts())?;
+        Ok(found.is_some())
+    }
+}
+
 /// A validated send.
 #[derive(Debug, Clone, Default)]
 pub struct SendRequest {

@@ -11,11 +11,13 @@
 // it serializes whole tests, each on a runtime of its own thread.
 #![allow(clippy::await_holding_lock)]
 
+mod blocks;
 #[path = "../common/mod.rs"]
 mod common;
 mod groups;
 mod heap;
 mod honest;
+mod hook;
 mod http_api;
 mod login;
 mod reads;

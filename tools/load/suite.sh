@@ -8,8 +8,10 @@
 #   SCENARIO: chat-max chat-10k chat-sync fanout offline connect   (default: all, ~15 min)
 #             chat-max-words: chat-max with the word filter on, a list of 10,000 entries;
 #             chat-max-hook: chat-max with a before-send hook (`missive-load hook`, allowing
-#             everything, on loopback); neither is in the default set: compare each with
-#             chat-max, runs alternating (BENCHMARKS.md)
+#             everything, on loopback), one message per request;
+#             chat-max-hook-batch: the same hook in the batch form (`send_hook_batch_max`);
+#             none of them is in the default set: compare each with chat-max, runs
+#             alternating (BENCHMARKS.md)
 #             mqtt-chat-max mqtt-chat-10k mqtt-fanout mqtt-offline mqtt-connect: the same workload
 #             against mosquitto, the peer of issue #24 (`missive-load mqtt`), none in the default
 #             set; runs alternate by run number (`chat-10k mqtt-chat-10k`: Missive, mosquitto,
@@ -66,6 +68,10 @@ send_hook_url = "http://$HOOK/check"
 send_hook_secret = "suite-hook-secret-0123456789"
 send_hook_timeout_ms = 30000
 EOF
+# The batch form: up to 256 messages a request, 4 requests in flight; the sends that arrive
+# while the 4 are out go together in the next.
+cp "$OUT/hook.toml" "$OUT/hook-batch.toml"
+printf 'send_hook_batch_max = 256\nsend_hook_max_in_flight = 4\n' >>"$OUT/hook-batch.toml"
 
 start_server() { # durability [extra missived flags...]
     rm -rf "$DATA"
@@ -170,10 +176,13 @@ for run in $(seq "$RUNS"); do
             start_server async --config "$OUT/words.toml"
             load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
                 --grace 30 --server-pid "$SERVER_PID" ;;
-        chat-max-hook) # chat-max with every message asked about by a local hook
+        chat-max-hook | chat-max-hook-batch) # chat-max with every message asked about by a
+            # local hook, one message per request or in batches
             "$BIN/missive-load" hook --listen "$HOOK" >"$OUT/$scenario-r$run.hook.json" 2>/dev/null &
             HOOK_PID=$!
-            start_server async --config "$OUT/hook.toml"
+            conf=hook.toml
+            [ "$scenario" = chat-max-hook-batch ] && conf=hook-batch.toml
+            start_server async --config "$OUT/$conf"
             load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
                 --grace 30 --server-pid "$SERVER_PID" ;;
         chat-10k)
@@ -245,7 +254,7 @@ row() { # scenario target figure value op threshold
     for scenario in $SCENARIOS; do
         ls "$OUT/$scenario"-r*.json >/dev/null 2>&1 || continue
         case $scenario in
-        chat-max | chat-sync | chat-max-words | chat-max-hook)
+        chat-max | chat-sync | chat-max-words | chat-max-hook | chat-max-hook-batch)
             target=30000
             [ "$scenario" = chat-sync ] && target=15000
             row "$scenario" ">= $target msg/s" "acked msg/s" \
