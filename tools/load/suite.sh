@@ -12,6 +12,10 @@
 #             chat-max-hook-batch: the same hook in the batch form (`send_hook_batch_max`);
 #             none of them is in the default set: compare each with chat-max, runs
 #             alternating (BENCHMARKS.md)
+#             mqtt-chat-max mqtt-chat-10k mqtt-fanout mqtt-offline mqtt-connect: the same workload
+#             against mosquitto, the peer of issue #24 (`missive-load mqtt`), none in the default
+#             set; runs alternate by run number (`chat-10k mqtt-chat-10k`: Missive, mosquitto,
+#             Missive, ...), and a table of both servers with the ratios follows the summary
 #
 # Binaries: $BIN/missived and $BIN/missive-load (default $CARGO_TARGET_DIR/release, else
 # target/release): `cargo build --release --locked -p missive -p missive-load --bins`.
@@ -96,6 +100,58 @@ stop_server() {
     sleep 2 # let the sockets of the last run leave TIME_WAIT's port pressure behind
 }
 
+# The peer (issue #24): mosquitto in memory, a fresh process per run on a free loopback port,
+# with no queue or inflight limits and TCP_NODELAY (without it, Nagle's algorithm puts ~40 ms
+# on its p99); logging at warnings, as missived's `--log warn`. It drops its root privileges to
+# the `mosquitto` user, as installed.
+case " $SCENARIOS " in
+*" mqtt-"*)
+    if ! command -v mosquitto >/dev/null; then
+        echo "mosquitto is not installed (the mqtt-* scenarios need it): apt-get install mosquitto" >&2
+        exit 2
+    fi
+    MQTT_PORT=${MQTT_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+    MQTT_LISTEN=127.0.0.1:$MQTT_PORT
+    cat >"$OUT/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_inflight_messages 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+    ;;
+esac
+
+start_mosquitto() { # sets SERVER_PID, which stop_server stops
+    # 19,000 connections need as many descriptors: the soft limit is raised to the hard one.
+    (ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec mosquitto -c "$OUT/mosquitto.conf") \
+        >"$OUT/mosquitto.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        ss -ltn | grep -q " ${MQTT_LISTEN} " && return 0
+        sleep 0.1
+    done
+    echo "mosquitto did not start" >&2
+    cat "$OUT/mosquitto.log" >&2
+    exit 1
+}
+
+mqtt_load() { # name missive-load-mqtt-args...
+    local name=$1
+    shift
+    echo "== $name: missive-load mqtt $* --addr $MQTT_LISTEN --json" >&2
+    "$BIN/missive-load" mqtt "$@" --addr "$MQTT_LISTEN" --json \
+        >"$OUT/$name.json" 2>"$OUT/$name.log"
+    local rc=$?
+    [ "$rc" -eq 0 ] || status=1
+    echo "   exit $rc $(jq -c '{ok, failures}' "$OUT/$name.json" 2>/dev/null)" >&2
+}
+
 load() { # name missive-load-args...
     local name=$1
     shift
@@ -107,8 +163,8 @@ load() { # name missive-load-args...
     echo "   exit $rc $(jq -c '{ok, failures}' "$OUT/$name.json" 2>/dev/null)" >&2
 }
 
-for scenario in $SCENARIOS; do
-    for run in $(seq "$RUNS"); do
+for run in $(seq "$RUNS"); do
+    for scenario in $SCENARIOS; do
         case $scenario in
         chat-max) # offered 10% above the target: the acked and delivered rates are the capacity
             # (offered exactly 30,000/s, they could only come out just below it, since the
@@ -150,6 +206,25 @@ for scenario in $SCENARIOS; do
             start_server sync --config "$OUT/connect.toml"
             load "$scenario-r$run" connect -n 19000 --rate 20000 --duration 60 \
                 --sources "127.0.$run.2,127.0.$run.3,127.0.$run.4,127.0.$run.5" \
+                --server-pid "$SERVER_PID" ;;
+        mqtt-chat-max) # the peer's chat-max, chat-10k, fanout, offline and connect: same loads
+            start_mosquitto
+            mqtt_load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
+        mqtt-chat-10k)
+            start_mosquitto
+            mqtt_load "$scenario-r$run" chat --users 1000 --size 128 --rate 10000 --duration 20 \
+                --grace 15 --server-pid "$SERVER_PID" ;;
+        mqtt-fanout)
+            start_mosquitto
+            mqtt_load "$scenario-r$run" fanout --members 500 --rate 300 --duration 10 --grace 15 ;;
+        mqtt-offline)
+            start_mosquitto
+            mqtt_load "$scenario-r$run" offline --messages 10000 ;;
+        mqtt-connect) # source addresses of their own (127.0.1R.x), apart from connect's
+            start_mosquitto
+            mqtt_load "$scenario-r$run" connect -n 19000 --rate 20000 --duration 60 \
+                --sources "127.0.1$run.2,127.0.1$run.3,127.0.1$run.4,127.0.1$run.5" \
                 --server-pid "$SERVER_PID" ;;
         *)
             echo "unknown scenario $scenario" >&2
@@ -218,4 +293,65 @@ row() { # scenario target figure value op threshold
         esac
     done
 } | tee "$OUT/summary.txt"
+
+# Missive against its peer (issue #24): medians of each server's runs, Missive / mosquitto, and
+# the goal on that ratio. CPU per message is the server's CPU while sending over the acked rate.
+ratio() { # missive mosquitto
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"
+        else printf "%.2f\n", a / b }'
+}
+peer_row() { # workload figure jq-expression goal-op goal-ratio (op "" for no goal)
+    local m=- p=- r
+    ls "$OUT/$1"-r*.json >/dev/null 2>&1 && m=$(col "$1" "$3")
+    ls "$OUT/mqtt-$1"-r*.json >/dev/null 2>&1 && p=$(col "mqtt-$1" "$3")
+    r=$(ratio "$m" "$p")
+    if [ -n "$4" ]; then
+        printf '| %s | %s | %s | %s | %s | %s %s | %s |\n' "$1" "$2" "$m" "$p" "$r" "$4" "$5" \
+            "$(awk -v v="$r" -v t="$5" -v op="$4" 'BEGIN { if (v == "-") { print "-"; exit }
+                print ((op == "<=") ? (v + 0 <= t + 0) : (v + 0 >= t + 0)) ? "yes" : "NO" }')"
+    else
+        printf '| %s | %s | %s | %s | %s | | |\n' "$1" "$2" "$m" "$p" "$r"
+    fi
+}
+if ls "$OUT"/mqtt-*-r*.json >/dev/null 2>&1; then
+    {
+        echo
+        echo "| workload | figure (median of $RUNS) | Missive | mosquitto | Missive / mosquitto | goal | met |"
+        echo "|---|---|---|---|---|---|---|"
+        for w in chat-10k chat-max fanout offline connect; do
+            case " $SCENARIOS " in *" $w "* | *" mqtt-$w "*) ;; *) continue ;; esac
+            case $w in
+            chat-10k)
+                peer_row "$w" "delivery p50, ms" '."delivery latency".p50_ms' "<=" 1
+                peer_row "$w" "delivery p99, ms" '."delivery latency".p99_ms' "<=" 1.5
+                peer_row "$w" "server CPU, % of a core" '."server CPU while sending"' "" ""
+                peer_row "$w" "server CPU per message, µs" \
+                    '."server CPU while sending" * 10000 / ."ack throughput"' "<=" 1.5
+                peer_row "$w" "lost + duplicated" \
+                    '."lost (acked, never delivered)" + ."duplicated deliveries"' "" "" ;;
+            chat-max)
+                peer_row "$w" "acked msg/s" '."ack throughput"' ">=" 1
+                peer_row "$w" "delivered msg/s" '."delivery throughput"' ">=" 1
+                peer_row "$w" "server CPU per message, µs" \
+                    '."server CPU while sending" * 10000 / ."ack throughput"' "<=" 1.5
+                peer_row "$w" "lost + duplicated" \
+                    '."lost (acked, never delivered)" + ."duplicated deliveries"' "" "" ;;
+            fanout)
+                peer_row "$w" "deliveries/s" '."deliveries/s"' ">=" 1
+                peer_row "$w" "delivery p99, ms" '."delivery latency".p99_ms' "" ""
+                peer_row "$w" "lost + duplicated" \
+                    '."lost deliveries" + ."duplicated deliveries"' "" "" ;;
+            offline)
+                peer_row "$w" "connect → last of 10,000 received, ms" \
+                    '."login to last message synced"' "<=" 1 ;;
+            connect)
+                peer_row "$w" "server bytes per idle connection" \
+                    '."server memory per connection"' "<=" 1
+                peer_row "$w" "connect rate, conn/s" '."connect rate achieved"' "" ""
+                peer_row "$w" "server CPU during hold, %" '."server CPU during hold"' "" "" ;;
+            esac
+        done
+    } | tee "$OUT/peer.txt"
+fi
 exit $status

@@ -71,7 +71,7 @@ impl Counters {
 /// starting (its threads touching their first pages), and what it then grows to with no
 /// client is part of its empty footprint, not the connections' cost (it grew by several MiB in
 /// the first half second, then held).
-async fn settled_rss_kib(pid: &str) -> Option<u64> {
+pub(crate) async fn settled_rss_kib(pid: &str) -> Option<u64> {
     let mut last = vm_rss_kib(pid)?;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(200)).await;

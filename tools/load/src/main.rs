@@ -8,7 +8,9 @@
 //! duplicated or failed: 1 for a failed run, 2 when the server lacks a feature the scenario
 //! needs. `abuse` is different: it starts a server of its own for each attack of issue #18
 //! and reports what the attack cost (see `missive-load abuse --help`). `hook` is a before-send
-//! hook that allows everything, for measuring what a hook costs the server.
+//! hook that allows everything, for measuring what a hook costs the server. `mqtt` is the peer
+//! mode: `mqtt chat|fanout|offline|connect` run the same workloads against an MQTT broker
+//! (mosquitto), with the same options and summary keys, for a side-by-side run (issue #24).
 
 mod abuse;
 mod chat;
@@ -16,6 +18,7 @@ mod common;
 mod connect;
 mod fanout;
 mod hook;
+mod mqtt;
 mod offline;
 mod stats;
 mod unsupported;
@@ -40,7 +43,13 @@ Examples:
   missive-load chat --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --users 200 --rate 2000 --duration 20
   missive-load offline --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --messages 10000
   missive-load fanout --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --members 50 --rate 20
-  missive-load abuse --server-bin target/release/missived --attack all --json > abuse.jsonl";
+  missive-load abuse --server-bin target/release/missived --attack all --json > abuse.jsonl
+
+The peer mode drives an MQTT broker (no tokens; --addr is the broker's, --server-pid its pid):
+  missive-load mqtt chat --addr 127.0.0.1:1883 --users 1000 --size 128 --rate 10000 --duration 20 --server-pid 1234
+  missive-load mqtt fanout --addr 127.0.0.1:1883 --members 500 --size 128 --rate 300 --duration 10
+  missive-load mqtt offline --addr 127.0.0.1:1883 --messages 10000
+  missive-load mqtt connect --addr 127.0.0.1:1883 -n 5000 --rate 1000 --duration 30 --server-pid 1234";
 
 #[derive(Parser, Debug)]
 #[command(name = "missive-load", version, about = "Load scenarios for a Missive server", after_help = AFTER_HELP)]
@@ -66,6 +75,9 @@ enum Scenario {
     /// A before-send hook that allows every message (for `send_hook_url`), to measure what a
     /// hook costs; runs until killed or --for passes.
     Hook(hook::Args),
+    /// The peer mode: the same workloads against an MQTT broker (mosquitto), for a
+    /// side-by-side run.
+    Mqtt(mqtt::Args),
 }
 
 impl Scenario {
@@ -76,7 +88,7 @@ impl Scenario {
             Scenario::Chat(a) => Some(&a.common),
             Scenario::Offline(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
-            Scenario::Abuse(_) | Scenario::Hook(_) => None,
+            Scenario::Abuse(_) | Scenario::Hook(_) | Scenario::Mqtt(_) => None,
         }
     }
 
@@ -84,6 +96,7 @@ impl Scenario {
         match self {
             Scenario::Abuse(a) => a.threads(),
             Scenario::Hook(_) => 1,
+            Scenario::Mqtt(a) => a.threads(),
             other => other.common().map_or(1, Common::threads),
         }
     }
@@ -118,6 +131,7 @@ fn main() -> ExitCode {
                 return abuse::run(a).await;
             }
             (Scenario::Hook(a), None) => return hook::run(a).await,
+            (Scenario::Mqtt(a), None) => return mqtt::run(a).await,
             (_, None) => anyhow::bail!("no server settings for this scenario"),
         };
         let env = Env::new(common)?;
@@ -131,8 +145,8 @@ fn main() -> ExitCode {
             Scenario::Chat(a) => chat::run(&env, a).await?,
             Scenario::Offline(a) => offline::run(&env, a).await?,
             Scenario::Fanout(a) => fanout::run(&env, a).await?,
-            Scenario::Abuse(_) | Scenario::Hook(_) => {
-                anyhow::bail!("not a scenario against a server")
+            Scenario::Abuse(_) | Scenario::Hook(_) | Scenario::Mqtt(_) => {
+                anyhow::bail!("not a scenario against a Missive server")
             }
         };
         report.print(env.json);

@@ -21,7 +21,8 @@ mod shared;
 
 pub use args::Args;
 use report::report;
-use shared::{pair, Counters, Shared, ACKED, FAILED};
+pub(crate) use shared::pair;
+use shared::{Counters, Shared, ACKED, FAILED};
 
 /// The pacing thread's shortest sleep (see `run`).
 const PACE: Duration = Duration::from_micros(200);

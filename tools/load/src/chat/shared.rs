@@ -62,8 +62,8 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Sender and recipient of message `k` (distinct users).
-pub(super) fn pair(k: u64, users: usize) -> (usize, usize) {
+/// Sender and recipient of message `k` (distinct users); `mqtt chat` picks the same.
+pub(crate) fn pair(k: u64, users: usize) -> (usize, usize) {
     let u = users as u64;
     let s = mix(k) % u;
     let r = (s + 1 + mix(k ^ 0x5555) % (u - 1)) % u;
