@@ -4,7 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use crate::Kind;
+use crate::sniff::Kind;
 
 /// The most boxes or chunks looked at before giving up, so a file of tiny boxes cannot keep
 /// the caller busy.

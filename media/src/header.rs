@@ -1,7 +1,7 @@
-//! Image headers read by hand: the declared dimensions of JPEG, PNG, GIF and WebP files (and a
-//! JPEG's EXIF orientation), from a few dozen bytes, before any decoder is made. This is what
-//! lets a decompression bomb be refused before anything large is allocated. Nothing here
-//! decodes pixels.
+//! Image headers read by hand, and [`probe`], which returns what they say: the declared
+//! dimensions of JPEG, PNG, GIF and WebP files (and a JPEG's EXIF orientation), from a few
+//! dozen bytes, before any decoder is made. This is what lets a decompression bomb be refused
+//! before anything large is allocated. Nothing here decodes pixels.
 //!
 //! For JPEG it also walks the whole file, marker by marker through the entropy-coded data, to
 //! check that it ends with an end-of-image marker: the decoder used fills a truncated JPEG with
@@ -11,7 +11,27 @@ use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
 use image::metadata::Orientation;
 
-use crate::{Dimensions, Kind, MediaError};
+use crate::error::MediaError;
+use crate::limits::{Dimensions, Limits};
+use crate::sniff::Kind;
+
+/// The dimensions of an image, read from its header only, without decoding pixels, and
+/// checked against `limits` (an image over them gives [`MediaError::TooLarge`], as
+/// [`crate::process_image`] would).
+///
+/// `reader` is read from its start (it is rewound first). For JPEG this reads the segments
+/// before the first scan (including the EXIF orientation); for PNG, GIF and WebP at most the
+/// first 30 bytes.
+/// A `kind` that is not an image ([`crate::is_image`]) gives [`MediaError::Unsupported`].
+pub fn probe(
+    mut reader: impl BufRead + Seek,
+    kind: Kind,
+    limits: &Limits,
+) -> Result<Dimensions, MediaError> {
+    let header = read(&mut reader, kind, false)?;
+    limits.check(header.width, header.height)?;
+    Ok(header.displayed())
+}
 
 /// What a header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

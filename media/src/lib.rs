@@ -52,75 +52,13 @@
 mod duration;
 mod error;
 mod header;
+mod limits;
 mod process;
 mod sniff;
 
 pub use duration::duration_ms;
 pub use error::MediaError;
+pub use header::probe;
+pub use limits::{Dimensions, Limits};
 pub use process::{process_image, Encoded, Processed, PREVIEW_MAX_BYTES, THUMBNAIL_QUALITY};
 pub use sniff::{is_image, sniff, Kind, Sniffed, SNIFF_LEN};
-
-use std::io::{BufRead, Seek};
-
-/// Bounds on the images this crate will decode. An image over any of them is refused with
-/// [`MediaError::TooLarge`] before its pixels are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The longest side, in pixels, of an image that is decoded (width and height each).
-    pub max_side: u32,
-    /// The most pixels (width x height) of an image that is decoded.
-    pub max_pixels: u64,
-    /// The most bytes the decode may hold at once: the decoded pixels, a conversion of them
-    /// to 8-bit RGBA, and for JPEG the compressed file. Also given to the decoder as
-    /// `image::Limits::max_alloc`.
-    pub max_alloc: u64,
-}
-
-impl Default for Limits {
-    /// 16384 px on a side, 50 megapixels, 512 MiB.
-    fn default() -> Self {
-        Limits {
-            max_side: 16_384,
-            max_pixels: 50_000_000,
-            max_alloc: 512 * 1024 * 1024,
-        }
-    }
-}
-
-impl Limits {
-    /// `Err(TooLarge)` when an image of `width` x `height` is over `max_side` or `max_pixels`.
-    pub fn check(&self, width: u32, height: u32) -> Result<(), MediaError> {
-        let pixels = u64::from(width) * u64::from(height);
-        if width > self.max_side || height > self.max_side || pixels > self.max_pixels {
-            return Err(MediaError::TooLarge { width, height });
-        }
-        Ok(())
-    }
-}
-
-/// The dimensions of an image as it is displayed: for a JPEG with an EXIF orientation that
-/// turns it by 90 degrees, the width and height of the stored pixels swapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Dimensions {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
-
-/// The dimensions of an image, read from its header only, without decoding pixels, and
-/// checked against `limits` (an image over them gives [`MediaError::TooLarge`], as
-/// [`process_image`] would).
-///
-/// `reader` is positioned at the start of the file. For JPEG it reads the segments before the
-/// first scan (including the EXIF orientation); for PNG, GIF and WebP the first 30 bytes.
-/// A `kind` that is not an image ([`is_image`]) gives [`MediaError::Unsupported`].
-pub fn probe(
-    mut reader: impl BufRead + Seek,
-    kind: Kind,
-    limits: &Limits,
-) -> Result<Dimensions, MediaError> {
-    let header = header::read(&mut reader, kind, false)?;
-    limits.check(header.width, header.height)?;
-    Ok(header.displayed())
-}

@@ -8,8 +8,10 @@ use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, RgbImage};
 
+use crate::error::MediaError;
 use crate::header::{self, Header};
-use crate::{Dimensions, Kind, Limits, MediaError};
+use crate::limits::{Dimensions, Limits};
+use crate::sniff::Kind;
 
 /// The JPEG quality of thumbnails (0-100).
 pub const THUMBNAIL_QUALITY: u8 = 80;
