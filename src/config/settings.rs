@@ -196,6 +196,19 @@ pub struct Config {
     /// An event not delivered this long after it happened is dropped (and counted).
     pub event_webhook_max_age_secs: u64,
     // ---- end of moderation ----
+    /// Media (docs/media.md): the largest file one upload may be.
+    pub media_max_file_bytes: u64,
+    /// Bytes of uploads one user may create per day (UTC), counted when an upload is created.
+    pub media_max_bytes_per_day: u64,
+    /// The largest chunk one `PATCH` of an upload may carry.
+    pub media_max_chunk_bytes: u64,
+    /// An upload's chunk, or a request head, must keep arriving: no progress for this long
+    /// closes the connection (slow senders).
+    pub media_read_timeout_ms: u64,
+    /// Thumbnails fit within this many pixels a side (JPEG, PNG, WebP and GIF uploads).
+    pub media_thumbnail_px: u32,
+    /// Images larger than this are stored without a thumbnail (decoding reads them whole).
+    pub media_max_image_bytes: u64,
 }
 
 impl Default for Config {
@@ -231,6 +244,12 @@ impl Default for Config {
             send_hook_max_in_flight: 256,
             send_hook_max_in_flight_per_user: 16,
             send_hook_batch_max: 1,
+            media_max_file_bytes: 2 << 30,
+            media_max_bytes_per_day: 8 << 30,
+            media_max_chunk_bytes: 16 << 20,
+            media_read_timeout_ms: 10_000,
+            media_thumbnail_px: 320,
+            media_max_image_bytes: 50 << 20,
             event_webhook_url: String::new(),
             event_webhook_secret: String::new(),
             event_webhook_events: crate::store::EventKind::ALL

@@ -87,6 +87,7 @@ impl Config {
         }
         validate_push(self)?;
         validate_hook(self)?;
+        validate_media(self)?;
         validate_events(self)?;
         validate_entry(self)?;
         self.validate_api()
@@ -123,6 +124,27 @@ fn validate_push(c: &Config) -> Result<(), ConfigError> {
     }
     if c.push_unacked_ms > 600_000 {
         return bad("push_unacked_ms: must be 0..=600000");
+    }
+    Ok(())
+}
+
+/// Checks the media settings (part of [`Config::validate`]).
+fn validate_media(c: &Config) -> Result<(), ConfigError> {
+    let bad = |m: &str| Err(ConfigError(m.to_owned()));
+    if c.media_max_file_bytes == 0 {
+        return bad("media_max_file_bytes: at least 1");
+    }
+    if c.media_max_bytes_per_day < c.media_max_file_bytes {
+        return bad("media_max_bytes_per_day: at least media_max_file_bytes");
+    }
+    if !(1024..=(256 << 20)).contains(&c.media_max_chunk_bytes) {
+        return bad("media_max_chunk_bytes: 1024 to 268435456");
+    }
+    if !(100..=600_000).contains(&c.media_read_timeout_ms) {
+        return bad("media_read_timeout_ms: 100 to 600000");
+    }
+    if !(16..=2048).contains(&c.media_thumbnail_px) {
+        return bad("media_thumbnail_px: 16 to 2048");
     }
     Ok(())
 }

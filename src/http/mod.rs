@@ -32,6 +32,7 @@ mod conn;
 mod error;
 mod groups;
 mod history;
+pub mod media;
 mod messages;
 mod metrics;
 mod state;

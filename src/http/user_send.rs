@@ -55,7 +55,7 @@ async fn respond(
         let msg = "server draining: retry (on another server)";
         return Ok(refusal(shared, ApiError::new(ErrorCode::ShuttingDown, msg)));
     }
-    let (user, device) = match authenticate(shared, &post.head, ip).await {
+    let (user, device) = match authenticate(shared, post.head.header("authorization"), ip).await {
         Ok(who) => who,
         Err(e) => return Ok(refusal(shared, e)),
     };
@@ -96,14 +96,13 @@ async fn respond(
 /// it: signature and expiry, then (a valid token only) a place in the server-wide login rate,
 /// then revocation. Every refusal that is the client's doing is charged to `ip`'s failed-login
 /// budget, as a refused LOGIN is; past it, the address's connections are refused at accept.
-async fn authenticate(
+pub async fn authenticate(
     shared: &Arc<Shared>,
-    head: &web::Head,
+    authorization: Option<&str>,
     ip: IpAddr,
 ) -> Result<(String, String), ApiError> {
     let charge = || shared.login_failures.charge(ip, Instant::now());
-    let bearer = head
-        .header("authorization")
+    let bearer = authorization
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());

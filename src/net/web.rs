@@ -41,18 +41,28 @@ pub const SUBPROTOCOL: &str = "missive.v1";
 pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
-/// The request-line starts that are HTTP here; each must be followed by a space or `?`.
+/// The request-line starts that are HTTP here; each must be followed by a space or `?`, but
+/// for the media ones (ending in `/`), which are prefixes of their paths.
 /// (`GET /v1/send` is answered too, with 405: a browser or a mistyped curl learns the method.)
-const ENDPOINTS: [&[u8]; 4] = [
+const ENDPOINTS: [&[u8]; 8] = [
     b"GET /ws",
     b"GET /v1/entry",
     b"POST /v1/send",
     b"GET /v1/send",
+    b"GET /v1/media/",
+    b"HEAD /v1/media/",
+    b"POST /v1/media/",
+    b"PATCH /v1/media/",
 ];
 
-/// Whether a connection's first byte may start a request for one of the endpoints.
+/// The media endpoints' paths start so (uploads and downloads, served by `http::media` over a
+/// kept-alive HTTP/1.1 connection).
+pub const MEDIA_PREFIX: &str = "/v1/media/";
+
+/// Whether a connection's first byte may start a request for one of the endpoints (`G`, `P`,
+/// `H`: as a frame's first byte each would announce over a gigabyte).
 pub fn may_be_http(first: u8) -> bool {
-    first == HTTP_FIRST || first == HTTP_POST_FIRST
+    first == HTTP_FIRST || first == HTTP_POST_FIRST || first == b'H'
 }
 
 /// Whether `buf`, the first bytes of a connection, start a request for one of the endpoints
@@ -62,6 +72,13 @@ pub fn is_endpoint_request(buf: &[u8]) -> Option<bool> {
         let n = buf.len().min(e.len());
         if buf[..n] != e[..n] {
             continue;
+        }
+        if e.ends_with(b"/") {
+            return if buf.len() >= e.len() {
+                Some(true)
+            } else {
+                None
+            };
         }
         return match buf.get(e.len()) {
             None => None,
@@ -205,6 +222,17 @@ pub enum Accepted {
     /// `POST /v1/send`: for the caller to answer (`http::user_send`). Its body is not read
     /// yet ([`read_body`]), so that a request without a valid token costs no body's memory.
     Send(Post),
+    /// A request under [`MEDIA_PREFIX`]: the connection, with every byte read so far (the
+    /// first request's head included), for the caller to serve as HTTP/1.1 (`http::media`).
+    Media(MediaConn),
+}
+
+/// A connection whose first request is for the media endpoints.
+pub struct MediaConn {
+    pub io: Box<dyn Io>,
+    /// What was read of it so far, from its first byte.
+    pub read: BytesMut,
+    pub secure: bool,
 }
 
 /// A `POST` whose head was read and whose body was not (`part` is what arrived with the head).
@@ -260,6 +288,13 @@ pub async fn accept(
             return None;
         }
     };
+    if head.path.starts_with(MEDIA_PREFIX) {
+        return Some(Accepted::Media(MediaConn {
+            io,
+            read: buf,
+            secure,
+        }));
+    }
     let part = buf[end..].to_vec();
     if head.method == "POST" && head.path == SEND_PATH {
         return Some(Accepted::Send(Post {
@@ -496,6 +531,18 @@ mod tests {
         assert_eq!(is_endpoint_request(b"GET /v1/entry HTTP/1.1"), Some(true));
         assert_eq!(is_endpoint_request(b"GET / HTTP/1.1"), Some(false));
         assert_eq!(is_endpoint_request(b"GET /wsx "), Some(false));
+        assert_eq!(is_endpoint_request(b"GET /v1/med"), None);
+        assert_eq!(
+            is_endpoint_request(b"GET /v1/media/0a HTTP/1.1"),
+            Some(true)
+        );
+        assert_eq!(
+            is_endpoint_request(b"PATCH /v1/media/uploads/1"),
+            Some(true)
+        );
+        assert_eq!(is_endpoint_request(b"HEAD /v1/media/"), Some(true));
+        assert_eq!(is_endpoint_request(b"HEAD /v1/mediax"), Some(false));
+        assert_eq!(is_endpoint_request(b"PUT /v1/media/"), Some(false));
         assert_eq!(is_endpoint_request(b"GET /ws\r\n"), Some(false));
         assert_eq!(is_endpoint_request(b"\x00\x00\x00\x10MS"), Some(false));
         assert_eq!(is_endpoint_request(b"POST /v1/send HTTP/1.1"), Some(true));

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod groups;
 pub mod history;
 pub mod ids;
+pub mod media;
 pub mod messages;
 pub mod reads;
 pub mod refusal;

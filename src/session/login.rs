@@ -154,6 +154,10 @@ async fn http_accepted(
             crate::http::user_send::serve(shared, post, ip, deadline).await;
             None
         }
+        crate::net::web::Accepted::Media(conn) => {
+            crate::http::media::serve(shared, conn, ip).await;
+            None
+        }
     }
 }
 

@@ -55,11 +55,14 @@ pub enum Family {
     /// without a version change, as `push_queue` was: created empty when missing; an older
     /// missived ignores it.
     Events,
+    /// Uploads, media records, the media each stored file serves, and each user's bytes of the
+    /// day (`store::media`). Added to schema 3 without a version change, as `events` was.
+    Media,
 }
 
 impl Family {
     /// Every family, in the order of [`Family::index`].
-    pub const ALL: [Family; 15] = [
+    pub const ALL: [Family; 16] = [
         Family::Meta,
         Family::Content,
         Family::Inbox,
@@ -75,6 +78,7 @@ impl Family {
         Family::PushQueue,
         Family::Revoked,
         Family::Events,
+        Family::Media,
     ];
 
     /// Schema 1 had a time index of contacts; opening such a data directory drops it.
@@ -98,6 +102,7 @@ impl Family {
             Family::PushQueue => "push_queue",
             Family::Revoked => "revoked",
             Family::Events => "events",
+            Family::Media => "media",
         }
     }
 
@@ -132,6 +137,7 @@ mod tests {
                 "push_queue",
                 "revoked",
                 "events",
+                "media",
             ]
         );
         assert!(!Family::ALL

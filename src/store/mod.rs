@@ -59,6 +59,7 @@ mod history;
 #[cfg(any(test, feature = "test-hooks"))]
 mod invariants;
 mod keys;
+mod media;
 mod membership;
 mod messages;
 mod migrate;
@@ -85,6 +86,7 @@ pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};
 pub use history::{HistoryPage, HistoryQuery, SCAN_PER_MESSAGE};
 pub use keys::ConvKey;
+pub use media::{valid_id as valid_media_id, MediaRecord, UploadRecord};
 pub use membership::GroupLimits;
 pub use open::DEFAULT_FANOUT_THRESHOLD;
 pub use outbox::{Delivery, GroupNotice, Outbox};

@@ -1,0 +1,463 @@
+//! The media endpoints on the public ports (docs/media.md, issue #19): resumable uploads and
+//! downloads with `Range`, for a user with its login token as a bearer. `net::web` hands over a
+//! connection whose first request is under `/v1/media/`; it is served here as HTTP/1.1 with
+//! keep-alive (hyper), so that an upload's chunks and a player's range requests reuse it.
+//!
+//! - `POST /v1/media/uploads` `{"size", "content_type"?, "sha256"?}` -> 201 `{"upload_id", "offset", "size"}`
+//! - `GET /v1/media/uploads/{id}` -> `{"upload_id", "offset", "size"}`: how much arrived
+//! - `PATCH /v1/media/uploads/{id}` with `Upload-Offset` and the chunk -> `{..., "offset"}`
+//! - `POST /v1/media/uploads/{id}/finish` -> 201 `{"media_id", "size", "sha256", "content_type", ...}`
+//! - `GET`/`HEAD /v1/media/{id}` and `/v1/media/{id}/thumbnail`: the bytes, `Range` honoured
+//!
+//! A chunk is streamed to its file as it arrives (no chunk is held in memory); a read that makes
+//! no progress for `media_read_timeout_ms` ends the request (what arrived is kept: the client
+//! resumes from it). Downloads stream from the file.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use missive_protocol::ErrorCode;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::error::ApiError;
+use super::user_send::authenticate;
+use crate::context::Shared;
+use crate::net::web::MediaConn;
+use crate::net::ws::Io;
+use crate::service::media::{self, MediaRefusal, NewUpload};
+
+/// What every handler of one connection holds.
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    secure: bool,
+}
+
+/// Serves `conn` (its first request's bytes already read) until the client closes it, a head
+/// is slower than `media_read_timeout_ms`, or the server stops.
+pub async fn serve(shared: &Arc<Shared>, conn: MediaConn, ip: IpAddr) {
+    let ctx = Ctx {
+        shared: shared.clone(),
+        ip,
+        secure: conn.secure,
+    };
+    let app = Router::new()
+        .route("/v1/media/uploads", post(create))
+        .route("/v1/media/uploads/{id}", get(status).patch(append))
+        .route("/v1/media/uploads/{id}/finish", post(finish))
+        .route("/v1/media/{id}", get(download))
+        .route("/v1/media/{id}/thumbnail", get(thumbnail))
+        .fallback(|| async {
+            refusal(MediaRefusal::new(
+                404,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            ))
+        })
+        .with_state(ctx);
+    let io = TokioIo::new(Prefixed {
+        read: conn.read,
+        io: conn.io,
+    });
+    let timeout = Duration::from_millis(shared.config.media_read_timeout_ms);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout);
+    let serving = builder.serve_connection(io, TowerToHyperService::new(app));
+    tokio::select! {
+        _ = serving => {}
+        _ = shared.shutdown.cancelled() => {}
+    }
+}
+
+/// The connection's bytes: those already read first, then the socket's.
+struct Prefixed {
+    read: BytesMut,
+    io: Box<dyn Io>,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A refusal as JSON: `{"error": {"code", "name", "message"[, "offset"]}}` with its status.
+fn refusal(r: MediaRefusal) -> Response {
+    let mut error = json!({"code": r.code as u32, "name": r.code.name(), "message": r.message});
+    if let Some(offset) = r.offset {
+        error["offset"] = offset.into();
+    }
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (status, Json(json!({ "error": error }))).into_response();
+    if let Some(offset) = r.offset {
+        response
+            .headers_mut()
+            .insert("upload-offset", HeaderValue::from(offset));
+    }
+    response
+}
+
+/// The request's user, by its bearer token (checked as `POST /v1/send` checks it).
+async fn user(ctx: &Ctx, headers: &HeaderMap) -> Result<String, Response> {
+    let shared = &ctx.shared;
+    if !ctx.secure && !shared.config.allow_plain {
+        let e = ApiError::new(
+            ErrorCode::TlsRequired,
+            "this server accepts TLS only (https://)",
+        );
+        return Err(e.into_response());
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match authenticate(shared, authorization, ctx.ip).await {
+        Ok((user, _device)) => Ok(user),
+        Err(e) => {
+            shared.metrics.error(e.code);
+            Err(e.into_response())
+        }
+    }
+}
+
+macro_rules! user_or_answer {
+    ($ctx:expr, $headers:expr) => {
+        match user(&$ctx, &$headers).await {
+            Ok(u) => u,
+            Err(response) => return response,
+        }
+    };
+}
+
+async fn create(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+    let user = user_or_answer!(ctx, headers);
+    let req: NewUpload = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("body: {e}");
+            return refusal(MediaRefusal::new(400, ErrorCode::BadBody, msg));
+        }
+    };
+    match media::create(&ctx.shared, &user, req).await {
+        Ok(state) => (StatusCode::CREATED, Json(state)).into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+async fn status(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let user = user_or_answer!(ctx, headers);
+    match media::status(&ctx.shared, &user, &id).await {
+        Ok(state) => {
+            let offset = state.offset;
+            let mut r = Json(state).into_response();
+            r.headers_mut()
+                .insert("upload-offset", HeaderValue::from(offset));
+            r
+        }
+        Err(r) => refusal(r),
+    }
+}
+
+/// The least rate a chunk must arrive at, past the read timeout (slow senders hold a socket and
+/// the upload's turn, so they are bounded too).
+const MIN_RATE: u64 = 8 * 1024;
+
+async fn append(State(ctx): State<Ctx>, Path(id): Path<String>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let user = user_or_answer!(ctx, parts.headers);
+    let number = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let Some(offset) = number("upload-offset") else {
+        let msg = "Upload-Offset: the chunk's offset is required";
+        return refusal(MediaRefusal::new(400, ErrorCode::InvalidArgument, msg));
+    };
+    let Some(len) = number("content-length") else {
+        let msg = "Content-Length is required (no chunked bodies)";
+        return refusal(MediaRefusal::new(411, ErrorCode::BadBody, msg));
+    };
+    let shared = &ctx.shared;
+    let mut chunk = match media::append(shared, &user, &id, offset, len).await {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
+    let timeout = Duration::from_millis(shared.config.media_read_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(len / MIN_RATE);
+    let mut body = body;
+    let mut got = 0u64;
+    let ended = loop {
+        let wait = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => break Some("the chunk stopped arriving (read timeout)"),
+            Ok(None) => break None,
+            Ok(Some(Err(_))) => break Some("the chunk was cut short"),
+            Ok(Some(Ok(frame))) => {
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                if got + data.len() as u64 > len {
+                    break Some("the body is longer than its Content-Length");
+                }
+                if let Err(e) = chunk.file.write_all(data).await {
+                    tracing::error!("media upload {id}: {e}");
+                    let r = MediaRefusal::new(500, ErrorCode::Internal, "cannot write the upload");
+                    return refusal(r);
+                }
+                got += data.len() as u64;
+            }
+        }
+    };
+    // What arrived is kept, synced, whatever ended the chunk: the client resumes from it.
+    if let Err(e) = chunk.file.sync_data().await {
+        tracing::error!("media upload {id}: {e}");
+        return refusal(MediaRefusal::new(
+            500,
+            ErrorCode::Internal,
+            "cannot sync the upload",
+        ));
+    }
+    let offset = chunk.offset + got;
+    drop(chunk);
+    if let Some(why) = ended {
+        let mut r = MediaRefusal::new(
+            408,
+            ErrorCode::BadBody,
+            format!("{why}; resume at {offset}"),
+        );
+        r.offset = Some(offset);
+        return refusal(r);
+    }
+    match media::status(shared, &user, &id).await {
+        Ok(state) => {
+            let mut r = Json(state).into_response();
+            r.headers_mut()
+                .insert("upload-offset", HeaderValue::from(offset));
+            r
+        }
+        Err(r) => refusal(r),
+    }
+}
+
+async fn finish(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let user = user_or_answer!(ctx, headers);
+    match media::finish(&ctx.shared, &user, &id).await {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+async fn download(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    serve_file(ctx, id, headers, false).await
+}
+
+async fn thumbnail(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    serve_file(ctx, id, headers, true).await
+}
+
+/// A media file (or its thumbnail): whole, or the one range asked for; 304 when the client
+/// holds it already (its ETag is the bytes' sha-256: media never change).
+async fn serve_file(ctx: Ctx, id: String, headers: HeaderMap, thumbnail: bool) -> Response {
+    let user = user_or_answer!(ctx, headers);
+    let (record, path) = match media::open(&ctx.shared, &user, &id, thumbnail).await {
+        Ok(found) => found,
+        Err(r) => return refusal(r),
+    };
+    let (sha, content_type) = if thumbnail {
+        (record.thumbnail_sha256, record.thumbnail_type)
+    } else {
+        (record.sha256, record.content_type)
+    };
+    let etag = format!("\"{sha}\"");
+    let mut common = HeaderMap::new();
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    common.insert(header::ETAG, value(&etag));
+    common.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let held = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if held {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("media {id}: {}: {e}", path.display());
+            return refusal(MediaRefusal::new(
+                500,
+                ErrorCode::Internal,
+                "the file is missing",
+            ));
+        }
+    };
+    let size = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(_) => {
+            return refusal(MediaRefusal::new(
+                500,
+                ErrorCode::Internal,
+                "the file is missing",
+            ))
+        }
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size));
+    let (status, start, len) = match range {
+        None | Some(Range::Ignored) => (StatusCode::OK, 0, size),
+        Some(Range::Unsatisfiable) => {
+            common.insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
+            let r = MediaRefusal::new(
+                416,
+                ErrorCode::InvalidArgument,
+                "the range is not in the file",
+            );
+            let mut response = refusal(r);
+            response.headers_mut().extend(common);
+            return response;
+        }
+        Some(Range::Bytes(first, last)) => {
+            let cr = format!("bytes {first}-{last}/{size}");
+            common.insert(header::CONTENT_RANGE, value(&cr));
+            (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
+        }
+    };
+    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return refusal(MediaRefusal::new(
+            500,
+            ErrorCode::Internal,
+            "cannot read the file",
+        ));
+    }
+    common.insert(header::CONTENT_TYPE, value(&content_type));
+    common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let stream = tokio_util::io::ReaderStream::with_capacity(
+        tokio::io::AsyncReadExt::take(file, len),
+        64 * 1024,
+    );
+    (status, common, Body::from_stream(stream)).into_response()
+}
+
+/// A `Range` header's meaning for a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// Bytes `first..=last`.
+    Bytes(u64, u64),
+    /// A range past the end: 416.
+    Unsatisfiable,
+    /// Not one byte range this server serves (another unit, several ranges, bad syntax): the
+    /// whole file, as HTTP allows.
+    Ignored,
+}
+
+fn parse_range(value: &str, size: u64) -> Range {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Range::Ignored;
+    };
+    if spec.contains(',') {
+        return Range::Ignored;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Range::Ignored;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        // The last `n` bytes.
+        (Err(_), Ok(n)) if a.is_empty() => {
+            if n == 0 || size == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes(size - n.min(size), size - 1)
+            }
+        }
+        (Ok(first), Err(_)) if b.is_empty() => {
+            if first >= size {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes(first, size - 1)
+            }
+        }
+        (Ok(first), Ok(last)) if first <= last => {
+            if first >= size {
+                Range::Unsatisfiable
+            } else {
+                Range::Bytes(first, last.min(size - 1))
+            }
+        }
+        _ => Range::Ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_as_http_says() {
+        use Range::*;
+        assert_eq!(parse_range("bytes=0-99", 1000), Bytes(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), Bytes(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), Bytes(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), Bytes(0, 999));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Bytes(990, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=1000-1001", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 1000), Ignored);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ignored);
+        assert_eq!(parse_range("items=0-1", 1000), Ignored);
+        assert_eq!(parse_range("bytes=x-y", 1000), Ignored);
+    }
+}

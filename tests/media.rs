@@ -1,0 +1,654 @@
+//! End to end: media uploads and downloads over HTTP on the public port (docs/media.md), against
+//! a real server: a 20 MB resumable upload cut off and resumed, ranges, a stranger refused, bad
+//! uploads that store nothing, thumbnails of a real JPEG and PNG, and a SIGKILL mid-upload.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An HTTP answer.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// One request on a connection of its own (`Connection: close`), read to the end.
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if !token.is_empty() {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PATCH" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 30 s")
+        .expect("read");
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Answer {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
+    let head = std::str::from_utf8(&raw[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn create(addr: &str, token: &str, body: Value) -> Answer {
+    http(
+        addr,
+        "POST",
+        "/v1/media/uploads",
+        token,
+        &[],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn patch(addr: &str, token: &str, id: &str, offset: u64, bytes: &[u8]) -> Answer {
+    let path = format!("/v1/media/uploads/{id}");
+    let offset = offset.to_string();
+    http(
+        addr,
+        "PATCH",
+        &path,
+        token,
+        &[("Upload-Offset", &offset)],
+        bytes,
+    )
+    .await
+}
+
+/// Sends a chunk's head announcing `announced` bytes, then only `bytes`, then closes the
+/// connection (a phone losing its network mid-chunk).
+async fn cut_short(addr: &str, token: &str, id: &str, offset: u64, announced: usize, bytes: &[u8]) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH /v1/media/uploads/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Upload-Offset: {offset}\r\nContent-Length: {announced}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    tcp.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+}
+
+/// Where the upload stands, once the server has taken in what arrived.
+async fn offset_now(addr: &str, token: &str, id: &str) -> u64 {
+    let path = format!("/v1/media/uploads/{id}");
+    let mut last = u64::MAX;
+    // The server notices the cut when it reads the end of the connection; ask until it settles.
+    for _ in 0..50 {
+        let a = http(addr, "GET", &path, token, &[], b"").await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let offset = a.json()["offset"].as_u64().unwrap();
+        if offset == last {
+            return offset;
+        }
+        last = offset;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mb_upload_cut_off_twice_resumes_and_is_read_back_by_range() {
+    let server = TestServer::start().await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let data = noise(20 << 20, 7);
+    let sha = hex(&Sha256::digest(&data));
+
+    let a = create(&addr, &alice, json!({"size": data.len(), "sha256": sha})).await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(a.json()["offset"], 0);
+
+    // Two chunks of 8 MiB announced, each cut off after 3 MiB.
+    cut_short(&addr, &alice, &id, 0, 8 << 20, &data[..3 << 20]).await;
+    let at = offset_now(&addr, &alice, &id).await;
+    assert!(at > 0 && at <= 3 << 20, "{at}");
+    cut_short(
+        &addr,
+        &alice,
+        &id,
+        at,
+        8 << 20,
+        &data[at as usize..at as usize + (3 << 20)],
+    )
+    .await;
+    let mut at = offset_now(&addr, &alice, &id).await;
+    assert!(at > 3 << 20 && at <= 6 << 20, "{at}");
+
+    // A chunk at the wrong offset is refused with where the upload stands.
+    let wrong = patch(&addr, &alice, &id, at - 1, &data[..10]).await;
+    assert_eq!(wrong.status, 409);
+    assert_eq!(wrong.json()["error"]["offset"], at);
+    assert_eq!(wrong.header("upload-offset"), Some(at.to_string().as_str()));
+
+    // Finishing early says how far it got.
+    let early = http(
+        &addr,
+        "POST",
+        &format!("/v1/media/uploads/{id}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(early.status, 409);
+    assert_eq!(early.json()["error"]["offset"], at);
+
+    while (at as usize) < data.len() {
+        let end = (at as usize + (8 << 20)).min(data.len());
+        let a = patch(&addr, &alice, &id, at, &data[at as usize..end]).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        at = a.json()["offset"].as_u64().unwrap();
+        assert_eq!(at as usize, end);
+    }
+    let done = http(
+        &addr,
+        "POST",
+        &format!("/v1/media/uploads/{id}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    let info = done.json();
+    assert_eq!(info["size"], data.len());
+    assert_eq!(info["sha256"], sha);
+    assert_eq!(info["content_type"], "application/octet-stream");
+    assert_eq!(info["thumbnail"], false);
+    let media = info["media_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/media/{media}");
+
+    // The whole file, then ranges: exactly the bytes asked for.
+    let whole = http(&addr, "GET", &path, &alice, &[], b"").await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "the download is the upload");
+    let etag = whole.header("etag").unwrap().to_owned();
+    assert_eq!(etag, format!("\"{sha}\""));
+    for (range, first, last) in [
+        ("bytes=1000-1999", 1000, 1999),
+        ("bytes=-100", data.len() - 100, data.len() - 1),
+        ("bytes=20971000-", 20971000, data.len() - 1),
+    ] {
+        let part = http(&addr, "GET", &path, &alice, &[("Range", range)], b"").await;
+        assert_eq!(part.status, 206, "{range}");
+        assert!(part.body == data[first..=last], "{range}");
+        assert_eq!(
+            part.header("content-range").unwrap(),
+            format!("bytes {first}-{last}/{}", data.len())
+        );
+    }
+    let past = http(
+        &addr,
+        "GET",
+        &path,
+        &alice,
+        &[("Range", "bytes=20971520-")],
+        b"",
+    )
+    .await;
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), Some("bytes */20971520"));
+    let held = http(
+        &addr,
+        "GET",
+        &path,
+        &alice,
+        &[("If-None-Match", &etag)],
+        b"",
+    )
+    .await;
+    assert_eq!((held.status, held.body.len()), (304, 0));
+    let head = http(&addr, "HEAD", &path, &alice, &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("20971520"));
+
+    // Someone with only the id: 404, as for no media at all; no token: 401.
+    let mallory = server.token("mallory", "phone");
+    let stranger = http(&addr, "GET", &path, &mallory, &[], b"").await;
+    assert_eq!(stranger.status, 404);
+    let nobody = http(&addr, "GET", &path, "", &[], b"").await;
+    assert_eq!(nobody.status, 401);
+    let other = http(
+        &addr,
+        "GET",
+        &format!("/v1/media/uploads/{id}"),
+        &mallory,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(other.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_clear_errors_and_store_nothing() {
+    let server = TestServer::start_with(|c| {
+        c.media_max_chunk_bytes = 64 * 1024;
+        c.media_max_file_bytes = 1 << 20;
+        c.media_max_bytes_per_day = 3 << 20;
+    })
+    .await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let files = server.dir.path().join("media/files");
+    let stored = || walk(&files);
+
+    // Too large, empty, a bad sha256, not JSON.
+    for (body, status) in [
+        (json!({"size": (1 << 20) + 1}), 413),
+        (json!({"size": 0}), 400),
+        (json!({"size": 10, "sha256": "abc"}), 400),
+        (json!({"size": 10, "extra": 1}), 400),
+    ] {
+        let a = create(&addr, &alice, body.clone()).await;
+        assert_eq!(
+            a.status,
+            status,
+            "{body}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    let a = create(&addr, &alice, json!({"size": 100_000})).await;
+    let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+    // A chunk larger than the chunk limit, or past the declared size: refused before a byte.
+    let big = patch(&addr, &alice, &id, 0, &noise(64 * 1024 + 1, 1)).await;
+    assert_eq!(big.status, 413, "{}", String::from_utf8_lossy(&big.body));
+    let small = create(&addr, &alice, json!({"size": 10})).await;
+    let small_id = small.json()["upload_id"].as_str().unwrap().to_owned();
+    let past = patch(&addr, &alice, &small_id, 0, &noise(11, 1)).await;
+    assert_eq!(past.status, 413);
+    assert_eq!(offset_now(&addr, &alice, &id).await, 0);
+
+    // A sha256 that does not match: 422, and the upload is gone.
+    let bytes = noise(1000, 2);
+    let a = create(
+        &addr,
+        &alice,
+        json!({"size": 1000, "sha256": "0".repeat(64)}),
+    )
+    .await;
+    let bad_sha = a.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(patch(&addr, &alice, &bad_sha, 0, &bytes).await.status, 200);
+    let fin = http(
+        &addr,
+        "POST",
+        &format!("/v1/media/uploads/{bad_sha}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(fin.status, 422, "{}", String::from_utf8_lossy(&fin.body));
+    let gone = http(
+        &addr,
+        "GET",
+        &format!("/v1/media/uploads/{bad_sha}"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+
+    // A truncated PNG and a decompression bomb: 422, nothing stored.
+    let png = png_bytes(64, 48);
+    let bomb = bomb_png(100_000, 100_000);
+    for (what, bytes) in [("truncated", &png[..png.len() / 2]), ("bomb", &bomb[..])] {
+        let a = create(&addr, &alice, json!({"size": bytes.len()})).await;
+        let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            patch(&addr, &alice, &id, 0, bytes).await.status,
+            200,
+            "{what}"
+        );
+        let fin = http(
+            &addr,
+            "POST",
+            &format!("/v1/media/uploads/{id}/finish"),
+            &alice,
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(
+            fin.status,
+            422,
+            "{what}: {}",
+            String::from_utf8_lossy(&fin.body)
+        );
+    }
+    assert!(stored().is_empty(), "nothing stored: {:?}", stored());
+
+    // Ids that are not ids, path tricks: 404.
+    for path in [
+        "/v1/media/..%2F..%2Fsecret",
+        "/v1/media/../../secret",
+        "/v1/media/ABCDEF0123456789ABCDEF0123456789",
+        "/v1/media/uploads/..",
+        "/v1/media/",
+    ] {
+        let a = http(&addr, "GET", path, &alice, &[], b"").await;
+        assert_eq!(a.status, 404, "{path}");
+    }
+
+    // The day's quota: 3 MiB of uploads created (1 + 0.1 + ... MiB so far), then refused.
+    let mut refused = false;
+    for _ in 0..4 {
+        let a = create(&addr, &alice, json!({"size": 1 << 20})).await;
+        if a.status == 409 {
+            assert_eq!(a.json()["error"]["name"], "LIMIT_EXCEEDED");
+            refused = true;
+            break;
+        }
+        assert_eq!(a.status, 201);
+    }
+    assert!(refused, "the daily quota holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_jpeg_and_png_get_a_thumbnail_and_an_inline_preview() {
+    let server = TestServer::start().await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    for (what, bytes, w, h, ty) in [
+        ("jpeg", jpeg_bytes(1600, 1200), 1600, 1200, "image/jpeg"),
+        ("png", png_bytes(400, 900), 400, 900, "image/png"),
+    ] {
+        let a = create(
+            &addr,
+            &alice,
+            json!({"size": bytes.len(), "content_type": "lies/not-this"}),
+        )
+        .await;
+        let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+        assert_eq!(patch(&addr, &alice, &id, 0, &bytes).await.status, 200);
+        let fin = http(
+            &addr,
+            "POST",
+            &format!("/v1/media/uploads/{id}/finish"),
+            &alice,
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(
+            fin.status,
+            201,
+            "{what}: {}",
+            String::from_utf8_lossy(&fin.body)
+        );
+        let info = fin.json();
+        assert_eq!(info["content_type"], ty, "sniffed, not declared");
+        assert_eq!(
+            (info["width"].as_u64(), info["height"].as_u64()),
+            (Some(w), Some(h))
+        );
+        assert_eq!(info["thumbnail"], true);
+        let preview =
+            missive_protocol::base64::decode(info["preview_base64"].as_str().unwrap()).unwrap();
+        assert!(
+            !preview.is_empty() && preview.len() <= 1024,
+            "{what}: {}",
+            preview.len()
+        );
+        let media = info["media_id"].as_str().unwrap();
+        let thumb = http(
+            &addr,
+            "GET",
+            &format!("/v1/media/{media}/thumbnail"),
+            &alice,
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(thumb.status, 200);
+        assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
+        let img = image::load_from_memory(&thumb.body).expect("the thumbnail decodes");
+        let (tw, th) = (img.width(), img.height());
+        assert!(tw.max(th) == 320, "{what}: fits 320 ({tw}x{th})");
+        let ratio = |a: u32, b: u32| a as f64 / b as f64;
+        assert!(
+            (ratio(tw, th) - ratio(w as u32, h as u32)).abs() < 0.02,
+            "{what}: aspect kept"
+        );
+        let preview = image::load_from_memory(&preview).expect("the preview decodes");
+        assert!(preview.width() <= 32 && preview.height() <= 32);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_upload_leaves_nothing_that_looks_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let start = || {
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_missived"))
+                .args(["--listen", &addr, "--secret", SECRET, "--log", "warn"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .env_remove("MISSIVE_CONFIG")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("missived starts"),
+        )
+    };
+    let mut daemon = start();
+    drop(connect_when_up(&addr, "alice").await);
+    let expires = (missive::now_ms() / 1000) as u64 + 600;
+    let alice = missive_protocol::token::mint(SECRET.as_bytes(), "alice", "phone", expires);
+    let data = noise(4 << 20, 3);
+    let a = create(&addr, &alice, json!({"size": data.len()})).await;
+    let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        patch(&addr, &alice, &id, 0, &data[..1 << 20]).await.status,
+        200
+    );
+    // A chunk in flight when the server dies.
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PATCH /v1/media/uploads/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+         Upload-Offset: {}\r\nContent-Length: {}\r\n\r\n",
+        1 << 20,
+        3 << 20
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&data[1 << 20..2 << 20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    drop(tcp);
+    assert!(
+        walk(&dir.path().join("media/files")).is_empty(),
+        "no finished file"
+    );
+
+    let _daemon = start();
+    drop(connect_when_up(&addr, "alice").await);
+    let at = offset_now(&addr, &alice, &id).await;
+    assert!((1 << 20..=2 << 20).contains(&at), "{at}");
+    let early = http(
+        &addr,
+        "POST",
+        &format!("/v1/media/uploads/{id}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(early.status, 409, "not finished");
+    // Resumed from where the file stands, it finishes as the same bytes.
+    let mut at = at as usize;
+    while at < data.len() {
+        let end = (at + (1 << 20)).min(data.len());
+        assert_eq!(
+            patch(&addr, &alice, &id, at as u64, &data[at..end])
+                .await
+                .status,
+            200
+        );
+        at = end;
+    }
+    let done = http(
+        &addr,
+        "POST",
+        &format!("/v1/media/uploads/{id}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(done.status, 201);
+    assert_eq!(done.json()["sha256"], hex(&Sha256::digest(&data)));
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba([(x % 256) as u8, (y % 256) as u8, 60, (x % 200) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// A PNG whose header declares `w` x `h` pixels, with a tiny body.
+fn bomb_png(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut c = kind.to_vec();
+        c.extend_from_slice(data);
+        out.extend_from_slice(&c);
+        out.extend_from_slice(&crc32(&c).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
