@@ -209,6 +209,7 @@ impl Server {
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         tasks.spawn(receipts_flush(shared.clone()));
+        tasks.spawn(crate::service::media::collector(shared.clone()));
         if shared.words.enabled() && shared.config.word_filter_poll_ms > 0 {
             tasks.spawn(watch_words(shared.clone()));
         }

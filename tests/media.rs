@@ -3,12 +3,17 @@
 //! uploads that store nothing, thumbnails of a real JPEG and PNG, and a SIGKILL mid-upload.
 
 mod common;
+mod e2e;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::observe::account;
 use common::*;
+use e2e::{create_group, dm, request, request_err};
+use missive_client::{pb, Connection};
+use missive_protocol::{ErrorCode, Packet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -651,4 +656,269 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Uploads `bytes` as `token`'s user in one chunk: the finish's answer.
+async fn upload(addr: &str, token: &str, bytes: &[u8]) -> Value {
+    let a = create(addr, token, json!({"size": bytes.len()})).await;
+    let id = a.json()["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(patch(addr, token, &id, 0, bytes).await.status, 200);
+    let fin = http(
+        addr,
+        "POST",
+        &format!("/v1/media/uploads/{id}/finish"),
+        token,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(fin.status, 201, "{}", String::from_utf8_lossy(&fin.body));
+    fin.json()
+}
+
+fn send_media(id: &str, to: pb::Conversation, media: &[&str]) -> Packet {
+    Packet::Send(pb::Send {
+        client_msg_id: id.into(),
+        to: Some(to),
+        content_type: 2,
+        content: b"a photo".to_vec(),
+        media: media
+            .iter()
+            .map(|m| pb::MediaRef {
+                media_id: (*m).to_owned(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+async fn acked(conn: &mut Connection, packet: Packet) -> pb::SendAck {
+    match request(conn, packet).await {
+        Packet::SendAck(a) => a,
+        other => panic!("expected SEND_ACK, got {other:?}"),
+    }
+}
+
+/// `token`'s user reading media `id`: the status.
+async fn read_status(addr: &str, token: &str, id: &str) -> u16 {
+    http(addr, "GET", &format!("/v1/media/{id}"), token, &[], b"")
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_carrying_media_lets_its_conversation_read_it_until_recalled() {
+    let server = TestServer::start_api(|_| {}).await;
+    let addr = server.addr.clone();
+    let tok = |u: &str| server.token(u, "phone");
+    let photo = jpeg_bytes(640, 480);
+    let info = upload(&addr, &tok("alice"), &photo).await;
+    let m = info["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        read_status(&addr, &tok("bob"), &m).await,
+        404,
+        "not yet bob's to read"
+    );
+
+    // Alice sends it to Bob: the message carries it as stored, and Bob may read it.
+    let (mut alice, _) = server.login("alice", "phone").await;
+    acked(&mut alice, send_media("p1", dm("bob"), &[&m])).await;
+    let bob_view = account(&server, "bob").await;
+    let Some(pb::inbox_entry::Body::Message(msg)) = bob_view.entries[0].body.clone() else {
+        panic!("{:?}", bob_view.entries)
+    };
+    assert_eq!(msg.media.len(), 1);
+    let r = &msg.media[0];
+    assert_eq!(
+        (
+            r.media_id.as_str(),
+            r.content_type.as_str(),
+            r.size,
+            r.width,
+            r.height
+        ),
+        (m.as_str(), "image/jpeg", photo.len() as u64, 640, 480)
+    );
+    assert!(r.thumbnail && !r.preview.is_empty() && r.preview.len() <= 1024);
+    assert_eq!(r.sha256, info["sha256"].as_str().unwrap());
+    assert_eq!(read_status(&addr, &tok("bob"), &m).await, 200);
+    let thumb = http(
+        &addr,
+        "GET",
+        &format!("/v1/media/{m}/thumbnail"),
+        &tok("bob"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(
+        read_status(&addr, &tok("carol"), &m).await,
+        404,
+        "carol is in no such conversation"
+    );
+
+    // Carol cannot send an id she cannot read (as if it did not exist); Bob can forward it.
+    let (mut carol, _) = server.login("carol", "phone").await;
+    let (code, _) = request_err(&mut carol, send_media("c1", dm("dave"), &[&m])).await;
+    assert_eq!(code, ErrorCode::NotFound);
+    let (mut bob, _) = server.login("bob", "phone").await;
+    acked(&mut bob, send_media("f1", dm("carol"), &[&m])).await;
+    assert_eq!(
+        read_status(&addr, &tok("carol"), &m).await,
+        200,
+        "forwarded to carol"
+    );
+
+    // A group message: every member reads it.
+    let q = upload(&addr, &tok("alice"), &png_bytes(100, 80)).await["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = create_group(&mut alice, &["erin", "frank"]).await;
+    acked(&mut alice, send_media("g1", group, &[&q])).await;
+    for u in ["erin", "frank"] {
+        assert_eq!(read_status(&addr, &tok(u), &q).await, 200, "{u}");
+    }
+    assert_eq!(read_status(&addr, &tok("bob"), &q).await, 404);
+
+    // Recalled: the message no longer carries it, and the right it gave goes with it.
+    let r = upload(&addr, &tok("alice"), &noise(5000, 9)).await["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = acked(&mut alice, send_media("r1", dm("gina"), &[&r])).await;
+    assert_eq!(read_status(&addr, &tok("gina"), &r).await, 200);
+    let recall = Packet::Recall(pb::RecallMessage {
+        msg_id: ack.msg_id,
+        conversation: Some(dm("gina")),
+    });
+    assert!(matches!(
+        request(&mut alice, recall).await,
+        Packet::RecallAck(_)
+    ));
+    assert_eq!(read_status(&addr, &tok("gina"), &r).await, 404);
+    assert_eq!(
+        read_status(&addr, &tok("alice"), &r).await,
+        200,
+        "still the uploader's"
+    );
+    let gina = account(&server, "gina").await;
+    let recalled = gina.entries.iter().find_map(|e| match &e.body {
+        Some(pb::inbox_entry::Body::Message(msg)) if msg.msg_id == ack.msg_id => Some(msg.clone()),
+        _ => None,
+    });
+    let recalled = recalled.expect("the message is in gina's inbox");
+    assert!(recalled.recalled && recalled.media.is_empty());
+
+    // The Server API sends media too.
+    let api = server.api();
+    let sent = api
+        .post(
+            "/v1/messages",
+            json!({"from": "alice", "to": {"user": "hank"}, "client_msg_id": "api1", "content": "look", "media": [m]}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    assert_eq!(read_status(&addr, &tok("hank"), &m).await, 200);
+
+    // Bad references: not an id, too many.
+    let (code, _) = request_err(&mut alice, send_media("x1", dm("bob"), &["../secret"])).await;
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    let eleven: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
+    let ids: Vec<&str> = eleven.iter().map(String::as_str).collect();
+    let (code, _) = request_err(&mut alice, send_media("x2", dm("bob"), &ids)).await;
+    assert_eq!(code, ErrorCode::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_removes_what_no_message_carries_and_keeps_the_rest() {
+    let server = TestServer::start_with(|c| {
+        c.media_gc_grace_secs = 1;
+        c.media_gc_interval_ms = 200;
+    })
+    .await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let files = server.dir.path().join("media/files");
+    let kept = upload(&addr, &alice, &noise(3000, 11)).await;
+    let unsent = upload(&addr, &alice, &jpeg_bytes(200, 100)).await;
+    let unfinished = create(&addr, &alice, json!({"size": 100})).await.json()["upload_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        patch(&addr, &alice, &unfinished, 0, &noise(50, 1))
+            .await
+            .status,
+        200
+    );
+    let kept_id = kept["media_id"].as_str().unwrap().to_owned();
+    let unsent_id = unsent["media_id"].as_str().unwrap().to_owned();
+    let (mut conn, _) = server.login("alice", "phone").await;
+    let ack = acked(&mut conn, send_media("k1", dm("bob"), &[&kept_id])).await;
+    // An unfinished upload, and two files (the image and its thumbnail) no message uses.
+    assert_eq!(walk(&files).len(), 3);
+
+    let gone = |what: &'static str, addr: String, token: String, path: String| async move {
+        for _ in 0..50 {
+            if http(&addr, "GET", &path, &token, &[], b"").await.status == 404 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} was not collected");
+    };
+    gone(
+        "the unsent media",
+        addr.clone(),
+        alice.clone(),
+        format!("/v1/media/{unsent_id}"),
+    )
+    .await;
+    gone(
+        "the unfinished upload",
+        addr.clone(),
+        alice.clone(),
+        format!("/v1/media/uploads/{unfinished}"),
+    )
+    .await;
+    assert!(!server
+        .dir
+        .path()
+        .join("media/uploads")
+        .join(&unfinished)
+        .exists());
+    let left = walk(&files);
+    assert_eq!(left.len(), 1, "only the sent media's file: {left:?}");
+    assert!(left[0].ends_with(kept["sha256"].as_str().unwrap()));
+    for who in ["alice", "bob"] {
+        let status = read_status(&addr, &server.token(who, "phone"), &kept_id).await;
+        assert_eq!(status, 200, "{who}: a message carries it");
+    }
+
+    // Recalled, it is no message's any more: collected too.
+    let recall = Packet::Recall(pb::RecallMessage {
+        msg_id: ack.msg_id,
+        conversation: Some(dm("bob")),
+    });
+    assert!(matches!(
+        request(&mut conn, recall).await,
+        Packet::RecallAck(_)
+    ));
+    gone(
+        "the recalled media",
+        addr.clone(),
+        alice.clone(),
+        format!("/v1/media/{kept_id}"),
+    )
+    .await;
+    for _ in 0..50 {
+        if walk(&files).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(walk(&files).is_empty(), "{:?}", walk(&files));
 }

@@ -841,6 +841,7 @@ async fn muted_conversations_and_read_fanout_groups_notify_only_mentions() {
             content_type: 1,
             content: b"@bob".to_vec(),
             mentions: vec!["bob".into()],
+            media: Vec::new(),
         }))
         .await
         .unwrap_err();

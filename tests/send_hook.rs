@@ -151,7 +151,7 @@ async fn the_hook_allows_rejects_and_replaces_after_the_word_filter() {
             json!({"sender": "alice", "device": "phone",
                    "conversation": {"kind": "direct", "id": "bob"}, "client_msg_id": "m1",
                    "content_type": 1, "content_base64": "aGVsbG8gYm9i", "text": "hello bob",
-                   "mentions": [], "via": "socket"})
+                   "mentions": [], "media": [], "via": "socket"})
         );
     }
 

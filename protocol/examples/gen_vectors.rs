@@ -745,9 +745,49 @@ fn valid_vectors(g: &mut Gen) {
             content_type: 1,
             content: b"@bob @carol lunch?".to_vec(),
             mentions: vec!["bob".into(), "carol".into()],
+            media: Vec::new(),
         }),
         21,
         "A group message that @mentions bob and carol: they are notified even if they muted the group",
+    );
+    g.frame(
+        "send_with_media",
+        Packet::Send(pb::Send {
+            client_msg_id: "5b2e8f10-7c3d-4e9a-b1f6-0a9c8d7e6f50".into(),
+            to: direct("bob"),
+            content_type: 2,
+            content: b"the view from the top".to_vec(),
+            media: vec![pb::MediaRef {
+                media_id: "9f86d081884c7d659a2feaa0c55ad015".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        23,
+        "A message carrying an uploaded photo (section 28): only media_id is sent; the caption is the app's content",
+    );
+    let photo_at = T + 95_000;
+    let photo = pb::Message {
+        content_type: 2,
+        content: b"the view from the top".to_vec(),
+        media: vec![pb::MediaRef {
+            media_id: "9f86d081884c7d659a2feaa0c55ad015".into(),
+            content_type: "image/jpeg".into(),
+            size: 2_483_117,
+            width: 4032,
+            height: 3024,
+            duration_ms: 0,
+            preview: vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10],
+            thumbnail: true,
+            sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".into(),
+        }],
+        ..text("alice", direct("alice"), 31, photo_at, "")
+    };
+    g.frame(
+        "push_message_with_media",
+        push(entry(58, direct("alice"), photo_at, Body::Message(photo))),
+        0,
+        "Bob's PUSH of it: the server filled in the MediaRef (type, size, dimensions, a preview, shortened here, the thumbnail flag, the sha-256)",
     );
 
     // Groups.

@@ -209,6 +209,11 @@ pub struct Config {
     pub media_thumbnail_px: u32,
     /// Images larger than this are stored without a thumbnail (decoding reads them whole).
     pub media_max_image_bytes: u64,
+    /// Unfinished uploads, media no message carries, and files no record knows of are removed
+    /// once they are older than this.
+    pub media_gc_grace_secs: u64,
+    /// How often media garbage is collected.
+    pub media_gc_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -250,6 +255,8 @@ impl Default for Config {
             media_read_timeout_ms: 10_000,
             media_thumbnail_px: 320,
             media_max_image_bytes: 50 << 20,
+            media_gc_grace_secs: 86_400,
+            media_gc_interval_ms: 3_600_000,
             event_webhook_url: String::new(),
             event_webhook_secret: String::new(),
             event_webhook_events: crate::store::EventKind::ALL

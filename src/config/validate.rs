@@ -146,6 +146,12 @@ fn validate_media(c: &Config) -> Result<(), ConfigError> {
     if !(16..=2048).contains(&c.media_thumbnail_px) {
         return bad("media_thumbnail_px: 16 to 2048");
     }
+    if c.media_gc_grace_secs == 0 {
+        return bad("media_gc_grace_secs: at least 1");
+    }
+    if !(100..=86_400_000).contains(&c.media_gc_interval_ms) {
+        return bad("media_gc_interval_ms: 100 to 86400000");
+    }
     Ok(())
 }
 

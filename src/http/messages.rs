@@ -31,6 +31,10 @@ pub struct SendBody {
     /// Group messages: the members to @mention (user ids, at most 50).
     #[serde(default)]
     mentions: Vec<String>,
+    /// Media the message carries, by id (PROTOCOL.md section 28), at most 10: uploaded by the
+    /// sender or readable by it.
+    #[serde(default)]
+    media: Vec<String>,
 }
 
 fn text() -> u32 {
@@ -117,6 +121,14 @@ impl SendBody {
             content_type: body.content_type,
             content,
             mentions: body.mentions,
+            media: body
+                .media
+                .into_iter()
+                .map(|media_id| pb::MediaRef {
+                    media_id,
+                    ..Default::default()
+                })
+                .collect(),
         };
         Ok((body.from, req))
     }

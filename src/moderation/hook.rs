@@ -37,6 +37,8 @@ pub struct HookRequest<'a> {
     pub content_type: u32,
     pub content: &'a [u8],
     pub mentions: &'a [String],
+    /// Media ids the message carries (PROTOCOL.md section 28).
+    pub media: &'a [String],
     /// `socket` or `http`.
     pub via: &'static str,
 }
@@ -378,6 +380,7 @@ pub fn request_body(req: &HookRequest<'_>, now_ms: i64) -> Vec<u8> {
         "content_type": req.content_type,
         "content_base64": missive_protocol::base64::encode(req.content),
         "mentions": req.mentions,
+        "media": req.media,
         "via": req.via,
         "sent_ms": now_ms,
     });
@@ -583,6 +586,7 @@ mod tests {
             content_type: 1,
             content,
             mentions: &[],
+            media: &[],
             via: "socket",
         };
         let v: Value = serde_json::from_slice(&request_body(&req(b"hi"), 5)).unwrap();
@@ -590,7 +594,8 @@ mod tests {
             v,
             json!({"sender": "alice", "device": "phone",
                    "conversation": {"kind": "direct", "id": "bob"}, "client_msg_id": "c1",
-                   "content_type": 1, "content_base64": "aGk=", "mentions": [], "via": "socket",
+                   "content_type": 1, "content_base64": "aGk=", "mentions": [], "media": [],
+                   "via": "socket",
                    "sent_ms": 5, "text": "hi"})
         );
         let v: Value = serde_json::from_slice(&request_body(&req(&[0xff]), 5)).unwrap();

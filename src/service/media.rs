@@ -7,12 +7,14 @@
 //! bytes, makes a thumbnail and an inline preview of an image (`missive-media`, on a blocking
 //! thread), moves the file into place with a rename after an fsync, and only then writes the
 //! media record: a crash at any point leaves an upload to resume or an orphan file, never a
-//! record that looks finished without its bytes. Only the uploader reads a media file for now.
+//! record that looks finished without its bytes. A media is read by its uploader and by the
+//! members of the conversations whose messages carry it (`store::media`).
 
 use std::collections::HashSet;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use missive_protocol::ErrorCode;
 use parking_lot::Mutex;
@@ -22,6 +24,11 @@ use super::refusal::Refusal;
 use super::run::{outcome, small_read};
 use crate::context::Shared;
 use crate::store::{valid_media_id, MediaRecord, UploadRecord};
+
+/// Held while a file is put in place and its record written, and while the collector decides a
+/// file is unused and removes it: otherwise a finish could find identical bytes already in
+/// place, drop its own copy, and see the collector remove the file it was counting on.
+static FILES: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// Uploads being appended to or finished now: a second request on one of them waits for
 /// nothing, it is refused (409), so that two writers never interleave their bytes.
@@ -515,6 +522,7 @@ pub async fn finish(shared: &Arc<Shared>, user: &str, id: &str) -> Result<MediaI
         let sha = hex(&Sha256::digest(bytes));
         (file_path(shared, &sha), sha, bytes.clone(), *ty)
     });
+    let placing = FILES.lock().await;
     let (from, thumb_files) = (path.clone(), thumb.clone());
     on_thread("store the file", move || {
         if let Some((target, _, bytes, _)) = &thumb_files {
@@ -541,13 +549,160 @@ pub async fn finish(shared: &Arc<Shared>, user: &str, id: &str) -> Result<MediaI
         .store
         .finish_upload(id, &media_id, media.clone())
         .await;
+    drop(placing);
     outcome(shared, done)?;
     Ok(MediaInfo::of(&media_id, &media))
 }
 
+/// What one collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub uploads: u64,
+    pub media: u64,
+    pub files: u64,
+}
+
+/// Items one collection handles of each kind at most (the next one goes on).
+const COLLECT_BATCH: usize = 1000;
+
+/// Collects media garbage older than `media_gc_grace_secs`: unfinished uploads (record and
+/// file), media no message carries (record, then each file no media uses any more), and files
+/// no record knows of (left by a crash between a file's rename and its record).
+pub async fn collect(shared: &Arc<Shared>) -> Result<Collected, MediaRefusal> {
+    let now = crate::clock::now_ms();
+    let before = now - (shared.config.media_gc_grace_secs as i64) * 1000;
+    let mut done = Collected::default();
+    let stale = small_read(shared, move |s| {
+        s.store.core().stale_uploads(before, COLLECT_BATCH)
+    })
+    .await?;
+    for id in stale {
+        outcome(shared, shared.store.discard_upload(&id).await)?;
+        let _ = tokio::fs::remove_file(upload_path(shared, &id)).await;
+        done.uploads += 1;
+    }
+    let unused = small_read(shared, move |s| {
+        s.store.core().unreferenced_media(before, COLLECT_BATCH)
+    })
+    .await?;
+    for id in unused {
+        let Some(record) = outcome(shared, shared.store.drop_media(&id).await)? else {
+            continue;
+        };
+        done.media += 1;
+        for sha in [record.sha256, record.thumbnail_sha256] {
+            if !sha.is_empty() && remove_if_unused(shared, &sha).await? {
+                done.files += 1;
+            }
+        }
+    }
+    // Files and upload files nothing knows of, older than the grace period.
+    let (files, uploads) = (
+        shared.config.data_dir.join("media/files"),
+        shared.config.data_dir.join("media/uploads"),
+    );
+    let grace = Duration::from_secs(shared.config.media_gc_grace_secs);
+    let (old_files, old_uploads) = on_thread("list the media files", move || {
+        Ok((
+            old_entries(&files, grace, 2),
+            old_entries(&uploads, grace, 1),
+        ))
+    })
+    .await?;
+    for path in old_files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            // A temporary file of a finish that did not complete.
+            let _ = tokio::fs::remove_file(&path).await;
+        } else if name.len() == 64 && remove_if_unused(shared, &name).await? {
+            done.files += 1;
+        }
+    }
+    for path in old_uploads {
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let key = id.clone();
+        let known = small_read(shared, move |s| s.store.core().upload(&key)).await?;
+        if known.is_none() {
+            let _ = tokio::fs::remove_file(&path).await;
+            done.uploads += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Removes the file of `sha256` if no media uses it; whether it did.
+async fn remove_if_unused(shared: &Arc<Shared>, sha256: &str) -> Result<bool, MediaRefusal> {
+    let _files = FILES.lock().await;
+    let sha = sha256.to_owned();
+    if small_read(shared, move |s| s.store.core().blob_in_use(&sha)).await? {
+        return Ok(false);
+    }
+    Ok(tokio::fs::remove_file(file_path(shared, sha256))
+        .await
+        .is_ok())
+}
+
+/// The files under `dir` (`depth` 1: its entries; 2: its subdirectories' entries) last changed
+/// longer than `grace` ago, at most [`COLLECT_BATCH`].
+fn old_entries(dir: &Path, grace: Duration, depth: u8) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if out.len() >= COLLECT_BATCH {
+            break;
+        }
+        let path = e.path();
+        if depth > 1 {
+            if path.is_dir() {
+                out.extend(old_entries(&path, grace, depth - 1));
+            }
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > grace);
+        if old && path.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Collects media garbage every `media_gc_interval_secs` until the server stops.
+pub async fn collector(shared: Arc<Shared>) {
+    let every = Duration::from_millis(shared.config.media_gc_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        match collect(&shared).await {
+            Ok(c) if c != Collected::default() => {
+                tracing::info!(
+                    "media collected: {} uploads, {} media, {} files",
+                    c.uploads,
+                    c.media,
+                    c.files
+                );
+            }
+            Ok(_) => {}
+            Err(r) => tracing::warn!("media collection failed: {}", r.message),
+        }
+    }
+}
+
 /// The media `id` for `user` to read, and the path of its file (its thumbnail's with
-/// `thumbnail`). Only the uploader reads it for now; anyone else gets NOT_FOUND, as for an id
-/// that does not exist.
+/// `thumbnail`): its uploader reads it, and the members of a conversation one of whose
+/// messages carries it; anyone else gets NOT_FOUND, as for an id that does not exist.
 pub async fn open(
     shared: &Arc<Shared>,
     user: &str,
@@ -557,9 +712,12 @@ pub async fn open(
     if !valid_media_id(id) {
         return Err(MediaRefusal::not_found("media"));
     }
-    let key = id.to_owned();
-    let record = small_read(shared, move |s| s.store.core().media(&key)).await?;
-    let Some(record) = record.filter(|r| r.owner == user) else {
+    let (key, reader) = (id.to_owned(), user.to_owned());
+    let record = small_read(shared, move |s| {
+        s.store.core().readable_media(&reader, &key)
+    })
+    .await?;
+    let Some(record) = record else {
         return Err(MediaRefusal::not_found("media"));
     };
     let path = if thumbnail {

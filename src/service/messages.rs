@@ -144,6 +144,7 @@ async fn consult_hook(
         content_type: r.content_type,
         content: &r.content,
         mentions: &r.mentions,
+        media: &r.media,
         via: match via {
             Via::Socket => "socket",
             Via::Http => "http",
@@ -196,6 +197,7 @@ fn prepare(shared: &Shared, from: &str, req: pb::Send) -> Result<SendRequest, Re
         ));
     }
     let mentions = check_mentions(&to, req.mentions)?;
+    let media = check_media(req.media)?;
     let (content, moderated) = moderate(shared, req.content_type, req.content);
     Ok(SendRequest {
         from: from.to_owned(),
@@ -204,9 +206,35 @@ fn prepare(shared: &Shared, from: &str, req: pb::Send) -> Result<SendRequest, Re
         content_type: req.content_type,
         content,
         mentions,
+        media,
         now_ms: now_ms(),
         moderated,
     })
+}
+
+/// A send's media ids: at most [`store::MAX_MEDIA`], each a media id (32 hex digits); repeats
+/// are dropped (the first kept, in order). Whether each exists and the sender may send it is
+/// the writer's to check.
+fn check_media(media: Vec<pb::MediaRef>) -> Result<Vec<String>, Refusal> {
+    if media.len() > store::MAX_MEDIA {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!("media: at most {} per message", store::MAX_MEDIA),
+        ));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(media.len());
+    for m in media {
+        if !store::valid_media_id(&m.media_id) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "media: a media_id is 32 hex digits (from an upload's finish)",
+            ));
+        }
+        if !ids.contains(&m.media_id) {
+            ids.push(m.media_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The word filter's verdict on a send's content (PROTOCOL.md 15.8): the content to store and

@@ -109,6 +109,9 @@ pub struct SendRequest {
     pub content: Vec<u8>,
     /// Group members @mentioned (checked ids, no duplicates; empty for direct messages).
     pub mentions: Vec<String>,
+    /// Media ids the message carries (checked ids, no duplicates, at most
+    /// [`MAX_MEDIA`](super::media::MAX_MEDIA)); resolved by the writer.
+    pub media: Vec<String>,
     pub now_ms: i64,
     pub moderated: Moderated,
 }
@@ -212,8 +215,10 @@ pub(crate) fn put_message(
     conv: &ConvKey,
     to: Conversation,
 ) -> Result<pb::Message> {
+    let media = super::media::resolve(txn, &req.from, &req.media)?;
     let seq = txn.add_counter(Family::Convs, conv.0.clone(), 1)?;
     let msg_id = txn.core().next_msg_id(req.now_ms);
+    super::media::add_refs(txn, msg_id, conv, &media);
     let msg = pb::Message {
         msg_id,
         from_user: req.from.clone(),
@@ -225,6 +230,7 @@ pub(crate) fn put_message(
         client_msg_id: req.client_msg_id.clone(),
         recalled: false,
         mentions: req.mentions.clone(),
+        media,
     };
     txn.put(
         Family::Content,

@@ -814,9 +814,11 @@ fn recall_group(
             }
         }
     }
+    super::media::drop_refs(txn, &msg);
     let recalled = pb::Message {
         recalled: true,
         content: Vec::new(),
+        media: Vec::new(),
         ..msg
     };
     txn.put(

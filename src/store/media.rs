@@ -6,14 +6,19 @@
 //!
 //! Keys: `u` + upload id -> [`UploadRecord`]; `m` + media id -> [`MediaRecord`]; `b` + sha-256
 //! (hex) + media id -> () (the media a stored file serves); `q` + user + day (u32) -> u64 bytes
-//! (uploads created that day, counted at creation).
+//! (uploads created that day, counted at creation); `r` + media id + message id (u64) ->
+//! conversation key: the messages that carry a media, which give their conversation's members
+//! the right to read it, and keep it alive until each is recalled.
 
+use missive_protocol::pb::{self, MediaRef};
 use missive_protocol::ErrorCode;
 
+use super::change::Change;
 use super::core::Core;
 use super::error::{Result, StoreError};
 use super::family::Family;
-use super::keys;
+use super::keys::{self, ConvKey};
+use super::membership::member_of;
 use super::pending::Pending;
 use super::read::Reader;
 use super::writer::Store;
@@ -92,7 +97,114 @@ fn quota_key(user: &str, day: u32) -> Vec<u8> {
     k
 }
 
+/// Media one message may carry.
+pub const MAX_MEDIA: usize = 10;
+
+/// Someone other than its uploader reads a media through one of the first this many messages
+/// that carry it (bounded work per download and per forward).
+const REFS_CHECKED: usize = 32;
+
+fn ref_key(media_id: &str, msg_id: u64) -> Vec<u8> {
+    [b"r", media_id.as_bytes(), &msg_id.to_be_bytes()].concat()
+}
+
+/// Whether `user` may read media `id` (record `m`): its uploader, or a member of a conversation
+/// one of whose messages carries it.
+fn may_read(core: &Core, user: &str, id: &str, m: &MediaRecord) -> Result<bool> {
+    if m.owner == user {
+        return Ok(true);
+    }
+    let prefix = [b"r", id.as_bytes()].concat();
+    for item in core.iter_prefix(Family::Media, &prefix).take(REFS_CHECKED) {
+        let (_, conv) = item?;
+        let conv = ConvKey(conv.to_vec());
+        let member = match conv.group_id() {
+            Some(group) => member_of(core, group, user)?.is_some(),
+            None => conv_of_direct(&conv, user) == conv,
+        };
+        if member {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `conv` (a direct conversation) rebuilt with `user` as one side: equal to `conv` exactly when
+/// `user` is one of its two users.
+fn conv_of_direct(conv: &ConvKey, user: &str) -> ConvKey {
+    match conv.view(user) {
+        Some(peer) => ConvKey::direct(user, &peer.id),
+        None => ConvKey(Vec::new()),
+    }
+}
+
+/// The media of a message `from` sends, by id, as stored: each must exist and be readable by
+/// `from` (NOT_FOUND otherwise, as for an id that does not exist).
+pub(crate) fn resolve(txn: &Change<'_>, from: &str, ids: &[String]) -> Result<Vec<MediaRef>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let record: Option<MediaRecord> = txn.get_msg(Family::Media, &media_key(id))?;
+        let Some(m) = record else {
+            return Err(no_such_media(id));
+        };
+        if !may_read(txn.core(), from, id, &m)? {
+            return Err(no_such_media(id));
+        }
+        out.push(MediaRef {
+            media_id: id.clone(),
+            content_type: m.content_type,
+            size: m.size,
+            width: m.width,
+            height: m.height,
+            duration_ms: m.duration_ms,
+            preview: m.preview,
+            thumbnail: !m.thumbnail_sha256.is_empty(),
+            sha256: m.sha256,
+        });
+    }
+    Ok(out)
+}
+
+fn no_such_media(id: &str) -> StoreError {
+    StoreError::refused(ErrorCode::NotFound, format!("media: no such media {id}"))
+}
+
+/// Records that message `msg_id` of `conv` carries `media`.
+pub(crate) fn add_refs(txn: &mut Change<'_>, msg_id: u64, conv: &ConvKey, media: &[MediaRef]) {
+    for m in media {
+        txn.put(Family::Media, ref_key(&m.media_id, msg_id), conv.0.clone());
+    }
+}
+
+/// Forgets that message `msg` carries its media (it was recalled).
+pub(crate) fn drop_refs(txn: &mut Change<'_>, msg: &pb::Message) {
+    for m in &msg.media {
+        txn.delete(Family::Media, ref_key(&m.media_id, msg.msg_id));
+    }
+}
+
 impl Core {
+    /// Media `id` if `user` may read it: its uploader, or a member of a conversation one of
+    /// whose messages carries it (one of the first 32 such messages). `None` for anyone else,
+    /// as for an id that does not exist.
+    pub fn readable_media(&self, user: &str, id: &str) -> Result<Option<MediaRecord>> {
+        match self.media(id)? {
+            Some(m) if may_read(self, user, id, &m)? => Ok(Some(m)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Messages that carry media `id` now (at most `limit` counted).
+    pub fn media_refs(&self, id: &str, limit: usize) -> Result<usize> {
+        let prefix = [b"r", id.as_bytes()].concat();
+        let mut n = 0;
+        for item in self.iter_prefix(Family::Media, &prefix).take(limit) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The upload `id`, if it is in progress.
     pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
         self.get_msg(Family::Media, &upload_key(id))
@@ -106,6 +218,39 @@ impl Core {
     /// Bytes of uploads `user` created on `day` (days since the Unix epoch).
     pub fn uploaded_on(&self, user: &str, day: u32) -> Result<u64> {
         self.get_u64(Family::Media, &quota_key(user, day))
+    }
+
+    /// Uploads in progress created before `before_ms`: their ids (at most `limit`).
+    pub fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.iter_prefix(Family::Media, b"u") {
+            let (k, v) = item?;
+            let record = <UploadRecord as prost::Message>::decode(&*v)?;
+            if record.created_ms < before_ms {
+                out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Media created before `before_ms` that no message carries: their ids (at most `limit`).
+    pub fn unreferenced_media(&self, before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.iter_prefix(Family::Media, b"m") {
+            let (k, v) = item?;
+            let record = <MediaRecord as prost::Message>::decode(&*v)?;
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            if record.created_ms < before_ms && self.media_refs(&id, 1)? == 0 {
+                out.push(id);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether a media record uses the file of `sha256`.
@@ -175,12 +320,41 @@ impl Store {
                 blob_key(&record.sha256, &media_id),
                 Vec::new(),
             );
+            if !record.thumbnail_sha256.is_empty() {
+                txn.put(
+                    Family::Media,
+                    blob_key(&record.thumbnail_sha256, &media_id),
+                    Vec::new(),
+                );
+            }
             txn.put(
                 Family::Media,
                 media_key(&media_id),
                 prost::Message::encode_to_vec(&record),
             );
             Ok(())
+        })
+    }
+
+    /// Removes media `id` if no message carries it (the messages of the changes pending before
+    /// it included): its record and its use of its files. Returns the record removed (`None`
+    /// when it is gone already or a message carries it now).
+    pub fn drop_media(&self, id: &str) -> Pending<Option<MediaRecord>> {
+        let id = id.to_owned();
+        self.change(true, move |txn| {
+            let record: Option<MediaRecord> = txn.get_msg(Family::Media, &media_key(&id))?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            if txn.core().media_refs(&id, 1)? > 0 {
+                return Ok(None);
+            }
+            txn.delete(Family::Media, media_key(&id));
+            txn.delete(Family::Media, blob_key(&record.sha256, &id));
+            if !record.thumbnail_sha256.is_empty() {
+                txn.delete(Family::Media, blob_key(&record.thumbnail_sha256, &id));
+            }
+            Ok(Some(record))
         })
     }
 

@@ -177,9 +177,11 @@ fn recall(
     let ck = msg_conv(&before);
     // Uncount while the message still counts as unread, then mark it recalled.
     uncount_if_unread(txn, peer, &ck, &before)?;
+    super::media::drop_refs(txn, &before);
     let msg = pb::Message {
         recalled: true,
         content: Vec::new(),
+        media: Vec::new(),
         ..before
     };
     txn.put(

@@ -86,7 +86,7 @@ pub use family::{Family, SCHEMA_VERSION};
 pub use groups::{GroupChange, Page};
 pub use history::{HistoryPage, HistoryQuery, SCAN_PER_MESSAGE};
 pub use keys::ConvKey;
-pub use media::{valid_id as valid_media_id, MediaRecord, UploadRecord};
+pub use media::{valid_id as valid_media_id, MediaRecord, UploadRecord, MAX_MEDIA};
 pub use membership::GroupLimits;
 pub use open::DEFAULT_FANOUT_THRESHOLD;
 pub use outbox::{Delivery, GroupNotice, Outbox};

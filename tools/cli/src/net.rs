@@ -112,6 +112,7 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             content_type,
             content: text.into_bytes(),
             mentions,
+            media: Vec::new(),
         }),
         Cmd::Mute { target, off } => Packet::Mute(pb::Mute {
             conversation: Some(conversation(&target)),

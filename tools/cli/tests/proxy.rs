@@ -71,6 +71,7 @@ fn text(to: &str, content: Vec<u8>, id: &str) -> Packet {
         content_type: 1,
         content,
         mentions: Vec::new(),
+        media: Vec::new(),
     })
 }
 

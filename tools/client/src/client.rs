@@ -138,6 +138,7 @@ impl Client {
             content_type,
             content: content.into(),
             mentions: Vec::new(),
+            media: Vec::new(),
         };
         reply!(self.request(Packet::Send(body)).await?, SendAck)
     }
@@ -158,6 +159,7 @@ impl Client {
             content_type,
             content: content.into(),
             mentions,
+            media: Vec::new(),
         };
         reply!(self.request(Packet::Send(body)).await?, SendAck)
     }
