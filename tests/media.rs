@@ -46,7 +46,19 @@ async fn http(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    http_on(tcp, method, path, token, extra, body).await
+}
+
+/// [`http`] on a connection of the caller's (TLS, say).
+async fn http_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut tcp: S,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     if !token.is_empty() {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -921,4 +933,252 @@ async fn the_collector_removes_what_no_message_carries_and_keeps_the_rest() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(walk(&files).is_empty(), "{:?}", walk(&files));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_serve_anyone_without_a_token_until_they_expire() {
+    let server = TestServer::start().await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let photo = jpeg_bytes(400, 300);
+    let m = upload(&addr, &alice, &photo).await["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sign = |token: String, body: Value| {
+        let (addr, m) = (addr.clone(), m.clone());
+        async move {
+            let path = format!("/v1/media/{m}/url");
+            http(
+                &addr,
+                "POST",
+                &path,
+                &token,
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    let made = sign(alice.clone(), json!({"expires_in": 2})).await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let url = made.json()["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("/v1/media/{m}?expires=")), "{url}");
+
+    // No token: the bytes, ranges too, cacheable by a CDN until the URL expires.
+    let whole = http(&addr, "GET", &url, "", &[], b"").await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == photo);
+    assert!(whole
+        .header("cache-control")
+        .unwrap()
+        .starts_with("public, max-age="));
+    let part = http(&addr, "GET", &url, "", &[("Range", "bytes=10-19")], b"").await;
+    assert_eq!(part.status, 206);
+    assert!(part.body == photo[10..20]);
+    let thumb = sign(alice.clone(), json!({"thumbnail": true})).await.json()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(thumb.starts_with(&format!("/v1/media/{m}/thumbnail?")));
+    let t = http(&addr, "GET", &thumb, "", &[], b"").await;
+    assert_eq!(
+        (t.status, t.header("content-type")),
+        (200, Some("image/jpeg"))
+    );
+
+    // A changed signature, the file's signature on the thumbnail, another media's id: refused.
+    let mut bad = url.clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(http(&addr, "GET", &bad, "", &[], b"").await.status, 403);
+    let query = url.split_once('?').unwrap().1;
+    let swapped = format!("/v1/media/{m}/thumbnail?{query}");
+    assert_eq!(http(&addr, "GET", &swapped, "", &[], b"").await.status, 403);
+    let other = upload(&addr, &alice, &noise(100, 5)).await["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let moved = format!("/v1/media/{other}?{query}");
+    assert_eq!(http(&addr, "GET", &moved, "", &[], b"").await.status, 403);
+
+    // Only someone who may read the media gets a URL; lifetimes are bounded.
+    assert_eq!(
+        sign(server.token("bob", "phone"), json!({})).await.status,
+        404
+    );
+    for bad in [
+        json!({"expires_in": 0}),
+        json!({"expires_in": 7 * 86400 + 1}),
+    ] {
+        assert_eq!(sign(alice.clone(), bad.clone()).await.status, 400, "{bad}");
+    }
+
+    // Expired.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let late = http(&addr, "GET", &url, "", &[], b"").await;
+    assert_eq!(late.status, 403);
+    assert!(late.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_are_cut_at_the_read_timeout_and_keep_what_arrived() {
+    let server = TestServer::start_with(|c| c.media_read_timeout_ms = 500).await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let id = create(&addr, &alice, json!({"size": 100_000})).await.json()["upload_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A chunk that stops after 10,000 of its 100,000 bytes.
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PATCH /v1/media/uploads/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+         Upload-Offset: 0\r\nContent-Length: 100000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&noise(10_000, 4)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer comes at the read timeout, without the client sending or closing anything.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("an answer, not a hang")
+            .unwrap();
+        raw.extend_from_slice(&buf[..n]);
+        if n == 0 || raw.windows(4).any(|w| w == b"\r\n\r\n") && raw.ends_with(b"}") {
+            break;
+        }
+    }
+    let waited = started.elapsed();
+    let a = parse(&raw);
+    assert_eq!(a.status, 408, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["error"]["offset"], 10_000);
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert_eq!(offset_now(&addr, &alice, &id).await, 10_000);
+
+    // A connection that sends one request, then half a head and nothing more, is closed.
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let first = format!(
+        "GET /v1/media/uploads/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n"
+    );
+    tcp.write_all(first.as_bytes()).await.unwrap();
+    tcp.write_all(b"GET /v1/media/uploads/x HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all))
+        .await
+        .expect("closed, not held open")
+        .ok();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        all.starts_with(b"HTTP/1.1 200"),
+        "the first request was answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_downloads_work_inside_tls_and_plain_is_refused_when_tls_is_required() {
+    use tokio_rustls::rustls::{self, pki_types::ServerName};
+    let cert_dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (
+        cert_dir.path().join("cert.pem"),
+        cert_dir.path().join("key.pem"),
+    );
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+        c.allow_plain = false;
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = server.addr.clone();
+    let tls = || {
+        let (connector, addr) = (connector.clone(), addr.clone());
+        async move {
+            let tcp = TcpStream::connect(&addr).await.unwrap();
+            connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .expect("TLS handshake")
+        }
+    };
+    let alice = server.token("alice", "phone");
+    let data = noise(300_000, 8);
+    let body = json!({"size": data.len()}).to_string();
+    let made = http_on(
+        tls().await,
+        "POST",
+        "/v1/media/uploads",
+        &alice,
+        &[],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let id = made.json()["upload_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/media/uploads/{id}");
+    let sent = http_on(
+        tls().await,
+        "PATCH",
+        &path,
+        &alice,
+        &[("Upload-Offset", "0")],
+        &data,
+    )
+    .await;
+    assert_eq!(sent.status, 200);
+    let done = http_on(
+        tls().await,
+        "POST",
+        &format!("{path}/finish"),
+        &alice,
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(done.status, 201);
+    let m = done.json()["media_id"].as_str().unwrap().to_owned();
+    let range = [("Range", "bytes=1000-1999")];
+    let got = http_on(
+        tls().await,
+        "GET",
+        &format!("/v1/media/{m}"),
+        &alice,
+        &range,
+        b"",
+    )
+    .await;
+    assert_eq!(got.status, 206);
+    assert!(got.body == data[1000..2000]);
+    // Plain HTTP to a TLS-only server: refused with TLS_REQUIRED, nothing created.
+    let plain = create(&addr, &alice, json!({"size": 10})).await;
+    assert_eq!(
+        plain.json()["error"]["name"],
+        "TLS_REQUIRED",
+        "{}",
+        String::from_utf8_lossy(&plain.body)
+    );
 }

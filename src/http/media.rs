@@ -8,6 +8,8 @@
 //! - `PATCH /v1/media/uploads/{id}` with `Upload-Offset` and the chunk -> `{..., "offset"}`
 //! - `POST /v1/media/uploads/{id}/finish` -> 201 `{"media_id", "size", "sha256", "content_type", ...}`
 //! - `GET`/`HEAD /v1/media/{id}` and `/v1/media/{id}/thumbnail`: the bytes, `Range` honoured
+//! - `POST /v1/media/{id}/url` `{"expires_in"?, "thumbnail"?}` -> 201 `{"url", "expires"}`: a
+//!   signed URL that anyone may GET without a token until it expires (for a player or a CDN)
 //!
 //! A chunk is streamed to its file as it arrives (no chunk is held in memory); a read that makes
 //! no progress for `media_read_timeout_ms` ends the request (what arrived is kept: the client
@@ -20,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,6 +64,7 @@ pub async fn serve(shared: &Arc<Shared>, conn: MediaConn, ip: IpAddr) {
         .route("/v1/media/uploads/{id}/finish", post(finish))
         .route("/v1/media/{id}", get(download))
         .route("/v1/media/{id}/thumbnail", get(thumbnail))
+        .route("/v1/media/{id}/url", post(sign))
         .fallback(|| async {
             refusal(MediaRefusal::new(
                 404,
@@ -293,19 +296,109 @@ async fn finish(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderM
     }
 }
 
-async fn download(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    serve_file(ctx, id, headers, false).await
+async fn download(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    serve_file(ctx, id, query, headers, false).await
 }
 
-async fn thumbnail(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    serve_file(ctx, id, headers, true).await
+async fn thumbnail(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    serve_file(ctx, id, query, headers, true).await
+}
+
+/// What a signed URL asks for.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    /// Seconds the URL lives (default an hour, at most a week).
+    #[serde(default = "an_hour")]
+    expires_in: u64,
+    /// The thumbnail's URL instead of the file's.
+    #[serde(default)]
+    thumbnail: bool,
+}
+
+fn an_hour() -> u64 {
+    3600
+}
+
+async fn sign(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = user_or_answer!(ctx, headers);
+    let req: SignBody = if body.is_empty() {
+        SignBody {
+            expires_in: an_hour(),
+            thumbnail: false,
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("body: {e}");
+                return refusal(MediaRefusal::new(400, ErrorCode::BadBody, msg));
+            }
+        }
+    };
+    match media::signed_url(&ctx.shared, &user, &id, req.thumbnail, req.expires_in).await {
+        Ok((url, expires)) => (
+            StatusCode::CREATED,
+            Json(json!({"url": url, "expires": expires})),
+        )
+            .into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// `expires` and `sig` of a signed URL's query, if it has them.
+fn signed_query(query: Option<&str>) -> Option<(u64, String)> {
+    let (mut expires, mut sig) = (None, None);
+    for pair in query?.split('&') {
+        match pair.split_once('=') {
+            Some(("expires", v)) => expires = v.parse().ok(),
+            Some(("sig", v)) => sig = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    Some((expires?, sig?))
 }
 
 /// A media file (or its thumbnail): whole, or the one range asked for; 304 when the client
-/// holds it already (its ETag is the bytes' sha-256: media never change).
-async fn serve_file(ctx: Ctx, id: String, headers: HeaderMap, thumbnail: bool) -> Response {
-    let user = user_or_answer!(ctx, headers);
-    let (record, path) = match media::open(&ctx.shared, &user, &id, thumbnail).await {
+/// holds it already (its ETag is the bytes' sha-256: media never change). With a signed URL's
+/// `expires` and `sig` in the query, no token is needed.
+async fn serve_file(
+    ctx: Ctx,
+    id: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    thumbnail: bool,
+) -> Response {
+    let signed = signed_query(query.as_deref());
+    let opened = match &signed {
+        Some((expires, sig)) => {
+            if !ctx.secure && !ctx.shared.config.allow_plain {
+                let msg = "this server accepts TLS only (https://)";
+                return ApiError::new(ErrorCode::TlsRequired, msg).into_response();
+            }
+            media::open_signed(&ctx.shared, &id, thumbnail, *expires, sig).await
+        }
+        None => {
+            let user = user_or_answer!(ctx, headers);
+            media::open(&ctx.shared, &user, &id, thumbnail).await
+        }
+    };
+    let (record, path) = match opened {
         Ok(found) => found,
         Err(r) => return refusal(r),
     };
@@ -318,10 +411,16 @@ async fn serve_file(ctx: Ctx, id: String, headers: HeaderMap, thumbnail: bool) -
     let mut common = HeaderMap::new();
     let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
     common.insert(header::ETAG, value(&etag));
-    common.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=31536000, immutable"),
-    );
+    // A signed URL may be cached by anyone (a CDN) until it expires; a token's answer only by
+    // the client.
+    let cache = match &signed {
+        Some((expires, _)) => {
+            let left = expires.saturating_sub((crate::clock::now_ms() / 1000) as u64);
+            format!("public, max-age={left}, immutable")
+        }
+        None => "private, max-age=31536000, immutable".to_owned(),
+    };
+    common.insert(header::CACHE_CONTROL, value(&cache));
     common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let held = headers
         .get(header::IF_NONE_MATCH)

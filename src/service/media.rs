@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use missive_protocol::ErrorCode;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -717,6 +718,91 @@ pub async fn open(
         s.store.core().readable_media(&reader, &key)
     })
     .await?;
+    let Some(record) = record else {
+        return Err(MediaRefusal::not_found("media"));
+    };
+    let path = if thumbnail {
+        if record.thumbnail_sha256.is_empty() {
+            return Err(MediaRefusal::not_found("thumbnail"));
+        }
+        file_path(shared, &record.thumbnail_sha256)
+    } else {
+        file_path(shared, &record.sha256)
+    };
+    Ok((record, path))
+}
+
+/// Longest life of a signed download URL.
+pub const MAX_URL_SECS: u64 = 7 * 86_400;
+
+/// The signature of a download URL of media `id` (its thumbnail with `thumbnail`) valid until
+/// `expires` (Unix seconds): an HMAC-SHA256 keyed by the server's secret (through a key of its
+/// own, so that it can sign nothing else), 64 hex digits.
+fn url_signature(shared: &Shared, id: &str, thumbnail: bool, expires: u64) -> String {
+    let mut key = Hmac::<Sha256>::new_from_slice(&shared.secret).expect("any key length");
+    key.update(b"missive media url v1");
+    let key = key.finalize().into_bytes();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+    let what = if thumbnail { "thumbnail" } else { "file" };
+    mac.update(format!("{id}\n{what}\n{expires}").as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// A signed URL for `user` to hand to a player or a CDN: the path and query of media `id` (its
+/// thumbnail with `thumbnail`) that anyone may GET, without a token, for `secs` seconds (at
+/// most [`MAX_URL_SECS`]). Only someone who may read the media gets one.
+pub async fn signed_url(
+    shared: &Arc<Shared>,
+    user: &str,
+    id: &str,
+    thumbnail: bool,
+    secs: u64,
+) -> Result<(String, u64), MediaRefusal> {
+    if secs == 0 || secs > MAX_URL_SECS {
+        let msg = format!("expires_in: 1 to {MAX_URL_SECS} seconds");
+        return Err(MediaRefusal::new(400, ErrorCode::InvalidArgument, msg));
+    }
+    open(shared, user, id, thumbnail).await?;
+    let expires = (crate::clock::now_ms() / 1000) as u64 + secs;
+    let sig = url_signature(shared, id, thumbnail, expires);
+    let path = if thumbnail {
+        format!("/v1/media/{id}/thumbnail")
+    } else {
+        format!("/v1/media/{id}")
+    };
+    Ok((format!("{path}?expires={expires}&sig={sig}"), expires))
+}
+
+/// Media `id` (or its thumbnail) by a signed URL: its record and file, when `sig` is the
+/// signature of `expires` and `expires` has not passed (403 otherwise: the URL is wrong or
+/// stale; 404 when the media is gone).
+pub async fn open_signed(
+    shared: &Arc<Shared>,
+    id: &str,
+    thumbnail: bool,
+    expires: u64,
+    sig: &str,
+) -> Result<(MediaRecord, PathBuf), MediaRefusal> {
+    if !valid_media_id(id) {
+        return Err(MediaRefusal::not_found("media"));
+    }
+    let good = url_signature(shared, id, thumbnail, expires);
+    let same = good.len() == sig.len()
+        && good
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        let msg = "the URL's signature is not valid";
+        return Err(MediaRefusal::new(403, ErrorCode::Forbidden, msg));
+    }
+    if (crate::clock::now_ms() / 1000) as u64 > expires {
+        let msg = "the URL has expired: ask for a new one";
+        return Err(MediaRefusal::new(403, ErrorCode::Forbidden, msg));
+    }
+    let key = id.to_owned();
+    let record = small_read(shared, move |s| s.store.core().media(&key)).await?;
     let Some(record) = record else {
         return Err(MediaRefusal::not_found("media"));
     };
