@@ -31,6 +31,14 @@ use crate::store::{valid_media_id, MediaRecord, UploadRecord};
 /// place, drop its own copy, and see the collector remove the file it was counting on.
 static FILES: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
+/// Finishes examining their file (hashing, decoding an image) at once, server-wide: one per
+/// core, at least two. Each holds a decoded image (up to the pixel limit) while it runs, so
+/// their number, not the number of uploads finishing, bounds that memory.
+static EXAMINING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::sync::Semaphore::new(cores.max(2))
+});
+
 /// Uploads being appended to or finished now: a second request on one of them waits for
 /// nothing, it is refused (409), so that two writers never interleave their bytes.
 static BUSY: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
@@ -495,6 +503,9 @@ pub async fn finish(shared: &Arc<Shared>, user: &str, id: &str) -> Result<MediaI
         shared.config.media_max_image_bytes,
     );
     let p = path.clone();
+    let _examining = EXAMINING.acquire().await.map_err(|_| {
+        MediaRefusal::new(503, ErrorCode::ShuttingDown, "server shutting down")
+    })?;
     let examined = tokio::task::spawn_blocking(move || examine(&p, thumb_px, max_image))
         .await
         .map_err(|e| {
