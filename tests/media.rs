@@ -134,6 +134,15 @@ async fn create(addr: &str, token: &str, body: Value) -> Answer {
     .await
 }
 
+async fn get(addr: &str, token: &str, path: &str) -> Answer {
+    http(addr, "GET", path, token, &[], b"").await
+}
+
+async fn finish(addr: &str, token: &str, id: &str) -> Answer {
+    let path = format!("/v1/media/uploads/{id}/finish");
+    http(addr, "POST", &path, token, &[], b"").await
+}
+
 async fn patch(addr: &str, token: &str, id: &str, offset: u64, bytes: &[u8]) -> Answer {
     let path = format!("/v1/media/uploads/{id}");
     let offset = offset.to_string();
@@ -169,7 +178,7 @@ async fn offset_now(addr: &str, token: &str, id: &str) -> u64 {
     let mut last = u64::MAX;
     // The server notices the cut when it reads the end of the connection; ask until it settles.
     for _ in 0..50 {
-        let a = http(addr, "GET", &path, token, &[], b"").await;
+        let a = get(addr, token, &path).await;
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
         let offset = a.json()["offset"].as_u64().unwrap();
         if offset == last {
@@ -217,15 +226,7 @@ async fn a_20_mb_upload_cut_off_twice_resumes_and_is_read_back_by_range() {
     assert_eq!(wrong.header("upload-offset"), Some(at.to_string().as_str()));
 
     // Finishing early says how far it got.
-    let early = http(
-        &addr,
-        "POST",
-        &format!("/v1/media/uploads/{id}/finish"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let early = finish(&addr, &alice, &id).await;
     assert_eq!(early.status, 409);
     assert_eq!(early.json()["error"]["offset"], at);
 
@@ -236,15 +237,7 @@ async fn a_20_mb_upload_cut_off_twice_resumes_and_is_read_back_by_range() {
         at = a.json()["offset"].as_u64().unwrap();
         assert_eq!(at as usize, end);
     }
-    let done = http(
-        &addr,
-        "POST",
-        &format!("/v1/media/uploads/{id}/finish"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let done = finish(&addr, &alice, &id).await;
     assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
     let info = done.json();
     assert_eq!(info["size"], data.len());
@@ -255,7 +248,7 @@ async fn a_20_mb_upload_cut_off_twice_resumes_and_is_read_back_by_range() {
     let path = format!("/v1/media/{media}");
 
     // The whole file, then ranges: exactly the bytes asked for.
-    let whole = http(&addr, "GET", &path, &alice, &[], b"").await;
+    let whole = get(&addr, &alice, &path).await;
     assert_eq!(whole.status, 200);
     assert!(whole.body == data, "the download is the upload");
     let etag = whole.header("etag").unwrap().to_owned();
@@ -300,19 +293,11 @@ async fn a_20_mb_upload_cut_off_twice_resumes_and_is_read_back_by_range() {
 
     // Someone with only the id: 404, as for no media at all; no token: 401.
     let mallory = server.token("mallory", "phone");
-    let stranger = http(&addr, "GET", &path, &mallory, &[], b"").await;
+    let stranger = get(&addr, &mallory, &path).await;
     assert_eq!(stranger.status, 404);
     let nobody = http(&addr, "GET", &path, "", &[], b"").await;
     assert_eq!(nobody.status, 401);
-    let other = http(
-        &addr,
-        "GET",
-        &format!("/v1/media/uploads/{id}"),
-        &mallory,
-        &[],
-        b"",
-    )
-    .await;
+    let other = get(&addr, &mallory, &format!("/v1/media/uploads/{id}")).await;
     assert_eq!(other.status, 404);
 }
 
@@ -365,25 +350,9 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
     .await;
     let bad_sha = a.json()["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(patch(&addr, &alice, &bad_sha, 0, &bytes).await.status, 200);
-    let fin = http(
-        &addr,
-        "POST",
-        &format!("/v1/media/uploads/{bad_sha}/finish"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let fin = finish(&addr, &alice, &bad_sha).await;
     assert_eq!(fin.status, 422, "{}", String::from_utf8_lossy(&fin.body));
-    let gone = http(
-        &addr,
-        "GET",
-        &format!("/v1/media/uploads/{bad_sha}"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let gone = get(&addr, &alice, &format!("/v1/media/uploads/{bad_sha}")).await;
     assert_eq!(gone.status, 404);
 
     // A truncated PNG and a decompression bomb: 422, nothing stored.
@@ -397,15 +366,7 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
             200,
             "{what}"
         );
-        let fin = http(
-            &addr,
-            "POST",
-            &format!("/v1/media/uploads/{id}/finish"),
-            &alice,
-            &[],
-            b"",
-        )
-        .await;
+        let fin = finish(&addr, &alice, &id).await;
         assert_eq!(
             fin.status,
             422,
@@ -423,7 +384,7 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
         "/v1/media/uploads/..",
         "/v1/media/",
     ] {
-        let a = http(&addr, "GET", path, &alice, &[], b"").await;
+        let a = get(&addr, &alice, path).await;
         assert_eq!(a.status, 404, "{path}");
     }
 
@@ -458,15 +419,7 @@ async fn a_real_jpeg_and_png_get_a_thumbnail_and_an_inline_preview() {
         .await;
         let id = a.json()["upload_id"].as_str().unwrap().to_owned();
         assert_eq!(patch(&addr, &alice, &id, 0, &bytes).await.status, 200);
-        let fin = http(
-            &addr,
-            "POST",
-            &format!("/v1/media/uploads/{id}/finish"),
-            &alice,
-            &[],
-            b"",
-        )
-        .await;
+        let fin = finish(&addr, &alice, &id).await;
         assert_eq!(
             fin.status,
             201,
@@ -488,15 +441,7 @@ async fn a_real_jpeg_and_png_get_a_thumbnail_and_an_inline_preview() {
             preview.len()
         );
         let media = info["media_id"].as_str().unwrap();
-        let thumb = http(
-            &addr,
-            "GET",
-            &format!("/v1/media/{media}/thumbnail"),
-            &alice,
-            &[],
-            b"",
-        )
-        .await;
+        let thumb = get(&addr, &alice, &format!("/v1/media/{media}/thumbnail")).await;
         assert_eq!(thumb.status, 200);
         assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
         let img = image::load_from_memory(&thumb.body).expect("the thumbnail decodes");
@@ -562,15 +507,7 @@ async fn a_sigkill_mid_upload_leaves_nothing_that_looks_finished() {
     drop(connect_when_up(&addr, "alice").await);
     let at = offset_now(&addr, &alice, &id).await;
     assert!((1 << 20..=2 << 20).contains(&at), "{at}");
-    let early = http(
-        &addr,
-        "POST",
-        &format!("/v1/media/uploads/{id}/finish"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let early = finish(&addr, &alice, &id).await;
     assert_eq!(early.status, 409, "not finished");
     // Resumed from where the file stands, it finishes as the same bytes.
     let mut at = at as usize;
@@ -584,15 +521,7 @@ async fn a_sigkill_mid_upload_leaves_nothing_that_looks_finished() {
         );
         at = end;
     }
-    let done = http(
-        &addr,
-        "POST",
-        &format!("/v1/media/uploads/{id}/finish"),
-        &alice,
-        &[],
-        b"",
-    )
-    .await;
+    let done = finish(&addr, &alice, &id).await;
     assert_eq!(done.status, 201);
     assert_eq!(done.json()["sha256"], hex(&Sha256::digest(&data)));
 }
@@ -675,15 +604,7 @@ async fn upload(addr: &str, token: &str, bytes: &[u8]) -> Value {
     let a = create(addr, token, json!({"size": bytes.len()})).await;
     let id = a.json()["upload_id"].as_str().unwrap().to_owned();
     assert_eq!(patch(addr, token, &id, 0, bytes).await.status, 200);
-    let fin = http(
-        addr,
-        "POST",
-        &format!("/v1/media/uploads/{id}/finish"),
-        token,
-        &[],
-        b"",
-    )
-    .await;
+    let fin = finish(addr, token, &id).await;
     assert_eq!(fin.status, 201, "{}", String::from_utf8_lossy(&fin.body));
     fin.json()
 }
@@ -712,11 +633,18 @@ async fn acked(conn: &mut Connection, packet: Packet) -> pb::SendAck {
     }
 }
 
+/// Recalls message `msg_id` of the direct conversation with `peer`.
+async fn recall(conn: &mut Connection, peer: &str, msg_id: u64) {
+    let recall = Packet::Recall(pb::RecallMessage {
+        msg_id,
+        conversation: Some(dm(peer)),
+    });
+    assert!(matches!(request(conn, recall).await, Packet::RecallAck(_)));
+}
+
 /// `token`'s user reading media `id`: the status.
 async fn read_status(addr: &str, token: &str, id: &str) -> u16 {
-    http(addr, "GET", &format!("/v1/media/{id}"), token, &[], b"")
-        .await
-        .status
+    get(addr, token, &format!("/v1/media/{id}")).await.status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -802,14 +730,7 @@ async fn a_message_carrying_media_lets_its_conversation_read_it_until_recalled()
         .to_owned();
     let ack = acked(&mut alice, send_media("r1", dm("gina"), &[&r])).await;
     assert_eq!(read_status(&addr, &tok("gina"), &r).await, 200);
-    let recall = Packet::Recall(pb::RecallMessage {
-        msg_id: ack.msg_id,
-        conversation: Some(dm("gina")),
-    });
-    assert!(matches!(
-        request(&mut alice, recall).await,
-        Packet::RecallAck(_)
-    ));
+    recall(&mut alice, "gina", ack.msg_id).await;
     assert_eq!(read_status(&addr, &tok("gina"), &r).await, 404);
     assert_eq!(
         read_status(&addr, &tok("alice"), &r).await,
@@ -875,7 +796,7 @@ async fn the_collector_removes_what_no_message_carries_and_keeps_the_rest() {
 
     let gone = |what: &'static str, addr: String, token: String, path: String| async move {
         for _ in 0..50 {
-            if http(&addr, "GET", &path, &token, &[], b"").await.status == 404 {
+            if get(&addr, &token, &path).await.status == 404 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -911,14 +832,7 @@ async fn the_collector_removes_what_no_message_carries_and_keeps_the_rest() {
     }
 
     // Recalled, it is no message's any more: collected too.
-    let recall = Packet::Recall(pb::RecallMessage {
-        msg_id: ack.msg_id,
-        conversation: Some(dm("bob")),
-    });
-    assert!(matches!(
-        request(&mut conn, recall).await,
-        Packet::RecallAck(_)
-    ));
+    recall(&mut conn, "bob", ack.msg_id).await;
     gone(
         "the recalled media",
         addr.clone(),

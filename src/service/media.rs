@@ -503,9 +503,10 @@ pub async fn finish(shared: &Arc<Shared>, user: &str, id: &str) -> Result<MediaI
         shared.config.media_max_image_bytes,
     );
     let p = path.clone();
-    let _examining = EXAMINING.acquire().await.map_err(|_| {
-        MediaRefusal::new(503, ErrorCode::ShuttingDown, "server shutting down")
-    })?;
+    let _examining = EXAMINING
+        .acquire()
+        .await
+        .map_err(|_| MediaRefusal::new(503, ErrorCode::ShuttingDown, "server shutting down"))?;
     let examined = tokio::task::spawn_blocking(move || examine(&p, thumb_px, max_image))
         .await
         .map_err(|e| {
@@ -729,18 +730,7 @@ pub async fn open(
         s.store.core().readable_media(&reader, &key)
     })
     .await?;
-    let Some(record) = record else {
-        return Err(MediaRefusal::not_found("media"));
-    };
-    let path = if thumbnail {
-        if record.thumbnail_sha256.is_empty() {
-            return Err(MediaRefusal::not_found("thumbnail"));
-        }
-        file_path(shared, &record.thumbnail_sha256)
-    } else {
-        file_path(shared, &record.sha256)
-    };
-    Ok((record, path))
+    with_file(shared, record, thumbnail)
 }
 
 /// Longest life of a signed download URL.
@@ -814,16 +804,26 @@ pub async fn open_signed(
     }
     let key = id.to_owned();
     let record = small_read(shared, move |s| s.store.core().media(&key)).await?;
+    with_file(shared, record, thumbnail)
+}
+
+/// A media found (or not) and the path of its file, or of its thumbnail's with `thumbnail`.
+fn with_file(
+    shared: &Shared,
+    record: Option<MediaRecord>,
+    thumbnail: bool,
+) -> Result<(MediaRecord, PathBuf), MediaRefusal> {
     let Some(record) = record else {
         return Err(MediaRefusal::not_found("media"));
     };
-    let path = if thumbnail {
-        if record.thumbnail_sha256.is_empty() {
-            return Err(MediaRefusal::not_found("thumbnail"));
-        }
-        file_path(shared, &record.thumbnail_sha256)
+    let sha = if thumbnail {
+        &record.thumbnail_sha256
     } else {
-        file_path(shared, &record.sha256)
+        &record.sha256
     };
+    if sha.is_empty() {
+        return Err(MediaRefusal::not_found("thumbnail"));
+    }
+    let path = file_path(shared, sha);
     Ok((record, path))
 }
