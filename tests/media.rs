@@ -831,6 +831,41 @@ async fn the_collector_removes_what_no_message_carries_and_keeps_the_rest() {
         assert_eq!(status, 200, "{who}: a message carries it");
     }
 
+    // Deleted from alice's view only, bob still has it: kept. Deleted by bob too, it is
+    // nobody's: collected (the other way a message stops keeping its media is a recall, below).
+    let both = upload(&addr, &alice, &noise(2000, 12)).await;
+    let both_id = both["media_id"].as_str().unwrap().to_owned();
+    let sent = acked(&mut conn, send_media("d1", dm("bob"), &[&both_id])).await;
+    let delete = |msg_id: u64, peer: &str| {
+        Packet::Delete(pb::DeleteMessage {
+            msg_id,
+            conversation: Some(dm(peer)),
+        })
+    };
+    assert!(matches!(
+        request(&mut conn, delete(sent.msg_id, "bob")).await,
+        Packet::DeleteAck(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let bob = server.token("bob", "phone");
+    assert_eq!(
+        read_status(&addr, &bob, &both_id).await,
+        200,
+        "bob still has it"
+    );
+    let (mut bob_conn, _) = server.login("bob", "phone").await;
+    assert!(matches!(
+        request(&mut bob_conn, delete(sent.msg_id, "alice")).await,
+        Packet::DeleteAck(_)
+    ));
+    gone(
+        "the media of a message both deleted",
+        addr.clone(),
+        alice.clone(),
+        format!("/v1/media/{both_id}"),
+    )
+    .await;
+
     // Recalled, it is no message's any more: collected too.
     recall(&mut conn, "bob", ack.msg_id).await;
     gone(

@@ -225,6 +225,14 @@ fn delete(
         uncount_if_unread(txn, user, &ck, &msg)?;
     }
     txn.put(Family::Unread, hidden_key, Vec::new());
+    // A direct message both users deleted is nobody's any more: it no longer keeps its media
+    // alive (a group message's media stay until it is recalled).
+    if conv.kind != ConversationKind::Group as i32
+        && !msg.media.is_empty()
+        && txn.exists(Family::Unread, &keys::hidden(&conv.id, msg_id))?
+    {
+        super::media::drop_refs(txn, &msg);
+    }
     txn.event(EventKind::MessageDeleted, now_ms, || {
         message_fields(msg_id, ("user", user), conv)
     });
