@@ -2,9 +2,10 @@
 //!
 //! Each scenario is a subcommand: `connect` (many idle logged-in connections), `chat` (one-to-one
 //! messages at an open-loop rate, with loss/duplication checks and latency percentiles),
-//! `offline` (catch-up SYNC of a queued inbox) and `fanout` (group messages). Every run is
-//! bounded in time, prints a progress line to stderr once a second and a summary table at the
-//! end (`--json` for the full result as JSON), and exits non-zero if anything was lost,
+//! `offline` (catch-up SYNC of a queued inbox), `fanout` (group messages) and `media`
+//! (concurrent resumable uploads over HTTP, then ranged downloads, every byte checked). Every
+//! run is bounded in time, prints a progress line to stderr once a second and a summary table
+//! at the end (`--json` for the full result as JSON), and exits non-zero if anything was lost,
 //! duplicated or failed: 1 for a failed run, 2 when the server lacks a feature the scenario
 //! needs. `abuse` is different: it starts a server of its own for each attack of issue #18
 //! and reports what the attack cost (see `missive-load abuse --help`). `hook` is a before-send
@@ -18,6 +19,7 @@ mod common;
 mod connect;
 mod fanout;
 mod hook;
+mod media;
 mod mqtt;
 mod offline;
 mod stats;
@@ -43,6 +45,8 @@ Examples:
   missive-load chat --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --users 200 --rate 2000 --duration 20
   missive-load offline --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --messages 10000
   missive-load fanout --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --members 50 --rate 20
+  missive-load media --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --uploads 4 --files 8 --size 16777216 --downloads 4 --duration 10 --server-pid 1234
+  missive-load media --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --uploads 1 --size 1073741824 --downloads 2 --server-pid 1234
   missive-load abuse --server-bin target/release/missived --attack all --json > abuse.jsonl
 
 The peer mode drives an MQTT broker (no tokens; --addr is the broker's, --server-pid its pid):
@@ -68,6 +72,10 @@ enum Scenario {
     Offline(offline::Args),
     /// One sender posts to a group; online members receive.
     Fanout(fanout::Args),
+    /// Media over HTTP: concurrent resumable uploads (each digest checked), then ranged
+    /// downloads of them (every byte checked); MB/s, time to first byte, the server's CPU and
+    /// resident memory.
+    Media(media::Args),
     /// The attacks of issue #18, each on a fresh server started from --server-bin, with an
     /// honest pair chatting alongside; one line (or JSON object) per attack.
     #[command(after_help = abuse::AFTER_HELP)]
@@ -88,6 +96,7 @@ impl Scenario {
             Scenario::Chat(a) => Some(&a.common),
             Scenario::Offline(a) => Some(&a.common),
             Scenario::Fanout(a) => Some(&a.common),
+            Scenario::Media(a) => Some(&a.common),
             Scenario::Abuse(_) | Scenario::Hook(_) | Scenario::Mqtt(_) => None,
         }
     }
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
             Scenario::Chat(a) => chat::run(&env, a).await?,
             Scenario::Offline(a) => offline::run(&env, a).await?,
             Scenario::Fanout(a) => fanout::run(&env, a).await?,
+            Scenario::Media(a) => media::run(&env, a).await?,
             Scenario::Abuse(_) | Scenario::Hook(_) | Scenario::Mqtt(_) => {
                 anyhow::bail!("not a scenario against a Missive server")
             }
