@@ -22,7 +22,32 @@ Examples:
   missive proxy --fault 'down PUSH #2-#3 hold' --fault 'nat-idle 20' --capture run.jsonl
   missive decode --file run.jsonl";
 
-const ABOUT: &str = "Missive protocol test CLI: send and watch messages, inspect and forge frames.";
+const UPLOAD_HELP: &str = "\
+The file's sha-256 is computed first and declared, so the server refuses bytes that changed on
+the way (422). The chunks go over one kept-alive connection (plain TCP to --addr; --ws and
+tcp:// addresses name the same host:port); a chunk that fails is resumed from where the server's
+copy stands, on a new connection, after a short backoff. Progress goes to stderr; the finish's
+answer to stdout (JSON with --json).
+
+Examples:
+  missive --user alice upload photo.jpg
+  missive --user alice --json upload talk.mp4 --chunk 8388608
+  missive --user alice send --to bob --text 'the photo' --media 5f0c2b...   # attach it
+  missive --user bob download 5f0c2b... -o photo.jpg";
+
+const DOWNLOAD_HELP: &str = "\
+Readable by the uploader and the members of a conversation in which a message carries the media;
+anyone else gets 404, as for an id that does not exist. A whole file is checked against its
+ETag (the sha-256). The summary goes to stderr (JSON with --json: on stdout when -o is given).
+
+Examples:
+  missive --user bob download 5f0c2b... -o photo.jpg
+  missive --user bob download 5f0c2b... --range 0-1023 > head.bin     # 206, bytes 0-1023
+  missive --user bob download 5f0c2b... --range -100 -o tail.bin       # the last 100 bytes
+  missive --user bob download 5f0c2b... --thumbnail -o thumb.jpg";
+
+const ABOUT: &str =
+    "Missive protocol test CLI: send and watch messages, upload and download media, inspect and forge frames.";
 
 const AFTER_HELP: &str = "\
 Credentials: --token TOKEN, or --user U [--device D] to mint a token with the server's secret
@@ -36,6 +61,9 @@ Examples:
   missive token --user alice --data-dir /var/lib/missive
   missive --user alice send --to bob --text 'hello'
   missive --user alice send --http --addr chat.example:80 --to bob --text 'hi'   # POST /v1/send
+  missive --user alice upload photo.jpg          # media over HTTP: prints its media id
+  missive --user alice send --to bob --text 'look' --media MEDIA_ID
+  missive --user bob download MEDIA_ID -o photo.jpg --range 0-1023
   missive --user alice typing --to bob             # bob's online devices see it; nothing stored
   missive --user bob watch --count 1
   missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
@@ -147,9 +175,9 @@ pub enum Cmd {
     Send {
         #[command(flatten)]
         target: Target,
-        /// The content (UTF-8 text).
-        #[arg(long)]
-        text: String,
+        /// The content (UTF-8 text); with --media, a caption (may be left out).
+        #[arg(long, required_unless_present = "media")]
+        text: Option<String>,
         /// content_type (application-defined; 0 is invalid).
         #[arg(long = "type", default_value_t = 1)]
         content_type: u32,
@@ -158,11 +186,55 @@ pub enum Cmd {
         client_msg_id: Option<String>,
         /// Send over HTTP (`POST http://ADDR/v1/send` with the login token) instead of a
         /// connection, as an app without one would (PROTOCOL.md 27). Prints the same ack.
+        /// Not with --media (that request carries no media).
         #[arg(long, conflicts_with = "ws")]
         http: bool,
         /// Group messages: members to @mention (comma-separated user ids).
         #[arg(long = "mention", value_delimiter = ',', value_name = "USERS")]
         mentions: Vec<String>,
+        /// Attach an uploaded media file by its id (from `missive upload`); repeatable, at
+        /// most 10. The server fills in its type, size, dimensions and preview (PROTOCOL.md 28).
+        #[arg(long = "media", value_name = "MEDIA_ID", conflicts_with = "http")]
+        media: Vec<String>,
+    },
+    /// Upload a file as media and print its media id, size, sha-256 and type.
+    ///
+    /// Resumable, over HTTP on --addr with the login token (PROTOCOL.md 28). Attach the media
+    /// to a message with `send --media ID`.
+    #[command(after_help = UPLOAD_HELP)]
+    Upload {
+        /// The file to upload (streamed: never read whole into memory).
+        file: PathBuf,
+        /// Bytes per chunk (one PATCH each; the server takes at most 16 MiB by default).
+        #[arg(long, default_value_t = 4 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        chunk: u64,
+        /// The type to declare (the server sniffs the bytes and answers with what it found).
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        /// Failed requests retried in a row before giving up (each after asking the server
+        /// where the upload stands, on a new connection).
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
+    /// Download a media file or its thumbnail, whole or a byte range.
+    ///
+    /// To a file or stdout; what came (status, bytes, type) is printed on stderr.
+    #[command(after_help = DOWNLOAD_HELP)]
+    Download {
+        /// The media id (from `missive upload`, or a message's media).
+        media_id: String,
+        /// Write the bytes to this file (without it, or with `-`: to stdout). A failed
+        /// download leaves no file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only these bytes: `a-b` (inclusive), `a-` (from a to the end) or `-n` (the last n).
+        /// The answer must be a 206 with the matching Content-Range.
+        #[arg(long, value_name = "a-b", allow_hyphen_values = true)]
+        range: Option<String>,
+        /// The thumbnail (images) instead of the file.
+        #[arg(long)]
+        thumbnail: bool,
     },
     /// Mute a conversation (no offline notifications but @mentions), or unmute it with --off.
     Mute {

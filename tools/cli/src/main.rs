@@ -2,16 +2,21 @@
 //!
 //! Network commands log in with a token (given, or minted from `--user` and the server's
 //! secret), make one request and print the reply; `watch` stays connected through the reliable
-//! `missive_client::Client`. `decode`, `encode` and `raw` work on frames as bytes.
+//! `missive_client::Client`. `upload` and `download` move media over HTTP on the same address
+//! (`media`, over the small client of `http1`). `decode`, `encode` and `raw` work on frames as
+//! bytes.
 
 #![forbid(unsafe_code)]
 
 mod args;
 mod conform;
 mod decoded;
+mod http1;
+mod media;
 mod net;
 mod output;
 mod proxy;
+mod sha256;
 mod wire;
 
 use std::process::ExitCode;
@@ -64,6 +69,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Conform(args) => conform::conform(g, args, net::secret(g)?).await,
         Cmd::Token => net::token(g),
         Cmd::Send { http: true, .. } => net::send_http(g, cli.command).await,
+        Cmd::Upload {
+            file,
+            chunk,
+            content_type,
+            retries,
+        } => media::upload(g, &file, chunk, content_type, retries).await,
+        Cmd::Download {
+            media_id,
+            output,
+            range,
+            thumbnail,
+        } => media::download(g, &media_id, output, range, thumbnail).await,
         Cmd::Typing { target, stop, app } => net::typing(g, &target, stop, app).await,
         Cmd::Watch {
             since,

@@ -41,8 +41,8 @@ fn mint(g: &Global) -> Result<(String, String, u64)> {
     Ok((tok, user.to_string(), expires))
 }
 
-/// The token to log in with.
-fn login_token(g: &Global) -> Result<String> {
+/// The token to log in with (also the bearer of the media requests).
+pub(crate) fn login_token(g: &Global) -> Result<String> {
     match &g.token {
         Some(t) => Ok(t.clone()),
         None => Ok(mint(g)?.0),
@@ -63,7 +63,7 @@ pub fn token(g: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn timeout(g: &Global) -> Duration {
+pub(crate) fn timeout(g: &Global) -> Duration {
     Duration::from_secs(g.timeout.max(1))
 }
 
@@ -105,14 +105,22 @@ fn request_for(cmd: Cmd) -> Result<Packet> {
             content_type,
             client_msg_id,
             mentions,
+            media,
             ..
         } => Packet::Send(pb::Send {
             client_msg_id: client_msg_id.unwrap_or_else(missive_client::new_client_msg_id),
             to: Some(conversation(&target)),
             content_type,
-            content: text.into_bytes(),
+            content: text.unwrap_or_default().into_bytes(),
             mentions,
-            media: Vec::new(),
+            // Only the id is read; the server fills in the rest (PROTOCOL.md 9, MediaRef).
+            media: media
+                .into_iter()
+                .map(|media_id| pb::MediaRef {
+                    media_id,
+                    ..Default::default()
+                })
+                .collect(),
         }),
         Cmd::Mute { target, off } => Packet::Mute(pb::Mute {
             conversation: Some(conversation(&target)),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::decoded::{FrameInfo, StreamEnd};
 
 /// The error and its causes, each once (some errors repeat their source in their message).
-fn error_text(e: &anyhow::Error) -> String {
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -37,7 +37,16 @@ pub fn print_error(e: &anyhow::Error, json: bool) {
             }) => Some((*code, name.clone(), message.clone(), *fatal, reason.clone())),
             _ => None,
         });
+    let http = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::media::HttpError>());
     if json {
+        if let Some(h) = http {
+            let mut v = h.to_json();
+            v["error"]["message"] = error_text(e).into();
+            println!("{v}");
+            return;
+        }
         let v = match server {
             Some((code, name, message, fatal, reason)) if !reason.is_empty() => {
                 json!({"error": {
@@ -80,11 +89,37 @@ fn content_text(content: &[u8]) -> String {
     }
 }
 
+/// ` [media 5f0c...: 52133 bytes image/jpeg 640x480, thumbnail]`: a media a message carries.
+fn media_ref_text(r: &pb::MediaRef) -> String {
+    let mut extra = String::new();
+    if r.width > 0 && r.height > 0 {
+        extra.push_str(&format!(" {}x{}", r.width, r.height));
+    }
+    if r.duration_ms > 0 {
+        extra.push_str(&format!(" {} ms", r.duration_ms));
+    }
+    if r.thumbnail {
+        extra.push_str(", thumbnail");
+    }
+    if !r.preview.is_empty() {
+        extra.push_str(&format!(", preview {} bytes", r.preview.len()));
+    }
+    format!(
+        " [media {}: {} bytes {}{extra}]",
+        r.media_id, r.size, r.content_type
+    )
+}
+
 fn message_text(m: &pb::Message) -> String {
     let body = if m.recalled {
         "(recalled)".to_string()
     } else {
-        format!("type {} {}", m.content_type, content_text(&m.content))
+        format!(
+            "type {} {}{}",
+            m.content_type,
+            content_text(&m.content),
+            m.media.iter().map(media_ref_text).collect::<String>()
+        )
     };
     format!(
         "{} seq {} msg {} from {}: {}",
