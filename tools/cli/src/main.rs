@@ -16,7 +16,6 @@ mod media;
 mod net;
 mod output;
 mod proxy;
-mod sha256;
 mod wire;
 
 use std::process::ExitCode;

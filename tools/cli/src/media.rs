@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
 use crate::args::Global;
 use crate::http1::{Body, Conn, Head};
 use crate::net::{login_token, timeout};
-use crate::sha256::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The largest JSON answer read (they are a few hundred bytes; a preview is at most 1 KiB).
 const MAX_JSON: u64 = 1 << 20;
@@ -259,7 +259,7 @@ async fn file_sha256(file: &mut tokio::fs::File) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.hex())
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Progress on stderr: a line that rewrites itself on a terminal, a line per step otherwise.
@@ -728,7 +728,7 @@ pub async fn download(
         })
         .await;
     progress.line_break();
-    let hash = hashing.hasher.hex();
+    let hash = hex::encode(hashing.hasher.finalize());
     let fail = |e: anyhow::Error| -> Result<ExitCode> {
         if let Some(p) = &output {
             let _ = std::fs::remove_file(p);

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../src/sha256.rs"]
-mod sha256;
-
 use missive::ServerHandle;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,9 +98,7 @@ fn noise(n: usize, mut seed: u64) -> Vec<u8> {
 }
 
 fn sha(data: &[u8]) -> String {
-    let mut h = sha256::Sha256::new();
-    h.update(data);
-    h.hex()
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
 }
 
 /// Uploads `path` as alice in chunks of 1 MiB through `addr`; the finish's JSON.

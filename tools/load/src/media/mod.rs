@@ -23,7 +23,6 @@ mod args;
 mod download;
 mod http;
 mod pattern;
-mod sha256;
 mod upload;
 mod watch;
 

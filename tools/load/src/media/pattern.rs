@@ -1,7 +1,7 @@
 //! The bytes of a load file: a function of the file's seed and the offset, so that an upload
 //! streams them without holding the file and a download checks any range by making it again.
 
-use super::sha256::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The first 8 bytes of every file: no content sniffer takes them for an image (which the
 /// server would decode) or anything but `application/octet-stream`.
@@ -62,7 +62,7 @@ impl Pattern {
             hash.update(&buf[..n]);
             at += n as u64;
         }
-        hash.finish()
+        hash.finalize().into()
     }
 
     /// Where `got`, read at `offset`, first differs from the file: (offset, got, wanted).
@@ -135,6 +135,6 @@ mod tests {
         assert_ne!(x[8..], y[8..]);
         let mut h = Sha256::default();
         h.update(&x);
-        assert_eq!(h.finish(), a.sha256());
+        assert_eq!(<[u8; 32]>::from(h.finalize()), a.sha256());
     }
 }

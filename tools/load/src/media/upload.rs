@@ -9,7 +9,6 @@ use serde_json::json;
 
 use super::http::Conn;
 use super::pattern::Pattern;
-use super::sha256::hex;
 
 /// What is generated and written at once within a chunk.
 const PIECE: usize = 256 * 1024;
@@ -94,7 +93,7 @@ pub async fn upload(
     if status != 201 {
         bail!("finish: {status} {v}");
     }
-    let want = hex(sha256);
+    let want: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
     let said = v["sha256"].as_str().unwrap_or("");
     if said != want {
         bail!("upload {id}: sha256 mismatch: sent {want}, the server says {said:?}");
