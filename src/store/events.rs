@@ -190,6 +190,17 @@ pub(super) fn stored_fields(
     if let Ok(text) = std::str::from_utf8(&msg.content) {
         fields["text"] = text.into();
     }
+    if !msg.media.is_empty() {
+        let media: Vec<Value> = msg
+            .media
+            .iter()
+            .map(|m| {
+                json!({"media_id": m.media_id, "content_type": m.content_type, "size": m.size,
+                       "sha256": m.sha256})
+            })
+            .collect();
+        fields["media"] = media.into();
+    }
     fields
 }
 
@@ -227,4 +238,41 @@ fn kind_name(kind: i32) -> &'static str {
 /// A conversation in an event: `{"kind": "direct"|"group", "id": ...}`.
 pub fn conversation_json(c: &missive_protocol::pb::Conversation) -> Value {
     json!({"kind": kind_name(c.kind), "id": c.id})
+}
+
+#[cfg(test)]
+mod tests {
+    use missive_protocol::pb;
+    use serde_json::json;
+
+    use super::stored_fields;
+
+    #[test]
+    fn a_stored_message_lists_its_media_only_when_it_has_some() {
+        let to = pb::Conversation {
+            kind: pb::ConversationKind::Direct as i32,
+            id: "bob".into(),
+        };
+        let mut msg = pb::Message {
+            msg_id: 7,
+            from_user: "alice".into(),
+            content_type: 2,
+            content: b"look".to_vec(),
+            ..Default::default()
+        };
+        assert!(stored_fields("c1", &to, &msg).get("media").is_none());
+        msg.media.push(pb::MediaRef {
+            media_id: "ab".repeat(16),
+            content_type: "image/jpeg".into(),
+            size: 52133,
+            sha256: "cd".repeat(32),
+            preview: vec![1, 2, 3],
+            ..Default::default()
+        });
+        assert_eq!(
+            stored_fields("c1", &to, &msg)["media"],
+            json!([{"media_id": "ab".repeat(16), "content_type": "image/jpeg", "size": 52133,
+                    "sha256": "cd".repeat(32)}])
+        );
+    }
 }
