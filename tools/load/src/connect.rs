@@ -154,19 +154,16 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
 
     let c = &counters;
     let mut r = Report::new("connect");
-    r.add("connections requested", n as u64, "");
-    r.add("connections logged in", connected, "");
-    r.add("connect failures", c.connect_failed.load(Relaxed), "");
-    r.add("login failures", c.login_failed.load(Relaxed), "");
-    r.add_f("ramp rate requested", args.rate, 1, "conn/s");
-    r.add_f("ramp time", ramp.as_secs_f64(), 2, "s");
-    r.add_f(
-        "connect rate achieved",
-        connected as f64 / ramp.as_secs_f64().max(1e-9),
-        1,
-        "conn/s",
+    let failures = (c.connect_failed.load(Relaxed), c.login_failed.load(Relaxed));
+    add_ramp(
+        &mut r,
+        n,
+        connected,
+        failures,
+        args.rate,
+        ramp,
+        &login_latency,
     );
-    r.latency("connect+login", &login_latency.snapshot());
     r.add("hold", args.duration, "s");
     r.add("open at end of hold", open_at_end, "");
     r.add("closed by server during run", c.closed.load(Relaxed), "");
@@ -174,27 +171,14 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     r.add("heartbeats sent", c.heartbeats.load(Relaxed), "");
     r.add("heartbeat acks", c.heartbeat_acks.load(Relaxed), "");
     r.add("other frames received", c.other_frames.load(Relaxed), "");
-    if let (Some(before), Some(up), Some(end)) = (rss_before, rss_up, rss_end) {
-        r.add("server RSS before", before, "KiB");
-        r.add("server RSS all connected", up, "KiB");
-        r.add("server RSS end of hold", end, "KiB");
-        let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / connected.max(1) as f64;
-        r.add_f("server memory per connection", per(end), 0, "bytes");
-        // Idle connections cost only heartbeats during the hold: this is their CPU price.
-        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-            r.add_f(
-                "server CPU during hold",
-                (b - a) / hold * 100.0,
-                2,
-                "% of one core",
-            );
-        }
-    } else if let Some(pid) = pid {
-        r.fail(format!("cannot read /proc/{pid}/status"));
-    }
-    if let Some(own) = own_rss {
-        r.add("harness RSS", own, "KiB");
-    }
+    let server = ServerUse {
+        pid,
+        rss_kib: [rss_before, rss_up, rss_end],
+        cpu_secs: [cpu_before, cpu_after],
+        hold,
+        own_rss,
+    };
+    add_server_use(&mut r, &server, connected);
     for e in c.errors.lock().expect("errors lock").iter() {
         r.add("sample error", e.clone(), "");
     }
@@ -301,4 +285,61 @@ async fn connect_from(
     socket.bind((source, 0).into())?;
     let stream = tokio::time::timeout(timeout, socket.connect(target)).await??;
     Ok(Connection::from_stream(stream)?)
+}
+
+/// The ramp's rows of a connect report (Missive's or a peer's): connections asked for and
+/// logged in, failures (to connect, to log in), the rates, and the connect+login latency.
+pub(crate) fn add_ramp(
+    r: &mut Report,
+    n: usize,
+    connected: u64,
+    (connect_failed, login_failed): (u64, u64),
+    rate: f64,
+    ramp: Duration,
+    latency: &Latency,
+) {
+    r.add("connections requested", n as u64, "");
+    r.add("connections logged in", connected, "");
+    r.add("connect failures", connect_failed, "");
+    r.add("login failures", login_failed, "");
+    r.add_f("ramp rate requested", rate, 1, "conn/s");
+    r.add_f("ramp time", ramp.as_secs_f64(), 2, "s");
+    r.add_f(
+        "connect rate achieved",
+        connected as f64 / ramp.as_secs_f64().max(1e-9),
+        1,
+        "conn/s",
+    );
+    r.latency("connect+login", &latency.snapshot());
+}
+
+/// What a held ramp measured of the server: its RSS (KiB) before, once all were connected and
+/// at the end of the hold; its CPU seconds before and after the hold, which lasted `hold` s.
+pub(crate) struct ServerUse<'a> {
+    pub pid: Option<&'a str>,
+    pub rss_kib: [Option<u64>; 3],
+    pub cpu_secs: [Option<f64>; 2],
+    pub hold: f64,
+    pub own_rss: Option<u64>,
+}
+
+/// The server's rows of a connect report: RSS, memory per connection, CPU during the hold (idle
+/// connections cost only heartbeats then: their CPU price), and the harness's own RSS.
+pub(crate) fn add_server_use(r: &mut Report, u: &ServerUse<'_>, connected: u64) {
+    if let [Some(before), Some(up), Some(end)] = u.rss_kib {
+        r.add("server RSS before", before, "KiB");
+        r.add("server RSS all connected", up, "KiB");
+        r.add("server RSS end of hold", end, "KiB");
+        let per = end.saturating_sub(before) as f64 * 1024.0 / connected.max(1) as f64;
+        r.add_f("server memory per connection", per, 0, "bytes");
+        if let [Some(a), Some(b)] = u.cpu_secs {
+            let cpu = (b - a) / u.hold * 100.0;
+            r.add_f("server CPU during hold", cpu, 2, "% of one core");
+        }
+    } else if let Some(pid) = u.pid {
+        r.fail(format!("cannot read /proc/{pid}/status"));
+    }
+    if let Some(own) = u.own_rss {
+        r.add("harness RSS", own, "KiB");
+    }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::common::{Broker, Env};
 use crate::common::{cpu_secs, vm_rss_kib};
-use crate::connect::settled_rss_kib;
+use crate::connect::{add_ramp, add_server_use, settled_rss_kib, ServerUse};
 use crate::stats::{progress, Latency, Report};
 
 #[derive(clap::Args, Debug)]
@@ -149,19 +149,16 @@ pub async fn run(args: &Args) -> Result<Report> {
     let c = &counters;
     let mut r = Report::new("mqtt-connect");
     r.add("broker", format!("mqtt {}", args.broker.addr), "");
-    r.add("connections requested", n as u64, "");
-    r.add("connections logged in", connected, "");
-    r.add("connect failures", c.connect_failed.load(Relaxed), "");
-    r.add("login failures", c.login_failed.load(Relaxed), "");
-    r.add_f("ramp rate requested", args.rate, 1, "conn/s");
-    r.add_f("ramp time", ramp.as_secs_f64(), 2, "s");
-    r.add_f(
-        "connect rate achieved",
-        connected as f64 / ramp.as_secs_f64().max(1e-9),
-        1,
-        "conn/s",
+    let failures = (c.connect_failed.load(Relaxed), c.login_failed.load(Relaxed));
+    add_ramp(
+        &mut r,
+        n,
+        connected,
+        failures,
+        args.rate,
+        ramp,
+        &login_latency,
     );
-    r.latency("connect+login", &login_latency.snapshot());
     r.add("hold", args.duration, "s");
     r.add("keep-alive", u64::from(env.settings.keep_alive.max(1)), "s");
     r.add("open at end of hold", open_at_end, "");
@@ -169,26 +166,14 @@ pub async fn run(args: &Args) -> Result<Report> {
     r.add("heartbeats sent", c.pings.load(Relaxed), "");
     r.add("heartbeat acks", c.pongs.load(Relaxed), "");
     r.add("other frames received", c.other_frames.load(Relaxed), "");
-    if let (Some(before), Some(up), Some(end)) = (rss_before, rss_up, rss_end) {
-        r.add("server RSS before", before, "KiB");
-        r.add("server RSS all connected", up, "KiB");
-        r.add("server RSS end of hold", end, "KiB");
-        let per = |kib: u64| kib.saturating_sub(before) as f64 * 1024.0 / connected.max(1) as f64;
-        r.add_f("server memory per connection", per(end), 0, "bytes");
-        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-            r.add_f(
-                "server CPU during hold",
-                (b - a) / hold * 100.0,
-                2,
-                "% of one core",
-            );
-        }
-    } else if let Some(pid) = pid {
-        r.fail(format!("cannot read /proc/{pid}/status"));
-    }
-    if let Some(own) = own_rss {
-        r.add("harness RSS", own, "KiB");
-    }
+    let server = ServerUse {
+        pid,
+        rss_kib: [rss_before, rss_up, rss_end],
+        cpu_secs: [cpu_before, cpu_after],
+        hold,
+        own_rss,
+    };
+    add_server_use(&mut r, &server, connected);
     for e in c.errors.lock().expect("errors lock").iter() {
         r.add("sample error", e.clone(), "");
     }
