@@ -16,9 +16,11 @@
 //! Every read and write makes progress within the idle timeout, or the request fails with
 //! [`std::io::ErrorKind::TimedOut`]; a slow but moving transfer is never cut.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf,
     WriteHalf,
@@ -421,6 +423,73 @@ fn parse_head(lines: &[String]) -> io::Result<Head> {
 fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
+
+/// A refusal from the media endpoints: the status and the JSON error
+/// `{"error": {"code", "name", "message"[, "offset"]}}` (or the body as text).
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: u16,
+    pub reason: String,
+    pub code: Option<u32>,
+    pub name: String,
+    pub message: String,
+    /// Where the upload stands (a wrong offset, an early finish, a stalled chunk).
+    pub offset: Option<u64>,
+}
+
+impl HttpError {
+    pub(crate) fn of(head: &Head, body: &[u8]) -> HttpError {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let e = &v["error"];
+        let text = String::from_utf8_lossy(body).trim().to_owned();
+        HttpError {
+            status: head.status,
+            reason: head.reason.clone(),
+            code: e["code"].as_u64().map(|c| c as u32),
+            name: e["name"].as_str().unwrap_or("").to_owned(),
+            message: e["message"].as_str().map(str::to_owned).unwrap_or(text),
+            offset: e["offset"]
+                .as_u64()
+                .or_else(|| head.header("upload-offset").and_then(|o| o.parse().ok())),
+        }
+    }
+
+    /// The JSON form `--json` prints.
+    pub fn to_json(&self) -> Value {
+        let mut e = json!({"status": self.status, "message": self.message});
+        if let Some(code) = self.code {
+            e["code"] = code.into();
+            e["name"] = self.name.clone().into();
+        }
+        if let Some(offset) = self.offset {
+            e["offset"] = offset.into();
+        }
+        json!({ "error": e })
+    }
+
+    /// Worth another try: the server failed or a chunk stalled, not a refusal of the request.
+    pub(crate) fn transient(&self) -> bool {
+        self.status == 408 || self.status >= 500
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {} {}", self.status, self.reason)?;
+        if let Some(code) = self.code {
+            write!(f, ": server error {} ({code})", self.name)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if let Some(offset) = self.offset {
+            write!(f, " (the upload stands at byte {offset})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for HttpError {}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,6 @@
 //! and accepts only a `206` whose `Content-Range` is the range asked for; a whole file is
 //! checked against its `ETag` (the bytes' sha-256).
 
-use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -30,7 +29,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
 
 use crate::args::Global;
-use crate::http1::{Body, Conn, Head};
+use crate::http1::{Body, Conn, Head, HttpError};
 use crate::net::{login_token, timeout};
 use sha2::{Digest, Sha256};
 
@@ -41,73 +40,6 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// How often to ask whether an upload the server still sees written to is free again.
 const BUSY_WAIT: Duration = Duration::from_secs(1);
-
-/// A refusal from the media endpoints: the status and the JSON error
-/// `{"error": {"code", "name", "message"[, "offset"]}}` (or the body as text).
-#[derive(Debug)]
-pub struct HttpError {
-    pub status: u16,
-    pub reason: String,
-    pub code: Option<u32>,
-    pub name: String,
-    pub message: String,
-    /// Where the upload stands (a wrong offset, an early finish, a stalled chunk).
-    pub offset: Option<u64>,
-}
-
-impl HttpError {
-    fn of(head: &Head, body: &[u8]) -> HttpError {
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let e = &v["error"];
-        let text = String::from_utf8_lossy(body).trim().to_owned();
-        HttpError {
-            status: head.status,
-            reason: head.reason.clone(),
-            code: e["code"].as_u64().map(|c| c as u32),
-            name: e["name"].as_str().unwrap_or("").to_owned(),
-            message: e["message"].as_str().map(str::to_owned).unwrap_or(text),
-            offset: e["offset"]
-                .as_u64()
-                .or_else(|| head.header("upload-offset").and_then(|o| o.parse().ok())),
-        }
-    }
-
-    /// The JSON form `--json` prints.
-    pub fn to_json(&self) -> Value {
-        let mut e = json!({"status": self.status, "message": self.message});
-        if let Some(code) = self.code {
-            e["code"] = code.into();
-            e["name"] = self.name.clone().into();
-        }
-        if let Some(offset) = self.offset {
-            e["offset"] = offset.into();
-        }
-        json!({ "error": e })
-    }
-
-    /// Worth another try: the server failed or a chunk stalled, not a refusal of the request.
-    fn transient(&self) -> bool {
-        self.status == 408 || self.status >= 500
-    }
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {} {}", self.status, self.reason)?;
-        if let Some(code) = self.code {
-            write!(f, ": server error {} ({code})", self.name)?;
-        }
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
-        }
-        if let Some(offset) = self.offset {
-            write!(f, " (the upload stands at byte {offset})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 /// The host:port the media requests go to: `--addr`, whatever its scheme for the protocol.
 fn authority(addr: &str) -> Result<String> {

@@ -39,7 +39,7 @@ pub fn print_error(e: &anyhow::Error, json: bool) {
         });
     let http = e
         .chain()
-        .find_map(|c| c.downcast_ref::<crate::media::HttpError>());
+        .find_map(|c| c.downcast_ref::<crate::http1::HttpError>());
     if json {
         if let Some(h) = http {
             let mut v = h.to_json();
