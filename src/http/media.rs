@@ -193,13 +193,7 @@ async fn create(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
 async fn status(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let user = user_or_answer!(ctx, headers);
     match media::status(&ctx.shared, &user, &id).await {
-        Ok(state) => {
-            let offset = state.offset;
-            let mut r = Json(state).into_response();
-            r.headers_mut()
-                .insert("upload-offset", HeaderValue::from(offset));
-            r
-        }
+        Ok(state) => state_response(state),
         Err(r) => refusal(r),
     }
 }
@@ -266,7 +260,8 @@ async fn append(State(ctx): State<Ctx>, Path(id): Path<String>, request: Request
             "cannot sync the upload",
         ));
     }
-    let offset = chunk.offset + got;
+    let (offset, size) = (chunk.offset + got, chunk.size);
+    // The upload's turn ends here: the client may resume at once.
     drop(chunk);
     if let Some(why) = ended {
         let mut r = MediaRefusal::new(
@@ -277,15 +272,20 @@ async fn append(State(ctx): State<Ctx>, Path(id): Path<String>, request: Request
         r.offset = Some(offset);
         return refusal(r);
     }
-    match media::status(shared, &user, &id).await {
-        Ok(state) => {
-            let mut r = Json(state).into_response();
-            r.headers_mut()
-                .insert("upload-offset", HeaderValue::from(offset));
-            r
-        }
-        Err(r) => refusal(r),
-    }
+    state_response(media::UploadState {
+        upload_id: id,
+        offset,
+        size,
+    })
+}
+
+/// Where an upload stands, as JSON and in `Upload-Offset`.
+fn state_response(state: media::UploadState) -> Response {
+    let offset = state.offset;
+    let mut r = Json(state).into_response();
+    r.headers_mut()
+        .insert("upload-offset", HeaderValue::from(offset));
+    r
 }
 
 async fn finish(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {

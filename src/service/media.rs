@@ -310,10 +310,10 @@ pub async fn status(
 /// A chunk being appended: the file, open at the upload's end, and how many bytes it takes.
 pub struct Appending {
     pub file: tokio::fs::File,
-    /// The chunk's length, as announced.
-    pub len: u64,
     /// Where the chunk starts.
     pub offset: u64,
+    /// The upload's declared size.
+    pub size: u64,
     _turn: Busy,
 }
 
@@ -362,8 +362,8 @@ pub async fn append(
         })?;
     Ok(Appending {
         file,
-        len,
         offset,
+        size: record.size,
         _turn: turn,
     })
 }

@@ -37,15 +37,6 @@ impl ConvKey {
         }
     }
 
-    /// The group's id, for a group conversation.
-    pub fn group_id(&self) -> Option<&str> {
-        let (&tag, rest) = self.0.split_first()?;
-        match tag {
-            b'g' => take_id(rest).map(|(id, _)| id),
-            _ => None,
-        }
-    }
-
     /// The conversation as `viewer` sees it, decoded from the key.
     pub fn view(&self, viewer: &str) -> Option<Conversation> {
         let (&tag, rest) = self.0.split_first()?;

@@ -10,7 +10,7 @@
 //! conversation key: the messages that carry a media, which give their conversation's members
 //! the right to read it, and keep it alive until each is recalled.
 
-use missive_protocol::pb::{self, MediaRef};
+use missive_protocol::pb::{self, ConversationKind, MediaRef};
 use missive_protocol::ErrorCode;
 
 use super::change::Change;
@@ -118,24 +118,20 @@ fn may_read(core: &Core, user: &str, id: &str, m: &MediaRecord) -> Result<bool> 
     for item in core.iter_prefix(Family::Media, &prefix).take(REFS_CHECKED) {
         let (_, conv) = item?;
         let conv = ConvKey(conv.to_vec());
-        let member = match conv.group_id() {
-            Some(group) => member_of(core, group, user)?.is_some(),
-            None => conv_of_direct(&conv, user) == conv,
+        // The conversation as `user` would see it: a group to be a member of, or a direct
+        // conversation that is `user`'s exactly when rebuilt with `user` as one side.
+        let member = match conv.view(user) {
+            Some(c) if c.kind == ConversationKind::Group as i32 => {
+                member_of(core, &c.id, user)?.is_some()
+            }
+            Some(c) => ConvKey::direct(user, &c.id) == conv,
+            None => false,
         };
         if member {
             return Ok(true);
         }
     }
     Ok(false)
-}
-
-/// `conv` (a direct conversation) rebuilt with `user` as one side: equal to `conv` exactly when
-/// `user` is one of its two users.
-fn conv_of_direct(conv: &ConvKey, user: &str) -> ConvKey {
-    match conv.view(user) {
-        Some(peer) => ConvKey::direct(user, &peer.id),
-        None => ConvKey(Vec::new()),
-    }
 }
 
 /// The media of a message `from` sends, by id, as stored: each must exist and be readable by
