@@ -20,4 +20,5 @@ mod honest;
 mod hook;
 mod http_api;
 mod login;
+mod media;
 mod reads;
