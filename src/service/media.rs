@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use missive_protocol::ErrorCode;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::refusal::Refusal;
 use super::run::{outcome, small_read};
 use crate::context::Shared;
+use crate::offline_push::payload::signature;
 use crate::store::{valid_media_id, MediaRecord, UploadRecord};
 
 /// Held while a file is put in place and its record written, and while the collector decides a
@@ -740,13 +740,13 @@ pub const MAX_URL_SECS: u64 = 7 * 86_400;
 /// `expires` (Unix seconds): an HMAC-SHA256 keyed by the server's secret (through a key of its
 /// own, so that it can sign nothing else), 64 hex digits.
 fn url_signature(shared: &Shared, id: &str, thumbnail: bool, expires: u64) -> String {
-    let mut key = Hmac::<Sha256>::new_from_slice(&shared.secret).expect("any key length");
-    key.update(b"missive media url v1");
-    let key = key.finalize().into_bytes();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+    let key = signature(&shared.secret, b"missive media url v1");
     let what = if thumbnail { "thumbnail" } else { "file" };
-    mac.update(format!("{id}\n{what}\n{expires}").as_bytes());
-    hex(&mac.finalize().into_bytes())
+    let sig = signature(
+        key.as_bytes(),
+        format!("{id}\n{what}\n{expires}").as_bytes(),
+    );
+    sig.trim_start_matches("sha256=").to_owned()
 }
 
 /// A signed URL for `user` to hand to a player or a CDN: the path and query of media `id` (its
