@@ -1131,3 +1131,95 @@ async fn uploads_and_downloads_work_inside_tls_and_plain_is_refused_when_tls_is_
         String::from_utf8_lossy(&plain.body)
     );
 }
+
+/// Reads one answer of a kept-alive connection (its head, then `Content-Length` bytes).
+async fn read_answer(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = parse(&buf[..end + 4]);
+            let len: usize = head
+                .header("content-length")
+                .unwrap_or("0")
+                .parse()
+                .unwrap();
+            if buf.len() >= end + 4 + len {
+                let answer = parse(&buf[..end + 4 + len]);
+                buf.drain(..end + 4 + len);
+                return answer;
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_is_one_login_not_one_per_request() {
+    let server = TestServer::start_with(|c| c.logins_per_sec = 2).await;
+    let addr = server.addr.clone();
+    let alice = server.token("alice", "phone");
+    let data = noise(10_000, 13);
+    // The upload, then 20 range requests as a player makes them, all on one connection: every
+    // one served, though the login rate allows 2 a second.
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+    let auth = format!("Authorization: Bearer {alice}");
+    let create = format!(
+        "POST /v1/media/uploads HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 15\r\n\r\n\
+         {{\"size\": 10000}}"
+    );
+    tcp.write_all(create.as_bytes()).await.unwrap();
+    let made = read_answer(&mut tcp, &mut buf).await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let id = made.json()["upload_id"].as_str().unwrap().to_owned();
+    let patch = format!(
+        "PATCH /v1/media/uploads/{id} HTTP/1.1\r\nHost: x\r\n{auth}\r\nUpload-Offset: 0\r\n\
+         Content-Length: 10000\r\n\r\n"
+    );
+    tcp.write_all(patch.as_bytes()).await.unwrap();
+    tcp.write_all(&data).await.unwrap();
+    assert_eq!(read_answer(&mut tcp, &mut buf).await.status, 200);
+    let finish = format!(
+        "POST /v1/media/uploads/{id}/finish HTTP/1.1\r\nHost: x\r\n{auth}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(finish.as_bytes()).await.unwrap();
+    let done = read_answer(&mut tcp, &mut buf).await;
+    assert_eq!(done.status, 201);
+    let m = done.json()["media_id"].as_str().unwrap().to_owned();
+    for i in 0..20usize {
+        let req = format!(
+            "GET /v1/media/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+             Range: bytes={}-{}\r\n\r\n",
+            i * 100,
+            i * 100 + 99
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let a = read_answer(&mut tcp, &mut buf).await;
+        assert_eq!(
+            a.status,
+            206,
+            "request {i}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert!(a.body == data[i * 100..i * 100 + 100]);
+    }
+    // Another token on the same connection is a login of its own, checked as one.
+    let bad =
+        format!("GET /v1/media/{m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x{alice}\r\n\r\n");
+    tcp.write_all(bad.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut tcp, &mut buf).await.status, 401);
+    // One connection per request: each a login, and the login rate (2 a second) refuses some.
+    let mut busy = 0;
+    for _ in 0..10 {
+        if get(&addr, &alice, &format!("/v1/media/{m}")).await.status == 503 {
+            busy += 1;
+        }
+    }
+    assert!(busy > 0, "separate connections take the login rate");
+}

@@ -48,6 +48,10 @@ struct Ctx {
     shared: Arc<Shared>,
     ip: IpAddr,
     secure: bool,
+    /// The `Authorization` a request of this connection passed with: a later request with the
+    /// same one is checked again but takes no second place in the login rate (a player's range
+    /// requests or an upload's chunks are one login, not one each).
+    passed: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 /// Serves `conn` (its first request's bytes already read) until the client closes it, a head
@@ -57,6 +61,7 @@ pub async fn serve(shared: &Arc<Shared>, conn: MediaConn, ip: IpAddr) {
         shared: shared.clone(),
         ip,
         secure: conn.secure,
+        passed: Arc::default(),
     };
     let app = Router::new()
         .route("/v1/media/uploads", post(create))
@@ -157,8 +162,12 @@ async fn user(ctx: &Ctx, headers: &HeaderMap) -> Result<String, Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match authenticate(shared, authorization, ctx.ip).await {
-        Ok((user, _device)) => Ok(user),
+    let rated = authorization.is_none() || *ctx.passed.lock() != authorization.map(str::to_owned);
+    match authenticate(shared, authorization, ctx.ip, rated).await {
+        Ok((user, _device)) => {
+            *ctx.passed.lock() = authorization.map(str::to_owned);
+            Ok(user)
+        }
         Err(e) => {
             shared.metrics.error(e.code);
             Err(e.into_response())

@@ -55,7 +55,8 @@ async fn respond(
         let msg = "server draining: retry (on another server)";
         return Ok(refusal(shared, ApiError::new(ErrorCode::ShuttingDown, msg)));
     }
-    let (user, device) = match authenticate(shared, post.head.header("authorization"), ip).await {
+    let authorization = post.head.header("authorization");
+    let (user, device) = match authenticate(shared, authorization, ip, true).await {
         Ok(who) => who,
         Err(e) => return Ok(refusal(shared, e)),
     };
@@ -96,10 +97,13 @@ async fn respond(
 /// it: signature and expiry, then (a valid token only) a place in the server-wide login rate,
 /// then revocation. Every refusal that is the client's doing is charged to `ip`'s failed-login
 /// budget, as a refused LOGIN is; past it, the address's connections are refused at accept.
+/// `rated`: whether the check takes a place in the login rate (a kept-alive connection's later
+/// requests with the token its first one passed with do not: they are one login).
 pub async fn authenticate(
     shared: &Arc<Shared>,
     authorization: Option<&str>,
     ip: IpAddr,
+    rated: bool,
 ) -> Result<(String, String), ApiError> {
     let charge = || shared.login_failures.charge(ip, Instant::now());
     let bearer = authorization
@@ -122,10 +126,12 @@ pub async fn authenticate(
     })?;
     // Each send over HTTP checks a token as a LOGIN does, and takes a LOGIN's place in the
     // server-wide rate (`logins_per_sec`): a flood of them cannot cost more than logins can.
-    if let Err(wait) = shared.logins.lock().take(Instant::now()) {
-        let mut e = ApiError::new(ErrorCode::ServerBusy, "too many logins; retry later");
-        e.retry_after_ms = wait.max(100);
-        return Err(e);
+    if rated {
+        if let Err(wait) = shared.logins.lock().take(Instant::now()) {
+            let mut e = ApiError::new(ErrorCode::ServerBusy, "too many logins; retry later");
+            e.retry_after_ms = wait.max(100);
+            return Err(e);
+        }
     }
     let who = claims.user_id.clone();
     let revoked = small_read(shared, move |s| s.store.core().revoked_through(&who)).await?;
