@@ -45,12 +45,18 @@ pub struct Common {
 impl Common {
     /// The harness's runtime threads (see `--threads`).
     pub fn threads(&self) -> usize {
-        if self.threads > 0 {
-            return self.threads;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cores.saturating_sub(1).max(1)
+        harness_threads(self.threads)
     }
+}
+
+/// The harness's runtime threads for `--threads asked`: 0 is one per core less one, at least
+/// one (see [`Common::threads`]).
+pub fn harness_threads(asked: usize) -> usize {
+    if asked > 0 {
+        return asked;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1).max(1)
 }
 
 /// What a scenario needs to reach the server and log users in.

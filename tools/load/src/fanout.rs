@@ -7,9 +7,9 @@
 //! A server without groups answers GROUP_CREATE with UNKNOWN_COMMAND: the scenario then stops
 //! with exit code 2 and says so (no result is made up).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::{stream, StreamExt};
@@ -17,8 +17,9 @@ use missive_client::{group, pb, Client, ClientEvent};
 use missive_protocol::ErrorCode;
 
 use crate::common::{Common, Env};
-use crate::stats::{progress, Latency, Report};
+use crate::stats::{progress, Report};
 use crate::unsupported::Unsupported;
+use crate::workload::fanout;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,35 +42,15 @@ pub struct Args {
     pub size: usize,
 }
 
+/// The workload's state, and what only Missive's group has.
 struct Shared {
-    start: Instant,
-    rate: f64,
-    members: usize,
+    w: fanout::Shared,
     group_id: String,
     sender: String,
-    /// seen[k * members + m]: deliveries of message k to member m.
-    seen: Vec<AtomicU8>,
-    acked: AtomicU64,
-    send_errors: AtomicU64,
-    delivered: AtomicU64,
-    duplicated: AtomicU64,
     notifies: AtomicU64,
-    disconnects: AtomicU64,
-    last_delivery_us: AtomicU64,
-    errors: Mutex<Vec<String>>,
-    latency: Latency,
 }
 
 impl Shared {
-    fn due(&self, k: u64) -> Duration {
-        Duration::from_secs_f64(k as f64 / self.rate)
-    }
-    fn error(&self, what: String) {
-        let mut errors = self.errors.lock().expect("errors lock");
-        if errors.len() < 5 {
-            errors.push(what);
-        }
-    }
     /// A group message arrived at member `m`.
     fn arrived(&self, m: usize, msg: &pb::Message) {
         if msg.from_user != self.sender || msg.content.len() < 16 {
@@ -77,20 +58,7 @@ impl Shared {
         }
         let k = u64::from_le_bytes(msg.content[..8].try_into().expect("8 bytes"));
         let due = u64::from_le_bytes(msg.content[8..16].try_into().expect("8 bytes"));
-        let Some(slot) = self.seen.get(k as usize * self.members + m) else {
-            return;
-        };
-        let now = self.start.elapsed();
-        if slot.fetch_add(1, Relaxed) == 0 {
-            self.latency
-                .record(now.saturating_sub(Duration::from_micros(due)));
-            self.delivered.fetch_add(1, Relaxed);
-            self.last_delivery_us
-                .fetch_max(now.as_micros() as u64, Relaxed);
-        } else {
-            self.duplicated.fetch_add(1, Relaxed);
-            self.error(format!("message #{k} delivered again to member {m}"));
-        }
+        self.w.arrived(m, k, Duration::from_micros(due));
     }
 }
 
@@ -120,21 +88,10 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     );
     let total = (args.rate * args.duration as f64).round() as u64;
     let shared = Arc::new(Shared {
-        start: Instant::now(),
-        rate: args.rate,
-        members: m,
+        w: fanout::Shared::new(args.rate, total, m),
         group_id: info.group_id.clone(),
         sender: sender_name.clone(),
-        seen: (0..total as usize * m).map(|_| AtomicU8::new(0)).collect(),
-        acked: AtomicU64::new(0),
-        send_errors: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        duplicated: AtomicU64::new(0),
         notifies: AtomicU64::new(0),
-        disconnects: AtomicU64::new(0),
-        last_delivery_us: AtomicU64::new(0),
-        errors: Mutex::new(Vec::new()),
-        latency: Latency::default(),
     });
     let clients: Vec<Result<Client>> = stream::iter(names.iter().enumerate())
         .map(|(i, name)| env.client(name, i + 1))
@@ -169,8 +126,11 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
                         }
                     }
                     ClientEvent::Disconnected { reason, .. } => {
-                        shared.disconnects.fetch_add(1, Relaxed);
-                        shared.error(format!("member {i} disconnected: {reason:?}"));
+                        shared.w.c.disconnects.fetch_add(1, Relaxed);
+                        shared
+                            .w
+                            .c
+                            .error(format!("member {i} disconnected: {reason:?}"));
                     }
                     _ => {}
                 }
@@ -179,83 +139,40 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     }
     let s = shared.clone();
     let ticker = progress("fanout", move || {
-        format!(
-            "acked {} delivered {} notifies {} dup {} errors {}",
-            s.acked.load(Relaxed),
-            s.delivered.load(Relaxed),
-            s.notifies.load(Relaxed),
-            s.duplicated.load(Relaxed),
-            s.send_errors.load(Relaxed),
-        )
+        s.w.progress(&format!("notifies {} ", s.notifies.load(Relaxed)))
     });
-    let start = shared.start;
+    let schedule = shared.w.schedule;
     let size = args.size.max(16);
-    for k in 0..total {
-        tokio::time::sleep_until((start + shared.due(k)).into()).await;
+    let send = |k: u64| {
         let mut body = k.to_le_bytes().to_vec();
-        body.extend_from_slice(&(shared.due(k).as_micros() as u64).to_le_bytes());
+        body.extend_from_slice(&(schedule.due(k).as_micros() as u64).to_le_bytes());
         body.resize(size, b'.');
         let (sender, shared) = (sender.clone(), shared.clone());
         let cmid = format!("{}-g{k}", env.prefix);
         tokio::spawn(async move {
             let to = group(shared.group_id.clone());
             match sender.send(to, 1, body, Some(cmid)).await {
-                Ok(_) => shared.acked.fetch_add(1, Relaxed),
-                Err(e) => {
-                    shared.error(format!("send #{k}: {e}"));
-                    shared.send_errors.fetch_add(1, Relaxed)
+                Ok(_) => {
+                    shared.w.c.acked.fetch_add(1, Relaxed);
                 }
-            };
+                Err(e) => shared.w.c.send_failed(format!("send #{k}: {e}")),
+            }
         });
-    }
-    let window = start.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(args.grace);
-    while Instant::now() < deadline {
-        let acked = shared.acked.load(Relaxed);
-        let settled = acked + shared.send_errors.load(Relaxed) == total;
-        if settled && shared.delivered.load(Relaxed) >= acked * m as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    schedule.on_timer(total, send).await;
+    let window = schedule.elapsed();
+    let grace = Duration::from_secs(args.grace);
+    shared.w.c.settle(total, m as u64, grace).await;
     ticker.abort();
 
-    let s = &shared;
-    let acked = s.acked.load(Relaxed);
-    let expected = acked * m as u64;
-    let delivered = s.delivered.load(Relaxed);
     let mut r = Report::new("fanout");
-    r.add("members (besides the sender)", m as u64, "");
-    r.add("fanout mode", format!("{fanout_mode:?}"), "");
-    r.add_f("offered rate", args.rate, 1, "msg/s");
-    r.add("messages sent", total, "");
-    r.add("acked", acked, "");
-    r.add("send errors", s.send_errors.load(Relaxed), "");
-    r.add("deliveries expected", expected, "");
-    r.add("delivered", delivered, "");
-    r.add("lost deliveries", expected.saturating_sub(delivered), "");
-    r.add("duplicated deliveries", s.duplicated.load(Relaxed), "");
-    r.add("GROUP_NOTIFY received", s.notifies.load(Relaxed), "");
-    r.add("member reconnects", s.disconnects.load(Relaxed), "");
-    let last = (s.last_delivery_us.load(Relaxed) as f64 / 1e6).max(window.as_secs_f64());
-    r.add_f("deliveries/s", delivered as f64 / last.max(1e-9), 1, "");
-    r.latency("delivery latency", &s.latency.snapshot());
-    for e in s.errors.lock().expect("errors lock").iter() {
-        r.add("sample error", e.clone(), "");
-    }
-    if delivered < expected {
-        r.fail(format!("{} deliveries lost", expected - delivered));
-    }
-    if s.duplicated.load(Relaxed) > 0 {
-        r.fail(format!(
-            "{} duplicate deliveries",
-            s.duplicated.load(Relaxed)
-        ));
-    }
-    if acked < total {
-        r.fail(format!("{} of {total} sends not acked", total - acked));
-    }
+    let side = fanout::Side {
+        mode: Some(format!("{fanout_mode:?}")),
+        size: None,
+        counted: ("GROUP_NOTIFY received", shared.notifies.load(Relaxed)),
+        reconnects: true,
+    };
+    fanout::report(&mut r, &shared.w, args.rate, total, window, side);
     sender.close().await;
     for c in &online {
         c.close().await;
@@ -277,7 +194,10 @@ async fn pull(shared: &Shared, c: &Client, m: usize, pulled: &mut u64, last_seq:
                 }
             }
             Err(e) => {
-                shared.error(format!("GROUP_HISTORY for member {m}: {e}"));
+                shared
+                    .w
+                    .c
+                    .error(format!("GROUP_HISTORY for member {m}: {e}"));
                 break;
             }
         }

@@ -25,6 +25,7 @@ mod offline;
 mod stats;
 mod unsupported;
 mod verify;
+mod workload;
 
 use std::process::ExitCode;
 

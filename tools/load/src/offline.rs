@@ -14,6 +14,7 @@ use missive_protocol::Packet;
 
 use crate::common::{Common, Env, DEVICE};
 use crate::stats::{progress, Report};
+use crate::workload::offline::{add_catch_up, add_queue, Copies};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -139,18 +140,10 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     }
     let sync_time = t0.elapsed();
 
-    let missing = seen.iter().filter(|&&s| s == 0).count() as u64;
-    let duplicated = seen.iter().filter(|&&s| s > 1).count() as u64;
+    let copies = Copies::count(seen.iter().copied());
     let mut r = Report::new("offline");
-    r.add("messages queued (acked)", queued, "");
-    r.add("send errors", errors.len() as u64, "");
-    r.add_f("queue time", queue_time.as_secs_f64(), 2, "s");
-    r.add_f(
-        &format!("queue rate ({} sends in flight)", args.window.max(1)),
-        queued as f64 / queue_time.as_secs_f64().max(1e-9),
-        1,
-        "msg/s",
-    );
+    let window = args.window.max(1) as u64;
+    add_queue(&mut r, queued, errors.len() as u64, queue_time, window);
     r.add("LOGIN_ACK current_version", ack.current_version, "");
     r.add("LOGIN_ACK unread_total", ack.unread_total, "");
     r.add_f("login time", login_time.as_secs_f64() * 1e3, 1, "ms");
@@ -166,20 +159,8 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         "ms",
     );
     r.add("entries synced", entries, "");
-    r.add_f(
-        "login to last message synced",
-        sync_time.as_secs_f64() * 1e3,
-        1,
-        "ms",
-    );
-    r.add_f(
-        "catch-up rate",
-        entries as f64 / sync_time.as_secs_f64().max(1e-9),
-        0,
-        "entries/s",
-    );
-    r.add("missing", missing, "");
-    r.add("duplicated", duplicated, "");
+    add_catch_up(&mut r, sync_time.as_secs_f64(), entries);
+    copies.add_to(&mut r);
     r.add("unrecognised entries", foreign, "");
     for e in errors.iter().take(5) {
         r.add("sample error", e.clone(), "");
@@ -190,12 +171,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     if !errors.is_empty() {
         r.fail(format!("{} sends failed", errors.len()));
     }
-    if missing > 0 {
-        r.fail(format!("{missing} of {n} messages never synced"));
-    }
-    if duplicated > 0 {
-        r.fail(format!("{duplicated} messages synced more than once"));
-    }
+    copies.check(&mut r, n, "synced");
     if !version_errors.is_empty() {
         r.fail("inbox versions not contiguous".to_string());
     }

@@ -29,6 +29,19 @@ impl Latency {
     }
 }
 
+/// The first few errors of a run (five), kept as samples for the report; shared by tasks.
+#[derive(Default)]
+pub struct Samples(Mutex<Vec<String>>);
+
+impl Samples {
+    pub fn push(&self, what: String) {
+        let mut errors = self.0.lock().expect("errors lock");
+        if errors.len() < 5 {
+            errors.push(what);
+        }
+    }
+}
+
 /// Prints `line()` to stderr once a second until the handle is aborted.
 pub fn progress<F>(name: &'static str, line: F) -> JoinHandle<()>
 where
@@ -78,6 +91,13 @@ impl Report {
     pub fn add_f(&mut self, key: &str, value: f64, digits: i32, unit: &'static str) {
         let p = 10f64.powi(digits);
         self.add(key, (value * p).round() / p, unit);
+    }
+
+    /// Each of the samples as a row `sample error`.
+    pub fn samples(&mut self, errors: &Samples) {
+        for e in errors.0.lock().expect("errors lock").iter() {
+            self.add("sample error", e.clone(), "");
+        }
     }
 
     /// Something that makes the run fail (exit code 1).

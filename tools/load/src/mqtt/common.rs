@@ -40,11 +40,7 @@ pub struct Broker {
 impl Broker {
     /// The harness's runtime threads (see `--threads`).
     pub fn threads(&self) -> usize {
-        if self.threads > 0 {
-            return self.threads;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cores.saturating_sub(1).max(1)
+        crate::common::harness_threads(self.threads)
     }
 }
 
@@ -138,11 +134,6 @@ pub fn header(payload: &[u8]) -> Option<Header> {
         from: u32::try_from(hex(32..40)?).ok()?,
         to: u32::try_from(hex(40..48)?).ok()?,
     })
-}
-
-/// CPU use between two readings over `window`, in percent of one core.
-pub fn cpu_use(before: Option<f64>, after: Option<f64>, window: Duration) -> Option<f64> {
-    Some((after? - before?) * 100.0 / window.as_secs_f64().max(1e-9))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use rumqttc::Publish;
 
 use super::common::{header, payload, Broker, Env, Header, HEADER};
 use super::conn::{self, Handler};
-use crate::stats::{progress, Report};
+use crate::stats::{progress, Report, Samples};
+use crate::workload::offline::{add_catch_up, add_queue, Copies};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,15 +53,12 @@ struct Shared {
     /// Microseconds from t0 to the arrival that completed the set.
     complete_us: AtomicU64,
     disconnects: AtomicU64,
-    errors: Mutex<Vec<String>>,
+    errors: Samples,
 }
 
 impl Shared {
     fn error(&self, what: String) {
-        let mut errors = self.errors.lock().expect("errors lock");
-        if errors.len() < 5 {
-            errors.push(what);
-        }
+        self.errors.push(what);
     }
 }
 
@@ -119,7 +117,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         foreign: AtomicU64::new(0),
         complete_us: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
-        errors: Mutex::new(Vec::new()),
+        errors: Samples::default(),
     });
     eprintln!(
         "missive-load: mqtt clients {}-*, broker {}; {reader_id} subscribes to {topic} and leaves",
@@ -197,53 +195,31 @@ pub async fn run(args: &Args) -> Result<Report> {
 
     let s = &shared;
     let distinct = s.distinct.load(Relaxed);
-    let missing = n - distinct;
-    let duplicated = s.seen.iter().filter(|c| c.load(Relaxed) > 1).count() as u64;
+    let copies = Copies::count(s.seen.iter().map(|c| c.load(Relaxed)));
     let sync_secs = s.complete_us.load(Relaxed) as f64 / 1e6;
     let mut r = Report::new("mqtt-offline");
     r.add("broker", format!("mqtt {}", args.broker.addr), "");
     r.add("content size", size as u64, "bytes");
-    r.add("messages queued (acked)", queued, "");
-    r.add("send errors", send_errors, "");
-    r.add_f("queue time", queue_time.as_secs_f64(), 2, "s");
-    r.add_f(
-        &format!("queue rate ({} sends in flight)", args.window.max(1)),
-        queued as f64 / queue_time.as_secs_f64().max(1e-9),
-        1,
-        "msg/s",
-    );
+    let window = u64::from(args.window.max(1));
+    add_queue(&mut r, queued, send_errors, queue_time, window);
     r.add("session present", second.session_present, "");
     r.add_f("login time", login_time.as_secs_f64() * 1e3, 1, "ms");
     r.add("entries synced", s.received.load(Relaxed), "");
     if distinct == n {
-        r.add_f("login to last message synced", sync_secs * 1e3, 1, "ms");
-        r.add_f(
-            "catch-up rate",
-            n as f64 / sync_secs.max(1e-9),
-            0,
-            "entries/s",
-        );
+        add_catch_up(&mut r, sync_secs, n);
     }
-    r.add("missing", missing, "");
-    r.add("duplicated", duplicated, "");
+    copies.add_to(&mut r);
     r.add("out of order", s.out_of_order.load(Relaxed), "");
     r.add("unrecognised entries", s.foreign.load(Relaxed), "");
     r.add("disconnects", s.disconnects.load(Relaxed), "");
-    for e in s.errors.lock().expect("errors lock").iter() {
-        r.add("sample error", e.clone(), "");
-    }
+    r.samples(&s.errors);
     if send_errors > 0 || queued + send_errors < n {
         r.fail(format!("{} of {n} publishes not acked", n - queued));
     }
     if !second.session_present {
         r.fail("the broker did not keep the reader's session".to_string());
     }
-    if missing > 0 {
-        r.fail(format!("{missing} of {n} messages never received"));
-    }
-    if duplicated > 0 {
-        r.fail(format!("{duplicated} messages received more than once"));
-    }
+    copies.check(&mut r, n, "received");
     if s.out_of_order.load(Relaxed) > 0 {
         r.fail(format!(
             "{} messages received after a later one",
