@@ -43,8 +43,10 @@
 //   invariants.rs    reads of the data as stored, for the invariant checks (tests only)
 //   migrate.rs       upgrades of older data directories
 //   open.rs          opening a data directory: tuning, families, schema check, `Store::open`
+//   backup.rs        a checkpoint of the running store; what a checkpoint holds (read-only)
 //   ordering_tests.rs  (tests) the committer completes results before it hands out pushes
 
+mod backup;
 mod blocks;
 mod change;
 mod commit;
@@ -77,6 +79,7 @@ mod unread;
 mod writer;
 
 pub use self::core::{Core, Durability};
+pub use backup::{inspect, Inspected};
 pub use blocks::{BlockPage, BlockedBy};
 pub use change::Change;
 pub use conversation::{Moderated, SendOutcome, SendRequest};
