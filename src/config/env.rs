@@ -58,6 +58,8 @@ impl Config {
     /// settings listed as comments.
     pub fn to_toml_redacted(&self) -> Result<String, ConfigError> {
         let mut shown = self.clone();
+        // Where backups go, also when derived from data_dir.
+        shown.backup_dir = self.backup_path();
         for value in [&mut shown.secret, &mut shown.api_key]
             .into_iter()
             .flatten()

@@ -68,6 +68,11 @@ pub struct Args {
     /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Restore the backup in BACKUP_DIR (a directory `POST /v1/backups` wrote) into the data
+    /// directory (--data-dir), which must not exist or be empty; check the restored store and
+    /// exit (docs/operations.md, "Backup and restore").
+    #[arg(long, value_name = "BACKUP_DIR")]
+    pub restore: Option<PathBuf>,
     /// Check a word list file for the word filter (`word_filter`), print what it holds and exit:
     /// 0 if the server would load it, 1 (with the line at fault) if not.
     #[arg(long, value_name = "FILE")]

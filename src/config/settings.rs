@@ -17,6 +17,10 @@ pub struct Config {
     /// Shared secret for login tokens. If unset, `<data_dir>/secret` is used, generated on first
     /// start with owner-only permissions.
     pub secret: Option<String>,
+    /// Where `POST /v1/backups` writes backups (docs/operations.md, "Backup and restore"), one
+    /// directory each. Empty: `<data_dir>-backups`, next to the data directory
+    /// ([`Config::backup_path`]). Never inside `data_dir`.
+    pub backup_dir: PathBuf,
     /// `sync`: fsync the write-ahead log (group commit) before acknowledging; `async`: don't.
     pub durability: Durability,
     /// Heartbeat interval told to clients that propose none; a connection silent for twice its
@@ -222,6 +226,7 @@ impl Default for Config {
             listen: vec!["0.0.0.0:443".into(), "0.0.0.0:80".into()],
             data_dir: PathBuf::from("missive-data"),
             secret: None,
+            backup_dir: PathBuf::new(),
             durability: Durability::Sync,
             heartbeat_secs: 30,
             heartbeat_min_secs: 10,
@@ -349,6 +354,19 @@ impl Config {
         let min = self.heartbeat_min_secs.min(self.heartbeat_secs);
         let max = self.heartbeat_max_secs.max(self.heartbeat_secs);
         proposed.clamp(min, max)
+    }
+
+    /// Where backups go: `backup_dir`, or when it is empty `data_dir` with `-backups` added to
+    /// its last component (`missive-data` -> `missive-data-backups`, `/var/lib/missive/` ->
+    /// `/var/lib/missive-backups`).
+    pub fn backup_path(&self) -> PathBuf {
+        if !self.backup_dir.as_os_str().is_empty() {
+            return self.backup_dir.clone();
+        }
+        let data = self.data_dir.as_os_str().to_string_lossy();
+        let trimmed = data.trim_end_matches('/');
+        let base = if trimmed.is_empty() { "/" } else { trimmed };
+        PathBuf::from(format!("{}-backups", base.trim_end_matches('/')))
     }
 
     /// The threads to serve connections with: `worker_threads`, or if 0, the cores this process

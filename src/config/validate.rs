@@ -82,6 +82,7 @@ impl Config {
                 return bad("secret: must be at least 16 characters");
             }
         }
+        validate_backup_dir(self)?;
         if self.receipt_coalesce_ms > 60_000 {
             return bad("receipt_coalesce_ms: must be 0..=60000 (0: every receipt at once)");
         }
@@ -92,6 +93,38 @@ impl Config {
         validate_entry(self)?;
         self.validate_api()
     }
+}
+
+/// Checks that backups do not go into the data directory they copy (part of
+/// [`Config::validate`]): a backup there would be lost with it, and copied into the next backup.
+/// Paths are compared as written: made absolute, `.` and `..` resolved lexically, symbolic links
+/// not followed.
+fn validate_backup_dir(c: &Config) -> Result<(), ConfigError> {
+    let normal = |p: &std::path::Path| -> std::path::PathBuf {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut out = std::path::PathBuf::new();
+        for part in abs.components() {
+            match part {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    let (backups, data) = (normal(&c.backup_path()), normal(&c.data_dir));
+    if backups.starts_with(&data) {
+        return Err(ConfigError(format!(
+            "backup_dir: {} is inside data_dir {}; put backups outside the data directory \
+             (empty: {}-backups next to it)",
+            c.backup_path().display(),
+            c.data_dir.display(),
+            c.data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the push settings (part of [`Config::validate`]).
