@@ -51,6 +51,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(backup) = &args.restore {
+        return restore(backup, &config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()
@@ -67,6 +70,43 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line a person can act on; no backtrace.
             eprintln!("missived: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `missived --restore BACKUP --data-dir DIR`: the backup copied into DIR and checked, or why
+/// not (DIR is then left as it was).
+fn restore(backup: &std::path::Path, config: &Config) -> std::process::ExitCode {
+    let data = config.data_dir.display();
+    match missive::service::backup::restore(backup, config) {
+        Ok(r) => {
+            let m = &r.manifest;
+            println!(
+                "missived: restored {} (written {} by missived {}) into {data}: {} files, {} \
+                 bytes; the store opens at schema {}, with the {} media files and {} uploads \
+                 in progress its records name in place.",
+                backup.display(),
+                m.created_at,
+                m.missived_version,
+                r.copied.files,
+                r.copied.bytes,
+                missive::store::SCHEMA_VERSION,
+                r.media_files,
+                r.uploads,
+            );
+            if !m.secret_file {
+                println!(
+                    "missived: the backup holds no token secret file (its server's `secret` \
+                     was configured): give the restored server the same `secret`, or its users' \
+                     tokens are refused."
+                );
+            }
+            println!("missived: start the server on it with --data-dir {data}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("missived: cannot restore: {e}");
             std::process::ExitCode::FAILURE
         }
     }

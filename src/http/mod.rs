@@ -19,6 +19,7 @@
 //! - [`history`]: `GET /v1/users/{user}/history`, a page of one of the user's conversations.
 //! - [`blocks`]: `GET /v1/users/{user}/blocks`, `PUT` and `DELETE .../blocks/{other}`.
 //! - [`admin`]: drain, `/healthz`, `/readyz`.
+//! - [`backups`]: `POST` and `GET /v1/backups`, `DELETE /v1/backups/{name}`.
 //! - [`metrics`]: `/metrics` (Prometheus text format).
 //! - [`user_send`]: `POST /v1/send` on the *public* ports (a user's own token, not the API
 //!   key), called from `session::login` where those ports' HTTP requests arrive.
@@ -27,6 +28,7 @@
 //! means is `service`'s.
 
 mod admin;
+mod backups;
 mod blocks;
 mod conn;
 mod error;
@@ -112,6 +114,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::put(blocks::block).delete(blocks::unblock),
         )
         .route("/tokens", post(users::mint_token))
+        .route("/backups", post(backups::create).get(backups::list))
+        .route("/backups/{name}", axum::routing::delete(backups::delete))
         .route(
             "/drain",
             post(admin::drain_start)

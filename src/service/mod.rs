@@ -4,8 +4,10 @@
 //! type ([`Refusal`]), mapped to an ERROR frame or an HTTP status in one place each.
 //!
 //! Files, bottom-up: `refusal`, `ids`, `run` (where store work runs, and store errors to
-//! refusals), then `messages`, `blocks`, `groups`, `reads`, `history`, `drain`, `users`.
+//! refusals), then `messages`, `blocks`, `groups`, `reads`, `history`, `drain`, `users`;
+//! `backup` (online backups and their restore) after `media`, whose file layout it copies.
 
+pub mod backup;
 pub mod blocks;
 pub mod drain;
 pub mod groups;
