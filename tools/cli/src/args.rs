@@ -46,6 +46,18 @@ Examples:
   missive --user bob download 5f0c2b... --range -100 -o tail.bin       # the last 100 bytes
   missive --user bob download 5f0c2b... --thumbnail -o thumb.jpg";
 
+const BACKUP_HELP: &str = "\
+The server writes the backup while it keeps serving: a RocksDB checkpoint (every change it
+answered before the request), the media files its records use, the token secret; then it
+answers with where the backup is and its size. One at a time: a second request while one runs
+is refused (409 LIMIT_EXCEEDED). docs/operations.md has the details and the restore.
+
+Examples:
+  missive backup --api http://127.0.0.1:8080 --key $MISSIVE_API_KEY
+  missive backup --list
+  missive backup --delete 20261207T181500Z
+  missived --restore missive-data-backups/20261207T181500Z --data-dir missive-restored";
+
 const ABOUT: &str =
     "Missive protocol test CLI: send and watch messages, upload and download media, inspect and forge frames.";
 
@@ -64,6 +76,7 @@ Examples:
   missive --user alice upload photo.jpg          # media over HTTP: prints its media id
   missive --user alice send --to bob --text 'look' --media MEDIA_ID
   missive --user bob download MEDIA_ID -o photo.jpg --range 0-1023
+  missive backup --key $MISSIVE_API_KEY      # an online backup through the server's API
   missive --user alice typing --to bob             # bob's online devices see it; nothing stored
   missive --user bob watch --count 1
   missive --ws --addr chat.example:80 --user bob watch   # over a WebSocket (ws://chat.example:80/ws)
@@ -216,6 +229,27 @@ pub enum Cmd {
         /// where the upload stands, on a new connection).
         #[arg(long, default_value_t = 5)]
         retries: u32,
+    },
+    /// Back the server up online, or list or delete its backups, through its API (POST, GET
+    /// and DELETE /v1/backups on `http_listen`, with the API key). The backup goes to the
+    /// server's `backup_dir`; restore one with `missived --restore DIR --data-dir NEW`.
+    #[command(after_help = BACKUP_HELP)]
+    Backup {
+        /// The server's API address (its `http_listen`).
+        #[arg(long, env = "MISSIVE_API", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// The API key (the server's `api_key`).
+        #[arg(long, env = "MISSIVE_API_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// List the backups instead of writing one.
+        #[arg(long, conflicts_with = "delete")]
+        list: bool,
+        /// Delete the backup of this name (e.g. 20261207T181500Z) instead of writing one.
+        #[arg(long, value_name = "NAME")]
+        delete: Option<String>,
+        /// Seconds to wait for a backup to be written.
+        #[arg(long, default_value_t = 3600)]
+        wait: u64,
     },
     /// Download a media file or its thumbnail, whole or a byte range.
     ///

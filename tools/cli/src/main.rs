@@ -3,12 +3,14 @@
 //! Network commands log in with a token (given, or minted from `--user` and the server's
 //! secret), make one request and print the reply; `watch` stays connected through the reliable
 //! `missive_client::Client`. `upload` and `download` move media over HTTP on the same address
-//! (`media`, over the small client of `http1`). `decode`, `encode` and `raw` work on frames as
+//! (`media`, over the small client of `http1`); `backup` asks the server's API for a backup
+//! (`backup`, over the same client). `decode`, `encode` and `raw` work on frames as
 //! bytes.
 
 #![forbid(unsafe_code)]
 
 mod args;
+mod backup;
 mod conform;
 mod decoded;
 mod http1;
@@ -80,6 +82,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             range,
             thumbnail,
         } => media::download(g, &media_id, output, range, thumbnail).await,
+        Cmd::Backup {
+            ref api,
+            ref key,
+            list,
+            ref delete,
+            wait,
+        } => {
+            let action = match (list, delete) {
+                (true, _) => backup::Action::List,
+                (false, Some(name)) => backup::Action::Delete(name.clone()),
+                (false, None) => backup::Action::Create,
+            };
+            backup::run(g, api, key.as_deref(), action, wait).await
+        }
         Cmd::Typing { target, stop, app } => net::typing(g, &target, stop, app).await,
         Cmd::Watch {
             since,
