@@ -49,4 +49,6 @@ pub struct Shared {
     pub hook: Option<crate::moderation::hook::Hook>,
     /// What the event webhooks' worker did (all zero when they are off).
     pub events: Arc<crate::events::Counters>,
+    /// This node's membership of a cluster (`--cluster`); `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

@@ -14,7 +14,7 @@
 //! | 6 | `session`, `http` | the transports: frames <-> `service` (sockets), JSON <-> `service` (the HTTP API) |
 //! | 5 | `service` | what each request means, for both transports: checks (one id validator), the store change or read, the answer or a `Refusal` |
 //! | 4 | `context` | what every task of a running server holds (`Shared`) |
-//! | 3 | `net`, `offline_push`, `moderation`, `events` | bytes below frames (listeners, TLS, the framed connection, WebSocket, the entry point, the poller of idle sockets); the offline-push webhook worker; the word filter and the before-send webhook (signed as the offline push's); the event webhooks' worker |
+//! | 3 | `net`, `offline_push`, `moderation`, `events`, `cluster` | bytes below frames (listeners, TLS, the framed connection, WebSocket, the entry point, the poller of idle sockets); the offline-push webhook worker; the word filter and the before-send webhook (signed as the offline push's); the event webhooks' worker; this node's membership of a cluster on NATS (partitions, leases) |
 //! | 2 | `router`, `receipts`, `drain`, `check` | user -> online sessions, delivering pushes; read receipts, coalesced; the drain's state; invariant checks for the crash test and fuzzing |
 //! | 1 | `config`, `store`, `limits`, `metrics`, `unacked` | settings; RocksDB (families, keys, the writer, queries); permits and token buckets; counters; pushes awaiting an ack, and when to announce them |
 //! | 0 | `clock`, `ids` | the wall clock; numeric ids as types (session, message, seq, version) |
@@ -27,6 +27,7 @@
 #[cfg(feature = "test-hooks")]
 pub mod check;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod drain;

@@ -32,6 +32,8 @@ pub enum ServerError {
     Parker { error: io::Error },
     #[error("word_filter: {0}")]
     Words(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Starts servers.
@@ -127,7 +129,18 @@ impl Server {
         )
         .map_err(ServerError::Words)?;
         let hook = crate::moderation::hook::Hook::new(&config);
+        let cluster = if config.clustered() {
+            tracing::warn!(
+                "cluster mode is being built (docs/CLUSTER.md section 10): this node joins the \
+                 partition leases but still stores its own clients' messages locally"
+            );
+            let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+            Some(join_cluster(&config, &secret, http_addr).await?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
+            cluster,
             store: Arc::new(store),
             router,
             secret,
@@ -206,6 +219,9 @@ impl Server {
             if let Some(worker) = worker {
                 tasks.spawn(worker.run());
             }
+        }
+        if let Some(cluster) = &shared.cluster {
+            tasks.spawn(cluster.clone().run(shared.shutdown.clone()));
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         tasks.spawn(receipts_flush(shared.clone()));
@@ -306,6 +322,36 @@ impl ServerHandle {
         }
         tracing::info!("missived stopped");
     }
+}
+
+/// Joins the cluster named by `config.cluster` (docs/CLUSTER.md); `http` is this node's
+/// server API address, told to the other nodes.
+async fn join_cluster(
+    config: &Config,
+    secret: &[u8],
+    http: Option<SocketAddr>,
+) -> Result<Arc<crate::cluster::Cluster>, ServerError> {
+    let ms = std::time::Duration::from_millis;
+    let addrs = if config.cluster_advertise.is_empty() {
+        config.entry_addresses.clone()
+    } else {
+        config.cluster_advertise.clone()
+    };
+    let settings = crate::cluster::Settings {
+        urls: config.cluster.clone(),
+        node_id: config.node_id.clone(),
+        partitions: config.cluster_partitions,
+        replicas: config.cluster_replicas as usize,
+        timing: crate::cluster::Timing {
+            ttl: ms(config.cluster_lease_ttl_ms),
+            renew: ms(config.cluster_lease_renew_ms),
+            margin: ms(config.cluster_lease_margin_ms),
+        },
+        addrs,
+        http: http.map(|a| a.to_string()).unwrap_or_default(),
+        secret: secret.to_vec(),
+    };
+    Ok(crate::cluster::Cluster::join(settings).await?)
 }
 
 fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, ServerError> {

@@ -2,11 +2,13 @@
 //! file, and flags override the environment.
 //!
 //! Files, bottom-up: `settings` (the `Config` struct, its defaults, `ConfigError`), `address`
-//! (the syntax of `entry_addresses`), `api` (the server API's settings), `env` (`MISSIVE_*`
+//! (the syntax of `entry_addresses`), `api` (the server API's settings), `cluster` (the
+//! cluster's settings), `env` (`MISSIVE_*`
 //! variables), `validate` (every range, checked once); this file reads them in that order.
 
 mod address;
 mod api;
+mod cluster;
 mod env;
 mod settings;
 mod validate;
@@ -65,6 +67,12 @@ pub struct Args {
     /// Connections moved away per second while draining.
     #[arg(long, env = "MISSIVE_DRAIN_RATE_PER_SEC")]
     pub drain_rate_per_sec: Option<u32>,
+    /// NATS servers of a cluster (docs/CLUSTER.md), comma-separated; empty: a single node.
+    #[arg(long, env = "MISSIVE_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster.
+    #[arg(long, env = "MISSIVE_NODE_ID")]
+    pub node_id: Option<String>,
     /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -135,6 +143,12 @@ impl Config {
         }
         if let Some(r) = args.drain_rate_per_sec {
             config.drain_rate_per_sec = r;
+        }
+        if let Some(c) = &args.cluster {
+            config.cluster = c.clone();
+        }
+        if let Some(n) = &args.node_id {
+            config.node_id = n.clone();
         }
         config.validate()?;
         Ok(config)

@@ -218,6 +218,26 @@ pub struct Config {
     pub media_gc_grace_secs: u64,
     /// How often media garbage is collected.
     pub media_gc_interval_ms: u64,
+    // ---- the cluster (docs/CLUSTER.md); off unless `cluster` is set ----
+    /// NATS servers with JetStream, comma-separated (`nats://10.0.0.1:4222,...`). Empty: a
+    /// single node, no NATS.
+    pub cluster: String,
+    /// This node's name in the cluster: 1 to 32 of `A-Z a-z 0-9 _ -`, unique, stable across
+    /// restarts.
+    pub node_id: String,
+    /// Partitions users are hashed into; fixed when the cluster is created.
+    pub cluster_partitions: u32,
+    /// Copies JetStream keeps of the cluster's bucket and log: 3 with three NATS servers.
+    pub cluster_replicas: u32,
+    /// A partition whose lease was not renewed for this long is taken over by another node.
+    pub cluster_lease_ttl_ms: u64,
+    /// How often an owner renews its leases.
+    pub cluster_lease_renew_ms: u64,
+    /// An owner stops believing in a lease this long before its TTL runs out (clock drift).
+    pub cluster_lease_margin_ms: u64,
+    /// This node's client addresses (the `entry_addresses` syntax), for `/v1/cluster` and the
+    /// entry point of the other nodes. Empty: `entry_addresses`.
+    pub cluster_advertise: Vec<String>,
 }
 
 impl Default for Config {
@@ -262,6 +282,14 @@ impl Default for Config {
             media_max_image_bytes: 50 << 20,
             media_gc_grace_secs: 86_400,
             media_gc_interval_ms: 3_600_000,
+            cluster: String::new(),
+            node_id: String::new(),
+            cluster_partitions: 64,
+            cluster_replicas: 3,
+            cluster_lease_ttl_ms: 5_000,
+            cluster_lease_renew_ms: 1_000,
+            cluster_lease_margin_ms: 500,
+            cluster_advertise: Vec::new(),
             event_webhook_url: String::new(),
             event_webhook_secret: String::new(),
             event_webhook_events: crate::store::EventKind::ALL

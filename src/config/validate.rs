@@ -91,6 +91,7 @@ impl Config {
         validate_media(self)?;
         validate_events(self)?;
         validate_entry(self)?;
+        self.validate_cluster()?;
         self.validate_api()
     }
 }

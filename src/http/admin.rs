@@ -16,6 +16,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// `GET /v1/cluster`: this node's view of the cluster (docs/CLUSTER.md section 7): the nodes,
+/// every partition's owner, epoch and lease age, and what this node owns; 404 on a single node.
+pub async fn cluster(State(shared): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match &shared.cluster {
+        Some(cluster) => Ok(Json(cluster.status())),
+        None => Err(ApiError::new(
+            missive_protocol::ErrorCode::NotFound,
+            "this server is a single node (start it with --cluster to make it a cluster node)",
+        )),
+    }
+}
+
 /// `GET /readyz`: 200 when the store is open and the server accepts logins; 503 (with the
 /// reason) while draining, shutting down, or after a store failure.
 pub async fn readyz(State(shared): State<AppState>) -> (StatusCode, Json<Value>) {

@@ -116,6 +116,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/tokens", post(users::mint_token))
         .route("/backups", post(backups::create).get(backups::list))
         .route("/backups/{name}", axum::routing::delete(backups::delete))
+        .route("/cluster", get(admin::cluster))
         .route(
             "/drain",
             post(admin::drain_start)

@@ -1,0 +1,570 @@
+//! The lease table: what this node has seen of every partition's lease and of every node, and
+//! what it should do about it. No IO here: `node.rs` feeds it what the bucket's watch delivers
+//! and carries out the actions it returns, so every rule of docs/CLUSTER.md section 3 is tested
+//! here in virtual time.
+//!
+//! The rules, in short:
+//! - a lease this node holds is believed only until the time its last successful renewal was
+//!   *sent*, plus the TTL, minus a margin ([`Table::owns`]);
+//! - another node's lease is expired when its revision has not changed for a TTL by this node's
+//!   own clock, counted from when this node first saw that revision (no clock is shared);
+//! - a free or expired partition is tried first by its preferred live node (rendezvous
+//!   hashing), by any live node after a further TTL;
+//! - every write is revision-checked by the bucket, so of two takers one wins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::assign::preferred;
+
+/// A lease's value in the bucket (`lease.<p>`). An empty `node` is a released lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub node: String,
+    /// Increases with every change of owner.
+    pub epoch: u64,
+    /// The writer's wall clock, for people reading `/v1/cluster`; no decision uses it.
+    pub renewed_ms: i64,
+}
+
+/// The timing of leases.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub ttl: Duration,
+    pub renew: Duration,
+    pub margin: Duration,
+}
+
+/// One key as last seen through the watch.
+#[derive(Debug, Clone)]
+struct Seen<T> {
+    revision: u64,
+    value: Option<T>,
+    since: Instant,
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone)]
+struct Held {
+    revision: u64,
+    epoch: u64,
+    /// Past this instant the node no longer believes it owns the partition.
+    deadline: Instant,
+}
+
+/// What the node should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write `lease` over `revision` (a renewal, a takeover or a release).
+    Update {
+        partition: u32,
+        revision: u64,
+        lease: Lease,
+    },
+    /// Create the never-written lease of `partition`.
+    Create { partition: u32, lease: Lease },
+}
+
+/// How a write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written; the key's new revision.
+    Written(u64),
+    /// The revision had moved on (someone else wrote): certainly not ours.
+    Conflict,
+    /// No answer in time: unknown.
+    Unknown,
+}
+
+/// One partition, as `/v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionView {
+    pub partition: u32,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    /// Milliseconds since this node saw the lease's revision change.
+    pub unchanged_ms: u64,
+    /// This node holds it and believes it owns it now.
+    pub here: bool,
+}
+
+/// One node, as `/v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub live: bool,
+    pub unchanged_ms: u64,
+    pub info: serde_json::Value,
+}
+
+pub struct Table {
+    me: String,
+    partitions: u32,
+    timing: Timing,
+    leases: BTreeMap<u32, Seen<Lease>>,
+    nodes: BTreeMap<String, Seen<serde_json::Value>>,
+    held: BTreeMap<u32, Held>,
+    /// Partitions this node gives up (drain, shutdown, a better owner).
+    releasing: bool,
+    started: Instant,
+    pub takeovers: u64,
+    pub losses: u64,
+}
+
+impl Table {
+    pub fn new(me: &str, partitions: u32, timing: Timing, now: Instant) -> Table {
+        Table {
+            me: me.to_owned(),
+            partitions,
+            timing,
+            leases: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            held: BTreeMap::new(),
+            releasing: false,
+            started: now,
+            takeovers: 0,
+            losses: 0,
+        }
+    }
+
+    /// A lease key's new revision, from the watch (`None`: deleted or purged).
+    pub fn saw_lease(&mut self, partition: u32, revision: u64, value: Option<Lease>, now: Instant) {
+        if partition >= self.partitions {
+            return;
+        }
+        see(self.leases.entry(partition), revision, value, now);
+    }
+
+    /// A node key's new revision, from the watch.
+    pub fn saw_node(
+        &mut self,
+        id: &str,
+        revision: u64,
+        value: Option<serde_json::Value>,
+        now: Instant,
+    ) {
+        see(self.nodes.entry(id.to_owned()), revision, value, now);
+    }
+
+    /// Give every partition up (drain, shutdown): stop renewing, write each lease released.
+    pub fn release_all(&mut self) {
+        self.releasing = true;
+    }
+
+    /// Whether this node owns `partition` at `now`.
+    pub fn owns(&self, partition: u32, now: Instant) -> bool {
+        self.held.get(&partition).is_some_and(|h| now < h.deadline)
+    }
+
+    /// The partitions this node owns at `now`.
+    pub fn owned(&self, now: Instant) -> Vec<u32> {
+        self.held
+            .iter()
+            .filter(|(_, h)| now < h.deadline)
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// Nodes whose key changed within a TTL (this node always).
+    pub fn live_nodes(&self, now: Instant) -> Vec<&str> {
+        let mut live: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(id, seen)| {
+                *id != &self.me && seen.value.is_some() && now - seen.since < self.timing.ttl
+            })
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !self.releasing {
+            live.push(&self.me);
+        }
+        live
+    }
+
+    /// The writes to make now. Drops held leases past their deadline first.
+    pub fn actions(&mut self, now: Instant, wall_ms: i64) -> Vec<Action> {
+        let expired: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now >= h.deadline)
+            .map(|(&p, _)| p)
+            .collect();
+        for p in expired {
+            self.held.remove(&p);
+            self.losses += 1;
+            tracing::warn!(
+                partition = p,
+                "lease not renewed in time: partition given up"
+            );
+        }
+        let live = self.live_nodes(now);
+        // A node just started has not seen the others yet: it waits a TTL before it moves a
+        // partition to a better owner.
+        let settled = now - self.started >= self.timing.ttl;
+        let mut out = Vec::new();
+        for p in 0..self.partitions {
+            let best = preferred(p, live.iter().copied());
+            let seen = self.leases.get(&p);
+            if let Some(h) = self.held.get(&p) {
+                let hand_over = self.releasing || (settled && best.is_some_and(|b| b != self.me));
+                let node = if hand_over {
+                    String::new()
+                } else {
+                    self.me.clone()
+                };
+                out.push(Action::Update {
+                    partition: p,
+                    revision: h.revision,
+                    lease: Lease {
+                        node,
+                        epoch: h.epoch,
+                        renewed_ms: wall_ms,
+                    },
+                });
+                continue;
+            }
+            if self.releasing {
+                continue;
+            }
+            let mine_first = best == Some(self.me.as_str());
+            match seen {
+                None => {
+                    // Never written: the preferred node creates it; anyone after a TTL.
+                    if mine_first || now - self.started >= self.timing.ttl * 2 {
+                        out.push(Action::Create {
+                            partition: p,
+                            lease: Lease {
+                                node: self.me.clone(),
+                                epoch: 1,
+                                renewed_ms: wall_ms,
+                            },
+                        });
+                    }
+                }
+                Some(seen) => {
+                    let idle = now - seen.since;
+                    let (free, epoch) = match &seen.value {
+                        None => (true, 0),
+                        Some(l) => (l.node.is_empty(), l.epoch),
+                    };
+                    let expired = free || idle >= self.timing.ttl;
+                    let wait = if mine_first {
+                        Duration::ZERO
+                    } else {
+                        self.timing.ttl
+                    };
+                    let ready = if free {
+                        mine_first || idle >= self.timing.ttl
+                    } else {
+                        idle >= self.timing.ttl + wait
+                    };
+                    if expired && ready {
+                        out.push(Action::Update {
+                            partition: p,
+                            revision: seen.revision,
+                            lease: Lease {
+                                node: self.me.clone(),
+                                epoch: epoch + 1,
+                                renewed_ms: wall_ms,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// How a write this node `sent` at `sent` ended.
+    pub fn finished(&mut self, action: &Action, outcome: Outcome, sent: Instant) {
+        let (partition, lease) = match action {
+            Action::Update {
+                partition, lease, ..
+            }
+            | Action::Create { partition, lease } => (*partition, lease),
+        };
+        let deadline = sent + self.timing.ttl.saturating_sub(self.timing.margin);
+        match outcome {
+            Outcome::Written(revision) if lease.node == self.me => {
+                if !self.held.contains_key(&partition) {
+                    self.takeovers += 1;
+                    tracing::info!(partition, epoch = lease.epoch, "partition taken");
+                }
+                self.held.insert(
+                    partition,
+                    Held {
+                        revision,
+                        epoch: lease.epoch,
+                        deadline,
+                    },
+                );
+            }
+            Outcome::Written(_) => {
+                // Released: ours no more.
+                if self.held.remove(&partition).is_some() {
+                    tracing::info!(partition, "partition released");
+                }
+            }
+            Outcome::Conflict => {
+                if self.held.remove(&partition).is_some() {
+                    self.losses += 1;
+                    tracing::warn!(partition, "lease taken by another node");
+                }
+            }
+            // Kept until its deadline, which `actions` enforces.
+            Outcome::Unknown => {}
+        }
+    }
+
+    /// Every partition, for `/v1/cluster`.
+    pub fn partitions_view(&self, now: Instant) -> Vec<PartitionView> {
+        (0..self.partitions)
+            .map(|p| {
+                let seen = self.leases.get(&p);
+                let lease = seen.and_then(|s| s.value.as_ref());
+                PartitionView {
+                    partition: p,
+                    owner: lease.map(|l| l.node.clone()).filter(|n| !n.is_empty()),
+                    epoch: lease.map_or(0, |l| l.epoch),
+                    unchanged_ms: seen.map_or(0, |s| millis(now - s.since)),
+                    here: self.owns(p, now),
+                }
+            })
+            .collect()
+    }
+
+    /// Every node seen, for `/v1/cluster`.
+    pub fn nodes_view(&self, now: Instant) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, seen)| {
+                let info = seen.value.clone()?;
+                Some(NodeView {
+                    id: id.clone(),
+                    live: id == &self.me || now - seen.since < self.timing.ttl,
+                    unchanged_ms: millis(now - seen.since),
+                    info,
+                })
+            })
+            .collect()
+    }
+}
+
+fn see<K: Ord, T>(
+    entry: std::collections::btree_map::Entry<'_, K, Seen<T>>,
+    revision: u64,
+    value: Option<T>,
+    now: Instant,
+) {
+    use std::collections::btree_map::Entry;
+    match entry {
+        Entry::Vacant(v) => {
+            v.insert(Seen {
+                revision,
+                value,
+                since: now,
+            });
+        }
+        Entry::Occupied(mut o) => {
+            // The watch may repeat a revision after a reconnect: only a newer one restarts
+            // the clock.
+            if revision > o.get().revision {
+                *o.get_mut() = Seen {
+                    revision,
+                    value,
+                    since: now,
+                };
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        ttl: Duration::from_secs(5),
+        renew: Duration::from_secs(1),
+        margin: Duration::from_millis(500),
+    };
+
+    fn node(t: &mut Table, id: &str, rev: u64, now: Instant) {
+        t.saw_node(id, rev, Some(serde_json::json!({})), now);
+    }
+
+    /// Carries out `t`'s actions against a shared bucket (`bucket`: partition -> (revision,
+    /// lease)) as the real bucket would: a write at a stale revision is a conflict.
+    fn run(
+        t: &mut Table,
+        bucket: &mut BTreeMap<u32, (u64, Lease)>,
+        next_rev: &mut u64,
+        now: Instant,
+    ) {
+        for a in t.actions(now, 0) {
+            let outcome = match &a {
+                Action::Create { partition, lease } => {
+                    if bucket.contains_key(partition) {
+                        Outcome::Conflict
+                    } else {
+                        *next_rev += 1;
+                        bucket.insert(*partition, (*next_rev, lease.clone()));
+                        Outcome::Written(*next_rev)
+                    }
+                }
+                Action::Update {
+                    partition,
+                    revision,
+                    lease,
+                } => match bucket.get(partition) {
+                    Some((r, _)) if r == revision => {
+                        *next_rev += 1;
+                        bucket.insert(*partition, (*next_rev, lease.clone()));
+                        Outcome::Written(*next_rev)
+                    }
+                    _ => Outcome::Conflict,
+                },
+            };
+            t.finished(&a, outcome, now);
+        }
+    }
+
+    /// Every table sees the whole bucket (the watch) at `now`.
+    fn watch(tables: &mut [&mut Table], bucket: &BTreeMap<u32, (u64, Lease)>, now: Instant) {
+        for t in tables.iter_mut() {
+            for (&p, (rev, lease)) in bucket {
+                t.saw_lease(p, *rev, Some(lease.clone()), now);
+            }
+        }
+    }
+
+    #[test]
+    fn two_nodes_split_the_partitions_and_never_both_own_one() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 16, TIMING, t0);
+        let mut b = Table::new("n2", 16, TIMING, t0);
+        let mut bucket = BTreeMap::new();
+        let mut rev = 0;
+        let step = Duration::from_millis(250);
+        let mut now = t0;
+        for i in 0..200u64 {
+            node(&mut a, "n1", i + 1, now);
+            node(&mut a, "n2", i + 1, now);
+            node(&mut b, "n1", i + 1, now);
+            node(&mut b, "n2", i + 1, now);
+            if i % 4 == 0 {
+                run(&mut a, &mut bucket, &mut rev, now);
+                run(&mut b, &mut bucket, &mut rev, now);
+            }
+            watch(&mut [&mut a, &mut b], &bucket, now);
+            for p in 0..16 {
+                assert!(
+                    !(a.owns(p, now) && b.owns(p, now)),
+                    "both own {p} at step {i}"
+                );
+            }
+            now += step;
+        }
+        let (oa, ob) = (a.owned(now - step), b.owned(now - step));
+        assert_eq!(oa.len() + ob.len(), 16, "{oa:?} {ob:?}");
+        assert!(!oa.is_empty() && !ob.is_empty(), "{oa:?} {ob:?}");
+        for p in 0..16u32 {
+            let best = preferred(p, ["n1", "n2"]).unwrap();
+            let holder = if oa.contains(&p) { "n1" } else { "n2" };
+            assert_eq!(holder, best, "partition {p} settled at its preferred node");
+        }
+    }
+
+    #[test]
+    fn a_silent_owner_loses_its_partitions_within_the_bound_and_stops_believing_first() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 8, TIMING, t0);
+        let mut b = Table::new("n2", 8, TIMING, t0);
+        let mut bucket = BTreeMap::new();
+        let mut rev = 0;
+        let mut now = t0;
+        // n1 alone owns everything.
+        for i in 0..4u64 {
+            node(&mut a, "n1", i + 1, now);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+            now += TIMING.renew;
+        }
+        assert_eq!(a.owned(now).len(), 8);
+        // n2 arrives and watches; n1 goes silent (paused, cut off) at `silent`.
+        let silent = now;
+        let mut taken_all = None;
+        for i in 0..60u64 {
+            node(&mut b, "n2", 100 + i, now);
+            watch(&mut [&mut b], &bucket, now);
+            run(&mut b, &mut bucket, &mut rev, now);
+            watch(&mut [&mut b], &bucket, now);
+            for p in 0..8 {
+                // n1's belief, had it woken now without renewing:
+                assert!(
+                    !(a.owns(p, now) && b.owns(p, now)),
+                    "both own {p} at {:?}",
+                    now - silent
+                );
+            }
+            if taken_all.is_none() && b.owned(now).len() == 8 {
+                taken_all = Some(now - silent);
+            }
+            now += Duration::from_millis(250);
+        }
+        let took = taken_all.expect("n2 took every partition");
+        assert!(took <= Duration::from_secs(10), "took {took:?}");
+        // n1 wakes: its actions first drop what it no longer owns, then its renewals conflict.
+        run(&mut a, &mut bucket, &mut rev, now);
+        assert!(a.owned(now).is_empty());
+        assert_eq!(b.owned(now).len(), 8);
+    }
+
+    #[test]
+    fn a_lost_renewal_keeps_the_lease_only_until_the_deadline() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 1, TIMING, t0);
+        let create = a.actions(t0, 0);
+        assert_eq!(create.len(), 1);
+        a.finished(&create[0], Outcome::Written(1), t0);
+        assert!(a.owns(0, t0 + Duration::from_secs(4)));
+        let renew = a.actions(t0 + Duration::from_secs(1), 0);
+        a.finished(&renew[0], Outcome::Unknown, t0 + Duration::from_secs(1));
+        assert!(a.owns(0, t0 + Duration::from_millis(4_400)));
+        assert!(
+            !a.owns(0, t0 + Duration::from_millis(4_500)),
+            "ttl - margin"
+        );
+        a.actions(t0 + Duration::from_millis(4_600), 0);
+        assert_eq!(a.losses, 1);
+    }
+
+    #[test]
+    fn releasing_writes_every_lease_free_and_the_preferred_node_takes_it_at_once() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 4, TIMING, t0);
+        let mut b = Table::new("n2", 4, TIMING, t0);
+        let mut bucket = BTreeMap::new();
+        let mut rev = 0;
+        node(&mut a, "n1", 1, t0);
+        run(&mut a, &mut bucket, &mut rev, t0);
+        assert_eq!(a.owned(t0).len(), 4);
+        a.release_all();
+        run(&mut a, &mut bucket, &mut rev, t0);
+        assert!(a.owned(t0).is_empty());
+        assert!(bucket.values().all(|(_, l)| l.node.is_empty()));
+        let now = t0 + Duration::from_millis(10);
+        node(&mut b, "n2", 1, now);
+        watch(&mut [&mut b], &bucket, now);
+        run(&mut b, &mut bucket, &mut rev, now);
+        assert_eq!(b.owned(now).len(), 4, "no TTL wait after a release");
+        assert!(bucket.values().all(|(_, l)| l.epoch == 2));
+    }
+}

@@ -1,0 +1,15 @@
+//! The cluster (opt-in, `--cluster`): partitions and their owners on NATS JetStream
+//! (docs/CLUSTER.md). Built so far: which partition a user belongs to, the lease table and its
+//! rules, and this node's membership (config check, registration, renewals, takeovers,
+//! releases) with `GET /v1/cluster`.
+//!
+//! Files, bottom-up: `assign` (hashing users and partitions to owners), `lease` (the table and
+//! its rules, no IO), `node` (NATS: the bucket, the watch, the loop).
+
+pub mod assign;
+pub mod lease;
+mod node;
+
+pub use assign::partition_of;
+pub use lease::Timing;
+pub use node::{Cluster, ClusterError, Settings, BUCKET};

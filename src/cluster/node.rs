@@ -1,0 +1,377 @@
+//! This node in the cluster: the connection to NATS, the `missive-cluster` bucket (the
+//! cluster's config, the nodes, the leases), the watch that feeds the lease table, and the
+//! loop that renews, takes and releases leases (docs/CLUSTER.md section 3).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{Action, Lease, Outcome, Table, Timing};
+
+/// The bucket of the cluster's config, nodes and leases.
+pub const BUCKET: &str = "missive-cluster";
+
+/// What a node needs to join.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// NATS servers, comma-separated (`nats://127.0.0.1:4222,nats://…`).
+    pub urls: String,
+    pub node_id: String,
+    /// Partitions, when this node creates the cluster; a node that joins must agree.
+    pub partitions: u32,
+    /// Replicas of the bucket (and later of the log): 3 with three NATS servers.
+    pub replicas: usize,
+    pub timing: Timing,
+    /// This node's client addresses, for `/v1/cluster` and the entry point.
+    pub addrs: Vec<String>,
+    /// This node's server API address.
+    pub http: String,
+    /// The token secret: every node must have the same (its fingerprint is in the config).
+    pub secret: Vec<u8>,
+}
+
+/// Why a node cannot join.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(pub String);
+
+/// The cluster's config (`config` key), written once by the node that creates the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ClusterConfig {
+    partitions: u32,
+    /// The first 16 hex digits of SHA-256 over a label and the token secret.
+    secret_fingerprint: String,
+    created_ms: i64,
+}
+
+/// A node's registration (`node.<id>`), rewritten every renewal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeInfo {
+    addrs: Vec<String>,
+    http: String,
+    started_ms: i64,
+    renewed_ms: i64,
+    draining: bool,
+}
+
+/// A running member of the cluster.
+pub struct Cluster {
+    settings: Settings,
+    kv: kv::Store,
+    table: Mutex<Table>,
+    started_ms: i64,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+fn fingerprint(secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"missive cluster secret\0");
+    h.update(secret);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Cluster {
+    /// Connects to NATS, creates the bucket and the cluster's config if this is the first node,
+    /// checks that this node agrees with the config, and returns the member (not yet started).
+    pub async fn join(settings: Settings) -> Result<Arc<Cluster>, ClusterError> {
+        let addrs: Vec<async_nats::ServerAddr> = settings
+            .urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| ClusterError(format!("{s:?} is not a NATS URL: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("missived {}", settings.node_id))
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(addrs)
+            .await
+            .map_err(|e| {
+                ClusterError(format!("cannot connect to NATS at {}: {e}", settings.urls))
+            })?;
+        let js = async_nats::jetstream::new(client);
+        // JetStream needs a meta leader before the first bucket: a cluster of NATS servers just
+        // started elects one within seconds, so this retries for a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let kv = loop {
+            match bucket(&js, settings.replicas).await {
+                Ok(kv) => break kv,
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!("{e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let now_ms = crate::clock::now_ms();
+        let mine = ClusterConfig {
+            partitions: settings.partitions,
+            secret_fingerprint: fingerprint(&settings.secret),
+            created_ms: now_ms,
+        };
+        let body = Bytes::from(serde_json::to_vec(&mine).expect("config serializes"));
+        // Create-if-absent: of nodes starting together one writes it, the others read it (a
+        // create that lost the race fails without saying why, so a failure is followed by a
+        // read, a few times).
+        let mut tries = 0;
+        let config = loop {
+            tries += 1;
+            let created = kv.create("config", body.clone()).await;
+            if created.is_ok() {
+                break mine.clone();
+            }
+            match kv.get("config").await {
+                Ok(Some(stored)) => {
+                    break serde_json::from_slice::<ClusterConfig>(&stored).map_err(|e| {
+                        ClusterError(format!("the key `config` of {BUCKET} is not ours: {e}"))
+                    })?
+                }
+                _ if tries < 10 => tokio::time::sleep(Duration::from_millis(300)).await,
+                Ok(None) | Err(_) => {
+                    let why = created.err().map(|e| e.to_string()).unwrap_or_default();
+                    return Err(ClusterError(format!(
+                        "cannot write the cluster's config to {BUCKET}: {why}"
+                    )));
+                }
+            }
+        };
+        if config.partitions != settings.partitions {
+            return Err(ClusterError(format!(
+                "this cluster was created with cluster_partitions = {}, this node has {}; \
+                 partitions are fixed for a cluster's life (docs/CLUSTER.md section 2)",
+                config.partitions, settings.partitions
+            )));
+        }
+        if config.secret_fingerprint != mine.secret_fingerprint {
+            return Err(ClusterError(
+                "this node's token secret differs from the cluster's: every node needs the same \
+                 `secret`, or tokens minted by one are refused by another"
+                    .into(),
+            ));
+        }
+        let table = Table::new(
+            &settings.node_id,
+            settings.partitions,
+            settings.timing,
+            Instant::now(),
+        );
+        Ok(Arc::new(Cluster {
+            settings,
+            kv,
+            table: Mutex::new(table),
+            started_ms: now_ms,
+            draining: false.into(),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.settings.partitions
+    }
+
+    /// Whether this node owns `partition` now.
+    pub fn owns(&self, partition: u32) -> bool {
+        self.table.lock().owns(partition, Instant::now())
+    }
+
+    /// Runs the watch and the lease loop until `stop`; then releases every lease (so the
+    /// survivors take them at once instead of after a TTL) and deletes this node's key.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let watch = tokio::spawn(self.clone().watch(stop.clone()));
+        let mut tick = tokio::time::interval(self.settings.timing.renew);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.round().await,
+            }
+        }
+        self.table.lock().release_all();
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.round().await;
+        let _ = self
+            .kv
+            .delete(format!("node.{}", self.settings.node_id))
+            .await;
+        watch.abort();
+        tracing::info!("left the cluster");
+    }
+
+    /// One renewal round: this node's key, then every lease action, concurrently, each bounded
+    /// by the renewal interval.
+    async fn round(&self) {
+        let limit = self.settings.timing.renew;
+        let info = NodeInfo {
+            addrs: self.settings.addrs.clone(),
+            http: self.settings.http.clone(),
+            started_ms: self.started_ms,
+            renewed_ms: crate::clock::now_ms(),
+            draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let key = format!("node.{}", self.settings.node_id);
+        let body = Bytes::from(serde_json::to_vec(&info).expect("node info serializes"));
+        if let Err(e) = tokio::time::timeout(limit, self.kv.put(key, body)).await {
+            tracing::warn!("cluster: node key not renewed in time: {e}");
+        }
+        let sent = Instant::now();
+        let actions = self.table.lock().actions(sent, crate::clock::now_ms());
+        let writes = actions.iter().map(|a| async move {
+            let outcome = match tokio::time::timeout(limit, self.write(a)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Unknown,
+            };
+            (a, outcome)
+        });
+        for (action, outcome) in futures_util::future::join_all(writes).await {
+            self.table.lock().finished(action, outcome, sent);
+        }
+    }
+
+    async fn write(&self, action: &Action) -> Outcome {
+        match action {
+            Action::Create { partition, lease } => {
+                match self.kv.create(lease_key(*partition), encode(lease)).await {
+                    Ok(rev) => Outcome::Written(rev),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Outcome::Conflict,
+                    Err(e) => {
+                        tracing::debug!("cluster: lease create: {e}");
+                        Outcome::Unknown
+                    }
+                }
+            }
+            Action::Update {
+                partition,
+                revision,
+                lease,
+            } => match self
+                .kv
+                .update(lease_key(*partition), encode(lease), *revision)
+                .await
+            {
+                Ok(rev) => Outcome::Written(rev),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Outcome::Conflict,
+                Err(e) => {
+                    tracing::debug!("cluster: lease update: {e}");
+                    Outcome::Unknown
+                }
+            },
+        }
+    }
+
+    /// Feeds every change of the bucket to the table; watches again after an error.
+    async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let mut entries = match self.kv.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("cluster: cannot watch {BUCKET}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = entries.next().await {
+                let Ok(entry) = entry else { break };
+                let value = match entry.operation {
+                    Operation::Put => Some(entry.value),
+                    Operation::Delete | Operation::Purge => None,
+                };
+                let now = Instant::now();
+                let mut table = self.table.lock();
+                if let Some(p) = entry.key.strip_prefix("lease.") {
+                    if let Ok(p) = p.parse::<u32>() {
+                        let lease = value.and_then(|v| serde_json::from_slice::<Lease>(&v).ok());
+                        table.saw_lease(p, entry.revision, lease, now);
+                    }
+                } else if let Some(id) = entry.key.strip_prefix("node.") {
+                    let info = value.and_then(|v| serde_json::from_slice(&v).ok());
+                    table.saw_node(id, entry.revision, info, now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET /v1/cluster`: this node, the settings, the nodes and every partition.
+    pub fn status(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let table = self.table.lock();
+        let partitions = table.partitions_view(now);
+        serde_json::json!({
+            "node": self.settings.node_id,
+            "partitions": self.settings.partitions,
+            "replicas": self.settings.replicas,
+            "lease_ttl_ms": self.settings.timing.ttl.as_millis() as u64,
+            "owned_here": table.owned(now),
+            "takeovers": table.takeovers,
+            "losses": table.losses,
+            "nodes": table.nodes_view(now),
+            "partition_table": partitions,
+        })
+    }
+
+    /// How many partitions this node owns, and its takeovers and losses so far (metrics).
+    pub fn counts(&self) -> (usize, u64, u64) {
+        let table = self.table.lock();
+        (
+            table.owned(Instant::now()).len(),
+            table.takeovers,
+            table.losses,
+        )
+    }
+}
+
+/// The cluster's bucket, created if this is the first node.
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(kv) = js.get_key_value(BUCKET).await {
+        return Ok(kv);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: BUCKET.into(),
+            description: "Missive: the cluster's config, its nodes and the partitions' leases"
+                .into(),
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(kv) => Ok(kv),
+        // Another node created it at the same moment.
+        Err(first) => js.get_key_value(BUCKET).await.map_err(|_| {
+            ClusterError(format!(
+                "cannot create the key-value bucket {BUCKET} (is JetStream enabled? {replicas}                  replicas need as many NATS servers): {first}"
+            ))
+        }),
+    }
+}
+
+fn lease_key(partition: u32) -> String {
+    format!("lease.{partition}")
+}
+
+fn encode(lease: &Lease) -> Bytes {
+    Bytes::from(serde_json::to_vec(lease).expect("lease serializes"))
+}
