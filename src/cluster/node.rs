@@ -328,13 +328,16 @@ impl Cluster {
         })
     }
 
-    /// How many partitions this node owns, and its takeovers and losses so far (metrics).
-    pub fn counts(&self) -> (usize, u64, u64) {
+    /// The partitions this node owns, its takeovers and losses so far, and the live nodes
+    /// (metrics).
+    pub fn counts(&self) -> (usize, u64, u64, usize) {
+        let now = Instant::now();
         let table = self.table.lock();
         (
-            table.owned(Instant::now()).len(),
+            table.owned(now).len(),
             table.takeovers,
             table.losses,
+            table.live_nodes(now).len(),
         )
     }
 }

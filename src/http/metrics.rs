@@ -42,6 +42,29 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
         u64::from(shared.drain.is_active()),
     );
     shared.metrics.render(&mut out);
+    if let Some(cluster) = &shared.cluster {
+        let (owned, takeovers, losses, live) = cluster.counts();
+        out.gauge(
+            "missive_cluster_partitions_owned",
+            "Partitions this node owns now (its lease renewed within the TTL minus the margin).",
+            owned as u64,
+        );
+        out.gauge(
+            "missive_cluster_nodes_live",
+            "Cluster nodes whose key changed within a lease TTL, this one included.",
+            live as u64,
+        );
+        out.counter(
+            "missive_cluster_takeovers_total",
+            "Partitions this node took (free, released or expired leases).",
+            takeovers,
+        );
+        out.counter(
+            "missive_cluster_lease_losses_total",
+            "Partitions this node lost without releasing them: a renewal refused or not answered before the deadline.",
+            losses,
+        );
+    }
     let words = &shared.words;
     if words.enabled() {
         let list = words.list();
