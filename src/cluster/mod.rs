@@ -4,12 +4,14 @@
 //! releases) with `GET /v1/cluster`.
 //!
 //! Files, bottom-up: `assign` (hashing users and partitions to owners), `lease` (the table and
-//! its rules, no IO), `node` (NATS: the bucket, the watch, the loop).
+//! its rules, no IO), `log` (the partitions' replicated log on a JetStream stream, fenced by
+//! expected sequence), `node` (NATS: the bucket, the watch, the loop).
 
 pub mod assign;
 pub mod lease;
+pub mod log;
 mod node;
 
 pub use assign::partition_of;
 pub use lease::Timing;
-pub use node::{Cluster, ClusterError, Settings, BUCKET};
+pub use node::{connect, Cluster, ClusterError, Settings, BUCKET};

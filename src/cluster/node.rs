@@ -85,26 +85,7 @@ impl Cluster {
     /// Connects to NATS, creates the bucket and the cluster's config if this is the first node,
     /// checks that this node agrees with the config, and returns the member (not yet started).
     pub async fn join(settings: Settings) -> Result<Arc<Cluster>, ClusterError> {
-        let addrs: Vec<async_nats::ServerAddr> = settings
-            .urls
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| ClusterError(format!("{s:?} is not a NATS URL: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("missived {}", settings.node_id))
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .connect(addrs)
-            .await
-            .map_err(|e| {
-                ClusterError(format!("cannot connect to NATS at {}: {e}", settings.urls))
-            })?;
-        let js = async_nats::jetstream::new(client);
+        let js = connect(&settings.urls, &settings.node_id).await?;
         // JetStream needs a meta leader before the first bucket: a cluster of NATS servers just
         // started elects one within seconds, so this retries for a while.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -340,6 +321,30 @@ impl Cluster {
             table.live_nodes(now).len(),
         )
     }
+}
+
+/// Connects to the NATS servers `urls` (comma-separated) as `name`, for JetStream.
+pub async fn connect(
+    urls: &str,
+    name: &str,
+) -> Result<async_nats::jetstream::Context, ClusterError> {
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e| ClusterError(format!("{s:?} is not a NATS URL: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("missived {name}"))
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+        .map_err(|e| ClusterError(format!("cannot connect to NATS at {urls}: {e}")))?;
+    Ok(async_nats::jetstream::new(client))
 }
 
 /// The cluster's bucket, created if this is the first node.

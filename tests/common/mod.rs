@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod nats;
 pub mod observe;
 
 use std::time::Duration;
