@@ -85,17 +85,44 @@ fn owned(v: &Value) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Polls `nodes` until each answers and together they own every partition, each exactly
-/// once; returns who owns what. Panics after `limit`.
-async fn settled(nodes: &[&Node], limit: Duration) -> BTreeMap<String, BTreeSet<u64>> {
-    let start = Instant::now();
-    loop {
-        let mut by_node = BTreeMap::new();
-        for n in nodes {
-            if let Some(v) = view(n).await {
-                by_node.insert(n.id.clone(), owned(&v));
+/// Every answering node's `owned_here`, probed at the same time.
+async fn beliefs(nodes: &[&Node]) -> BTreeMap<String, BTreeSet<u64>> {
+    let views = futures_util::future::join_all(nodes.iter().map(|n| view(n))).await;
+    nodes
+        .iter()
+        .zip(views)
+        .filter_map(|(n, v)| Some((n.id.clone(), owned(&v?))))
+        .collect()
+}
+
+/// The (partition, node, node) triples two nodes both claim in `by_node`.
+fn doubles(by_node: &BTreeMap<String, BTreeSet<u64>>) -> BTreeSet<(u64, String, String)> {
+    let mut out = BTreeSet::new();
+    for (a, pa) in by_node {
+        for (b, pb) in by_node {
+            if a < b {
+                for p in pa.intersection(pb) {
+                    out.insert((*p, a.clone(), b.clone()));
+                }
             }
         }
+    }
+    out
+}
+
+/// Polls `nodes` until each answers and together they own every partition, each exactly
+/// once; returns who owns what. Panics after `limit`, and if two nodes claim one partition in
+/// two polls in a row (a single poll may catch a handover between its probes; a real double
+/// owner lasts at least a renewal round).
+async fn settled(nodes: &[&Node], limit: Duration) -> BTreeMap<String, BTreeSet<u64>> {
+    let start = Instant::now();
+    let mut before = BTreeSet::new();
+    loop {
+        let by_node = beliefs(nodes).await;
+        let now = doubles(&by_node);
+        let lasting: Vec<_> = now.intersection(&before).collect();
+        assert!(lasting.is_empty(), "owned twice in two polls: {lasting:?}");
+        before = now;
         let total: usize = by_node.values().map(BTreeSet::len).sum();
         let union: BTreeSet<u64> = by_node.values().flatten().copied().collect();
         if by_node.len() == nodes.len() && total == PARTITIONS as usize && union.len() == total {

@@ -27,6 +27,12 @@ async fn open(urls: &str) -> Log {
     }
 }
 
+/// Takes `partition` for `epoch` after replaying nothing but knowing its end.
+async fn take(log: &Log, partition: u32, epoch: u64) -> Result<Writer, LogError> {
+    let end = log.last(partition).await?;
+    Writer::take(log.clone(), partition, epoch, end).await
+}
+
 fn texts(records: &[(u64, Bytes)]) -> Vec<String> {
     records
         .iter()
@@ -40,17 +46,38 @@ async fn a_writer_that_lost_its_partition_is_fenced_and_the_log_reads_back_in_or
     let nats = nats_cluster(dir.path());
     let log = open(&nats.urls).await;
 
-    let mut old = Writer::take(log.clone(), 3, 1).await.unwrap();
+    let mut old = take(&log, 3, 1).await.unwrap();
     for i in 0..50 {
         old.append(Bytes::from(format!("a{i}"))).await.unwrap();
     }
     // A new owner takes partition 3 (epoch 2): its epoch record fences the old writer, whose
     // next append is refused (it must not acknowledge that change).
-    let mut new = Writer::take(log.clone(), 3, 2).await.unwrap();
+    let mut new = take(&log, 3, 2).await.unwrap();
     let refused = old.append(Bytes::from_static(b"late")).await;
     assert!(
         matches!(refused, Err(LogError::Fenced { partition: 3, .. })),
         "{refused:?}"
+    );
+    // The old owner cannot take the partition back with its older epoch, even at the end.
+    let stale = take(&log, 3, 1).await;
+    assert!(
+        matches!(
+            stale,
+            Err(LogError::Superseded {
+                mine: 1,
+                newer: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        stale.err()
+    );
+    // A taker that has not replayed to the end is refused: what it missed must be replayed.
+    let behind = Writer::take(log.clone(), 3, 3, new.last() - 1).await;
+    assert!(
+        matches!(behind, Err(LogError::Fenced { .. })),
+        "{:?}",
+        behind.err()
     );
     for i in 0..50 {
         new.append(Bytes::from(format!("b{i}"))).await.unwrap();
@@ -74,10 +101,15 @@ async fn a_writer_that_lost_its_partition_is_fenced_and_the_log_reads_back_in_or
     let purged = log.trim(3, epoch2).await.unwrap();
     assert_eq!(purged, 51);
     new.append(Bytes::from_static(b"after trim")).await.unwrap();
-    let kept = log.read(3, 0).await.unwrap();
+    // A reader from before the trim is told, not handed the rest as if nothing were missing.
+    let gone = log.read(3, all[10].0).await;
+    assert!(matches!(gone, Err(LogError::Trimmed { .. })), "{gone:?}");
+    let kept = log.read(3, all[50].0).await.unwrap();
     assert_eq!(kept.len(), 52);
     assert_eq!(texts(&kept)[0], "epoch 2");
     assert_eq!(texts(&kept)[51], "after trim");
+    // Trimming past the end would lose the partition's place: refused.
+    assert!(log.trim(3, new.last() + 1).await.is_err());
 }
 
 #[tokio::test]
@@ -86,12 +118,12 @@ async fn a_retried_append_is_stored_once() {
     let nats = nats_cluster(dir.path());
     let log = open(&nats.urls).await;
     let first = log
-        .append(7, 0, "7-1-0", Bytes::from_static(b"one"))
+        .append(7, 1, 0, "7-1-0", Bytes::from_static(b"one"))
         .await
         .unwrap();
     // The same append again, as after a lost acknowledgement: the same sequence, no copy.
     let again = log
-        .append(7, 0, "7-1-0", Bytes::from_static(b"one"))
+        .append(7, 1, 0, "7-1-0", Bytes::from_static(b"one"))
         .await
         .unwrap();
     assert_eq!(first, again);
@@ -103,7 +135,7 @@ async fn one_nats_server_of_three_killed_under_appends_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
     let log = open(&nats.urls).await;
-    let mut writer = Writer::take(log.clone(), 0, 1).await.unwrap();
+    let mut writer = take(&log, 0, 1).await.unwrap();
     let total = 3_000;
     let mut acked = Vec::new();
     let mut longest = Duration::ZERO;
@@ -152,7 +184,7 @@ async fn without_a_quorum_nothing_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
     let log = open(&nats.urls).await;
-    let mut writer = Writer::take(log.clone(), 1, 1).await.unwrap();
+    let mut writer = take(&log, 1, 1).await.unwrap();
     writer.append(Bytes::from_static(b"before")).await.unwrap();
     nats.servers[1].signal("-KILL");
     nats.servers[2].signal("-KILL");

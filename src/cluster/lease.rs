@@ -44,6 +44,9 @@ struct Seen<T> {
     revision: u64,
     value: Option<T>,
     since: Instant,
+    /// When this node first saw the key change after first seeing it: for a node's key, the
+    /// proof that it is alive now (a key first seen may be a dead node's, never deleted).
+    changing_since: Option<Instant>,
 }
 
 /// A lease this node holds.
@@ -107,6 +110,9 @@ pub struct Table {
     leases: BTreeMap<u32, Seen<Lease>>,
     nodes: BTreeMap<String, Seen<serde_json::Value>>,
     held: BTreeMap<u32, Held>,
+    /// Partitions this node took because their preferred node did not: not handed over again
+    /// before the instant given, so a node that cannot take them does not make them bounce.
+    keep_until: BTreeMap<u32, Instant>,
     /// Partitions this node gives up (drain, shutdown, a better owner).
     releasing: bool,
     started: Instant,
@@ -123,6 +129,7 @@ impl Table {
             leases: BTreeMap::new(),
             nodes: BTreeMap::new(),
             held: BTreeMap::new(),
+            keep_until: BTreeMap::new(),
             releasing: false,
             started: now,
             takeovers: 0,
@@ -134,6 +141,14 @@ impl Table {
     pub fn saw_lease(&mut self, partition: u32, revision: u64, value: Option<Lease>, now: Instant) {
         if partition >= self.partitions {
             return;
+        }
+        // One of this node's own writes whose answer was lost (it landed after all): the lease
+        // is still ours, at the newer revision. The deadline stays the one of the last
+        // confirmed write, which was sent earlier than this one.
+        if let (Some(h), Some(l)) = (self.held.get_mut(&partition), value.as_ref()) {
+            if l.node == self.me && l.epoch == h.epoch && revision > h.revision {
+                h.revision = revision;
+            }
         }
         see(self.leases.entry(partition), revision, value, now);
     }
@@ -156,11 +171,14 @@ impl Table {
 
     /// Whether this node owns `partition` at `now`.
     pub fn owns(&self, partition: u32, now: Instant) -> bool {
-        self.held.get(&partition).is_some_and(|h| now < h.deadline)
+        !self.releasing && self.held.get(&partition).is_some_and(|h| now < h.deadline)
     }
 
     /// The partitions this node owns at `now`.
     pub fn owned(&self, now: Instant) -> Vec<u32> {
+        if self.releasing {
+            return Vec::new();
+        }
         self.held
             .iter()
             .filter(|(_, h)| now < h.deadline)
@@ -168,13 +186,17 @@ impl Table {
             .collect()
     }
 
-    /// Nodes whose key changed within a TTL (this node always).
+    /// Nodes whose key this node has seen change, the last time within a TTL (this node
+    /// always, unless it is leaving).
     pub fn live_nodes(&self, now: Instant) -> Vec<&str> {
         let mut live: Vec<&str> = self
             .nodes
             .iter()
             .filter(|(id, seen)| {
-                *id != &self.me && seen.value.is_some() && now - seen.since < self.timing.ttl
+                *id != &self.me
+                    && seen.value.is_some()
+                    && seen.changing_since.is_some()
+                    && now - seen.since < self.timing.ttl
             })
             .map(|(id, _)| id.as_str())
             .collect();
@@ -200,16 +222,38 @@ impl Table {
                 "lease not renewed in time: partition given up"
             );
         }
-        let live = self.live_nodes(now);
+        let live: Vec<String> = self
+            .live_nodes(now)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         // A node just started has not seen the others yet: it waits a TTL before it moves a
         // partition to a better owner.
         let settled = now - self.started >= self.timing.ttl;
         let mut out = Vec::new();
         for p in 0..self.partitions {
-            let best = preferred(p, live.iter().copied());
-            let seen = self.leases.get(&p);
+            let best = preferred(p, live.iter().map(String::as_str));
             if let Some(h) = self.held.get(&p) {
-                let hand_over = self.releasing || (settled && best.is_some_and(|b| b != self.me));
+                // Hand a partition to its preferred node only once that node has been seen
+                // alive for a TTL, and not one this node had to take because its preferred
+                // node did not.
+                let better = best.filter(|&b| {
+                    b != self.me
+                        && self
+                            .nodes
+                            .get(b)
+                            .and_then(|n| n.changing_since)
+                            .is_some_and(|t| now - t >= self.timing.ttl)
+                });
+                let kept = self.keep_until.get(&p).is_some_and(|&t| now < t);
+                let hand_over = self.releasing || (settled && better.is_some() && !kept);
+                let (revision, epoch) = (h.revision, h.epoch);
+                if hand_over {
+                    // This node stops believing before the release is even sent: the taker
+                    // may act as soon as the release lands.
+                    self.held.remove(&p);
+                    tracing::info!(partition = p, to = ?better, "partition released");
+                }
                 let node = if hand_over {
                     String::new()
                 } else {
@@ -217,15 +261,16 @@ impl Table {
                 };
                 out.push(Action::Update {
                     partition: p,
-                    revision: h.revision,
+                    revision,
                     lease: Lease {
                         node,
-                        epoch: h.epoch,
+                        epoch,
                         renewed_ms: wall_ms,
                     },
                 });
                 continue;
             }
+            let seen = self.leases.get(&p);
             if self.releasing {
                 continue;
             }
@@ -250,18 +295,22 @@ impl Table {
                         None => (true, 0),
                         Some(l) => (l.node.is_empty(), l.epoch),
                     };
-                    let expired = free || idle >= self.timing.ttl;
+                    // A node that is not the preferred one waits half a TTL more, so the
+                    // preferred one usually wins; the bound stays at 1.5 TTL plus a round.
                     let wait = if mine_first {
                         Duration::ZERO
                     } else {
-                        self.timing.ttl
+                        self.timing.ttl / 2
                     };
                     let ready = if free {
-                        mine_first || idle >= self.timing.ttl
+                        idle >= wait
                     } else {
                         idle >= self.timing.ttl + wait
                     };
-                    if expired && ready {
+                    if ready {
+                        if !mine_first {
+                            self.keep_until.insert(p, now + self.timing.ttl * 10);
+                        }
                         out.push(Action::Update {
                             partition: p,
                             revision: seen.revision,
@@ -302,14 +351,28 @@ impl Table {
                     },
                 );
             }
-            Outcome::Written(_) => {
-                // Released: ours no more.
-                if self.held.remove(&partition).is_some() {
-                    tracing::info!(partition, "partition released");
-                }
-            }
+            // A release: it stopped being ours when it was sent (`actions`).
+            Outcome::Written(_) => {}
             Outcome::Conflict => {
-                if self.held.remove(&partition).is_some() {
+                // Unless the bucket holds a write of ours whose answer was lost (`saw_lease`
+                // adopted its revision, so it differs from the one this write expected),
+                // someone else has the lease.
+                let expected = match action {
+                    Action::Update { revision, .. } => Some(*revision),
+                    Action::Create { .. } => None,
+                };
+                let adopted = match (self.held.get(&partition), self.leases.get(&partition)) {
+                    (Some(h), Some(seen)) => {
+                        seen.revision == h.revision
+                            && Some(h.revision) != expected
+                            && seen
+                                .value
+                                .as_ref()
+                                .is_some_and(|l| l.node == self.me && l.epoch == h.epoch)
+                    }
+                    _ => false,
+                };
+                if !adopted && self.held.remove(&partition).is_some() {
                     self.losses += 1;
                     tracing::warn!(partition, "lease taken by another node");
                 }
@@ -366,16 +429,22 @@ fn see<K: Ord, T>(
                 revision,
                 value,
                 since: now,
+                changing_since: None,
             });
         }
         Entry::Occupied(mut o) => {
             // The watch may repeat a revision after a reconnect: only a newer one restarts
             // the clock.
             if revision > o.get().revision {
+                let changing_since = match &value {
+                    Some(_) => o.get().changing_since.or(Some(now)),
+                    None => None,
+                };
                 *o.get_mut() = Seen {
                     revision,
                     value,
                     since: now,
+                    changing_since,
                 };
             }
         }
@@ -544,6 +613,113 @@ mod tests {
         );
         a.actions(t0 + Duration::from_millis(4_600), 0);
         assert_eq!(a.losses, 1);
+    }
+
+    #[test]
+    fn a_released_lease_is_never_owned_by_the_releaser_and_the_taker_at_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (
+            Table::new("n1", 1, TIMING, t0),
+            Table::new("n2", 1, TIMING, t0),
+        );
+        let (mut bucket, mut rev) = (BTreeMap::new(), 0);
+        node(&mut a, "n1", 1, t0);
+        run(&mut a, &mut bucket, &mut rev, t0);
+        let now = t0 + Duration::from_secs(1);
+        a.release_all();
+        let release = a.actions(now, 0);
+        let Action::Update { lease, .. } = &release[0] else {
+            panic!("{release:?}")
+        };
+        // The release lands, its answer is lost.
+        rev += 1;
+        bucket.insert(0, (rev, lease.clone()));
+        assert!(
+            !a.owns(0, now),
+            "the releaser stops believing when it sends"
+        );
+        a.finished(&release[0], Outcome::Unknown, now);
+        let now = now + Duration::from_millis(100);
+        node(&mut b, "n2", 1, now);
+        watch(&mut [&mut b], &bucket, now);
+        run(&mut b, &mut bucket, &mut rev, now);
+        assert!(b.owns(0, now));
+        assert!(!a.owns(0, now), "n1 and n2 both own partition 0");
+    }
+
+    #[test]
+    fn a_stored_renewal_whose_answer_was_lost_keeps_the_partition() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 1, TIMING, t0);
+        let (mut bucket, mut rev) = (BTreeMap::new(), 0);
+        node(&mut a, "n1", 1, t0);
+        run(&mut a, &mut bucket, &mut rev, t0);
+        watch(&mut [&mut a], &bucket, t0);
+        let now = t0 + Duration::from_secs(1);
+        let renew = a.actions(now, 0);
+        let Action::Update { lease, .. } = &renew[0] else {
+            panic!("{renew:?}")
+        };
+        rev += 1;
+        bucket.insert(0, (rev, lease.clone()));
+        a.finished(&renew[0], Outcome::Unknown, now);
+        // The next renewal expects the old revision and conflicts with our own write; the key
+        // as read then (node.rs does so on a conflict) shows it is ours.
+        let now = now + Duration::from_secs(1);
+        let next = a.actions(now, 0);
+        a.saw_lease(0, rev, Some(bucket[&0].1.clone()), now);
+        a.finished(&next[0], Outcome::Conflict, now);
+        assert!(a.owns(0, now), "losses {}", a.losses);
+        run(&mut a, &mut bucket, &mut rev, now);
+        assert!(
+            a.owns(0, now + Duration::from_secs(4)),
+            "renewed at the adopted revision"
+        );
+        assert_eq!(a.losses, 0);
+    }
+
+    #[test]
+    fn a_partition_goes_only_to_a_node_seen_alive_for_a_ttl_and_does_not_bounce() {
+        let t0 = Instant::now();
+        let mut a = Table::new("n1", 32, TIMING, t0);
+        let (mut bucket, mut rev) = (BTreeMap::new(), 0);
+        node(&mut a, "n1", 1, t0);
+        run(&mut a, &mut bucket, &mut rev, t0);
+        assert_eq!(a.owned(t0).len(), 32);
+        // A dead node's key, never deleted, seen once: not live, nothing goes to it.
+        let mut now = t0;
+        node(&mut a, "ghost", 1, now);
+        for _ in 0..6 {
+            now += Duration::from_secs(1);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+            assert_eq!(a.owned(now).len(), 32);
+        }
+        // A live node (its key changes every second): after a TTL of that, its share goes.
+        for i in 0..7u64 {
+            now += Duration::from_secs(1);
+            node(&mut a, "n2", i + 1, now);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+            if i < 4 {
+                assert_eq!(a.owned(now).len(), 32, "handed over after {i} s");
+            }
+        }
+        let mine = a.owned(now).len();
+        assert!((8..28).contains(&mine), "n1 kept {mine} of 32");
+        // n2 never takes them: after they have been free for half a TTL, n1 takes them back
+        // and keeps them (no release, take, release ... loop).
+        let released: Vec<u32> = (0..32).filter(|p| !a.owns(*p, now)).collect();
+        watch(&mut [&mut a], &bucket, now);
+        for i in 0..20u64 {
+            now += Duration::from_secs(1);
+            node(&mut a, "n2", 100 + i, now);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+        }
+        for p in released {
+            assert!(a.owns(p, now), "partition {p} taken back and kept");
+        }
     }
 
     #[test]

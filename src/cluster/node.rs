@@ -189,10 +189,8 @@ impl Cluster {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.round().await;
-        let _ = self
-            .kv
-            .delete(format!("node.{}", self.settings.node_id))
-            .await;
+        let key = format!("node.{}", self.settings.node_id);
+        let _ = tokio::time::timeout(self.settings.timing.renew, self.kv.delete(key)).await;
         watch.abort();
         tracing::info!("left the cluster");
     }
@@ -210,9 +208,16 @@ impl Cluster {
         };
         let key = format!("node.{}", self.settings.node_id);
         let body = Bytes::from(serde_json::to_vec(&info).expect("node info serializes"));
-        if let Err(e) = tokio::time::timeout(limit, self.kv.put(key, body)).await {
-            tracing::warn!("cluster: node key not renewed in time: {e}");
-        }
+        // The node key goes alongside the leases, not before them, so a slow put does not
+        // delay the renewals.
+        let node_key = async {
+            if tokio::time::timeout(limit, self.kv.put(key, body))
+                .await
+                .is_err()
+            {
+                tracing::warn!("cluster: node key not renewed in time");
+            }
+        };
         let sent = Instant::now();
         let actions = self.table.lock().actions(sent, crate::clock::now_ms());
         let writes = actions.iter().map(|a| async move {
@@ -220,11 +225,39 @@ impl Cluster {
                 Ok(outcome) => outcome,
                 Err(_) => Outcome::Unknown,
             };
-            (a, outcome)
+            // On a conflict, the key as it is now: it may hold a write of ours whose answer
+            // was lost, which the table then adopts instead of giving the partition up.
+            let current = match outcome {
+                Outcome::Conflict => self.current(a).await,
+                _ => None,
+            };
+            (a, outcome, current)
         });
-        for (action, outcome) in futures_util::future::join_all(writes).await {
-            self.table.lock().finished(action, outcome, sent);
+        let (results, ()) = tokio::join!(futures_util::future::join_all(writes), node_key);
+        for (action, outcome, current) in results {
+            let mut table = self.table.lock();
+            if let Some((partition, revision, lease)) = current {
+                table.saw_lease(partition, revision, lease, Instant::now());
+            }
+            table.finished(action, outcome, sent);
         }
+    }
+
+    /// The lease an action was about, as the bucket holds it now.
+    async fn current(&self, action: &Action) -> Option<(u32, u64, Option<Lease>)> {
+        let partition = match action {
+            Action::Update { partition, .. } | Action::Create { partition, .. } => *partition,
+        };
+        let read = self.kv.entry(lease_key(partition));
+        let entry = tokio::time::timeout(self.settings.timing.renew, read)
+            .await
+            .ok()?
+            .ok()??;
+        let lease = match entry.operation {
+            Operation::Put => serde_json::from_slice(&entry.value).ok(),
+            Operation::Delete | Operation::Purge => None,
+        };
+        Some((partition, entry.revision, lease))
     }
 
     async fn write(&self, action: &Action) -> Outcome {

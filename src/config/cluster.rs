@@ -28,6 +28,12 @@ impl Config {
                  cluster_lease_ttl_ms (an owner gets three tries before its lease runs out)",
             );
         }
+        if self.cluster_lease_margin_ms * 20 < self.cluster_lease_ttl_ms {
+            return bad(
+                "cluster_lease_margin_ms: must be at least a twentieth of cluster_lease_ttl_ms \
+                 (it absorbs the difference between two machines' clock rates)",
+            );
+        }
         if self.cluster_lease_margin_ms + self.cluster_lease_renew_ms >= self.cluster_lease_ttl_ms {
             return bad(
                 "cluster_lease_margin_ms: must leave room for a renewal: margin + renew < ttl",
@@ -138,6 +144,13 @@ mod tests {
             (
                 Config {
                     cluster_lease_margin_ms: 4_000,
+                    ..node()
+                },
+                "cluster_lease_margin_ms",
+            ),
+            (
+                Config {
+                    cluster_lease_margin_ms: 100,
                     ..node()
                 },
                 "cluster_lease_margin_ms",
