@@ -5,12 +5,14 @@
 //!
 //! Files, bottom-up: `assign` (hashing users and partitions to owners), `lease` (the table and
 //! its rules, no IO), `log` (the partitions' replicated log on a JetStream stream, fenced by
-//! expected sequence), `node` (NATS: the bucket, the watch, the loop).
+//! expected sequence), `node` (NATS: the bucket, the watch, the loop), `replicator` (the
+//! store's commit groups appended to a partition's log).
 
 pub mod assign;
 pub mod lease;
 pub mod log;
 mod node;
+pub mod replicator;
 
 pub use assign::partition_of;
 pub use lease::Timing;

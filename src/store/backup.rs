@@ -72,6 +72,7 @@ pub fn inspect(dir: &Path) -> Result<Inspected> {
         writes: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         outbox: OnceLock::new(),
+        replicator: OnceLock::new(),
         push_wake: OnceLock::new(),
         events: OnceLock::new(),
         queued: Default::default(),

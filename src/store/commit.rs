@@ -72,6 +72,8 @@ pub(super) struct CommitGroup {
 /// once it is written.
 struct Sealed {
     batch: Option<rocksdb::WriteBatch>,
+    /// The same writes as a log record, when the store is replicated.
+    record: Option<Vec<u8>>,
     writes: usize,
     /// The store had failed when the group was sealed: nothing is written, every change fails.
     failed: bool,
@@ -319,6 +321,7 @@ impl CommitGroup {
         self.settle();
         let failed = core.check_failed().is_err();
         let mut batch = None;
+        let mut record = None;
         if !failed && self.writes > 0 {
             for (&family, map) in Family::ALL.iter().zip(&self.overlay) {
                 if is_counter_family(family) {
@@ -328,6 +331,10 @@ impl CommitGroup {
             // Each record: tag, family id, two length varints, key, value.
             let size = self.bytes + self.writes * 16 + 64;
             let mut b = rocksdb::WriteBatch::with_capacity_bytes(size);
+            let mut r = core
+                .replicator
+                .get()
+                .map(|_| super::replicate::RecordBuilder::with_capacity(size));
             let mut sorted = Vec::new();
             for (&family, map) in Family::ALL.iter().zip(&self.overlay) {
                 if map.is_empty() {
@@ -342,9 +349,13 @@ impl CommitGroup {
                         Some(v) => b.put_cf(handle, key, v),
                         None => b.delete_cf(handle, key),
                     }
+                    if let Some(r) = &mut r {
+                        r.write(family, key, value.as_deref());
+                    }
                 }
             }
             batch = Some(b);
+            record = r.map(super::replicate::RecordBuilder::finish);
         }
         // The sealed overlay is read until the committer is done; the one before is stored.
         std::mem::swap(&mut self.overlay, &mut self.inflight);
@@ -354,6 +365,7 @@ impl CommitGroup {
         let (posts, done) = (self.posts.len(), self.done.len());
         let sealed = Sealed {
             batch,
+            record,
             writes: std::mem::take(&mut self.writes),
             failed,
             // The next group gets room for as many (growing a long vector costs copies).
@@ -409,6 +421,27 @@ impl CommitGroup {
     }
 }
 
+/// With a replicator, appends the group's record to the log first (the group is written, and
+/// acknowledged, only once it is there) and adds the log position to the batch.
+fn replicate(
+    core: &Core,
+    mut batch: rocksdb::WriteBatch,
+    record: Option<&[u8]>,
+) -> Result<rocksdb::WriteBatch, StoreError> {
+    let (Some(replicator), Some(record)) = (core.replicator.get(), record) else {
+        return Ok(batch);
+    };
+    let seq = replicator
+        .append(record)
+        .map_err(|e| StoreError::Failed(format!("the log did not take the group: {e}")))?;
+    batch.put_cf(
+        core.cf(Family::Meta),
+        super::replicate::LOG_SEQ_KEY,
+        seq.to_be_bytes(),
+    );
+    Ok(batch)
+}
+
 fn fail_all(done: Vec<Completion>, why: &str) {
     for d in done {
         d(Err(StoreError::Failed(why.into())));
@@ -442,7 +475,8 @@ fn commit(core: &Core, sealed: Sealed, stored: impl FnOnce(bool)) {
         ))
     } else {
         match sealed.batch {
-            Some(batch) => core.write_batch(batch, sealed.writes),
+            Some(batch) => replicate(core, batch, sealed.record.as_deref())
+                .and_then(|batch| core.write_batch(batch, sealed.writes)),
             None => Ok(()),
         }
     };

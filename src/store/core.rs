@@ -30,6 +30,8 @@ pub struct Core {
     pub(super) writes: AtomicU64,
     pub(super) failed: AtomicBool,
     pub(super) outbox: OnceLock<Arc<dyn Outbox>>,
+    /// Where each commit group is appended before it is written (a cluster's partition log).
+    pub(super) replicator: OnceLock<Arc<dyn super::replicate::Replicator>>,
     /// Set when offline push is on: woken after a commit that queued notifications.
     pub(super) push_wake: OnceLock<Arc<tokio::sync::Notify>>,
     /// Set when events for the app are on: which kinds, and the worker's wake-up.

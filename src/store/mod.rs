@@ -18,6 +18,7 @@
 //   family.rs        column families (their on-disk names) and the schema version
 //   keys.rs          key codecs, `ConvKey`
 //   outbox.rs        what commits hand to the router: `Delivery`, `GroupNotice`, `Outbox`
+//   replicate.rs     `Replicator`: commit groups appended to a log before they are written
 //   event_kind.rs    the kinds of events for the app's backend (`EventKind`, `EventKinds`)
 //   error.rs         `StoreError`, `Result`
 //   core.rs          `Core`: RocksDB and what every reader shares; `Durability`
@@ -74,6 +75,7 @@ mod pending;
 mod push_queue;
 mod queries;
 mod read;
+mod replicate;
 mod revoked;
 mod unread;
 mod writer;
@@ -96,5 +98,6 @@ pub use outbox::{Delivery, GroupNotice, Outbox};
 pub use pending::Pending;
 pub use push_queue::{PushItem, PushKey};
 pub use read::Reader;
+pub use replicate::{Replicator, LOG_SEQ_KEY};
 pub use unread::MarkedRead;
 pub use writer::Store;

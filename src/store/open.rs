@@ -110,6 +110,7 @@ impl Core {
             writes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             outbox: OnceLock::new(),
+            replicator: OnceLock::new(),
             push_wake: OnceLock::new(),
             events: OnceLock::new(),
             queued: Default::default(),
@@ -154,6 +155,57 @@ impl Core {
             }
             Some(found) => Err(StoreError::Schema { found }),
         }
+    }
+}
+
+impl Core {
+    /// The log position of the last replicated group written here (0: none).
+    pub fn log_seq(&self) -> Result<u64> {
+        let stored = self
+            .db
+            .get_cf(self.cf(Family::Meta), super::replicate::LOG_SEQ_KEY)?;
+        Ok(stored
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+}
+
+impl Store {
+    /// Replays log `records` (`(position, record)`, in order) into the data directory `dir`,
+    /// which holds what the log held up to its `log_seq` (or is new): records at or before it
+    /// are skipped, each later group is written with its position, as the committer wrote it
+    /// on the node that appended it. Returns the directory's new `log_seq`. The store is
+    /// opened and closed here: open it again to serve (its caches start from what it holds).
+    pub fn replay<R: AsRef<[u8]>>(
+        dir: &Path,
+        records: impl IntoIterator<Item = (u64, R)>,
+    ) -> Result<u64> {
+        let store = Store::open(dir, Durability::Async)?;
+        let core = store.core();
+        let mut at = core.log_seq()?;
+        for (seq, record) in records {
+            if seq <= at {
+                continue;
+            }
+            let writes = super::replicate::writes(record.as_ref())
+                .map_err(|e| StoreError::Corrupt(format!("log record {seq}: {e}")))?;
+            let mut batch = rocksdb::WriteBatch::default();
+            for (family, key, value) in &writes {
+                match value {
+                    Some(v) => batch.put_cf(core.cf(*family), key, v),
+                    None => batch.delete_cf(core.cf(*family), key),
+                }
+            }
+            batch.put_cf(
+                core.cf(Family::Meta),
+                super::replicate::LOG_SEQ_KEY,
+                seq.to_be_bytes(),
+            );
+            core.write_batch(batch, writes.len())?;
+            at = seq;
+        }
+        core.flush()?;
+        Ok(at)
     }
 }
 

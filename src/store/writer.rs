@@ -57,6 +57,12 @@ impl Store {
 }
 
 impl Store {
+    /// Where every commit group is appended before it is written and acknowledged (a
+    /// cluster's partition log). Set once, before the first change.
+    pub fn set_replicator(&self, replicator: Arc<dyn super::replicate::Replicator>) {
+        let _ = self.core.replicator.set(replicator);
+    }
+
     /// Where committed changes send their pushes. Set once, before the first change.
     pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
         let _ = self.core.outbox.set(outbox);

@@ -1,0 +1,52 @@
+//! The store's [`Replicator`] on a partition's log: each commit group is appended to the
+//! partition's subject, fenced, before the store writes and acknowledges it
+//! (docs/CLUSTER.md section 4).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::log::{LogError, Writer};
+use crate::store::Replicator;
+
+/// How long a group waits for the log through a NATS server's loss (a stream leader's
+/// election takes a few seconds) before the store gives up and refuses every change.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Appends commit groups through a partition's [`Writer`], from the store's committer thread.
+pub struct LogReplicator {
+    writer: Mutex<Writer>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LogReplicator {
+    /// `runtime`: where the NATS client runs; the committer's thread waits on it.
+    pub fn new(writer: Writer, runtime: tokio::runtime::Handle) -> LogReplicator {
+        LogReplicator {
+            writer: Mutex::new(writer),
+            runtime,
+        }
+    }
+}
+
+impl Replicator for LogReplicator {
+    fn append(&self, record: &[u8]) -> Result<u64, String> {
+        let record = Bytes::copy_from_slice(record);
+        let mut writer = self.writer.lock();
+        let started = Instant::now();
+        self.runtime.block_on(async {
+            loop {
+                // The same record again after an unanswered append: stored once either way.
+                match writer.append(record.clone()).await {
+                    Ok(seq) => return Ok(seq),
+                    Err(LogError::Unavailable(why)) if started.elapsed() < PATIENCE => {
+                        tracing::warn!("log append: {why}; trying again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+    }
+}
