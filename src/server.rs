@@ -76,6 +76,36 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::net::tls::acceptor(cert, key)?),
             _ => None,
         };
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let db_dir = config.data_dir.join("db");
+        // A cluster node joins before it listens; in a one-partition cluster it then waits as a
+        // standby until it owns the partition (docs/CLUSTER.md section 10).
+        let (cluster, replicator) = if config.clustered() {
+            let cluster = join_cluster(&config, &secret).await?;
+            tasks.spawn(cluster.clone().run(shutdown.clone()));
+            let replicator = if config.cluster_partitions == 1 {
+                match crate::cluster::primary::become_owner(&cluster, &db_dir, &shutdown).await? {
+                    Some(r) => Some(Arc::new(r)),
+                    None => {
+                        return Err(crate::cluster::ClusterError(
+                            "stopped while waiting as a standby".into(),
+                        )
+                        .into())
+                    }
+                }
+            } else {
+                tracing::warn!(
+                    "cluster mode with more than one partition is being built (docs/CLUSTER.md \
+                     section 10): this node joins the partition leases but still stores its own \
+                     clients' messages locally"
+                );
+                None
+            };
+            (Some(cluster), replicator)
+        } else {
+            (None, None)
+        };
         let mut listeners = Vec::new();
         for addr in &config.listen {
             listeners.push(crate::net::listen::bind(addr).await?);
@@ -84,13 +114,15 @@ impl Server {
             "" => None,
             addr => Some(crate::http::bind(addr).await?),
         };
-        let db_dir = config.data_dir.join("db");
         let durability = config.durability;
         let threshold = config.fanout_threshold;
         let store =
             tokio::task::spawn_blocking(move || Store::open_with(&db_dir, durability, threshold))
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("store open panicked: {e}")))??;
+        if let Some(replicator) = replicator {
+            store.set_replicator(replicator);
+        }
         let router = Arc::new(Router::new(if config.push_webhook_url.is_empty() {
             0
         } else {
@@ -121,7 +153,6 @@ impl Server {
                 hint: String::new(),
             })?);
         }
-        let tasks = TaskTracker::new();
         let receipts = crate::receipts::Receipts::new(config.receipt_coalesce_ms);
         let words = crate::moderation::Words::open(
             (!config.word_filter.is_empty()).then(|| config.word_filter.clone().into()),
@@ -129,22 +160,12 @@ impl Server {
         )
         .map_err(ServerError::Words)?;
         let hook = crate::moderation::hook::Hook::new(&config);
-        let cluster = if config.clustered() {
-            tracing::warn!(
-                "cluster mode is being built (docs/CLUSTER.md section 10): this node joins the \
-                 partition leases but still stores its own clients' messages locally"
-            );
-            let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-            Some(join_cluster(&config, &secret, http_addr).await?)
-        } else {
-            None
-        };
         let shared = Arc::new(Shared {
             cluster,
             store: Arc::new(store),
             router,
             secret,
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: crate::limits::Connections::new(
                 config.max_connections,
                 config.max_connections_per_ip,
@@ -220,8 +241,8 @@ impl Server {
                 tasks.spawn(worker.run());
             }
         }
-        if let Some(cluster) = &shared.cluster {
-            tasks.spawn(cluster.clone().run(shared.shutdown.clone()));
+        if let (Some(cluster), 1) = (&shared.cluster, shared.config.cluster_partitions) {
+            tasks.spawn(watch_lease(cluster.clone(), shared.shutdown.clone()));
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         tasks.spawn(receipts_flush(shared.clone()));
@@ -324,12 +345,27 @@ impl ServerHandle {
     }
 }
 
-/// Joins the cluster named by `config.cluster` (docs/CLUSTER.md); `http` is this node's
-/// server API address, told to the other nodes.
+/// Stops the server as soon as this node no longer owns the one partition of its cluster: it
+/// must not serve (and cannot acknowledge: its appends are refused) once another node may.
+async fn watch_lease(cluster: Arc<crate::cluster::Cluster>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !cluster.owns(crate::cluster::primary::PARTITION) {
+            tracing::error!("this node no longer owns the partition: stopping");
+            shutdown.cancel();
+            return;
+        }
+    }
+}
+
+/// Joins the cluster named by `config.cluster` (docs/CLUSTER.md).
 async fn join_cluster(
     config: &Config,
     secret: &[u8],
-    http: Option<SocketAddr>,
 ) -> Result<Arc<crate::cluster::Cluster>, ServerError> {
     let ms = std::time::Duration::from_millis;
     let addrs = if config.cluster_advertise.is_empty() {
@@ -348,7 +384,7 @@ async fn join_cluster(
             margin: ms(config.cluster_lease_margin_ms),
         },
         addrs,
-        http: http.map(|a| a.to_string()).unwrap_or_default(),
+        http: config.http_listen.clone(),
         secret: secret.to_vec(),
     };
     Ok(crate::cluster::Cluster::join(settings).await?)

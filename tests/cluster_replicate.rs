@@ -74,6 +74,7 @@ async fn a_store_rebuilt_from_the_log_alone_holds_every_acknowledged_change() {
     store.set_replicator(Arc::new(LogReplicator::new(
         writer,
         tokio::runtime::Handle::current(),
+        Box::new(|| true),
     )));
 
     // 400 direct messages among four users, several in flight at once (group commit), and a
@@ -170,6 +171,7 @@ async fn a_fenced_store_acknowledges_nothing_more() {
     store.set_replicator(Arc::new(LogReplicator::new(
         writer,
         tokio::runtime::Handle::current(),
+        Box::new(|| true),
     )));
     store
         .send_direct(send("ann", "ben", 1), None)

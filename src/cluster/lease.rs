@@ -174,6 +174,13 @@ impl Table {
         !self.releasing && self.held.get(&partition).is_some_and(|h| now < h.deadline)
     }
 
+    /// The epoch of `partition`'s lease if this node owns it at `now`.
+    pub fn epoch(&self, partition: u32, now: Instant) -> Option<u64> {
+        self.owns(partition, now)
+            .then(|| self.held.get(&partition).map(|h| h.epoch))
+            .flatten()
+    }
+
     /// The partitions this node owns at `now`.
     pub fn owned(&self, now: Instant) -> Vec<u32> {
         if self.releasing {
@@ -294,6 +301,18 @@ impl Table {
                     let (free, epoch) = match &seen.value {
                         None => (true, 0),
                         Some(l) => (l.node.is_empty(), l.epoch),
+                    };
+                    // The holder of an expired lease is not renewing: whether it still
+                    // looks live or not, it is not a candidate for its own partition.
+                    let holder = seen.value.as_ref().map(|l| l.node.as_str());
+                    let mine_first = if free {
+                        mine_first
+                    } else {
+                        let others = live
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|n| Some(*n) != holder);
+                        preferred(p, others) == Some(self.me.as_str())
                     };
                     // A node that is not the preferred one waits half a TTL more, so the
                     // preferred one usually wins; the bound stays at 1.5 TTL plus a round.

@@ -6,12 +6,14 @@
 //! Files, bottom-up: `assign` (hashing users and partitions to owners), `lease` (the table and
 //! its rules, no IO), `log` (the partitions' replicated log on a JetStream stream, fenced by
 //! expected sequence), `node` (NATS: the bucket, the watch, the loop), `replicator` (the
-//! store's commit groups appended to a partition's log).
+//! store's commit groups appended to a partition's log), `primary` (a one-partition cluster:
+//! standby until the lease, then the owner).
 
 pub mod assign;
 pub mod lease;
 pub mod log;
 mod node;
+pub mod primary;
 pub mod replicator;
 
 pub use assign::partition_of;

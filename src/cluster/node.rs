@@ -65,6 +65,7 @@ struct NodeInfo {
 /// A running member of the cluster.
 pub struct Cluster {
     settings: Settings,
+    js: async_nats::jetstream::Context,
     kv: kv::Store,
     table: Mutex<Table>,
     started_ms: i64,
@@ -153,6 +154,7 @@ impl Cluster {
         );
         Ok(Arc::new(Cluster {
             settings,
+            js,
             kv,
             table: Mutex::new(table),
             started_ms: now_ms,
@@ -166,6 +168,21 @@ impl Cluster {
 
     pub fn partitions(&self) -> u32 {
         self.settings.partitions
+    }
+
+    /// JetStream, for the partitions' log.
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.js
+    }
+
+    /// Replicas of the bucket and the log.
+    pub fn replicas(&self) -> usize {
+        self.settings.replicas
+    }
+
+    /// The epoch of `partition`'s lease if this node owns it now.
+    pub fn epoch(&self, partition: u32) -> Option<u64> {
+        self.table.lock().epoch(partition, Instant::now())
     }
 
     /// Whether this node owns `partition` now.
@@ -373,11 +390,16 @@ pub async fn connect(
     let client = async_nats::ConnectOptions::new()
         .name(format!("missived {name}"))
         .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(2)))
         .retry_on_initial_connect()
         .connect(addrs)
         .await
         .map_err(|e| ClusterError(format!("cannot connect to NATS at {urls}: {e}")))?;
-    Ok(async_nats::jetstream::new(client))
+    // Short request timeouts: a request that hangs (a JetStream leader being elected) is
+    // better tried again soon than waited on for the client's default 10 s.
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(Duration::from_secs(2));
+    Ok(js)
 }
 
 /// The cluster's bucket, created if this is the first node.

@@ -18,20 +18,31 @@ const PATIENCE: Duration = Duration::from_secs(20);
 pub struct LogReplicator {
     writer: Mutex<Writer>,
     runtime: tokio::runtime::Handle,
+    /// Whether this node still owns the partition: no append once it does not.
+    owns: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl LogReplicator {
-    /// `runtime`: where the NATS client runs; the committer's thread waits on it.
-    pub fn new(writer: Writer, runtime: tokio::runtime::Handle) -> LogReplicator {
+    /// `runtime`: where the NATS client runs; the committer's thread waits on it. `owns`:
+    /// whether the lease is still this node's (checked before every append).
+    pub fn new(
+        writer: Writer,
+        runtime: tokio::runtime::Handle,
+        owns: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> LogReplicator {
         LogReplicator {
             writer: Mutex::new(writer),
             runtime,
+            owns,
         }
     }
 }
 
 impl Replicator for LogReplicator {
     fn append(&self, record: &[u8]) -> Result<u64, String> {
+        if !(self.owns)() {
+            return Err("this node no longer owns the partition".into());
+        }
         let record = Bytes::copy_from_slice(record);
         let mut writer = self.writer.lock();
         let started = Instant::now();

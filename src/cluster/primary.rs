@@ -1,0 +1,124 @@
+//! A cluster of one partition (`cluster_partitions = 1`): the node that owns the partition
+//! serves every user from its store, replicated through the partition's log; the others wait
+//! as standbys, following the log into their own data directories, and the one that takes the
+//! lease next catches up and serves (docs/CLUSTER.md section 10). It is the first step to
+//! partition stores: everything but forwarding and deliveries between partitions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::log::{Log, LogError, Writer};
+use super::node::{Cluster, ClusterError};
+use super::replicator::LogReplicator;
+use crate::store::Store;
+
+/// The partition a one-partition cluster has.
+pub const PARTITION: u32 = 0;
+
+/// How often a standby catches up with the log and looks at the lease.
+const STANDBY_ROUND: Duration = Duration::from_millis(500);
+
+/// Waits until this node owns the partition, following the log into `db_dir` meanwhile; then
+/// replays the rest, takes the log (its epoch record fences the node before) and returns the
+/// replicator for the store about to be opened on `db_dir`. `None` if `stop` came first.
+pub async fn become_owner(
+    cluster: &Arc<Cluster>,
+    db_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Option<LogReplicator>, ClusterError> {
+    let log = open_log(cluster, stop).await?;
+    let Some(log) = log else { return Ok(None) };
+    let mut announced = false;
+    loop {
+        let at = match catch_up(&log, db_dir).await {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::warn!("standby: cannot follow the log: {e}");
+                if pause(stop).await {
+                    return Ok(None);
+                }
+                continue;
+            }
+        };
+        if let Some(epoch) = cluster.epoch(PARTITION) {
+            match Writer::take(log.clone(), PARTITION, epoch, at).await {
+                Ok(writer) => {
+                    tracing::info!(epoch, log_seq = at, "serving the partition");
+                    let owner = cluster.clone();
+                    return Ok(Some(LogReplicator::new(
+                        writer,
+                        tokio::runtime::Handle::current(),
+                        Box::new(move || owner.owns(PARTITION)),
+                    )));
+                }
+                // Records landed after the replay (the old owner's last group): replay them.
+                Err(LogError::Fenced { .. }) => continue,
+                Err(e) => tracing::warn!("cannot take the partition's log: {e}"),
+            }
+        } else if !announced {
+            tracing::info!("standby: another node owns the partition; following its log");
+            announced = true;
+        }
+        if pause(stop).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// Sleeps a standby round; true if `stop` came first.
+async fn pause(stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(STANDBY_ROUND) => false,
+    }
+}
+
+async fn open_log(
+    cluster: &Cluster,
+    stop: &CancellationToken,
+) -> Result<Option<Log>, ClusterError> {
+    let started = std::time::Instant::now();
+    loop {
+        match Log::open(cluster.jetstream().clone(), cluster.replicas()).await {
+            Ok(log) => return Ok(Some(log)),
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                return Err(ClusterError(format!("cannot open the partition log: {e}")))
+            }
+            Err(_) => {
+                if pause(stop).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Replays what the log holds after `db_dir`'s position into it; returns the new position.
+async fn catch_up(log: &Log, db_dir: &Path) -> Result<u64, String> {
+    let dir: PathBuf = db_dir.to_path_buf();
+    let at = blocking(dir.clone(), |dir| {
+        Store::replay(dir, std::iter::empty::<(u64, Vec<u8>)>())
+    })
+    .await?;
+    let records = log.read(PARTITION, at).await.map_err(|e| e.to_string())?;
+    if records.is_empty() {
+        return Ok(at);
+    }
+    blocking(dir, move |dir| {
+        Store::replay(dir, records.iter().map(|(s, r)| (*s, r.as_ref())))
+    })
+    .await
+}
+
+async fn blocking(
+    dir: PathBuf,
+    f: impl FnOnce(&Path) -> crate::store::Result<u64> + Send + 'static,
+) -> Result<u64, String> {
+    tokio::task::spawn_blocking(move || f(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
