@@ -13,6 +13,8 @@ use crate::store::Replicator;
 /// How long a group waits for the log through a NATS server's loss (a stream leader's
 /// election takes a few seconds) before the store gives up and refuses every change.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// The largest record appended: NATS's default `max_payload` (1 MiB) less room for headers.
+const MAX_RECORD: usize = (1 << 20) - 4096;
 
 /// Appends commit groups through a partition's [`Writer`], from the store's committer thread.
 pub struct LogReplicator {
@@ -42,6 +44,15 @@ impl Replicator for LogReplicator {
     fn append(&self, record: &[u8]) -> Result<u64, String> {
         if !(self.owns)() {
             return Err("this node no longer owns the partition".into());
+        }
+        // NATS takes a message of at most 1 MiB (`max_payload`), headers included; the
+        // writer seals replicated groups well below it, so only a single change this large
+        // gets here, and waiting would not make it fit.
+        if record.len() > MAX_RECORD {
+            return Err(format!(
+                "a commit group of {} bytes is larger than a log record may be ({MAX_RECORD})",
+                record.len()
+            ));
         }
         let record = Bytes::copy_from_slice(record);
         let mut writer = self.writer.lock();

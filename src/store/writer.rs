@@ -122,6 +122,13 @@ pub(super) type Op = Box<dyn FnOnce(&mut Change<'_>) -> bool + Send>;
 /// At most this many changes (or this many written bytes) per group, so one commit stays short.
 const MAX_GROUP_OPS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 8 << 20;
+/// With a replicator, a group is one record of the log, which NATS takes up to 1 MiB (its
+/// `max_payload`): groups are sealed at half of that, counting a record's per-write overhead,
+/// so one more change (a message is at most `max_content_len`, 64 KiB by default, plus its
+/// keys) still fits.
+const MAX_REPLICATED_GROUP_BYTES: usize = 512 << 10;
+/// A record's bytes per write besides its key and value (family name, lengths, kind).
+const RECORD_BYTES_PER_WRITE: usize = 24;
 
 /// The sending side of the writer.
 pub(super) struct Handle {
@@ -172,6 +179,7 @@ fn run(core: &Arc<Core>, rx: mpsc::Receiver<(bool, Op)>) {
         }
     };
     while let Ok(first) = rx.recv() {
+        let replicated = core.replicator.get().is_some();
         let mut next = Some(first);
         let mut ops = 0;
         let mut drained = false;
@@ -182,6 +190,11 @@ fn run(core: &Arc<Core>, rx: mpsc::Receiver<(bool, Op)>) {
             apply(core, &mut group, op);
             ops += 1;
             if ops >= MAX_GROUP_OPS || group.bytes >= MAX_GROUP_BYTES {
+                break;
+            }
+            if replicated
+                && group.bytes + group.writes * RECORD_BYTES_PER_WRITE >= MAX_REPLICATED_GROUP_BYTES
+            {
                 break;
             }
             next = rx.try_recv().ok();

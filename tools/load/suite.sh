@@ -16,6 +16,11 @@
 #             against mosquitto, the peer of issue #24 (`missive-load mqtt`), none in the default
 #             set; runs alternate by run number (`chat-10k mqtt-chat-10k`: Missive, mosquitto,
 #             Missive, ...), and a table of both servers with the ratios follows the summary
+#             cluster-chat-10k cluster-chat-max: chat-10k and chat-max against a one-partition
+#             cluster (issue #22): three nats-servers with JetStream (replicas 3) and one
+#             missived owning the partition, every commit group appended to the replicated log
+#             before it is acknowledged; none in the default set; alternate them with chat-10k
+#             and chat-max, and a table of both with the ratios follows the summary
 #             media: 4 users upload at once, 8 files of 16 MiB each one after another (8 MiB
 #             chunks), then 4 ranged downloaders read 1 MiB ranges of them for 10 s, every
 #             digest and byte checked; media-1g: one
@@ -101,9 +106,57 @@ start_server() { # durability [extra missived flags...]
     exit 1
 }
 
+# The cluster scenarios (issue #22): three nats-servers with JetStream, routed as one cluster,
+# fresh stores each run, then missived as the owner of a one-partition cluster.
+NATS_PIDS=
+start_cluster() { # durability
+    rm -rf "$DATA" "$DATA-nats"
+    local routes=nats://127.0.0.1:9611,nats://127.0.0.1:9612,nats://127.0.0.1:9613 i
+    for i in 1 2 3; do
+        nats-server -js -a 127.0.0.1 -p "960$i" -n "nats$i" -sd "$DATA-nats/$i" \
+            --cluster_name missive-suite --cluster "nats://127.0.0.1:961$i" --routes "$routes" \
+            >"$OUT/nats$i.log" 2>&1 &
+        NATS_PIDS="$NATS_PIDS $!"
+    done
+    MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN" --data-dir "$DATA" \
+        --secret "$SECRET" --durability "$1" --log warn --http-listen "" --node-id n1 \
+        --cluster nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603 \
+        >"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 600); do
+        ss -ltn | grep -q " ${LISTEN} " && return 0
+        sleep 0.1
+    done
+    echo "cluster did not start" >&2
+    cat "$OUT/server.log" >&2
+    exit 1
+}
+
+# CPU seconds (user + system) the nats-servers used so far.
+nats_cpu() {
+    local total=0 pid ticks
+    for pid in $NATS_PIDS; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + ticks))
+    done
+    awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+}
+
 stop_server() {
+    if [ -n "$NATS_PIDS" ]; then
+        # The nats-servers' CPU over the whole run, per acked message, next to the run's JSON.
+        jq --argjson cpu "$(nats_cpu)" '. + {"NATS CPU seconds": $cpu,
+            "NATS CPU per acked message, µs": (if .acked > 0 then ($cpu * 1e7 / .acked | floor) / 10 else null end)}' \
+            "$OUT/$LAST.json" >"$OUT/$LAST.json.tmp" && mv "$OUT/$LAST.json.tmp" "$OUT/$LAST.json"
+    fi
     kill "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
+    if [ -n "$NATS_PIDS" ]; then
+        kill $NATS_PIDS 2>/dev/null
+        wait $NATS_PIDS 2>/dev/null
+        NATS_PIDS=
+        rm -rf "$DATA-nats"
+    fi
     if [ -n "${HOOK_PID:-}" ]; then
         kill "$HOOK_PID" 2>/dev/null
         wait "$HOOK_PID" 2>/dev/null
@@ -166,6 +219,7 @@ mqtt_load() { # name missive-load-mqtt-args...
 
 load() { # name missive-load-args...
     local name=$1
+    LAST=$name
     shift
     echo "== $name: missive-load $* --addr $LISTEN --json" >&2
     "$BIN/missive-load" "$@" --addr "$LISTEN" --secret "$SECRET" --json \
@@ -219,6 +273,14 @@ for run in $(seq "$RUNS"); do
             load "$scenario-r$run" connect -n 19000 --rate 20000 --duration 60 \
                 --sources "127.0.$run.2,127.0.$run.3,127.0.$run.4,127.0.$run.5" \
                 --server-pid "$SERVER_PID" ;;
+        cluster-chat-10k) # chat-10k and chat-max on a one-partition cluster (issue #22)
+            start_cluster async
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 10000 --duration 20 \
+                --grace 15 --server-pid "$SERVER_PID" ;;
+        cluster-chat-max)
+            start_cluster async
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
+                --grace 30 --server-pid "$SERVER_PID" ;;
         mqtt-chat-max) # the peer's chat-max, chat-10k, fanout, offline and connect: same loads
             start_mosquitto
             mqtt_load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
@@ -390,5 +452,33 @@ if ls "$OUT"/mqtt-*-r*.json >/dev/null 2>&1; then
             esac
         done
     } | tee "$OUT/peer.txt"
+fi
+
+# The cluster against the single node (issue #22): medians of each, cluster / single node.
+cluster_row() { # workload figure jq-expression
+    local c=- n=-
+    ls "$OUT/cluster-$1"-r*.json >/dev/null 2>&1 && c=$(col "cluster-$1" "$3")
+    ls "$OUT/$1"-r*.json >/dev/null 2>&1 && n=$(col "$1" "$3")
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$c" "$n" "$(ratio "$c" "$n")"
+}
+if ls "$OUT"/cluster-*-r*.json >/dev/null 2>&1; then
+    {
+        echo
+        echo "| workload | figure (median of $RUNS) | cluster (1 partition, 3 NATS replicas) | single node | cluster / single node |"
+        echo "|---|---|---|---|---|"
+        for w in chat-10k chat-max; do
+            case " $SCENARIOS " in *" cluster-$w "*) ;; *) continue ;; esac
+            [ "$w" = chat-10k ] && cluster_row "$w" "delivery p50, ms" '."delivery latency".p50_ms'
+            [ "$w" = chat-10k ] && cluster_row "$w" "delivery p99, ms" '."delivery latency".p99_ms'
+            [ "$w" = chat-10k ] && cluster_row "$w" "ack p99, ms" '."ack latency".p99_ms'
+            [ "$w" = chat-max ] && cluster_row "$w" "acked msg/s" '."ack throughput"'
+            cluster_row "$w" "missived CPU per message, µs" \
+                '(."server CPU while sending" * 100000 / ."ack throughput" | floor) / 10'
+            cluster_row "$w" "NATS CPU per message (3 servers, whole run), µs" \
+                '."NATS CPU per acked message, µs" // "-"'
+            cluster_row "$w" "lost + duplicated" \
+                '."lost (acked, never delivered)" + ."duplicated deliveries"'
+        done
+    } | tee "$OUT/cluster.txt"
 fi
 exit $status
