@@ -188,3 +188,32 @@ async fn a_fenced_store_acknowledges_nothing_more() {
     let records = log.read(5, 0).await.unwrap();
     assert_eq!(records.len(), 3, "epoch 1, the acknowledged group, epoch 2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_a_log_record_is_split_into_records_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = nats_cluster(dir.path());
+    let log = open(&nats.urls).await;
+    let store = Store::open(&dir.path().join("s"), Durability::Async).unwrap();
+    let writer = Writer::take(log.clone(), 2, 1, 0).await.unwrap();
+    store.set_replicator(Arc::new(LogReplicator::new(
+        writer,
+        tokio::runtime::Handle::current(),
+        Box::new(|| true),
+    )));
+    // 64 messages of 60 KiB queued at once: one group would be about 3.8 MB, and NATS takes
+    // at most 1 MiB a message.
+    let pending: Vec<_> = (0..64)
+        .map(|n| {
+            let mut req = send(USERS[n % 4], USERS[(n + 1) % 4], n);
+            req.content = vec![b'x'; 60 * 1024];
+            store.send_direct(req, None)
+        })
+        .collect();
+    for p in pending {
+        p.await.expect("acknowledged");
+    }
+    let records = log.read(2, 0).await.unwrap();
+    assert!(records.len() >= 1 + 4, "{} records", records.len());
+    assert!(records.iter().all(|(_, r)| r.len() < 1 << 20));
+}
