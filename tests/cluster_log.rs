@@ -9,23 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::nats::nats_cluster;
+use common::nats::{nats_cluster, open_log};
 use missive::cluster::log::{Log, LogError, Writer};
-
-async fn open(urls: &str) -> Log {
-    let js = missive::cluster::connect(urls, "test").await.unwrap();
-    // A NATS cluster just started elects its meta leader within seconds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Log::open(js.clone(), 3).await {
-            Ok(log) => return log,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no stream: {e}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
-}
 
 /// Takes `partition` for `epoch` after replaying nothing but knowing its end.
 async fn take(log: &Log, partition: u32, epoch: u64) -> Result<Writer, LogError> {
@@ -44,7 +29,7 @@ fn texts(records: &[(u64, Bytes)]) -> Vec<String> {
 async fn a_writer_that_lost_its_partition_is_fenced_and_the_log_reads_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
-    let log = open(&nats.urls).await;
+    let log = open_log(&nats.urls).await;
 
     let mut old = take(&log, 3, 1).await.unwrap();
     for i in 0..50 {
@@ -116,7 +101,7 @@ async fn a_writer_that_lost_its_partition_is_fenced_and_the_log_reads_back_in_or
 async fn a_retried_append_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
-    let log = open(&nats.urls).await;
+    let log = open_log(&nats.urls).await;
     let first = log
         .append(7, 1, 0, "7-1-0", Bytes::from_static(b"one"))
         .await
@@ -134,7 +119,7 @@ async fn a_retried_append_is_stored_once() {
 async fn one_nats_server_of_three_killed_under_appends_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
-    let log = open(&nats.urls).await;
+    let log = open_log(&nats.urls).await;
     let mut writer = take(&log, 0, 1).await.unwrap();
     let total = 3_000;
     let mut acked = Vec::new();
@@ -183,7 +168,7 @@ async fn one_nats_server_of_three_killed_under_appends_loses_nothing() {
 async fn without_a_quorum_nothing_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
-    let log = open(&nats.urls).await;
+    let log = open_log(&nats.urls).await;
     let mut writer = take(&log, 1, 1).await.unwrap();
     writer.append(Bytes::from_static(b"before")).await.unwrap();
     nats.servers[1].signal("-KILL");

@@ -8,8 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::OnceLock;
 
 use rocksdb::{Options, DB};
 
@@ -64,20 +62,7 @@ pub fn inspect(dir: &Path) -> Result<Inspected> {
         }
     }
     let db = DB::open_cf_for_read_only(&opts, dir, &names, false)?;
-    let core = Core {
-        db,
-        options: opts,
-        last_msg_id: AtomicU64::new(0),
-        durability: Durability::Async,
-        writes: AtomicU64::new(0),
-        failed: AtomicBool::new(false),
-        outbox: OnceLock::new(),
-        replicator: OnceLock::new(),
-        push_wake: OnceLock::new(),
-        events: OnceLock::new(),
-        queued: Default::default(),
-        commit_latency: Default::default(),
-    };
+    let core = Core::with_db(db, opts, Durability::Async);
     let schema = match core.db.get_cf(core.cf(Family::Meta), b"schema")? {
         Some(v) => u32::from_be_bytes(v[..].try_into().map_err(|_| {
             StoreError::Corrupt(format!(

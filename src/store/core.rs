@@ -128,6 +128,24 @@ impl Core {
         }
     }
 
+    /// A `Core` over an opened database, with nothing counted or set yet.
+    pub(super) fn with_db(db: DB, options: Options, durability: Durability) -> Core {
+        Core {
+            db,
+            options,
+            last_msg_id: AtomicU64::new(0),
+            durability,
+            writes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            outbox: OnceLock::new(),
+            replicator: OnceLock::new(),
+            push_wake: OnceLock::new(),
+            events: OnceLock::new(),
+            queued: Default::default(),
+            commit_latency: Default::default(),
+        }
+    }
+
     pub(super) fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
     }

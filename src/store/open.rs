@@ -2,8 +2,8 @@
 //! older directory with [`migrate`](super::migrate)), and the writer's start.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
@@ -102,20 +102,7 @@ impl Core {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        let mut core = Core {
-            db,
-            options: opts,
-            last_msg_id: AtomicU64::new(0),
-            durability,
-            writes: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
-            outbox: OnceLock::new(),
-            replicator: OnceLock::new(),
-            push_wake: OnceLock::new(),
-            events: OnceLock::new(),
-            queued: Default::default(),
-            commit_latency: Default::default(),
-        };
+        let mut core = Core::with_db(db, opts, durability);
         core.check_schema(fanout_threshold)?;
         // Event ids come from the same counter: above every id stored, also after a restart.
         let last = core

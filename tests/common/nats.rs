@@ -65,3 +65,19 @@ pub fn nats_cluster(dir: &Path) -> Nats {
         .join(",");
     Nats { servers, urls }
 }
+
+/// The partitions' log on `urls`, with 3 replicas, once the NATS cluster has elected its
+/// JetStream leader (within seconds of starting).
+pub async fn open_log(urls: &str) -> missive::cluster::log::Log {
+    let js = missive::cluster::connect(urls, "test").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match missive::cluster::log::Log::open(js.clone(), 3).await {
+            Ok(log) => return log,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no stream: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
