@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::http::{Api, API_KEY};
-use common::sync_all;
+use common::{noise, sync_all};
 use e2e::{request, send_body};
 use missive::check::{self, Acked, InboxRules, Ledger};
 use missive::config::Config;
@@ -118,18 +118,6 @@ async fn upload_part(addr: &str, token: &str, size: usize, bytes: &[u8]) -> Stri
     let (status, body) = http(addr, "PATCH", &path, token, "Upload-Offset: 0\r\n", bytes).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     id
-}
-
-/// Deterministic bytes that do not compress.
-fn noise(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 fn run_missived(args: &[&std::ffi::OsStr]) -> std::process::Output {

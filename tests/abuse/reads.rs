@@ -162,24 +162,13 @@ async fn pipelined_large_replies_to_a_client_that_does_not_read_are_bounded() {
     let server = TestServer::start_with(|c| c.sends_per_sec = 1_000_000).await;
     // Fill the reader's inbox with 2000 messages of 1 KiB of incompressible bytes.
     let (mut filler, _) = server.login("filler", "phone").await;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    };
     let mut bytes = Vec::new();
     for i in 0..2000u32 {
         let p = Packet::Send(pb::Send {
             client_msg_id: format!("f{i}"),
             to: Some(missive_client::direct("reader")),
             content_type: 1,
-            content: noise(1024),
+            content: crate::common::noise(1024, 0x9e37_79b9_7f4a_7c15 ^ u64::from(i)),
             ..Default::default()
         });
         bytes.extend_from_slice(&Frame::new(&p, i + 1).to_bytes());

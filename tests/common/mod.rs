@@ -209,6 +209,18 @@ impl Drop for Daemon {
     }
 }
 
+/// `n` deterministic bytes that do not compress (an xorshift from `seed`).
+pub fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
 /// A loopback port nothing listens on now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
