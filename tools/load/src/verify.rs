@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 use futures_util::{stream, StreamExt};
 use missive_client::{pb, Client};
 
+/// How long one SYNC page may take before the read-back gives up.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Per message number: how many times it is in its recipient's inbox (`to` is checked by
 /// `parse`, which returns the message number for user `me`, or `None` if not one of ours).
 pub async fn stored_counts<F>(
@@ -28,9 +31,12 @@ where
             let mut found = Vec::new();
             let mut since = 0;
             loop {
-                let page = client
-                    .sync_page(since, 5000)
+                // A server that died answers nothing: the check gives up rather than wait
+                // for ever (the run then reports the inboxes as unread).
+                let page = tokio::time::timeout(PAGE_TIMEOUT, client.sync_page(since, 5000))
                     .await
+                    .map_err(|_| anyhow::anyhow!("no answer within {PAGE_TIMEOUT:?}"))
+                    .and_then(|r| r.map_err(anyhow::Error::from))
                     .with_context(|| format!("SYNC of {} from {since}", names[i]))?;
                 for entry in &page.entries {
                     if let Some(pb::inbox_entry::Body::Message(m)) = &entry.body {
