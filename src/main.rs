@@ -123,11 +123,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut failed = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = server.stopping() => tracing::error!("stopping after a failure"),
+            _ = server.stopping() => {
+                tracing::error!("stopping after a failure");
+                failed = true;
+            }
             _ = hup.recv() => {
                 match server.reload_words() {
                     Ok(_) => tracing::info!("SIGHUP: word filter reloaded"),
@@ -144,5 +148,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         break;
     }
     server.shutdown().await;
+    // A stop nobody asked for (a store failure, a cluster node's lost lease) ends with a
+    // failure status, so that a supervisor starts the server again.
+    if failed {
+        anyhow::bail!("stopped after a failure (the log above says which)");
+    }
     Ok(())
 }

@@ -221,3 +221,61 @@ async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
     }
     drop(nodes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_that_wakes_without_its_lease_stops_and_the_new_owner_has_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = nats_cluster(dir.path());
+    let ports = vec![free_port(), free_port()];
+    let mut nodes = vec![
+        start_node(dir.path(), &nats.urls, "n1", ports[0]),
+        start_node(dir.path(), &nats.urls, "n2", ports[1]),
+    ];
+    let (mut ann, owner_port) = login(&ports, "u0").await;
+    let owner = ports.iter().position(|&p| p == owner_port).unwrap();
+    let standby_port = ports[1 - owner];
+    let js = missive::cluster::connect(&nats.urls, "test").await.unwrap();
+    let bucket = js.get_key_value(missive::cluster::BUCKET).await.unwrap();
+    let standby_key = format!("node.n{}", 2 - owner);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(bucket.get(&standby_key).await, Ok(Some(_))) {
+        assert!(Instant::now() < deadline, "the standby did not join");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut acked = BTreeSet::new();
+    for n in 0..20 {
+        let Ok(Packet::SendAck(ack)) = ann.request(send("u1", n, "u0")).await else {
+            panic!("send {n} not acknowledged");
+        };
+        acked.insert(ack.msg_id);
+    }
+
+    // The owner freezes (a long GC pause, a frozen VM) past its lease; the standby takes over.
+    nodes[owner].signal("-STOP");
+    let (mut ann, port) = login(&[standby_port], "u0").await;
+    assert_eq!(port, standby_port);
+    // The old owner wakes without its lease: it stops, with a failure status (a supervisor
+    // starts it again, as a standby), instead of serving anything more.
+    nodes[owner].signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = nodes[owner].0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the old owner went on running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status}");
+    // The new owner has everything the old one acknowledged, and goes on.
+    let Ok(Packet::SendAck(next)) = ann.request(send("u1", 20, "u0")).await else {
+        panic!("the new owner does not take sends");
+    };
+    acked.insert(next.msg_id);
+    let mine: BTreeSet<u64> = sync_all(&mut ann, 0)
+        .await
+        .iter()
+        .map(|e| message(e).msg_id)
+        .collect();
+    assert_eq!(mine, acked);
+    drop(nodes);
+}
