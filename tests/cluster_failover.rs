@@ -41,6 +41,19 @@ fn start_node(dir: &Path, nats: &str, id: &str, port: u16) -> Proc {
     Proc(child)
 }
 
+/// Waits until node `id` has joined (its key is in the cluster's bucket): a standby then
+/// watches the lease.
+async fn joined(urls: &str, id: &str) {
+    let js = missive::cluster::connect(urls, "test").await.unwrap();
+    let bucket = js.get_key_value(missive::cluster::BUCKET).await.unwrap();
+    let key = format!("node.{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(bucket.get(&key).await, Ok(Some(_))) {
+        assert!(Instant::now() < deadline, "{id} did not join");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn user(i: usize) -> String {
     format!("u{i}")
 }
@@ -135,14 +148,7 @@ async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
     );
 
     // The standby has joined (its node key is in the cluster's bucket): it watches the lease.
-    let js = missive::cluster::connect(&nats.urls, "test").await.unwrap();
-    let bucket = js.get_key_value(missive::cluster::BUCKET).await.unwrap();
-    let standby_key = format!("node.n{}", 2 - owner);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(bucket.get(&standby_key).await, Ok(Some(_))) {
-        assert!(Instant::now() < deadline, "the standby did not join");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    joined(&nats.urls, &format!("n{}", 2 - owner)).await;
 
     let sent = Arc::new(AtomicUsize::new(0));
     let chats: Vec<_> = (0..USERS)
@@ -234,14 +240,7 @@ async fn a_paused_owner_that_wakes_without_its_lease_stops_and_the_new_owner_has
     let (mut ann, owner_port) = login(&ports, "u0").await;
     let owner = ports.iter().position(|&p| p == owner_port).unwrap();
     let standby_port = ports[1 - owner];
-    let js = missive::cluster::connect(&nats.urls, "test").await.unwrap();
-    let bucket = js.get_key_value(missive::cluster::BUCKET).await.unwrap();
-    let standby_key = format!("node.n{}", 2 - owner);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(bucket.get(&standby_key).await, Ok(Some(_))) {
-        assert!(Instant::now() < deadline, "the standby did not join");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    joined(&nats.urls, &format!("n{}", 2 - owner)).await;
     let mut acked = BTreeSet::new();
     for n in 0..20 {
         let Ok(Packet::SendAck(ack)) = ann.request(send("u1", n, "u0")).await else {

@@ -32,9 +32,15 @@ pub async fn become_owner(
     let log = open_log(cluster, stop).await?;
     let Some(log) = log else { return Ok(None) };
     let mut announced = false;
+    // The directory's log position, once read: later rounds open the store only when the log
+    // has records after it.
+    let mut known = None;
     loop {
-        let at = match catch_up(&log, db_dir).await {
-            Ok(at) => at,
+        let at = match catch_up(&log, db_dir, known).await {
+            Ok(at) => {
+                known = Some(at);
+                at
+            }
             Err(e) => {
                 tracing::warn!("standby: cannot follow the log: {e}");
                 if pause(stop).await {
@@ -96,13 +102,19 @@ async fn open_log(
     }
 }
 
-/// Replays what the log holds after `db_dir`'s position into it; returns the new position.
-async fn catch_up(log: &Log, db_dir: &Path) -> Result<u64, String> {
+/// Replays what the log holds after `db_dir`'s position (`known`, or read from the directory)
+/// into it; returns the new position.
+async fn catch_up(log: &Log, db_dir: &Path, known: Option<u64>) -> Result<u64, String> {
     let dir: PathBuf = db_dir.to_path_buf();
-    let at = blocking(dir.clone(), |dir| {
-        Store::replay(dir, std::iter::empty::<(u64, Vec<u8>)>())
-    })
-    .await?;
+    let at = match known {
+        Some(at) => at,
+        None => {
+            blocking(dir.clone(), |dir| {
+                Store::replay(dir, std::iter::empty::<(u64, Vec<u8>)>())
+            })
+            .await?
+        }
+    };
     let records = log.read(PARTITION, at).await.map_err(|e| e.to_string())?;
     if records.is_empty() {
         return Ok(at);

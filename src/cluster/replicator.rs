@@ -41,7 +41,7 @@ impl LogReplicator {
 }
 
 impl Replicator for LogReplicator {
-    fn append(&self, record: &[u8]) -> Result<u64, String> {
+    fn append(&self, record: Vec<u8>) -> Result<u64, String> {
         if !(self.owns)() {
             return Err("this node no longer owns the partition".into());
         }
@@ -54,7 +54,7 @@ impl Replicator for LogReplicator {
                 record.len()
             ));
         }
-        let record = Bytes::copy_from_slice(record);
+        let record = Bytes::from(record);
         let mut writer = self.writer.lock();
         let started = Instant::now();
         self.runtime.block_on(async {

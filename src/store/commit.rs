@@ -426,7 +426,7 @@ impl CommitGroup {
 fn replicate(
     core: &Core,
     mut batch: rocksdb::WriteBatch,
-    record: Option<&[u8]>,
+    record: Option<Vec<u8>>,
 ) -> Result<rocksdb::WriteBatch, StoreError> {
     let (Some(replicator), Some(record)) = (core.replicator.get(), record) else {
         return Ok(batch);
@@ -475,7 +475,7 @@ fn commit(core: &Core, sealed: Sealed, stored: impl FnOnce(bool)) {
         ))
     } else {
         match sealed.batch {
-            Some(batch) => replicate(core, batch, sealed.record.as_deref())
+            Some(batch) => replicate(core, batch, sealed.record)
                 .and_then(|batch| core.write_batch(batch, sealed.writes)),
             None => Ok(()),
         }

@@ -17,7 +17,7 @@ use super::family::Family;
 pub trait Replicator: Send + Sync {
     /// Appends `record`; returns its position in the log. An error fails the group (nothing
     /// acknowledged) and the store (it refuses every later change).
-    fn append(&self, record: &[u8]) -> Result<u64, String>;
+    fn append(&self, record: Vec<u8>) -> Result<u64, String>;
 }
 
 /// The `Meta` key holding the log position of the last group written (u64, big-endian).
