@@ -24,6 +24,8 @@ pub struct Shared {
     pub logins: parking_lot::Mutex<crate::limits::Bucket>,
     /// Failed logins per source address; an address over its budget is refused at accept.
     pub login_failures: crate::limits::LoginFailures,
+    /// Cluster nodes that forward clients here (checked by the client's address instead).
+    pub forwarders: crate::limits::Forwarders,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Whether the server is draining (logins refused, sessions moved away).

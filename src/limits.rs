@@ -227,7 +227,8 @@ pub struct Connections {
 #[derive(Debug)]
 pub struct Permit {
     table: Arc<Connections>,
-    ip: IpAddr,
+    /// The address it counts under; `None` while deferred ([`Connections::admit_deferred`]).
+    ip: Option<IpAddr>,
 }
 
 impl Connections {
@@ -257,8 +258,85 @@ impl Connections {
         open.1.insert(ip, per_ip + 1);
         Some(Permit {
             table: self.clone(),
-            ip,
+            ip: Some(ip),
         })
+    }
+
+    /// A place counted in the total only, for a connection whose real source address is not
+    /// known yet (one from a forwarding cluster node, [`Forwarders`]): [`Permit::settle`] counts
+    /// it under that address once known. `None` at the total limit.
+    pub fn admit_deferred(self: &Arc<Self>) -> Option<Permit> {
+        let mut open = self.open.lock();
+        if open.0 >= self.max_total {
+            return None;
+        }
+        open.0 += 1;
+        Some(Permit {
+            table: self.clone(),
+            ip: None,
+        })
+    }
+}
+
+impl Permit {
+    /// Counts a deferred permit under `ip`; false (and still deferred) if `ip` is at its limit.
+    /// A permit already counted under an address stays as it is.
+    pub fn settle(&mut self, ip: IpAddr) -> bool {
+        if self.ip.is_some() {
+            return true;
+        }
+        let ip = addr_key(ip);
+        let mut open = self.table.open.lock();
+        let per_ip = open.1.get(&ip).copied().unwrap_or(0);
+        if per_ip >= self.table.max_per_ip {
+            return false;
+        }
+        open.1.insert(ip, per_ip + 1);
+        self.ip = Some(ip);
+        true
+    }
+
+    /// Whether the permit waits for [`Permit::settle`].
+    pub fn is_deferred(&self) -> bool {
+        self.ip.is_none()
+    }
+}
+
+/// Most forwarding nodes remembered (only a valid signed preamble adds one).
+pub const MAX_FORWARDERS: usize = 256;
+
+/// How long an address stays a forwarder after its last valid preamble.
+pub const FORWARDER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Source addresses that recently sent a valid forwarding preamble (the cluster's other nodes,
+/// `cluster::forward`). A connection from one is admitted at accept in the total only: its
+/// per-address limits and failed-login budget apply to the client address its preamble names,
+/// once read, so the clients behind one forwarding node do not share one address's budget.
+/// A connection from such an address without a preamble (a client on that host) is checked
+/// under its own address at that point instead.
+#[derive(Debug, Default)]
+pub struct Forwarders {
+    seen: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Forwarders {
+    /// Whether `ip` sent a valid preamble within [`FORWARDER_TTL`] of `now`.
+    pub fn contains(&self, ip: IpAddr, now: Instant) -> bool {
+        let seen = self.seen.lock();
+        seen.get(&addr_key(ip))
+            .is_some_and(|t| now.saturating_duration_since(*t) < FORWARDER_TTL)
+    }
+
+    /// `ip` just sent a valid preamble.
+    pub fn saw(&self, ip: IpAddr, now: Instant) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= MAX_FORWARDERS && !seen.contains_key(&addr_key(ip)) {
+            seen.retain(|_, t| now.saturating_duration_since(*t) < FORWARDER_TTL);
+            if seen.len() >= MAX_FORWARDERS {
+                return;
+            }
+        }
+        seen.insert(addr_key(ip), now);
     }
 }
 
@@ -266,10 +344,11 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut open = self.table.open.lock();
         open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.ip) {
+        let Some(ip) = self.ip else { return };
+        if let Some(n) = open.1.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                open.1.remove(&self.ip);
+                open.1.remove(&ip);
             }
         }
     }
@@ -303,6 +382,41 @@ mod tests {
             b.take_n(t0 + Duration::from_secs(2), 1000).is_ok(),
             "capped at the burst"
         );
+    }
+
+    #[test]
+    fn a_deferred_permit_counts_in_total_then_under_the_address_it_settles_on() {
+        let c = Connections::new(3, 1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut d1 = c.admit_deferred().unwrap();
+        let mut d2 = c.admit_deferred().unwrap();
+        assert!(d1.is_deferred());
+        assert_eq!(c.open_count(), 2);
+        assert!(d1.settle(a));
+        assert!(!d1.is_deferred());
+        assert!(!d2.settle(a), "the address is at its limit");
+        assert!(c.admit(a).is_none());
+        let _p = c.admit("10.0.0.2".parse().unwrap()).unwrap();
+        assert!(c.admit_deferred().is_none(), "in total");
+        drop(d1);
+        assert!(d2.settle(a), "released on drop");
+        drop(d2);
+        assert!(c.admit(a).is_some());
+    }
+
+    #[test]
+    fn forwarders_are_remembered_for_a_while_and_bounded() {
+        let f = Forwarders::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(!f.contains(a, t0));
+        f.saw(a, t0);
+        assert!(f.contains(a, t0 + FORWARDER_TTL / 2));
+        assert!(!f.contains(a, t0 + FORWARDER_TTL));
+        for i in 0..(MAX_FORWARDERS as u32 + 10) {
+            f.saw(IpAddr::V4(std::net::Ipv4Addr::from(i)), t0);
+        }
+        assert!(f.seen.lock().len() <= MAX_FORWARDERS);
     }
 
     #[test]

@@ -79,21 +79,29 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let db_dir = config.data_dir.join("db");
-        // A cluster node joins before it listens; in a one-partition cluster it then waits as a
-        // standby until it owns the partition (docs/CLUSTER.md section 10).
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.push(crate::net::listen::bind(addr).await?);
+        }
+        let mut bound = Vec::new();
+        for listener in &listeners {
+            bound.push(listener.local_addr().map_err(|error| BindError {
+                addr: "?".into(),
+                error,
+                hint: String::new(),
+            })?);
+        }
+        // A cluster node joins before it serves; in a one-partition cluster it then waits as a
+        // standby until it owns the partition, forwarding clients to the owner meanwhile
+        // (docs/CLUSTER.md sections 6 and 10).
         let (cluster, replicator) = if config.clustered() {
-            let cluster = join_cluster(&config, &secret).await?;
+            let cluster = join_cluster(&config, &secret, &bound).await?;
             tasks.spawn(cluster.clone().run(shutdown.clone()));
             let replicator = if config.cluster_partitions == 1 {
-                match crate::cluster::primary::become_owner(&cluster, &db_dir, &shutdown).await? {
-                    Some(r) => Some(Arc::new(r)),
-                    None => {
-                        return Err(crate::cluster::ClusterError(
-                            "stopped while waiting as a standby".into(),
-                        )
-                        .into())
-                    }
-                }
+                let (replicator, back) =
+                    standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown).await?;
+                listeners = back;
+                Some(Arc::new(replicator))
             } else {
                 tracing::warn!(
                     "cluster mode with more than one partition is being built (docs/CLUSTER.md \
@@ -106,10 +114,6 @@ impl Server {
         } else {
             (None, None)
         };
-        let mut listeners = Vec::new();
-        for addr in &config.listen {
-            listeners.push(crate::net::listen::bind(addr).await?);
-        }
         let http = match config.http_listen.as_str() {
             "" => None,
             addr => Some(crate::http::bind(addr).await?),
@@ -145,14 +149,6 @@ impl Server {
             store.enable_push(wake.clone());
             wake
         });
-        let mut bound = Vec::new();
-        for listener in &listeners {
-            bound.push(listener.local_addr().map_err(|error| BindError {
-                addr: "?".into(),
-                error,
-                hint: String::new(),
-            })?);
-        }
         let receipts = crate::receipts::Receipts::new(config.receipt_coalesce_ms);
         let words = crate::moderation::Words::open(
             (!config.word_filter.is_empty()).then(|| config.word_filter.clone().into()),
@@ -178,6 +174,7 @@ impl Server {
                 config.login_failures_per_sec,
                 config.login_failures_burst,
             ),
+            forwarders: Default::default(),
             config,
             tls,
             metrics: Default::default(),
@@ -362,10 +359,58 @@ async fn watch_lease(cluster: Arc<crate::cluster::Cluster>, shutdown: Cancellati
     }
 }
 
-/// Joins the cluster named by `config.cluster` (docs/CLUSTER.md).
+/// A one-partition cluster's standby: forwards the clients that connect to `listeners` to the
+/// owner while it follows the log, until this node owns the partition. Then the forwarded
+/// connections are closed (the owner they went to has gone) and the listeners are given back
+/// to be served on, with the replicator for the store.
+async fn standby(
+    cluster: &Arc<crate::cluster::Cluster>,
+    config: &Config,
+    secret: &[u8],
+    db_dir: &Path,
+    listeners: Vec<TcpListener>,
+    shutdown: &CancellationToken,
+) -> Result<(crate::cluster::replicator::LogReplicator, Vec<TcpListener>), ServerError> {
+    use crate::cluster::{forward, primary};
+    let forwarding = shutdown.child_token();
+    let limits =
+        crate::limits::Connections::new(config.max_connections, config.max_connections_per_ip);
+    let secret: Arc<[u8]> = secret.into();
+    let forwarders: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(forward::serve(
+                l,
+                cluster.clone(),
+                primary::PARTITION,
+                secret.clone(),
+                limits.clone(),
+                forwarding.clone(),
+            ))
+        })
+        .collect();
+    let owner = primary::become_owner(cluster, db_dir, shutdown).await;
+    forwarding.cancel();
+    let mut listeners = Vec::new();
+    for f in forwarders {
+        listeners.push(f.await.map_err(|e| {
+            crate::cluster::ClusterError(format!("the forwarding task failed: {e}"))
+        })?);
+    }
+    match owner? {
+        Some(r) => Ok((r, listeners)),
+        None => {
+            Err(crate::cluster::ClusterError("stopped while waiting as a standby".into()).into())
+        }
+    }
+}
+
+/// Joins the cluster named by `config.cluster` (docs/CLUSTER.md); `bound` are this node's client
+/// listeners, for the other nodes to forward clients to.
 async fn join_cluster(
     config: &Config,
     secret: &[u8],
+    bound: &[SocketAddr],
 ) -> Result<Arc<crate::cluster::Cluster>, ServerError> {
     let ms = std::time::Duration::from_millis;
     let addrs = if config.cluster_advertise.is_empty() {
@@ -383,6 +428,7 @@ async fn join_cluster(
             renew: ms(config.cluster_lease_renew_ms),
             margin: ms(config.cluster_lease_margin_ms),
         },
+        forward: crate::cluster::forward::forward_address(bound, &addrs),
         addrs,
         http: config.http_listen.clone(),
         secret: secret.to_vec(),
@@ -429,6 +475,18 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
         match accepted {
             Ok((stream, peer)) => {
                 let now = tokio::time::Instant::now();
+                // A cluster node forwarding its clients: they are checked by their own
+                // addresses once its preamble is read (`limits::Forwarders`).
+                if shared.cluster.is_some() && shared.forwarders.contains(peer.ip(), now) {
+                    match shared.connections.admit_deferred() {
+                        Some(permit) => {
+                            shared.metrics.connections_accepted.inc();
+                            tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
+                        }
+                        None => refuse_busy(&shared, &tasks, stream),
+                    }
+                    continue;
+                }
                 if let Err(wait) = shared.login_failures.check(peer.ip(), now) {
                     shared.metrics.login_failure_refusals.inc();
                     shared
@@ -460,14 +518,17 @@ fn accepted_within_limits(
             shared.metrics.connections_accepted.inc();
             tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
         }
-        None => {
-            shared.metrics.connections_refused.inc();
-            shared
-                .metrics
-                .error(missive_protocol::ErrorCode::ServerBusy);
-            tasks.spawn(crate::session::refuse_busy(stream));
-        }
+        None => refuse_busy(shared, tasks, stream),
     }
+}
+
+/// Refuses a connection over the connection limits (SERVER_BUSY).
+fn refuse_busy(shared: &Arc<Shared>, tasks: &TaskTracker, stream: tokio::net::TcpStream) {
+    shared.metrics.connections_refused.inc();
+    shared
+        .metrics
+        .error(missive_protocol::ErrorCode::ServerBusy);
+    tasks.spawn(crate::session::refuse_busy(stream));
 }
 
 /// The heartbeat timeout: a connection silent for more than two of its heartbeat intervals

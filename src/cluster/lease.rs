@@ -401,6 +401,21 @@ impl Table {
         }
     }
 
+    /// The node named in `partition`'s lease (`None`: never taken, or released).
+    pub fn owner(&self, partition: u32) -> Option<&str> {
+        self.leases
+            .get(&partition)?
+            .value
+            .as_ref()
+            .map(|l| l.node.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// What node `id` registered last (its addresses), if its key is there.
+    pub fn node_info(&self, id: &str) -> Option<&serde_json::Value> {
+        self.nodes.get(id)?.value.as_ref()
+    }
+
     /// Every partition, for `/v1/cluster`.
     pub fn partitions_view(&self, now: Instant) -> Vec<PartitionView> {
         (0..self.partitions)

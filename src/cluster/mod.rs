@@ -7,9 +7,11 @@
 //! its rules, no IO), `log` (the partitions' replicated log on a JetStream stream, fenced by
 //! expected sequence), `node` (NATS: the bucket, the watch, the loop), `replicator` (the
 //! store's commit groups appended to a partition's log), `primary` (a one-partition cluster:
-//! standby until the lease, then the owner).
+//! standby until the lease, then the owner), `forward` (a client's connection forwarded to
+//! the node that serves it).
 
 pub mod assign;
+pub mod forward;
 pub mod lease;
 pub mod log;
 mod node;

@@ -34,6 +34,9 @@ pub struct Settings {
     pub addrs: Vec<String>,
     /// This node's server API address.
     pub http: String,
+    /// Where the other nodes forward clients to this node (`host:port` of a client listener;
+    /// `cluster::forward`). Empty: nowhere.
+    pub forward: String,
     /// The token secret: every node must have the same (its fingerprint is in the config).
     pub secret: Vec<u8>,
 }
@@ -57,6 +60,8 @@ struct ClusterConfig {
 struct NodeInfo {
     addrs: Vec<String>,
     http: String,
+    #[serde(default)]
+    forward: String,
     started_ms: i64,
     renewed_ms: i64,
     draining: bool,
@@ -190,6 +195,61 @@ impl Cluster {
         self.table.lock().owns(partition, Instant::now())
     }
 
+    /// Where to forward a client of `partition`: its owner's forwarding address, unless the
+    /// owner is this node, or none is known (no owner now: a takeover is under way).
+    pub fn forward_target(&self, partition: u32) -> Option<String> {
+        let table = self.table.lock();
+        let owner = table.owner(partition)?;
+        if owner == self.settings.node_id {
+            return None;
+        }
+        let forward = table.node_info(owner)?.get("forward")?.as_str()?;
+        (!forward.is_empty()).then(|| forward.to_owned())
+    }
+
+    /// The client addresses `GET /v1/entry?user=` lists (docs/CLUSTER.md section 6): those of
+    /// the node that owns the user's partition (of partition 0 without a user, or in a
+    /// one-partition cluster), then those of every other live node, this one included.
+    pub fn entry_addresses(&self, user: Option<&str>) -> Vec<String> {
+        let partition = match (user, self.settings.partitions) {
+            (Some(u), p) if p > 1 => super::partition_of(u, p),
+            _ => 0,
+        };
+        let now = Instant::now();
+        let table = self.table.lock();
+        let addrs_of = |id: &str| -> Vec<String> {
+            if id == self.settings.node_id {
+                return self.settings.addrs.clone();
+            }
+            table
+                .node_info(id)
+                .and_then(|i| i.get("addrs"))
+                .and_then(|a| serde_json::from_value::<Vec<String>>(a.clone()).ok())
+                .unwrap_or_default()
+        };
+        // Every node whose key changed within a TTL (as `/v1/cluster` shows them): a node that
+        // has just joined is listed at once.
+        let live: Vec<String> = table
+            .nodes_view(now)
+            .into_iter()
+            .filter(|n| n.live)
+            .map(|n| n.id)
+            .collect();
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
+        let owner = table.owner(partition).filter(|o| live.contains(o));
+        let mut out: Vec<String> = owner.map(addrs_of).unwrap_or_default();
+        let mut rest: Vec<&str> = live.iter().copied().filter(|n| Some(*n) != owner).collect();
+        rest.sort_unstable();
+        for id in rest {
+            for a in addrs_of(id) {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
     /// Runs the watch and the lease loop until `stop`; then releases every lease (so the
     /// survivors take them at once instead of after a TTL) and deletes this node's key.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -219,6 +279,7 @@ impl Cluster {
         let info = NodeInfo {
             addrs: self.settings.addrs.clone(),
             http: self.settings.http.clone(),
+            forward: self.settings.forward.clone(),
             started_ms: self.started_ms,
             renewed_ms: crate::clock::now_ms(),
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),

@@ -12,7 +12,9 @@
 //! listeners: the binary protocol first (`tls` on every port when a certificate is configured,
 //! then `tcp` when plain connections are allowed), then the WebSocket fallbacks (`wss`, `ws`),
 //! each port in `listen` order, with the host the client put in its `Host` header (else the
-//! address the request arrived at).
+//! address the request arrived at). In a cluster, the addresses the cluster lists for the user
+//! come first (the node that serves `user=`, then the other live nodes; docs/CLUSTER.md
+//! section 6), and this node's own follow.
 
 use std::net::SocketAddr;
 
@@ -46,8 +48,9 @@ pub fn document(
     bound: &[SocketAddr],
     host_header: Option<&str>,
     local: SocketAddr,
+    cluster: Option<&[String]>,
 ) -> Vec<u8> {
-    let addresses = if config.entry_addresses.is_empty() {
+    let own = if config.entry_addresses.is_empty() {
         derived(config, bound, host_header, local)
     } else {
         // Checked by `validate` at start.
@@ -57,6 +60,16 @@ pub fn document(
             .filter_map(|a| Address::parse(a).ok())
             .collect()
     };
+    let mut addresses: Vec<Address> = cluster
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| Address::parse(a).ok())
+        .collect();
+    for a in own {
+        if !addresses.contains(&a) {
+            addresses.push(a);
+        }
+    }
     let doc = Document {
         protocol_version: missive_protocol::PROTOCOL_VERSION,
         addresses,

@@ -115,6 +115,8 @@ pub struct Head {
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// The query, without the `?` (empty when there is none).
+    pub query: String,
     pub version: String,
     pub headers: Vec<(String, String)>,
 }
@@ -151,7 +153,7 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err("not HTTP/1.x");
     }
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !path.starts_with('/') {
         return Err("bad request target");
     }
@@ -171,6 +173,7 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
     Ok(Head {
         method: method.to_owned(),
         path: path.to_owned(),
+        query: query.to_owned(),
         version: version.to_owned(),
         headers,
     })
@@ -213,7 +216,13 @@ pub struct Site<'a> {
     pub bound: &'a [std::net::SocketAddr],
     /// Cancelled at shutdown: a request still arriving is abandoned.
     pub shutdown: &'a CancellationToken,
+    /// In a cluster: the client addresses to list for a user (`None`: no `user=`), the node
+    /// that serves the user first (docs/CLUSTER.md section 6). Empty: as a single node.
+    pub cluster_entry: Option<&'a EntryAddresses>,
 }
+
+/// The client addresses a cluster lists for a user (`GET /v1/entry?user=`).
+pub type EntryAddresses = dyn Fn(Option<&str>) -> Vec<String> + Send + Sync;
 
 /// What an HTTP request on a public port turned into, once its head was read.
 pub enum Accepted {
@@ -451,13 +460,52 @@ fn route(site: &Site<'_>, head: &Head, secure: bool, local: SocketAddr) -> (Vec<
     }
     match head.path.as_str() {
         ENTRY_PATH => {
-            let body = entry::document(site.config, site.bound, head.header("host"), local);
+            let listed = site
+                .cluster_entry
+                .map(|f| f(query_value(&head.query, "user").as_deref()));
+            let body = entry::document(
+                site.config,
+                site.bound,
+                head.header("host"),
+                local,
+                listed.as_deref(),
+            );
             let reply = response("200 OK", "application/json", &[], &body);
             (reply, false)
         }
         WS_PATH => websocket(site.config, head, secure),
         _ => (error("404 Not Found", "not found"), false),
     }
+}
+
+/// The value of `name` in a query (`a=1&b=2`), percent-decoded; `None` if it is absent or not
+/// UTF-8 once decoded.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name))?
+        .1;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The answer to a WebSocket upgrade request (RFC 6455 section 4.2).
@@ -506,6 +554,19 @@ fn websocket(config: &Config, head: &Head, secure: bool) -> (Vec<u8>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_found_and_percent_decoded() {
+        assert_eq!(query_value("user=alice", "user").as_deref(), Some("alice"));
+        assert_eq!(
+            query_value("a=1&user=b%40c+d", "user").as_deref(),
+            Some("b@c d")
+        );
+        assert_eq!(query_value("users=x", "user"), None);
+        assert_eq!(query_value("user=%zz", "user"), None);
+        assert_eq!(query_value("user=%4", "user"), None);
+        assert_eq!(query_value("", "user"), None);
+    }
 
     #[test]
     fn parses_a_websocket_request_head() {

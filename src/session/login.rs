@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::serve::Session;
 use crate::context::Shared;
 use crate::net::conn::{Conn, Filled, Stream};
-use crate::net::web::Site;
+use crate::net::web::{EntryAddresses, Site};
 use crate::router::SessionHandle;
 use crate::service::refusal::error_frame;
 use crate::service::run::{small_read, unread_total};
@@ -28,11 +28,16 @@ pub(super) async fn start(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    permit: crate::limits::Permit,
+    mut permit: crate::limits::Permit,
 ) -> Option<Box<Session>> {
     let _ = stream.set_nodelay(true);
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
+    let mut stream = stream;
+    let peer = forwarded_from(&shared, &mut stream, peer, deadline).await?;
+    if permit.is_deferred() && !settle(&shared, &stream, peer, &mut permit).await {
+        return None;
+    }
     let (stream, read) = open(&shared, stream, deadline, peer.ip()).await?;
     // Until it has logged in, a connection may send frames of the login cap only: nobody
     // unauthenticated makes the server wait for (or buffer) a large frame.
@@ -47,6 +52,113 @@ pub(super) async fn start(
     let mut session = Session::new(shared, conn, handle, sends, permit);
     session.pushed_through = current_version;
     Some(session)
+}
+
+/// The client's address: `peer`, or in a cluster the one named by a forwarding node's preamble
+/// (`cluster::forward`), which is read off the stream here. `None`: a preamble that does not
+/// verify (charged to `peer` as a failed login), or the connection went away.
+async fn forwarded_from(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<SocketAddr> {
+    use crate::cluster::forward;
+    if shared.cluster.is_none() {
+        return Some(peer);
+    }
+    let mut buf = [0u8; forward::MAX_PREAMBLE];
+    let mut pause = Duration::from_millis(2);
+    // Peeked until the preamble is whole (a forwarding node writes it at once, in one write)
+    // or the first bytes show it is none.
+    let end = loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            // Silent or gone: what follows (the login timeout) handles it.
+            Ok(Ok(_)) | Ok(Err(_)) => return None,
+            Err(_) => return Some(peer),
+        };
+        let seen = &buf[..n];
+        let m = n.min(forward::MAGIC.len());
+        if seen[..m] != forward::MAGIC[..m] {
+            return Some(peer);
+        }
+        if let Some(end) = forward::preamble_end(seen) {
+            break end;
+        }
+        if n == buf.len() || Instant::now() >= deadline {
+            charge(shared, peer.ip());
+            return None;
+        }
+        // A partial line: peek again later, less often each time (a client that sends the
+        // magic and stops costs a few wake-ups, not a busy loop).
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    };
+    match forward::verify(&shared.secret, &buf[..end], crate::clock::now_ms()) {
+        Ok(client) => {
+            // Read exactly: the client's bytes after it stay in the socket.
+            let mut line = [0u8; forward::MAX_PREAMBLE];
+            let read = tokio::time::timeout_at(deadline, stream.read_exact(&mut line[..end]));
+            if !matches!(read.await, Ok(Ok(_))) {
+                return None;
+            }
+            shared.forwarders.saw(peer.ip(), Instant::now());
+            Some(client)
+        }
+        Err(e) => {
+            tracing::debug!(%peer, "forwarding preamble refused: {e}");
+            charge(shared, peer.ip());
+            None
+        }
+    }
+}
+
+/// The per-address checks of a connection admitted in the total only (from a forwarding node):
+/// the client's failed-login budget and its address's connection limit. False: refused with
+/// SERVER_BUSY.
+async fn settle(
+    shared: &Shared,
+    stream: &TcpStream,
+    client: SocketAddr,
+    permit: &mut crate::limits::Permit,
+) -> bool {
+    let (message, retry_after_ms) = match shared.login_failures.check(client.ip(), Instant::now()) {
+        Err(wait) => {
+            shared.metrics.login_failure_refusals.inc();
+            (
+                "too many failed logins from this address; retry later",
+                wait.max(1000),
+            )
+        }
+        Ok(()) if permit.settle(client.ip()) => return true,
+        Ok(()) => {
+            shared.metrics.connections_refused.inc();
+            (
+                "too many connections; retry later",
+                1000 + rand::random_range(0..2000),
+            )
+        }
+    };
+    shared.metrics.error(ErrorCode::ServerBusy);
+    let mut r = crate::service::Refusal::new(ErrorCode::ServerBusy, message);
+    r.retry_after_ms = retry_after_ms;
+    let bytes = r.frame(0).to_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut written = 0;
+        while written < bytes.len() {
+            if stream.writable().await.is_err() {
+                return;
+            }
+            match stream.try_write(&bytes[written..]) {
+                Ok(k) => written += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    false
 }
 
 /// Tells TLS, HTTP (WebSocket, entry point) and the plain protocol apart by the first byte
@@ -75,6 +187,11 @@ async fn open(
         _ => return None,
     }
     let local = stream.local_addr().ok()?;
+    // In a cluster, `GET /v1/entry?user=` lists the node that serves the user first.
+    let entry = shared.cluster.as_ref().map(|c| {
+        let c = c.clone();
+        move |user: Option<&str>| c.entry_addresses(user)
+    });
     // Without a certificate the byte is just the top byte of a (far too large) frame length:
     // the codec refuses it with FRAME_TOO_LARGE like any other oversized frame.
     if let (crate::net::tls::TLS_HANDSHAKE, Some(acceptor)) = (first[0], shared.tls.as_ref()) {
@@ -102,6 +219,7 @@ async fn open(
             config: &shared.config,
             bound: &shared.bound,
             shutdown: &shared.shutdown,
+            cluster_entry: entry.as_ref().map(|f| f as &EntryAddresses),
         };
         if crate::net::web::may_be_http(buf[0])
             && crate::net::web::sniff(&mut tls, &mut buf, deadline).await?
@@ -118,6 +236,7 @@ async fn open(
         config: &shared.config,
         bound: &shared.bound,
         shutdown: &shared.shutdown,
+        cluster_entry: entry.as_ref().map(|f| f as &EntryAddresses),
     };
     if crate::net::web::may_be_http(first[0])
         && crate::net::web::sniff(&mut stream, &mut read, deadline).await?

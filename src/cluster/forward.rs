@@ -1,0 +1,276 @@
+//! Forwarding a client's connection to the node that serves it (docs/CLUSTER.md section 6).
+//!
+//! A node that does not serve (a standby of a one-partition cluster) still accepts clients on
+//! its ports: it opens a connection to the owner's forwarding address, writes a *preamble*
+//! naming the client's address, and copies bytes both ways. The owner reads the preamble and
+//! treats the connection as the client's own: the per-address limits, the failed-login budget
+//! and the logs see the client's address, not the forwarding node's.
+//!
+//! The preamble is one line of ASCII, before any byte of the client:
+//!
+//! ```text
+//! MISSIVE-FORWARD 1 <client address> <unix ms> <HMAC-SHA256 hex>\r\n
+//! ```
+//!
+//! The HMAC is over `MISSIVE-FORWARD 1 <client address> <unix ms>` with a key derived from the
+//! token secret (which every node of a cluster shares), so a client cannot claim another
+//! address; a preamble more than [`MAX_SKEW_MS`] away from the owner's clock is refused. Its
+//! first byte, `M` (0x4D), cannot start a frame a server accepts (it would be a length over
+//! 1 GiB), nor TLS (0x16), nor an HTTP request Missive answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::node::Cluster;
+use crate::limits::Connections;
+
+/// What a preamble starts with.
+pub const MAGIC: &[u8] = b"MISSIVE-FORWARD 1 ";
+
+/// The longest preamble: an IPv6 address with a port, the time and 64 hex digits fit easily.
+pub const MAX_PREAMBLE: usize = 200;
+
+/// How far a preamble's time may be from the owner's clock.
+pub const MAX_SKEW_MS: i64 = 30_000;
+
+/// Buffer of each direction of a forwarded connection: small, since most connections are idle
+/// phones (two of these per connection on the forwarding node).
+pub const COPY_BUFFER: usize = 2048;
+
+/// How long a forwarding node waits for the owner to accept.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn key(secret: &[u8]) -> Hmac<Sha256> {
+    let mut k = Vec::with_capacity(secret.len() + 24);
+    k.extend_from_slice(b"missive forward preamble\0");
+    k.extend_from_slice(secret);
+    Hmac::<Sha256>::new_from_slice(&k).expect("HMAC takes keys of any length")
+}
+
+/// The preamble for a connection from `client`, at `now_ms`.
+pub fn preamble(secret: &[u8], client: SocketAddr, now_ms: i64) -> Vec<u8> {
+    let head = format!("MISSIVE-FORWARD 1 {client} {now_ms}");
+    let mut mac = key(secret);
+    mac.update(head.as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{head} {sig}\r\n").into_bytes()
+}
+
+/// Why a preamble was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreambleError {
+    #[error("not a forwarding preamble")]
+    Malformed,
+    #[error("the preamble's signature is wrong (another cluster's secret?)")]
+    Signature,
+    #[error("the preamble's time is {0} ms from this node's clock")]
+    Skew(i64),
+}
+
+/// Where a preamble ends (the index after its `\r\n`) in `buf`, if it is complete there.
+pub fn preamble_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n").map(|i| i + 2)
+}
+
+/// The client's address in `line` (one whole preamble, with its `\r\n`), checked against the
+/// secret and `now_ms`.
+pub fn verify(secret: &[u8], line: &[u8], now_ms: i64) -> Result<SocketAddr, PreambleError> {
+    let text = std::str::from_utf8(line).map_err(|_| PreambleError::Malformed)?;
+    let text = text.strip_suffix("\r\n").ok_or(PreambleError::Malformed)?;
+    let (head, sig) = text.rsplit_once(' ').ok_or(PreambleError::Malformed)?;
+    let rest = head
+        .strip_prefix("MISSIVE-FORWARD 1 ")
+        .ok_or(PreambleError::Malformed)?;
+    let (addr, ms) = rest.split_once(' ').ok_or(PreambleError::Malformed)?;
+    let addr: SocketAddr = addr.parse().map_err(|_| PreambleError::Malformed)?;
+    let ms: i64 = ms.parse().map_err(|_| PreambleError::Malformed)?;
+    let sig = decode_hex(sig).ok_or(PreambleError::Malformed)?;
+    let mut mac = key(secret);
+    mac.update(head.as_bytes());
+    mac.verify_slice(&sig)
+        .map_err(|_| PreambleError::Signature)?;
+    let skew = now_ms - ms;
+    if skew.abs() > MAX_SKEW_MS {
+        return Err(PreambleError::Skew(skew));
+    }
+    Ok(addr)
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Accepts clients on `listener` and forwards each to the owner of `partition`, until `stop`;
+/// then closes every connection it forwards (the owner they went to is gone or going) and
+/// gives the listener back, for this node to serve on. Connections are limited by
+/// `connections` (the node's own limits, per client address), and one that arrives while no
+/// owner is known is closed at once (the client reconnects with its backoff).
+pub async fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    partition: u32,
+    secret: Arc<[u8]>,
+    connections: Arc<Connections>,
+    stop: CancellationToken,
+) -> TcpListener {
+    let tasks = TaskTracker::new();
+    loop {
+        let (client, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = connections.admit(peer.ip()) else {
+            continue;
+        };
+        let Some(target) = cluster.forward_target(partition) else {
+            continue;
+        };
+        let (secret, stop) = (secret.clone(), stop.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = forward(client, peer, &target, &secret) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, %target, "forwarding ended: {e}");
+                    }
+                }
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    listener
+}
+
+/// Connects to `target`, writes the preamble for `peer` and copies both ways until either side
+/// closes.
+async fn forward(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    target: &str,
+    secret: &[u8],
+) -> std::io::Result<()> {
+    let _ = client.set_nodelay(true);
+    let mut owner = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = owner.set_nodelay(true);
+    owner
+        .write_all(&preamble(secret, peer, crate::clock::now_ms()))
+        .await?;
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut owner, COPY_BUFFER, COPY_BUFFER)
+        .await?;
+    Ok(())
+}
+
+/// The address the other nodes forward clients to (`Settings::forward`): the first listener's
+/// address when it is a specific one; for a wildcard (`0.0.0.0`), the host of the first `tcp`
+/// or `tls` address this node advertises, with the listener's port (127.0.0.1 without one).
+pub fn forward_address(bound: &[SocketAddr], advertised: &[String]) -> String {
+    let Some(first) = bound.first() else {
+        return String::new();
+    };
+    if !first.ip().is_unspecified() {
+        return first.to_string();
+    }
+    let host = advertised
+        .iter()
+        .filter_map(|a| crate::config::Address::parse(a).ok())
+        .find(|a| a.transport == "tcp" || a.transport == "tls")
+        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host);
+    format!("{host}:{}", first.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preamble_names_the_client_and_only_the_secret_signs_it() {
+        let client: SocketAddr = "203.0.113.7:51000".parse().unwrap();
+        let line = preamble(b"s3cret", client, 1_000_000);
+        assert!(line.starts_with(MAGIC));
+        assert!(line.len() <= MAX_PREAMBLE);
+        assert_eq!(preamble_end(&line), Some(line.len()));
+        assert_eq!(verify(b"s3cret", &line, 1_000_500), Ok(client));
+        assert_eq!(
+            verify(b"other", &line, 1_000_500),
+            Err(PreambleError::Signature)
+        );
+        assert_eq!(
+            verify(b"s3cret", &line, 1_000_000 + MAX_SKEW_MS + 1),
+            Err(PreambleError::Skew(MAX_SKEW_MS + 1))
+        );
+        // Another address with the same signature: refused.
+        let forged = String::from_utf8(line.clone())
+            .unwrap()
+            .replace("203.0.113.7", "203.0.113.8");
+        assert_eq!(
+            verify(b"s3cret", forged.as_bytes(), 1_000_000),
+            Err(PreambleError::Signature)
+        );
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let line = preamble(b"s3cret", v6, 5);
+        assert!(line.len() <= MAX_PREAMBLE);
+        assert_eq!(verify(b"s3cret", &line, 5), Ok(v6));
+    }
+
+    #[test]
+    fn the_forwarding_address_is_the_listener_or_the_advertised_host() {
+        let bound: Vec<SocketAddr> = vec!["10.1.2.3:9443".parse().unwrap()];
+        assert_eq!(forward_address(&bound, &[]), "10.1.2.3:9443");
+        let wild: Vec<SocketAddr> = vec!["0.0.0.0:443".parse().unwrap()];
+        let adv = vec![
+            "ws://n1.example:80/ws".to_owned(),
+            "tls://n1.example:8443".to_owned(),
+        ];
+        assert_eq!(forward_address(&wild, &adv), "n1.example:443");
+        assert_eq!(forward_address(&wild, &[]), "127.0.0.1:443");
+        assert_eq!(forward_address(&[], &adv), "");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for bad in [
+            &b"MISSIVE-FORWARD 1 \r\n"[..],
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 6\r\n",
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 6 zz\r\n",
+            b"MISSIVE-FORWARD 2 1.2.3.4:5 6 00\r\n",
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 6 0000",
+            b"\xff\xfe\r\n",
+        ] {
+            assert_eq!(
+                verify(b"k", bad, 6),
+                Err(PreambleError::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+}
