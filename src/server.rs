@@ -240,6 +240,14 @@ impl Server {
         }
         if let (Some(cluster), 1) = (&shared.cluster, shared.config.cluster_partitions) {
             tasks.spawn(watch_lease(cluster.clone(), shared.shutdown.clone()));
+            // Snapshots into NATS, and the log trimmed behind them (docs/CLUSTER.md section 4).
+            tasks.spawn(crate::cluster::snapshot::run(
+                cluster.clone(),
+                shared.store.clone(),
+                shared.config.data_dir.clone(),
+                shared.config.cluster_snapshot_records,
+                shared.shutdown.clone(),
+            ));
         }
         tasks.spawn(heartbeat_sweep(shared.clone()));
         tasks.spawn(receipts_flush(shared.clone()));

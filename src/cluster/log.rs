@@ -104,6 +104,29 @@ impl Log {
         Ok(self.last_record(partition).await?.map_or(0, |(seq, _)| seq))
     }
 
+    /// The epoch of the writer of `partition`'s last record (0: no record): a writer that
+    /// finds a newer epoch there has been fenced.
+    pub async fn last_epoch(&self, partition: u32) -> Result<u64, LogError> {
+        Ok(self
+            .last_record(partition)
+            .await?
+            .map_or(0, |(_, epoch)| epoch))
+    }
+
+    /// The sequence of `partition`'s first record still held (0: none): everything before it
+    /// was trimmed behind a snapshot.
+    pub async fn first(&self, partition: u32) -> Result<u64, LogError> {
+        match self
+            .stream
+            .get_first_raw_message_by_subject(subject(partition), 1)
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// `partition`'s last record's sequence and its writer's epoch.
     async fn last_record(&self, partition: u32) -> Result<Option<(u64, u64)>, LogError> {
         match self

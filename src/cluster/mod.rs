@@ -7,8 +7,9 @@
 //! its rules, no IO), `log` (the partitions' replicated log on a JetStream stream, fenced by
 //! expected sequence), `node` (NATS: the bucket, the watch, the loop), `replicator` (the
 //! store's commit groups appended to a partition's log), `primary` (a one-partition cluster:
-//! standby until the lease, then the owner), `forward` (a client's connection forwarded to
-//! the node that serves it).
+//! standby until the lease, then the owner), `snapshot` (the owner's checkpoints in the object
+//! store, the log trimmed behind them, restores), `forward` (a client's connection forwarded
+//! to the node that serves it).
 
 pub mod assign;
 pub mod forward;
@@ -17,6 +18,7 @@ pub mod log;
 mod node;
 pub mod primary;
 pub mod replicator;
+pub mod snapshot;
 
 pub use assign::partition_of;
 pub use lease::Timing;

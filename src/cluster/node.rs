@@ -75,6 +75,8 @@ pub struct Cluster {
     table: Mutex<Table>,
     started_ms: i64,
     draining: std::sync::atomic::AtomicBool,
+    /// This node's snapshots as the owner of a one-partition cluster.
+    snapshots: super::snapshot::Stats,
 }
 
 fn fingerprint(secret: &[u8]) -> String {
@@ -164,6 +166,7 @@ impl Cluster {
             table: Mutex::new(table),
             started_ms: now_ms,
             draining: false.into(),
+            snapshots: Default::default(),
         }))
     }
 
@@ -188,6 +191,11 @@ impl Cluster {
     /// The epoch of `partition`'s lease if this node owns it now.
     pub fn epoch(&self, partition: u32) -> Option<u64> {
         self.table.lock().epoch(partition, Instant::now())
+    }
+
+    /// This node's snapshots (docs/CLUSTER.md section 4).
+    pub fn snapshot_stats(&self) -> &super::snapshot::Stats {
+        &self.snapshots
     }
 
     /// Whether this node owns `partition` now.
@@ -417,6 +425,7 @@ impl Cluster {
             "losses": table.losses,
             "nodes": table.nodes_view(now),
             "partition_table": partitions,
+            "snapshot": self.snapshots.view(),
         })
     }
 

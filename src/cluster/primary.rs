@@ -2,7 +2,9 @@
 //! serves every user from its store, replicated through the partition's log; the others wait
 //! as standbys, following the log into their own data directories, and the one that takes the
 //! lease next catches up and serves (docs/CLUSTER.md section 10). It is the first step to
-//! partition stores: everything but forwarding and deliveries between partitions.
+//! partition stores: everything but forwarding and deliveries between partitions. The owner
+//! snapshots its store and trims the log behind it (`snapshot`); a node whose directory is
+//! behind the log's first record restores the newest snapshot before it replays.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::log::{Log, LogError, Writer};
 use super::node::{Cluster, ClusterError};
 use super::replicator::LogReplicator;
+use super::snapshot::{self, Snapshots};
 use crate::store::Store;
 
 /// The partition a one-partition cluster has.
@@ -36,13 +39,15 @@ pub async fn become_owner(
     // has records after it.
     let mut known = None;
     loop {
-        let at = match catch_up(&log, db_dir, known).await {
+        let at = match catch_up(cluster, &log, db_dir, known).await {
             Ok(at) => {
                 known = Some(at);
                 at
             }
             Err(e) => {
                 tracing::warn!("standby: cannot follow the log: {e}");
+                // The directory may have been replaced by a snapshot: read its position again.
+                known = None;
                 if pause(stop).await {
                     return Ok(None);
                 }
@@ -103,10 +108,17 @@ async fn open_log(
 }
 
 /// Replays what the log holds after `db_dir`'s position (`known`, or read from the directory)
-/// into it; returns the new position.
-async fn catch_up(log: &Log, db_dir: &Path, known: Option<u64>) -> Result<u64, String> {
+/// into it; returns the new position. A directory behind the log's first record (records after
+/// its position were trimmed; a new, empty one once the log was trimmed) is replaced by the
+/// newest snapshot first (docs/CLUSTER.md section 4).
+async fn catch_up(
+    cluster: &Cluster,
+    log: &Log,
+    db_dir: &Path,
+    known: Option<u64>,
+) -> Result<u64, String> {
     let dir: PathBuf = db_dir.to_path_buf();
-    let at = match known {
+    let mut at = match known {
         Some(at) => at,
         None => {
             blocking(dir.clone(), |dir| {
@@ -115,7 +127,28 @@ async fn catch_up(log: &Log, db_dir: &Path, known: Option<u64>) -> Result<u64, S
             .await?
         }
     };
-    let records = log.read(PARTITION, at).await.map_err(|e| e.to_string())?;
+    let records = match log.read(PARTITION, at).await {
+        Err(LogError::Trimmed { prev, .. }) => {
+            tracing::info!(
+                log_seq = at,
+                "the log was trimmed after this data directory's position (its records now \
+                 follow {prev}): restoring the newest snapshot"
+            );
+            let snapshots = Snapshots::open(cluster.jetstream(), cluster.replicas())
+                .await
+                .map_err(|e| e.to_string())?;
+            at = snapshot::restore(&snapshots, PARTITION, db_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                log_seq = at,
+                "snapshot restored; replaying the log after it"
+            );
+            log.read(PARTITION, at).await
+        }
+        read => read,
+    }
+    .map_err(|e| e.to_string())?;
     if records.is_empty() {
         return Ok(at);
     }

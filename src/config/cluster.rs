@@ -39,6 +39,12 @@ impl Config {
                 "cluster_lease_margin_ms: must leave room for a renewal: margin + renew < ttl",
             );
         }
+        if self.cluster_snapshot_records != 0 && self.cluster_snapshot_records < 10 {
+            return bad(
+                "cluster_snapshot_records: must be 0 (no snapshots) or at least 10 (a snapshot \
+                 per record or two would upload the whole store all the time)",
+            );
+        }
         for a in &self.cluster_advertise {
             Address::parse(a)
                 .map_err(|why| ConfigError(format!("cluster_advertise: {a:?}: {why}")))?;
@@ -154,6 +160,13 @@ mod tests {
                     ..node()
                 },
                 "cluster_lease_margin_ms",
+            ),
+            (
+                Config {
+                    cluster_snapshot_records: 9,
+                    ..node()
+                },
+                "cluster_snapshot_records",
             ),
         ] {
             let err = c.validate().unwrap_err().to_string();

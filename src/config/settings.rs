@@ -235,6 +235,10 @@ pub struct Config {
     pub cluster_lease_renew_ms: u64,
     /// An owner stops believing in a lease this long before its TTL runs out (clock drift).
     pub cluster_lease_margin_ms: u64,
+    /// The owner of a one-partition cluster snapshots its store into NATS and trims the log
+    /// behind it once the log has this many records after the last snapshot; 0: never (the
+    /// log then grows for ever).
+    pub cluster_snapshot_records: u64,
     /// This node's client addresses (the `entry_addresses` syntax), for `/v1/cluster` and the
     /// entry point of the other nodes. Empty: `entry_addresses`.
     pub cluster_advertise: Vec<String>,
@@ -289,6 +293,7 @@ impl Default for Config {
             cluster_lease_ttl_ms: 5_000,
             cluster_lease_renew_ms: 1_000,
             cluster_lease_margin_ms: 500,
+            cluster_snapshot_records: 100_000,
             cluster_advertise: Vec::new(),
             event_webhook_url: String::new(),
             event_webhook_secret: String::new(),

@@ -64,6 +64,11 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
             "Partitions this node lost without releasing them: a renewal refused or not answered before the deadline.",
             losses,
         );
+        out.counter(
+            "missive_cluster_snapshots_total",
+            "Snapshots this node uploaded to NATS and trimmed the partition's log behind.",
+            cluster.snapshot_stats().taken(),
+        );
     }
     let words = &shared.words;
     if words.enabled() {

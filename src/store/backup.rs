@@ -23,6 +23,9 @@ pub struct Inspected {
     pub schema: u32,
     /// RocksDB's sequence number of the last write the store holds.
     pub sequence: u64,
+    /// The position in the cluster's partition log of the last replicated group it holds (0:
+    /// none, or not a cluster's store).
+    pub log_seq: u64,
     /// The largest message id stored (0: none); its high bits are its time in milliseconds.
     pub last_msg_id: u64,
     /// Finished media records.
@@ -80,6 +83,7 @@ pub fn inspect(dir: &Path) -> Result<Inspected> {
     let mut out = Inspected {
         schema,
         sequence: core.db.latest_sequence_number(),
+        log_seq: core.log_seq()?,
         last_msg_id: core.last_key_u64(Family::Content)?,
         uploads: core.stale_uploads(i64::MAX, usize::MAX)?,
         ..Inspected::default()
