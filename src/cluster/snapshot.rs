@@ -583,3 +583,66 @@ pub async fn restore(
     .map_err(other)?;
     Ok(latest.seq)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_named_by_its_partition_and_log_position() {
+        let name = object_name(3, 12_345);
+        assert_eq!(name, "p3.00000000000000012345");
+        assert_eq!(parse_name(&name), Some((3, 12_345)));
+        // Names sort as their positions do.
+        assert!(object_name(0, 99) < object_name(0, 100));
+        for other in ["p3", "x3.5", "p.5", "p3.x", "p3.5.6"] {
+            assert_eq!(parse_name(other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pack_unpacks_to_the_same_files_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join("CURRENT"), b"MANIFEST-000005\n").unwrap();
+        std::fs::write(from.join("000009.sst"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(from.join("empty.log"), b"").unwrap();
+        let (mut reader, size) = pack(&from, 42).await.unwrap();
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(bytes.len() as u64, size);
+
+        let to = dir.path().join("to");
+        unpack(&mut &bytes[..], &to, 42).await.unwrap();
+        for name in ["CURRENT", "000009.sst", "empty.log"] {
+            assert_eq!(
+                std::fs::read(to.join(name)).unwrap(),
+                std::fs::read(from.join(name)).unwrap(),
+                "{name}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&to).unwrap().count(), 3);
+
+        // Another position than its name says, a cut, bytes after the end, a path as a name.
+        let wrong = dir.path().join("wrong");
+        assert!(unpack(&mut &bytes[..], &wrong, 41).await.is_err());
+        let cut = dir.path().join("cut");
+        assert!(unpack(&mut &bytes[..bytes.len() - 1], &cut, 42)
+            .await
+            .is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let long = dir.path().join("long");
+        assert!(unpack(&mut &longer[..], &long, 42).await.is_err());
+        let mut escape = MAGIC.to_vec();
+        escape.extend_from_slice(&42u64.to_be_bytes());
+        escape.extend_from_slice(&1u32.to_be_bytes());
+        escape.extend_from_slice(&4u16.to_be_bytes());
+        escape.extend_from_slice(b"../x");
+        escape.extend_from_slice(&0u64.to_be_bytes());
+        let esc = dir.path().join("esc");
+        assert!(unpack(&mut &escape[..], &esc, 42).await.is_err());
+        assert!(!dir.path().join("x").exists());
+    }
+}
