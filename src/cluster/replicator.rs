@@ -13,6 +13,8 @@ use crate::store::Replicator;
 /// How long a group waits for the log through a NATS server's loss (a stream leader's
 /// election takes a few seconds) before the store gives up and refuses every change.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// How often an append that waits for the log looks at the lease.
+const OWNS_POLL: Duration = Duration::from_millis(100);
 /// The largest record appended: NATS's default `max_payload` (1 MiB) less room for headers.
 const MAX_RECORD: usize = (1 << 20) - 4096;
 
@@ -57,14 +59,33 @@ impl Replicator for LogReplicator {
         let record = Bytes::from(record);
         let mut writer = self.writer.lock();
         let started = Instant::now();
+        let lost = || "this node lost the partition's lease while appending".to_owned();
         self.runtime.block_on(async {
             loop {
                 // The same record again after an unanswered append: stored once either way.
-                match writer.append(record.clone()).await {
+                let attempt = writer.append(record.clone());
+                tokio::pin!(attempt);
+                // Given up as soon as the lease is gone (a node cut off from NATS): the group
+                // is then not acknowledged, and if it did reach the log, the new owner replays
+                // it and answers its resend as a duplicate.
+                let result = loop {
+                    tokio::select! {
+                        r = &mut attempt => break r,
+                        _ = tokio::time::sleep(OWNS_POLL) => {
+                            if !(self.owns)() {
+                                return Err(lost());
+                            }
+                        }
+                    }
+                };
+                match result {
                     Ok(seq) => return Ok(seq),
                     Err(LogError::Unavailable(why)) if started.elapsed() < PATIENCE => {
                         tracing::warn!("log append: {why}; trying again");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        if !(self.owns)() {
+                            return Err(lost());
+                        }
                     }
                     Err(e) => return Err(e.to_string()),
                 }
