@@ -9,49 +9,20 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::chat::{self, login, send, user, Plan, Progress};
 use common::nats::{nats_cluster, Proc};
-use common::{free_port, message, sync_all, SECRET};
-use missive_client::Connection;
-use missive_protocol::pb;
+use common::primary::{joined, NodeSpec};
+use common::{free_port, message, sync_all};
 use missive_protocol::Packet;
 
 const USERS: usize = 6;
 const PER_USER: usize = 40;
 
 fn start_node(dir: &Path, nats: &str, id: &str, port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_missived"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
-        .args(["--http-listen", ""])
-        .args(["--cluster", nats, "--node-id", id])
-        .env_remove("MISSIVE_CONFIG")
-        .env("MISSIVE_CLUSTER_PARTITIONS", "1")
-        // The test reads pushes only at the end: no retransmits meanwhile.
-        .env("MISSIVE_ACK_TIMEOUT_MS", "600000")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("missived starts");
-    Proc(child)
-}
-
-/// Waits until node `id` has joined (its key is in the cluster's bucket): a standby then
-/// watches the lease.
-async fn joined(urls: &str, id: &str) {
-    let js = missive::cluster::connect(urls, "test").await.unwrap();
-    let bucket = js.get_key_value(missive::cluster::BUCKET).await.unwrap();
-    let key = format!("node.{id}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(bucket.get(&key).await, Ok(Some(_))) {
-        assert!(Instant::now() < deadline, "{id} did not join");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    NodeSpec::new(dir, nats, id, port, None).start()
 }
 
 /// Which node (0 for n1, 1 for n2) the partition's lease names.
@@ -67,76 +38,17 @@ async fn owner_index(urls: &str) -> usize {
     }
 }
 
-fn user(i: usize) -> String {
-    format!("u{i}")
+/// Each user writes to the next one on a ring: each conversation has one writer.
+fn next(me: usize, _n: usize) -> usize {
+    (me + 1) % USERS
 }
 
-/// Logs `name` in at whichever of `ports` serves, trying for up to 60 s.
-async fn login(ports: &[u16], name: &str) -> (Connection, u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for &port in ports {
-            let addr = format!("127.0.0.1:{port}");
-            if let Ok(Ok(mut conn)) =
-                tokio::time::timeout(Duration::from_secs(2), Connection::connect(&addr)).await
-            {
-                let expires = (missive::now_ms() / 1000) as u64 + 600;
-                let token = missive_protocol::token::mint(SECRET.as_bytes(), name, "d", expires);
-                let logged =
-                    tokio::time::timeout(Duration::from_secs(5), conn.login(&token, "d", 0));
-                if let Ok(Ok(_)) = logged.await {
-                    return (conn, port);
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: no node served within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn send(to: &str, n: usize, from: &str) -> Packet {
-    Packet::Send(pb::Send {
-        client_msg_id: format!("{from}-{n}"),
-        to: Some(pb::Conversation {
-            kind: pb::ConversationKind::Direct as i32,
-            id: to.into(),
-        }),
-        content_type: 1,
-        content: format!("{from} #{n}").into_bytes(),
-        ..Default::default()
-    })
-}
-
-/// What one user's sends were acknowledged with: client number -> (msg_id, seq, duplicate).
-type Acks = BTreeMap<usize, (u64, u64, bool)>;
-
-async fn chat(me: usize, ports: Vec<u16>, sent: Arc<AtomicUsize>) -> Acks {
-    let name = user(me);
-    let to = user((me + 1) % USERS);
-    let (mut conn, _) = login(&ports, &name).await;
-    let mut acks = Acks::new();
-    let mut n = 0;
-    while n < PER_USER {
-        let reply = conn
-            .request_timeout(send(&to, n, &name), Duration::from_secs(10))
-            .await;
-        match reply {
-            Ok(Packet::SendAck(ack)) => {
-                acks.insert(n, (ack.msg_id, ack.seq, ack.duplicate));
-                sent.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // The node died (or is stopping): reconnect wherever the partition is served now
-            // and send the same message again, with the same client message id.
-            _ => conn = login(&ports, &name).await.0,
-        }
-    }
-    acks
-}
+const PLAN: Plan = Plan {
+    users: USERS,
+    per_user: PER_USER,
+    peer: next,
+    pause: Duration::from_millis(20),
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
@@ -157,16 +69,14 @@ async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
     // The standby has joined (its node key is in the cluster's bucket): it watches the lease.
     joined(&nats.urls, &format!("n{}", 2 - owner)).await;
 
-    let sent = Arc::new(AtomicUsize::new(0));
-    let chats: Vec<_> = (0..USERS)
-        .map(|i| tokio::spawn(chat(i, ports.clone(), sent.clone())))
-        .collect();
+    let progress = Arc::new(Progress::default());
+    let chats = chat::start(PLAN, &ports, &progress);
     // SIGKILL the owner a third of the way in, and lose its disk.
-    while sent.load(Ordering::Relaxed) < USERS * PER_USER / 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    progress
+        .wait_acked(USERS * PER_USER / 3, Duration::from_secs(60))
+        .await;
     let killed_at = Instant::now();
-    let acked_before = sent.load(Ordering::Relaxed);
+    let acked_before = progress.acked();
     nodes[owner].take().unwrap().signal("-KILL");
     std::fs::remove_dir_all(dir.path().join(format!("n{}", owner + 1))).unwrap();
     let (mut again, _) = login(&[standby_port], "probe").await;
@@ -210,12 +120,12 @@ async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
         }
         // Exactly the acknowledged messages: each acked msg_id once (a resend after the
         // failover acked as a duplicate carries the first one's id).
-        let acked: BTreeSet<u64> = all[&me].values().map(|a| a.0).collect();
+        let acked: BTreeSet<u64> = all[&me].values().map(|a| a.msg_id).collect();
         assert_eq!(acked.len(), PER_USER, "{}: one id per message", user(me));
         assert_eq!(mine, acked, "{}: own entries are the acked sends", user(me));
         let from_prev: BTreeSet<u64> = all[&((me + USERS - 1) % USERS)]
             .values()
-            .map(|a| a.0)
+            .map(|a| a.msg_id)
             .collect();
         assert_eq!(
             received,
@@ -224,7 +134,7 @@ async fn a_killed_owner_and_its_lost_disk_lose_no_acknowledged_message() {
             user(me)
         );
         // The conversation (only this user writes in it) has seqs 1.. in sending order.
-        let seqs: Vec<u64> = all[&me].values().map(|a| a.1).collect();
+        let seqs: Vec<u64> = all[&me].values().map(|a| a.seq).collect();
         assert_eq!(
             seqs,
             (1..=PER_USER as u64).collect::<Vec<_>>(),

@@ -2,9 +2,11 @@
 //! temp dir, and clients from `missive-client`.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod http;
 pub mod nats;
 pub mod observe;
+pub mod primary;
 
 use std::time::Duration;
 
@@ -225,6 +227,42 @@ pub fn noise(n: usize, mut seed: u64) -> Vec<u8> {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     l.local_addr().expect("its address").port()
+}
+
+/// A loopback port for a server that stops and starts again on it: one below the range the
+/// kernel picks outgoing connections' ports from (`free_port`'s are in it, and while the server
+/// is down, or not started yet, a connection's local port may take such a port), that nothing
+/// listens on now and that this process has not handed out before.
+pub fn restart_port() -> u16 {
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32768);
+    assert!(
+        low > 12_000,
+        "no room below the ephemeral ports ({range:?})"
+    );
+    let mut handed = HANDED.lock().unwrap();
+    // Spread by the process id and the time, so that test processes running at once rarely
+    // try the same ports.
+    let mut x = ((u64::from(std::process::id()) << 32) ^ missive::now_ms() as u64) | 1;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 10_000 + (x % u64::from(low - 10_000)) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// Connects to a server that may still be starting (up to 30 s) and logs in as `user` on device

@@ -1,10 +1,11 @@
 //! Real `nats-server` processes with JetStream for the cluster's tests (Debian package
 //! `nats-server`; `.ci/run` installs it).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::restart_port;
 
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
@@ -25,45 +26,78 @@ impl Proc {
             .success();
         assert!(ok, "kill {sig}");
     }
+
+    /// Waits up to `limit` for the process to end; its status.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("the child's status") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Three NATS servers with JetStream, routed to each other as one cluster.
 pub struct Nats {
     pub servers: Vec<Proc>,
     pub urls: String,
+    dir: PathBuf,
+    client: Vec<u16>,
+    route: Vec<u16>,
 }
 
+/// Three NATS servers with JetStream, routed to each other as one cluster, their stores under
+/// `dir`; each on ports it can start again on ([`restart_port`]).
 pub fn nats_cluster(dir: &Path) -> Nats {
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let route: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes = route
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let servers = (0..3)
-        .map(|i| {
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-n", &format!("nats{i}")])
-                .args(["-p", &client[i].to_string()])
-                .arg("-sd")
-                .arg(dir.join(format!("nats{i}")))
-                .args(["--cluster_name", "missive-test"])
-                .args(["--cluster", &format!("nats://127.0.0.1:{}", route[i])])
-                .args(["--routes", &routes])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server starts (apt-get install nats-server)");
-            Proc(child)
-        })
-        .collect();
+    let client: Vec<u16> = (0..3).map(|_| restart_port()).collect();
+    let route: Vec<u16> = (0..3).map(|_| restart_port()).collect();
     let urls = client
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(",");
-    Nats { servers, urls }
+    let mut nats = Nats {
+        servers: Vec::new(),
+        urls,
+        dir: dir.to_path_buf(),
+        client,
+        route,
+    };
+    nats.servers = (0..3).map(|i| nats.spawn(i)).collect();
+    nats
+}
+
+impl Nats {
+    /// Server `i` (named `nats<i>`), on its ports and its store directory.
+    fn spawn(&self, i: usize) -> Proc {
+        let routes = self
+            .route
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-n", &format!("nats{i}")])
+            .args(["-p", &self.client[i].to_string()])
+            .arg("-sd")
+            .arg(self.dir.join(format!("nats{i}")))
+            .args(["--cluster_name", "missive-test"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.route[i])])
+            .args(["--routes", &routes])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (apt-get install nats-server)");
+        Proc(child)
+    }
+
+    /// Starts server `i` again (after it stopped) on the same ports and store directory.
+    pub fn restart(&mut self, i: usize) {
+        self.servers[i] = self.spawn(i);
+    }
 }
 
 /// The partitions' log on `urls`, with 3 replicas, once the NATS cluster has elected its
@@ -79,5 +113,72 @@ pub async fn open_log(urls: &str) -> missive::cluster::log::Log {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
         }
+    }
+}
+
+/// Waits until every JetStream stream on `urls` has a leader and all three of its replicas
+/// are current (a restarted server has caught up), at most `limit`.
+pub async fn streams_current(urls: &str, limit: Duration) {
+    use futures_util::TryStreamExt;
+    let js = missive::cluster::connect(urls, "test").await.unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+        let mut behind = Vec::new();
+        for name in &names {
+            let info = match js.get_stream(name).await {
+                Ok(s) => s.get_info().await.ok(),
+                Err(_) => None,
+            };
+            let cluster = info.and_then(|i| i.cluster);
+            // The leader is not among `replicas`: the other two are.
+            let current = cluster.as_ref().is_some_and(|c| {
+                c.leader.is_some() && c.replicas.len() == 2 && c.replicas.iter().all(|r| r.current)
+            });
+            if !current {
+                behind.push((name.clone(), cluster));
+            }
+        }
+        if !names.is_empty() && behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "streams not current within {limit:?}: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The index of the server leading JetStream stream `stream`'s replication now, if any.
+pub async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> Option<usize> {
+    let info = js.get_stream(stream).await.ok()?.get_info().await.ok()?;
+    let leader = info.cluster?.leader?;
+    leader.strip_prefix("nats")?.parse().ok()
+}
+
+/// Moves the leadership of `stream` until `want` holds for its leader (asking the leader to
+/// step down, so another replica is elected), at most `limit`; the leader then.
+pub async fn place_leader(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    want: impl Fn(usize) -> bool,
+    limit: Duration,
+) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(leader) = stream_leader(js, stream).await {
+            if want(leader) {
+                return leader;
+            }
+            let subject = format!("STREAM.LEADER.STEPDOWN.{stream}");
+            // Not answered during an election: the next round asks again.
+            let _: Result<serde_json::Value, _> = js.request(subject, &serde_json::json!({})).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: no leader where wanted within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
