@@ -19,19 +19,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{Api, API_KEY};
 use common::nats::{nats_cluster, Proc};
 use common::{free_port, SECRET};
 use missive_client::Connection;
 use missive_protocol::{pb, ErrorCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn start_node(dir: &Path, nats: &str, id: &str, port: u16) -> Proc {
+fn start_node(dir: &Path, nats: &str, id: &str, port: u16, http: &str) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_missived"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir.join(id))
         .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
-        .args(["--http-listen", ""])
+        .args(["--http-listen", http])
+        .env("MISSIVE_API_KEY", API_KEY)
         .args(["--cluster", nats, "--node-id", id])
         .env_remove("MISSIVE_CONFIG")
         .env("MISSIVE_CLUSTER_PARTITIONS", "1")
@@ -199,9 +201,10 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
     let (p1, p2) = (free_port(), free_port());
-    let mut n1 = start_node(dir.path(), &nats.urls, "n1", p1);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut n1 = start_node(dir.path(), &nats.urls, "n1", p1, &http);
     assert_eq!(owner(&nats.urls).await, "n1");
-    let _n2 = start_node(dir.path(), &nats.urls, "n2", p2);
+    let _n2 = start_node(dir.path(), &nats.urls, "n2", p2, "");
     joined(&nats.urls, "n2").await;
 
     // alice through the standby (from 127.0.0.2), bob on the owner: both ways, with pushes.
@@ -209,6 +212,31 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     let mut bob = login_from("127.0.0.1", p1, "bob", Duration::from_secs(30)).await;
     say(&mut alice, "bob", "a1", "alice: hello through n2", &mut bob).await;
     say(&mut bob, "alice", "b1", "bob: hello from n1", &mut alice).await;
+
+    // The owner's /v1/cluster shows both nodes' log positions: the standby follows the log
+    // and catches up (lag 0) at the owner's position.
+    let api = Api::new(http.parse().unwrap(), Some(API_KEY));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = api.get("/v1/cluster").await.json();
+        let nodes = view["nodes"].as_array().unwrap().clone();
+        let node = |id: &str| nodes.iter().find(|n| n["id"] == id).cloned();
+        if let (Some(a), Some(b)) = (node("n1"), node("n2")) {
+            let (sa, sb) = (&a["info"]["log_seq"], &b["info"]["log_seq"]);
+            if sa.as_u64() > Some(0) && sa == sb {
+                assert_eq!(
+                    (a["lag_records"].as_u64(), b["lag_records"].as_u64()),
+                    (Some(0), Some(0))
+                );
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not catch up: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The entry point, asked through the standby, lists the owner first, then the standby
     // (then the owner's WebSocket fallback).

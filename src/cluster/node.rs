@@ -62,6 +62,10 @@ struct NodeInfo {
     http: String,
     #[serde(default)]
     forward: String,
+    /// The partition log's position this node's data directory holds (a one-partition
+    /// cluster: the owner's last append, a standby's last replayed record).
+    #[serde(default)]
+    log_seq: u64,
     started_ms: i64,
     renewed_ms: i64,
     draining: bool,
@@ -75,6 +79,8 @@ pub struct Cluster {
     table: Mutex<Table>,
     started_ms: i64,
     draining: std::sync::atomic::AtomicBool,
+    /// See [`Cluster::set_log_seq`].
+    log_seq: std::sync::atomic::AtomicU64,
     /// This node's snapshots as the owner of a one-partition cluster.
     snapshots: super::snapshot::Stats,
 }
@@ -166,6 +172,7 @@ impl Cluster {
             table: Mutex::new(table),
             started_ms: now_ms,
             draining: false.into(),
+            log_seq: 0.into(),
             snapshots: Default::default(),
         }))
     }
@@ -201,6 +208,34 @@ impl Cluster {
     /// Whether this node owns `partition` now.
     pub fn owns(&self, partition: u32) -> bool {
         self.table.lock().owns(partition, Instant::now())
+    }
+
+    /// The partition log's position this node's data directory now holds (a one-partition
+    /// cluster), registered with the node's key at the next renewal: the other nodes show this
+    /// node's lag behind the furthest.
+    pub fn set_log_seq(&self, seq: u64) {
+        self.log_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Cluster::set_log_seq`].
+    pub fn log_seq(&self) -> u64 {
+        self.log_seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many log records this node's directory is behind the furthest live node's (the
+    /// owner's), as their keys last said (this node's own position read now).
+    pub fn lag(&self) -> u64 {
+        let now = Instant::now();
+        let table = self.table.lock();
+        let furthest = table
+            .nodes_view(now)
+            .iter()
+            .filter(|n| n.live)
+            .filter_map(|n| n.info.get("log_seq")?.as_u64())
+            .max()
+            .unwrap_or(0);
+        furthest.saturating_sub(self.log_seq())
     }
 
     /// Where to forward a client of `partition`: its owner's forwarding address, unless the
@@ -288,6 +323,7 @@ impl Cluster {
             addrs: self.settings.addrs.clone(),
             http: self.settings.http.clone(),
             forward: self.settings.forward.clone(),
+            log_seq: self.log_seq(),
             started_ms: self.started_ms,
             renewed_ms: crate::clock::now_ms(),
             draining: self.draining.load(std::sync::atomic::Ordering::Relaxed),
@@ -423,7 +459,7 @@ impl Cluster {
             "owned_here": table.owned(now),
             "takeovers": table.takeovers,
             "losses": table.losses,
-            "nodes": table.nodes_view(now),
+            "nodes": with_lag(table.nodes_view(now), &self.settings.node_id, self.log_seq()),
             "partition_table": partitions,
             "snapshot": self.snapshots.view(),
         })
@@ -441,6 +477,27 @@ impl Cluster {
             table.live_nodes(now).len(),
         )
     }
+}
+
+/// The nodes for `/v1/cluster`, each with `lag_records`: how far its `log_seq` is behind the
+/// furthest live node's (this node's position as of now, the others' as their keys last said).
+fn with_lag(nodes: Vec<super::lease::NodeView>, me: &str, mine: u64) -> Vec<serde_json::Value> {
+    let seq = |n: &super::lease::NodeView| -> u64 {
+        if n.id == me {
+            mine
+        } else {
+            n.info.get("log_seq").and_then(|v| v.as_u64()).unwrap_or(0)
+        }
+    };
+    let furthest = nodes.iter().filter(|n| n.live).map(seq).max().unwrap_or(0);
+    nodes
+        .iter()
+        .map(|n| {
+            let mut v = serde_json::to_value(n).expect("a node view serializes");
+            v["lag_records"] = furthest.saturating_sub(seq(n)).into();
+            v
+        })
+        .collect()
 }
 
 /// Connects to the NATS servers `urls` (comma-separated) as `name`, for JetStream.

@@ -42,6 +42,7 @@ pub async fn become_owner(
         let at = match catch_up(cluster, &log, db_dir, known).await {
             Ok(at) => {
                 known = Some(at);
+                cluster.set_log_seq(at);
                 at
             }
             Err(e) => {
@@ -58,12 +59,15 @@ pub async fn become_owner(
             match Writer::take(log.clone(), PARTITION, epoch, at).await {
                 Ok(writer) => {
                     tracing::info!(epoch, log_seq = at, "serving the partition");
-                    let owner = cluster.clone();
-                    return Ok(Some(LogReplicator::new(
+                    let (owner, position) = (cluster.clone(), cluster.clone());
+                    position.set_log_seq(writer.last());
+                    let replicator = LogReplicator::new(
                         writer,
                         tokio::runtime::Handle::current(),
                         Box::new(move || owner.owns(PARTITION)),
-                    )));
+                    )
+                    .on_append(Box::new(move |seq| position.set_log_seq(seq)));
+                    return Ok(Some(replicator));
                 }
                 // Records landed after the replay (the old owner's last group): replay them.
                 Err(LogError::Fenced { .. }) => continue,

@@ -24,6 +24,8 @@ pub struct LogReplicator {
     runtime: tokio::runtime::Handle,
     /// Whether this node still owns the partition: no append once it does not.
     owns: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Told each appended record's position.
+    appended: Box<dyn Fn(u64) + Send + Sync>,
 }
 
 impl LogReplicator {
@@ -38,7 +40,14 @@ impl LogReplicator {
             writer: Mutex::new(writer),
             runtime,
             owns,
+            appended: Box::new(|_| {}),
         }
+    }
+
+    /// Calls `f` with each appended record's position (the node's log position).
+    pub fn on_append(mut self, f: Box<dyn Fn(u64) + Send + Sync>) -> LogReplicator {
+        self.appended = f;
+        self
     }
 }
 
@@ -79,7 +88,10 @@ impl Replicator for LogReplicator {
                     }
                 };
                 match result {
-                    Ok(seq) => return Ok(seq),
+                    Ok(seq) => {
+                        (self.appended)(seq);
+                        return Ok(seq);
+                    }
                     Err(LogError::Unavailable(why)) if started.elapsed() < PATIENCE => {
                         tracing::warn!("log append: {why}; trying again");
                         tokio::time::sleep(Duration::from_millis(100)).await;

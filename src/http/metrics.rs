@@ -64,6 +64,16 @@ pub async fn scrape(State(shared): State<AppState>) -> impl IntoResponse {
             "Partitions this node lost without releasing them: a renewal refused or not answered before the deadline.",
             losses,
         );
+        out.gauge(
+            "missive_cluster_log_seq",
+            "The partition log's position this node's data directory holds (one-partition cluster).",
+            cluster.log_seq(),
+        );
+        out.gauge(
+            "missive_cluster_lag_records",
+            "Log records this node's directory is behind the furthest live node's (a standby's lag).",
+            cluster.lag(),
+        );
         out.counter(
             "missive_cluster_snapshots_total",
             "Snapshots this node uploaded to NATS and trimmed the partition's log behind.",
