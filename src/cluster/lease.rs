@@ -253,7 +253,12 @@ impl Table {
                             .is_some_and(|t| now - t >= self.timing.ttl)
                 });
                 let kept = self.keep_until.get(&p).is_some_and(|&t| now < t);
-                let hand_over = self.releasing || (settled && better.is_some() && !kept);
+                // With one partition there is nothing to balance: moving it to the node that
+                // ranks first would only cost an outage (and the owner's stop), so the owner
+                // keeps it until it stops or loses it.
+                let balances = self.partitions > 1;
+                let hand_over =
+                    self.releasing || (balances && settled && better.is_some() && !kept);
                 let (revision, epoch) = (h.revision, h.epoch);
                 if hand_over {
                     // This node stops believing before the release is even sent: the taker
@@ -754,6 +759,42 @@ mod tests {
         for p in released {
             assert!(a.owns(p, now), "partition {p} taken back and kept");
         }
+    }
+
+    #[test]
+    fn the_one_partition_stays_with_its_owner_when_the_node_it_prefers_comes() {
+        let t0 = Instant::now();
+        let ids = ["n1", "n2"];
+        // The node the partition prefers is the one that arrives later.
+        let (first, later) = match preferred(0, ids) {
+            Some("n1") => ("n2", "n1"),
+            _ => ("n1", "n2"),
+        };
+        let mut a = Table::new(first, 1, TIMING, t0);
+        let (mut bucket, mut rev) = (BTreeMap::new(), 0);
+        let mut now = t0;
+        // Alone for two TTLs: it creates the lease.
+        for i in 0..11u64 {
+            node(&mut a, first, i + 1, now);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+            now += Duration::from_secs(1);
+        }
+        assert!(a.owns(0, now - Duration::from_secs(1)));
+        // The preferred node lives for a minute: the owner keeps the partition all along.
+        for i in 0..60u64 {
+            node(&mut a, first, 100 + i, now);
+            node(&mut a, later, i + 1, now);
+            run(&mut a, &mut bucket, &mut rev, now);
+            watch(&mut [&mut a], &bucket, now);
+            assert!(a.owns(0, now), "handed over after {i} s");
+            now += Duration::from_secs(1);
+        }
+        // A stop still releases it.
+        a.release_all();
+        run(&mut a, &mut bucket, &mut rev, now);
+        assert!(!a.owns(0, now));
+        assert_eq!(bucket[&0].1.node, "");
     }
 
     #[test]
