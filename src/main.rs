@@ -119,10 +119,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("log: bad filter {:?}", config.log))?,
         )
         .init();
-    let server = Server::start(config).await?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // SIGINT and SIGTERM while starting (a cluster's standby waits there until it owns the
+    // partition) stop it cleanly: it leaves the cluster and exits with success.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let starting = Server::start_until(config, stop.clone());
+    tokio::pin!(starting);
+    let started = loop {
+        tokio::select! {
+            r = &mut starting => break r,
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT while starting: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM while starting: stopping"),
+        }
+        stop.cancel();
+    };
+    let server = match started {
+        // Asked to stop while it was opening: it shuts down at once.
+        Ok(server) if stop.is_cancelled() => {
+            server.shutdown().await;
+            return Ok(());
+        }
+        Ok(server) => server,
+        Err(missive::server::ServerError::Stopped) => {
+            tracing::info!("missived stopped before serving");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut failed = false;
     loop {
         tokio::select! {

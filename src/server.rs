@@ -34,6 +34,8 @@ pub enum ServerError {
     Words(String),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("stopped before serving, as asked")]
+    Stopped,
 }
 
 /// Starts servers.
@@ -65,6 +67,18 @@ impl Drop for StopParker {
 impl Server {
     /// Opens the store, binds every listener and starts accepting.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        Server::start_until(config, CancellationToken::new()).await
+    }
+
+    /// [`Server::start`], given up when `stop` is cancelled before the server serves (a
+    /// cluster's standby waits inside it until it owns the partition): the node then leaves
+    /// the cluster (its key deleted) and this returns [`ServerError::Stopped`]. Once it has
+    /// returned the handle, cancelling `stop` begins the shutdown as a failure would
+    /// ([`ServerHandle::stopping`]).
+    pub async fn start_until(
+        config: Config,
+        stop: CancellationToken,
+    ) -> Result<ServerHandle, ServerError> {
         config.validate()?;
         let data_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -76,7 +90,7 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::net::tls::acceptor(cert, key)?),
             _ => None,
         };
-        let shutdown = CancellationToken::new();
+        let shutdown = stop.child_token();
         let tasks = TaskTracker::new();
         let db_dir = config.data_dir.join("db");
         let mut listeners = Vec::new();
@@ -98,8 +112,14 @@ impl Server {
             let cluster = join_cluster(&config, &secret, &bound).await?;
             tasks.spawn(cluster.clone().run(shutdown.clone()));
             let replicator = if config.cluster_partitions == 1 {
-                let (replicator, back) =
-                    standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown).await?;
+                let waited = standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown);
+                let Some((replicator, back)) = waited.await? else {
+                    // Asked to stop while a standby: leave the cluster before returning.
+                    shutdown.cancel();
+                    tasks.close();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+                    return Err(ServerError::Stopped);
+                };
                 listeners = back;
                 Some(Arc::new(replicator))
             } else {
@@ -370,7 +390,7 @@ async fn watch_lease(cluster: Arc<crate::cluster::Cluster>, shutdown: Cancellati
 /// A one-partition cluster's standby: forwards the clients that connect to `listeners` to the
 /// owner while it follows the log, until this node owns the partition. Then the forwarded
 /// connections are closed (the owner they went to has gone) and the listeners are given back
-/// to be served on, with the replicator for the store.
+/// to be served on, with the replicator for the store. `None`: `shutdown` came first.
 async fn standby(
     cluster: &Arc<crate::cluster::Cluster>,
     config: &Config,
@@ -378,7 +398,7 @@ async fn standby(
     db_dir: &Path,
     listeners: Vec<TcpListener>,
     shutdown: &CancellationToken,
-) -> Result<(crate::cluster::replicator::LogReplicator, Vec<TcpListener>), ServerError> {
+) -> Result<Option<(crate::cluster::replicator::LogReplicator, Vec<TcpListener>)>, ServerError> {
     use crate::cluster::{forward, primary};
     let forwarding = shutdown.child_token();
     let limits =
@@ -405,12 +425,7 @@ async fn standby(
             crate::cluster::ClusterError(format!("the forwarding task failed: {e}"))
         })?);
     }
-    match owner? {
-        Some(r) => Ok((r, listeners)),
-        None => {
-            Err(crate::cluster::ClusterError("stopped while waiting as a standby".into()).into())
-        }
-    }
+    Ok(owner?.map(|r| (r, listeners)))
 }
 
 /// Joins the cluster named by `config.cluster` (docs/CLUSTER.md); `bound` are this node's client

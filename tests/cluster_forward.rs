@@ -9,6 +9,7 @@
 //!   a client failing logins through the standby is refused, another client through the same
 //!   standby is not;
 //! - a preamble not signed with the cluster's secret is refused;
+//! - a standby asked to stop (SIGTERM) leaves the cluster and exits with success;
 //! - when the owner is SIGKILLed, the standby's clients lose their connection, reconnect to the
 //!   same address and are served by the standby once it has taken over.
 
@@ -206,6 +207,17 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     assert_eq!(owner(&nats.urls).await, "n1");
     let _n2 = start_node(dir.path(), &nats.urls, "n2", p2, "");
     joined(&nats.urls, "n2").await;
+
+    // A standby asked to stop (SIGTERM) leaves the cluster and exits with success.
+    let mut n3 = start_node(dir.path(), &nats.urls, "n3", free_port(), "");
+    joined(&nats.urls, "n3").await;
+    n3.signal("-TERM");
+    let status = n3.exited(Duration::from_secs(10)).await;
+    assert!(status.success(), "a standby's SIGTERM ended with {status}");
+    assert!(
+        matches!(bucket(&nats.urls).await.get("node.n3").await, Ok(None)),
+        "the stopped standby's key is still there"
+    );
 
     // alice through the standby (from 127.0.0.2), bob on the owner: both ways, with pushes.
     let mut alice = login_from("127.0.0.2", p2, "alice", Duration::from_secs(30)).await;
