@@ -227,10 +227,17 @@ struct Ack {
 }
 
 /// `from` sends `PER_USER` messages to `to`, one at a time, logging in again at the first of
-/// `addrs` that serves after any failure and resending with the same client message id.
-async fn chat(from: &str, to: &str, addrs: Vec<String>, acked: Arc<AtomicUsize>) -> Vec<Ack> {
+/// `addrs` that serves after any failure and resending with the same client message id. The
+/// acks, and the error codes the sends were answered with.
+async fn chat(
+    from: &str,
+    to: &str,
+    addrs: Vec<String>,
+    acked: Arc<AtomicUsize>,
+) -> (Vec<Ack>, Vec<u32>) {
     let (mut conn, mut addr) = login(&addrs, from).await;
     let mut acks = Vec::new();
+    let mut errors = Vec::new();
     while acks.len() < PER_USER {
         let reply = conn
             .request_timeout(send(to, acks.len(), from), Duration::from_secs(5))
@@ -245,10 +252,15 @@ async fn chat(from: &str, to: &str, addrs: Vec<String>, acked: Arc<AtomicUsize>)
                 acked.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
-            _ => (conn, addr) = login(&addrs, from).await,
+            other => {
+                if let Err(missive_client::ClientError::Server { code, .. }) = other {
+                    errors.push(code);
+                }
+                (conn, addr) = login(&addrs, from).await;
+            }
         }
     }
-    acks
+    (acks, errors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +310,12 @@ async fn an_owner_cut_off_from_nats_stops_acknowledging_and_does_not_diverge() {
     let status = n1.exited(Duration::from_secs(20)).await;
     let stopped = cut.elapsed();
     assert!(!status.success(), "the isolated owner exited with {status}");
-    let (alice, bob) = (alice.await.unwrap(), bob.await.unwrap());
+    let ((alice, alice_errors), (bob, bob_errors)) = (alice.await.unwrap(), bob.await.unwrap());
+    // A send in flight when the owner stopped was answered SHUTTING_DOWN (resend it), never
+    // INTERNAL (which promises nothing was stored: it may have reached the log).
+    let internal = missive_protocol::ErrorCode::Internal as u32;
+    let errors: Vec<u32> = alice_errors.into_iter().chain(bob_errors).collect();
+    assert!(!errors.contains(&internal), "answers: {errors:?}");
     assert_eq!(owner(&urls).await, "n2");
 
     // Nothing was acknowledged through the isolated owner once its lease could have gone (a
@@ -315,7 +332,8 @@ async fn an_owner_cut_off_from_nats_stops_acknowledging_and_does_not_diverge() {
     );
     let before = alice.iter().chain(&bob).filter(|a| a.at < cut).count();
     eprintln!(
-        "{before} sends acked before the cut; the isolated owner stopped {stopped:?} after it"
+        "{before} sends acked before the cut; the isolated owner stopped {stopped:?} after it; \
+         error answers {errors:?}"
     );
 
     // Every user's inbox, at the new owner: each acknowledged message exactly once (a resend

@@ -98,6 +98,19 @@ pub fn outcome<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refusal> {
             }
             Err(r)
         }
+        // A cluster node whose log refused the change (its lease or the log is gone) stops,
+        // and another node serves: the change may have reached the log, so the client is told
+        // to reconnect and resend, not that nothing happened (PROTOCOL.md section 14).
+        Err(e) if shared.cluster.is_some() => {
+            tracing::error!("store failure, this cluster node stops serving: {e}");
+            shared.shutdown.cancel();
+            let mut r = Refusal::new(
+                ErrorCode::ShuttingDown,
+                "this node stopped serving: reconnect and send again with the same client_msg_id",
+            );
+            r.retry_after_ms = 1000 + rand::random_range(0..2000);
+            Err(r)
+        }
         Err(e) => {
             tracing::error!("store failure, shutting down: {e}");
             shared.shutdown.cancel();
