@@ -17,8 +17,9 @@ pub struct Common {
     #[arg(long, default_value = "127.0.0.1:443")]
     pub addr: String,
     /// Several server addresses (comma-separated, e.g. 127.0.0.1:9443,127.0.0.2:9443); the
-    /// connections are spread over them round-robin (past one address pair's port range).
-    /// Overrides --addr.
+    /// connections are spread over them round-robin (past one address pair's port range, or
+    /// over a cluster's nodes); a client that loses its connection tries its own address
+    /// again, then the next ones. Overrides --addr.
     #[arg(long, value_delimiter = ',')]
     pub addrs: Vec<String>,
     /// The server's token secret (else read from <data-dir>/secret).
@@ -124,10 +125,25 @@ impl Env {
         ))
     }
 
-    /// A reliable client for `user`, connected to address `i`.
+    /// A reliable client for `user`, connected to address `i`; when it reconnects it tries
+    /// that address first, then the others in turn (the client's own rule). A request gives up
+    /// after 60 s.
     pub async fn client(&self, user: &str, i: usize) -> Result<Client> {
+        self.client_waiting(user, i, Duration::from_secs(60)).await
+    }
+
+    /// [`Env::client`] whose requests wait up to `request_timeout` for their reply, reconnects
+    /// included.
+    pub async fn client_waiting(
+        &self,
+        user: &str,
+        i: usize,
+        request_timeout: Duration,
+    ) -> Result<Client> {
         let mut config = ClientConfig::new(self.addr(i), self.token(user)?, DEVICE);
-        config.request_timeout = Duration::from_secs(60);
+        let n = self.addrs.len();
+        config.addrs = (0..n).map(|j| self.addr(i + j).to_string()).collect();
+        config.request_timeout = request_timeout;
         Client::connect(config)
             .await
             .with_context(|| format!("{user} cannot log in at {}", self.addr(i)))

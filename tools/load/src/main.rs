@@ -44,6 +44,7 @@ Exit codes: 0 all good; 1 something was lost, duplicated, misrouted or failed (s
 Examples:
   missive-load connect --addr 127.0.0.1:9443 --data-dir /tmp/bench-data -n 5000 --rate 1000 --duration 30 --server-pid 1234
   missive-load chat --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --users 200 --rate 2000 --duration 20
+  missive-load chat --addrs 127.0.0.1:9443,127.0.0.1:9444 --secret S --users 1000 --rate 5000 --duration 20 --grace 120 --kill-pid 1234 --kill-at 8 --kill-signal KILL
   missive-load offline --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --messages 10000
   missive-load fanout --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --members 50 --rate 20
   missive-load media --addr 127.0.0.1:9443 --data-dir /tmp/bench-data --uploads 4 --files 8 --size 16777216 --downloads 4 --duration 10 --server-pid 1234
@@ -67,7 +68,9 @@ struct Cli {
 enum Scenario {
     /// Ramp up many logged-in connections and hold them (heartbeats only).
     Connect(connect::Args),
-    /// Users send one-to-one messages at an aggregate open-loop rate.
+    /// Users send one-to-one messages at an aggregate open-loop rate; optionally disrupts a
+    /// server during the run (--kill-pid) and times its users' failover.
+    #[command(after_help = chat::AFTER_HELP)]
     Chat(chat::Args),
     /// Queue messages for an offline user, then time its login and catch-up SYNC.
     Offline(offline::Args),

@@ -87,6 +87,12 @@ impl Report {
         self.rows.push((key.to_string(), value, unit));
     }
 
+    /// The figure under `key` (for tests).
+    #[cfg(test)]
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.json.get(key).cloned()
+    }
+
     /// A figure rounded to `digits` decimals.
     pub fn add_f(&mut self, key: &str, value: f64, digits: i32, unit: &'static str) {
         let p = 10f64.powi(digits);

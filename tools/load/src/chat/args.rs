@@ -1,5 +1,6 @@
 //! The `chat` scenario's options.
 
+use super::disrupt::Disrupt;
 use crate::common::Common;
 use crate::workload::chat::Load;
 
@@ -16,4 +17,6 @@ pub struct Args {
     /// The server's pid, to report its CPU use during the sending window.
     #[arg(long)]
     pub server_pid: Option<String>,
+    #[command(flatten)]
+    pub disrupt: Disrupt,
 }

@@ -3,6 +3,8 @@
 //! server cannot slow the offered load down); its latency runs from that scheduled time to the
 //! moment its recipient's client delivers it. Every message must be acked (SEND_ACK) and
 //! delivered exactly once, to the right user: the content carries its number and recipient.
+//! With `--kill-pid` the harness also disrupts a server during the window and times how long
+//! the users whose connection was lost took to be served again (`disrupt`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -18,8 +20,11 @@ use crate::workload::chat::{self, pair, Inboxes, Shared, Side};
 use crate::workload::pace::Cpu;
 
 mod args;
+mod disrupt;
 
 pub use args::Args;
+use disrupt::Failover;
+pub use disrupt::AFTER_HELP;
 
 pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     let load = &args.load;
@@ -28,11 +33,18 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     }
     let size = args.size.max(HEADER);
     let total = load.total();
+    let failover = args.disrupt.watch(load.users, load.duration)?;
     let names: Vec<String> = (0..load.users).map(|i| env.user("u", i)).collect();
     eprintln!("missive-load: logging in {} users", load.users);
     let setup = Instant::now();
+    // A disrupted run's sends may wait for their users' reconnects (the client's backoff
+    // grows to a minute): they wait to the end of the run rather than fail as timed out.
+    let patience = match failover {
+        Some(_) => Duration::from_secs(load.duration + load.grace + 60),
+        None => Duration::from_secs(60),
+    };
     let clients: Vec<Result<Client>> = stream::iter(names.iter().enumerate())
-        .map(|(i, name)| env.client(name, i))
+        .map(|(i, name)| env.client_waiting(name, i, patience))
         .buffered(64)
         .collect()
         .await;
@@ -47,10 +59,11 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     let shared = Arc::new(Shared::new(load));
     for (i, mut events) in receivers.into_iter().enumerate() {
         let shared = shared.clone();
+        let failover = failover.clone();
         let me = names[i].clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                on_event(&shared, i, &me, event);
+                on_event(&shared, failover.as_deref(), i, &me, event);
             }
         });
     }
@@ -65,6 +78,7 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     let runtime = tokio::runtime::Handle::current();
     let (users, prefix) = (load.users, env.prefix.clone());
     let (pace_shared, pace_names) = (shared.clone(), names.clone());
+    let pace_failover = failover.clone();
     let send = move |online: &mut Vec<Arc<Client>>, ks: std::ops::Range<u64>| {
         let shared = &pace_shared;
         let mut due = Vec::new();
@@ -75,19 +89,22 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
             let to_user = pace_names[to].clone();
             let cmid = format!("{prefix}-{k}");
             shared.sent.fetch_add(1, Relaxed);
-            due.push((client, k, to_user, body, cmid));
+            due.push((client, k, from, to_user, body, cmid));
         }
         let batch = shared.clone();
+        let failover = pace_failover.clone();
         runtime.spawn(async move {
             let mut sends: FuturesUnordered<_> = due
                 .into_iter()
-                .map(|(client, k, to_user, body, cmid)| {
-                    send_one(batch.clone(), client, k, to_user, body, cmid)
+                .map(|(client, k, from, to_user, body, cmid)| {
+                    let sender = failover.clone().map(|f| (f, from));
+                    send_one(batch.clone(), client, k, sender, to_user, body, cmid)
                 })
                 .collect();
             while sends.next().await.is_some() {}
         });
     };
+    let kill = failover.as_ref().map(|f| f.arm(schedule));
     let online = schedule.on_thread(total, online, send).await?;
     let window = schedule.elapsed();
     let cpu = cpu.stop(window);
@@ -97,6 +114,9 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
         .settle(total, 1, Duration::from_secs(load.grace))
         .await;
     ticker.abort();
+    if let Some(kill) = kill {
+        let _ = kill.await;
+    }
     eprintln!("missive-load: reading every inbox to check what was stored");
     let parse = |i: usize, m: &pb::Message| {
         let (k, _, to) = header(&m.content)?;
@@ -130,23 +150,35 @@ pub async fn run(env: &Env, args: &Args) -> Result<Report> {
     };
     let mut report = Report::new("chat");
     chat::report(&mut report, &shared, &run, &side);
+    if let Some(failover) = &failover {
+        failover.report(&mut report);
+    }
     for client in &online {
         client.close().await;
     }
     Ok(report)
 }
 
-/// Sends message `k` and records its ack (latency from its scheduled time).
+/// Sends message `k` and records its ack (latency from its scheduled time), and for a
+/// disrupted run the ack of its sender (`Failover`, user number).
 async fn send_one(
     shared: Arc<Shared>,
     client: Arc<Client>,
     k: u64,
+    sender: Option<(Arc<Failover>, usize)>,
     to_user: String,
     body: Vec<u8>,
     cmid: String,
 ) {
-    match client.send(direct(to_user), 1, body, Some(cmid)).await {
+    let result = match &sender {
+        None => client.send(direct(to_user), 1, body, Some(cmid)).await,
+        Some((failover, _)) => disrupt::send(&client, failover, to_user, body, cmid).await,
+    };
+    match result {
         Ok(ack) => {
+            if let Some((failover, from)) = sender {
+                failover.acked(from, shared.schedule.elapsed());
+            }
             shared.acked(k);
             if ack.duplicate {
                 shared.ack_duplicate.fetch_add(1, Relaxed);
@@ -184,13 +216,30 @@ fn header(content: &[u8]) -> Option<(u64, u64, u32)> {
     Some((k, due, to))
 }
 
-fn on_event(shared: &Shared, me_index: usize, me: &str, event: ClientEvent) {
+fn on_event(
+    shared: &Shared,
+    failover: Option<&Failover>,
+    me_index: usize,
+    me: &str,
+    event: ClientEvent,
+) {
     let c = &shared.c;
     let entry = match event {
         ClientEvent::Entry(entry) => entry,
+        ClientEvent::Connected(_) => {
+            if let Some(f) = failover {
+                f.connected(me_index, shared.schedule.elapsed());
+            }
+            return;
+        }
         ClientEvent::Disconnected { reason, .. } => {
             c.disconnects.fetch_add(1, Relaxed);
-            c.error(format!("{me} disconnected: {reason:?}"));
+            let what = format!("{me} disconnected: {reason:?}");
+            match failover {
+                // Expected there: the samples stay for what went wrong.
+                Some(f) => f.disconnected(me_index, what),
+                None => c.error(what),
+            }
             return;
         }
         _ => return,
