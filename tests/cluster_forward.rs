@@ -332,3 +332,64 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
         "the dead node is still listed: {listed:?}"
     );
 }
+
+/// A single node's data directory given to a cluster node: refused with a message saying why,
+/// before anything is written to it; the single node still has its message afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_nodes_data_directory_is_refused_by_a_cluster_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("single");
+    let single = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_missived"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--secret", SECRET, "--log", "warn", "--http-listen", ""])
+            .env_remove("MISSIVE_CONFIG")
+            .stdin(Stdio::null())
+            .spawn()
+            .map(Proc)
+            .expect("missived starts")
+    };
+    let port = free_port();
+    let mut node = single(port);
+    let mut alice = login_from("127.0.0.1", port, "alice", Duration::from_secs(30)).await;
+    let reply = alice
+        .request(send("bob", "a1", "alice: kept"))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Packet::SendAck(_)), "{reply:?}");
+    node.signal("-TERM");
+    assert!(node.exited(Duration::from_secs(20)).await.success());
+
+    let nats = nats_cluster(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_missived"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--secret", SECRET, "--log", "warn", "--http-listen", ""])
+        .args(["--cluster", &nats.urls, "--node-id", "n1"])
+        .env_remove("MISSIVE_CONFIG")
+        .env("MISSIVE_CLUSTER_PARTITIONS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("missived runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a cluster node served a single node's directory"
+    );
+    assert!(
+        stderr.contains("not in this cluster's log"),
+        "the refusal does not say why: {stderr}"
+    );
+
+    // Nothing was changed: the single node starts again on it with its message.
+    let mut node = single(port);
+    let mut alice = login_from("127.0.0.1", port, "alice", Duration::from_secs(30)).await;
+    let entries = common::sync_all(&mut alice, 0).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(common::message(&entries[0]).content, b"alice: kept");
+    node.signal("-TERM");
+    let _ = node.exited(Duration::from_secs(20)).await;
+}

@@ -73,6 +73,8 @@ struct NodeInfo {
 
 /// A running member of the cluster.
 pub struct Cluster {
+    /// The cluster's identity: when it was created and its secret's fingerprint.
+    id: String,
     settings: Settings,
     js: async_nats::jetstream::Context,
     kv: kv::Store,
@@ -165,7 +167,9 @@ impl Cluster {
             settings.timing,
             Instant::now(),
         );
+        let id = format!("{}-{}", config.created_ms, config.secret_fingerprint);
         Ok(Arc::new(Cluster {
+            id,
             settings,
             js,
             kv,
@@ -175,6 +179,12 @@ impl Cluster {
             log_seq: 0.into(),
             snapshots: Default::default(),
         }))
+    }
+
+    /// The cluster's identity (its creation time and its secret's fingerprint), which marks
+    /// the data directories that follow its log.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn node_id(&self) -> &str {

@@ -32,6 +32,14 @@ pub async fn become_owner(
     db_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Option<LogReplicator>, ClusterError> {
+    // The directory must be this cluster's (or new): another cluster's or a single node's
+    // data under the log would mix two histories.
+    let id = cluster.id().to_owned();
+    blocking(db_dir.to_path_buf(), move |dir| {
+        Store::claim_for_cluster(dir, &id).map(|()| 0)
+    })
+    .await
+    .map_err(ClusterError)?;
     let log = open_log(cluster, stop).await?;
     let Some(log) = log else { return Ok(None) };
     let mut announced = false;

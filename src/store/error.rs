@@ -28,6 +28,10 @@ pub enum StoreError {
     /// An earlier write failed, or the store is closing: no more changes are taken.
     #[error("storage unavailable: {0}")]
     Failed(String),
+    /// The data directory does not belong to the cluster a node joins (it holds another
+    /// cluster's data, or a single node's).
+    #[error("{0}")]
+    NotThisCluster(String),
 }
 
 impl StoreError {

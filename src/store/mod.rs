@@ -98,6 +98,6 @@ pub use outbox::{Delivery, GroupNotice, Outbox};
 pub use pending::Pending;
 pub use push_queue::{PushItem, PushKey};
 pub use read::Reader;
-pub use replicate::{Replicator, LOG_SEQ_KEY};
+pub use replicate::{Replicator, CLUSTER_KEY, LOG_SEQ_KEY};
 pub use unread::MarkedRead;
 pub use writer::Store;

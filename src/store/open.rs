@@ -158,6 +158,46 @@ impl Core {
 }
 
 impl Store {
+    /// Marks the data directory `dir` (created if new) as following the log of the cluster
+    /// named `id`. Refused ([`StoreError::NotThisCluster`]), with nothing changed: a directory
+    /// marked for another cluster, and an unmarked one that holds messages no log brought (a
+    /// single node's: replaying a log on top of it would mix two histories). An unmarked
+    /// directory at a log position (from a version before the mark) is marked.
+    pub fn claim_for_cluster(dir: &Path, id: &str) -> Result<()> {
+        let store = Store::open(dir, Durability::Async)?;
+        let core = store.core();
+        let meta = core.cf(Family::Meta);
+        match core.db.get_cf(meta, super::replicate::CLUSTER_KEY)? {
+            Some(v) if v == id.as_bytes() => return Ok(()),
+            Some(v) => {
+                return Err(StoreError::NotThisCluster(format!(
+                    "{} belongs to another cluster ({}, this one is {id}): give this node an \
+                     empty data directory",
+                    dir.display(),
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+            None => {}
+        }
+        let holds_messages = {
+            let mut it = core.raw_iter(Family::Content);
+            it.seek_to_first();
+            it.valid()
+        };
+        if core.log_seq()? == 0 && holds_messages {
+            return Err(StoreError::NotThisCluster(format!(
+                "{} holds messages that are not in this cluster's log (a single node's data \
+                 directory?): give this node an empty data directory (bringing a single \
+                 node's data into a cluster is not supported yet)",
+                dir.display()
+            )));
+        }
+        core.db
+            .put_cf(meta, super::replicate::CLUSTER_KEY, id.as_bytes())?;
+        core.flush()?;
+        Ok(())
+    }
+
     /// Replays log `records` (`(position, record)`, in order) into the data directory `dir`,
     /// which holds what the log held up to its `log_seq` (or is new): records at or before it
     /// are skipped, each later group is written with its position, as the committer wrote it
@@ -202,6 +242,21 @@ mod tests {
     use super::super::keys;
     use super::super::push_queue::PushKey;
     use super::*;
+
+    #[test]
+    fn a_directory_is_claimed_by_one_cluster_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        Store::claim_for_cluster(&db, "1-aaaa").unwrap();
+        Store::claim_for_cluster(&db, "1-aaaa").unwrap();
+        let other = Store::claim_for_cluster(&db, "2-bbbb").unwrap_err();
+        assert!(
+            matches!(&other, StoreError::NotThisCluster(m) if m.contains("another cluster")),
+            "{other}"
+        );
+        // Still the first cluster's.
+        Store::claim_for_cluster(&db, "1-aaaa").unwrap();
+    }
 
     /// A schema 2 data directory with every column family but `missing` (one added later),
     /// and bob's unread total of 3 in it.

@@ -23,6 +23,10 @@ pub trait Replicator: Send + Sync {
 /// The `Meta` key holding the log position of the last group written (u64, big-endian).
 pub const LOG_SEQ_KEY: &[u8] = b"log_seq";
 
+/// The `Meta` key naming the cluster whose log a data directory follows (written locally, not
+/// through the log; `Store::claim_for_cluster`).
+pub const CLUSTER_KEY: &[u8] = b"cluster";
+
 /// A record being built from a group's writes.
 pub(super) struct RecordBuilder(Vec<u8>, u32);
 
