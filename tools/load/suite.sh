@@ -21,6 +21,12 @@
 #             missived owning the partition, every commit group appended to the replicated log
 #             before it is acknowledged; none in the default set; alternate them with chat-10k
 #             and chat-max, and a table of both with the ratios follows the summary
+#             cluster-failover cluster-handover: the same cluster with a second missived (n2,
+#             a standby) joined once n1 serves; 1000 users spread over both nodes' addresses
+#             chat at 5,000 msg/s for 20 s and the harness sends n1 SIGKILL (failover: n2 takes
+#             the partition when n1's lease runs out) or SIGTERM (handover: n1 releases the
+#             lease, n2 takes it at once) 8 s in; the time until every user whose connection
+#             was lost is served again, in a table after the summary; none in the default set
 #             media: 4 users upload at once, 8 files of 16 MiB each one after another (8 MiB
 #             chunks), then 4 ranged downloaders read 1 MiB ranges of them for 10 s, every
 #             digest and byte checked; media-1g: one
@@ -41,8 +47,27 @@ RUNS=${RUNS:-3}
 DATA=${DATA:-/tmp/missive-suite-data}
 SECRET=suite-secret-0123456789
 LISTEN=127.0.0.1:9443
+LISTEN2=127.0.0.1:9444 # the second node of cluster-failover and cluster-handover
 mkdir -p "$OUT"
 status=0
+SERVER_PID= SERVER2_PID= NATS_PIDS= HOOK_PID= LOAD_PID=
+
+# Whatever this suite started and has not stopped yet is stopped when it ends, on any path (a
+# server that did not start, an interrupt: the harness runs in the background, so that a
+# SIGTERM or SIGINT to the suite ends its wait at once).
+cleanup() {
+    local pid
+    for pid in $LOAD_PID $SERVER_PID $SERVER2_PID $NATS_PIDS $HOOK_PID; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in $LOAD_PID $SERVER_PID $SERVER2_PID $NATS_PIDS $HOOK_PID; do
+        wait "$pid" 2>/dev/null
+    done
+    [ -z "$SERVER2_PID" ] || rm -rf "$DATA-n2"
+    [ -z "$NATS_PIDS" ] || rm -rf "$DATA-nats"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The connect scenario opens 19,000 connections at 20,000/s from four loopback addresses (one
 # address's ephemeral ports run short: past about 10,000 connections, with the TIME_WAIT sockets
@@ -106,11 +131,27 @@ start_server() { # durability [extra missived flags...]
     exit 1
 }
 
+# Waits up to N tenths of a second for a command to succeed; else says WHAT, shows LOG, exits.
+wait_for() { # N what log command...
+    local n=$1 what=$2 log=$3
+    shift 3
+    for _ in $(seq "$n"); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    echo "$what" >&2
+    cat "$log" >&2
+    exit 1
+}
+listening() { ss -ltn | grep -q " $1 "; }
+
 # The cluster scenarios (issue #22): three nats-servers with JetStream, routed as one cluster,
-# fresh stores each run, then missived as the owner of a one-partition cluster.
-NATS_PIDS=
-start_cluster() { # durability
-    rm -rf "$DATA" "$DATA-nats"
+# fresh stores each run, then missived as the owner of a one-partition cluster. With `two`, a
+# second missived (n2, its own data directory and port, no HTTP API) joins as a standby once
+# n1 serves the partition, so that the owner is n1 ($SERVER_PID) and n2 the standby
+# ($SERVER2_PID); both log the cluster's role changes (`serving the partition`).
+start_cluster() { # durability [two]
+    rm -rf "$DATA" "$DATA-n2" "$DATA-nats"
     local routes=nats://127.0.0.1:9611,nats://127.0.0.1:9612,nats://127.0.0.1:9613 i
     for i in 1 2 3; do
         nats-server -js -a 127.0.0.1 -p "960$i" -n "nats$i" -sd "$DATA-nats/$i" \
@@ -118,18 +159,23 @@ start_cluster() { # durability
             >"$OUT/nats$i.log" 2>&1 &
         NATS_PIDS="$NATS_PIDS $!"
     done
+    local nats=nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603 log=warn
+    [ "${2:-}" = two ] && log=warn,missive::cluster::primary=info
     MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN" --data-dir "$DATA" \
-        --secret "$SECRET" --durability "$1" --log warn --http-listen "" --node-id n1 \
-        --cluster nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603 \
-        >"$OUT/server.log" 2>&1 &
+        --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n1 \
+        --cluster "$nats" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 600); do
-        ss -ltn | grep -q " ${LISTEN} " && return 0
-        sleep 0.1
-    done
-    echo "cluster did not start" >&2
-    cat "$OUT/server.log" >&2
-    exit 1
+    wait_for 600 "cluster did not start" "$OUT/server.log" listening "$LISTEN"
+    [ "${2:-}" = two ] || return 0
+    wait_for 300 "n1 does not serve the partition" "$OUT/server.log" \
+        grep -q "serving the partition" "$OUT/server.log"
+    MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN2" --data-dir "$DATA-n2" \
+        --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n2 \
+        --cluster "$nats" >"$OUT/server2.log" 2>&1 &
+    SERVER2_PID=$!
+    wait_for 600 "n2 did not start" "$OUT/server2.log" listening "$LISTEN2"
+    wait_for 300 "n2 is not a standby" "$OUT/server2.log" \
+        grep -q "standby: another node owns the partition" "$OUT/server2.log"
 }
 
 # CPU seconds (user + system) the nats-servers used so far.
@@ -151,6 +197,13 @@ stop_server() {
     fi
     kill "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+    if [ -n "$SERVER2_PID" ]; then
+        kill "$SERVER2_PID" 2>/dev/null
+        wait "$SERVER2_PID" 2>/dev/null
+        SERVER2_PID=
+        rm -rf "$DATA-n2"
+    fi
     if [ -n "$NATS_PIDS" ]; then
         kill $NATS_PIDS 2>/dev/null
         wait $NATS_PIDS 2>/dev/null
@@ -211,8 +264,11 @@ mqtt_load() { # name missive-load-mqtt-args...
     shift
     echo "== $name: missive-load mqtt $* --addr $MQTT_LISTEN --json" >&2
     "$BIN/missive-load" mqtt "$@" --addr "$MQTT_LISTEN" --json \
-        >"$OUT/$name.json" 2>"$OUT/$name.log"
+        >"$OUT/$name.json" 2>"$OUT/$name.log" &
+    LOAD_PID=$!
+    wait "$LOAD_PID"
     local rc=$?
+    LOAD_PID=
     [ "$rc" -eq 0 ] || status=1
     echo "   exit $rc $(jq -c '{ok, failures}' "$OUT/$name.json" 2>/dev/null)" >&2
 }
@@ -223,8 +279,11 @@ load() { # name missive-load-args...
     shift
     echo "== $name: missive-load $* --addr $LISTEN --json" >&2
     "$BIN/missive-load" "$@" --addr "$LISTEN" --secret "$SECRET" --json \
-        >"$OUT/$name.json" 2>"$OUT/$name.log"
+        >"$OUT/$name.json" 2>"$OUT/$name.log" &
+    LOAD_PID=$!
+    wait "$LOAD_PID"
     local rc=$?
+    LOAD_PID=
     [ "$rc" -eq 0 ] || status=1
     echo "   exit $rc $(jq -c '{ok, failures}' "$OUT/$name.json" 2>/dev/null)" >&2
 }
@@ -281,6 +340,16 @@ for run in $(seq "$RUNS"); do
             start_cluster async
             load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
                 --grace 30 --server-pid "$SERVER_PID" ;;
+        cluster-failover | cluster-handover) # the owner n1 SIGKILLed or SIGTERMed 8 s into
+            # chat at 5,000 msg/s; the users on both nodes' addresses (forwarded by n2 to n1
+            # until it takes over) reconnect with the client's backoff, n1's users to n2; the
+            # grace covers the backoff's tail (it grows to a minute)
+            start_cluster async two
+            signal=KILL
+            [ "$scenario" = cluster-handover ] && signal=TERM
+            load "$scenario-r$run" chat --users 1000 --size 128 --rate 5000 --duration 20 \
+                --grace 120 --addrs "$LISTEN,$LISTEN2" --kill-pid "$SERVER_PID" --kill-at 8 \
+                --kill-signal "$signal" ;;
         mqtt-chat-max) # the peer's chat-max, chat-10k, fanout, offline and connect: same loads
             start_mosquitto
             mqtt_load "$scenario-r$run" chat --users 1000 --size 128 --rate 33000 --duration 10 \
@@ -461,7 +530,7 @@ cluster_row() { # workload figure jq-expression
     ls "$OUT/$1"-r*.json >/dev/null 2>&1 && n=$(col "$1" "$3")
     printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$c" "$n" "$(ratio "$c" "$n")"
 }
-if ls "$OUT"/cluster-*-r*.json >/dev/null 2>&1; then
+if ls "$OUT"/cluster-chat-*-r*.json >/dev/null 2>&1; then
     {
         echo
         echo "| workload | figure (median of $RUNS) | cluster (1 partition, 3 NATS replicas) | single node | cluster / single node |"
@@ -480,5 +549,29 @@ if ls "$OUT"/cluster-*-r*.json >/dev/null 2>&1; then
                 '."lost (acked, never delivered)" + ."duplicated deliveries"'
         done
     } | tee "$OUT/cluster.txt"
+fi
+
+# A node's SIGKILL (failover) and SIGTERM (handover) under chat: per figure, the median of the
+# runs and their range; times from the signal, in seconds.
+spread() { # scenario jq-expression: "median (min–max)"
+    local v
+    v=$(for f in "$OUT/$1"-r*.json; do jq -r "$2 // empty" "$f"; done | sort -g)
+    [ -n "$v" ] || { echo -; return; }
+    printf '%s (%s–%s)\n' "$(echo "$v" | median)" "$(echo "$v" | head -1)" "$(echo "$v" | tail -1)"
+}
+if ls "$OUT"/cluster-failover-r*.json >/dev/null 2>&1 ||
+    ls "$OUT"/cluster-handover-r*.json >/dev/null 2>&1; then
+    {
+        echo
+        echo "| scenario | users affected | served again: first user, s | median user, s | every user (max), s | lost + duplicated |"
+        echo "|---|---|---|---|---|---|"
+        for s in cluster-failover cluster-handover; do
+            ls "$OUT/$s"-r*.json >/dev/null 2>&1 || continue
+            printf '| %s | %s | %s | %s | %s | %s |\n' "$s" \
+                "$(spread "$s" '."users affected"')" "$(spread "$s" '."served again first"')" \
+                "$(spread "$s" '."served again median"')" "$(spread "$s" '."served again max"')" \
+                "$(spread "$s" '."lost (acked, never delivered)" + ."duplicated deliveries" + ."stored twice in an inbox"')"
+        done
+    } | tee "$OUT/failover.txt"
 fi
 exit $status

@@ -210,11 +210,16 @@ impl Failover {
                     me.pid
                 ));
             } else {
+                // The wall clock too, to set against the servers' logs.
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
                 eprintln!(
-                    "missive-load: SIG{} sent to {} at {:.3} s",
+                    "missive-load: SIG{} sent to {} at {:.3} s (unix time {:.3})",
                     me.signal.name(),
                     me.pid,
-                    now.as_secs_f64()
+                    now.as_secs_f64(),
+                    unix.as_secs_f64()
                 );
             }
         })
