@@ -279,20 +279,27 @@ impl Connections {
 }
 
 impl Permit {
-    /// Counts a deferred permit under `ip`; false (and still deferred) if `ip` is at its limit.
-    /// A permit already counted under an address stays as it is.
+    /// Counts the permit under `ip` (a deferred one, or one counted under another address,
+    /// which is released from it); false, and as it was, if `ip` is at its limit.
     pub fn settle(&mut self, ip: IpAddr) -> bool {
-        if self.ip.is_some() {
+        let ip = addr_key(ip);
+        if self.ip == Some(ip) {
             return true;
         }
-        let ip = addr_key(ip);
         let mut open = self.table.open.lock();
         let per_ip = open.1.get(&ip).copied().unwrap_or(0);
         if per_ip >= self.table.max_per_ip {
             return false;
         }
         open.1.insert(ip, per_ip + 1);
-        self.ip = Some(ip);
+        if let Some(old) = self.ip.replace(ip) {
+            if let Some(n) = open.1.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    open.1.remove(&old);
+                }
+            }
+        }
         true
     }
 
@@ -402,6 +409,14 @@ mod tests {
         assert!(d2.settle(a), "released on drop");
         drop(d2);
         assert!(c.admit(a).is_some());
+        // A permit counted under one address moves to another.
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.7".parse().unwrap(), "10.0.0.8".parse().unwrap());
+        let c = Connections::new(10, 1);
+        let mut p = c.admit(x).unwrap();
+        assert!(p.settle(y));
+        assert!(c.admit(x).is_some(), "released from the first address");
+        assert!(c.admit(y).is_none(), "counted under the second");
+        assert_eq!(c.open_count(), 1);
     }
 
     #[test]

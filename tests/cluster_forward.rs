@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::http::{Api, API_KEY};
 use common::nats::{nats_cluster, Proc};
 use common::{free_port, SECRET};
+use missive::cluster::forward::preamble;
 use missive_client::Connection;
 use missive_protocol::{pb, ErrorCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +46,8 @@ fn start_node(dir: &Path, nats: &str, id: &str, port: u16, http: &str) -> Proc {
         // A small failed-login budget, refilling slowly: the test spends one address's.
         .env("MISSIVE_LOGIN_FAILURES_BURST", "3")
         .env("MISSIVE_LOGIN_FAILURES_PER_SEC", "1")
+        // Silent connections are closed by the owner after 3 s.
+        .env("MISSIVE_LOGIN_TIMEOUT_MS", "3000")
         .stdin(Stdio::null())
         .spawn()
         .expect("missived starts");
@@ -205,7 +208,7 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     let http = format!("127.0.0.1:{}", free_port());
     let mut n1 = start_node(dir.path(), &nats.urls, "n1", p1, &http);
     assert_eq!(owner(&nats.urls).await, "n1");
-    let _n2 = start_node(dir.path(), &nats.urls, "n2", p2, "");
+    let n2 = start_node(dir.path(), &nats.urls, "n2", p2, "");
     joined(&nats.urls, "n2").await;
 
     // A standby asked to stop (SIGTERM) leaves the cluster and exits with success.
@@ -281,21 +284,80 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     );
     carol.heartbeat().await.unwrap();
 
-    // A preamble that the cluster's secret did not sign: closed without an answer.
-    let mut forged = connect_from("127.0.0.4", p1).await.unwrap();
-    let line = format!(
-        "MISSIVE-FORWARD 1 10.9.9.9:1234 {} {}\r\n",
-        missive::now_ms(),
-        "ab".repeat(32)
-    );
-    forged.write_raw(line.as_bytes()).await.unwrap();
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        forged.login(&token("mallory"), "d", 0),
-    )
-    .await
-    .expect("closed in time");
-    assert!(answer.is_err(), "a forged preamble was served: {answer:?}");
+    // Preambles straight to the owner, from 127.0.0.4, claiming 10.9.9.9 (the test knows the
+    // secret): signed and naming the address it comes from, it is read, and the client behind
+    // it served; signed with another secret, or naming another forwarding address (a line
+    // replayed from elsewhere), it is refused without an answer.
+    let claim: SocketAddr = "10.9.9.9:1234".parse().unwrap();
+    let from: std::net::IpAddr = "127.0.0.4".parse().unwrap();
+    let elsewhere: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let now = missive::now_ms();
+    let cases = [
+        (
+            preamble(SECRET.as_bytes(), claim, from, now),
+            true,
+            "signed",
+        ),
+        (
+            preamble(b"another secret", claim, from, now),
+            false,
+            "another secret",
+        ),
+        (
+            preamble(SECRET.as_bytes(), claim, elsewhere, now),
+            false,
+            "replayed",
+        ),
+    ];
+    for (line, served, what) in cases {
+        let mut conn = connect_from("127.0.0.4", p1).await.unwrap();
+        conn.write_raw(&line).await.unwrap();
+        let token = token("mallory");
+        let answer = tokio::time::timeout(Duration::from_secs(5), conn.login(&token, "d", 0)).await;
+        let answer = answer.expect("answered or closed in time");
+        assert_eq!(answer.is_ok(), served, "{what}: {answer:?}");
+    }
+
+    // Clients that connect through the standby and say nothing: the owner closes them at its
+    // login timeout, and the standby lets go of them at once (their sockets and its own), even
+    // though they keep their end open.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", n2.0.id()))
+            .unwrap()
+            .count()
+    };
+    let base = fds();
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.6:0".parse().unwrap()).unwrap();
+        silent.push(
+            socket
+                .connect(format!("127.0.0.1:{p2}").parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    for s in &mut silent {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => continue, // the LOGIN_TIMEOUT error
+                other => panic!("a silent client was not closed: {other:?}"),
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds() > base + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby still holds {} descriptors more than before",
+            fds() - base
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(silent);
 
     // The owner dies: the forwarded connection ends; the same address serves once the standby
     // has taken over.
@@ -304,7 +366,11 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     let killed = Instant::now();
     let lost = alice.recv_packet_timeout(Duration::from_secs(10)).await;
     assert!(
-        !matches!(lost, Ok(Some(_))),
+        matches!(
+            lost,
+            Ok(None)
+                | Err(missive_client::ClientError::Closed | missive_client::ClientError::Io(_))
+        ),
         "the forwarded connection outlived the owner: {lost:?}"
     );
     let mut alice = login_from("127.0.0.2", p2, "alice", Duration::from_secs(30)).await;
@@ -362,6 +428,7 @@ async fn a_single_nodes_data_directory_is_refused_by_a_cluster_node() {
     node.signal("-TERM");
     assert!(node.exited(Duration::from_secs(20)).await.success());
 
+    let before = files(&data);
     let nats = nats_cluster(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_missived"))
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
@@ -384,7 +451,9 @@ async fn a_single_nodes_data_directory_is_refused_by_a_cluster_node() {
         "the refusal does not say why: {stderr}"
     );
 
-    // Nothing was changed: the single node starts again on it with its message.
+    // Nothing was changed: the store's files are as they were (RocksDB's own info log
+    // aside), and the single node starts again on it with its message.
+    assert_eq!(files(&data), before, "the refused directory was written to");
     let mut node = single(port);
     let mut alice = login_from("127.0.0.1", port, "alice", Duration::from_secs(30)).await;
     let entries = common::sync_all(&mut alice, 0).await;
@@ -392,4 +461,24 @@ async fn a_single_nodes_data_directory_is_refused_by_a_cluster_node() {
     assert_eq!(common::message(&entries[0]).content, b"alice: kept");
     node.signal("-TERM");
     let _ = node.exited(Duration::from_secs(20)).await;
+}
+
+/// The files of a data directory's store (name, size, modification time), RocksDB's info logs
+/// (`LOG*`) aside.
+fn files(data: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(data.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("LOG"))
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.len(),
+                m.modified().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -9,16 +9,24 @@
 //! The preamble is one line of ASCII, before any byte of the client:
 //!
 //! ```text
-//! MISSIVE-FORWARD 1 <client address> <unix ms> <HMAC-SHA256 hex>\r\n
+//! MISSIVE-FORWARD 1 <client address> <via> <unix ms> <HMAC-SHA256 hex>\r\n
 //! ```
 //!
-//! The HMAC is over `MISSIVE-FORWARD 1 <client address> <unix ms>` with a key derived from the
-//! token secret (which every node of a cluster shares), so a client cannot claim another
-//! address; a preamble more than [`MAX_SKEW_MS`] away from the owner's clock is refused. Its
-//! first byte, `M` (0x4D), cannot start a frame a server accepts (it would be a length over
-//! 1 GiB), nor TLS (0x16), nor an HTTP request Missive answers.
+//! The HMAC is over everything before it with a key derived from the token secret (which every
+//! node of a cluster shares), so a client cannot claim another address. `via` is the forwarding
+//! node's own address on that connection (its socket's local IP): the owner refuses a line that
+//! arrives from another address, so a line seen on the wire cannot be replayed from elsewhere;
+//! nodes must reach each other without address translation. A line more than [`MAX_SKEW_MS`]
+//! away from the owner's clock is refused. Its first byte, `M` (0x4D), cannot start a frame a
+//! server accepts (it would be a length over 1 GiB), nor TLS (0x16), nor an HTTP request
+//! Missive answers.
+//!
+//! A forwarded connection ends when either side ends: when the owner closes (a login timeout, a
+//! heartbeat timeout, a refusal), the client is closed at once, so the forwarding node holds a
+//! connection no longer than the owner does; both sockets have TCP keepalive, so a peer that
+//! vanished without a word is found within minutes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,9 +63,10 @@ fn key(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(&k).expect("HMAC takes keys of any length")
 }
 
-/// The preamble for a connection from `client`, at `now_ms`.
-pub fn preamble(secret: &[u8], client: SocketAddr, now_ms: i64) -> Vec<u8> {
-    let head = format!("MISSIVE-FORWARD 1 {client} {now_ms}");
+/// The preamble for a connection from `client`, forwarded from this node's address `via`, at
+/// `now_ms`.
+pub fn preamble(secret: &[u8], client: SocketAddr, via: IpAddr, now_ms: i64) -> Vec<u8> {
+    let head = format!("MISSIVE-FORWARD 1 {client} {via} {now_ms}");
     let mut mac = key(secret);
     mac.update(head.as_bytes());
     let sig: String = mac
@@ -78,6 +87,8 @@ pub enum PreambleError {
     Signature,
     #[error("the preamble's time is {0} ms from this node's clock")]
     Skew(i64),
+    #[error("the preamble says it was forwarded from {0}, but it came from another address")]
+    Via(IpAddr),
 }
 
 /// Where a preamble ends (the index after its `\r\n`) in `buf`, if it is complete there.
@@ -85,28 +96,50 @@ pub fn preamble_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n").map(|i| i + 2)
 }
 
-/// The client's address in `line` (one whole preamble, with its `\r\n`), checked against the
-/// secret and `now_ms`.
-pub fn verify(secret: &[u8], line: &[u8], now_ms: i64) -> Result<SocketAddr, PreambleError> {
+/// The client's address in `line` (one whole preamble, with its `\r\n`) that arrived from
+/// `from`, checked against the secret, `from` and `now_ms`.
+pub fn verify(
+    secret: &[u8],
+    line: &[u8],
+    from: IpAddr,
+    now_ms: i64,
+) -> Result<SocketAddr, PreambleError> {
     let text = std::str::from_utf8(line).map_err(|_| PreambleError::Malformed)?;
     let text = text.strip_suffix("\r\n").ok_or(PreambleError::Malformed)?;
     let (head, sig) = text.rsplit_once(' ').ok_or(PreambleError::Malformed)?;
     let rest = head
         .strip_prefix("MISSIVE-FORWARD 1 ")
         .ok_or(PreambleError::Malformed)?;
-    let (addr, ms) = rest.split_once(' ').ok_or(PreambleError::Malformed)?;
+    let mut parts = rest.split(' ');
+    let (Some(addr), Some(via), Some(ms), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(PreambleError::Malformed);
+    };
     let addr: SocketAddr = addr.parse().map_err(|_| PreambleError::Malformed)?;
+    let via: IpAddr = via.parse().map_err(|_| PreambleError::Malformed)?;
     let ms: i64 = ms.parse().map_err(|_| PreambleError::Malformed)?;
     let sig = decode_hex(sig).ok_or(PreambleError::Malformed)?;
     let mut mac = key(secret);
     mac.update(head.as_bytes());
     mac.verify_slice(&sig)
         .map_err(|_| PreambleError::Signature)?;
+    if canonical(via) != canonical(from) {
+        return Err(PreambleError::Via(via));
+    }
     let skew = now_ms - ms;
     if skew.abs() > MAX_SKEW_MS {
         return Err(PreambleError::Skew(skew));
     }
     Ok(addr)
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 address; any other as it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -170,29 +203,69 @@ pub async fn serve(
 }
 
 /// Connects to `target`, writes the preamble for `peer` and copies both ways until either side
-/// closes.
+/// is done: the owner's end (its close or an error) closes the client at once; the client's
+/// end is passed on to the owner (a half close), which then has [`DRAIN`] to finish.
 async fn forward(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     target: &str,
     secret: &[u8],
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
+    keepalive(&client);
     let mut owner = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = owner.set_nodelay(true);
+    keepalive(&owner);
+    let via = owner.local_addr()?.ip();
     owner
-        .write_all(&preamble(secret, peer, crate::clock::now_ms()))
+        .write_all(&preamble(secret, peer, via, crate::clock::now_ms()))
         .await?;
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut owner, COPY_BUFFER, COPY_BUFFER)
-        .await?;
-    Ok(())
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut owner_read, mut owner_write) = owner.into_split();
+    let mut up = tokio::io::BufReader::with_capacity(COPY_BUFFER, &mut client_read);
+    let mut down = tokio::io::BufReader::with_capacity(COPY_BUFFER, &mut owner_read);
+    // The client's bytes to the owner, then its end passed on (a half close).
+    let upstream = async {
+        tokio::io::copy_buf(&mut up, &mut owner_write).await?;
+        owner_write.shutdown().await
+    };
+    let downstream = tokio::io::copy_buf(&mut down, &mut client_write);
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        // The owner is done (or failed): so is the client, closed when this returns.
+        r = &mut downstream => r.map(|_| ()),
+        // The client is done sending: the owner has a moment to finish its answer.
+        r = &mut upstream => {
+            r?;
+            match tokio::time::timeout(DRAIN, &mut downstream).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// How long the owner has to finish once the client has closed its sending side.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// The idle time after which TCP keepalive probes a forwarded connection's sockets.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+fn keepalive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }
 
 /// The address the other nodes forward clients to (`Settings::forward`): the first listener's
 /// address when it is a specific one; for a wildcard (`0.0.0.0`), the host of the first `tcp`
-/// or `tls` address this node advertises, with the listener's port (127.0.0.1 without one).
+/// or `tls` address this node advertises (`cluster_advertise`: this node's own name, not a load
+/// balancer's), with the listener's port. Empty (no node forwards to this one) without either:
+/// a loopback address would send another machine's forwarded clients back to itself.
 pub fn forward_address(bound: &[SocketAddr], advertised: &[String]) -> String {
     let Some(first) = bound.first() else {
         return String::new();
@@ -200,12 +273,11 @@ pub fn forward_address(bound: &[SocketAddr], advertised: &[String]) -> String {
     if !first.ip().is_unspecified() {
         return first.to_string();
     }
-    let host = advertised
+    advertised
         .iter()
         .filter_map(|a| crate::config::Address::parse(a).ok())
         .find(|a| a.transport == "tcp" || a.transport == "tls")
-        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host);
-    format!("{host}:{}", first.port())
+        .map_or_else(String::new, |a| format!("{}:{}", a.host, first.port()))
 }
 
 #[cfg(test)]
@@ -215,31 +287,39 @@ mod tests {
     #[test]
     fn a_preamble_names_the_client_and_only_the_secret_signs_it() {
         let client: SocketAddr = "203.0.113.7:51000".parse().unwrap();
-        let line = preamble(b"s3cret", client, 1_000_000);
+        let via: IpAddr = "10.0.0.2".parse().unwrap();
+        let line = preamble(b"s3cret", client, via, 1_000_000);
         assert!(line.starts_with(MAGIC));
         assert!(line.len() <= MAX_PREAMBLE);
         assert_eq!(preamble_end(&line), Some(line.len()));
-        assert_eq!(verify(b"s3cret", &line, 1_000_500), Ok(client));
+        assert_eq!(verify(b"s3cret", &line, via, 1_000_500), Ok(client));
         assert_eq!(
-            verify(b"other", &line, 1_000_500),
+            verify(b"other", &line, via, 1_000_500),
             Err(PreambleError::Signature)
         );
         assert_eq!(
-            verify(b"s3cret", &line, 1_000_000 + MAX_SKEW_MS + 1),
+            verify(b"s3cret", &line, via, 1_000_000 + MAX_SKEW_MS + 1),
             Err(PreambleError::Skew(MAX_SKEW_MS + 1))
         );
-        // Another address with the same signature: refused.
+        // Replayed from another address: refused.
+        let elsewhere: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            verify(b"s3cret", &line, elsewhere, 1_000_000),
+            Err(PreambleError::Via(via))
+        );
+        // Another client address with the same signature: refused.
         let forged = String::from_utf8(line.clone())
             .unwrap()
             .replace("203.0.113.7", "203.0.113.8");
         assert_eq!(
-            verify(b"s3cret", forged.as_bytes(), 1_000_000),
+            verify(b"s3cret", forged.as_bytes(), via, 1_000_000),
             Err(PreambleError::Signature)
         );
         let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
-        let line = preamble(b"s3cret", v6, 5);
+        let via6: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        let line = preamble(b"s3cret", v6, via6, 5);
         assert!(line.len() <= MAX_PREAMBLE);
-        assert_eq!(verify(b"s3cret", &line, 5), Ok(v6));
+        assert_eq!(verify(b"s3cret", &line, via6, 5), Ok(v6));
     }
 
     #[test]
@@ -252,7 +332,7 @@ mod tests {
             "tls://n1.example:8443".to_owned(),
         ];
         assert_eq!(forward_address(&wild, &adv), "n1.example:443");
-        assert_eq!(forward_address(&wild, &[]), "127.0.0.1:443");
+        assert_eq!(forward_address(&wild, &[]), "", "never loopback");
         assert_eq!(forward_address(&[], &adv), "");
     }
 
@@ -261,13 +341,14 @@ mod tests {
         for bad in [
             &b"MISSIVE-FORWARD 1 \r\n"[..],
             b"MISSIVE-FORWARD 1 1.2.3.4:5 6\r\n",
-            b"MISSIVE-FORWARD 1 1.2.3.4:5 6 zz\r\n",
-            b"MISSIVE-FORWARD 2 1.2.3.4:5 6 00\r\n",
-            b"MISSIVE-FORWARD 1 1.2.3.4:5 6 0000",
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 1.1.1.1 6 zz\r\n",
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 6 7 00\r\n",
+            b"MISSIVE-FORWARD 2 1.2.3.4:5 1.1.1.1 6 00\r\n",
+            b"MISSIVE-FORWARD 1 1.2.3.4:5 1.1.1.1 6 0000",
             b"\xff\xfe\r\n",
         ] {
             assert_eq!(
-                verify(b"k", bad, 6),
+                verify(b"k", bad, "1.1.1.1".parse().unwrap(), 6),
                 Err(PreambleError::Malformed),
                 "{bad:?}"
             );

@@ -257,7 +257,8 @@ impl Cluster {
             return None;
         }
         let forward = table.node_info(owner)?.get("forward")?.as_str()?;
-        (!forward.is_empty()).then(|| forward.to_owned())
+        // Never to this node's own address (a misconfiguration would loop).
+        (!forward.is_empty() && forward != self.settings.forward).then(|| forward.to_owned())
     }
 
     /// The client addresses `GET /v1/entry?user=` lists (docs/CLUSTER.md section 6): those of

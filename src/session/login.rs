@@ -34,10 +34,16 @@ pub(super) async fn start(
     // One deadline for the TLS handshake (if any) and LOGIN together.
     let deadline = Instant::now() + Duration::from_millis(shared.config.login_timeout_ms);
     let mut stream = stream;
-    let peer = forwarded_from(&shared, &mut stream, peer, deadline).await?;
-    if permit.is_deferred() && !settle(&shared, &stream, peer, &mut permit).await {
+    let client = forwarded_from(&shared, &mut stream, peer, deadline).await?;
+    // A forwarded client is checked under its own address: a connection admitted in the total
+    // only, or one admitted under the forwarding node's address (before this node knew it as
+    // one), is counted again under the client's.
+    if (permit.is_deferred() || client != peer)
+        && !settle(&shared, &stream, client, &mut permit).await
+    {
         return None;
     }
+    let peer = client;
     let (stream, read) = open(&shared, stream, deadline, peer.ip()).await?;
     // Until it has logged in, a connection may send frames of the login cap only: nobody
     // unauthenticated makes the server wait for (or buffer) a large frame.
@@ -95,7 +101,12 @@ async fn forwarded_from(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
     };
-    match forward::verify(&shared.secret, &buf[..end], crate::clock::now_ms()) {
+    match forward::verify(
+        &shared.secret,
+        &buf[..end],
+        peer.ip(),
+        crate::clock::now_ms(),
+    ) {
         Ok(client) => {
             // Read exactly: the client's bytes after it stay in the socket.
             let mut line = [0u8; forward::MAX_PREAMBLE];
@@ -105,6 +116,24 @@ async fn forwarded_from(
             }
             shared.forwarders.saw(peer.ip(), Instant::now());
             Some(client)
+        }
+        // Signed with the secret, so from a node of this cluster, whose clock is too far from
+        // this one's: every client it forwards is refused until the clocks agree. Said loudly,
+        // unlike a forgery (which a client could repeat to fill the log).
+        Err(e @ forward::PreambleError::Skew(_)) => {
+            tracing::warn!(%peer, "forwarded connection refused: {e} (synchronize the clocks)");
+            None
+        }
+        // Signed too: a node whose own address is translated on the way here (or a line
+        // replayed from elsewhere, which is charged).
+        Err(e @ forward::PreambleError::Via(_)) => {
+            tracing::warn!(
+                %peer,
+                "forwarded connection refused: {e} (nodes must reach each other without \
+                 address translation)"
+            );
+            charge(shared, peer.ip());
+            None
         }
         Err(e) => {
             tracing::debug!(%peer, "forwarding preamble refused: {e}");
