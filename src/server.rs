@@ -113,12 +113,16 @@ impl Server {
             tasks.spawn(cluster.clone().run(shutdown.clone()));
             let replicator = if config.cluster_partitions == 1 {
                 let waited = standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown);
-                let Some((replicator, back)) = waited.await? else {
-                    // Asked to stop while a standby: leave the cluster before returning.
-                    shutdown.cancel();
-                    tasks.close();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-                    return Err(ServerError::Stopped);
+                let (replicator, back) = match waited.await {
+                    Ok(Some(serving)) => serving,
+                    // Asked to stop while a standby, or it cannot go on: leave the cluster
+                    // (release, delete this node's key) before returning.
+                    other => {
+                        shutdown.cancel();
+                        tasks.close();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+                        return Err(other.err().unwrap_or(ServerError::Stopped));
+                    }
                 };
                 listeners = back;
                 Some(Arc::new(replicator))
@@ -401,6 +405,8 @@ async fn standby(
 ) -> Result<Option<(crate::cluster::replicator::LogReplicator, Vec<TcpListener>)>, ServerError> {
     use crate::cluster::{forward, primary};
     let forwarding = shutdown.child_token();
+    // Dropped with this future too (a start given up): the forwarding tasks end with it.
+    let _forwarding_ends = forwarding.clone().drop_guard();
     let limits =
         crate::limits::Connections::new(config.max_connections, config.max_connections_per_ip);
     let secret: Arc<[u8]> = secret.into();

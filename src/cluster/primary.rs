@@ -46,8 +46,17 @@ pub async fn become_owner(
     // The directory's log position, once read: later rounds open the store only when the log
     // has records after it.
     let mut known = None;
+    // Fenced takes in a row: once is a record that landed after the replay; more is a log
+    // that does not follow this directory (see `catch_up`), tried again at a standby's pace.
+    let mut fenced = 0u32;
     loop {
-        let at = match catch_up(cluster, &log, db_dir, known).await {
+        // A stop is seen during a long replay or a snapshot's download too (what was replayed
+        // stays: each record is written with its position).
+        let caught = tokio::select! {
+            r = catch_up(cluster, &log, db_dir, known) => r,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        let at = match caught {
             Ok(at) => {
                 known = Some(at);
                 cluster.set_log_seq(at);
@@ -78,7 +87,14 @@ pub async fn become_owner(
                     return Ok(Some(replicator));
                 }
                 // Records landed after the replay (the old owner's last group): replay them.
-                Err(LogError::Fenced { .. }) => continue,
+                Err(LogError::Fenced { .. }) if fenced == 0 => {
+                    fenced += 1;
+                    continue;
+                }
+                Err(e @ LogError::Fenced { .. }) => {
+                    fenced += 1;
+                    tracing::warn!("cannot take the partition's log ({fenced} times): {e}");
+                }
                 Err(e) => tracing::warn!("cannot take the partition's log: {e}"),
             }
         } else if !announced {
@@ -139,6 +155,17 @@ async fn catch_up(
             .await?
         }
     };
+    // A directory ahead of the log (the stream was deleted or recreated under the same
+    // cluster): replaying or taking it would mix two histories.
+    let last = log.last(PARTITION).await.map_err(|e| e.to_string())?;
+    if last < at {
+        return Err(format!(
+            "this data directory holds the log up to record {at}, but the log ends at {last} \
+             (was the stream {} deleted?): this node cannot follow it; give it an empty data \
+             directory",
+            super::log::STREAM
+        ));
+    }
     let records = match log.read(PARTITION, at).await {
         Err(LogError::Trimmed { prev, .. }) => {
             tracing::info!(

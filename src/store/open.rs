@@ -164,36 +164,53 @@ impl Store {
     /// single node's: replaying a log on top of it would mix two histories). An unmarked
     /// directory at a log position (from a version before the mark) is marked.
     pub fn claim_for_cluster(dir: &Path, id: &str) -> Result<()> {
+        // Read-only first: a directory refused is not opened for writing (which could upgrade
+        // an older schema's).
+        if dir.join("CURRENT").exists() {
+            let opts = Options::default();
+            let names = DB::list_cf(&opts, dir)?;
+            let db = DB::open_cf_for_read_only(&opts, dir, &names, false)?;
+            let get = |family: Family, key: &[u8]| -> Result<Option<Vec<u8>>> {
+                match db.cf_handle(family.name()) {
+                    Some(cf) => Ok(db.get_cf(cf, key)?),
+                    None => Ok(None),
+                }
+            };
+            let marked = get(Family::Meta, super::replicate::CLUSTER_KEY)?;
+            let log_seq = get(Family::Meta, super::replicate::LOG_SEQ_KEY)?;
+            let holds_messages = db.cf_handle(Family::Content.name()).is_some_and(|cf| {
+                let mut it = db.raw_iterator_cf(cf);
+                it.seek_to_first();
+                it.valid()
+            });
+            match marked {
+                Some(v) if v == id.as_bytes() => return Ok(()),
+                Some(v) => {
+                    return Err(StoreError::NotThisCluster(format!(
+                        "{} belongs to another cluster ({}, this one is {id}): give this node \
+                         an empty data directory",
+                        dir.display(),
+                        String::from_utf8_lossy(&v)
+                    )))
+                }
+                None => {}
+            }
+            if log_seq.is_none() && holds_messages {
+                return Err(StoreError::NotThisCluster(format!(
+                    "{} holds messages that are not in this cluster's log (a single node's data \
+                     directory?): give this node an empty data directory (bringing a single \
+                     node's data into a cluster is not supported yet)",
+                    dir.display()
+                )));
+            }
+        }
         let store = Store::open(dir, Durability::Async)?;
         let core = store.core();
-        let meta = core.cf(Family::Meta);
-        match core.db.get_cf(meta, super::replicate::CLUSTER_KEY)? {
-            Some(v) if v == id.as_bytes() => return Ok(()),
-            Some(v) => {
-                return Err(StoreError::NotThisCluster(format!(
-                    "{} belongs to another cluster ({}, this one is {id}): give this node an \
-                     empty data directory",
-                    dir.display(),
-                    String::from_utf8_lossy(&v)
-                )))
-            }
-            None => {}
-        }
-        let holds_messages = {
-            let mut it = core.raw_iter(Family::Content);
-            it.seek_to_first();
-            it.valid()
-        };
-        if core.log_seq()? == 0 && holds_messages {
-            return Err(StoreError::NotThisCluster(format!(
-                "{} holds messages that are not in this cluster's log (a single node's data \
-                 directory?): give this node an empty data directory (bringing a single \
-                 node's data into a cluster is not supported yet)",
-                dir.display()
-            )));
-        }
-        core.db
-            .put_cf(meta, super::replicate::CLUSTER_KEY, id.as_bytes())?;
+        core.db.put_cf(
+            core.cf(Family::Meta),
+            super::replicate::CLUSTER_KEY,
+            id.as_bytes(),
+        )?;
         core.flush()?;
         Ok(())
     }
