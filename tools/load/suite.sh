@@ -146,10 +146,11 @@ wait_for() { # N what log command...
 listening() { ss -ltn | grep -q " $1 "; }
 
 # The cluster scenarios (issue #22): three nats-servers with JetStream, routed as one cluster,
-# fresh stores each run, then missived as the owner of a one-partition cluster. With `two`, a
-# second missived (n2, its own data directory and port, no HTTP API) joins as a standby once
-# n1 serves the partition, so that the owner is n1 ($SERVER_PID) and n2 the standby
-# ($SERVER2_PID); both log the cluster's role changes (`serving the partition`).
+# fresh stores each run, then missived as the owner of a one-partition cluster, waited for until
+# it serves (it listens before, as a standby that closes what it cannot forward yet), so it logs
+# the cluster's role changes (`serving the partition`). With `two`, a second missived (n2, its
+# own data directory and port, no HTTP API) then joins as a standby, so that the owner is n1
+# ($SERVER_PID) and n2 the standby ($SERVER2_PID).
 start_cluster() { # durability [two]
     rm -rf "$DATA" "$DATA-n2" "$DATA-nats"
     local routes=nats://127.0.0.1:9611,nats://127.0.0.1:9612,nats://127.0.0.1:9613 i
@@ -159,16 +160,16 @@ start_cluster() { # durability [two]
             >"$OUT/nats$i.log" 2>&1 &
         NATS_PIDS="$NATS_PIDS $!"
     done
-    local nats=nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603 log=warn
-    [ "${2:-}" = two ] && log=warn,missive::cluster::primary=info
+    local nats=nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603
+    local log=warn,missive::cluster::primary=info
     MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN" --data-dir "$DATA" \
         --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n1 \
         --cluster "$nats" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     wait_for 600 "cluster did not start" "$OUT/server.log" listening "$LISTEN"
-    [ "${2:-}" = two ] || return 0
     wait_for 300 "n1 does not serve the partition" "$OUT/server.log" \
         grep -q "serving the partition" "$OUT/server.log"
+    [ "${2:-}" = two ] || return 0
     MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN2" --data-dir "$DATA-n2" \
         --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n2 \
         --cluster "$nats" >"$OUT/server2.log" 2>&1 &
@@ -203,6 +204,10 @@ stop_server() {
         wait "$SERVER2_PID" 2>/dev/null
         SERVER2_PID=
         rm -rf "$DATA-n2"
+        # Both nodes' logs kept with the run: when n2 logged `serving the partition`, against
+        # the signal's wall-clock time in the harness's log, is the takeover on the server side.
+        cp "$OUT/server.log" "$OUT/$LAST.n1.log"
+        cp "$OUT/server2.log" "$OUT/$LAST.n2.log"
     fi
     if [ -n "$NATS_PIDS" ]; then
         kill $NATS_PIDS 2>/dev/null
