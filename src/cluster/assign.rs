@@ -1,6 +1,9 @@
 //! Which partition a user or a conversation belongs to, and which live node should own a
 //! partition (docs/CLUSTER.md sections 2 and 3).
 
+/// The partition of a one-partition cluster (`cluster_partitions = 1`).
+pub const ONE_PARTITION: u32 = 0;
+
 /// FNV-1a, 64 bits: stable across versions and machines (the partition of a user must never
 /// change for a cluster's life), cheap, and well spread over short ids.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {

@@ -84,7 +84,7 @@ pub struct Cluster {
     /// See [`Cluster::set_log_seq`].
     log_seq: std::sync::atomic::AtomicU64,
     /// This node's snapshots as the owner of a one-partition cluster.
-    snapshots: super::snapshot::Stats,
+    snapshots: super::stats::SnapshotStats,
 }
 
 fn fingerprint(secret: &[u8]) -> String {
@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     /// This node's snapshots (docs/CLUSTER.md section 4).
-    pub fn snapshot_stats(&self) -> &super::snapshot::Stats {
+    pub fn snapshot_stats(&self) -> &super::stats::SnapshotStats {
         &self.snapshots
     }
 
@@ -266,7 +266,7 @@ impl Cluster {
     /// one-partition cluster), then those of every other live node, this one included.
     pub fn entry_addresses(&self, user: Option<&str>) -> Vec<String> {
         let partition = match (user, self.settings.partitions) {
-            (Some(u), p) if p > 1 => super::partition_of(u, p),
+            (Some(u), p) if p > 1 => super::assign::partition_of(u, p),
             _ => 0,
         };
         let now = Instant::now();

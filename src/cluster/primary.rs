@@ -19,7 +19,7 @@ use super::snapshot::{self, Snapshots};
 use crate::store::Store;
 
 /// The partition a one-partition cluster has.
-pub const PARTITION: u32 = 0;
+pub use super::assign::ONE_PARTITION as PARTITION;
 
 /// How often a standby catches up with the log and looks at the lease.
 const STANDBY_ROUND: Duration = Duration::from_millis(500);

@@ -18,7 +18,6 @@
 //! (u64) and bytes. The object store's SHA-256 digest covers the whole pack.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +26,9 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
+use super::assign::ONE_PARTITION as PARTITION;
 use super::log::{Log, LogError};
 use super::node::Cluster;
-use super::primary::PARTITION;
 use crate::store::Store;
 
 /// The object store of every partition's snapshots.
@@ -347,39 +346,6 @@ async fn unpack(from: &mut (impl AsyncRead + Unpin), dir: &Path, seq: u64) -> st
     Ok(())
 }
 
-/// What the last snapshot of this node was, for `GET /v1/cluster` and the metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    taken: AtomicU64,
-    last_seq: AtomicU64,
-    last_bytes: AtomicU64,
-    log_first: AtomicU64,
-}
-
-impl Stats {
-    /// Snapshots this node uploaded and trimmed behind.
-    pub fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
-    }
-
-    fn saw(&self, snapshot: Option<&Snapshot>, log_first: u64) {
-        if let Some(s) = snapshot {
-            self.last_seq.store(s.seq, Ordering::Relaxed);
-            self.last_bytes.store(s.bytes, Ordering::Relaxed);
-        }
-        self.log_first.store(log_first, Ordering::Relaxed);
-    }
-
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "taken_here": self.taken(),
-            "last_seq": self.last_seq.load(Ordering::Relaxed),
-            "last_bytes": self.last_bytes.load(Ordering::Relaxed),
-            "log_first_seq": self.log_first.load(Ordering::Relaxed),
-        })
-    }
-}
-
 /// Takes a partition's snapshots: checkpoint, upload, check, trim, prune.
 pub struct Snapshotter {
     pub log: Log,
@@ -480,7 +446,9 @@ pub async fn run(
             _ = tokio::time::sleep(RETRY) => {}
         }
     };
-    cluster.snapshot_stats().saw(last.as_ref(), first);
+    cluster
+        .snapshot_stats()
+        .saw(last.as_ref().map(|s| (s.seq, s.bytes)), first);
     let mut last = last.map_or(0, |s| s.seq);
     let taker = Snapshotter {
         log,
@@ -519,8 +487,8 @@ pub async fn run(
                 );
                 last = t.snapshot.seq;
                 let stats = cluster.snapshot_stats();
-                stats.taken.fetch_add(1, Ordering::Relaxed);
-                stats.saw(Some(&t.snapshot), t.log_first);
+                stats.took();
+                stats.saw(Some((t.snapshot.seq, t.snapshot.bytes)), t.log_first);
             }
             Err(SnapshotError::NotOwner(_)) => return,
             Err(e) => {
