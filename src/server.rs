@@ -51,6 +51,32 @@ pub struct ServerHandle {
     /// When the handle goes (shut down, or dropped without): closes every session left and ends
     /// the parker's thread.
     _parker: StopParker,
+    /// This node's membership of its cluster, left last at shutdown.
+    membership: Option<Membership>,
+}
+
+/// A cluster node's membership loop (`Cluster::run`), stopped on its own token: at shutdown
+/// after the server's writes, and when dropped.
+struct Membership {
+    leave: tokio_util::sync::DropGuard,
+    run: tokio::task::JoinHandle<()>,
+}
+
+impl Membership {
+    fn start(cluster: &Arc<crate::cluster::Cluster>) -> Membership {
+        let token = CancellationToken::new();
+        let run = tokio::spawn(cluster.clone().run(token.clone()));
+        Membership {
+            leave: token.drop_guard(),
+            run,
+        }
+    }
+
+    /// Releases this node's leases and deletes its key (waiting at most 5 s for it).
+    async fn leave(self) {
+        drop(self.leave);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.run).await;
+    }
 }
 
 /// Parked sessions have no task for the runtime to drop: without this, dropping a server that
@@ -108,9 +134,13 @@ impl Server {
         // A cluster node joins before it serves; in a one-partition cluster it then waits as a
         // standby until it owns the partition, forwarding clients to the owner meanwhile
         // (docs/CLUSTER.md sections 6 and 10).
+        let mut membership = None;
         let (cluster, replicator) = if config.clustered() {
             let cluster = join_cluster(&config, &secret, &bound).await?;
-            tasks.spawn(cluster.clone().run(shutdown.clone()));
+            // The membership (renewals, and the release at the end) runs until the server has
+            // finished its writes (`ServerHandle::shutdown`), not just until the shutdown
+            // begins: a lease released first would refuse the groups still being committed.
+            let member = Membership::start(&cluster);
             let replicator = if config.cluster_partitions == 1 {
                 let waited = standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown);
                 let (replicator, back) = match waited.await {
@@ -121,6 +151,7 @@ impl Server {
                         shutdown.cancel();
                         tasks.close();
                         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+                        member.leave().await;
                         return Err(other.err().unwrap_or(ServerError::Stopped));
                     }
                 };
@@ -134,6 +165,7 @@ impl Server {
                 );
                 None
             };
+            membership = Some(member);
             (Some(cluster), replicator)
         } else {
             (None, None)
@@ -293,6 +325,7 @@ impl Server {
             http_addr,
             tasks,
             push,
+            membership,
         })
     }
 }
@@ -369,6 +402,10 @@ impl ServerHandle {
         let flushed = tokio::task::spawn_blocking(move || store.core().flush()).await;
         if let Ok(Err(e)) = flushed {
             tracing::error!("flush at shutdown failed: {e}");
+        }
+        // Every write is done: the partitions can go to another node now.
+        if let Some(membership) = self.membership {
+            membership.leave().await;
         }
         tracing::info!("missived stopped");
     }
