@@ -135,6 +135,7 @@ impl Server {
         // standby until it owns the partition, forwarding clients to the owner meanwhile
         // (docs/CLUSTER.md sections 6 and 10).
         let mut membership = None;
+        let mut held = Vec::new();
         let (cluster, replicator) = if config.clustered() {
             let cluster = join_cluster(&config, &secret, &bound).await?;
             // The membership (renewals, and the release at the end) runs until the server has
@@ -143,7 +144,7 @@ impl Server {
             let member = Membership::start(&cluster);
             let replicator = if config.cluster_partitions == 1 {
                 let waited = standby(&cluster, &config, &secret, &db_dir, listeners, &shutdown);
-                let (replicator, back) = match waited.await {
+                let serving = match waited.await {
                     Ok(Some(serving)) => serving,
                     // Asked to stop while a standby, or it cannot go on: leave the cluster
                     // (release, delete this node's key) before returning.
@@ -155,8 +156,9 @@ impl Server {
                         return Err(other.err().unwrap_or(ServerError::Stopped));
                     }
                 };
-                listeners = back;
-                Some(Arc::new(replicator))
+                listeners = serving.listeners;
+                held = serving.held;
+                Some(Arc::new(serving.replicator))
             } else {
                 tracing::warn!(
                     "cluster mode with more than one partition is being built (docs/CLUSTER.md \
@@ -250,6 +252,16 @@ impl Server {
             events: Arc::default(),
         });
         let addrs = bound;
+        // The clients a standby held while no node served: first in line.
+        if !held.is_empty() {
+            tracing::info!(
+                clients = held.len(),
+                "serving the clients held during the takeover"
+            );
+        }
+        for (stream, peer) in held {
+            accept_one(&shared, &tasks, stream, peer);
+        }
         for listener in listeners {
             tasks.spawn(accept_loop(shared.clone(), listener, tasks.clone()));
         }
@@ -439,7 +451,7 @@ async fn standby(
     db_dir: &Path,
     listeners: Vec<TcpListener>,
     shutdown: &CancellationToken,
-) -> Result<Option<(crate::cluster::replicator::LogReplicator, Vec<TcpListener>)>, ServerError> {
+) -> Result<Option<Standby>, ServerError> {
     use crate::cluster::{forward, primary};
     let forwarding = shutdown.child_token();
     // Dropped with this future too (a start given up): the forwarding tasks end with it.
@@ -463,12 +475,27 @@ async fn standby(
     let owner = primary::become_owner(cluster, db_dir, shutdown).await;
     forwarding.cancel();
     let mut listeners = Vec::new();
+    let mut held = Vec::new();
     for f in forwarders {
-        listeners.push(f.await.map_err(|e| {
+        let (listener, waiting) = f.await.map_err(|e| {
             crate::cluster::ClusterError(format!("the forwarding task failed: {e}"))
-        })?);
+        })?;
+        listeners.push(listener);
+        held.extend(waiting);
     }
-    Ok(owner?.map(|r| (r, listeners)))
+    Ok(owner?.map(|r| Standby {
+        replicator: r,
+        listeners,
+        held,
+    }))
+}
+
+/// What a standby hands on when it serves: the replicator for its store, its listeners, and
+/// the clients it held for want of an owner (served first).
+struct Standby {
+    replicator: crate::cluster::replicator::LogReplicator,
+    listeners: Vec<TcpListener>,
+    held: crate::cluster::forward::Held,
 }
 
 /// Joins the cluster named by `config.cluster` (docs/CLUSTER.md); `bound` are this node's client
@@ -539,30 +566,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let now = tokio::time::Instant::now();
-                // A cluster node forwarding its clients: they are checked by their own
-                // addresses once its preamble is read (`limits::Forwarders`).
-                if shared.cluster.is_some() && shared.forwarders.contains(peer.ip(), now) {
-                    match shared.connections.admit_deferred() {
-                        Some(permit) => {
-                            shared.metrics.connections_accepted.inc();
-                            tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
-                        }
-                        None => refuse_busy(&shared, &tasks, stream),
-                    }
-                    continue;
-                }
-                if let Err(wait) = shared.login_failures.check(peer.ip(), now) {
-                    shared.metrics.login_failure_refusals.inc();
-                    shared
-                        .metrics
-                        .error(missive_protocol::ErrorCode::ServerBusy);
-                    crate::session::refuse_at_once(stream, wait.max(1000));
-                    continue;
-                }
-                accepted_within_limits(&shared, &tasks, stream, peer);
-            }
+            Ok((stream, peer)) => accept_one(&shared, &tasks, stream, peer),
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
@@ -570,6 +574,38 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tasks: TaskTrac
             }
         }
     }
+}
+
+/// An accepted connection: refused at once if its address used up its failed logins, else
+/// served within the connection limits.
+fn accept_one(
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let now = tokio::time::Instant::now();
+    // A cluster node forwarding its clients: they are checked by their own addresses once its
+    // preamble is read (`limits::Forwarders`).
+    if shared.cluster.is_some() && shared.forwarders.contains(peer.ip(), now) {
+        match shared.connections.admit_deferred() {
+            Some(permit) => {
+                shared.metrics.connections_accepted.inc();
+                tasks.spawn(crate::session::run(shared.clone(), stream, peer, permit));
+            }
+            None => refuse_busy(shared, tasks, stream),
+        }
+        return;
+    }
+    if let Err(wait) = shared.login_failures.check(peer.ip(), now) {
+        shared.metrics.login_failure_refusals.inc();
+        shared
+            .metrics
+            .error(missive_protocol::ErrorCode::ServerBusy);
+        crate::session::refuse_at_once(stream, wait.max(1000));
+        return;
+    }
+    accepted_within_limits(shared, tasks, stream, peer);
 }
 
 /// Serves an accepted connection, or refuses it (SERVER_BUSY) at the connection limits.

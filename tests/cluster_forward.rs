@@ -10,8 +10,9 @@
 //!   standby is not;
 //! - a preamble not signed with the cluster's secret is refused;
 //! - a standby asked to stop (SIGTERM) leaves the cluster and exits with success;
-//! - when the owner is SIGKILLed, the standby's clients lose their connection, reconnect to the
-//!   same address and are served by the standby once it has taken over.
+//! - when the owner is SIGKILLed, the standby's clients lose their connection; one that
+//!   connects to the standby during the gap is held there and served, on that connection, once
+//!   the standby has taken over.
 
 mod common;
 
@@ -373,7 +374,16 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
         ),
         "the forwarded connection outlived the owner: {lost:?}"
     );
-    let mut alice = login_from("127.0.0.2", p2, "alice", Duration::from_secs(30)).await;
+    // A client that connects during the gap is held by the standby, not refused: its one
+    // LOGIN is answered once the standby serves, without a reconnect.
+    let mut alice = connect_from("127.0.0.2", p2).await.unwrap();
+    let token = token("alice");
+    let login = tokio::time::timeout(Duration::from_secs(20), alice.login(&token, "d", 0));
+    let ack = login.await;
+    assert!(
+        matches!(ack, Ok(Ok(_))),
+        "a client held through the takeover: {ack:?}"
+    );
     let mut bob = login_from("127.0.0.1", p2, "bob", Duration::from_secs(30)).await;
     let served_after = killed.elapsed();
     assert!(

@@ -152,11 +152,23 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// How long a client that arrives while no owner is known is held, waiting for one.
+pub const HOLD: Duration = Duration::from_secs(15);
+
+/// How often the forwarding node looks for the owner's forwarding address.
+const LOOK: Duration = Duration::from_millis(100);
+
+/// Connections a forwarding node held for want of an owner, given back when it serves them
+/// itself: the clients, their addresses.
+pub type Held = Vec<(TcpStream, SocketAddr)>;
+
 /// Accepts clients on `listener` and forwards each to the owner of `partition`, until `stop`;
 /// then closes every connection it forwards (the owner they went to is gone or going) and
-/// gives the listener back, for this node to serve on. Connections are limited by
-/// `connections` (the node's own limits, per client address), and one that arrives while no
-/// owner is known is closed at once (the client reconnects with its backoff).
+/// gives the listener back, for this node to serve on, with the clients it was holding.
+/// Connections are limited by `connections` (the node's own limits, per client address). A
+/// client that arrives while no owner is known (a takeover under way) is held, for up to
+/// [`HOLD`], until one is (then forwarded) or until this node serves (then given back): it is
+/// served as soon as the partition is, instead of failing and backing off.
 pub async fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
@@ -164,8 +176,28 @@ pub async fn serve(
     secret: Arc<[u8]>,
     connections: Arc<Connections>,
     stop: CancellationToken,
-) -> TcpListener {
+) -> (TcpListener, Held) {
     let tasks = TaskTracker::new();
+    // The owner's forwarding address, looked up once per [`LOOK`] for every client held.
+    let (target_tx, target_rx) = tokio::sync::watch::channel(cluster.forward_target(partition));
+    let looking = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(LOOK) => {}
+                }
+                let now = cluster.forward_target(partition);
+                target_tx.send_if_modified(|t| {
+                    let changed = *t != now;
+                    *t = now;
+                    changed
+                });
+            }
+        })
+    };
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
     loop {
         let (client, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -181,38 +213,59 @@ pub async fn serve(
         let Some(permit) = connections.admit(peer.ip()) else {
             continue;
         };
-        let Some(target) = cluster.forward_target(partition) else {
-            continue;
-        };
         let (secret, stop) = (secret.clone(), stop.clone());
+        let (mut target_rx, held_tx) = (target_rx.clone(), held_tx.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                r = forward(client, peer, &target, &secret) => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, %target, "forwarding ended: {e}");
+            let deadline = tokio::time::Instant::now() + HOLD;
+            loop {
+                let target = target_rx.borrow_and_update().clone();
+                if let Some(target) = target {
+                    match connect(&target, peer, &secret).await {
+                        Ok(owner) => {
+                            tokio::select! {
+                                _ = stop.cancelled() => {}
+                                r = copy(client, owner) => {
+                                    if let Err(e) = r {
+                                        tracing::debug!(%peer, %target, "forwarding ended: {e}");
+                                    }
+                                }
+                            }
+                            return;
+                        }
+                        Err(e) => tracing::debug!(%peer, %target, "owner not reached: {e}"),
                     }
+                }
+                // No owner, or one that does not answer (it died; its lease has not run out
+                // yet): wait for the next, or for this node to serve the client itself.
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = held_tx.send((client, peer));
+                        return;
+                    }
+                    changed = target_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => return,
                 }
             }
         });
     }
     tasks.close();
     tasks.wait().await;
-    listener
+    looking.abort();
+    drop(held_tx);
+    let mut held = Vec::new();
+    while let Some(h) = held_rx.recv().await {
+        held.push(h);
+    }
+    (listener, held)
 }
 
-/// Connects to `target`, writes the preamble for `peer` and copies both ways until either side
-/// is done: the owner's end (its close or an error) closes the client at once; the client's
-/// end is passed on to the owner (a half close), which then has [`DRAIN`] to finish.
-async fn forward(
-    client: TcpStream,
-    peer: SocketAddr,
-    target: &str,
-    secret: &[u8],
-) -> std::io::Result<()> {
-    let _ = client.set_nodelay(true);
-    keepalive(&client);
+/// A connection to the owner at `target`, with the preamble for `peer` written.
+async fn connect(target: &str, peer: SocketAddr, secret: &[u8]) -> std::io::Result<TcpStream> {
     let mut owner = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -222,6 +275,15 @@ async fn forward(
     owner
         .write_all(&preamble(secret, peer, via, crate::clock::now_ms()))
         .await?;
+    Ok(owner)
+}
+
+/// Copies both ways until either side is done: the owner's end (its close or an error) closes
+/// the client at once; the client's end is passed on to the owner (a half close), which then
+/// has [`DRAIN`] to finish.
+async fn copy(client: TcpStream, owner: TcpStream) -> std::io::Result<()> {
+    let _ = client.set_nodelay(true);
+    keepalive(&client);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut owner_read, mut owner_write) = owner.into_split();
     let mut up = tokio::io::BufReader::with_capacity(COPY_BUFFER, &mut client_read);
