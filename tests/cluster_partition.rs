@@ -12,16 +12,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::nats::Proc;
+use common::chat::send;
+use common::nats::nats_cluster_on;
+use common::primary::NodeSpec;
 use common::{free_port, message, sync_all, SECRET};
 use missive_client::Connection;
-use missive_protocol::{pb, Packet};
+use missive_protocol::Packet;
 
 const PER_USER: usize = 60;
 
@@ -109,63 +110,6 @@ impl Drop for Netns {
     }
 }
 
-/// Three NATS servers with JetStream, routed as one cluster, on `host` (the root's side of the
-/// NATS link: reachable from the namespace until the link is cut); their client URLs.
-fn nats_on(dir: &Path, host: &str) -> (Vec<Proc>, String) {
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let route: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let join = |ports: &[u16]| -> String {
-        let urls: Vec<String> = ports.iter().map(|p| format!("nats://{host}:{p}")).collect();
-        urls.join(",")
-    };
-    let routes = join(&route);
-    let servers = (0..3)
-        .map(|i| {
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", host, "-n", &format!("nats{i}")])
-                .args(["-p", &client[i].to_string()])
-                .arg("-sd")
-                .arg(dir.join(format!("nats{i}")))
-                .args(["--cluster_name", "missive-test"])
-                .args(["--cluster", &format!("nats://{host}:{}", route[i])])
-                .args(["--routes", &routes])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server starts (apt-get install nats-server)");
-            Proc(child)
-        })
-        .collect();
-    (servers, join(&client))
-}
-
-/// missived `id` listening on `listen`, in namespace `ns` if given.
-fn start_node(dir: &Path, ns: Option<&str>, nats: &str, id: &str, listen: &str) -> Proc {
-    let bin = env!("CARGO_BIN_EXE_missived");
-    let mut cmd = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, bin]);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let child = cmd
-        .args(["--listen", listen])
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
-        .args(["--http-listen", ""])
-        .args(["--cluster", nats, "--node-id", id])
-        .env_remove("MISSIVE_CONFIG")
-        .env("MISSIVE_CLUSTER_PARTITIONS", "1")
-        .env("MISSIVE_ACK_TIMEOUT_MS", "600000")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("missived starts");
-    Proc(child)
-}
-
 /// The node the partition's lease names, once there is one.
 async fn owner(urls: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -204,19 +148,6 @@ async fn login(addrs: &[String], name: &str) -> (Connection, String) {
         assert!(Instant::now() < deadline, "{name}: nobody served in 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn send(to: &str, n: usize, from: &str) -> Packet {
-    Packet::Send(pb::Send {
-        client_msg_id: format!("{from}-{n}"),
-        to: Some(pb::Conversation {
-            kind: pb::ConversationKind::Direct as i32,
-            id: to.into(),
-        }),
-        content_type: 1,
-        content: format!("{from} #{n}").into_bytes(),
-        ..Default::default()
-    })
 }
 
 /// One acknowledged send: its message id, and when and where it was acknowledged.
@@ -275,13 +206,15 @@ async fn an_owner_cut_off_from_nats_stops_acknowledging_and_does_not_diverge() {
     }
     let ns = Netns::create();
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = nats_on(dir.path(), &ns.nats_host());
-    let (p1, p2) = (free_port(), free_port());
-    let n1_addr = format!("{}:{p1}", ns.client_addr());
-    let n2_addr = format!("127.0.0.1:{p2}");
-    let mut n1 = start_node(dir.path(), Some(&ns.name), &urls, "n1", &n1_addr);
+    let nats = nats_cluster_on(dir.path(), &ns.nats_host());
+    let urls = nats.urls.clone();
+    let n1 = NodeSpec::new(dir.path(), &urls, "n1", free_port(), None)
+        .in_netns(&ns.name, &ns.client_addr());
+    let n2 = NodeSpec::new(dir.path(), &urls, "n2", free_port(), None);
+    let (n1_addr, n2_addr) = (n1.addr(), n2.addr());
+    let mut n1 = n1.start();
     assert_eq!(owner(&urls).await, "n1");
-    let _n2 = start_node(dir.path(), None, &urls, "n2", &n2_addr);
+    let _n2 = n2.start();
 
     // alice connects to the owner itself, bob to the standby (forwarded to the owner); both
     // fall back to the other address.

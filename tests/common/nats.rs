@@ -44,6 +44,8 @@ impl Proc {
 pub struct Nats {
     pub servers: Vec<Proc>,
     pub urls: String,
+    /// The address the servers listen on.
+    host: String,
     dir: PathBuf,
     client: Vec<u16>,
     route: Vec<u16>,
@@ -52,16 +54,22 @@ pub struct Nats {
 /// Three NATS servers with JetStream, routed to each other as one cluster, their stores under
 /// `dir`; each on ports it can start again on ([`restart_port`]).
 pub fn nats_cluster(dir: &Path) -> Nats {
+    nats_cluster_on(dir, "127.0.0.1")
+}
+
+/// [`nats_cluster`] listening on `host` (an address of this machine).
+pub fn nats_cluster_on(dir: &Path, host: &str) -> Nats {
     let client: Vec<u16> = (0..3).map(|_| restart_port()).collect();
     let route: Vec<u16> = (0..3).map(|_| restart_port()).collect();
     let urls = client
         .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .map(|p| format!("nats://{host}:{p}"))
         .collect::<Vec<_>>()
         .join(",");
     let mut nats = Nats {
         servers: Vec::new(),
         urls,
+        host: host.to_owned(),
         dir: dir.to_path_buf(),
         client,
         route,
@@ -76,16 +84,19 @@ impl Nats {
         let routes = self
             .route
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .map(|p| format!("nats://{}:{p}", self.host))
             .collect::<Vec<_>>()
             .join(",");
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-n", &format!("nats{i}")])
+            .args(["-js", "-a", &self.host, "-n", &format!("nats{i}")])
             .args(["-p", &self.client[i].to_string()])
             .arg("-sd")
             .arg(self.dir.join(format!("nats{i}")))
             .args(["--cluster_name", "missive-test"])
-            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.route[i])])
+            .args([
+                "--cluster",
+                &format!("nats://{}:{}", self.host, self.route[i]),
+            ])
             .args(["--routes", &routes])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

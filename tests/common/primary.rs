@@ -1,6 +1,6 @@
 //! Real `missived` processes forming a one-partition cluster (docs/CLUSTER.md section 10) on
-//! the NATS servers of [`super::nats`]: the owner of the partition listens and serves, the
-//! others wait as standbys and listen on nothing.
+//! the NATS servers of [`super::nats`]: the owner of the partition serves, the others wait as
+//! standbys and forward the clients that reach them to the owner.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -17,10 +17,14 @@ pub struct NodeSpec {
     /// `<dir>/<id>`.
     pub data_dir: PathBuf,
     pub nats: String,
-    /// The client port (listened on only while the node owns the partition).
+    /// The client port (a standby forwards to the owner).
     pub port: u16,
     /// The server API's port (with `http::API_KEY`), or none.
     pub http: Option<u16>,
+    /// The address it listens on (127.0.0.1 unless [`NodeSpec::in_netns`]).
+    pub host: String,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -31,7 +35,21 @@ impl NodeSpec {
             nats: nats.to_owned(),
             port,
             http,
+            host: "127.0.0.1".into(),
+            netns: None,
         }
+    }
+
+    /// This node run in network namespace `netns`, listening on `host` there.
+    pub fn in_netns(mut self, netns: &str, host: &str) -> NodeSpec {
+        self.netns = Some(netns.to_owned());
+        self.host = host.to_owned();
+        self
+    }
+
+    /// The client address, `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Starts `missived` with this node's settings.
@@ -39,8 +57,17 @@ impl NodeSpec {
         let http = self
             .http
             .map_or(String::new(), |p| format!("127.0.0.1:{p}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_missived"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+        let bin = env!("CARGO_BIN_EXE_missived");
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
+            .args(["--listen", &self.addr()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
