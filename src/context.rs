@@ -30,6 +30,9 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Whether the server is draining (logins refused, sessions moved away).
     pub drain: crate::drain::Drain,
+    /// Set when the shutdown was asked for from inside (a drain that stops the node), so that
+    /// it is not taken for a failure.
+    pub stop_requested: std::sync::atomic::AtomicBool,
     /// The bound listener addresses (for the entry point).
     pub bound: Vec<SocketAddr>,
     /// What the offline-push worker did (for `/metrics` and tests).

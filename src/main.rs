@@ -132,6 +132,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             r = &mut starting => break r,
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT while starting: stopping"),
             _ = term.recv() => tracing::info!("SIGTERM while starting: stopping"),
+            // A standby serves nobody: nothing to drain (and nothing left pending for when it
+            // serves). SIGHUP likewise: the word filter is read when it starts serving.
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1 while starting (a standby): nothing to drain");
+                continue;
+            }
+            _ = hup.recv() => continue,
         }
         stop.cancel();
     };
@@ -154,8 +161,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = server.stopping() => {
-                tracing::error!("stopping after a failure");
-                failed = true;
+                if server.stop_requested() {
+                    tracing::info!("stopping as asked (a drain of a one-partition cluster's node)");
+                } else {
+                    tracing::error!("stopping after a failure");
+                    failed = true;
+                }
             }
             _ = hup.recv() => {
                 match server.reload_words() {

@@ -237,6 +237,7 @@ impl Server {
             tls,
             metrics: Default::default(),
             drain: Default::default(),
+            stop_requested: Default::default(),
             bound: bound.clone(),
             push: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
@@ -391,6 +392,14 @@ impl ServerHandle {
     pub fn break_parker(&self) {
         self.shared.parker.fail();
         self.shared.parker.stop();
+    }
+
+    /// Whether the shutdown under way was asked for from inside (a drain of a one-partition
+    /// cluster's node), not caused by a failure.
+    pub fn stop_requested(&self) -> bool {
+        self.shared
+            .stop_requested
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves when the server begins shutting down (for example after a store failure).

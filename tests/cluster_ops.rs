@@ -355,3 +355,39 @@ async fn a_node_added_under_load_takes_the_partition_over_and_a_node_removed_los
     eprintln!("{checked} messages checked");
     c.nodes.kill_all();
 }
+
+/// Draining the owner (SIGUSR1, as `POST /v1/drain`) of a one-partition cluster under load: it
+/// finishes its writes, hands the partition over and stops with success; another node serves
+/// at once and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_owner_hands_the_partition_over_and_stops_under_load() {
+    let _one = SERIAL.lock().await;
+    let c = cluster(&["n1", "n2", "n3"], 3).await;
+    let specs = c.nodes.specs();
+    let progress = Arc::new(Progress::default());
+    let chats = chat::start(plan(), &c.ports, &progress);
+    more(&progress, 300).await;
+    let drained = Instant::now();
+    let status = c
+        .nodes
+        .stop(c.owner, "-USR1", Duration::from_secs(30))
+        .await;
+    assert!(status.success(), "the drained owner stopped with {status}");
+    let next = wait_owner(&specs, Duration::from_secs(20)).await;
+    assert_ne!(next, c.owner);
+    let took = drained.elapsed();
+    more(&progress, 300).await;
+    let all = chat::finish(&progress, chats).await;
+    eprintln!(
+        "{} drained: {} serves {took:?} after the SIGUSR1; the longest time without an \
+         acknowledgement {:?}; sends tried again: {:?}",
+        specs[c.owner].id,
+        specs[next].id,
+        chat::longest_silence(&all, drained, Instant::now()),
+        progress.retries()
+    );
+    assert!(c.nodes.unasked().is_empty(), "{:?}", c.nodes.unasked());
+    let checked = chat::check(&c.ports, &all).await;
+    eprintln!("{checked} messages checked");
+    c.nodes.kill_all();
+}

@@ -22,7 +22,20 @@ const MIN_PERIOD: Duration = Duration::from_millis(2);
 const CATCH_UP: Duration = Duration::from_millis(10);
 
 /// Starts draining with `plan`; if a drain is running, it goes on at the new plan's pace.
+///
+/// A node of a one-partition cluster is drained by stopping it (docs/CLUSTER.md section 7):
+/// logins are refused, the writes in flight finish, the lease is released and another node
+/// serves at once; its clients, kicked with a reconnect delay, reconnect through their address
+/// list (a standby forwards them to the new owner, or is it). Moving its clients one by one to
+/// a node that forwards them back would change nothing.
 pub fn start(shared: &Arc<Shared>, plan: Plan) {
+    if shared.cluster.is_some() && shared.config.cluster_partitions == 1 {
+        tracing::info!("draining a one-partition cluster's node: handing over and stopping");
+        shared.drain.active.store(true, Ordering::Relaxed);
+        shared.stop_requested.store(true, Ordering::Relaxed);
+        shared.shutdown.cancel();
+        return;
+    }
     let stop = CancellationToken::new();
     let mut running = shared.drain.running.lock();
     match running.take() {
