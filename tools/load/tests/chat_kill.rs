@@ -5,8 +5,10 @@
 //! are resent by the clients and acknowledged once). The server is `missived` of the same
 //! target directory (built by `cargo test --workspace`), or the binary named by `MISSIVED`.
 
+mod common;
+
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,18 +51,14 @@ impl Server {
             .spawn()
             .expect("missived starts");
         let mut server = Server { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("missived exited ({status}): {}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "missived not listening on {port} after 20 s: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = server.log.clone();
+        common::wait_listening(
+            &mut server.child,
+            port,
+            Duration::from_secs(20),
+            "missived",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
         server
     }
 

@@ -4,8 +4,10 @@
 //! figures the suite compares. Needs `mosquitto` on the PATH (`apt-get install mosquitto`;
 //! `.ci/run` installs it).
 
+mod common;
+
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -55,18 +57,14 @@ impl Mosquitto {
             ),
         };
         let mut broker = Mosquitto { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                panic!("mosquitto exited ({status}): {}", broker.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto not listening on {port} after 10 s: {}",
-                broker.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = broker.dir.join("mosquitto.log");
+        common::wait_listening(
+            &mut broker.child,
+            port,
+            Duration::from_secs(10),
+            "mosquitto",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
         broker
     }
 
