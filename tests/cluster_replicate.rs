@@ -6,26 +6,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::nats::{nats_cluster, open_log};
+use common::nats::{nats_cluster, open_log, replicated_store};
 use missive::check;
 use missive::cluster::log::{Log, Writer};
-use missive::cluster::replicator::LogReplicator;
 use missive::ids::Version;
 use missive::store::{Durability, SendRequest, Store};
 use missive_protocol::pb::{Conversation, ConversationKind, InboxEntry};
 
 /// A store in `dir` whose groups go to `partition` of `log` (taken at epoch 1).
 async fn replicated(dir: &std::path::Path, log: &Log, partition: u32) -> Store {
-    let store = Store::open(dir, Durability::Async).unwrap();
-    let writer = Writer::take(log.clone(), partition, 1, 0).await.unwrap();
-    store.set_replicator(Arc::new(LogReplicator::new(
-        writer,
-        tokio::runtime::Handle::current(),
-        Box::new(|| true),
-    )));
-    store
+    replicated_store(dir, log, partition, 1).await
 }
 
 fn send(from: &str, to: &str, n: usize) -> SendRequest {

@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use common::chat::{self, Plan, Progress};
 use common::http::{Api, API_KEY};
-use common::nats::{nats_cluster, open_log, Proc};
+use common::nats::{nats_cluster, open_log, replicated_store, Proc};
 use common::primary::{joined, listening};
 use common::{free_port, SECRET};
 use missive::cluster::log::{Log, LogError, Writer};
-use missive::cluster::replicator::LogReplicator;
 use missive::cluster::snapshot::{self, SnapshotError, Snapshots, Snapshotter};
 use missive::ids::Version;
 use missive::store::{Durability, SendRequest, Store};
@@ -31,15 +30,7 @@ use missive_protocol::pb::{Conversation, ConversationKind};
 
 /// A store in `dir` whose groups go to partition 0 of `log`, taken at `epoch`.
 async fn replicated(dir: &Path, log: &Log, epoch: u64) -> Arc<Store> {
-    let store = Store::open(dir, Durability::Async).unwrap();
-    let last = log.last(0).await.unwrap();
-    let writer = Writer::take(log.clone(), 0, epoch, last).await.unwrap();
-    store.set_replicator(Arc::new(LogReplicator::new(
-        writer,
-        tokio::runtime::Handle::current(),
-        Box::new(|| true),
-    )));
-    Arc::new(store)
+    Arc::new(replicated_store(dir, log, 0, epoch).await)
 }
 
 const USERS: [&str; 3] = ["ann", "ben", "cat"];

@@ -193,3 +193,26 @@ pub async fn place_leader(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A store in `dir` whose commit groups go to `partition` of `log`, through a writer taken at
+/// `epoch` after the partition's last record (the node always believes it owns it).
+pub async fn replicated_store(
+    dir: &Path,
+    log: &missive::cluster::log::Log,
+    partition: u32,
+    epoch: u64,
+) -> missive::store::Store {
+    use missive::cluster::log::Writer;
+    use missive::cluster::replicator::LogReplicator;
+    let store = missive::store::Store::open(dir, missive::store::Durability::Async).unwrap();
+    let last = log.last(partition).await.unwrap();
+    let writer = Writer::take(log.clone(), partition, epoch, last)
+        .await
+        .unwrap();
+    store.set_replicator(std::sync::Arc::new(LogReplicator::new(
+        writer,
+        tokio::runtime::Handle::current(),
+        Box::new(|| true),
+    )));
+    store
+}
