@@ -221,7 +221,16 @@ pub async fn serve(
             loop {
                 let target = target_rx.borrow_and_update().clone();
                 if let Some(target) = target {
-                    match connect(&target, peer, &secret).await {
+                    // Raced with the takeover: an owner that died with its machine takes the
+                    // whole connect timeout to fail, and this node may serve before that.
+                    let attempt = tokio::select! {
+                        _ = stop.cancelled() => {
+                            let _ = held_tx.send((client, peer));
+                            return;
+                        }
+                        r = connect(&target, peer, &secret) => r,
+                    };
+                    match attempt {
                         Ok(owner) => {
                             tokio::select! {
                                 _ = stop.cancelled() => {}
