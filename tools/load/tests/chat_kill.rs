@@ -8,12 +8,9 @@
 mod common;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 const SECRET: &str = "chat-kill-test-secret-0123456789";
 
@@ -76,16 +73,8 @@ impl Drop for Server {
 
 #[test]
 fn a_server_stopped_by_sigterm_and_started_again_serves_every_user_again_with_nothing_lost() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
-    let dir = std::env::temp_dir().join(format!(
-        "missive-load-kill-test-{}-{port}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("test directory");
+    let port = common::free_port();
+    let dir = common::test_dir("missive-load-kill-test", port);
     let mut first = Server::start(&dir, port, 1);
     let (users, rate, duration) = (20u64, 200u64, 6u64);
     let (out, err) = (dir.join("load.out"), dir.join("load.err"));
@@ -108,31 +97,20 @@ fn a_server_stopped_by_sigterm_and_started_again_serves_every_user_again_with_no
         .expect("missive-load starts");
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     // The harness stops the server; it is started again once it has exited.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = first.child.try_wait().expect("wait for missived") {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let status = common::wait_exit(
+        &mut first.child,
+        Duration::from_secs(20),
+        "missived",
+        || {
             let _ = load.kill();
-            panic!("missived still running 20 s on: {}", read(&err));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+            read(&err)
+        },
+    );
     assert!(status.success(), "SIGTERM is a graceful stop: {status}");
     let second = Server::start(&dir, port, 2);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(status) = load.try_wait().expect("wait for missive-load") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = load.kill();
-            let _ = load.wait();
-            panic!("missive-load still running after 40 s: {}", read(&err));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_exit(&mut load, Duration::from_secs(40), "missive-load", || {
+        read(&err)
+    });
     let (stdout, stderr) = (read(&out), read(&err));
     assert!(
         status.success(),
@@ -140,13 +118,8 @@ fn a_server_stopped_by_sigterm_and_started_again_serves_every_user_again_with_no
         first.log(),
         second.log()
     );
-    let r: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}\n{stderr}"));
-    let n = |key: &str| {
-        r[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key:?} in the summary: {r}"))
-    };
+    let r = common::summary(&stdout, &stderr);
+    let n = |key: &str| common::number(&r, key);
     let s = |key: &str| {
         r[key]
             .as_f64()

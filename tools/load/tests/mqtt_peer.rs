@@ -7,12 +7,9 @@
 mod common;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 /// A mosquitto process with its own configuration and log, killed when dropped.
 struct Mosquitto {
@@ -23,15 +20,8 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "missive-load-mqtt-test-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("test directory");
+        let port = common::free_port();
+        let dir = common::test_dir("missive-load-mqtt-test", port);
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -91,23 +81,8 @@ fn missive_load(args: &[String], dir: &Path, limit: Duration) -> (ExitStatus, St
         .stderr(File::create(&err).expect("load.err"))
         .spawn()
         .expect("missive-load starts");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for missive-load") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "missive-load still running after {} s: {}",
-                limit.as_secs(),
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let status = common::wait_exit(&mut child, limit, "missive-load", || read(&err));
     (status, read(&out), read(&err))
 }
 
@@ -145,13 +120,8 @@ fn mqtt_chat_against_mosquitto_delivers_every_message_once() {
         "missive-load mqtt chat failed ({status}):\n{stderr}\nmosquitto: {}",
         broker.log()
     );
-    let r: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}\n{stderr}"));
-    let n = |key: &str| {
-        r[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {key:?} in the summary: {r}"))
-    };
+    let r = common::summary(&stdout, &stderr);
+    let n = |key: &str| common::number(&r, key);
     let total = rate * duration;
     assert_eq!(r["scenario"], "mqtt-chat");
     assert_eq!(r["ok"], true, "{r}");
