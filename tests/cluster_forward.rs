@@ -23,36 +23,26 @@ use std::time::{Duration, Instant};
 
 use common::http::{Api, API_KEY};
 use common::nats::{nats_cluster, Proc};
+use common::primary::NodeSpec;
 use common::{free_port, SECRET};
 use missive::cluster::forward::preamble;
 use missive_client::Connection;
 use missive_protocol::{pb, ErrorCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn start_node(dir: &Path, nats: &str, id: &str, port: u16, http: &str) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_missived"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
-        .args(["--http-listen", http])
-        .env("MISSIVE_API_KEY", API_KEY)
-        .args(["--cluster", nats, "--node-id", id])
-        .env_remove("MISSIVE_CONFIG")
-        .env("MISSIVE_CLUSTER_PARTITIONS", "1")
-        .env(
+/// A node of a one-partition cluster that advertises its client address, with a small
+/// failed-login budget refilling slowly (the test spends one address's) and a 3 s login timeout
+/// (silent connections are closed by the owner after it).
+fn start_node(dir: &Path, nats: &str, id: &str, port: u16, http: Option<u16>) -> Proc {
+    NodeSpec::new(dir, nats, id, port, http)
+        .with_env(
             "MISSIVE_CLUSTER_ADVERTISE",
             format!("tcp://127.0.0.1:{port}"),
         )
-        // A small failed-login budget, refilling slowly: the test spends one address's.
-        .env("MISSIVE_LOGIN_FAILURES_BURST", "3")
-        .env("MISSIVE_LOGIN_FAILURES_PER_SEC", "1")
-        // Silent connections are closed by the owner after 3 s.
-        .env("MISSIVE_LOGIN_TIMEOUT_MS", "3000")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("missived starts");
-    Proc(child)
+        .with_env("MISSIVE_LOGIN_FAILURES_BURST", 3)
+        .with_env("MISSIVE_LOGIN_FAILURES_PER_SEC", 1)
+        .with_env("MISSIVE_LOGIN_TIMEOUT_MS", 3000)
+        .start()
 }
 
 /// The cluster's bucket, once the first node has created it.
@@ -206,14 +196,15 @@ async fn clients_of_the_standby_are_forwarded_to_the_owner_and_served_by_the_sta
     let dir = tempfile::tempdir().unwrap();
     let nats = nats_cluster(dir.path());
     let (p1, p2) = (free_port(), free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut n1 = start_node(dir.path(), &nats.urls, "n1", p1, &http);
+    let http_port = free_port();
+    let http = format!("127.0.0.1:{http_port}");
+    let mut n1 = start_node(dir.path(), &nats.urls, "n1", p1, Some(http_port));
     assert_eq!(owner(&nats.urls).await, "n1");
-    let n2 = start_node(dir.path(), &nats.urls, "n2", p2, "");
+    let n2 = start_node(dir.path(), &nats.urls, "n2", p2, None);
     joined(&nats.urls, "n2").await;
 
     // A standby asked to stop (SIGTERM) leaves the cluster and exits with success.
-    let mut n3 = start_node(dir.path(), &nats.urls, "n3", free_port(), "");
+    let mut n3 = start_node(dir.path(), &nats.urls, "n3", free_port(), None);
     joined(&nats.urls, "n3").await;
     n3.signal("-TERM");
     let status = n3.exited(Duration::from_secs(10)).await;

@@ -13,15 +13,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::chat::{self, Plan, Progress};
+use common::free_port;
 use common::http::{Api, API_KEY};
 use common::nats::{nats_cluster, open_log, replicated_store, Proc};
-use common::primary::{joined, listening};
-use common::{free_port, SECRET};
+use common::primary::{joined, listening, NodeSpec};
 use missive::cluster::log::{Log, LogError, Writer};
 use missive::cluster::snapshot::{self, SnapshotError, Snapshots, Snapshotter};
 use missive::ids::Version;
@@ -183,22 +182,9 @@ async fn the_log_is_trimmed_only_behind_a_complete_snapshot_of_its_owner() {
 
 /// Starts a one-partition cluster node with a server API and snapshots every `every` records.
 fn start_node(dir: &Path, nats: &str, id: &str, port: u16, http: u16, every: u64) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_missived"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args(["--secret", SECRET, "--durability", "async", "--log", "warn"])
-        .args(["--http-listen", &format!("127.0.0.1:{http}")])
-        .args(["--cluster", nats, "--node-id", id])
-        .env_remove("MISSIVE_CONFIG")
-        .env("MISSIVE_API_KEY", API_KEY)
-        .env("MISSIVE_CLUSTER_PARTITIONS", "1")
-        .env("MISSIVE_CLUSTER_SNAPSHOT_RECORDS", every.to_string())
-        .env("MISSIVE_ACK_TIMEOUT_MS", "600000")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("missived starts");
-    Proc(child)
+    NodeSpec::new(dir, nats, id, port, Some(http))
+        .with_env("MISSIVE_CLUSTER_SNAPSHOT_RECORDS", every)
+        .start()
 }
 
 /// The node's `missive_cluster_snapshots_total` and its `/v1/cluster` snapshot view, once it

@@ -25,6 +25,8 @@ pub struct NodeSpec {
     pub host: String,
     /// The network namespace it runs in, if any.
     pub netns: Option<String>,
+    /// More environment for `missived` (settings), after the defaults above.
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeSpec {
@@ -37,7 +39,14 @@ impl NodeSpec {
             http,
             host: "127.0.0.1".into(),
             netns: None,
+            env: Vec::new(),
         }
+    }
+
+    /// This node started with the environment variable `key` (a setting) set to `value`.
+    pub fn with_env(mut self, key: &str, value: impl ToString) -> NodeSpec {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
     }
 
     /// This node run in network namespace `netns`, listening on `host` there.
@@ -78,6 +87,7 @@ impl NodeSpec {
             .env("MISSIVE_CLUSTER_PARTITIONS", "1")
             // The tests read pushes only at the end: no retransmits meanwhile.
             .env("MISSIVE_ACK_TIMEOUT_MS", "600000")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .expect("missived starts");
