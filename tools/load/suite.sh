@@ -145,6 +145,17 @@ wait_for() { # N what log command...
 }
 listening() { ss -ltn | grep -q " $1 "; }
 
+# One missived of the suite's one-partition cluster, in the background: durability, node id,
+# listen address, data directory, log file. It logs when it serves the partition or waits as a
+# standby.
+cluster_node() {
+    MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$3" --data-dir "$4" \
+        --secret "$SECRET" --durability "$1" --log warn,missive::cluster::primary=info \
+        --http-listen "" --node-id "$2" \
+        --cluster nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603 \
+        >"$5" 2>&1 &
+}
+
 # The cluster scenarios (issue #22): three nats-servers with JetStream, routed as one cluster,
 # fresh stores each run, then missived as the owner of a one-partition cluster, waited for until
 # it serves (it listens before, as a standby that closes what it cannot forward yet), so it logs
@@ -160,19 +171,13 @@ start_cluster() { # durability [two]
             >"$OUT/nats$i.log" 2>&1 &
         NATS_PIDS="$NATS_PIDS $!"
     done
-    local nats=nats://127.0.0.1:9601,nats://127.0.0.1:9602,nats://127.0.0.1:9603
-    local log=warn,missive::cluster::primary=info
-    MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN" --data-dir "$DATA" \
-        --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n1 \
-        --cluster "$nats" >"$OUT/server.log" 2>&1 &
+    cluster_node "$1" n1 "$LISTEN" "$DATA" "$OUT/server.log"
     SERVER_PID=$!
     wait_for 600 "cluster did not start" "$OUT/server.log" listening "$LISTEN"
     wait_for 300 "n1 does not serve the partition" "$OUT/server.log" \
         grep -q "serving the partition" "$OUT/server.log"
     [ "${2:-}" = two ] || return 0
-    MISSIVE_CLUSTER_PARTITIONS=1 "$BIN/missived" --listen "$LISTEN2" --data-dir "$DATA-n2" \
-        --secret "$SECRET" --durability "$1" --log "$log" --http-listen "" --node-id n2 \
-        --cluster "$nats" >"$OUT/server2.log" 2>&1 &
+    cluster_node "$1" n2 "$LISTEN2" "$DATA-n2" "$OUT/server2.log"
     SERVER2_PID=$!
     wait_for 600 "n2 did not start" "$OUT/server2.log" listening "$LISTEN2"
     wait_for 300 "n2 is not a standby" "$OUT/server2.log" \
