@@ -156,15 +156,19 @@ async fn catch_up(
         }
     };
     // A directory ahead of the log (the stream was deleted or recreated under the same
-    // cluster): replaying or taking it would mix two histories.
-    let last = log.last(PARTITION).await.map_err(|e| e.to_string())?;
-    if last < at {
-        return Err(format!(
-            "this data directory holds the log up to record {at}, but the log ends at {last} \
-             (was the stream {} deleted?): this node cannot follow it; give it an empty data \
-             directory",
-            super::log::STREAM
-        ));
+    // cluster): replaying or taking it would mix two histories. Looked at when the directory's
+    // position is read (at the start, after a failed round); later rounds only replay from the
+    // log, which keeps it at or behind.
+    if known.is_none() {
+        let last = log.last(PARTITION).await.map_err(|e| e.to_string())?;
+        if last < at {
+            return Err(format!(
+                "this data directory holds the log up to record {at}, but the log ends at \
+                 {last} (was the stream {} deleted?): this node cannot follow it; give it an \
+                 empty data directory",
+                super::log::STREAM
+            ));
+        }
     }
     let records = match log.read(PARTITION, at).await {
         Err(LogError::Trimmed { prev, .. }) => {
