@@ -98,10 +98,11 @@ pub fn outcome<T>(shared: &Shared, r: store::Result<T>) -> Result<T, Refusal> {
             }
             Err(r)
         }
-        // A cluster node whose log refused the change (its lease or the log is gone) stops,
-        // and another node serves: the change may have reached the log, so the client is told
-        // to reconnect and resend, not that nothing happened (PROTOCOL.md section 14).
-        Err(e) if shared.cluster.is_some() => {
+        // A store replicated through a cluster's log whose log refused the change (the lease
+        // or the log is gone): the node stops and another serves; the change may have reached
+        // the log, so the client is told to reconnect and resend, not that nothing happened
+        // (PROTOCOL.md section 14).
+        Err(e) if shared.store.is_replicated() => {
             tracing::error!("store failure, this cluster node stops serving: {e}");
             shared.shutdown.cancel();
             let mut r = Refusal::new(

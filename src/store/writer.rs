@@ -63,6 +63,12 @@ impl Store {
         let _ = self.core.replicator.set(replicator);
     }
 
+    /// Whether the store's groups go to a log ([`Store::set_replicator`]): a group that failed
+    /// may then have reached the log, and another node replays it.
+    pub fn is_replicated(&self) -> bool {
+        self.core.replicator.get().is_some()
+    }
+
     /// Where committed changes send their pushes. Set once, before the first change.
     pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
         let _ = self.core.outbox.set(outbox);
